@@ -1,0 +1,62 @@
+// Persistent compute thread pool.
+//
+// parallelFor(n, grain, fn) splits [0, n) into chunks and runs fn(begin, end, thread) on the
+// pool's threads and the calling thread; it returns when every chunk is done. Workers spin
+// briefly after a job (kernels come in bursts of hundreds per token) and then sleep on a
+// condition variable, so an idle pool costs no CPU.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace flexinfer {
+
+using RangeFn = std::function<void(int64_t begin, int64_t end, int thread)>;
+
+class ThreadPool {
+ public:
+  static ThreadPool& instance();
+
+  // Total threads that run a job, counting the caller. n <= 0 means hardware concurrency.
+  void setThreads(int n);
+  int threads() const { return numThreads_; }
+
+  // Runs fn over [0, n) in chunks of at least `grain` items. Callers are serialized.
+  void parallelFor(int64_t n, int64_t grain, const RangeFn& fn);
+
+  ~ThreadPool();
+
+ private:
+  ThreadPool();
+  void startWorkers(int numWorkers);
+  void stopWorkers();
+  void workerLoop(int index);
+  void runChunks(int thread);
+
+  std::mutex callMutex_;  // one job at a time
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::thread> workers_;
+  int numThreads_ = 1;
+  bool stopping_ = false;
+
+  // Current job.
+  std::atomic<uint64_t> generation_{0};
+  const RangeFn* fn_ = nullptr;
+  int64_t total_ = 0;
+  int64_t chunk_ = 1;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int> pending_{0};  // workers still in the current job
+};
+
+// Convenience: ThreadPool::instance().parallelFor(...)
+inline void parallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
+  ThreadPool::instance().parallelFor(n, grain, fn);
+}
+
+}  // namespace flexinfer

@@ -1,0 +1,32 @@
+/**
+ * What the model sees of the KV cache. The model never knows how K/V is stored (contiguous
+ * preallocation, vTensor chunks mapped under a reservation, ...): it asks for one sequence's
+ * K or V of one layer as a plain contiguous f16 array and writes new rows into it.
+ */
+
+/** Opaque sequence id handed out by the cache owner (engine / scheduler). */
+export type SeqId = number;
+
+/** Shape facts the cache needs from the model. */
+export interface KvShape {
+  numLayers: number;
+  /** Elements per token per layer for K (and for V): numKvHeads * headDim. */
+  kvDim: number;
+  /** Largest number of tokens one sequence may hold. */
+  maxContext: number;
+}
+
+/**
+ * The model-facing interface of a KV cache.
+ *
+ * keys()/values() return an f16 view of the whole virtual extent of that sequence's
+ * K (or V) for one layer: element [pos * kvDim + i]. Only positions the owner made
+ * room for (see `ensure`) may be touched; for virtual layouts the rest is not mapped.
+ */
+export interface KvCache {
+  readonly shape: KvShape;
+  /** K of `seq` at `layer`: f16 bits, [maxContext, kvDim]. */
+  keys(seq: SeqId, layer: number): Uint16Array;
+  /** V of `seq` at `layer`: f16 bits, [maxContext, kvDim]. */
+  values(seq: SeqId, layer: number): Uint16Array;
+}

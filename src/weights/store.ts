@@ -1,0 +1,38 @@
+/**
+ * What the model sees of its weights. Model code never owns weight memory: per layer it
+ * acquires the tensors (resident or streamed in by the FlexInfer streamer, it cannot tell),
+ * computes, and releases them. Token embeddings are read by row on demand.
+ */
+import type { GgmlType } from '../gguf/ggml-type.js';
+
+/** One weight tensor's raw bytes in ggml layout: ne[0] = dims[0] is the row length. */
+export interface WeightTensor {
+  /** GGUF tensor name, e.g. "blk.3.attn_q.weight". */
+  readonly name: string;
+  readonly type: GgmlType;
+  /** ggml dims, innermost first: a matrix [n_in, n_out] has n_out rows of n_in elements. */
+  readonly dims: readonly number[];
+  /** The tensor's bytes (memory owned by the store; valid until release). */
+  readonly data: Uint8Array;
+}
+
+/** Tensors of one transformer block, by short name ("attn_q.weight", "ffn_down.weight"). */
+export interface LayerWeights {
+  readonly layer: number;
+  get(shortName: string): WeightTensor;
+  /** Like get() but undefined when the file has no such tensor (e.g. optional biases). */
+  find(shortName: string): WeightTensor | undefined;
+}
+
+/** The model-facing interface of a weight store. */
+export interface WeightStore {
+  readonly numLayers: number;
+  /** Blocks until the layer's tensors are in memory. Pair with release(layer). */
+  acquire(layer: number): LayerWeights;
+  /** The model is done with this layer for this forward pass. */
+  release(layer: number): void;
+  /** A tensor outside the blocks ("output_norm.weight", "output.weight", "rope_freqs.weight"), or undefined. */
+  global(name: string): WeightTensor | undefined;
+  /** Dequantized rows of token_embd for these token ids into out: [tokens.length, dim] f32. */
+  embed(tokens: Int32Array, out: Float32Array): void;
+}
