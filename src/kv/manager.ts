@@ -1,0 +1,70 @@
+/**
+ * The engine-facing interface of the KV cache: sequences, room for tokens, prefix reuse.
+ * Implementations: contiguous (max-context preallocation per sequence, the llama.cpp way) and
+ * vTensor (virtually contiguous per-sequence K/V over chunks mapped on demand). Both hand the
+ * model plain contiguous f16 arrays through KvCache.
+ *
+ * Running short of memory is a return value (false / null) the scheduler handles, never an
+ * exception. Broken invariants (unknown sequence, released twice) are exceptions.
+ */
+import type { KvCache, SeqId } from './cache.js';
+
+/** Counters for `flexinfer bench --kv-sweep`, `/metrics` and run statistics. */
+export interface KvStats {
+  layout: string;
+  /** Bytes of physical memory currently backing K/V (mapped chunks or preallocated arrays). */
+  mappedBytes: number;
+  /** Bytes that hold live tokens: sum over sequences of tokens * bytesPerToken. */
+  liveBytes: number;
+  /** Bytes mapped into more than one sequence, counted once. */
+  sharedBytes: number;
+  /** Pool capacity in bytes (the KV share of the memory budget). */
+  capacityBytes: number;
+  /** (mapped - live) / mapped, in percent (0 when nothing is mapped). */
+  fragmentationPercent: number;
+  numSequences: number;
+  numMappings: number;
+  /** Time spent mapping chunks on the critical path (inside ensure()), milliseconds. */
+  mapMsOnCriticalPath: number;
+  prefixHits: number;
+  prefixMisses: number;
+  prefixTokensReused: number;
+}
+
+/** Result of looking a prompt up in the prefix cache. */
+export interface PrefixMatch {
+  /** New sequence whose positions [0, numTokens) already hold the K/V of tokens[0, numTokens). */
+  seq: SeqId;
+  numTokens: number;
+}
+
+export interface KvManager extends KvCache {
+  readonly layout: 'contiguous' | 'vtensor' | string;
+  /** A new empty sequence, or null if the pool cannot hold even an empty one. */
+  createSequence(): SeqId | null;
+  /**
+   * Makes room for positions [0, numTokens) of `seq`. Returns false if the pool is short
+   * (after evicting cached prefixes); the sequence is unchanged then.
+   */
+  ensure(seq: SeqId, numTokens: number): boolean;
+  /** Number of positions of `seq` that hold computed K/V (as told by commit()). */
+  length(seq: SeqId): number;
+  /** Records that positions [0, tokens.length) of `seq` now hold the K/V of `tokens`. */
+  commit(seq: SeqId, tokens: Uint32Array): void;
+  /** Drops positions >= numTokens (e.g. after a rejected stop or a regenerate). */
+  truncate(seq: SeqId, numTokens: number): void;
+  /**
+   * A new sequence sharing the parent's first `numTokens` positions (copy-on-write: full
+   * chunks shared, the partial tail copied). null if the pool is short.
+   */
+  fork(parent: SeqId, numTokens: number): SeqId | null;
+  /** Frees the sequence. If `cachePrefix`, its committed tokens stay in the prefix cache. */
+  release(seq: SeqId, cachePrefix?: boolean): void;
+  /**
+   * Longest cached prefix of `tokens` (at most tokens.length - 1, so at least one token is
+   * left to compute logits from) as a new sequence, or null on a miss.
+   */
+  matchPrefix(tokens: Uint32Array): PrefixMatch | null;
+  stats(): KvStats;
+  dispose(): void;
+}
