@@ -1,21 +1,72 @@
 /**
- * `flexinfer` command line: dispatches to one module per command.
+ * `flexinfer` command line: one module per command, loaded on demand.
+ *
+ * Each command module exports `run(argv: string[]): Promise<number>` (the exit code).
+ * Errors that carry a user-facing message (FlexinferError and its subclasses, or any
+ * error with `userFacing = true`) are printed as one line; anything else is a bug and
+ * prints its stack.
  */
+
+type CommandModule = { run(argv: string[]): Promise<number> };
+
+/** Command table: name -> [loader, one-line description]. */
+const COMMANDS: Record<string, [() => Promise<CommandModule>, string]> = {};
+
+/** Registers a command (called by the table below). @internal */
+function command(name: string, description: string, load: () => Promise<CommandModule>): void {
+  COMMANDS[name] = [load, description];
+}
+
+// --- command table (one line per command) ---
+// (entries are added as commands land)
+
 export async function main(argv: string[]): Promise<number> {
-  const [command] = argv;
-  if (!command || command === '--help' || command === '-h' || command === 'help') {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage());
     return 0;
   }
-  process.stderr.write(`flexinfer: unknown command '${command}'\n\n${usage()}`);
-  return 2;
+  if (name === '--version' || name === '-v') {
+    const { readFileSync } = await import('node:fs');
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+  const entry = COMMANDS[name];
+  if (!entry) {
+    process.stderr.write(`flexinfer: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    const mod = await entry[0]();
+    return await mod.run(rest);
+  } catch (err) {
+    return reportError(err);
+  }
+}
+
+/** Prints an error for a user: one line for known errors, a stack for bugs. */
+export function reportError(err: unknown): number {
+  const e = err as { name?: string; message?: string; userFacing?: boolean; stack?: string; code?: string };
+  if (e && (e.userFacing || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')) {
+    process.stderr.write(`flexinfer: ${e.message}\n`);
+    return e.code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
+  }
+  if (e && e.name === 'AbortError') {
+    process.stderr.write('flexinfer: aborted\n');
+    return 130;
+  }
+  process.stderr.write(`flexinfer: internal error: ${e?.stack ?? String(err)}\n`);
+  return 70;
 }
 
 function usage(): string {
-  return `Usage: flexinfer <command> [options]
+  const lines = Object.entries(COMMANDS).map(([n, [, d]]) => `  ${n.padEnd(9)} ${d}`);
+  return `Usage: flexinfer <command> [options]    (flexinfer <command> --help for its options)
 
 Commands:
-  synth     write a random-weight GGUF with the shapes and tokenizer of a public model
-  inspect   show a GGUF file's architecture, tokenizer and tensors
+${lines.join('\n')}
 `;
 }
+
+void command;
