@@ -26,6 +26,8 @@ export interface KvStats {
   numMappings: number;
   /** Time spent mapping chunks on the critical path (inside ensure()), milliseconds. */
   mapMsOnCriticalPath: number;
+  /** Time spent mapping chunks ahead of need (inside prepare()), milliseconds. */
+  mapMsAhead: number;
   prefixHits: number;
   prefixMisses: number;
   prefixTokensReused: number;
@@ -47,6 +49,13 @@ export interface KvManager extends KvCache {
    * (after evicting cached prefixes); the sequence is unchanged then.
    */
   ensure(seq: SeqId, numTokens: number): boolean;
+  /**
+   * Like ensure(), but called by the scheduler off the critical path: right after a step's
+   * forward pass is issued, for the room the NEXT step will need (the "extend ahead of need"
+   * of vTensor). Best effort: returns false if the pool is short (nothing changes then, and
+   * the later ensure() decides). Contiguous layouts have nothing to do here.
+   */
+  prepare(seq: SeqId, numTokens: number): boolean;
   /** Number of positions of `seq` that hold computed K/V (as told by commit()). */
   length(seq: SeqId): number;
   /** Records that positions [0, tokens.length) of `seq` now hold the K/V of `tokens`. */
@@ -65,6 +74,8 @@ export interface KvManager extends KvCache {
    * left to compute logits from) as a new sequence, or null on a miss.
    */
   matchPrefix(tokens: Uint32Array): PrefixMatch | null;
+  /** Drops every cached prefix (frees what only the cache held). */
+  clearPrefixCache(): void;
   stats(): KvStats;
   dispose(): void;
 }

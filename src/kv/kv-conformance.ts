@@ -1,0 +1,258 @@
+/**
+ * One conformance suite run against every KvManager implementation (contiguous, vTensor).
+ *
+ * The reference model is deliberately independent of any layout: the K/V a sequence must hold
+ * at position p is a pure function of its committed tokens [0, p] (as in a real model, where
+ * K/V at p depends on the prefix). So every sequence's expected contents follow from its token
+ * list alone, whatever was shared, forked, copied or reused from the prefix cache.
+ * @internal
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { KvShape, SeqId } from './cache.js';
+import type { KvManager } from './manager.js';
+
+/** How a suite builds the manager under test and checks it is leak-free. */
+export interface ConformanceTarget {
+  name: string;
+  /** A manager for `shape` with room for roughly `capacityTokens` tokens of every layer. */
+  create(shape: KvShape, capacityTokens: number): KvManager;
+  /** Asserts that nothing is held any more (called after releasing all and clearing the cache). */
+  assertAllFree(m: KvManager): void;
+}
+
+/** Small deterministic PRNG (mulberry32), so failures reproduce from the seed. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Hash of the prefix tokens[0, p] for every p: the stamp of position p. */
+function prefixStamps(tokens: Uint32Array): Uint32Array {
+  const out = new Uint32Array(tokens.length);
+  let h = 0x811c9dc5;
+  for (let p = 0; p < tokens.length; p++) {
+    h = Math.imul(h ^ tokens[p]!, 0x01000193) >>> 0;
+    h = Math.imul(h ^ (h >>> 13), 0x5bd1e995) >>> 0;
+    out[p] = h;
+  }
+  return out;
+}
+
+/** The f16 bits expected at element i of layer `layer`'s K (kv=0) or V (kv=1) for stamp s. */
+function expectedElem(stamp: number, layer: number, kv: number, i: number): number {
+  return (Math.imul(stamp ^ (layer * 131 + kv * 7919 + i * 31), 0x9e3779b1) >>> 16) & 0xffff;
+}
+
+/** Writes the expected K/V of positions [from, to) of `seq` (whose tokens are `tokens`). */
+export function writePattern(m: KvManager, seq: SeqId, tokens: Uint32Array, from: number, to: number): void {
+  const stamps = prefixStamps(tokens);
+  const d = m.shape.kvDim;
+  for (let l = 0; l < m.shape.numLayers; l++) {
+    const k = m.keys(seq, l);
+    const v = m.values(seq, l);
+    for (let p = from; p < to; p++) {
+      for (let i = 0; i < d; i++) {
+        k[p * d + i] = expectedElem(stamps[p]!, l, 0, i);
+        v[p * d + i] = expectedElem(stamps[p]!, l, 1, i);
+      }
+    }
+  }
+}
+
+/** Asserts positions [0, tokens.length) of `seq` hold the expected K/V of `tokens`. */
+export function checkPattern(m: KvManager, seq: SeqId, tokens: Uint32Array, what: string): void {
+  const stamps = prefixStamps(tokens);
+  const d = m.shape.kvDim;
+  for (let l = 0; l < m.shape.numLayers; l++) {
+    const k = m.keys(seq, l);
+    const v = m.values(seq, l);
+    for (let p = 0; p < tokens.length; p++) {
+      for (let i = 0; i < d; i++) {
+        const ek = expectedElem(stamps[p]!, l, 0, i);
+        const ev = expectedElem(stamps[p]!, l, 1, i);
+        if (k[p * d + i] !== ek || v[p * d + i] !== ev) {
+          assert.fail(`${what}: seq ${seq} layer ${l} pos ${p} elem ${i}: K ${k[p * d + i]} (want ${ek}), V ${v[p * d + i]} (want ${ev})`);
+        }
+      }
+    }
+  }
+}
+
+/** Registers the conformance tests for one implementation. */
+export function runKvConformance(target: ConformanceTarget): void {
+  // 4 KiB chunks hold 32 tokens of kvDim 64 (128 B per row): 8 chunks per tensor at ctx 256.
+  const shape: KvShape = { numLayers: 2, kvDim: 64, maxContext: 256 };
+
+  test(`${target.name}: sequence grows, data reads back, release frees`, () => {
+    const m = target.create(shape, 4 * shape.maxContext);
+    const seq = m.createSequence();
+    assert.notEqual(seq, null);
+    const tokens = Uint32Array.from({ length: 100 }, (_, i) => (i * 7) % 13);
+    assert.equal(m.ensure(seq!, 40), true);
+    writePattern(m, seq!, tokens.subarray(0, 40), 0, 40);
+    m.commit(seq!, tokens.subarray(0, 40));
+    assert.equal(m.ensure(seq!, 100), true);
+    writePattern(m, seq!, tokens, 40, 100);
+    m.commit(seq!, tokens);
+    assert.equal(m.length(seq!), 100);
+    checkPattern(m, seq!, tokens, 'grown sequence');
+    assert.equal(m.stats().liveBytes, 100 * shape.numLayers * 2 * shape.kvDim * 2);
+    assert.throws(() => m.ensure(seq!, shape.maxContext + 1), RangeError);
+    m.release(seq!);
+    assert.throws(() => m.length(seq!), /does not exist/);
+    m.clearPrefixCache();
+    target.assertAllFree(m);
+    m.dispose();
+  });
+
+  test(`${target.name}: fork is copy-on-write in both directions`, () => {
+    const m = target.create(shape, 6 * shape.maxContext);
+    const parent = m.createSequence()!;
+    const base = Uint32Array.from({ length: 70 }, (_, i) => i % 11);
+    assert.ok(m.ensure(parent, 70));
+    writePattern(m, parent, base, 0, 70);
+    m.commit(parent, base);
+    for (const n of [64, 50, 0]) {
+      const child = m.fork(parent, n);
+      assert.notEqual(child, null);
+      assert.equal(m.length(child!), n);
+      checkPattern(m, child!, base.subarray(0, n), `child after fork at ${n}`);
+      // The child diverges from position n: its new tokens must not show in the parent.
+      const childTokens = Uint32Array.from([...base.subarray(0, n), ...Array.from({ length: 30 }, (_, i) => 100 + i)]);
+      assert.ok(m.ensure(child!, childTokens.length));
+      writePattern(m, child!, childTokens, n, childTokens.length);
+      m.commit(child!, childTokens);
+      checkPattern(m, parent, base, `parent after child ${n} wrote its tail`);
+      checkPattern(m, child!, childTokens, `child ${n}`);
+      // And the parent's writes past n do not show in the child.
+      const parentTokens = Uint32Array.from([...base, 200, 201, 202]);
+      assert.ok(m.ensure(parent, parentTokens.length));
+      writePattern(m, parent, parentTokens, base.length, parentTokens.length);
+      m.commit(parent, parentTokens);
+      m.truncate(parent, base.length);
+      checkPattern(m, child!, childTokens, `child ${n} after parent wrote`);
+      m.release(child!);
+    }
+    m.release(parent);
+    m.clearPrefixCache();
+    target.assertAllFree(m);
+    m.dispose();
+  });
+
+  test(`${target.name}: released prefix is found again and reused`, () => {
+    const m = target.create(shape, 6 * shape.maxContext);
+    const seq = m.createSequence()!;
+    const turn1 = Uint32Array.from({ length: 90 }, (_, i) => (i * 5) % 17);
+    assert.ok(m.ensure(seq, 90));
+    writePattern(m, seq, turn1, 0, 90);
+    m.commit(seq, turn1);
+    m.release(seq, true);
+    assert.equal(m.matchPrefix(Uint32Array.from([999, 1, 2])), null);
+    const turn2 = Uint32Array.from([...turn1, 3, 4, 5]);
+    const hit = m.matchPrefix(turn2);
+    assert.notEqual(hit, null);
+    assert.equal(hit!.numTokens, 90);
+    assert.equal(m.length(hit!.seq), 90);
+    checkPattern(m, hit!.seq, turn1, 'reused prefix');
+    // A prompt equal to the cached tokens leaves one token to compute.
+    const same = m.matchPrefix(turn1);
+    assert.equal(same!.numTokens, 89);
+    const st = m.stats();
+    assert.equal(st.prefixHits, 2);
+    assert.equal(st.prefixMisses, 1);
+    assert.equal(st.prefixTokensReused, 179);
+    m.release(hit!.seq);
+    m.release(same!.seq);
+    m.clearPrefixCache();
+    target.assertAllFree(m);
+    m.dispose();
+  });
+
+  test(`${target.name}: randomized operations against the reference model`, () => {
+    const rand = mulberry32(0xc0ffee);
+    const int = (n: number) => Math.floor(rand() * n);
+    // Capacity for ~5 full-context sequences: the pool runs short now and then.
+    const m = target.create(shape, 5 * shape.maxContext);
+    const live = new Map<SeqId, Uint32Array>();
+    // A few "conversations" so prompts share prefixes.
+    const scripts = Array.from({ length: 4 }, () => Uint32Array.from({ length: shape.maxContext }, () => int(6)));
+    const pick = () => [...live.keys()][int(live.size)]!;
+    let shortfalls = 0;
+    let hits = 0;
+    for (let step = 0; step < 3000; step++) {
+      const op = int(100);
+      if (op < 12 || live.size === 0) {
+        const seq = m.createSequence();
+        if (seq === null) shortfalls++;
+        else {
+          assert.equal(live.has(seq), false, 'fresh sequence id');
+          assert.equal(m.length(seq), 0);
+          live.set(seq, new Uint32Array(0));
+        }
+      } else if (op < 50) {
+        const seq = pick();
+        const tokens = live.get(seq)!;
+        const n = Math.min(shape.maxContext, tokens.length + 1 + int(int(3) === 0 ? 70 : 6));
+        if (rand() < 0.3) m.prepare(seq, Math.min(shape.maxContext, n + 8));
+        if (!m.ensure(seq, n)) {
+          shortfalls++;
+          assert.equal(m.length(seq), tokens.length, 'failed ensure leaves the sequence unchanged');
+          continue;
+        }
+        // Follow one script (shared prefixes) or diverge with random tokens.
+        const s = scripts[int(scripts.length)]!;
+        const next = Uint32Array.from({ length: n }, (_, i) => (i < tokens.length ? tokens[i]! : rand() < 0.9 ? s[i]! : int(6)));
+        writePattern(m, seq, next, tokens.length, n);
+        m.commit(seq, next);
+        live.set(seq, next);
+      } else if (op < 60) {
+        const parent = pick();
+        const tokens = live.get(parent)!;
+        const n = int(tokens.length + 1);
+        const child = m.fork(parent, n);
+        if (child === null) shortfalls++;
+        else live.set(child, tokens.slice(0, n));
+      } else if (op < 68) {
+        const seq = pick();
+        const n = int(live.get(seq)!.length + 1);
+        m.truncate(seq, n);
+        live.set(seq, live.get(seq)!.slice(0, n));
+        assert.equal(m.length(seq), n);
+      } else if (op < 85) {
+        const seq = pick();
+        m.release(seq, rand() < 0.7);
+        live.delete(seq);
+      } else {
+        const s = scripts[int(scripts.length)]!;
+        const prompt = s.slice(0, 1 + int(shape.maxContext));
+        const hit = m.matchPrefix(prompt);
+        if (hit !== null) {
+          hits++;
+          assert.ok(hit.numTokens >= 1 && hit.numTokens <= prompt.length - 1, 'match leaves a token to compute');
+          assert.equal(m.length(hit.seq), hit.numTokens);
+          live.set(hit.seq, prompt.slice(0, hit.numTokens));
+          checkPattern(m, hit.seq, prompt.subarray(0, hit.numTokens), `prefix hit at step ${step}`);
+        }
+      }
+      if (step % 100 === 0) for (const [seq, tokens] of live) checkPattern(m, seq, tokens, `step ${step}`);
+      assert.equal(m.stats().numSequences, live.size);
+    }
+    for (const [seq, tokens] of live) checkPattern(m, seq, tokens, 'end');
+    assert.ok(shortfalls > 0, 'the test should exercise running short');
+    assert.ok(hits > 0, 'the test should exercise prefix hits');
+    for (const seq of live.keys()) m.release(seq, rand() < 0.5);
+    m.clearPrefixCache();
+    target.assertAllFree(m);
+    const st = m.stats();
+    assert.equal(st.numSequences, 0);
+    assert.equal(st.liveBytes, 0);
+    m.dispose();
+  });
+}
