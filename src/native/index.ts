@@ -22,3 +22,5 @@ export function nativeVersion(): string {
 export function nativeBuildInfo(): NativeBuildInfo {
   return addon.buildInfo() as NativeBuildInfo;
 }
+export * from './memory.js';
+export * from './io.js';

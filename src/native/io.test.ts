@@ -1,0 +1,119 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { closeFile, evictFromPageCache, IoStreamer, openFile, pageCacheResidency, readInto } from './io.js';
+import { allocAligned } from './memory.js';
+
+/** A file of `n` pseudo-random bytes (xorshift, seeded) and its contents. */
+function makeFile(dir: string, n: number, seed = 1): { path: string; bytes: Uint8Array } {
+  const bytes = new Uint8Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    bytes[i] = x & 0xff;
+  }
+  const path = join(dir, `f${seed}.bin`);
+  writeFileSync(path, bytes);
+  return { path, bytes };
+}
+
+test('readInto reads exact ranges by path and by fd, and validates every range', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const { path, bytes } = makeFile(dir, 300_001);
+    const out = new Uint8Array(1000);
+    assert.equal(readInto(path, 12345, out, 10, 900), 900);
+    assert.deepEqual(out.subarray(10, 910), bytes.subarray(12345, 13245));
+    const fd = openFile(path);
+    const view = new Uint8Array(new ArrayBuffer(64), 16, 32);
+    readInto(fd, 300_001 - 32, view, 0, 32);
+    assert.deepEqual(view, bytes.subarray(300_001 - 32));
+    assert.throws(() => readInto(fd, 300_000, out, 0, 2), /end of file/);
+    assert.throws(() => readInto(fd, 0, out, 990, 11), /exceeds the buffer/);
+    assert.throws(() => readInto(fd, -1, out, 0, 1), RangeError);
+    closeFile(fd);
+    assert.throws(() => readInto(join(dir, 'missing'), 0, out, 0, 1), /cannot open .*No such file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('IoStreamer reads groups with and without O_DIRECT; bytes match the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const n = 3 * 1024 * 1024 + 777;
+    const { path, bytes } = makeFile(dir, n, 7);
+    for (const direct of [true, false]) {
+      const s = new IoStreamer(path, { threads: 2, direct });
+      const buf = allocAligned(n + 8192, 4096);
+      // Aligned tasks (direct when available), a misaligned one, and one ending at EOF.
+      const tasks: [number, number, number, number][] = [
+        [0, 0, 0, 1 << 20],
+        [0, 1 << 20, 1 << 20, 4096 * 3 + 5],
+        [1, 2 * 1024 * 1024 + 32, 2 * 1024 * 1024 + 32, 1000],
+        [1, 3 * 1024 * 1024, 3 * 1024 * 1024, 777],
+      ];
+      const paths = tasks.map(([g, fo, bo, len]) => s.submit(g, fo, buf, bo, len));
+      if (direct && s.info().directAvailable) {
+        assert.deepEqual(paths, ['direct', 'direct', 'buffered', 'direct']);
+      } else {
+        assert.ok(paths.every((p) => p === 'buffered'));
+      }
+      assert.equal(s.wait(0).bytes, (1 << 20) + 4096 * 3 + 5);
+      assert.equal(s.wait(1, 10_000).bytes, 1777);
+      const u8 = new Uint8Array(buf);
+      for (const [, fo, bo, len] of tasks) assert.deepEqual(u8.subarray(bo, bo + len), bytes.subarray(fo, fo + len));
+      const st = s.stats();
+      assert.equal(st.directBytes + st.bufferedBytes, (1 << 20) + 4096 * 3 + 5 + 1777);
+      assert.equal(s.wait(99).bytes, 0, 'unknown group returns at once');
+      s.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('IoStreamer validates ranges and refuses work after close', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const { path } = makeFile(dir, 10_000, 3);
+    const s = new IoStreamer(path);
+    const buf = allocAligned(8192);
+    assert.throws(() => s.submit(0, 9_000, buf, 0, 2000), /exceeds the file/);
+    assert.throws(() => s.submit(0, 0, buf, 8000, 200), /exceeds the buffer/);
+    assert.throws(() => new IoStreamer(path, { threads: 0 }), /threads/);
+    s.close();
+    assert.throws(() => s.submit(0, 0, buf, 0, 10), /closed/);
+    assert.throws(() => new IoStreamer(join(dir, 'nope')), /No such file/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('buffered streamer reads drop their pages; evictFromPageCache empties the cache', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const n = 4 * 1024 * 1024;
+    const { path } = makeFile(dir, n, 11);
+    evictFromPageCache(path);
+    const r0 = pageCacheResidency(path);
+    assert.equal(r0.totalPages, n / r0.pageSize);
+    assert.ok(r0.residentPages <= r0.totalPages / 10, `evicted: ${r0.residentPages} of ${r0.totalPages} pages cached`);
+    const s = new IoStreamer(path, { direct: false, dropCache: true });
+    const buf = allocAligned(n);
+    for (let off = 0; off < n; off += 1 << 20) s.submit(0, off, buf, off, 1 << 20);
+    s.wait(0);
+    s.close();
+    const r1 = pageCacheResidency(path);
+    // Readahead may leave a little behind; most pages must be gone.
+    assert.ok(r1.residentPages <= r1.totalPages / 4, `after dropCache reads: ${r1.residentPages} of ${r1.totalPages} pages cached`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

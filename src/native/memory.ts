@@ -1,0 +1,55 @@
+/**
+ * Aligned buffers and memory locking (native/src/memory.cc).
+ *
+ * Weight memory is allocated with posix_memalign so O_DIRECT reads can land in it and SIMD
+ * kernels see aligned rows; it is freed when the ArrayBuffer is garbage-collected. Locking is
+ * advisory, as in llama.cpp: a failure comes back as `{ locked: false, error }` with a hint.
+ */
+import { addon } from './addon.js';
+
+/** Result of lockMemory: whether the pages are pinned, and why not. */
+export interface LockResult {
+  locked: boolean;
+  /** strerror text plus a hint (RLIMIT_MEMLOCK) when locking failed. */
+  error?: string;
+}
+
+/** Process-wide figures of the aligned allocator. */
+export interface MemoryStats {
+  /** Bytes in live allocAligned buffers. */
+  alignedBytes: number;
+  alignedBuffers: number;
+  /** Bytes of those buffers currently mlocked. */
+  lockedBytes: number;
+  /** RLIMIT_MEMLOCK soft limit in bytes, -1 = unlimited. */
+  memlockLimit: number;
+  pageSize: number;
+}
+
+/**
+ * An ArrayBuffer of `bytes` bytes whose data starts at a multiple of `alignment` (a power of
+ * two, default 4096). Contents are uninitialized.
+ */
+export function allocAligned(bytes: number, alignment = 4096): ArrayBuffer {
+  return addon.allocAligned(bytes, alignment) as ArrayBuffer;
+}
+
+/** Pins an allocAligned buffer in RAM (mlock), best effort; never throws for a failed lock. */
+export function lockMemory(buffer: ArrayBuffer): LockResult {
+  return addon.lockMemory(buffer) as LockResult;
+}
+
+/** Undoes lockMemory (a no-op for a buffer that is not locked). */
+export function unlockMemory(buffer: ArrayBuffer): void {
+  addon.unlockMemory(buffer);
+}
+
+/** Totals of aligned and locked memory, and the memlock limit. */
+export function memoryStats(): MemoryStats {
+  return addon.memoryStats() as MemoryStats;
+}
+
+/** Address of a buffer's data (for alignment checks in tests). @internal */
+export function bufferAddress(buffer: ArrayBuffer): number {
+  return addon.bufferAddress(buffer) as number;
+}
