@@ -24,3 +24,5 @@ export function nativeBuildInfo(): NativeBuildInfo {
 }
 export * from './memory.js';
 export * from './io.js';
+export * from './vmem.js';
+export * from './ops.js';
