@@ -22,3 +22,92 @@ export class InvalidOptionError extends FlexinferError {
     super(`${option}: ${message}`);
   }
 }
+
+/** Why a GGUF file was rejected (stable identifiers for tests and callers). */
+export type InvalidGgufCode =
+  | 'BAD_MAGIC'
+  | 'UNSUPPORTED_VERSION'
+  | 'TRUNCATED'
+  | 'HEADER_TOO_LARGE'
+  | 'STRING_TOO_LONG'
+  | 'ARRAY_TOO_LONG'
+  | 'COUNT_TOO_LARGE'
+  | 'BAD_ALIGNMENT'
+  | 'UNKNOWN_TYPE'
+  | 'UNKNOWN_VALUE_TYPE'
+  | 'BAD_VALUE'
+  | 'BAD_KEY'
+  | 'BAD_NAME'
+  | 'DIMS_OVERFLOW'
+  | 'BAD_DIMS'
+  | 'BAD_OFFSET'
+  | 'TENSOR_OUT_OF_FILE'
+  | 'TENSORS_OVERLAP'
+  | 'DUPLICATE_TENSOR'
+  | 'DUPLICATE_KEY'
+  | 'NESTING_TOO_DEEP'
+  | 'WRONG_VALUE_TYPE'
+  | 'BAD_DATA';
+
+/**
+ * A GGUF file (or data given to the GGUF writer) is malformed. `code` names the problem,
+ * `path` and `offset` (byte position in the file, -1 if not tied to one) say where.
+ */
+export class InvalidGgufError extends FlexinferError {
+  constructor(
+    readonly code: InvalidGgufCode,
+    readonly path: string,
+    readonly offset: number,
+    detail: string,
+  ) {
+    const where = offset >= 0 ? ` (at byte ${offset})` : '';
+    super(`${path}: invalid GGUF: ${detail}${where}`);
+  }
+}
+
+/** The model file's architecture (general.architecture) has no forward pass here. */
+export class UnsupportedArchitectureError extends FlexinferError {
+  constructor(
+    readonly architecture: string,
+    readonly supported: readonly string[],
+  ) {
+    super(`architecture '${architecture}' is not supported; supported: ${supported.join(', ')}`);
+  }
+}
+
+/** A weight tensor uses a ggml type the kernels cannot compute with (IQ*, Q2_K, ...). */
+export class UnsupportedTensorTypeError extends FlexinferError {
+  constructor(
+    readonly tensor: string,
+    readonly typeName: string,
+  ) {
+    super(`tensor '${tensor}' has type ${typeName}, which is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k); use a file quantized to one of these`);
+  }
+}
+
+/** The model file parses as GGUF but lacks keys or tensors the model needs, or they disagree. */
+export class InvalidModelError extends FlexinferError {
+  constructor(message: string) {
+    super(`invalid model: ${message}`);
+  }
+}
+
+/** A prompt (plus what must be generated) does not fit in the context. */
+export class ContextOverflowError extends FlexinferError {
+  constructor(
+    readonly numTokens: number,
+    readonly contextSize: number,
+  ) {
+    super(`prompt has ${numTokens} tokens but the context holds ${contextSize}; shorten the prompt or load the model with a larger contextSize`);
+  }
+}
+
+/** The model was disposed (or its worker died) while a request was pending or after. */
+export class ModelDisposedError extends FlexinferError {
+  constructor(message = 'the model was disposed; load it again') {
+    super(message);
+  }
+}
+
+/** Tokenizer metadata is missing, inconsistent or of an unsupported kind. */
+export class TokenizerError extends FlexinferError {}
