@@ -26,3 +26,4 @@ export * from './memory.js';
 export * from './io.js';
 export * from './vmem.js';
 export * from './ops.js';
+export * from './matmul.js';

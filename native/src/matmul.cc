@@ -1,0 +1,201 @@
+// matmul driver (see matmul.h): activation packing into a per-thread scratch, splitting of
+// the weight rows across the thread pool, cache blocking, and the JS binding with its checks.
+#include "matmul.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "kernel_path.h"
+#include "quants.h"
+#include "registry.h"
+#include "threadpool.h"
+
+namespace flexinfer {
+
+namespace {
+
+struct TypeFacts {
+  int blockSize;
+  int typeSize;
+};
+
+bool typeFacts(int type, TypeFacts* f) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::F32: *f = {1, 4}; return true;
+    case GgmlType::F16: *f = {1, 2}; return true;
+    case GgmlType::BF16: *f = {1, 2}; return true;
+    case GgmlType::Q4_0: *f = {QK4_0, sizeof(BlockQ4_0)}; return true;
+    case GgmlType::Q8_0: *f = {QK8_0, sizeof(BlockQ8_0)}; return true;
+    case GgmlType::Q4_K: *f = {QK_K, sizeof(BlockQ4K)}; return true;
+    case GgmlType::Q5_K: *f = {QK_K, sizeof(BlockQ5K)}; return true;
+    case GgmlType::Q6_K: *f = {QK_K, sizeof(BlockQ6K)}; return true;
+  }
+  return false;
+}
+
+// 64-byte aligned scratch, one per calling thread, grown on demand and kept (a forward pass
+// calls matmul hundreds of times with the same few sizes).
+struct Scratch {
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> data;
+  size_t capacity = 0;
+  uint8_t* get(size_t bytes) {
+    if (bytes > capacity) {
+      const size_t cap = alignUp64(std::max(bytes, capacity + capacity / 2));
+      data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, cap)));
+      if (!data) throw std::bad_alloc();
+      capacity = cap;
+    }
+    return data.get();
+  }
+};
+
+thread_local Scratch tlsScratch;
+
+// Cache blocking (bytes). A thread's chunk of weight rows is cut into panels of about
+// kWeightPanelBytes, each dotted against the activations in blocks of about kActBlockBytes:
+// both stay in the 1 MiB L2 of a Zen 4 core while the panel is reused across all m rows.
+constexpr size_t kWeightPanelBytes = 48 * 1024;
+constexpr size_t kActBlockBytes = 384 * 1024;
+// Below this much work a call runs on the calling thread only (waking the pool costs ~us).
+constexpr double kMinParallelBytes = 256 * 1024;
+
+}  // namespace
+
+int blockSize(int type) {
+  TypeFacts f;
+  return typeFacts(type, &f) ? f.blockSize : 0;
+}
+
+size_t rowBytes(GgmlType type, int64_t k) {
+  TypeFacts f{1, 4};
+  typeFacts(static_cast<int>(type), &f);
+  return static_cast<size_t>(k / f.blockSize) * static_cast<size_t>(f.typeSize);
+}
+
+void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, const float* x, int64_t m) {
+  if (n <= 0 || m <= 0) return;
+  if (k <= 0) {
+    std::fill(out, out + m * n, 0.0f);
+    return;
+  }
+  MatmulKernel kernel = nullptr;
+  if (!useScalarKernels()) kernel = simdKernel(type);
+  if (!kernel) kernel = scalarKernel(type);
+
+  // 1. Activations -> vec_dot_type, once per call.
+  const ActLayout layout = actLayout(type, k);
+  uint8_t* acts = tlsScratch.get(layout.rowBytes * static_cast<size_t>(m));
+  if (m >= 8 && m * k >= (1 << 16)) {
+    parallelFor(m, 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; i++) packActivations(type, x + i * k, k, acts + i * layout.rowBytes, layout);
+    });
+  } else {
+    for (int64_t i = 0; i < m; i++) packActivations(type, x + i * k, k, acts + i * layout.rowBytes, layout);
+  }
+
+  // 2. Weight rows across the pool.
+  const size_t wRow = rowBytes(type, k);
+  const int64_t panelRows = std::max<int64_t>(1, static_cast<int64_t>(kWeightPanelBytes / wRow));
+  const int64_t actRows =
+      std::max<int64_t>(kTileRows, static_cast<int64_t>(kActBlockBytes / layout.rowBytes) / kTileRows * kTileRows);
+  const double work = static_cast<double>(wRow) * static_cast<double>(n) * static_cast<double>(m);
+  // Grain: whole panels where possible, so chunks do not split a panel in two.
+  const int64_t grain = work < kMinParallelBytes ? n : std::min<int64_t>(panelRows, std::max<int64_t>(1, n / 8));
+
+  parallelFor(n, grain, [&](int64_t begin, int64_t end, int) {
+    for (int64_t p = begin; p < end; p += panelRows) {
+      const int64_t rows = std::min(panelRows, end - p);
+      for (int64_t xb = 0; xb < m; xb += actRows) {
+        const ActRows a{acts + static_cast<size_t>(xb) * layout.rowBytes, layout.rowBytes, layout};
+        kernel(w + static_cast<size_t>(p) * wRow, wRow, rows, a, std::min(actRows, m - xb), k, out + xb * n + p, n);
+      }
+    }
+  });
+}
+
+}  // namespace flexinfer
+
+// ---- JS binding ----
+
+namespace {
+
+using flexinfer::GgmlType;
+
+// A non-negative integer argument (JS number), else TypeError / RangeError naming it.
+int64_t intArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    throw Napi::TypeError::New(env, std::string("matmul: ") + name + " must be a number");
+  }
+  const double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= 9007199254740991.0) || v != static_cast<double>(static_cast<int64_t>(v))) {
+    throw Napi::RangeError::New(env, std::string("matmul: ") + name + " must be a non-negative integer, got " +
+                                         std::to_string(v));
+  }
+  return static_cast<int64_t>(v);
+}
+
+template <typename T>
+Napi::TypedArrayOf<T> typedArg(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, const char* what) {
+  if (info.Length() <= i || !info[i].IsTypedArray() || info[i].As<Napi::TypedArray>().TypedArrayType() != type) {
+    throw Napi::TypeError::New(info.Env(), std::string("matmul: ") + what);
+  }
+  return info[i].As<Napi::TypedArrayOf<T>>();
+}
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto out = typedArg<float>(info, 0, napi_float32_array, "out must be a Float32Array");
+  auto w = typedArg<uint8_t>(info, 1, napi_uint8_array, "w must be a Uint8Array (or Buffer)");
+  const int64_t type = intArg(info, 2, "type");
+  const int64_t n = intArg(info, 3, "n");
+  const int64_t k = intArg(info, 4, "k");
+  auto x = typedArg<float>(info, 5, napi_float32_array, "x must be a Float32Array");
+  const int64_t m = intArg(info, 6, "m");
+
+  const int bs = flexinfer::blockSize(static_cast<int>(std::min<int64_t>(type, 1 << 20)));
+  if (bs == 0) {
+    throw Napi::TypeError::New(env, "matmul: weight type " + std::to_string(type) +
+                                        " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+  }
+  const int64_t kLimit = int64_t(1) << 31;
+  if (n >= kLimit || k >= kLimit || m >= kLimit) {
+    throw Napi::RangeError::New(env, "matmul: n, k and m must each be below 2^31");
+  }
+  if (k % bs != 0) {
+    throw Napi::RangeError::New(env, "matmul: k = " + std::to_string(k) + " is not a multiple of the block size " +
+                                         std::to_string(bs) + " of weight type " + std::to_string(type));
+  }
+  const size_t row = flexinfer::rowBytes(static_cast<GgmlType>(type), k);
+  // n, k, m < 2^31 and row < 2^33: the products below fit in 64 bits (< 2^64 / 2).
+  const double needW = static_cast<double>(row) * static_cast<double>(n);
+  if (needW > static_cast<double>(w.ByteLength())) {
+    throw Napi::RangeError::New(env, "matmul: w holds " + std::to_string(w.ByteLength()) + " bytes, but n = " +
+                                         std::to_string(n) + " rows of " + std::to_string(row) + " bytes need " +
+                                         std::to_string(static_cast<uint64_t>(needW)));
+  }
+  if (static_cast<double>(m) * static_cast<double>(k) > static_cast<double>(x.ElementLength())) {
+    throw Napi::RangeError::New(env, "matmul: x has " + std::to_string(x.ElementLength()) + " elements, need m * k = " +
+                                         std::to_string(m * k));
+  }
+  if (static_cast<double>(m) * static_cast<double>(n) > static_cast<double>(out.ElementLength())) {
+    throw Napi::RangeError::New(env, "matmul: out has " + std::to_string(out.ElementLength()) +
+                                         " elements, need m * n = " + std::to_string(m * n));
+  }
+  flexinfer::matmul(out.Data(), w.Data(), static_cast<GgmlType>(type), n, k, x.Data(), m);
+  return env.Undefined();
+}
+
+}  // namespace
+
+FLEXINFER_MODULE(matmul) {
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
+  exports.Set("matmulSimdPath", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                return Napi::String::New(info.Env(), flexinfer::simdPathName());
+              }));
+}

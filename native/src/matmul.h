@@ -1,0 +1,85 @@
+// Matrix multiplication out[m, n] = x[m, k] · W[n, k]^T over ggml weight types.
+//
+// How a call runs (matmul.cc):
+//   1. x is converted once to the weight type's "vec_dot_type" (as llama.cpp's CPU backend
+//      does): f32 stays f32, f16/bf16 round x to f16/bf16, Q4_0/Q8_0 quantize it to Q8_0,
+//      the K-quants to Q8_K. The converted rows live in a packed activation buffer (below).
+//   2. The n weight rows are split across the thread pool; each thread streams its rows once
+//      and dots every row against all m activation rows, up to kTileRows at a time, so a
+//      weight block loaded into registers is reused for several activation rows.
+//
+// Packed activation rows (our own layout, numerically identical to ggml's blocks): the int8
+// quants of a row are contiguous (SIMD loads span blocks), followed by the per-block scales
+// as f32 (for Q8_0: the f16-rounded scale, widened) and per-block sums of the quants
+// (Q8_0: int32 per 32; Q8_K: int16 per 16, ggml's bsums). Each part starts 64-byte aligned.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace flexinfer {
+
+// ggml type ids handled by matmul.
+enum class GgmlType : int {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q8_0 = 8,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  BF16 = 30,
+};
+
+// Activation rows dotted at once against one weight row.
+constexpr int kTileRows = 4;
+
+inline size_t alignUp64(size_t v) { return (v + 63) & ~size_t(63); }
+
+// Where the parts of one packed activation row sit, and its stride.
+struct ActLayout {
+  size_t qsOff = 0;    // int8 quants [k] (f32 [k] for the float types)
+  size_t dOff = 0;     // f32 scale per block
+  size_t sumOff = 0;   // Q8_0: int32 per 32; Q8_K: int16 per 16
+  size_t rowBytes = 0; // stride between rows, multiple of 64
+};
+
+ActLayout actLayout(GgmlType type, int64_t k);
+
+// One packed activation view: `rows` rows starting at `base`, `stride` bytes apart.
+struct ActRows {
+  const uint8_t* base;
+  size_t stride;
+  ActLayout layout;
+};
+
+// Converts one row x[k] into a packed row for `type`. One path for both kernel paths: it is
+// O(m * k) against the O(m * n * k) dots, and one implementation means the scalar and SIMD
+// paths see identical activations. F16 / BF16 rows are stored as f32 values already rounded to
+// f16 / bf16 (exact), so kernels widen only the weights.
+void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, const ActLayout& l);
+
+// A kernel computes, for weight rows [0, nw) (row r at w + r * wStride) and activation rows
+// [0, nx) of `a` (any nx; kernels take kTileRows activation rows per weight row at a time),
+//   out[x * ldo + r] = dot(W row r, activation row x).
+using MatmulKernel = void (*)(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx,
+                              int64_t k, float* out, int64_t ldo);
+
+// Kernel for a type (nullptr if none on this path). The SIMD table may be empty in portable
+// builds without AVX2; the caller falls back to the scalar kernel then.
+MatmulKernel scalarKernel(GgmlType type);
+MatmulKernel simdKernel(GgmlType type);
+
+// Name of the SIMD path compiled in: "avx2+avx512vnni", "avx2", or "none".
+const char* simdPathName();
+
+// out[m, n] = x[m, k] · W[n, k]^T, W in ggml layout of `type` (rows of ggmlRowBytes bytes).
+// Sizes must be valid (checked by the JS binding); runs on the thread pool.
+void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, const float* x, int64_t m);
+
+// Bytes of one row of k elements of `type` (k a multiple of the block size).
+size_t rowBytes(GgmlType type, int64_t k);
+// Elements per block of `type`, 0 if matmul does not support it.
+int blockSize(int type);
+
+}  // namespace flexinfer

@@ -1,0 +1,321 @@
+// Portable scalar path of matmul: activation packing (ggml's quantize_row_q8_0 / q8_K math)
+// and plain C++ dot products (ggml's vec_dot_*_generic math). It is the reference the SIMD
+// path is tested against, and the path of builds without AVX2.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "matmul.h"
+#include "quants.h"
+
+namespace flexinfer {
+
+namespace {
+
+// Which packed format a weight type's activations take.
+enum class ActKind { F32, F16, BF16, Q8_0, Q8_K };
+
+ActKind actKind(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return ActKind::F32;
+    case GgmlType::F16: return ActKind::F16;
+    case GgmlType::BF16: return ActKind::BF16;
+    case GgmlType::Q4_0:
+    case GgmlType::Q8_0: return ActKind::Q8_0;
+    default: return ActKind::Q8_K;
+  }
+}
+
+}  // namespace
+
+ActLayout actLayout(GgmlType type, int64_t k) {
+  ActLayout l;
+  const size_t uk = static_cast<size_t>(k);
+  switch (actKind(type)) {
+    case ActKind::F32:
+    case ActKind::F16:
+    case ActKind::BF16: l.rowBytes = alignUp64(uk * 4); break;
+    case ActKind::Q8_0: {
+      const size_t nb = uk / QK8_0;
+      l.dOff = alignUp64(uk);
+      l.sumOff = alignUp64(l.dOff + nb * 4);
+      l.rowBytes = alignUp64(l.sumOff + nb * 4);
+      break;
+    }
+    case ActKind::Q8_K: {
+      const size_t nb = uk / QK_K;
+      l.dOff = alignUp64(uk);
+      l.sumOff = alignUp64(l.dOff + nb * 4);
+      l.rowBytes = alignUp64(l.sumOff + (uk / 16) * 2);
+      break;
+    }
+  }
+  return l;
+}
+
+// Q8_0 as ggml's x86 quantize_row_q8_0: d = amax / 127 stored as f16; q = round-half-even(x *
+// (127 / amax)) (the multiplier is 127/amax, not 1/d).
+static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l) {
+  int8_t* qs = reinterpret_cast<int8_t*>(dst + l.qsOff);
+  float* ds = reinterpret_cast<float*>(dst + l.dOff);
+  int32_t* sums = reinterpret_cast<int32_t*>(dst + l.sumOff);
+  for (int64_t b = 0; b < k / QK8_0; b++) {
+    const float* xb = x + b * QK8_0;
+    float amax = 0.0f;
+    for (int j = 0; j < QK8_0; j++) amax = std::max(amax, std::fabs(xb[j]));
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < QK8_0; j++) {
+      const float v = std::nearbyint(xb[j] * id);
+      const int q = static_cast<int>(std::max(-128.0f, std::min(127.0f, v)));
+      qs[b * QK8_0 + j] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    ds[b] = f16ToF32(f32ToF16(d));
+    sums[b] = sum;
+  }
+}
+
+// Q8_K as ggml's quantize_row_q8_K_ref: the scale takes the sign of the element of largest
+// magnitude (iscale = -127 / max, so that element maps to -127); q = min(127, round(iscale * x)),
+// d = 1 / iscale; bsums per 16.
+static void packQ8_K(const float* x, int64_t k, uint8_t* dst, const ActLayout& l) {
+  int8_t* qs = reinterpret_cast<int8_t*>(dst + l.qsOff);
+  float* ds = reinterpret_cast<float*>(dst + l.dOff);
+  int16_t* bsums = reinterpret_cast<int16_t*>(dst + l.sumOff);
+  for (int64_t b = 0; b < k / QK_K; b++) {
+    const float* xb = x + b * QK_K;
+    int8_t* q = qs + b * QK_K;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QK_K; j++) {
+      const float ax = std::fabs(xb[j]);
+      if (ax > amax) {
+        amax = ax;
+        max = xb[j];
+      }
+    }
+    if (amax == 0.0f) {
+      ds[b] = 0.0f;
+      std::memset(q, 0, QK_K);
+      for (int j = 0; j < QK_K / 16; j++) bsums[b * 16 + j] = 0;
+      continue;
+    }
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < QK_K; j++) {
+      const int v = static_cast<int>(std::nearbyint(iscale * xb[j]));
+      q[j] = static_cast<int8_t>(std::min(127, v));
+    }
+    for (int j = 0; j < QK_K / 16; j++) {
+      int sum = 0;
+      for (int i = 0; i < 16; i++) sum += q[16 * j + i];
+      bsums[b * 16 + j] = static_cast<int16_t>(sum);
+    }
+    ds[b] = 1.0f / iscale;
+  }
+}
+
+void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, const ActLayout& l) {
+  float* f = reinterpret_cast<float*>(dst);
+  switch (actKind(type)) {
+    case ActKind::F32: std::memcpy(dst, x, static_cast<size_t>(k) * 4); break;
+    case ActKind::F16:
+      for (int64_t i = 0; i < k; i++) f[i] = f16ToF32(f32ToF16(x[i]));
+      break;
+    case ActKind::BF16:
+      for (int64_t i = 0; i < k; i++) f[i] = bf16ToF32(f32ToBf16(x[i]));
+      break;
+    case ActKind::Q8_0: packQ8_0(x, k, dst, l); break;
+    case ActKind::Q8_K: packQ8_K(x, k, dst, l); break;
+  }
+}
+
+// ---- scalar dot products: one weight row · one packed activation row ----
+
+namespace {
+
+struct ActRow {
+  const int8_t* qs;
+  const float* d;
+  const void* sums;
+  const void* raw;
+};
+
+inline ActRow actRow(const ActRows& a, int64_t i) {
+  const uint8_t* p = a.base + static_cast<size_t>(i) * a.stride;
+  return {reinterpret_cast<const int8_t*>(p + a.layout.qsOff), reinterpret_cast<const float*>(p + a.layout.dOff),
+          p + a.layout.sumOff, p};
+}
+
+float dotF32(const uint8_t* w, const ActRow& a, int64_t k) {
+  const float* wf = reinterpret_cast<const float*>(w);
+  const float* xf = reinterpret_cast<const float*>(a.raw);
+  double s = 0;
+  for (int64_t i = 0; i < k; i++) s += static_cast<double>(wf[i]) * xf[i];
+  return static_cast<float>(s);
+}
+
+float dotF16(const uint8_t* w, const ActRow& a, int64_t k) {
+  const uint16_t* wh = reinterpret_cast<const uint16_t*>(w);
+  const float* xf = reinterpret_cast<const float*>(a.raw);
+  double s = 0;
+  for (int64_t i = 0; i < k; i++) s += static_cast<double>(f16ToF32(wh[i])) * xf[i];
+  return static_cast<float>(s);
+}
+
+float dotBF16(const uint8_t* w, const ActRow& a, int64_t k) {
+  const uint16_t* wh = reinterpret_cast<const uint16_t*>(w);
+  const float* xf = reinterpret_cast<const float*>(a.raw);
+  double s = 0;
+  for (int64_t i = 0; i < k; i++) s += static_cast<double>(bf16ToF32(wh[i])) * xf[i];
+  return static_cast<float>(s);
+}
+
+float dotQ4_0(const uint8_t* w, const ActRow& a, int64_t k) {
+  const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(w);
+  float sumf = 0;
+  for (int64_t b = 0; b < k / QK8_0; b++) {
+    const int8_t* x = a.qs + b * QK8_0;
+    int sumi = 0;
+    for (int j = 0; j < QK4_0 / 2; j++) {
+      sumi += ((wb[b].qs[j] & 0xF) - 8) * x[j];
+      sumi += ((wb[b].qs[j] >> 4) - 8) * x[j + 16];
+    }
+    sumf += static_cast<float>(sumi) * (f16ToF32(wb[b].d) * a.d[b]);
+  }
+  return sumf;
+}
+
+float dotQ8_0(const uint8_t* w, const ActRow& a, int64_t k) {
+  const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(w);
+  float sumf = 0;
+  for (int64_t b = 0; b < k / QK8_0; b++) {
+    const int8_t* x = a.qs + b * QK8_0;
+    int sumi = 0;
+    for (int j = 0; j < QK8_0; j++) sumi += wb[b].qs[j] * x[j];
+    sumf += static_cast<float>(sumi) * (f16ToF32(wb[b].d) * a.d[b]);
+  }
+  return sumf;
+}
+
+// Sum over the 8 sub-blocks of mins[j] * (sum of the activation quants of sub-block j).
+inline int minsDot(const uint8_t* mins, const int16_t* bsums) {
+  int s = 0;
+  for (int j = 0; j < 8; j++) s += mins[j] * (bsums[2 * j] + bsums[2 * j + 1]);
+  return s;
+}
+
+float dotQ4_K(const uint8_t* w, const ActRow& a, int64_t k) {
+  const BlockQ4K* wb = reinterpret_cast<const BlockQ4K*>(w);
+  const int16_t* bsums = static_cast<const int16_t*>(a.sums);
+  float sumf = 0;
+  for (int64_t b = 0; b < k / QK_K; b++) {
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) scaleMinK4(j, wb[b].scales, &sc[j], &mn[j]);
+    const int8_t* x = a.qs + b * QK_K;
+    int sumi = 0;
+    for (int c = 0; c < 4; c++) {
+      const uint8_t* q = wb[b].qs + 32 * c;
+      int lo = 0, hi = 0;
+      for (int l = 0; l < 32; l++) {
+        lo += (q[l] & 0xF) * x[64 * c + l];
+        hi += (q[l] >> 4) * x[64 * c + 32 + l];
+      }
+      sumi += sc[2 * c] * lo + sc[2 * c + 1] * hi;
+    }
+    const int sumMins = minsDot(mn, bsums + b * 16);
+    const float d = a.d[b] * f16ToF32(wb[b].d);
+    const float dmin = a.d[b] * f16ToF32(wb[b].dmin);
+    sumf += d * static_cast<float>(sumi) - dmin * static_cast<float>(sumMins);
+  }
+  return sumf;
+}
+
+float dotQ5_K(const uint8_t* w, const ActRow& a, int64_t k) {
+  const BlockQ5K* wb = reinterpret_cast<const BlockQ5K*>(w);
+  const int16_t* bsums = static_cast<const int16_t*>(a.sums);
+  float sumf = 0;
+  for (int64_t b = 0; b < k / QK_K; b++) {
+    uint8_t sc[8], mn[8];
+    for (int j = 0; j < 8; j++) scaleMinK4(j, wb[b].scales, &sc[j], &mn[j]);
+    const int8_t* x = a.qs + b * QK_K;
+    const uint8_t* qh = wb[b].qh;
+    int sumi = 0;
+    for (int c = 0; c < 4; c++) {
+      const uint8_t* q = wb[b].qs + 32 * c;
+      int lo = 0, hi = 0;
+      for (int l = 0; l < 32; l++) {
+        const int vlo = (q[l] & 0xF) + (((qh[l] >> (2 * c)) & 1) << 4);
+        const int vhi = (q[l] >> 4) + (((qh[l] >> (2 * c + 1)) & 1) << 4);
+        lo += vlo * x[64 * c + l];
+        hi += vhi * x[64 * c + 32 + l];
+      }
+      sumi += sc[2 * c] * lo + sc[2 * c + 1] * hi;
+    }
+    const int sumMins = minsDot(mn, bsums + b * 16);
+    const float d = a.d[b] * f16ToF32(wb[b].d);
+    const float dmin = a.d[b] * f16ToF32(wb[b].dmin);
+    sumf += d * static_cast<float>(sumi) - dmin * static_cast<float>(sumMins);
+  }
+  return sumf;
+}
+
+float dotQ6_K(const uint8_t* w, const ActRow& a, int64_t k) {
+  const BlockQ6K* wb = reinterpret_cast<const BlockQ6K*>(w);
+  float sumf = 0;
+  for (int64_t b = 0; b < k / QK_K; b++) {
+    const int8_t* x = a.qs + b * QK_K;
+    int sumi = 0;
+    for (int h = 0; h < 2; h++) {
+      const uint8_t* ql = wb[b].ql + 64 * h;
+      const uint8_t* qh = wb[b].qh + 32 * h;
+      const int8_t* sc = wb[b].scales + 8 * h;
+      const int8_t* xh = x + 128 * h;
+      // Elements [128h + 32g, +32) take scales sc[2g], sc[2g+1] (16 each).
+      int part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int l = 0; l < 32; l++) {
+        const int is = l / 16;
+        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+        part[is + 0] += q1 * xh[l];
+        part[is + 2] += q2 * xh[l + 32];
+        part[is + 4] += q3 * xh[l + 64];
+        part[is + 6] += q4 * xh[l + 96];
+      }
+      for (int j = 0; j < 8; j++) sumi += sc[j] * part[j];
+    }
+    sumf += a.d[b] * f16ToF32(wb[b].d) * static_cast<float>(sumi);
+  }
+  return sumf;
+}
+
+using RowDot = float (*)(const uint8_t* w, const ActRow& a, int64_t k);
+
+template <RowDot Dot>
+void scalarTile(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k, float* out,
+                int64_t ldo) {
+  for (int64_t r = 0; r < nw; r++) {
+    const uint8_t* wr = w + static_cast<size_t>(r) * wStride;
+    for (int64_t i = 0; i < nx; i++) out[i * ldo + r] = Dot(wr, actRow(a, i), k);
+  }
+}
+
+}  // namespace
+
+MatmulKernel scalarKernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return scalarTile<dotF32>;
+    case GgmlType::F16: return scalarTile<dotF16>;
+    case GgmlType::BF16: return scalarTile<dotBF16>;
+    case GgmlType::Q4_0: return scalarTile<dotQ4_0>;
+    case GgmlType::Q8_0: return scalarTile<dotQ8_0>;
+    case GgmlType::Q4_K: return scalarTile<dotQ4_K>;
+    case GgmlType::Q5_K: return scalarTile<dotQ5_K>;
+    case GgmlType::Q6_K: return scalarTile<dotQ6_K>;
+  }
+  return nullptr;
+}
+
+}  // namespace flexinfer

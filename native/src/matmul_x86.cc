@@ -1,0 +1,354 @@
+// SIMD path of matmul for x86: AVX2 + FMA + F16C kernels, using AVX512-VNNI (256-bit
+// vpdpbusd / vpdpwssd, AVX512VL) where the build has it. Builds without AVX2 (portable builds,
+// other CPUs) compile this file to an empty kernel table and matmul uses the scalar path.
+//
+// Every kernel takes one weight row at a time and dots it against up to kTileRows activation
+// rows (NX), so the unpacked weight block stays in registers for NX dots. Integer dot products
+// per block are exact, as in ggml; only the f32 accumulation order differs from the scalar path.
+//
+// 256-bit vectors rather than 512: on Zen 4 (this project's reference CPU) 512-bit integer ops
+// are split into two 256-bit halves, and ggml's blocks (32 quants, 16 bytes of nibbles) map
+// onto 256-bit registers without shuffles.
+#include "matmul.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define FLEXINFER_MATMUL_AVX2 1
+#include <immintrin.h>
+#endif
+
+#include <type_traits>
+
+#include "quants.h"
+
+namespace flexinfer {
+
+#ifdef FLEXINFER_MATMUL_AVX2
+
+namespace {
+
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+constexpr const char* kPathName = "avx2+avx512vnni";
+// sum of u8 * s8 in groups of 4, added to acc (int32 lanes).
+inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) { return _mm256_dpbusd_epi32(acc, u, s); }
+// sum of s16 * s16 pairs, added to acc.
+inline __m256i dpwssd(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
+#else
+constexpr const char* kPathName = "avx2";
+// maddubs saturates at 16 bits: callers only pass u <= 63 (2 * 63 * 128 < 32767).
+inline __m256i dpbusd(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+inline __m256i dpwssd(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+#endif
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+// v in int32 lane 0, zeros elsewhere.
+inline __m256i lane0(int32_t v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
+
+inline __m256i loadu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Pointers into activation row `i` of a packed view.
+struct Act {
+  const uint8_t* p;
+  const ActLayout* l;
+  const int8_t* qs() const { return reinterpret_cast<const int8_t*>(p + l->qsOff); }
+  const float* f() const { return reinterpret_cast<const float*>(p); }
+  const float* d() const { return reinterpret_cast<const float*>(p + l->dOff); }
+  const int32_t* sums32() const { return reinterpret_cast<const int32_t*>(p + l->sumOff); }
+  const int16_t* sums16() const { return reinterpret_cast<const int16_t*>(p + l->sumOff); }
+};
+
+// ---- float weights: f32 / f16 / bf16 against f32 activations ----
+
+inline __m256 loadW(const float* w) { return _mm256_loadu_ps(w); }
+inline __m256 loadW(const uint16_t* w, std::integral_constant<int, 0>) {  // f16
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w)));
+}
+inline __m256 loadW(const uint16_t* w, std::integral_constant<int, 1>) {  // bf16: shift into the top half
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))), 16));
+}
+
+template <int Kind>  // 0 f32, 1 f16, 2 bf16
+inline __m256 load8(const uint8_t* w, int64_t e) {
+  if constexpr (Kind == 0) return _mm256_loadu_ps(reinterpret_cast<const float*>(w) + e);
+  else if constexpr (Kind == 1) return loadW(reinterpret_cast<const uint16_t*>(w) + e, std::integral_constant<int, 0>());
+  else return loadW(reinterpret_cast<const uint16_t*>(w) + e, std::integral_constant<int, 1>());
+}
+template <int Kind>
+inline float load1(const uint8_t* w, int64_t e) {
+  if constexpr (Kind == 0) return reinterpret_cast<const float*>(w)[e];
+  else if constexpr (Kind == 1) return f16ToF32(reinterpret_cast<const uint16_t*>(w)[e]);
+  else return bf16ToF32(reinterpret_cast<const uint16_t*>(w)[e]);
+}
+
+template <int Kind, int NX>
+void tileFloat(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  __m256 acc0[NX], acc1[NX];
+  for (int i = 0; i < NX; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  int64_t e = 0;
+  for (; e + 16 <= k; e += 16) {
+    const __m256 w0 = load8<Kind>(w, e), w1 = load8<Kind>(w, e + 8);
+    for (int i = 0; i < NX; i++) {
+      acc0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[i].f() + e), acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(a[i].f() + e + 8), acc1[i]);
+    }
+  }
+  for (; e + 8 <= k; e += 8) {
+    const __m256 w0 = load8<Kind>(w, e);
+    for (int i = 0; i < NX; i++) acc0[i] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(a[i].f() + e), acc0[i]);
+  }
+  for (int i = 0; i < NX; i++) {
+    float s = hsum(_mm256_add_ps(acc0[i], acc1[i]));
+    for (int64_t t = e; t < k; t++) s += load1<Kind>(w, t) * a[i].f()[t];
+    out[i * ldo] = s;
+  }
+}
+
+// ---- Q4_0 · Q8_0 ----
+// Nibbles are used unsigned (0..15) in vpdpbusd; the -8 offset is taken back exactly with the
+// activation block sum: sum((q - 8) * x) = sum(q * x) - 8 * sum(x).
+template <int NX>
+void tileQ4_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(w);
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+  const int64_t nb = k / QK8_0;
+  for (int64_t b = 0; b < nb; b++) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[b].qs));
+    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
+    const float dw = h2f(wb[b].d);
+    for (int i = 0; i < NX; i++) {
+      __m256i dot = dpbusd(_mm256_setzero_si256(), q, loadu(a[i].qs() + b * QK8_0));
+      dot = _mm256_sub_epi32(dot, lane0(8 * a[i].sums32()[b]));
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[i].d()[b]), _mm256_cvtepi32_ps(dot), acc[i]);
+    }
+  }
+  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
+}
+
+// ---- Q8_0 · Q8_0 ----
+template <int NX>
+void tileQ8_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(w);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+  const int64_t nb = k / QK8_0;
+  for (int64_t b = 0; b < nb; b++) {
+    const __m256i q = loadu(wb[b].qs);
+    const float dw = h2f(wb[b].d);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    // Weights made unsigned by flipping the sign bit (q + 128); sum(x) * 128 taken back.
+    const __m256i qu = _mm256_xor_si256(q, _mm256_set1_epi8(static_cast<char>(0x80)));
+    for (int i = 0; i < NX; i++) {
+      __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qu, loadu(a[i].qs() + b * QK8_0));
+      dot = _mm256_sub_epi32(dot, lane0(128 * a[i].sums32()[b]));
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[i].d()[b]), _mm256_cvtepi32_ps(dot), acc[i]);
+    }
+#else
+    // Sign trick (|q| unsigned, sign moved onto x): maddubs pairs stay below 2 * 128 * 127.
+    const __m256i aq = _mm256_sign_epi8(q, q);
+    for (int i = 0; i < NX; i++) {
+      const __m256i sx = _mm256_sign_epi8(loadu(a[i].qs() + b * QK8_0), q);
+      const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, sx), _mm256_set1_epi16(1));
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[i].d()[b]), _mm256_cvtepi32_ps(dot), acc[i]);
+    }
+#endif
+  }
+  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
+}
+
+// ---- Q4_K / Q5_K · Q8_K ----
+// Per super-block: sumi = sum_j sc[j] * dot(q_j, x_j) over 8 sub-blocks of 32 (q unsigned),
+// mins = sum_j m[j] * (bsums[2j] + bsums[2j+1]); result += d * sumi - dmin * mins.
+
+// Scales and mins of a Q4_K/Q5_K block as int16 vectors: sc16[j] = broadcast sc[j];
+// mins16 = [m0, m0, m1, m1, ..., m7, m7] to pair with the 16 bsums.
+inline void kScales(const uint8_t* packed, __m256i* sc16, __m256i* mins16) {
+  uint8_t sc[8], mn[8];
+  for (int j = 0; j < 8; j++) scaleMinK4(j, packed, &sc[j], &mn[j]);
+  for (int j = 0; j < 8; j++) sc16[j] = _mm256_set1_epi16(sc[j]);
+  *mins16 = _mm256_setr_epi16(mn[0], mn[0], mn[1], mn[1], mn[2], mn[2], mn[3], mn[3], mn[4], mn[4], mn[5], mn[5], mn[6],
+                              mn[6], mn[7], mn[7]);
+}
+
+template <bool Q5, int NX>
+void tileQK45(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  __m256 acc[NX], accMin[NX];
+  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = _mm256_setzero_ps();
+  const int64_t nb = k / QK_K;
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* scales;
+    const uint8_t* qs;
+    uint16_t dh, dminh;
+    __m256i hbits = _mm256_setzero_si256();
+    if constexpr (Q5) {
+      const BlockQ5K& blk = reinterpret_cast<const BlockQ5K*>(w)[b];
+      scales = blk.scales, qs = blk.qs, dh = blk.d, dminh = blk.dmin;
+      hbits = loadu(blk.qh);
+    } else {
+      const BlockQ4K& blk = reinterpret_cast<const BlockQ4K*>(w)[b];
+      scales = blk.scales, qs = blk.qs, dh = blk.d, dminh = blk.dmin;
+    }
+    __m256i sc16[8], mins16;
+    kScales(scales, sc16, &mins16);
+    // q[j]: the 32 quants of sub-block j, unsigned bytes.
+    __m256i q[8];
+    for (int c = 0; c < 4; c++) {
+      const __m256i raw = loadu(qs + 32 * c);
+      q[2 * c] = _mm256_and_si256(raw, mask);
+      q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+    }
+    if constexpr (Q5) {
+      // Fifth bit of sub-block j is bit j of qh[l]: move it to bit 4 of each byte.
+      const __m256i one = _mm256_set1_epi8(1);
+      for (int j = 0; j < 8; j++) {
+        const __m256i bit = _mm256_and_si256(_mm256_srli_epi16(hbits, j), one);
+        q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(bit, 4));
+      }
+    }
+    const float dw = h2f(dh), dminw = h2f(dminh);
+    for (int i = 0; i < NX; i++) {
+      const int8_t* x = a[i].qs() + b * QK_K;
+      __m256i sumi = _mm256_setzero_si256();
+      for (int j = 0; j < 8; j++) {
+        const __m256i p16 = _mm256_maddubs_epi16(q[j], loadu(x + 32 * j));
+        sumi = dpwssd(sumi, p16, sc16[j]);
+      }
+      const __m256i mins = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), mins16);
+      const float dx = a[i].d()[b];
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi), acc[i]);
+      accMin[i] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dminw), _mm256_cvtepi32_ps(mins), accMin[i]);
+    }
+  }
+  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(_mm256_sub_ps(acc[i], accMin[i]));
+}
+
+template <int NX>
+void tileQ4_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  tileQK45<false, NX>(w, a, k, out, ldo);
+}
+template <int NX>
+void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  tileQK45<true, NX>(w, a, k, out, ldo);
+}
+
+// ---- Q6_K · Q8_K ----
+// Quants used unsigned (0..63); the -32 offset is taken back with the bsums:
+// sum_j sc[j] * sum((q - 32) * x) = sum_j sc[j] * sum(q * x) - 32 * sum_j sc[j] * bsums[j].
+template <int NX>
+void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  const BlockQ6K* wb = reinterpret_cast<const BlockQ6K*>(w);
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+  const int64_t nb = k / QK_K;
+  for (int64_t b = 0; b < nb; b++) {
+    const BlockQ6K& blk = wb[b];
+    // q[4h + g]: elements [128h + 32g, +32), sub-blocks 8h + 2g and 8h + 2g + 1.
+    __m256i q[8], sc16[8];
+    for (int h = 0; h < 2; h++) {
+      const __m256i l0 = loadu(blk.ql + 64 * h), l1 = loadu(blk.ql + 64 * h + 32);
+      const __m256i hb = loadu(blk.qh + 32 * h);
+      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+    }
+    for (int t = 0; t < 8; t++) {
+      sc16[t] = _mm256_set_m128i(_mm_set1_epi16(blk.scales[2 * t + 1]), _mm_set1_epi16(blk.scales[2 * t]));
+    }
+    const __m256i scAll = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales)));
+    const float dw = h2f(blk.d);
+    for (int i = 0; i < NX; i++) {
+      const int8_t* x = a[i].qs() + b * QK_K;
+      __m256i sumi = _mm256_setzero_si256();
+      for (int t = 0; t < 8; t++) sumi = dpwssd(sumi, _mm256_maddubs_epi16(q[t], loadu(x + 32 * t)), sc16[t]);
+      const __m256i corr = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), scAll);
+      sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(a[i].d()[b] * dw), _mm256_cvtepi32_ps(sumi), acc[i]);
+    }
+  }
+  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
+}
+
+// ---- driver: weight rows outer, activation rows in tiles of up to kTileRows ----
+
+using TileFn = void (*)(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo);
+
+template <TileFn T1, TileFn T2, TileFn T3, TileFn T4>
+void runTiles(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
+              int64_t ldo) {
+  static_assert(kTileRows == 4, "tile functions below are for 4 rows");
+  for (int64_t r = 0; r < nw; r++) {
+    const uint8_t* wr = w + static_cast<size_t>(r) * wStride;
+    int64_t i = 0;
+    for (; i < nx; i += 4) {
+      Act a[4];
+      const int cnt = static_cast<int>(nx - i < 4 ? nx - i : 4);
+      for (int t = 0; t < cnt; t++) a[t] = {rows.base + static_cast<size_t>(i + t) * rows.stride, &rows.layout};
+      float* o = out + i * ldo + r;
+      switch (cnt) {
+        case 4: T4(wr, a, k, o, ldo); break;
+        case 3: T3(wr, a, k, o, ldo); break;
+        case 2: T2(wr, a, k, o, ldo); break;
+        default: T1(wr, a, k, o, ldo); break;
+      }
+    }
+  }
+}
+
+#define FLEXINFER_TILES(F) runTiles<F<1>, F<2>, F<3>, F<4>>
+
+template <int NX>
+void tileF32(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  tileFloat<0, NX>(w, a, k, out, ldo);
+}
+template <int NX>
+void tileF16(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  tileFloat<1, NX>(w, a, k, out, ldo);
+}
+template <int NX>
+void tileBF16(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  tileFloat<2, NX>(w, a, k, out, ldo);
+}
+
+}  // namespace
+
+MatmulKernel simdKernel(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return FLEXINFER_TILES(tileF32);
+    case GgmlType::F16: return FLEXINFER_TILES(tileF16);
+    case GgmlType::BF16: return FLEXINFER_TILES(tileBF16);
+    case GgmlType::Q4_0: return FLEXINFER_TILES(tileQ4_0);
+    case GgmlType::Q8_0: return FLEXINFER_TILES(tileQ8_0);
+    case GgmlType::Q4_K: return FLEXINFER_TILES(tileQ4_K);
+    case GgmlType::Q5_K: return FLEXINFER_TILES(tileQ5_K);
+    case GgmlType::Q6_K: return FLEXINFER_TILES(tileQ6_K);
+  }
+  return nullptr;
+}
+
+const char* simdPathName() { return kPathName; }
+
+#else  // no AVX2: scalar only
+
+MatmulKernel simdKernel(GgmlType) { return nullptr; }
+const char* simdPathName() { return "none"; }
+
+#endif
+
+}  // namespace flexinfer

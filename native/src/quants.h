@@ -1,0 +1,132 @@
+// ggml block layouts and scalar conversions shared by the compute kernels.
+//
+// Layouts follow ggml-common.h byte for byte (GGUF files store these blocks as-is). Weights
+// come in Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K; activations are quantized to Q8_0 (for Q4_0,
+// Q8_0 weights) or Q8_K (for the K-quants), as llama.cpp's CPU backend does.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace flexinfer {
+
+constexpr int QK4_0 = 32;
+constexpr int QK8_0 = 32;
+constexpr int QK_K = 256;
+constexpr int K_SCALE_SIZE = 12;
+
+#pragma pack(push, 1)
+// 32 weights: w = d * (q - 8), q in [0, 15]; qs[j] holds element j (low nibble) and j+16.
+struct BlockQ4_0 {
+  uint16_t d;  // f16
+  uint8_t qs[QK4_0 / 2];
+};
+// 32 values: v = d * q.
+struct BlockQ8_0 {
+  uint16_t d;  // f16
+  int8_t qs[QK8_0];
+};
+// 256 weights in 8 sub-blocks of 32: w = d * sc[j] * q - dmin * m[j], 6-bit sc/m packed in
+// `scales`; qs: 4 chunks of 64 elements, each 32 bytes (low nibbles = first 32, high = next 32).
+struct BlockQ4K {
+  uint16_t d;     // f16, super-block scale for the scales
+  uint16_t dmin;  // f16, super-block scale for the mins
+  uint8_t scales[K_SCALE_SIZE];
+  uint8_t qs[QK_K / 2];
+};
+// As Q4_K plus a fifth bit per weight in qh (bit 2c of qh[l] for the low half of chunk c,
+// bit 2c+1 for the high half).
+struct BlockQ5K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[K_SCALE_SIZE];
+  uint8_t qh[QK_K / 8];
+  uint8_t qs[QK_K / 2];
+};
+// 256 weights in 16 sub-blocks of 16: w = d * scales[j] * (q - 32), q 6 bits = 4 in ql, 2 in qh.
+struct BlockQ6K {
+  uint8_t ql[QK_K / 2];
+  uint8_t qh[QK_K / 4];
+  int8_t scales[QK_K / 16];
+  uint16_t d;  // f16
+};
+// Activation block for the K-quants: v = d * q, bsums[j] = sum of qs[16j .. 16j+15].
+struct BlockQ8K {
+  float d;
+  int8_t qs[QK_K];
+  int16_t bsums[QK_K / 16];
+};
+#pragma pack(pop)
+
+static_assert(sizeof(BlockQ4_0) == 18, "block_q4_0 size");
+static_assert(sizeof(BlockQ8_0) == 34, "block_q8_0 size");
+static_assert(sizeof(BlockQ4K) == 144, "block_q4_K size");
+static_assert(sizeof(BlockQ5K) == 176, "block_q5_K size");
+static_assert(sizeof(BlockQ6K) == 210, "block_q6_K size");
+static_assert(sizeof(BlockQ8K) == 292, "block_q8_K size");
+
+// ---- f16 / bf16 <-> f32 (scalar; round to nearest even, as ggml) ----
+
+inline float fp32FromBits(uint32_t w) {
+  float f;
+  std::memcpy(&f, &w, 4);
+  return f;
+}
+inline uint32_t fp32Bits(float f) {
+  uint32_t w;
+  std::memcpy(&w, &f, 4);
+  return w;
+}
+
+inline float f16ToF32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  const uint32_t man = h & 0x3ff;
+  if (exp == 0) {
+    if (man == 0) return fp32FromBits(sign);
+    // Subnormal: man * 2^-24, exact in f32.
+    float v = static_cast<float>(man) * 5.9604644775390625e-8f;
+    return sign ? -v : v;
+  }
+  if (exp == 31) return fp32FromBits(sign | 0x7f800000u | (man << 13));
+  return fp32FromBits(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+inline uint16_t f32ToF16(float f) {
+  const uint32_t x = fp32Bits(f);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00);  // NaN
+  if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00);  // rounds to inf
+  if (ax < 0x38800000u) {
+    // Result is subnormal (or zero): value / 2^-24 rounded to nearest even integer.
+    float v = fp32FromBits(ax) * 16777216.0f;  // exact scaling by 2^24
+    uint32_t m = static_cast<uint32_t>(std::nearbyint(v));
+    return static_cast<uint16_t>(sign | m);  // m == 0x400 rolls into the smallest normal
+  }
+  // Normal: drop 13 mantissa bits with round to nearest even.
+  uint32_t r = ax + 0xfffu + ((ax >> 13) & 1);
+  return static_cast<uint16_t>(sign | ((r >> 13) - (112u << 10)));
+}
+
+inline float bf16ToF32(uint16_t h) { return fp32FromBits(static_cast<uint32_t>(h) << 16); }
+
+inline uint16_t f32ToBf16(float f) {
+  const uint32_t u = fp32Bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 64);  // quiet NaN
+  return static_cast<uint16_t>((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
+}
+
+// Scale and min of sub-block j (0..7) of a Q4_K / Q5_K block: 6 bits each, packed in 12 bytes.
+inline void scaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+}  // namespace flexinfer
