@@ -1,0 +1,108 @@
+/**
+ * Request schemas (JSON Schema, validated by fastify's ajv with coercion and property removal
+ * off: a wrong type or an unknown field is a 400 naming it, as the OpenAI API does).
+ */
+
+const samplingProperties = {
+  model: { type: 'string', minLength: 1 },
+  max_tokens: { type: ['integer', 'null'], minimum: 1 },
+  temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+  top_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+  top_k: { type: ['integer', 'null'], minimum: 0 },
+  min_p: { type: ['number', 'null'], minimum: 0, maximum: 1 },
+  seed: { type: ['integer', 'null'], minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
+  stop: {
+    anyOf: [
+      { type: 'string', minLength: 1 },
+      { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 16 },
+      { type: 'null' },
+    ],
+  },
+  presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+  frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+  repeat_penalty: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 10 },
+  stream: { type: ['boolean', 'null'] },
+  stream_options: {
+    type: ['object', 'null'],
+    additionalProperties: false,
+    properties: { include_usage: { type: 'boolean' } },
+  },
+  n: { type: ['integer', 'null'], minimum: 1, maximum: 1 },
+  user: { type: 'string' },
+} as const;
+
+const contentPart = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['type', 'text'],
+  properties: { type: { const: 'text' }, text: { type: 'string' } },
+} as const;
+
+export const chatCompletionSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['model', 'messages'],
+  properties: {
+    ...samplingProperties,
+    max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
+    messages: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['role', 'content'],
+        properties: {
+          role: { enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
+          content: { anyOf: [{ type: 'string' }, { type: 'array', items: contentPart }] },
+          name: { type: 'string' },
+        },
+      },
+    },
+  },
+} as const;
+
+export const completionSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['model', 'prompt'],
+  properties: {
+    ...samplingProperties,
+    prompt: {
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', minItems: 1, maxItems: 1, items: { type: 'string' } },
+        { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } },
+      ],
+    },
+  },
+} as const;
+
+/** The body of POST /v1/chat/completions after validation. */
+export interface ChatCompletionRequest extends SamplingFields {
+  messages: Array<{ role: string; content: string | Array<{ type: 'text'; text: string }>; name?: string }>;
+  max_completion_tokens?: number | null;
+}
+
+/** The body of POST /v1/completions after validation. */
+export interface CompletionRequest extends SamplingFields {
+  prompt: string | string[] | number[];
+}
+
+export interface SamplingFields {
+  model: string;
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  min_p?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  repeat_penalty?: number | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean } | null;
+  n?: number | null;
+  user?: string;
+}

@@ -1,0 +1,354 @@
+/**
+ * OpenAI-compatible HTTP server (fastify): /v1/chat/completions, /v1/completions,
+ * /v1/models, /health, /metrics.
+ *
+ * NOTE: the server does no batching of its own. Every request becomes one model.generate()
+ * call; the engine's scheduler batches all running requests into one forward pass per step
+ * (continuous batching) and reuses cached prefixes. The server bounds how many requests may
+ * wait (429 beyond that), turns client disconnects into aborts (the sequence and its KV are
+ * freed at the next step), and answers every bad request with a 4xx in the OpenAI shape.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { randomUUID } from 'node:crypto';
+import { ApiError, badRequest, fromValidation } from './errors.js';
+import { ChatTemplate, ChatTemplateError, type ChatMessage } from '../engine/chat-template.js';
+import { chatCompletionSchema, completionSchema, type ChatCompletionRequest, type CompletionRequest, type SamplingFields } from './schemas.js';
+import { Metrics } from './metrics.js';
+
+/** What the server needs of a model (the engine's Model satisfies it). */
+export interface ServableModel {
+  readonly info: {
+    contextSize: number;
+    chatTemplate?: string | undefined;
+    bosToken?: string | undefined;
+    eosToken?: string | undefined;
+    [key: string]: unknown;
+  };
+  tokenize(text: string, options?: { addBos?: boolean; special?: boolean }): Uint32Array;
+  generate(
+    prompt: string | Uint32Array,
+    options?: Record<string, unknown>,
+  ): AsyncIterable<{ text: string; tokens: number[] }> & {
+    result: Promise<{ text: string; tokens: number[]; finishReason: string; promptTokens: number; cachedPromptTokens: number }>;
+  };
+  stats(): Promise<Record<string, unknown>>;
+}
+
+export interface ServerOptions {
+  /** Model id served at /v1/models and accepted in requests. */
+  modelId: string;
+  host?: string;
+  port?: number;
+  /** Requests allowed to run at once (the engine's parallel sequences). Default 4. */
+  parallel?: number;
+  /** Requests allowed to wait beyond `parallel`; more get 429. Default 64. */
+  maxQueue?: number;
+  /** If set, /v1/* requires `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+  /** Largest request body in bytes. Default 4 MiB. */
+  bodyLimit?: number;
+  /** Log requests (fastify logger). Default false. */
+  logger?: boolean;
+}
+
+/** A running server. */
+export interface FlexinferServer {
+  readonly app: FastifyInstance;
+  /** Starts listening; resolves to the bound address, e.g. http://127.0.0.1:8080. */
+  listen(): Promise<string>;
+  close(): Promise<void>;
+  /** Requests currently running or waiting. */
+  readonly inFlight: number;
+}
+
+/**
+ * Creates the server for a model (or a promise of one: /health answers 503 while it loads).
+ */
+export function createServer(modelOrPromise: ServableModel | Promise<ServableModel>, options: ServerOptions): FlexinferServer {
+  const parallel = options.parallel ?? 4;
+  const maxQueue = options.maxQueue ?? 64;
+  const metrics = new Metrics();
+  let model: ServableModel | undefined;
+  let loadError: Error | undefined;
+  let chatTemplate: ChatTemplate | undefined;
+  let inFlight = 0;
+
+  Promise.resolve(modelOrPromise).then(
+    (m) => {
+      model = m;
+    },
+    (err: Error) => {
+      loadError = err;
+    },
+  );
+
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+  });
+
+  // --- errors: always the OpenAI shape, never a stack ---
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown[] }, _req, reply) => {
+    let apiErr: ApiError;
+    if (err instanceof ApiError) apiErr = err;
+    else if (err.validation) apiErr = fromValidation(err.validation as Parameters<typeof fromValidation>[0]);
+    else if (err.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || err.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err.name === 'SyntaxError')
+      apiErr = badRequest(`The request body is not valid JSON: ${err.message}`, null, 'invalid_json');
+    else if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') apiErr = new ApiError(413, 'The request body is too large.', 'invalid_request_error', null, 'body_too_large');
+    else if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+      apiErr = new ApiError(415, 'Unsupported Content-Type: send application/json.', 'invalid_request_error', null, 'unsupported_media_type');
+    else if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) apiErr = new ApiError(err.statusCode, err.message);
+    else {
+      apiErr = new ApiError(500, `Internal server error: ${err.message}`, 'server_error');
+      app.log.error(err);
+    }
+    metrics.countError(apiErr.status);
+    void reply.code(apiErr.status).type('application/json').send(apiErr.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    metrics.countError(404);
+    void reply.code(404).send(new ApiError(404, `Unknown endpoint: ${req.method} ${req.url}`, 'not_found_error', null, 'unknown_url').toJSON());
+  });
+
+  // --- auth on /v1/* ---
+  app.addHook('onRequest', async (req) => {
+    if (!options.apiKey || !req.url.startsWith('/v1/')) return;
+    const auth = req.headers.authorization ?? '';
+    if (auth !== `Bearer ${options.apiKey}`) {
+      throw new ApiError(401, 'Invalid or missing API key: send Authorization: Bearer <key>.', 'authentication_error', null, 'invalid_api_key');
+    }
+  });
+
+  const requireModel = (): ServableModel => {
+    if (model) return model;
+    if (loadError) throw new ApiError(503, `The model failed to load: ${loadError.message}`, 'service_unavailable', null, 'model_load_failed');
+    throw new ApiError(503, 'The model is still loading; retry shortly.', 'service_unavailable', null, 'model_loading');
+  };
+  const checkModelId = (id: string): void => {
+    if (id !== options.modelId) {
+      throw new ApiError(404, `The model '${id}' does not exist; this server serves '${options.modelId}'.`, 'not_found_error', 'model', 'model_not_found');
+    }
+  };
+  const admit = (): void => {
+    if (inFlight >= parallel + maxQueue) {
+      throw new ApiError(429, `The server is busy (${inFlight} requests running or queued); retry later.`, 'rate_limit_error', null, 'queue_full');
+    }
+  };
+
+  app.get('/health', async (_req, reply) => {
+    if (model) return { status: 'ok' };
+    void reply.code(503);
+    return loadError ? { status: 'error', error: loadError.message } : { status: 'loading' };
+  });
+
+  app.get('/v1/models', async () => {
+    requireModel();
+    return { object: 'list', data: [{ id: options.modelId, object: 'model', created: metrics.startedAt, owned_by: 'flexinfer' }] };
+  });
+
+  app.get('/metrics', async (_req, reply) => {
+    const stats = model ? await model.stats().catch(() => ({})) : {};
+    void reply.type('text/plain; version=0.0.4');
+    return metrics.render({ inFlight, parallel, stats });
+  });
+
+  app.post('/v1/chat/completions', { schema: { body: chatCompletionSchema } }, async (req, reply) => {
+    const body = req.body as ChatCompletionRequest;
+    const m = requireModel();
+    checkModelId(body.model);
+    const messages: ChatMessage[] = body.messages.map((msg, i) => ({
+      role: msg.role === 'developer' ? 'system' : msg.role,
+      content: typeof msg.content === 'string' ? msg.content : joinParts(msg.content, `messages[${i}].content`),
+    }));
+    chatTemplate ??= new ChatTemplate(m.info.chatTemplate, { bosToken: m.info.bosToken, eosToken: m.info.eosToken });
+    let text: string;
+    try {
+      text = chatTemplate.render(messages);
+    } catch (err) {
+      if (err instanceof ChatTemplateError) throw badRequest(err.message, 'messages', 'chat_template_error');
+      throw err;
+    }
+    // Templates that write the BOS text themselves must not get a second BOS.
+    const addBos = !(m.info.bosToken && text.startsWith(m.info.bosToken));
+    const prompt = m.tokenize(text, { addBos, special: true });
+    const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body);
+  });
+
+  app.post('/v1/completions', { schema: { body: completionSchema } }, async (req, reply) => {
+    const body = req.body as CompletionRequest;
+    const m = requireModel();
+    checkModelId(body.model);
+    let prompt: Uint32Array;
+    if (typeof body.prompt === 'string' || typeof body.prompt[0] === 'string') {
+      const text = typeof body.prompt === 'string' ? body.prompt : (body.prompt[0] as string);
+      prompt = m.tokenize(text, { special: true });
+    } else {
+      prompt = Uint32Array.from(body.prompt as number[]);
+      const vocab = Number(m.info.vocabSize ?? Infinity);
+      const bad = prompt.findIndex((t) => t >= vocab);
+      if (bad >= 0) throw badRequest(`prompt[${bad}] = ${prompt[bad]} is not a token id (vocabulary size ${vocab}).`, `prompt[${bad}]`, 'invalid_value');
+    }
+    // OpenAI's completions default is 16 tokens.
+    return runGeneration(req, reply, m, 'text', prompt, body.max_tokens ?? 16, body);
+  });
+
+  /** Validates sizes, runs the generation, answers as JSON or as an SSE stream. */
+  async function runGeneration(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    m: ServableModel,
+    kind: 'chat' | 'text',
+    prompt: Uint32Array,
+    maxTokens: number | undefined,
+    body: SamplingFields,
+  ): Promise<unknown> {
+    const ctx = m.info.contextSize;
+    if (prompt.length === 0) throw badRequest('The prompt is empty.', kind === 'chat' ? 'messages' : 'prompt', 'empty_prompt');
+    if (prompt.length >= ctx) {
+      throw badRequest(
+        `This model's maximum context length is ${ctx} tokens. However, your ${kind === 'chat' ? 'messages' : 'prompt'} resulted in ${prompt.length} tokens.`,
+        kind === 'chat' ? 'messages' : 'prompt',
+        'context_length_exceeded',
+      );
+    }
+    admit();
+    const room = ctx - prompt.length;
+    const limit = Math.min(maxTokens ?? room, room);
+    const abort = new AbortController();
+    const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+    const options = {
+      maxTokens: limit,
+      temperature: body.temperature ?? 1,
+      topP: body.top_p ?? undefined,
+      topK: body.top_k ?? undefined,
+      minP: body.min_p ?? undefined,
+      seed: body.seed ?? undefined,
+      stop,
+      presencePenalty: body.presence_penalty ?? undefined,
+      frequencyPenalty: body.frequency_penalty ?? undefined,
+      repeatPenalty: body.repeat_penalty ?? undefined,
+      signal: abort.signal,
+    };
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
+    const created = Math.floor(Date.now() / 1000);
+    const object = kind === 'chat' ? 'chat.completion' : 'text_completion';
+    // A client that goes away frees its sequence at once.
+    const onClose = (): void => {
+      if (!reply.raw.writableFinished) abort.abort();
+    };
+    reply.raw.on('close', onClose);
+    inFlight++;
+    metrics.requestStarted(kind);
+    const t0 = performance.now();
+    try {
+      const gen = m.generate(prompt, options);
+      if (!body.stream) {
+        const result = await gen.result;
+        const usage = usageOf(result);
+        metrics.requestDone(kind, result, performance.now() - t0);
+        const finish = finishReason(result.finishReason);
+        const choice =
+          kind === 'chat'
+            ? { index: 0, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finish }
+            : { index: 0, text: result.text, logprobs: null, finish_reason: finish };
+        return { id, object, created, model: options_modelId(), choices: [choice], usage };
+      }
+      // --- streaming: Server-Sent Events ---
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      const send = (data: unknown): void => {
+        if (!res.destroyed) res.write(`data: ${JSON.stringify(data)}\n\n`);
+      };
+      const chunkObject = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+      const chunk = (delta: string | null, finish: string | null, first = false): unknown =>
+        kind === 'chat'
+          ? {
+              id,
+              object: chunkObject,
+              created,
+              model: options_modelId(),
+              choices: [{ index: 0, delta: delta === null ? {} : first ? { role: 'assistant', content: delta } : { content: delta }, logprobs: null, finish_reason: finish }],
+            }
+          : { id, object: chunkObject, created, model: options_modelId(), choices: [{ index: 0, text: delta ?? '', logprobs: null, finish_reason: finish }] };
+      if (kind === 'chat') send(chunk('', null, true));
+      try {
+        for await (const piece of gen) {
+          if (abort.signal.aborted) break;
+          if (piece.text) send(chunk(piece.text, null));
+        }
+        const result = await gen.result;
+        metrics.requestDone(kind, result, performance.now() - t0);
+        if (!abort.signal.aborted) {
+          const usage = usageOf(result);
+          const last = chunk(null, finishReason(result.finishReason)) as Record<string, unknown>;
+          send(last);
+          if (body.stream_options?.include_usage) send({ id, object: chunkObject, created, model: options_modelId(), choices: [], usage });
+          res.write('data: [DONE]\n\n');
+        }
+      } catch (err) {
+        if (!abort.signal.aborted) {
+          const e = err instanceof ApiError ? err : new ApiError(500, `generation failed: ${(err as Error).message}`, 'server_error');
+          send(e.toJSON());
+          res.write('data: [DONE]\n\n');
+        }
+      } finally {
+        res.end();
+      }
+      return reply;
+    } catch (err) {
+      if (abort.signal.aborted) metrics.requestAborted(kind);
+      throw mapEngineError(err);
+    } finally {
+      inFlight--;
+      reply.raw.off('close', onClose);
+    }
+  }
+
+  function options_modelId(): string {
+    return options.modelId;
+  }
+
+  return {
+    app,
+    get inFlight() {
+      return inFlight;
+    },
+    async listen() {
+      return app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 8080 });
+    },
+    async close() {
+      await app.close();
+    },
+  };
+}
+
+function joinParts(parts: Array<{ type: 'text'; text: string }>, param: string): string {
+  if (!Array.isArray(parts)) throw badRequest(`'${param}' must be a string or an array of text parts.`, param);
+  return parts.map((p) => p.text).join('');
+}
+
+function finishReason(reason: string): string {
+  return reason === 'length' ? 'length' : 'stop';
+}
+
+function usageOf(result: { tokens: number[]; promptTokens: number; cachedPromptTokens: number }): Record<string, unknown> {
+  return {
+    prompt_tokens: result.promptTokens,
+    completion_tokens: result.tokens.length,
+    total_tokens: result.promptTokens + result.tokens.length,
+    prompt_tokens_details: { cached_tokens: result.cachedPromptTokens },
+  };
+}
+
+/** Engine errors caused by the request (bad option values, context overflow) become 400s. */
+function mapEngineError(err: unknown): unknown {
+  if (err instanceof ApiError) return err;
+  const e = err as { name?: string; message?: string; userFacing?: boolean; option?: string };
+  if (e?.name === 'InvalidOptionError') return badRequest(e.message ?? 'invalid option', e.option ?? null, 'invalid_value');
+  if (e?.name === 'ContextOverflowError') return badRequest(e.message ?? 'context length exceeded', null, 'context_length_exceeded');
+  if (e?.name === 'AbortError') return new ApiError(499, 'The request was cancelled.', 'invalid_request_error', null, 'cancelled');
+  return err;
+}
