@@ -111,3 +111,14 @@ export class ModelDisposedError extends FlexinferError {
 
 /** Tokenizer metadata is missing, inconsistent or of an unsupported kind. */
 export class TokenizerError extends FlexinferError {}
+
+/** A memory budget is below what the weights (norms, output, stream buffers), KV and scratch need. */
+export class InsufficientMemoryError extends FlexinferError {
+  constructor(
+    readonly budget: number,
+    readonly minimum: number,
+    readonly hint: string,
+  ) {
+    super(`memory budget of ${budget} bytes (${(budget / 2 ** 20).toFixed(1)} MiB) is below the minimum of ${minimum} bytes (${(minimum / 2 ** 20).toFixed(1)} MiB); ${hint}`);
+  }
+}
