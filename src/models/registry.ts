@@ -1,0 +1,50 @@
+/**
+ * Architectures by name (general.architecture). An unknown name is an
+ * UnsupportedArchitectureError listing what is supported.
+ */
+import type { GgufMetadataSource, ModelConfig } from './config.js';
+import { InvalidModelError, UnsupportedArchitectureError } from '../errors.js';
+import { llama } from './llama.js';
+import { qwen2 } from './qwen2.js';
+
+/** What the registry knows of one architecture. */
+export interface Architecture {
+  readonly name: string;
+  /** Validated hyperparameters from the file's metadata. */
+  readConfig(file: GgufMetadataSource): ModelConfig;
+  /** Tensors every block must have ("blk.N." + name). */
+  readonly requiredLayerTensors: readonly string[];
+}
+
+const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llama, qwen2].map((a) => [a.name, a]));
+
+/** Names of the supported architectures. */
+export function supportedArchitectures(): string[] {
+  return [...ARCHITECTURES.keys()];
+}
+
+/** The architecture registered under `name`, or UnsupportedArchitectureError. */
+export function getArchitecture(name: string): Architecture {
+  const arch = ARCHITECTURES.get(name);
+  if (!arch) throw new UnsupportedArchitectureError(name, supportedArchitectures());
+  return arch;
+}
+
+/**
+ * Config of a parsed GGUF file: finds the architecture, reads its hyperparameters, checks that
+ * every block has its tensors.
+ */
+export function modelConfigFromGguf(file: GgufMetadataSource): ModelConfig {
+  const name = file.get('general.architecture');
+  if (typeof name !== 'string') throw new InvalidModelError(`metadata key 'general.architecture' is missing`);
+  const arch = getArchitecture(name);
+  const config = arch.readConfig(file);
+  const names = new Set(file.tensors.map((t) => t.name));
+  for (let l = 0; l < config.numLayers; l++) {
+    for (const t of arch.requiredLayerTensors) {
+      if (!names.has(`blk.${l}.${t}`)) throw new InvalidModelError(`tensor 'blk.${l}.${t}' is missing`);
+    }
+  }
+  if (!names.has('output_norm.weight')) throw new InvalidModelError(`tensor 'output_norm.weight' is missing`);
+  return config;
+}
