@@ -5,10 +5,12 @@
 import type { KvShape } from './cache.js';
 import type { KvManager } from './manager.js';
 import { ContiguousKvManager } from './contiguous.js';
+import { VTensorKvManager } from './vtensor-manager.js';
 
 export type { KvCache, KvShape, SeqId } from './cache.js';
 export type { KvManager, KvStats, PrefixMatch } from './manager.js';
 export { ContiguousKvManager } from './contiguous.js';
+export { VTensorKvManager } from './vtensor-manager.js';
 
 /** Options of createKvManager(). */
 export interface KvManagerOptions {
@@ -16,9 +18,11 @@ export interface KvManagerOptions {
   shape: KvShape;
   /** KV share of the memory budget, bytes. */
   capacityBytes: number;
-  /** vTensor chunk size (default 64 KiB). */
+  /** vTensor chunk size (default 64 KiB); a multiple of 4096 and of kvDim * 2. */
   chunkBytes?: number;
-  /** Contiguous: number of slots (default capacity / slot bytes). */
+  /** vTensor: back the chunk pool with 2 MiB huge pages when the system has them. */
+  hugePages?: boolean;
+  /** Contiguous: number of slots (default capacity / slot bytes). vTensor: live sequences (default unlimited). */
   maxSequences?: number;
 }
 
@@ -27,7 +31,9 @@ export function createKvManager(options: KvManagerOptions): KvManager {
   switch (options.layout) {
     case 'contiguous':
       return new ContiguousKvManager(options);
+    case 'vtensor':
+      return new VTensorKvManager(options);
     default:
-      throw new RangeError(`KV layout '${String(options.layout)}' is not available yet; supported: contiguous`);
+      throw new RangeError(`KV layout '${String(options.layout)}' is not supported; supported: vtensor, contiguous`);
   }
 }

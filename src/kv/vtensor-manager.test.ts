@@ -1,0 +1,153 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { KvShape } from './cache.js';
+import { VTensorKvManager } from './vtensor-manager.js';
+import { ContiguousKvManager } from './contiguous.js';
+import { checkPattern, mulberry32, runKvConformance, writePattern } from './kv-conformance.js';
+
+const CHUNK = 4096;
+const perToken = (s: KvShape) => s.numLayers * 2 * s.kvDim * 2;
+
+function assertAllFree(m: VTensorKvManager): void {
+  const st = m.pool.stats();
+  assert.equal(st.usedChunks, 0, 'every chunk back in the pool');
+  assert.equal(st.mappedChunks, 0, 'no mapping left');
+  assert.equal(st.reservations, 0, 'no reservation left');
+  assert.equal(m.numCachedBlocks, 0);
+}
+
+runKvConformance({
+  name: 'vtensor',
+  create: (shape, capacityTokens) =>
+    new VTensorKvManager({ shape, capacityBytes: capacityTokens * perToken(shape), chunkBytes: CHUNK }),
+  assertAllFree: (m) => assertAllFree(m as VTensorKvManager),
+});
+
+runKvConformance({
+  name: 'vtensor (look-ahead 2)',
+  create: (shape, capacityTokens) =>
+    new VTensorKvManager({ shape, capacityBytes: capacityTokens * perToken(shape), chunkBytes: CHUNK, lookaheadChunks: 2 }),
+  assertAllFree: (m) => assertAllFree(m as VTensorKvManager),
+});
+
+const shape: KvShape = { numLayers: 3, kvDim: 64, maxContext: 512 }; // 32 tokens per 4 KiB chunk
+const numTensors = 2 * shape.numLayers;
+
+test('vtensor: 16 sequences of random lengths map at most one partial chunk per (sequence, layer, K/V)', () => {
+  const rand = mulberry32(7);
+  const m = new VTensorKvManager({ shape, capacityBytes: 64 << 20, chunkBytes: CHUNK });
+  const c = new ContiguousKvManager({ shape, capacityBytes: 16 * shape.maxContext * perToken(shape) });
+  let total = 0;
+  for (let i = 0; i < 16; i++) {
+    const n = 1 + Math.floor(rand() * shape.maxContext);
+    total += n;
+    for (const mgr of [m, c]) {
+      const seq = mgr.createSequence()!;
+      assert.ok(mgr.ensure(seq, n));
+      const tokens = Uint32Array.from({ length: n }, (_, k) => (k * 3 + i) % 50);
+      writePattern(mgr, seq, tokens, 0, n);
+      mgr.commit(seq, tokens);
+    }
+  }
+  const st = m.stats();
+  assert.equal(st.liveBytes, total * perToken(shape));
+  assert.ok(st.mappedBytes >= st.liveBytes);
+  assert.ok(st.mappedBytes <= st.liveBytes + 16 * numTensors * CHUNK, `${st.mappedBytes} vs ${st.liveBytes}`);
+  assert.equal(m.pool.stats().mappedChunks * CHUNK, st.mappedBytes, 'native mapping count agrees');
+  assert.equal(c.stats().mappedBytes, 16 * shape.maxContext * perToken(shape), 'contiguous preallocates max context');
+  m.dispose();
+});
+
+test('vtensor: fork shares full chunks and copies only the tail', () => {
+  const m = new VTensorKvManager({ shape, capacityBytes: 8 << 20, chunkBytes: CHUNK });
+  const p = m.createSequence()!;
+  const tokens = Uint32Array.from({ length: 100 }, (_, i) => i);
+  assert.ok(m.ensure(p, 100));
+  writePattern(m, p, tokens, 0, 100);
+  m.commit(p, tokens);
+  const before = m.pool.stats().usedChunks;
+  assert.equal(before, 4 * numTensors); // ceil(100 / 32) slots
+  const child = m.fork(p, 70)!; // 2 full slots shared, 6 tokens of slot 2 copied
+  assert.equal(m.pool.stats().usedChunks, before + numTensors);
+  assert.equal(m.stats().sharedBytes, 2 * numTensors * CHUNK);
+  assert.equal(m.pool.stats().copies, numTensors);
+  checkPattern(m, child, tokens.subarray(0, 70), 'child');
+  // Truncating the parent into a shared block, then writing, copies that block first.
+  m.truncate(p, 40);
+  assert.ok(m.ensure(p, 60));
+  const other = Uint32Array.from([...tokens.subarray(0, 40), ...Array.from({ length: 20 }, () => 999)]);
+  writePattern(m, p, other, 40, 60);
+  m.commit(p, other);
+  checkPattern(m, child, tokens.subarray(0, 70), 'child after parent rewrote a shared block');
+  checkPattern(m, p, other, 'parent');
+  m.release(p);
+  m.release(child);
+  assertAllFree(m);
+  m.dispose();
+});
+
+test('vtensor: running short evicts cached prefixes, then returns false without changes', () => {
+  // 12 slots of 6 tensors = 72 chunks = 384 tokens.
+  const m = new VTensorKvManager({ shape, capacityBytes: 72 * CHUNK, chunkBytes: CHUNK });
+  const a = m.createSequence()!;
+  const ta = Uint32Array.from({ length: 256 }, (_, i) => i % 7);
+  assert.ok(m.ensure(a, 256));
+  writePattern(m, a, ta, 0, 256);
+  m.commit(a, ta);
+  m.release(a, true);
+  assert.equal(m.pool.stats().usedChunks, 8 * numTensors, 'cache keeps the prefix');
+  const b = m.createSequence()!;
+  assert.ok(m.ensure(b, 300), 'evicts cached blocks to make room');
+  assert.ok(m.numCachedBlocks < 8);
+  assert.equal(m.ensure(b, 500), false, 'pool short');
+  assert.equal(m.length(b), 0);
+  assert.equal(m.pool.stats().usedChunks, 10 * numTensors, 'failed ensure mapped nothing');
+  const c = m.createSequence()!;
+  assert.equal(m.fork(b, 0) !== null, true, 'an empty fork needs no chunk');
+  assert.ok(m.ensure(c, 64));
+  assert.equal(m.ensure(c, 65), false);
+  m.prepare(c, 64);
+  assert.ok(m.stats().mapMsAhead >= 0);
+  m.dispose();
+});
+
+test('vtensor: prefix match shares cached blocks; a short pool degrades to the full blocks', () => {
+  const m = new VTensorKvManager({ shape, capacityBytes: 72 * CHUNK, chunkBytes: CHUNK });
+  const a = m.createSequence()!;
+  const ta = Uint32Array.from({ length: 80 }, (_, i) => (i * 13) % 29);
+  assert.ok(m.ensure(a, 80));
+  writePattern(m, a, ta, 0, 80);
+  m.commit(a, ta);
+  m.release(a, true); // 2 full blocks + a 16-token tail cached
+  const hit = m.matchPrefix(Uint32Array.from([...ta, 1]))!;
+  assert.equal(hit.numTokens, 80);
+  assert.equal(m.stats().sharedBytes, 0, 'the cache holds the blocks, only one sequence maps them');
+  checkPattern(m, hit.seq, ta, 'hit');
+  // Fill the pool so the tail cannot be copied: the match keeps the two full blocks.
+  const filler = m.createSequence()!;
+  assert.ok(m.ensure(filler, 32 * Math.floor(m.pool.numFreeChunks / numTensors)));
+  assert.equal(m.pool.numFreeChunks, 0);
+  const hit2 = m.matchPrefix(ta)!;
+  assert.equal(hit2.numTokens, 64);
+  checkPattern(m, hit2.seq, ta.subarray(0, 64), 'hit without tail');
+  assert.equal(m.stats().sharedBytes, 2 * numTensors * CHUNK);
+  m.release(hit.seq);
+  m.release(hit2.seq);
+  m.release(filler);
+  m.clearPrefixCache();
+  assertAllFree(m);
+  m.dispose();
+});
+
+test('vtensor: released sequences cannot be reached through old views', () => {
+  const m = new VTensorKvManager({ shape, capacityBytes: 1 << 20, chunkBytes: CHUNK });
+  const s = m.createSequence()!;
+  assert.ok(m.ensure(s, 10));
+  const k = m.keys(s, 1);
+  k[5] = 1;
+  m.release(s);
+  assert.equal(k.length, 0);
+  assert.throws(() => m.keys(s, 1), /does not exist/);
+  assert.throws(() => new VTensorKvManager({ shape: { ...shape, kvDim: 96 }, capacityBytes: 1 << 20, chunkBytes: CHUNK }), /multiple of one token row/);
+  m.dispose();
+});

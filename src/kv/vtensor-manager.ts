@@ -1,0 +1,366 @@
+/**
+ * VTensorKvManager: the vTensor KV layout. Each sequence is a VTensor (one reservation, every
+ * layer's K and V virtually contiguous); physical chunks come from one ChunkPool sized from the
+ * byte budget and are mapped as sequences grow.
+ *
+ * NOTE (ownership and copy-on-write):
+ * - Every chunk has a reference count: one per sequence slot it is mapped in, one per prefix
+ *   cache block holding it. It goes back to the pool (pages discarded) at zero.
+ * - A sequence only ever writes positions [length, ensured). ensure()/prepare() make the slots
+ *   covering that range PRIVATE (refcount 1): unmapped slots get fresh chunks, shared ones are
+ *   copied first (this only happens after truncate() cut into a shared block). So a child
+ *   never changes its parent, nor a sequence the prefix cache, and vice versa.
+ * - fork() and matchPrefix() share the full chunks of the prefix and copy the partial tail.
+ * - Running short: evict LRU prefix-cache blocks, then report false / null. Never throws.
+ *
+ * Timing: ensure() is on the critical path (the forward pass waits for it); prepare() is the
+ * "background" extension of vTensor: the scheduler calls it for the next step right after
+ * issuing the current step's forward pass, so the mmap work overlaps compute. stats() reports
+ * both times; mapMsOnCriticalPath is what prepare() did not hide.
+ */
+import type { KvShape, SeqId } from './cache.js';
+import type { KvManager, KvStats, PrefixMatch } from './manager.js';
+import { ChunkPool, DEFAULT_CHUNK_BYTES } from '../native/vmem.js';
+import { ChunkRadixCache, type RadixNode } from './radix.js';
+import { VTensor, vtensorGeometry, type VTensorGeometry } from './vtensor.js';
+import { UnknownSequenceError, bytesPerToken, checkTokenCount, rowBytes, validateShape } from './shape.js';
+
+/** Options of the vTensor layout. */
+export interface VTensorKvOptions {
+  shape: KvShape;
+  /** KV share of the memory budget: the pool holds floor(capacityBytes / chunkBytes) chunks. */
+  capacityBytes: number;
+  /** Chunk size (default 64 KiB, 2 MiB with hugePages); a multiple of 4096 and of kvDim * 2. */
+  chunkBytes?: number;
+  /** Back the pool with huge pages when available (see ChunkPool.hugePages for the outcome). */
+  hugePages?: boolean;
+  /** Maximum number of live sequences (address space only; default unlimited). */
+  maxSequences?: number;
+  /** Extra slots ensure() maps beyond need when chunks are free (best effort; default 0). */
+  lookaheadChunks?: number;
+}
+
+interface Sequence {
+  vt: VTensor;
+  tokens: Uint32Array; // committed tokens
+}
+
+/** vTensor KV manager (see file comment). */
+export class VTensorKvManager implements KvManager {
+  readonly layout = 'vtensor';
+  readonly shape: KvShape;
+  readonly pool: ChunkPool;
+  readonly geometry: VTensorGeometry;
+  private readonly refs: Int32Array; // holders per chunk
+  private readonly seqMaps: Int32Array; // sequence mappings per chunk
+  private readonly cache: ChunkRadixCache;
+  private readonly seqs = new Map<SeqId, Sequence>();
+  private readonly maxSequences: number;
+  private readonly lookaheadChunks: number;
+  private nextSeq = 1;
+  private mapMsCritical = 0;
+  private mapMsAhead = 0;
+  private prefixHits = 0;
+  private prefixMisses = 0;
+  private prefixTokensReused = 0;
+
+  constructor(options: VTensorKvOptions) {
+    validateShape(options.shape);
+    this.shape = { ...options.shape };
+    const chunkBytes = options.chunkBytes ?? (options.hugePages ? 2 << 20 : DEFAULT_CHUNK_BYTES);
+    this.geometry = vtensorGeometry(this.shape, chunkBytes);
+    const capacityChunks = Math.floor(options.capacityBytes / chunkBytes);
+    if (capacityChunks < 1) {
+      throw new RangeError(`KV capacity ${options.capacityBytes} B holds no ${chunkBytes} B chunk; raise the KV budget`);
+    }
+    this.pool = new ChunkPool({ chunkBytes, capacityChunks, hugePages: options.hugePages ?? false });
+    if (!this.pool.sharing) {
+      this.pool.dispose();
+      throw new Error(`the vTensor layout needs shared memory mappings (memfd); this platform has '${this.pool.backing}'; use the contiguous layout`);
+    }
+    this.refs = new Int32Array(capacityChunks);
+    this.seqMaps = new Int32Array(capacityChunks);
+    this.maxSequences = options.maxSequences ?? Infinity;
+    this.lookaheadChunks = options.lookaheadChunks ?? 0;
+    this.cache = new ChunkRadixCache(this.geometry.tokensPerChunk, this.geometry.numTensors, {
+      ref: (c) => this.refs[c]!++,
+      unref: (c) => this.unref(c),
+    });
+  }
+
+  keys(seq: SeqId, layer: number): Uint16Array {
+    return this.get(seq).vt.keys[this.checkLayer(layer)]!;
+  }
+
+  values(seq: SeqId, layer: number): Uint16Array {
+    return this.get(seq).vt.values[this.checkLayer(layer)]!;
+  }
+
+  createSequence(): SeqId | null {
+    if (this.seqs.size >= this.maxSequences) return null;
+    return this.add(new VTensor(this.pool, this.geometry), new Uint32Array(0));
+  }
+
+  ensure(seq: SeqId, numTokens: number): boolean {
+    const t0 = performance.now();
+    const ok = this.makeRoom(this.get(seq), numTokens, true);
+    this.mapMsCritical += performance.now() - t0;
+    return ok;
+  }
+
+  prepare(seq: SeqId, numTokens: number): boolean {
+    const t0 = performance.now();
+    const ok = this.makeRoom(this.get(seq), numTokens, false);
+    this.mapMsAhead += performance.now() - t0;
+    return ok;
+  }
+
+  length(seq: SeqId): number {
+    return this.get(seq).tokens.length;
+  }
+
+  commit(seq: SeqId, tokens: Uint32Array): void {
+    const s = this.get(seq);
+    checkTokenCount('commit: tokens.length', tokens.length, Math.min(this.shape.maxContext, s.vt.numSlots * this.geometry.tokensPerChunk));
+    s.tokens = tokens.slice();
+  }
+
+  truncate(seq: SeqId, numTokens: number): void {
+    const s = this.get(seq);
+    checkTokenCount('truncate: numTokens', numTokens, this.shape.maxContext);
+    if (numTokens < s.tokens.length) s.tokens = s.tokens.slice(0, numTokens);
+    // Slots wholly past the new end go (shared partial slots are made private by the next ensure()).
+    this.shrinkTo(s.vt, Math.ceil(s.tokens.length / this.geometry.tokensPerChunk));
+  }
+
+  fork(parent: SeqId, numTokens: number): SeqId | null {
+    const p = this.get(parent);
+    checkTokenCount('fork: numTokens', numTokens, p.tokens.length);
+    if (this.seqs.size >= this.maxSequences) return null;
+    const tpc = this.geometry.tokensPerChunk;
+    const numFull = Math.floor(numTokens / tpc);
+    const tailTokens = numTokens - numFull * tpc;
+    if (tailTokens > 0 && !this.reclaim(this.geometry.numTensors)) return null;
+    const vt = new VTensor(this.pool, this.geometry);
+    this.buildFrom(vt, (slot, t) => p.vt.chunkAt(t, slot), numFull, tailTokens);
+    return this.add(vt, p.tokens.slice(0, numTokens));
+  }
+
+  release(seq: SeqId, cachePrefix = false): void {
+    const s = this.get(seq);
+    this.seqs.delete(seq);
+    if (cachePrefix && s.tokens.length > 0) this.cache.insert(s.tokens, (slot, t) => s.vt.chunkAt(t, slot));
+    const held = Array.from(s.vt.chunks).filter((c) => c >= 0);
+    s.vt.release(); // unmaps everything and detaches the views
+    for (const c of held) {
+      this.seqMaps[c]!--;
+      this.unref(c);
+    }
+  }
+
+  matchPrefix(tokens: Uint32Array): PrefixMatch | null {
+    const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
+    const m = maxTokens > 0 ? this.cache.match(tokens, maxTokens) : null;
+    if (m === null || m.numTokens === 0 || this.seqs.size >= this.maxSequences) {
+      this.prefixMisses++;
+      return null;
+    }
+    let { partial, partialTokens } = m;
+    if (partial !== null) {
+      // The tail is copied: it needs fresh chunks. Keep the matched blocks out of eviction.
+      const keep = new Set<RadixNode>([...m.path, partial]);
+      if (!this.reclaim(this.geometry.numTensors, keep)) {
+        partial = null; // short: reuse the full blocks only
+        partialTokens = 0;
+      }
+    }
+    const numTokens = m.path.length * this.geometry.tokensPerChunk + partialTokens;
+    if (numTokens === 0) {
+      this.prefixMisses++;
+      return null;
+    }
+    const vt = new VTensor(this.pool, this.geometry);
+    this.buildFrom(
+      vt,
+      (slot, t) => (slot < m.path.length ? m.path[slot]!.chunks[t]! : partial!.chunks[t]!),
+      m.path.length,
+      partialTokens,
+    );
+    this.prefixHits++;
+    this.prefixTokensReused += numTokens;
+    return { seq: this.add(vt, tokens.slice(0, numTokens)), numTokens };
+  }
+
+  clearPrefixCache(): void {
+    this.cache.clear();
+  }
+
+  /** Number of cached prefix blocks (full and tail chunks slots). */
+  get numCachedBlocks(): number {
+    return this.cache.numNodes;
+  }
+
+  stats(): KvStats {
+    const cb = this.geometry.chunkBytes;
+    const used = this.pool.capacityChunks - this.pool.numFreeChunks;
+    let shared = 0;
+    let mappings = 0;
+    for (let c = 0; c < this.seqMaps.length; c++) {
+      mappings += this.seqMaps[c]!;
+      if (this.seqMaps[c]! > 1) shared++;
+    }
+    let liveTokens = 0;
+    for (const s of this.seqs.values()) liveTokens += s.tokens.length;
+    const mappedBytes = used * cb;
+    const liveBytes = liveTokens * bytesPerToken(this.shape);
+    return {
+      layout: this.layout,
+      mappedBytes,
+      liveBytes,
+      sharedBytes: shared * cb,
+      capacityBytes: this.pool.capacityChunks * cb,
+      fragmentationPercent: mappedBytes === 0 ? 0 : (Math.max(0, mappedBytes - liveBytes) / mappedBytes) * 100,
+      numSequences: this.seqs.size,
+      numMappings: mappings,
+      mapMsOnCriticalPath: this.mapMsCritical,
+      mapMsAhead: this.mapMsAhead,
+      prefixHits: this.prefixHits,
+      prefixMisses: this.prefixMisses,
+      prefixTokensReused: this.prefixTokensReused,
+    };
+  }
+
+  dispose(): void {
+    this.seqs.clear();
+    this.pool.dispose(); // releases every reservation still open (views detached)
+  }
+
+  // --- internals -----------------------------------------------------------------------------
+
+  /**
+   * Maps slots so positions [0, numTokens) exist and [length, numTokens) are private.
+   * All-or-nothing: counts the chunks needed first, evicts cache blocks if allowed, then maps.
+   */
+  private makeRoom(s: Sequence, numTokens: number, critical: boolean): boolean {
+    checkTokenCount('ensure: numTokens', numTokens, this.shape.maxContext);
+    const g = this.geometry;
+    const vt = s.vt;
+    const needSlots = Math.ceil(numTokens / g.tokensPerChunk);
+    const firstWritable = Math.floor(s.tokens.length / g.tokensPerChunk);
+    // Shared slots inside the write range must be copied before anyone writes there.
+    const cowSlots: number[] = [];
+    for (let j = firstWritable; j < Math.min(needSlots, vt.numSlots); j++) {
+      for (let t = 0; t < g.numTensors; t++) {
+        if (this.refs[vt.chunkAt(t, j)]! > 1) {
+          cowSlots.push(j);
+          break;
+        }
+      }
+    }
+    const newSlots = Math.max(0, needSlots - vt.numSlots);
+    const needed = (newSlots + cowSlots.length) * g.numTensors;
+    if (needed > 0 && !this.reclaim(needed)) return false;
+    for (const j of cowSlots) {
+      for (let t = 0; t < g.numTensors; t++) {
+        const old = vt.chunkAt(t, j);
+        if (this.refs[old]! === 1) continue;
+        const c = this.pool.allocChunk();
+        this.pool.copyChunk(old, c);
+        vt.unmap(t, j);
+        this.seqMaps[old]!--;
+        this.unref(old);
+        this.mapNew(vt, t, j, c);
+      }
+    }
+    this.grow(vt, needSlots);
+    // Best-effort look-ahead on the critical path: only from free chunks, never by eviction.
+    if (critical && this.lookaheadChunks > 0 && newSlots > 0) {
+      const ahead = Math.min(g.slotsPerTensor, needSlots + this.lookaheadChunks);
+      if ((ahead - vt.numSlots) * g.numTensors <= this.pool.numFreeChunks) this.grow(vt, ahead);
+    }
+    return true;
+  }
+
+  /** Maps fresh chunks into slots [numSlots, toSlots) of every tensor; chunks must be free. */
+  private grow(vt: VTensor, toSlots: number): void {
+    for (let j = vt.numSlots; j < toSlots; j++) {
+      for (let t = 0; t < this.geometry.numTensors; t++) this.mapNew(vt, t, j, this.pool.allocChunk());
+      vt.numSlots = j + 1;
+    }
+  }
+
+  /** Unmaps slots [toSlots, numSlots) of every tensor. */
+  private shrinkTo(vt: VTensor, toSlots: number): void {
+    for (let j = vt.numSlots - 1; j >= toSlots; j--) {
+      for (let t = 0; t < this.geometry.numTensors; t++) {
+        const c = vt.unmap(t, j);
+        this.seqMaps[c]!--;
+        this.unref(c);
+      }
+      vt.numSlots = j;
+    }
+  }
+
+  /** Shares slots [0, numFull) from `source` and copies the partial slot numFull (tailTokens rows). */
+  private buildFrom(vt: VTensor, source: (slot: number, tensor: number) => number, numFull: number, tailTokens: number): void {
+    const g = this.geometry;
+    for (let j = 0; j < numFull; j++) {
+      for (let t = 0; t < g.numTensors; t++) {
+        const c = source(j, t);
+        vt.map(t, j, c);
+        this.refs[c]!++;
+        this.seqMaps[c]!++;
+      }
+      vt.numSlots = j + 1;
+    }
+    if (tailTokens > 0) {
+      for (let t = 0; t < g.numTensors; t++) {
+        const c = this.pool.allocChunk(); // the caller reclaimed numTensors chunks
+        if (c < 0) throw new Error('vtensor: chunk pool exhausted after reclaim (bug)');
+        this.pool.copyChunk(source(numFull, t), c, tailTokens * rowBytes(this.shape));
+        this.mapNew(vt, t, numFull, c);
+      }
+      vt.numSlots = numFull + 1;
+    }
+  }
+
+  private mapNew(vt: VTensor, tensor: number, slot: number, chunk: number): void {
+    if (chunk < 0) throw new Error('vtensor: chunk pool exhausted after reclaim (bug)');
+    vt.map(tensor, slot, chunk);
+    this.refs[chunk] = 1;
+    this.seqMaps[chunk] = 1;
+  }
+
+  /** Evicts LRU prefix-cache blocks until `numChunks` chunks are free; false if it cannot. */
+  private reclaim(numChunks: number, keep?: ReadonlySet<RadixNode>): boolean {
+    while (this.pool.numFreeChunks < numChunks) {
+      if (!this.cache.evictOne(keep)) return false;
+    }
+    return true;
+  }
+
+  private unref(c: number): void {
+    const r = --this.refs[c]!;
+    if (r < 0) throw new Error(`vtensor: chunk ${c} released more often than held (bug)`);
+    if (r === 0) this.pool.freeChunk(c);
+  }
+
+  private add(vt: VTensor, tokens: Uint32Array): SeqId {
+    const id = this.nextSeq++;
+    this.seqs.set(id, { vt, tokens });
+    return id;
+  }
+
+  private get(seq: SeqId): Sequence {
+    const s = this.seqs.get(seq);
+    if (s === undefined) throw new UnknownSequenceError(seq);
+    return s;
+  }
+
+  private checkLayer(layer: number): number {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.numLayers) {
+      throw new RangeError(`layer must be in [0, ${this.shape.numLayers}), got ${layer}`);
+    }
+    return layer;
+  }
+}
