@@ -19,6 +19,7 @@ function command(name: string, description: string, load: () => Promise<CommandM
 
 // --- command table (one line per command) ---
 // (entries are added as commands land)
+command('inspect', 'show a GGUF file: architecture, tokenizer, tensors', () => import('./inspect.js'));
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
