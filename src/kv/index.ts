@@ -37,3 +37,5 @@ export function createKvManager(options: KvManagerOptions): KvManager {
       throw new RangeError(`KV layout '${String(options.layout)}' is not supported; supported: vtensor, contiguous`);
   }
 }
+export { runKvMemoryBench, formatKvMemoryBench, TINYLLAMA_KV_SHAPE } from './bench-memory.js';
+export type { KvMemoryBenchOptions, KvMemoryBenchRow } from './bench-memory.js';

@@ -11,6 +11,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { KvShape, SeqId } from './cache.js';
 import type { KvManager } from './manager.js';
+import { mulberry32 } from './random.js';
+
+export { mulberry32 };
 
 /** How a suite builds the manager under test and checks it is leak-free. */
 export interface ConformanceTarget {
@@ -19,18 +22,6 @@ export interface ConformanceTarget {
   create(shape: KvShape, capacityTokens: number): KvManager;
   /** Asserts that nothing is held any more (called after releasing all and clearing the cache). */
   assertAllFree(m: KvManager): void;
-}
-
-/** Small deterministic PRNG (mulberry32), so failures reproduce from the seed. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Hash of the prefix tokens[0, p] for every p: the stamp of position p. */
@@ -175,8 +166,8 @@ export function runKvConformance(target: ConformanceTarget): void {
     m.dispose();
   });
 
-  test(`${target.name}: randomized operations against the reference model`, () => {
-    const rand = mulberry32(0xc0ffee);
+  for (const seed of [0xc0ffee, 17, 2024]) test(`${target.name}: randomized operations against the reference model (seed ${seed})`, () => {
+    const rand = mulberry32(seed);
     const int = (n: number) => Math.floor(rand() * n);
     // Capacity for ~5 full-context sequences: the pool runs short now and then.
     const m = target.create(shape, 5 * shape.maxContext);

@@ -1,0 +1,141 @@
+/**
+ * KV memory benchmark without a model: peak KV bytes for N concurrent sequences, vTensor vs
+ * contiguous, by really creating the sequences in both managers (real chunk mappings for
+ * vTensor, real max-context slots for contiguous). Lengths follow a lognormal prompt length
+ * plus a lognormal output length, capped at maxContext, the shape of chat traffic.
+ * Wired into `flexinfer bench --kv-sweep` by the CLI.
+ *
+ * Sequences grow as in decoding: ensure() for the prompt, then one ensure() per generated
+ * token, so the critical-path mapping time is the one a real run would see without prepare().
+ */
+import type { KvShape } from './cache.js';
+import type { KvManager } from './manager.js';
+import { ContiguousKvManager } from './contiguous.js';
+import { VTensorKvManager } from './vtensor-manager.js';
+import { mulberry32 } from './random.js';
+import { bytesPerToken } from './shape.js';
+
+/** TinyLlama-1.1B: 22 layers, 4 KV heads * 64 = kvDim 256, context 4096 here. */
+export const TINYLLAMA_KV_SHAPE: KvShape = { numLayers: 22, kvDim: 256, maxContext: 4096 };
+
+/** Options of the KV memory sweep. */
+export interface KvMemoryBenchOptions {
+  shape?: KvShape;
+  /** Concurrent sequence counts (default 1, 4, 16, 64). */
+  concurrency?: number[];
+  /** vTensor chunk size (default 64 KiB). */
+  chunkBytes?: number;
+  /** Median prompt / output lengths in tokens (defaults 512 / 256), lognormal sigma (default 1). */
+  medianPromptTokens?: number;
+  medianOutputTokens?: number;
+  sigma?: number;
+  seed?: number;
+}
+
+/** One (layout, N) measurement. */
+export interface KvMemoryBenchRow {
+  layout: string;
+  numSequences: number;
+  /** Sum of final sequence lengths. */
+  totalTokens: number;
+  /** KV bytes backing the N sequences at their peak (all alive, full length). */
+  peakMappedBytes: number;
+  /** Bytes the tokens themselves need. */
+  liveBytes: number;
+  fragmentationPercent: number;
+  /** Wall time of all ensure() calls, milliseconds. */
+  ensureMs: number;
+  mapMsOnCriticalPath: number;
+}
+
+/** A lognormal sample with the given median (Box-Muller on a seeded PRNG). */
+function lognormal(rand: () => number, median: number, sigma: number): number {
+  const u = Math.max(rand(), 1e-12);
+  const z = Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+  return median * Math.exp(sigma * z);
+}
+
+/** Sequence lengths (prompt + output, capped at maxContext) for one N. */
+export function sampleLengths(n: number, opts: KvMemoryBenchOptions, maxContext: number): { prompt: number; total: number }[] {
+  const rand = mulberry32((opts.seed ?? 1234) + n);
+  const sigma = opts.sigma ?? 1;
+  return Array.from({ length: n }, () => {
+    const prompt = Math.min(maxContext - 1, Math.max(1, Math.round(lognormal(rand, opts.medianPromptTokens ?? 512, sigma))));
+    const output = Math.max(1, Math.round(lognormal(rand, opts.medianOutputTokens ?? 256, sigma)));
+    return { prompt, total: Math.min(maxContext, prompt + output) };
+  });
+}
+
+function measure(m: KvManager, lengths: { prompt: number; total: number }[]): KvMemoryBenchRow {
+  const seqs = lengths.map(() => {
+    const s = m.createSequence();
+    if (s === null) throw new Error(`${m.layout}: could not create ${lengths.length} sequences`);
+    return s;
+  });
+  let totalTokens = 0;
+  const t0 = performance.now();
+  // Prefill every prompt, then decode round-robin one token per sequence per step.
+  lengths.forEach((l, i) => {
+    if (!m.ensure(seqs[i]!, l.prompt)) throw new Error(`${m.layout}: pool short at prefill`);
+    m.commit(seqs[i]!, new Uint32Array(l.prompt));
+    totalTokens += l.total;
+  });
+  for (let step = 1; ; step++) {
+    let active = 0;
+    lengths.forEach((l, i) => {
+      const n = l.prompt + step;
+      if (n > l.total) return;
+      active++;
+      if (!m.ensure(seqs[i]!, n)) throw new Error(`${m.layout}: pool short while decoding`);
+      m.commit(seqs[i]!, new Uint32Array(n));
+    });
+    if (active === 0) break;
+  }
+  const ensureMs = performance.now() - t0;
+  const st = m.stats();
+  for (const s of seqs) m.release(s);
+  return {
+    layout: m.layout,
+    numSequences: lengths.length,
+    totalTokens,
+    peakMappedBytes: st.mappedBytes,
+    liveBytes: st.liveBytes,
+    fragmentationPercent: st.fragmentationPercent,
+    ensureMs,
+    mapMsOnCriticalPath: st.mapMsOnCriticalPath,
+  };
+}
+
+/** Runs the sweep: for every N, both layouts over the same sampled lengths. */
+export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBenchRow[] {
+  const shape = opts.shape ?? TINYLLAMA_KV_SHAPE;
+  const rows: KvMemoryBenchRow[] = [];
+  for (const n of opts.concurrency ?? [1, 4, 16, 64]) {
+    const lengths = sampleLengths(n, opts, shape.maxContext);
+    // Both pools can hold the worst case (every sequence at max context).
+    const capacityBytes = n * shape.maxContext * bytesPerToken(shape);
+    const c = new ContiguousKvManager({ shape, capacityBytes, maxSequences: n });
+    rows.push(measure(c, lengths));
+    c.dispose();
+    const chunkBytes = opts.chunkBytes ?? 64 << 10;
+    const v = new VTensorKvManager({ shape, capacityBytes: capacityBytes + n * 2 * shape.numLayers * chunkBytes, chunkBytes });
+    rows.push(measure(v, lengths));
+    v.dispose();
+  }
+  return rows;
+}
+
+const MiB = 1 << 20;
+
+/** The sweep as a plain-text table. */
+export function formatKvMemoryBench(rows: KvMemoryBenchRow[]): string {
+  const lines = ['layout       N   tokens   peak MiB   live MiB   frag %   ensure ms'];
+  for (const r of rows) {
+    lines.push(
+      `${r.layout.padEnd(10)} ${String(r.numSequences).padStart(3)} ${String(r.totalTokens).padStart(8)} ` +
+        `${(r.peakMappedBytes / MiB).toFixed(1).padStart(10)} ${(r.liveBytes / MiB).toFixed(1).padStart(10)} ` +
+        `${r.fragmentationPercent.toFixed(1).padStart(8)} ${r.ensureMs.toFixed(1).padStart(11)}`,
+    );
+  }
+  return lines.join('\n');
+}
