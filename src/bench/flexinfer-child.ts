@@ -1,0 +1,45 @@
+/**
+ * One flexinfer generation run in its own process (so a benchmark can put it in a memory
+ * cgroup): `node dist/bench/flexinfer-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV]`.
+ * Prints one JSON line: { prompt_tps, gen_tps, tokens, stats } or { error }.
+ * @internal
+ */
+import { loadModel } from '../index.js';
+import { benchPromptTokens } from './speed.js';
+
+async function main(): Promise<void> {
+  const [path, threads, ctx, promptTokens, genTokens, budget, kv] = process.argv.slice(2);
+  if (!path || !threads || !ctx || !promptTokens || !genTokens) {
+    process.stdout.write(JSON.stringify({ error: 'usage: flexinfer-child MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV]' }) + '\n');
+    process.exitCode = 2;
+    return;
+  }
+  const t0 = performance.now();
+  const model = await loadModel(path, {
+    threads: Number(threads),
+    contextSize: Number(ctx),
+    parallel: 1,
+    ...(budget && budget !== '-' ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
+    ...(kv ? { kv: kv as 'vtensor' | 'contiguous' } : {}),
+  });
+  const loadMs = performance.now() - t0;
+  // Same prompt ids as the llama.cpp child.
+  const prompt = benchPromptTokens(Number(promptTokens), 32000);
+  const r = await model.complete(prompt, { maxTokens: Number(genTokens), temperature: 0, ignoreEos: true } as Parameters<typeof model.complete>[1]);
+  const stats = await model.stats();
+  await model.dispose();
+  process.stdout.write(
+    JSON.stringify({
+      load_ms: loadMs,
+      prompt_tps: r.timings.promptTokensPerSec,
+      gen_tps: r.timings.genTokensPerSec,
+      tokens: r.tokens,
+      stats,
+    }) + '\n',
+  );
+}
+
+main().catch((err) => {
+  process.stdout.write(JSON.stringify({ error: String((err as Error)?.message ?? err) }) + '\n');
+  process.exitCode = 1;
+});

@@ -1,0 +1,85 @@
+/**
+ * A multi-turn chat over a loaded model. Each turn renders the whole history with the
+ * model's chat template and generates from it; the engine's prefix cache finds the previous
+ * turns' KV (prompt and reply) and only the new text is processed, so later turns start
+ * about as fast as the first.
+ */
+import { ChatTemplate, type ChatMessage } from './chat-template.js';
+import type { GenerateChunk, GenerateOptions, GenerateResult, Model } from './model.js';
+
+export interface ChatSessionOptions {
+  /** A system message that opens the conversation. */
+  systemPrompt?: string;
+  /** Override the model's template (Jinja text). */
+  chatTemplate?: string;
+}
+
+/** A conversation with a model; keeps the history, reuses the KV of earlier turns. */
+export class ChatSession {
+  readonly messages: ChatMessage[] = [];
+  private readonly template: ChatTemplate;
+  private readonly bosText: string | undefined;
+  private busy = false;
+
+  constructor(
+    readonly model: Model,
+    options: ChatSessionOptions = {},
+  ) {
+    const info = model.info;
+    this.bosText = info.bosId != null ? model.detokenize([info.bosId]) : undefined;
+    const eosText = info.eosId != null ? model.detokenize([info.eosId]) : undefined;
+    this.template = new ChatTemplate(options.chatTemplate ?? info.chatTemplate ?? undefined, { bosToken: this.bosText, eosToken: eosText });
+    if (options.systemPrompt) this.messages.push({ role: 'system', content: options.systemPrompt });
+  }
+
+  /** Which template renders the conversation ('model' or the ChatML fallback). */
+  get templateSource(): 'model' | 'chatml-fallback' {
+    return this.template.source;
+  }
+
+  /** The prompt tokens the next turn would be generated from (for tests and tools). */
+  promptTokens(messages: readonly ChatMessage[] = this.messages): Uint32Array {
+    const text = this.template.render(messages);
+    // A template that writes the BOS text itself must not get a second BOS.
+    const addBos = !(this.bosText && text.startsWith(this.bosText));
+    return this.model.tokenize(text, { addBos, special: true });
+  }
+
+  /**
+   * Sends a user message; streams the reply. The reply joins the history when it ends
+   * (an aborted turn leaves the history as it was before the user message).
+   */
+  send(text: string, options: GenerateOptions = {}): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> } {
+    if (this.busy) throw new Error('ChatSession.send: the previous turn has not finished');
+    this.busy = true;
+    const turn: ChatMessage[] = [...this.messages, { role: 'user', content: text }];
+    let gen: ReturnType<Model['generate']>;
+    try {
+      gen = this.model.generate(this.promptTokens(turn), options);
+    } catch (err) {
+      this.busy = false;
+      throw err;
+    }
+    const result = gen.result.then(
+      (r) => {
+        this.busy = false;
+        if (r.finishReason !== 'abort') {
+          this.messages.length = 0;
+          this.messages.push(...turn, { role: 'assistant', content: r.text });
+        }
+        return r;
+      },
+      (err) => {
+        this.busy = false;
+        throw err;
+      },
+    );
+    return { [Symbol.asyncIterator]: () => gen[Symbol.asyncIterator](), result };
+  }
+
+  /** Sends a message and waits for the whole reply. */
+  async ask(text: string, options: GenerateOptions = {}): Promise<GenerateResult> {
+    const g = this.send(text, options);
+    return g.result;
+  }
+}
