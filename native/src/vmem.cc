@@ -58,6 +58,7 @@ constexpr size_t kPageBytes = 4096;
 constexpr size_t kHugePageBytes = 2u << 20;
 
 struct Pool {
+  napi_env env = nullptr;  // the env (main thread or worker) that created the pool
   int fd = -1;
   size_t chunkBytes = 0;
   uint32_t capacityChunks = 0;
@@ -86,6 +87,7 @@ struct Reservation {
 std::mutex gMutex;
 std::unordered_map<uint32_t, Pool> gPools;
 std::unordered_map<uint32_t, Reservation> gReservations;
+std::vector<napi_env> gHookedEnvs;
 uint32_t gNextId = 1;
 
 uint64_t nowNs() {
@@ -172,11 +174,11 @@ void detachBuffer(Reservation& r) {
   r.buffer = nullptr;
 }
 
-void releaseReservation(uint32_t id) {
+void releaseReservation(uint32_t id, bool detach = true) {
   auto it = gReservations.find(id);
   if (it == gReservations.end()) return;
   Reservation& r = it->second;
-  detachBuffer(r);  // first, so no JS view can reach the range once it is gone
+  if (detach) detachBuffer(r);  // first, so no JS view can reach the range once it is gone
   auto pit = gPools.find(r.pool);
   if (pit != gPools.end()) {
     Pool& p = pit->second;
@@ -203,6 +205,39 @@ void releaseReservation(uint32_t id) {
   gReservations.erase(it);
 }
 
+// Frees a pool and its reservations. detach=false when the env is being torn down (no JS runs).
+void destroyPool(uint32_t id, bool detach) {
+  auto it = gPools.find(id);
+  if (it == gPools.end()) return;
+  Pool& p = it->second;
+  std::vector<uint32_t> rs = p.reservations;
+  for (uint32_t r : rs) releaseReservation(r, detach);
+#if FLEXINFER_VMEM_MEMFD
+  munmap(p.view, p.chunkBytes * p.capacityChunks);
+  close(p.fd);
+#else
+  std::free(p.view);
+#endif
+  gPools.erase(it);
+}
+
+// A worker that ends without dispose() must not leak its pools' memory.
+void envCleanup(void* arg) {
+  std::lock_guard<std::mutex> lock(gMutex);
+  napi_env env = static_cast<napi_env>(arg);
+  std::vector<uint32_t> ids;
+  for (auto& kv : gPools) {
+    if (kv.second.env == env) ids.push_back(kv.first);
+  }
+  for (uint32_t id : ids) destroyPool(id, false);
+  for (size_t i = 0; i < gHookedEnvs.size(); i++) {
+    if (gHookedEnvs[i] == env) {
+      gHookedEnvs.erase(gHookedEnvs.begin() + i);
+      break;
+    }
+  }
+}
+
 Napi::Value PoolCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::lock_guard<std::mutex> lock(gMutex);
@@ -219,6 +254,7 @@ Napi::Value PoolCreate(const Napi::CallbackInfo& info) {
                                          std::to_string(cap));
   }
   Pool p;
+  p.env = env;
   p.chunkBytes = static_cast<size_t>(chunk);
   p.capacityChunks = static_cast<uint32_t>(cap);
   p.mapCount.assign(p.capacityChunks, 0);
@@ -268,6 +304,12 @@ Napi::Value PoolCreate(const Napi::CallbackInfo& info) {
   if (p.view == nullptr) throw Napi::Error::New(env, "vmem: out of memory for the heap chunk pool");
   p.backing = "heap";
 #endif
+  bool hooked = false;
+  for (napi_env e : gHookedEnvs) hooked = hooked || e == env;
+  if (!hooked) {
+    napi_add_env_cleanup_hook(env, envCleanup, static_cast<napi_env>(env));
+    gHookedEnvs.push_back(env);
+  }
   uint32_t id = gNextId++;
   Napi::Object out = Napi::Object::New(env);
   out.Set("handle", id);
@@ -282,16 +324,8 @@ Napi::Value PoolCreate(const Napi::CallbackInfo& info) {
 Napi::Value PoolDestroy(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(gMutex);
   uint32_t id = 0;
-  Pool& p = poolArg(info, 0, &id);
-  std::vector<uint32_t> rs = p.reservations;
-  for (uint32_t r : rs) releaseReservation(r);
-#if FLEXINFER_VMEM_MEMFD
-  munmap(p.view, p.chunkBytes * p.capacityChunks);
-  close(p.fd);
-#else
-  std::free(p.view);
-#endif
-  gPools.erase(id);
+  poolArg(info, 0, &id);
+  destroyPool(id, true);
   return info.Env().Undefined();
 }
 

@@ -152,3 +152,26 @@ test('vmem: touching an unmapped offset kills the process (child process), a map
   const res = runChild(`${setup} r.unmap(0); v[0] = 2; console.log('survived');`);
   assert.ok(res.signal === 'SIGSEGV' || res.signal === 'SIGBUS', `child died by ${res.signal}`);
 });
+
+test('vmem: a worker that exits without dispose() leaves no pool behind', async () => {
+  const { Worker } = await import('node:worker_threads');
+  const { addon } = await import('./addon.js');
+  const url = new URL('./vmem.js', import.meta.url).href;
+  const w = new Worker(
+    `import { parentPort } from 'node:worker_threads';
+     const { ChunkPool, Reservation } = await import(${JSON.stringify(url)});
+     const pool = new ChunkPool({ chunkBytes: ${CHUNK}, capacityChunks: 4 });
+     const r = new Reservation(pool, 2 * ${CHUNK});
+     r.map(0, pool.allocChunk());
+     new Uint8Array(r.buffer)[0] = 1;
+     parentPort.postMessage(pool.handle);`,
+    { eval: true, type: 'module' } as never,
+  );
+  const handle = await new Promise<number>((resolve, reject) => {
+    w.once('message', resolve);
+    w.once('error', reject);
+  });
+  assert.equal(addon.vmemPoolStats(handle).mappedChunks, 1);
+  await w.terminate();
+  assert.throws(() => addon.vmemPoolStats(handle), /not valid/);
+});
