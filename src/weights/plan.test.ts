@@ -1,0 +1,222 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InsufficientMemoryError } from '../errors.js';
+import { planResidency, residentFootprint, spreadOrder, streamFootprint, type Plan, type PlanTensorInput } from './plan.js';
+import type { TensorKind } from './tensors.js';
+
+const U = 4096;
+const LAYER_KINDS: TensorKind[] = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'];
+
+/** A Llama-like tensor list with per-kind sizes the same in every layer. */
+function model(numLayers: number, sizes: Partial<Record<TensorKind, number>>, opts: { normBytes?: number; outputBytes?: number; embdBytes?: number } = {}): PlanTensorInput[] {
+  const out: PlanTensorInput[] = [{ name: 'token_embd.weight', layer: -1, kind: 'token_embd', bytes: opts.embdBytes ?? 100 * U, rowBytes: U }];
+  for (let l = 0; l < numLayers; l++) {
+    out.push({ name: `blk.${l}.attn_norm.weight`, layer: l, kind: 'norm', bytes: opts.normBytes ?? 64 });
+    for (const k of LAYER_KINDS) if (sizes[k]) out.push({ name: `blk.${l}.${k}.weight`, layer: l, kind: k, bytes: sizes[k]! });
+  }
+  out.push({ name: 'output_norm.weight', layer: -1, kind: 'norm', bytes: opts.normBytes ?? 64 });
+  out.push({ name: 'output.weight', layer: -1, kind: 'output', bytes: opts.outputBytes ?? 8 * U });
+  return out;
+}
+
+const IO_BOUND = { readBytesPerSec: 1e9, computeSecPerLayer: 0, computeBytesPerSec: Infinity };
+const HAND = { attn_q: 4 * U, attn_k: U, attn_v: U, attn_output: 4 * U, ffn_gate: 10 * U, ffn_up: 10 * U, ffn_down: 10 * U };
+const NORMS_8 = 9 * 64; // 8 layer norms + output_norm, 64 bytes each
+
+function placement(plan: Plan, name: string): string {
+  return plan.tensors.find((t) => t.name === name)!.placement;
+}
+
+test('hand-checked: everything streamed at the window-3 ring size; norms and output resident; embeddings by row', () => {
+  const tensors = model(8, HAND);
+  // ring = 4 slots x 40U, + output 8U + norms.
+  const plan = planResidency(tensors, { budget: 168 * U + NORMS_8, hardware: IO_BOUND });
+  assert.equal(plan.window, 3);
+  assert.equal(plan.numSlots, 4);
+  assert.equal(plan.slotBytes, 40 * U);
+  assert.equal(plan.streamedBytesPerToken, 8 * 40 * U);
+  assert.equal(plan.bytesReadPerToken, 8 * 40 * U + U);
+  assert.deepEqual(plan.split, { weights: 8 * U + NORMS_8, buffers: 160 * U, kv: 0, scratch: 0, total: 168 * U + NORMS_8 });
+  assert.equal(placement(plan, 'token_embd.weight'), 'rows');
+  assert.equal(placement(plan, 'output.weight'), 'resident');
+  assert.equal(placement(plan, 'blk.3.attn_norm.weight'), 'resident');
+  assert.ok(Math.abs(plan.predictedSecPerToken - (8 * 40 * U + U) / 1e9) < 1e-15);
+});
+
+test('hand-checked: K resident in every layer once the ring shrinks enough to pay for it', () => {
+  const tensors = model(8, HAND);
+  // Making attn_k resident everywhere: +8U resident, -4U ring (4 slots x 1U) = +4U.
+  const plan = planResidency(tensors, { budget: 172 * U + NORMS_8, hardware: IO_BOUND });
+  for (let l = 0; l < 8; l++) {
+    assert.equal(placement(plan, `blk.${l}.attn_k.weight`), 'resident');
+    assert.equal(placement(plan, `blk.${l}.attn_v.weight`), 'streamed');
+    assert.equal(plan.layers[l]!.streamedBytes, 39 * U);
+  }
+  assert.equal(plan.split.total, 172 * U + NORMS_8);
+  // 2U more than the all-streamed plan: K resident in two spread-out layers (4 and 2), not 0 and 1.
+  const partial = planResidency(tensors, { budget: 170 * U + NORMS_8, hardware: IO_BOUND });
+  const residentK = partial.tensors.filter((t) => t.kind === 'attn_k' && t.placement === 'resident').map((t) => t.layer);
+  assert.deepEqual(residentK.sort(), [2, 4]);
+});
+
+test('hand-checked: all attention resident with 4 slots of FFN streamed', () => {
+  const tensors = model(8, HAND);
+  const plan = planResidency(tensors, { budget: 208 * U + NORMS_8, hardware: IO_BOUND });
+  assert.equal(plan.streamedBytesPerToken, 8 * 30 * U);
+  assert.equal(plan.slotBytes, 30 * U);
+  assert.equal(plan.split.total, 208 * U + NORMS_8);
+  // The whole model fits: nothing streamed, no buffers (embeddings still by row).
+  const all = planResidency(tensors, { budget: 328 * U + NORMS_8, hardware: IO_BOUND });
+  assert.equal(all.streamedBytesPerToken, 0);
+  assert.equal(all.streamBufferBytes, 0);
+  assert.equal(placement(all, 'token_embd.weight'), 'rows');
+  // No budget: everything resident, embeddings too.
+  const inf = planResidency(tensors, { budget: Infinity, hardware: IO_BOUND });
+  assert.equal(placement(inf, 'token_embd.weight'), 'resident');
+  assert.equal(inf.bytesReadPerToken, 0);
+});
+
+test('hand-checked: a budget below the minimum says the minimum', () => {
+  const tensors = model(8, HAND);
+  const kvBytes = 5 * U;
+  const scratchBytes = 3 * U;
+  // Minimum: window 1 (2 slots x 40U) + output 8U + norms + KV + scratch.
+  const minimum = 80 * U + 8 * U + NORMS_8 + kvBytes + scratchBytes;
+  const plan = planResidency(tensors, { budget: minimum, kvBytes, scratchBytes, hardware: IO_BOUND, window: 1 });
+  assert.equal(plan.window, 1);
+  assert.equal(plan.numSlots, 2);
+  assert.deepEqual(plan.split, { weights: 8 * U + NORMS_8, buffers: 80 * U, kv: kvBytes, scratch: scratchBytes, total: minimum });
+  assert.throws(
+    () => planResidency(tensors, { budget: minimum - 1, kvBytes, scratchBytes, hardware: IO_BOUND, window: 1 }),
+    (e: unknown) => e instanceof InsufficientMemoryError && e.minimum === minimum && e.budget === minimum - 1 && e.message.includes(String(minimum)),
+  );
+  // The default window 3 needs 4 slots.
+  assert.throws(() => planResidency(tensors, { budget: 168 * U + NORMS_8 - 1, hardware: IO_BOUND }), { minimum: 168 * U + NORMS_8 });
+});
+
+test('hand-checked: compute-bound layers: cost ties go to fewer bytes read', () => {
+  const tensors = model(8, HAND);
+  const plan = planResidency(tensors, { budget: 300 * U, hardware: { readBytesPerSec: 1e9, computeSecPerLayer: 1, computeBytesPerSec: Infinity } });
+  assert.equal(plan.predictedSecPerToken, 8 + U / 1e9);
+  const maxResident = planResidency(tensors, { budget: 300 * U, hardware: IO_BOUND });
+  assert.equal(plan.streamedBytesPerToken, maxResident.streamedBytesPerToken);
+});
+
+test('spreadOrder visits every layer once, middle first', () => {
+  assert.deepEqual(spreadOrder(8), [4, 2, 6, 1, 3, 5, 7, 0]);
+  for (const n of [1, 2, 5, 31, 80]) assert.deepEqual([...spreadOrder(n)].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
+});
+
+/** Seeded PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Independent recomputation of a plan's memory from its placements. */
+function checkAccounting(plan: Plan, budget: number, kv: number, scratch: number): void {
+  let weights = 0;
+  const slot = new Array<number>(plan.numLayers).fill(0);
+  for (const t of plan.tensors) {
+    if (t.placement === 'resident') weights += residentFootprint(t.bytes);
+    if (t.placement === 'streamed') slot[t.layer]! += streamFootprint(t.bytes);
+    if (t.kind === 'norm' || t.kind === 'bias' || t.kind === 'output') assert.equal(t.placement, 'resident', t.name);
+    if (t.kind === 'token_embd') assert.equal(t.placement, 'rows');
+  }
+  const maxSlot = Math.max(0, ...slot);
+  const buffers = maxSlot > 0 ? (plan.window + 1) * maxSlot : 0;
+  assert.equal(plan.split.weights, weights);
+  assert.equal(plan.split.buffers, buffers);
+  assert.ok(weights + buffers + kv + scratch <= budget, `total ${weights + buffers + kv + scratch} > budget ${budget}`);
+}
+
+test('property: within budget, balanced, at most one partial kind, monotone in the budget (seeded random models)', () => {
+  const r = rng(12345);
+  for (let trial = 0; trial < 200; trial++) {
+    const numLayers = 1 + Math.floor(r() * 40);
+    const sizes: Partial<Record<TensorKind, number>> = {};
+    const dim = 256 * (1 + Math.floor(r() * 16));
+    const kvDim = dim / (1 << Math.floor(r() * 3));
+    const ffn = dim * (2 + r() * 2);
+    const bpe = [0.5625, 1.0625, 2][Math.floor(r() * 3)]!; // q4_0, q8_0, f16 bytes per element
+    sizes.attn_q = Math.round(dim * dim * bpe);
+    sizes.attn_k = Math.round(dim * kvDim * bpe);
+    sizes.attn_v = Math.round(dim * kvDim * bpe);
+    sizes.attn_output = Math.round(dim * dim * bpe);
+    sizes.ffn_gate = Math.round(dim * ffn * bpe);
+    sizes.ffn_up = Math.round(dim * ffn * bpe);
+    sizes.ffn_down = Math.round(dim * ffn * bpe);
+    const tensors = model(numLayers, sizes, { normBytes: dim * 4, outputBytes: Math.round(dim * 1000 * bpe), embdBytes: Math.round(dim * 1000 * bpe) });
+    const kv = Math.floor(r() * 1e6);
+    const scratch = Math.floor(r() * 1e5);
+    const hardware = { readBytesPerSec: 1e8 + r() * 3e9, computeBytesPerSec: 1e9 + r() * 2e10 };
+    const modelBytes = tensors.reduce((a, t) => a + t.bytes, 0);
+    const budgets = Array.from({ length: 12 }, () => Math.floor(r() * 1.3 * modelBytes)).sort((a, b) => a - b);
+    let lastStreamed = Infinity;
+    const maxTensor = Math.max(...LAYER_KINDS.map((k) => streamFootprint(sizes[k]!)));
+    for (const budget of budgets) {
+      let plan: Plan;
+      try {
+        plan = planResidency(tensors, { budget, kvBytes: kv, scratchBytes: scratch, hardware });
+      } catch (e) {
+        assert.ok(e instanceof InsufficientMemoryError, String(e));
+        assert.ok(e.minimum > budget);
+        assert.ok(planResidency(tensors, { budget: e.minimum, kvBytes: kv, scratchBytes: scratch, hardware }), 'the stated minimum works');
+        continue;
+      }
+      checkAccounting(plan, budget, kv, scratch);
+      const streamed = plan.layers.map((l) => l.streamedBytes);
+      assert.ok(Math.max(...streamed) - Math.min(...streamed) <= maxTensor, `balanced: ${streamed.join(',')}`);
+      let partialKinds = 0;
+      for (const k of LAYER_KINDS) {
+        const n = plan.tensors.filter((t) => t.kind === k && t.placement === 'resident').length;
+        if (n > 0 && n < numLayers) partialKinds++;
+      }
+      assert.ok(partialKinds <= 1, `${partialKinds} kinds partially resident`);
+      assert.ok(plan.streamedBytesPerToken <= lastStreamed, `monotone: ${plan.streamedBytesPerToken} > ${lastStreamed} at budget ${budget}`);
+      lastStreamed = plan.streamedBytesPerToken;
+    }
+  }
+});
+
+test('property: layers of mixed quant types (Q4_K_M style) stay within one tensor of balance', () => {
+  const r = rng(777);
+  for (let trial = 0; trial < 30; trial++) {
+    const numLayers = 4 + Math.floor(r() * 28);
+    const tensors: PlanTensorInput[] = [];
+    for (let l = 0; l < numLayers; l++) {
+      for (const k of LAYER_KINDS) {
+        // attn_v and ffn_down heavier (Q6_K) in some layers, as llama.cpp's Q4_K_M does.
+        const heavy = (k === 'attn_v' || k === 'ffn_down') && r() < 0.5;
+        const base = k.startsWith('ffn') ? 3 : k === 'attn_k' || k === 'attn_v' ? 0.25 : 1;
+        tensors.push({ name: `blk.${l}.${k}.weight`, layer: l, kind: k, bytes: Math.round(base * (heavy ? 1.5 : 1) * 1e6) });
+      }
+      tensors.push({ name: `blk.${l}.attn_norm.weight`, layer: l, kind: 'norm', bytes: 4096 });
+    }
+    tensors.push({ name: 'output.weight', layer: -1, kind: 'output', bytes: 5e6 });
+    const total = tensors.reduce((a, t) => a + t.bytes, 0);
+    const spreadAll = (() => {
+      const s = new Array<number>(numLayers).fill(0);
+      for (const t of tensors) if (t.kind !== 'norm' && t.layer >= 0) s[t.layer]! += t.bytes;
+      return Math.max(...s) - Math.min(...s);
+    })();
+    for (const frac of [0.3, 0.5, 0.7, 0.9]) {
+      let plan: Plan;
+      try {
+        plan = planResidency(tensors, { budget: Math.floor(frac * total), hardware: { readBytesPerSec: 1e9 } });
+      } catch (e) {
+        assert.ok(e instanceof InsufficientMemoryError);
+        continue;
+      }
+      checkAccounting(plan, Math.floor(frac * total), 0, 0);
+      const streamed = plan.layers.map((l) => l.streamedBytes);
+      assert.ok(Math.max(...streamed) - Math.min(...streamed) <= Math.max(spreadAll, 4.5e6 + 4096), `spread ${streamed.join(',')}`);
+    }
+  }
+});
