@@ -164,7 +164,8 @@ test('vmem: a worker that exits without dispose() leaves no pool behind', async 
      const r = new Reservation(pool, 2 * ${CHUNK});
      r.map(0, pool.allocChunk());
      new Uint8Array(r.buffer)[0] = 1;
-     parentPort.postMessage(pool.handle);`,
+     parentPort.postMessage(pool.handle);
+     parentPort.on('message', () => {}); // stay alive until terminated`,
     { eval: true, type: 'module' } as never,
   );
   const handle = await new Promise<number>((resolve, reject) => {
