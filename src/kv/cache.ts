@@ -21,7 +21,9 @@ export interface KvShape {
  *
  * keys()/values() return an f16 view of the whole virtual extent of that sequence's
  * K (or V) for one layer: element [pos * kvDim + i]. Only positions the owner made
- * room for (see `ensure`) may be touched; for virtual layouts the rest is not mapped.
+ * room for (see `ensure`) may be touched; for virtual layouts the rest is not mapped and
+ * touching it kills the process. Write only positions [length(seq), ensured): positions
+ * before length(seq) may be shared with other sequences (vTensor prefix sharing).
  */
 export interface KvCache {
   readonly shape: KvShape;

@@ -23,6 +23,7 @@ export interface KvStats {
   /** (mapped - live) / mapped, in percent (0 when nothing is mapped). */
   fragmentationPercent: number;
   numSequences: number;
+  /** Live chunk mappings (vtensor: one per sequence, tensor and slot) or allocated slots (contiguous). */
   numMappings: number;
   /** Time spent mapping chunks on the critical path (inside ensure()), milliseconds. */
   mapMsOnCriticalPath: number;

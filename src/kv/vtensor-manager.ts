@@ -129,8 +129,8 @@ export class VTensorKvManager implements KvManager {
     const s = this.get(seq);
     checkTokenCount('truncate: numTokens', numTokens, this.shape.maxContext);
     if (numTokens < s.tokens.length) s.tokens = s.tokens.slice(0, numTokens);
-    // Slots wholly past the new end go (shared partial slots are made private by the next ensure()).
-    this.shrinkTo(s.vt, Math.ceil(s.tokens.length / this.geometry.tokensPerChunk));
+    // Slots wholly past numTokens go (a shared partial slot is made private by the next ensure()).
+    this.shrinkTo(s.vt, Math.ceil(numTokens / this.geometry.tokensPerChunk));
   }
 
   fork(parent: SeqId, numTokens: number): SeqId | null {
