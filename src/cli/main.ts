@@ -20,6 +20,7 @@ function command(name: string, description: string, load: () => Promise<CommandM
 // --- command table (one line per command) ---
 // (entries are added as commands land)
 command('inspect', 'show a GGUF file: architecture, tokenizer, tensors', () => import('./inspect.js'));
+command('synth', 'write a random-weight GGUF with the shapes and tokenizer of a public model', () => import('./synth.js'));
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

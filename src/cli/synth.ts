@@ -1,0 +1,110 @@
+/**
+ * `flexinfer synth`: writes a random-weight GGUF with the shapes and tokenizer of a public model.
+ *
+ *   flexinfer synth --preset tinyllama-1.1b --type q4_0 -o tinyllama-synth.gguf
+ */
+import { parseArgs } from 'node:util';
+import { InvalidOptionError } from '../errors.js';
+import { SYNTH_PRESETS, SYNTH_PRESET_NAMES } from '../synth/presets.js';
+import { SYNTH_TYPES, synthPreset, synthType } from '../synth/plan.js';
+import { synthesize } from '../synth/synth.js';
+import { createProgress } from './progress.js';
+
+const HELP = `Usage: flexinfer synth --preset NAME --type TYPE -o FILE [options]
+
+Writes a GGUF file with random weights in the exact shapes, metadata and tokenizer of a
+public model (for measuring memory, streaming and speed without downloading it).
+
+Options:
+  --preset NAME   ${SYNTH_PRESET_NAMES.join(', ')}
+  --type TYPE     ${SYNTH_TYPES.join(', ')} (q4_k_m: llama.cpp-like Q4_K/Q5_K/Q6_K mix)
+  -o, --output F  file to write (written under a temporary name, renamed when complete)
+  --seed N        PRNG seed (default 1; same seed, same bytes)
+  --align N       tensor data alignment in bytes, a power of two (default 4096)
+  --json          print a JSON summary on stdout
+  -h, --help      this help
+
+Presets:
+${SYNTH_PRESET_NAMES.map((n) => {
+  const p = SYNTH_PRESETS[n]!;
+  return `  ${n.padEnd(15)} ${p.arch}, dim ${p.dim}, ${p.nLayers} layers, ${p.nHeads}/${p.nKvHeads} heads, ffn ${p.ffn}, vocab ${p.nVocab}`;
+}).join('\n')}
+`;
+
+function intOption(name: string, v: string | undefined, fallback: number, min: number, max: number): number {
+  if (v === undefined) return fallback;
+  if (!/^\d+$/.test(v)) throw new InvalidOptionError(name, `'${v}' is not a non-negative integer`);
+  const n = Number(v);
+  if (n < min || n > max) throw new InvalidOptionError(name, `${n} is outside ${min}..${max}`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      preset: { type: 'string' },
+      type: { type: 'string' },
+      output: { type: 'string', short: 'o' },
+      seed: { type: 'string' },
+      align: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (!values.preset) throw new InvalidOptionError('--preset', `required; one of ${SYNTH_PRESET_NAMES.join(', ')}`);
+  if (!values.type) throw new InvalidOptionError('--type', `required; one of ${SYNTH_TYPES.join(', ')}`);
+  if (!values.output) throw new InvalidOptionError('--output', 'required: the file to write (-o FILE)');
+  const preset = synthPreset(values.preset);
+  const type = synthType(values.type);
+  const seed = intOption('--seed', values.seed, 1, 0, 0xffffffff);
+  const alignment = intOption('--align', values.align, 4096, 1, 1 << 30);
+  if ((alignment & (alignment - 1)) !== 0) throw new InvalidOptionError('--align', `${alignment} is not a power of two`);
+
+  const ac = new AbortController();
+  const onSigint = () => ac.abort();
+  process.once('SIGINT', onSigint);
+  let progress: ReturnType<typeof createProgress> | undefined;
+  try {
+    const result = await synthesize(values.output, preset, type, {
+      seed,
+      alignment,
+      signal: ac.signal,
+      onProgress: (done, total) => {
+        progress ??= createProgress(`synth ${preset.name} ${type}`, total);
+        progress.update(done);
+      },
+    });
+    progress?.done();
+    const { plan } = result;
+    const summary = {
+      path: result.path,
+      preset: preset.name,
+      arch: preset.arch,
+      type,
+      seed,
+      alignment,
+      tensors: plan.tensors.length,
+      params: plan.numParams,
+      bytes: plan.fileSize,
+      seconds: Number(result.seconds.toFixed(3)),
+    };
+    if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    else {
+      process.stdout.write(
+        `wrote ${result.path}: ${preset.name} ${type}, ${plan.tensors.length} tensors, ` +
+          `${(plan.numParams / 1e6).toFixed(1)}M params, ${(plan.fileSize / 2 ** 20).toFixed(1)} MiB in ${result.seconds.toFixed(1)} s\n`,
+      );
+    }
+    return 0;
+  } finally {
+    progress?.done();
+    process.off('SIGINT', onSigint);
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Shapes of public models, as llama.cpp's converter describes them in GGUF (architecture
+ * names, hyperparameters, vocabularies). `flexinfer synth` writes random weights in these
+ * shapes so that memory, streaming and speed can be measured on true sizes without
+ * downloading the models.
+ */
+import type { VocabSourceName } from '../tokenizer/vocab-sources.js';
+
+/** Llama 3 rope scaling (rope_scaling.rope_type = "llama3" in the HF config). */
+export interface Llama3RopeScaling {
+  factor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  /** original_max_position_embeddings */
+  originalContext: number;
+}
+
+/** Hyperparameters of one public model. */
+export interface SynthPreset {
+  /** Preset name (`--preset`). */
+  name: string;
+  /** general.name written to the file. */
+  modelName: string;
+  /** llama.cpp architecture name (general.architecture). */
+  arch: 'llama' | 'qwen2';
+  vocab: VocabSourceName;
+  /** Rows of token_embd (and output): the model's vocab_size, which may exceed the tokenizer's. */
+  nVocab: number;
+  /** embedding_length */
+  dim: number;
+  /** block_count */
+  nLayers: number;
+  /** attention.head_count */
+  nHeads: number;
+  /** attention.head_count_kv */
+  nKvHeads: number;
+  /** feed_forward_length */
+  ffn: number;
+  /** context_length */
+  context: number;
+  /** rope.freq_base */
+  ropeBase: number;
+  /** attention.layer_norm_rms_epsilon */
+  rmsEps: number;
+  /** Output projection shares token_embd (no output.weight tensor). */
+  tiedOutput: boolean;
+  /** blk.N.attn_{q,k,v}.bias tensors (Qwen2). */
+  qkvBias: boolean;
+  /** Llama 3 frequency scaling, written as the rope_freqs.weight tensor. */
+  ropeScaling?: Llama3RopeScaling;
+  /** Parameter count the model publishes (for plausibility checks). */
+  publishedParams: number;
+}
+
+/** All presets by name. */
+export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
+  // karpathy/llama2.c stories15M, as converted to GGUF: Llama 2 vocabulary, tied embeddings.
+  'tiny-15m': {
+    name: 'tiny-15m', modelName: 'stories15M (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,
+    dim: 288, nLayers: 6, nHeads: 6, nKvHeads: 6, ffn: 768, context: 256, ropeBase: 10000, rmsEps: 1e-5,
+    tiedOutput: true, qkvBias: false, publishedParams: 15.2e6,
+  },
+  'tinyllama-1.1b': {
+    name: 'tinyllama-1.1b', modelName: 'TinyLlama-1.1B (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,
+    dim: 2048, nLayers: 22, nHeads: 32, nKvHeads: 4, ffn: 5632, context: 2048, ropeBase: 10000, rmsEps: 1e-5,
+    tiedOutput: false, qkvBias: false, publishedParams: 1.1e9,
+  },
+  'llama-3.2-1b': {
+    name: 'llama-3.2-1b', modelName: 'Llama-3.2-1B (synthetic)', arch: 'llama', vocab: 'llama3', nVocab: 128256,
+    dim: 2048, nLayers: 16, nHeads: 32, nKvHeads: 8, ffn: 8192, context: 131072, ropeBase: 500000, rmsEps: 1e-5,
+    tiedOutput: true, qkvBias: false, publishedParams: 1.24e9,
+    ropeScaling: { factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 8192 },
+  },
+  'qwen2.5-0.5b': {
+    name: 'qwen2.5-0.5b', modelName: 'Qwen2.5-0.5B (synthetic)', arch: 'qwen2', vocab: 'qwen2', nVocab: 151936,
+    dim: 896, nLayers: 24, nHeads: 14, nKvHeads: 2, ffn: 4864, context: 32768, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: true, publishedParams: 0.49e9,
+  },
+  'llama-2-7b': {
+    name: 'llama-2-7b', modelName: 'Llama-2-7B (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,
+    dim: 4096, nLayers: 32, nHeads: 32, nKvHeads: 32, ffn: 11008, context: 4096, ropeBase: 10000, rmsEps: 1e-5,
+    tiedOutput: false, qkvBias: false, publishedParams: 6.74e9,
+  },
+};
+
+/** Preset names, in the order above. */
+export const SYNTH_PRESET_NAMES: readonly string[] = Object.keys(SYNTH_PRESETS);
+
+/**
+ * Llama 3 rope frequency factors (one per rotated pair, headDim/2 values), computed as
+ * llama.cpp's convert_hf_to_gguf.py does for rope_type "llama3": frequencies whose wavelength
+ * is shorter than originalContext/highFreqFactor keep factor 1, those longer than
+ * originalContext/lowFreqFactor get `factor`, and the band between is interpolated smoothly.
+ * (The converter computes the base frequencies in float32 torch; here in float64, so the
+ * stored values may differ from a converted file in the last bit.)
+ */
+export function llama3RopeFactors(headDim: number, ropeBase: number, s: Llama3RopeScaling): Float32Array {
+  const out = new Float32Array(headDim / 2);
+  const lowFreqWavelen = s.originalContext / s.lowFreqFactor;
+  const highFreqWavelen = s.originalContext / s.highFreqFactor;
+  for (let i = 0; i < headDim / 2; i++) {
+    const freq = 1 / ropeBase ** ((2 * i) / headDim);
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highFreqWavelen) out[i] = 1;
+    else if (wavelen > lowFreqWavelen) out[i] = s.factor;
+    else {
+      const smooth = (s.originalContext / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+      out[i] = 1 / ((1 - smooth) / s.factor + smooth);
+    }
+  }
+  return out;
+}

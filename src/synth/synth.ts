@@ -1,0 +1,75 @@
+/**
+ * Synthetic GGUF writer: random weights in the shapes, metadata and tokenizer of a public model
+ * (see presets.ts, plan.ts). Tensors are generated one at a time inside writeGguf's data
+ * callbacks, a bounded chunk of f32 values at a time, so memory stays at one tensor's
+ * quantized bytes plus a 4 MiB scratch, whatever the model size.
+ */
+import { quantizeInto } from '../gguf/quant.js';
+import { writeGguf } from '../gguf/writer.js';
+import { planSynth, type SynthPlan, type SynthTensor, type SynthType } from './plan.js';
+import { Xoshiro128, fnv1a32 } from './rng.js';
+import type { SynthPreset } from './presets.js';
+
+export interface SynthOptions {
+  /** PRNG seed (default 1): same seed, same bytes. */
+  seed?: number;
+  /** Tensor data alignment in the file (default 4096). */
+  alignment?: number;
+  /** File bytes written so far / total. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface SynthResult {
+  path: string;
+  plan: SynthPlan;
+  seconds: number;
+}
+
+/** f32 values generated per step (4 MiB of scratch). */
+const CHUNK_ELEMENTS = 1 << 20;
+
+/**
+ * The bytes of one planned tensor for `seed`: values from the tensor's own PRNG stream
+ * (seed, name), quantized row chunk by row chunk into the tensor's ggml type.
+ */
+export function synthTensorData(t: SynthTensor, seed: number, scratch?: Float32Array): Uint8Array {
+  const out = new Uint8Array(t.byteSize);
+  if (t.init.kind === 'values') {
+    quantizeInto(t.type, t.init.values, out);
+    return out;
+  }
+  const rowLen = t.dims[0]!;
+  const rows = t.numElements / rowLen;
+  const rowsPerChunk = Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLen));
+  const buf = scratch && scratch.length >= rowsPerChunk * rowLen ? scratch : new Float32Array(rowsPerChunk * rowLen);
+  const rowBytes = t.byteSize / rows;
+  const rng = new Xoshiro128(seed, fnv1a32(t.name));
+  for (let r = 0; r < rows; r += rowsPerChunk) {
+    const n = Math.min(rowsPerChunk, rows - r) * rowLen;
+    const x = buf.subarray(0, n);
+    rng.fillNormal(x, t.init.mean, t.init.std);
+    quantizeInto(t.type, x, out.subarray(r * rowBytes));
+  }
+  return out;
+}
+
+/** Writes a synthetic model to `path` (atomically: a temporary name renamed at the end). */
+export async function synthesize(
+  path: string,
+  preset: SynthPreset | string,
+  type: SynthType | string,
+  options: SynthOptions = {},
+): Promise<SynthResult> {
+  const seed = options.seed ?? 1;
+  const plan = planSynth(preset, type, options.alignment ?? 4096);
+  const scratch = new Float32Array(CHUNK_ELEMENTS + 65536);
+  const t0 = performance.now();
+  await writeGguf(
+    path,
+    plan.metadata,
+    plan.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, data: () => synthTensorData(t, seed, scratch) })),
+    { alignment: plan.alignment, onProgress: options.onProgress, signal: options.signal },
+  );
+  return { path, plan, seconds: (performance.now() - t0) / 1000 };
+}
