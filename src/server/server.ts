@@ -14,25 +14,10 @@ import { ApiError, badRequest, fromValidation } from './errors.js';
 import { ChatTemplate, ChatTemplateError, type ChatMessage } from '../engine/chat-template.js';
 import { chatCompletionSchema, completionSchema, type ChatCompletionRequest, type CompletionRequest, type SamplingFields } from './schemas.js';
 import { Metrics } from './metrics.js';
+import type { Model } from '../engine/model.js';
 
-/** What the server needs of a model (the engine's Model satisfies it). */
-export interface ServableModel {
-  readonly info: {
-    contextSize: number;
-    chatTemplate?: string | undefined;
-    bosToken?: string | undefined;
-    eosToken?: string | undefined;
-    [key: string]: unknown;
-  };
-  tokenize(text: string, options?: { addBos?: boolean; special?: boolean }): Uint32Array;
-  generate(
-    prompt: string | Uint32Array,
-    options?: Record<string, unknown>,
-  ): AsyncIterable<{ text: string; tokens: number[] }> & {
-    result: Promise<{ text: string; tokens: number[]; finishReason: string; promptTokens: number; cachedPromptTokens: number }>;
-  };
-  stats(): Promise<Record<string, unknown>>;
-}
+/** The model a server serves (the engine's Model). */
+export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'stats'>;
 
 export interface ServerOptions {
   /** Model id served at /v1/models and accepted in requests. */
@@ -71,6 +56,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
   let model: ServableModel | undefined;
   let loadError: Error | undefined;
   let chatTemplate: ChatTemplate | undefined;
+  let bosText: string | undefined;
   let inFlight = 0;
 
   Promise.resolve(modelOrPromise).then(
@@ -161,7 +147,11 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       role: msg.role === 'developer' ? 'system' : msg.role,
       content: typeof msg.content === 'string' ? msg.content : joinParts(msg.content, `messages[${i}].content`),
     }));
-    chatTemplate ??= new ChatTemplate(m.info.chatTemplate, { bosToken: m.info.bosToken, eosToken: m.info.eosToken });
+    if (!chatTemplate) {
+      bosText = m.info.bosId != null ? m.detokenize([m.info.bosId]) : undefined;
+      const eosText = m.info.eosId != null ? m.detokenize([m.info.eosId]) : undefined;
+      chatTemplate = new ChatTemplate(m.info.chatTemplate ?? undefined, { bosToken: bosText, eosToken: eosText });
+    }
     let text: string;
     try {
       text = chatTemplate.render(messages);
@@ -170,7 +160,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       throw err;
     }
     // Templates that write the BOS text themselves must not get a second BOS.
-    const addBos = !(m.info.bosToken && text.startsWith(m.info.bosToken));
+    const addBos = !(bosText && text.startsWith(bosText));
     const prompt = m.tokenize(text, { addBos, special: true });
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
     return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body);

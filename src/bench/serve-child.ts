@@ -1,0 +1,135 @@
+/**
+ * One engine's serving measurements in their own process (so a benchmark can put it in a
+ * memory cgroup): `node dist/bench/serve-child.js ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET]`
+ * with ENGINE = flexinfer | llamacpp. For each concurrency N, N streams start at once, each
+ * with its own prompt; prints one JSON line with aggregate tokens/s and TTFT per N.
+ *
+ * flexinfer is measured through its real HTTP server (loopback, SSE streams); llama.cpp
+ * through node-llama-cpp with N sequences in one context (its batching).
+ * @internal
+ */
+import { loadModel } from '../index.js';
+import { createServer } from '../server/server.js';
+import { loadLlamaCpp } from './llamacpp.js';
+import { benchPromptTokens } from './speed.js';
+import { median, percentile, round } from './stats.js';
+
+interface Row {
+  streams: number;
+  aggregate_tps: number;
+  ttft_ms_p50: number;
+  ttft_ms_p95: number;
+  tokens: number;
+  wall_ms: number;
+}
+
+const PROMPT_TOKENS = 32;
+
+async function streamOne(base: string, prompt: number[], maxTokens: number): Promise<{ ttftMs: number; tokens: number }> {
+  const t0 = performance.now();
+  const res = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'bench', prompt, max_tokens: maxTokens, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+  });
+  if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  let ttft = -1;
+  let tokens = 0;
+  let buf = '';
+  const decoder = new TextDecoder();
+  for await (const part of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(part, { stream: true });
+    let i: number;
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const event = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const data = event.replace(/^data: /, '');
+      if (data === '[DONE]') continue;
+      const j = JSON.parse(data);
+      if (j.choices?.[0]?.text && ttft < 0) ttft = performance.now() - t0;
+      if (j.usage) tokens = j.usage.completion_tokens;
+    }
+  }
+  return { ttftMs: ttft < 0 ? performance.now() - t0 : ttft, tokens };
+}
+
+async function measureFlexinfer(path: string, threads: number, gen: number, ns: number[], budget?: string): Promise<Row[]> {
+  const maxN = Math.max(...ns);
+  const model = await loadModel(path, {
+    threads,
+    parallel: maxN,
+    contextSize: PROMPT_TOKENS + gen + 16,
+    ...(budget ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
+  });
+  const server = createServer(model, { modelId: 'bench', port: 0, parallel: maxN });
+  const base = await server.listen();
+  const rows: Row[] = [];
+  try {
+    await streamOne(base, Array.from(benchPromptTokens(8, 32000, 1)), 4); // warm-up
+    for (const n of ns) {
+      const t0 = performance.now();
+      const runs = await Promise.all(Array.from({ length: n }, (_, i) => streamOne(base, Array.from(benchPromptTokens(PROMPT_TOKENS, 32000, 1000 + i)), gen)));
+      rows.push(row(n, runs, performance.now() - t0));
+    }
+  } finally {
+    await server.close();
+    await model.dispose();
+  }
+  return rows;
+}
+
+async function measureLlamaCpp(path: string, threads: number, gen: number, ns: number[]): Promise<Row[]> {
+  const h = await loadLlamaCpp();
+  if ('error' in h) throw new Error(h.error);
+  const model = await h.llama.loadModel({ modelPath: path, gpuLayers: 0 });
+  const rows: Row[] = [];
+  try {
+    for (const n of ns) {
+      const context = await model.createContext({ contextSize: (PROMPT_TOKENS + gen + 16) * n, sequences: n, threads, flashAttention: false });
+      try {
+        const t0 = performance.now();
+        const runs = await Promise.all(
+          Array.from({ length: n }, async (_, i) => {
+            const seq = context.getSequence();
+            const s0 = performance.now();
+            let ttft = -1;
+            let tokens = 0;
+            for await (const _t of seq.evaluate(Array.from(benchPromptTokens(PROMPT_TOKENS, 32000, 1000 + i)), { temperature: 0 })) {
+              if (ttft < 0) ttft = performance.now() - s0;
+              if (++tokens >= gen) break;
+            }
+            return { ttftMs: ttft, tokens };
+          }),
+        );
+        rows.push(row(n, runs, performance.now() - t0));
+      } finally {
+        await context.dispose();
+      }
+    }
+  } finally {
+    await model.dispose();
+  }
+  return rows;
+}
+
+function row(n: number, runs: Array<{ ttftMs: number; tokens: number }>, wallMs: number): Row {
+  const tokens = runs.reduce((a, r) => a + r.tokens, 0);
+  const ttfts = runs.map((r) => r.ttftMs);
+  return { streams: n, aggregate_tps: round(tokens / (wallMs / 1000)), ttft_ms_p50: round(median(ttfts)), ttft_ms_p95: round(percentile(ttfts, 95)), tokens, wall_ms: round(wallMs) };
+}
+
+async function main(): Promise<void> {
+  const [engine, path, threads, gen, list, budget] = process.argv.slice(2);
+  if (!engine || !path || !threads || !gen || !list) throw new Error('usage: serve-child ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET]');
+  const ns = list.split(',').map(Number);
+  const rows =
+    engine === 'flexinfer'
+      ? await measureFlexinfer(path, Number(threads), Number(gen), ns, budget && budget !== '-' ? budget : undefined)
+      : await measureLlamaCpp(path, Number(threads), Number(gen), ns);
+  process.stdout.write(JSON.stringify({ rows }) + '\n');
+}
+
+main().catch((err) => {
+  process.stdout.write(JSON.stringify({ error: String((err as Error)?.message ?? err) }) + '\n');
+  process.exitCode = 1;
+});

@@ -1,0 +1,31 @@
+/**
+ * Parameter sweeps of `flexinfer bench`: each returns its JSON result, a printable table and
+ * an SVG plot.
+ */
+
+export interface SweepOptions {
+  threads: number;
+  runs: number;
+  genTokens: number;
+  promptTokens: number;
+  noLlamaCpp: boolean;
+  kv?: 'vtensor' | 'contiguous';
+  onLog: (line: string) => void;
+}
+
+export interface SweepOutput {
+  result: unknown;
+  table: string;
+  svg: string;
+}
+
+export async function runSweep(mode: 'budget-sweep' | 'kv-sweep' | 'serve-sweep', path: string, o: SweepOptions): Promise<SweepOutput> {
+  switch (mode) {
+    case 'budget-sweep':
+      return (await import('./budget-sweep.js')).runBudgetSweep(path, o);
+    case 'kv-sweep':
+      return (await import('./kv-sweep.js')).runKvSweep(path, o);
+    case 'serve-sweep':
+      return (await import('./serve-sweep.js')).runServeSweep(path, o);
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * `flexinfer bench MODEL [...]`: flexinfer and llama.cpp side by side on the same file.
+ *
+ *   (default)        prompt processing + generation tokens/s, medians of --runs, ratios
+ *   --budget-sweep   generation tokens/s at 100/75/50/25% memory budgets, in cgroups, cold cache
+ *   --kv-sweep       KV memory and decode speed, vtensor vs contiguous; multi-turn TTFT
+ *   --serve-sweep    aggregate tokens/s and TTFT with 1/4/8/16 concurrent streams
+ *
+ * Every mode prints a table, writes JSON (--json prints it to stdout instead of the table;
+ * --out FILE also saves it) and, for sweeps, an SVG plot (--plot FILE).
+ */
+import { parseArgs } from 'node:util';
+import { availableParallelism } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { InvalidOptionError } from '../errors.js';
+
+const HELP = `Usage: flexinfer bench MODEL [options]
+
+Measures flexinfer and llama.cpp (node-llama-cpp, same file, same threads) in the same run.
+
+Options:
+  --threads N          compute threads (default: all cores)
+  --prompt-tokens P    prompt length for prompt processing (default 128)
+  --gen-tokens G       tokens to generate (default 64)
+  --runs R             runs per engine; medians are reported (default 5)
+  --memory-budget X    flexinfer memory budget (bytes, 1.5GiB, 60%)
+  --kv LAYOUT          vtensor | contiguous
+  --no-llamacpp        measure flexinfer only
+  --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache)
+  --kv-sweep           KV cache memory and speed: vtensor vs contiguous
+  --serve-sweep        concurrent streams 1/4/8/16, without a budget and at 50%
+  --json               print the JSON result instead of the table
+  --out FILE           also write the JSON result to FILE
+  --plot FILE          SVG plot for sweeps (default: <mode>.svg next to --out, else ./bench-<mode>.svg)
+`;
+
+function int(name: string, v: string | undefined, dflt: number, min: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidOptionError(`--${name}`, `must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      threads: { type: 'string' },
+      'prompt-tokens': { type: 'string' },
+      'gen-tokens': { type: 'string' },
+      runs: { type: 'string' },
+      'memory-budget': { type: 'string' },
+      kv: { type: 'string' },
+      'no-llamacpp': { type: 'boolean' },
+      'budget-sweep': { type: 'boolean' },
+      'kv-sweep': { type: 'boolean' },
+      'serve-sweep': { type: 'boolean' },
+      json: { type: 'boolean' },
+      out: { type: 'string' },
+      plot: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new InvalidOptionError('MODEL', `expected one model file, got ${positionals.length}\n\n${HELP}`);
+  const path = positionals[0]!;
+  const threads = int('threads', values.threads, availableParallelism(), 1);
+  const kv = values.kv as 'vtensor' | 'contiguous' | undefined;
+  if (kv !== undefined && kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
+  const log = (line: string): void => {
+    process.stderr.write(`${line}\n`);
+  };
+  const modes = (['budget-sweep', 'kv-sweep', 'serve-sweep'] as const).filter((m) => values[m]);
+  if (modes.length > 1) throw new InvalidOptionError('--*-sweep', 'choose one sweep per run');
+  const mode = (modes[0] ?? 'speed') as 'speed' | (typeof modes)[number];
+
+  let result: unknown;
+  let table: string;
+  let svg: string | undefined;
+  if (mode === 'speed') {
+    const { runSpeedBench } = await import('../bench/speed.js');
+    const r = await runSpeedBench(path, {
+      threads,
+      promptTokens: int('prompt-tokens', values['prompt-tokens'], 128, 1),
+      genTokens: int('gen-tokens', values['gen-tokens'], 64, 2),
+      runs: int('runs', values.runs, 5, 1),
+      noLlamaCpp: values['no-llamacpp'] ?? false,
+      memoryBudget: values['memory-budget'],
+      kv,
+      onLog: log,
+    });
+    result = r;
+    table = speedTable(r);
+  } else {
+    const sweeps = await import('../bench/sweeps.js');
+    const out = await sweeps.runSweep(mode, path, {
+      threads,
+      runs: int('runs', values.runs, 3, 1),
+      genTokens: int('gen-tokens', values['gen-tokens'], 32, 2),
+      promptTokens: int('prompt-tokens', values['prompt-tokens'], 128, 1),
+      noLlamaCpp: values['no-llamacpp'] ?? false,
+      kv,
+      onLog: log,
+    });
+    result = out.result;
+    table = out.table;
+    svg = out.svg;
+  }
+  const json = JSON.stringify(result, null, 2);
+  if (values.out) writeFileSync(values.out, json + '\n');
+  if (svg) {
+    const plotPath = values.plot ?? (values.out ? values.out.replace(/\.json$/, '') + '.svg' : `bench-${mode}.svg`);
+    writeFileSync(plotPath, svg);
+    log(`plot: ${plotPath}`);
+  }
+  process.stdout.write(values.json ? json + '\n' : table);
+  return 0;
+}
+
+function speedTable(r: import('../bench/speed.js').SpeedBenchResult): string {
+  const rows = [
+    ['engine', 'prompt tok/s', 'gen tok/s'],
+    ['flexinfer', r.flexinfer.prompt_tps.toFixed(1), r.flexinfer.gen_tps.toFixed(1)],
+  ];
+  if (r.llamacpp) rows.push(['llama.cpp', r.llamacpp.prompt_tps.toFixed(1), r.llamacpp.gen_tps.toFixed(1)]);
+  if (r.llamacpp) rows.push(['ratio', `${r.ratio.prompt?.toFixed(2)}x`, `${r.ratio.gen?.toFixed(2)}x`]);
+  const w = [10, 14, 12];
+  const lines = rows.map((row) => row.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join(' '));
+  let out = `${r.model}: ${r.prompt_tokens}-token prompt, ${r.gen_tokens} generated, ${r.threads} threads, median of ${r.runs}\n`;
+  out += lines.join('\n') + '\n';
+  out += `flexinfer weight bandwidth during generation: ${r.flexinfer.weight_gb_per_s} GB/s\n`;
+  if (!r.llamacpp) out += `llama.cpp not measured: ${r.llamacpp_error ?? 'disabled with --no-llamacpp'}\n`;
+  return out;
+}
