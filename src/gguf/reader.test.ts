@@ -180,6 +180,16 @@ test('readGgufSync and readGguf read a real file; a large header grows the read'
     assert.throws(() => readGgufSync(big, { maxMetadataBytes: 1 << 20 }), (e: unknown) => e instanceof InvalidGgufError && e.code === 'HEADER_TOO_LARGE');
     await assert.rejects(readGguf(big, { maxMetadataBytes: 1 << 20 }), (e: unknown) => e instanceof InvalidGgufError && e.code === 'HEADER_TOO_LARGE');
 
+    // One item larger than a read window (6 MB array) between small ones.
+    const scores = Float32Array.from({ length: 1_500_000 }, (_, i) => i * 0.5);
+    const wide = join(dir, 'wide.gguf');
+    await writeGguf(wide, [['a', gv.str('x'.repeat(1000))], ['s', gv.f32Arr(scores)], ['z', gv.u8(7)]], []);
+    for (const fw of [readGgufSync(wide), await readGguf(wide)]) {
+      assert.deepEqual(fw.get('s'), scores);
+      assert.equal(fw.get('z'), 7);
+      assert.equal(fw.get('a'), 'x'.repeat(1000));
+    }
+
     assert.throws(() => readGgufSync(join(dir, 'missing.gguf')), /cannot read/);
     await assert.rejects(readGguf(join(dir, 'missing.gguf')), /cannot read/);
   } finally {
@@ -213,4 +223,25 @@ test('a sparse 10 GB file opens without reading its data', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('strings decode like TextDecoder, valid or not (random bytes, tokens, emoji)', () => {
+  let x = 99;
+  const rnd = (n: number) => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return (x >>> 0) % n; };
+  const enc = new TextEncoder();
+  const samples: Uint8Array[] = ['', 'Ġthe', 'é', '世界', '🌍x', '\u0000', 'a'.repeat(48), 'ü'.repeat(30), '\uffff'].map((s) => enc.encode(s));
+  const pieces = [[0xc3, 0xa9], [0xe4, 0xb8, 0x96], [0xf0, 0x9f, 0x8c, 0x8d], [0x41], [0x80], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf4, 0x90, 0x80, 0x80], [0xe0, 0x80, 0x80], [0xff], [0xc3], [0xf0, 0x9f]];
+  for (let i = 0; i < 3000; i++) {
+    const parts: number[] = [];
+    const n = rnd(12);
+    for (let j = 0; j < n; j++) parts.push(...(rnd(3) === 0 ? [rnd(256)] : pieces[rnd(pieces.length)]!));
+    samples.push(Uint8Array.from(parts));
+  }
+  const b = new HandBytes();
+  b.str('s').u32(T.ARRAY).u32(T.STRING).u64(samples.length);
+  for (const s of samples) b.u64(s.length).raw(s);
+  const f = parseGguf(handGguf({ kvCount: 1, kv: (h) => h.raw(b.bytes()), tensors: [] }));
+  const got = f.getStringArray('s')!;
+  const dec = new TextDecoder('utf-8');
+  for (const [i, s] of samples.entries()) assert.equal(got[i], dec.decode(s), `sample ${i}: ${[...s].map((v) => v.toString(16))}`);
 });

@@ -20,16 +20,8 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { FlexinferError, InvalidGgufError, type InvalidGgufCode } from '../errors.js';
 import { ggmlTypeInfo, type GgmlType } from './ggml-type.js';
-import {
-  GGUF_VALUE_MIN_BYTES,
-  GgufValueType,
-  ggufValueTypeName,
-  isGgufValueType,
-  plainValue,
-  type GgufArray,
-  type GgufArrayItems,
-  type GgufValue,
-} from './value.js';
+import { Cursor, NeedMore, type Refill } from './cursor.js';
+import { GgufValueType, ggufValueTypeName, plainValue, type GgufArrayItems, type GgufValue } from './value.js';
 
 /** One tensor's description from the header. */
 export interface GgufTensorInfo {
@@ -80,8 +72,7 @@ export interface GgufReadOptions {
   maxMetadataBytes?: number;
 }
 
-/** Deepest nesting of arrays accepted (real files use 1; the cap bounds recursion). */
-export const GGUF_MAX_ARRAY_DEPTH = 8;
+export { GGUF_MAX_ARRAY_DEPTH } from './cursor.js';
 /** Longest tensor name ggml accepts (GGML_MAX_NAME is 64 including the NUL). */
 export const GGUF_MAX_TENSOR_NAME = 63;
 /** Longest metadata key the spec allows. */
@@ -98,172 +89,18 @@ const MIN_KV_BYTES = 8 + 4 + 1;
 const MIN_TENSOR_INFO_BYTES = 8 + 4 + 8 + 4 + 8;
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
-/** Thrown inside the parser when the header goes past the bytes read so far. @internal */
-class NeedMore {
-  constructor(readonly end: number) {}
-}
+/**
+ * Parses a header from `bytes` (the start of a file of `fileSize` bytes), reading on through
+ * `refill` when given, else throwing NeedMore at the end of `bytes`.
+ */
+function parseHeader(bytes: Uint8Array, fileSize: number, path: string, refill?: Refill): GgufFile {
+  const c = new Cursor(bytes, fileSize, path, refill);
 
-const utf8 = new TextDecoder('utf-8');
-
-/** Reads little-endian fields from a prefix of the file, checking every length first. */
-class Cursor {
-  pos = 0;
-  private readonly dv: DataView;
-  constructor(
-    private readonly bytes: Uint8Array,
-    readonly fileSize: number,
-    readonly path: string,
-  ) {
-    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-
-  fail(code: InvalidGgufCode, detail: string, at = this.pos): never {
-    throw new InvalidGgufError(code, this.path, at, detail);
-  }
-
-  /** Bytes left in the file after the cursor. */
-  get remaining(): number {
-    return this.fileSize - this.pos;
-  }
-
-  need(n: number, what: string): void {
-    const end = this.pos + n;
-    if (end > this.fileSize) this.fail('TRUNCATED', `file ends at byte ${this.fileSize} inside ${what}`);
-    if (end > this.bytes.length) throw new NeedMore(end);
-  }
-
-  u8(what: string): number {
-    this.need(1, what);
-    return this.bytes[this.pos++]!;
-  }
-  u32(what: string): number {
-    this.need(4, what);
-    const v = this.dv.getUint32(this.pos, true);
-    this.pos += 4;
-    return v;
-  }
-  u64(what: string): bigint {
-    this.need(8, what);
-    const v = this.dv.getBigUint64(this.pos, true);
-    this.pos += 8;
-    return v;
-  }
-
-  /** A u64 count or length that must not exceed `limit` (checked as bigint, so 2^63 is caught). */
-  count(what: string, limit: number, code: InvalidGgufCode, unit: string): number {
-    const at = this.pos;
-    const v = this.u64(what);
-    if (v > BigInt(Math.max(0, Math.floor(limit)))) {
-      this.fail(code, `${what} is ${v} but only ${Math.max(0, this.remaining)} bytes remain (room for at most ${Math.max(0, Math.floor(limit))} ${unit})`, at);
-    }
-    return Number(v);
-  }
-
-  string(what: string): string {
-    const len = this.count(`length of ${what}`, this.remaining - 8, 'STRING_TOO_LONG', 'bytes');
-    this.need(len, what);
-    const start = this.pos;
-    this.pos += len;
-    // ASCII fast path: vocabularies hold ~10^5 short strings.
-    if (len <= 32) {
-      let ascii = true;
-      for (let i = start; i < start + len; i++) if (this.bytes[i]! >= 0x80) { ascii = false; break; }
-      if (ascii) return String.fromCharCode.apply(null, this.bytes.subarray(start, start + len) as unknown as number[]);
-    }
-    return utf8.decode(this.bytes.subarray(start, start + len));
-  }
-
-  /** One value of type `type` (already read), arrays recursively up to GGUF_MAX_ARRAY_DEPTH. */
-  value(type: number, what: string, depth: number): GgufValue {
-    const at = this.pos;
-    switch (type) {
-      case GgufValueType.UINT8: return { type, value: this.u8(what) };
-      case GgufValueType.INT8: this.need(1, what); return { type, value: this.dv.getInt8(this.pos++) };
-      case GgufValueType.UINT16: this.need(2, what); this.pos += 2; return { type, value: this.dv.getUint16(at, true) };
-      case GgufValueType.INT16: this.need(2, what); this.pos += 2; return { type, value: this.dv.getInt16(at, true) };
-      case GgufValueType.UINT32: return { type, value: this.u32(what) };
-      case GgufValueType.INT32: this.need(4, what); this.pos += 4; return { type, value: this.dv.getInt32(at, true) };
-      case GgufValueType.FLOAT32: this.need(4, what); this.pos += 4; return { type, value: this.dv.getFloat32(at, true) };
-      case GgufValueType.FLOAT64: this.need(8, what); this.pos += 8; return { type, value: this.dv.getFloat64(at, true) };
-      case GgufValueType.UINT64: return { type, value: this.u64(what) };
-      case GgufValueType.INT64: this.need(8, what); this.pos += 8; return { type, value: this.dv.getBigInt64(at, true) };
-      case GgufValueType.BOOL: return { type, value: this.bool(what) };
-      case GgufValueType.STRING: return { type, value: this.string(what) };
-      case GgufValueType.ARRAY: return { type, value: this.array(what, depth + 1) };
-      default: return this.fail('UNKNOWN_VALUE_TYPE', `${what} has unknown value type ${type}`, at - 4);
-    }
-  }
-
-  private bool(what: string): boolean {
-    const at = this.pos;
-    const b = this.u8(what);
-    if (b > 1) this.fail('BAD_VALUE', `${what} is a BOOL with byte value ${b} (must be 0 or 1)`, at);
-    return b === 1;
-  }
-
-  private array(what: string, depth: number): GgufArray {
-    if (depth > GGUF_MAX_ARRAY_DEPTH) this.fail('NESTING_TOO_DEEP', `${what} nests arrays deeper than ${GGUF_MAX_ARRAY_DEPTH} levels`);
-    const typeAt = this.pos;
-    const itemType = this.u32(`item type of ${what}`);
-    if (!isGgufValueType(itemType)) this.fail('UNKNOWN_VALUE_TYPE', `${what} has unknown array item type ${itemType}`, typeAt);
-    const size = GGUF_VALUE_MIN_BYTES[itemType];
-    const n = this.count(`length of ${what}`, (this.remaining - 8) / size, 'ARRAY_TOO_LONG', `${ggufValueTypeName(itemType)} items`);
-    const item = `${what}[]`;
-    switch (itemType) {
-      case GgufValueType.STRING: {
-        const items: string[] = [];
-        for (let i = 0; i < n; i++) items.push(this.string(item));
-        return { itemType, items };
-      }
-      case GgufValueType.ARRAY: {
-        const items: GgufArray[] = [];
-        for (let i = 0; i < n; i++) items.push(this.array(item, depth + 1));
-        return { itemType, items };
-      }
-      case GgufValueType.BOOL: {
-        this.need(n, what);
-        const items: boolean[] = [];
-        for (let i = 0; i < n; i++) items.push(this.bool(item));
-        return { itemType, items };
-      }
-      default:
-        return { itemType, items: this.numbers(itemType, n, what) };
-    }
-  }
-
-  /** n numeric items into a fresh typed array (DataView reads: endian-safe, alignment-free). */
-  private numbers(t: GgufValueType, n: number, what: string): GgufArrayItems {
-    const size = GGUF_VALUE_MIN_BYTES[t];
-    this.need(n * size, what);
-    const p = this.pos;
-    const dv = this.dv;
-    this.pos += n * size;
-    switch (t) {
-      case GgufValueType.UINT8: return this.bytes.slice(p, p + n);
-      case GgufValueType.INT8: return new Int8Array(this.bytes.slice(p, p + n).buffer);
-      case GgufValueType.UINT16: { const a = new Uint16Array(n); for (let i = 0; i < n; i++) a[i] = dv.getUint16(p + 2 * i, true); return a; }
-      case GgufValueType.INT16: { const a = new Int16Array(n); for (let i = 0; i < n; i++) a[i] = dv.getInt16(p + 2 * i, true); return a; }
-      case GgufValueType.UINT32: { const a = new Uint32Array(n); for (let i = 0; i < n; i++) a[i] = dv.getUint32(p + 4 * i, true); return a; }
-      case GgufValueType.INT32: { const a = new Int32Array(n); for (let i = 0; i < n; i++) a[i] = dv.getInt32(p + 4 * i, true); return a; }
-      case GgufValueType.FLOAT32: { const a = new Float32Array(n); for (let i = 0; i < n; i++) a[i] = dv.getFloat32(p + 4 * i, true); return a; }
-      case GgufValueType.FLOAT64: { const a = new Float64Array(n); for (let i = 0; i < n; i++) a[i] = dv.getFloat64(p + 8 * i, true); return a; }
-      case GgufValueType.UINT64: { const a = new BigUint64Array(n); for (let i = 0; i < n; i++) a[i] = dv.getBigUint64(p + 8 * i, true); return a; }
-      case GgufValueType.INT64: { const a = new BigInt64Array(n); for (let i = 0; i < n; i++) a[i] = dv.getBigInt64(p + 8 * i, true); return a; }
-      default: throw new Error(`unreachable: numbers() for ${ggufValueTypeName(t)}`);
-    }
-  }
-}
-
-/** Parses a header from `bytes` (a prefix of a file of `fileSize` bytes). Throws NeedMore. */
-function parseHeader(bytes: Uint8Array, fileSize: number, path: string): GgufFile {
-  const c = new Cursor(bytes, fileSize, path);
-
-  c.need(4, 'the magic');
-  if (bytes[0] !== 0x47 || bytes[1] !== 0x47 || bytes[2] !== 0x55 || bytes[3] !== 0x46) {
-    const seen = [...bytes.subarray(0, 4)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
+  const magic = c.raw(4, 'the magic');
+  if (magic[0] !== 0x47 || magic[1] !== 0x47 || magic[2] !== 0x55 || magic[3] !== 0x46) {
+    const seen = [...magic].map((b) => b.toString(16).padStart(2, '0')).join(' ');
     c.fail('BAD_MAGIC', `not a GGUF file: magic is ${seen}, expected 47 47 55 46 ("GGUF")`, 0);
   }
-  c.pos = 4;
   const version = c.u32('the version');
   if (version !== 2 && version !== 3) {
     const hint =
@@ -457,13 +294,18 @@ export function parseGguf(bytes: Uint8Array, fileSize = bytes.length, path = '<m
   }
 }
 
-/** Next prefix length to read after the parser asked for bytes up to `end`. */
+function headerTooLarge(path: string, end: number, max: number): InvalidGgufError {
+  return new InvalidGgufError('HEADER_TOO_LARGE', path, end,
+    `the header is larger than the ${max} byte limit (maxMetadataBytes); raise it if this file is trusted`);
+}
+
+/**
+ * Next prefix length for the async reader after the parser asked for bytes up to `end`:
+ * x4 growth, so a 10 MB vocabulary costs 1 + 4 + 16 MiB of parsing, not 1 + 2 + ... + 16.
+ */
 function grow(current: number, end: number, fileSize: number, max: number, path: string): number {
-  if (end > max) {
-    throw new InvalidGgufError('HEADER_TOO_LARGE', path, end,
-      `the header is larger than the ${max} byte limit (maxMetadataBytes); raise it if this file is trusted`);
-  }
-  return Math.min(fileSize, Math.max(end, Math.min(max, current * 2)));
+  if (end > max) throw headerTooLarge(path, end, max);
+  return Math.min(fileSize, Math.max(end, Math.min(max, current * 4)));
 }
 
 function openError(path: string, err: unknown): FlexinferError {
@@ -471,8 +313,8 @@ function openError(path: string, err: unknown): FlexinferError {
 }
 
 /**
- * Reads the header of the GGUF file at `path` (reads only the header bytes, starting with
- * 1 MiB and doubling until the header fits).
+ * Reads the header of the GGUF file at `path`: buffered reads of 1 MiB windows (larger only
+ * for a single larger item), never the tensor data, never more than maxMetadataBytes.
  */
 export function readGgufSync(path: string, options: GgufReadOptions = {}): GgufFile {
   const max = options.maxMetadataBytes ?? DEFAULT_MAX_METADATA;
@@ -489,30 +331,24 @@ export function readGgufSync(path: string, options: GgufReadOptions = {}): GgufF
     } catch (e) {
       throw openError(path, e);
     }
-    let buf = new Uint8Array(0);
-    let want = Math.min(fileSize, FIRST_READ, max);
-    for (;;) {
-      const next = new Uint8Array(want);
-      next.set(buf);
-      let filled = buf.length;
+    const readWindow = (pos: number, n: number): Uint8Array => {
+      if (pos + n > max) throw headerTooLarge(path, pos + n, max);
+      const len = Math.min(fileSize - pos, Math.max(n, FIRST_READ), max - pos);
+      const w = new Uint8Array(len);
+      let filled = 0;
       try {
-        while (filled < want) {
-          const n = readSync(fd, next, filled, want - filled, filled);
-          if (n === 0) break;
-          filled += n;
+        while (filled < len) {
+          const got = readSync(fd, w, filled, len - filled, pos + filled);
+          if (got === 0) break;
+          filled += got;
         }
       } catch (e) {
         throw openError(path, e);
       }
-      buf = next.subarray(0, filled);
-      try {
-        return parseHeader(buf, fileSize, path);
-      } catch (e) {
-        if (!(e instanceof NeedMore)) throw e;
-        if (filled < want) throw new InvalidGgufError('TRUNCATED', path, filled, 'the file shrank while being read');
-        want = grow(buf.length, e.end, fileSize, max, path);
-      }
-    }
+      if (filled < n) throw new InvalidGgufError('TRUNCATED', path, pos + filled, 'the file shrank while being read');
+      return w.subarray(0, filled);
+    };
+    return parseHeader(readWindow(0, 0), fileSize, path, readWindow);
   } finally {
     closeSync(fd);
   }
