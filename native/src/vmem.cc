@@ -22,8 +22,9 @@
 //
 // Without memfd (non-Linux), a fallback keeps the same API over heap memory: chunks live in a
 // heap array and map/unmap COPY a chunk into / out of the reservation. Mappings are then not
-// shared (pool info: sharing=false); the KV manager refuses that pool and the engine uses the
-// contiguous layout instead.
+// shared (pool info: sharing=false), and copy/discard see a chunk's contents as of its last
+// unmap; the KV manager refuses such a pool and the engine uses the contiguous layout instead.
+// Build with -DFLEXINFER_VMEM_FORCE_HEAP to try the fallback on Linux.
 #include "registry.h"
 
 #include <cerrno>
@@ -36,7 +37,7 @@
 #include <unordered_map>
 #include <vector>
 
-#if defined(__linux__)
+#if defined(__linux__) && !defined(FLEXINFER_VMEM_FORCE_HEAP)
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/mman.h>
