@@ -1,0 +1,86 @@
+// Checks the shipped vocabularies against facts published independently of the packages
+// they come from: SentencePiece's Llama layout, Llama 3 / Qwen2 ids from model docs.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadVocabSource, vocabSourceMetadata } from './vocab-sources.js';
+import { TokenType } from './vocab.js';
+
+test('llama2: SentencePiece layout <unk> <s> </s>, 256 byte tokens, ▁ at 29871', () => {
+  const v = loadVocabSource('llama2');
+  assert.equal(v.model, 'llama');
+  assert.equal(v.tokens.length, 32000);
+  assert.deepEqual(v.tokens.slice(0, 3), ['<unk>', '<s>', '</s>']);
+  assert.deepEqual([v.tokenTypes[0], v.tokenTypes[1], v.tokenTypes[2]], [TokenType.Unknown, TokenType.Control, TokenType.Control]);
+  for (let b = 0; b < 256; b++) {
+    assert.equal(v.tokens[3 + b], `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
+    assert.equal(v.tokenTypes[3 + b], TokenType.Byte);
+  }
+  assert.equal(v.tokens[29871], '\u2581');
+  assert.equal(v.tokens[259], '\u2581\u2581');
+  // Published Llama 2 ids: "Hello" = ▁Hello 15043, " world" = ▁world 3186.
+  assert.equal(v.tokens[15043], '\u2581Hello');
+  assert.equal(v.tokens[3186], '\u2581world');
+  assert.equal(new Set(v.tokens).size, 32000, 'pieces are distinct');
+  // Scores: earlier pieces score higher; whitespace runs lowest.
+  assert.ok(v.scores![260]! > v.scores![261]!);
+  assert.equal(v.scores![259], -1e9);
+  assert.deepEqual([v.bosId, v.eosId, v.unkId, v.addBos, v.addEos], [1, 2, 0, true, false]);
+});
+
+test('llama3: 128000 BPE tokens + 256 specials, 280147 merges, known ids', () => {
+  const v = loadVocabSource('llama3');
+  assert.equal(v.model, 'gpt2');
+  assert.equal(v.pre, 'llama-bpe');
+  assert.equal(v.tokens.length, 128256);
+  assert.equal(v.merges!.length, 280147);
+  assert.equal(v.tokens[128000], '<|begin_of_text|>');
+  assert.equal(v.tokens[128001], '<|end_of_text|>');
+  assert.equal(v.tokens[128006], '<|start_header_id|>');
+  assert.equal(v.tokens[128007], '<|end_header_id|>');
+  assert.equal(v.tokens[128008], '<|eom_id|>');
+  assert.equal(v.tokens[128009], '<|eot_id|>');
+  assert.equal(v.tokens[128255], '<|reserved_special_token_247|>');
+  // Byte-level strings as stored in GGUF: 'Ġ' is the space.
+  assert.equal(v.tokens[9906], 'Hello');
+  assert.equal(v.tokens[1917], '\u0120world');
+  assert.equal(v.tokens[220], '\u0120');
+  assert.equal(v.tokens[198], '\u010a'); // '\n'
+  assert.equal(v.merges![0], '\u0120 \u0120');
+  for (let id = 128000; id < 128256; id++) assert.equal(v.tokenTypes[id], TokenType.Control);
+  assert.equal(v.tokenTypes[9906], TokenType.Normal);
+  assert.deepEqual([v.bosId, v.eosId, v.addBos], [128000, 128009, true]);
+});
+
+test('qwen2: 151643 BPE tokens, Qwen2.5 specials, padded to 151936', () => {
+  const v = loadVocabSource('qwen2');
+  assert.equal(v.pre, 'qwen2');
+  assert.equal(v.tokens.length, 151936);
+  assert.equal(v.merges!.length, 151387);
+  assert.equal(v.tokens[151643], '<|endoftext|>');
+  assert.equal(v.tokens[151644], '<|im_start|>');
+  assert.equal(v.tokens[151645], '<|im_end|>');
+  assert.equal(v.tokens[151657], '<tool_call>');
+  assert.equal(v.tokens[151664], '<|file_sep|>');
+  assert.equal(v.tokens[151665], '[PAD151665]');
+  assert.equal(v.tokenTypes[151644], TokenType.Control);
+  assert.equal(v.tokenTypes[151657], TokenType.UserDefined);
+  assert.equal(v.tokenTypes[151659], TokenType.Control); // <|fim_prefix|> looks special
+  assert.equal(v.tokenTypes[151935], TokenType.Unused);
+  // Published Qwen2 ids: "Hello world" = [9707, 1879].
+  assert.equal(v.tokens[9707], 'Hello');
+  assert.equal(v.tokens[1879], '\u0120world');
+  assert.deepEqual([v.bosId, v.eosId, v.addBos], [151643, 151645, false]);
+});
+
+test('sources are cached and carry chat templates; metadata uses GGUF keys', () => {
+  for (const name of ['llama2', 'llama3', 'qwen2'] as const) {
+    const a = loadVocabSource(name);
+    assert.equal(loadVocabSource(name), a);
+    assert.ok(a.chatTemplate && a.chatTemplate.includes('messages'));
+    const m = vocabSourceMetadata(a);
+    assert.equal(m.get('tokenizer.ggml.model'), a.model);
+    assert.equal(m.get('tokenizer.ggml.tokens'), a.tokens);
+    assert.equal(m.get('tokenizer.ggml.bos_token_id'), a.bosId);
+    assert.equal(m.get('tokenizer.chat_template'), a.chatTemplate);
+  }
+});

