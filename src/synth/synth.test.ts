@@ -1,0 +1,214 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GgmlType } from '../gguf/ggml-type.js';
+import { dequantize } from '../gguf/quant.js';
+import { readGgufSync } from '../gguf/reader.js';
+import { SYNTH_TYPES, planSynth } from './plan.js';
+import { llama3RopeFactors } from './presets.js';
+import { synthesize } from './synth.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'flexinfer-synth-test-'));
+process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+
+const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+/** Tensor data of a file as bytes. */
+function tensorBytes(path: string, name: string): { type: GgmlType; n: number; bytes: Uint8Array } {
+  const f = readGgufSync(path);
+  const t = f.tensor(name)!;
+  const buf = readFileSync(path);
+  return { type: t.type, n: t.numElements, bytes: new Uint8Array(buf.buffer, buf.byteOffset + t.fileOffset, t.byteSize) };
+}
+
+function stats(x: Float32Array): { mean: number; std: number } {
+  let s = 0;
+  let s2 = 0;
+  for (const v of x) {
+    s += v;
+    s2 += v * v;
+  }
+  const mean = s / x.length;
+  return { mean, std: Math.sqrt(s2 / x.length - mean * mean) };
+}
+
+// Expected ggml type of each tiny-15m tensor, derived by hand from the rules: rows of 288 are
+// not whole 256-blocks, so K-quants fall back (Q4_K -> Q4_0, Q5_K/Q6_K -> Q8_0); only
+// ffn_down (rows of 768 = 3 * 256) keeps its K-quant. use_more_bits(i, 6) is true for
+// layers 0 (i < 6/8), 2 ((2 - 0) % 3 == 2) and 5 (i >= 5.25).
+function expectedTiny(type: string, name: string): GgmlType {
+  if (!name.endsWith('.weight') || /norm|rope_freqs/.test(name)) return GgmlType.F32;
+  const fixed: Record<string, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16, q8_0: GgmlType.Q8_0, q4_0: GgmlType.Q4_0 };
+  if (fixed[type] !== undefined) return fixed[type]!;
+  const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
+  const more = layer === 0 || layer === 2 || layer === 5;
+  if (name.endsWith('ffn_down.weight')) return type === 'q4_k_m' && more ? GgmlType.Q6_K : GgmlType.Q4_K;
+  if (type === 'q4_k_m' && (name.endsWith('attn_v.weight') || name.endsWith('attn_k.weight')) && more) return GgmlType.Q8_0;
+  return GgmlType.Q4_0;
+}
+
+test('tiny-15m synthesizes in every type; the file reads back with the planned tensors and metadata', async () => {
+  for (const type of SYNTH_TYPES) {
+    const path = join(dir, `tiny-${type}.gguf`);
+    const align = type === 'q8_0' ? 64 : 4096;
+    const { plan } = await synthesize(path, 'tiny-15m', type, { seed: 7, alignment: align });
+    const f = readGgufSync(path);
+    assert.equal(f.alignment, align);
+    assert.equal(f.fileSize, plan.fileSize);
+    // 1 embedding + 6 layers x 9 + output_norm; tied output: no output.weight
+    assert.equal(f.tensors.length, 56, type);
+    assert.equal(f.tensor('output.weight'), undefined);
+    assert.deepEqual(f.tensor('token_embd.weight')!.dims, [288, 32000]);
+    assert.deepEqual(f.tensor('blk.3.ffn_gate.weight')!.dims, [288, 768]);
+    assert.deepEqual(f.tensor('blk.3.ffn_down.weight')!.dims, [768, 288]);
+    assert.deepEqual(f.tensor('blk.5.attn_k.weight')!.dims, [288, 288]);
+    assert.deepEqual(f.tensor('output_norm.weight')!.dims, [288]);
+    for (const t of f.tensors) {
+      assert.equal(t.fileOffset % align, 0, `${t.name} offset`);
+      assert.equal(t.type, expectedTiny(type, t.name), `${type}: ${t.name} type`);
+    }
+    assert.equal(f.get('general.architecture'), 'llama');
+    assert.equal(f.get('llama.embedding_length'), 288);
+    assert.equal(f.get('llama.block_count'), 6);
+    assert.equal(f.get('llama.attention.head_count'), 6);
+    assert.equal(f.get('llama.attention.head_count_kv'), 6);
+    assert.equal(f.get('llama.feed_forward_length'), 768);
+    assert.equal(f.get('llama.context_length'), 256);
+    assert.equal(f.get('llama.rope.dimension_count'), 48);
+    assert.equal(f.get('llama.rope.freq_base'), 10000);
+    assert.equal(f.get('llama.attention.layer_norm_rms_epsilon'), Math.fround(1e-5));
+    assert.equal(f.get('llama.vocab_size'), 32000);
+    assert.equal(f.get('general.file_type'), { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14, q4_k_m: 15, bf16: 32 }[type]);
+    assert.equal(f.get('tokenizer.ggml.model'), 'llama');
+    assert.equal(f.getStringArray('tokenizer.ggml.tokens')!.length, 32000);
+    assert.equal(f.getStringArray('tokenizer.ggml.tokens')![1], '<s>');
+    assert.equal(f.get('tokenizer.ggml.bos_token_id'), 1);
+    assert.equal(f.get('tokenizer.ggml.eos_token_id'), 2);
+    assert.equal((f.getArray('tokenizer.ggml.scores') as Float32Array).length, 32000);
+    assert.equal((f.getArray('tokenizer.ggml.token_type') as Int32Array).length, 32000);
+    assert.equal(f.get('tokenizer.ggml.add_bos_token'), true);
+  }
+});
+
+test('synthetic weights have the planned scale (dequantized from the file)', () => {
+  const path = join(dir, 'tiny-q4_k_m.gguf'); // written by the test above
+  const dim = 288;
+  const ffn = 768;
+  const check = (name: string, std: number, mean: number, tol: number) => {
+    const { type, n, bytes } = tensorBytes(path, name);
+    const s = stats(dequantize(type, bytes, n));
+    assert.ok(Math.abs(s.mean - mean) < tol * std + 1e-3 * Math.abs(mean), `${name} mean ${s.mean}`);
+    assert.ok(Math.abs(s.std - std) < tol * std, `${name} std ${s.std}, planned ${std}`);
+  };
+  check('token_embd.weight', 1 / Math.sqrt(dim), 0, 0.1);
+  check('blk.0.attn_q.weight', 1 / Math.sqrt(dim), 0, 0.1);
+  check('blk.1.attn_output.weight', 1 / Math.sqrt(dim) / Math.sqrt(12), 0, 0.1);
+  check('blk.0.ffn_down.weight', 1 / Math.sqrt(ffn) / Math.sqrt(12), 0, 0.1);
+  check('blk.4.ffn_norm.weight', 0.02, 1, 0.2);
+});
+
+test('same seed gives identical bytes; another seed different weights but the same layout', async () => {
+  const a = join(dir, 'seed-a.gguf');
+  const b = join(dir, 'seed-b.gguf');
+  const c = join(dir, 'seed-c.gguf');
+  await synthesize(a, 'tiny-15m', 'q4_0', { seed: 123 });
+  await synthesize(b, 'tiny-15m', 'q4_0', { seed: 123 });
+  await synthesize(c, 'tiny-15m', 'q4_0', { seed: 124 });
+  assert.equal(sha(a), sha(b));
+  assert.notEqual(sha(a), sha(c));
+  const fa = readGgufSync(a);
+  const fc = readGgufSync(c);
+  assert.equal(fa.fileSize, fc.fileSize);
+  assert.deepEqual(fa.tensors.map((t) => t.fileOffset), fc.tensors.map((t) => t.fileOffset));
+  // every tensor differs, not just one
+  const da = readFileSync(a);
+  const dc = readFileSync(c);
+  for (const t of fa.tensors) {
+    assert.ok(!da.subarray(t.fileOffset, t.fileOffset + t.byteSize).equals(dc.subarray(t.fileOffset, t.fileOffset + t.byteSize)), t.name);
+  }
+});
+
+// Published parameter counts (model cards / HF safetensors totals).
+const PUBLISHED: Array<[string, number, number]> = [
+  // preset, exact published count, tensors
+  ['tinyllama-1.1b', 1_100_048_384, 22 * 9 + 3],
+  ['llama-3.2-1b', 1_235_814_400, 16 * 9 + 2 + 1 /* rope_freqs */],
+  ['qwen2.5-0.5b', 494_032_768, 24 * 12 + 2],
+  ['llama-2-7b', 6_738_415_616, 32 * 9 + 3],
+];
+
+test('plans of the big presets match the published parameter counts, shapes and byte sizes', () => {
+  for (const [name, params, count] of PUBLISHED) {
+    const plan = planSynth(name, 'q4_0');
+    const ropeFreqs = plan.tensors.find((t) => t.name === 'rope_freqs.weight')?.numElements ?? 0;
+    assert.equal(plan.numParams - ropeFreqs, params, name);
+    assert.equal(plan.tensors.length, count, name);
+    // q4_0 pure: 18 bytes per 32 weights for every matrix, 4 bytes per f32 vector value
+    let bytes = 0;
+    for (const t of plan.tensors) bytes += t.dims.length === 2 ? (t.numElements / 32) * 18 : t.numElements * 4;
+    assert.equal(plan.tensors.reduce((s, t) => s + t.byteSize, 0), bytes, name);
+    assert.ok(plan.fileSize >= bytes && plan.fileSize < bytes + plan.tensors.length * 4096 + (32 << 20), name); // + padding + header
+  }
+  const q = planSynth('qwen2.5-0.5b', 'q4_k_m');
+  assert.deepEqual(q.tensors.find((t) => t.name === 'token_embd.weight')!.dims, [896, 151936]);
+  assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_k.weight')!.dims, [896, 128]);
+  assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_k.bias')!.dims, [128]);
+  assert.equal(q.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!.type, GgmlType.Q4_0); // 896-wide rows
+  assert.equal(q.tensors.find((t) => t.name === 'blk.0.ffn_down.weight')!.type, GgmlType.Q6_K); // 4864 = 19 * 256
+  assert.equal(q.metadata.find(([k]) => k === 'qwen2.rope.freq_base')![1].value, 1e6);
+  assert.equal(q.metadata.find(([k]) => k === 'general.architecture')![1].value, 'qwen2');
+});
+
+test('q4_k_m on llama-2-7b: Q6_K output, Q6_K attn_v/ffn_down and Q5_K attn_k in 16 of 32 layers', () => {
+  const plan = planSynth('llama-2-7b', 'q4_k_m');
+  const byType = (suffix: string, type: GgmlType) => plan.tensors.filter((t) => t.name.endsWith(suffix) && t.type === type).length;
+  // use_more_bits(i, 32): i < 4, i >= 28, and (i - 4) % 3 == 2 -> 6, 9, ..., 27 (8 layers): 16 in all
+  assert.equal(byType('attn_v.weight', GgmlType.Q6_K), 16);
+  assert.equal(byType('attn_v.weight', GgmlType.Q4_K), 16);
+  assert.equal(byType('ffn_down.weight', GgmlType.Q6_K), 16);
+  assert.equal(byType('attn_k.weight', GgmlType.Q5_K), 16);
+  assert.equal(byType('attn_q.weight', GgmlType.Q4_K), 32);
+  assert.equal(plan.tensors.find((t) => t.name === 'output.weight')!.type, GgmlType.Q6_K);
+  assert.equal(plan.tensors.find((t) => t.name === 'token_embd.weight')!.type, GgmlType.Q4_K);
+  assert.equal(plan.tensors.find((t) => t.name === 'blk.6.attn_v.weight')!.type, GgmlType.Q6_K);
+  assert.equal(plan.tensors.find((t) => t.name === 'blk.7.attn_v.weight')!.type, GgmlType.Q4_K);
+});
+
+test('llama-3.2-1b rope_freqs: 15 ones, 3 interpolated, 14 x32 (hand-derived band edges)', () => {
+  // wavelength 2*pi*500000^(2i/64) < 8192/4 for i <= 14; > 8192 for i >= 18
+  const r = llama3RopeFactors(64, 500000, { factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalContext: 8192 });
+  assert.equal(r.length, 32);
+  for (let i = 0; i <= 14; i++) assert.equal(r[i], 1);
+  for (let i = 18; i < 32; i++) assert.equal(r[i], 32);
+  for (let i = 15; i <= 17; i++) assert.ok(r[i]! > 1 && r[i]! < 32 && r[i]! > r[i - 1]!, `r[${i}] = ${r[i]}`);
+  // i = 16: wavelen = 2*pi*500000^0.5 = 4442.88; smooth = (8192/4442.88 - 1)/3 = 0.28129;
+  // factor = 1 / ((1 - 0.28129)/32 + 0.28129) = 1 / 0.30375 = 3.2922
+  assert.ok(Math.abs(r[16]! - 3.2922) < 1e-3, String(r[16]));
+  const plan = planSynth('llama-3.2-1b', 'f16');
+  const t = plan.tensors[0]!;
+  assert.equal(t.name, 'rope_freqs.weight');
+  assert.equal(t.type, GgmlType.F32);
+  assert.deepEqual(t.dims, [32]);
+});
+
+test('flexinfer synth CLI: --json summary, bad options exit non-zero with a message', () => {
+  const bin = fileURLToPath(new URL('../../bin/flexinfer.js', import.meta.url));
+  const out = join(dir, 'cli.gguf');
+  const ok = spawnSync(process.execPath, [bin, 'synth', '--preset', 'tiny-15m', '--type', 'q8_0', '-o', out, '--json', '--seed', '5'], { encoding: 'utf8' });
+  assert.equal(ok.status, 0, ok.stderr);
+  const summary = JSON.parse(ok.stdout);
+  assert.equal(summary.preset, 'tiny-15m');
+  assert.equal(summary.tensors, 56);
+  assert.equal(summary.bytes, readFileSync(out).length);
+  assert.equal(ok.stderr, ''); // no progress bar when stderr is not a TTY
+  const bad = spawnSync(process.execPath, [bin, 'synth', '--preset', 'tiny-15m', '--type', 'q3_k', '-o', out], { encoding: 'utf8' });
+  assert.equal(bad.status, 1);
+  assert.match(bad.stderr, /--type: unknown type 'q3_k'; known: f32, f16/);
+  const align = spawnSync(process.execPath, [bin, 'synth', '--preset', 'tiny-15m', '--type', 'f16', '-o', out, '--align', '48'], { encoding: 'utf8' });
+  assert.match(align.stderr, /--align: 48 is not a power of two/);
+});
