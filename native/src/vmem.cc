@@ -427,7 +427,12 @@ Napi::Value Reserve(const Napi::CallbackInfo& info) {
   size_t align = p.hugePages ? kHugePageBytes : kPageBytes;
   size_t total = bytes + (align > kPageBytes ? align : 0);
   void* m = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (m == MAP_FAILED) throw Napi::Error::New(env, errnoText("vmem: reserving address space failed"));
+  if (m == MAP_FAILED) {
+    int err = errno;
+    Napi::Error e = Napi::Error::New(env, errnoText("vmem: reserving address space failed"));
+    e.Set("code", err == ENOMEM ? "ENOMEM" : "EMAP");
+    throw e;
+  }
   uintptr_t start = (reinterpret_cast<uintptr_t>(m) + align - 1) & ~(uintptr_t(align) - 1);
   uint8_t* mb = static_cast<uint8_t*>(m);
   uint8_t* base = reinterpret_cast<uint8_t*>(start);
@@ -493,7 +498,17 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   // POPULATE pre-faults the page tables now, off the compute path (and allocates a fresh chunk).
   void* m = mmap(addr, p.chunkBytes, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_SHARED | MAP_POPULATE, p.fd,
                  static_cast<off_t>(c * p.chunkBytes));
-  if (m != addr) throw Napi::Error::New(env, errnoText("vmem: mapping a chunk failed"));
+  if (m != addr) {
+    // Typically ENOMEM from vm.max_map_count (every mapped chunk is a VMA). Keep the slot
+    // reserved, and tell JS the code so the KV manager can report "short" instead of failing.
+    int err = errno;
+    std::string msg = errnoText("vmem: mapping a chunk failed");
+    if (err == ENOMEM) msg += " (too many mappings? see /proc/sys/vm/max_map_count; larger chunks need fewer)";
+    protectNone(addr, p.chunkBytes);
+    Napi::Error e = Napi::Error::New(env, msg);
+    e.Set("code", err == ENOMEM ? "ENOMEM" : "EMAP");
+    throw e;
+  }
 #else
   std::memcpy(addr, p.view + c * p.chunkBytes, p.chunkBytes);
 #endif

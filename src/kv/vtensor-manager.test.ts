@@ -151,3 +151,44 @@ test('vtensor: released sequences cannot be reached through old views', () => {
   assert.throws(() => new VTensorKvManager({ shape: { ...shape, kvDim: 96 }, capacityBytes: 1 << 20, chunkBytes: CHUNK }), /multiple of one token row/);
   m.dispose();
 });
+
+test('vtensor: the OS refusing a mapping (vm.max_map_count) is "short", and rolls back', async () => {
+  const { VTensor } = await import('./vtensor.js');
+  const m = new VTensorKvManager({ shape, capacityBytes: 4 << 20, chunkBytes: CHUNK });
+  const realMap = VTensor.prototype.map;
+  let budget = Infinity; // mappings allowed before the fake OS refuses
+  VTensor.prototype.map = function (this: InstanceType<typeof VTensor>, t: number, j: number, c: number) {
+    if (budget-- <= 0) throw Object.assign(new Error('fake: mapping a chunk failed'), { code: 'ENOMEM' });
+    realMap.call(this, t, j, c);
+  };
+  try {
+    const a = m.createSequence()!;
+    const ta = Uint32Array.from({ length: 50 }, (_, i) => i);
+    assert.ok(m.ensure(a, 50));
+    writePattern(m, a, ta, 0, 50);
+    m.commit(a, ta);
+    const used = m.pool.stats().usedChunks;
+    budget = numTensors + 3; // the next slot maps, the one after fails half way
+    assert.equal(m.ensure(a, 100), false);
+    assert.equal(m.pool.stats().usedChunks, used, 'rolled back');
+    assert.equal(m.pool.stats().mappedChunks, used);
+    checkPattern(m, a, ta, 'after a refused mapping');
+    budget = numTensors + 2; // fork: 1 full slot shared, then the tail copy fails
+    assert.equal(m.fork(a, 50), null);
+    assert.equal(m.pool.stats().usedChunks, used);
+    assert.equal(m.stats().numSequences, 1);
+    m.release(a, true);
+    budget = 3;
+    assert.equal(m.matchPrefix(Uint32Array.from([...ta, 7])), null);
+    assert.ok(m.numMapFailures >= 3);
+    budget = Infinity;
+    const hit = m.matchPrefix(Uint32Array.from([...ta, 7]))!;
+    checkPattern(m, hit.seq, ta, 'hit after failures');
+    m.release(hit.seq);
+    m.clearPrefixCache();
+    assertAllFree(m);
+  } finally {
+    VTensor.prototype.map = realMap;
+    m.dispose();
+  }
+});

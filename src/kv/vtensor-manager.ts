@@ -60,6 +60,8 @@ export class VTensorKvManager implements KvManager {
   private nextSeq = 1;
   private mapMsCritical = 0;
   private mapMsAhead = 0;
+  /** Mappings the OS refused (vm.max_map_count); reported as "short", counted here. */
+  numMapFailures = 0;
   private prefixHits = 0;
   private prefixMisses = 0;
   private prefixTokensReused = 0;
@@ -98,7 +100,8 @@ export class VTensorKvManager implements KvManager {
 
   createSequence(): SeqId | null {
     if (this.seqs.size >= this.maxSequences) return null;
-    return this.add(new VTensor(this.pool, this.geometry), new Uint32Array(0));
+    const vt = this.newVTensor();
+    return vt === null ? null : this.add(vt, new Uint32Array(0));
   }
 
   ensure(seq: SeqId, numTokens: number): boolean {
@@ -141,8 +144,8 @@ export class VTensorKvManager implements KvManager {
     const numFull = Math.floor(numTokens / tpc);
     const tailTokens = numTokens - numFull * tpc;
     if (tailTokens > 0 && !this.reclaim(this.geometry.numTensors)) return null;
-    const vt = new VTensor(this.pool, this.geometry);
-    this.buildFrom(vt, (slot, t) => p.vt.chunkAt(t, slot), numFull, tailTokens);
+    const vt = this.newVTensor();
+    if (vt === null || !this.buildFrom(vt, (slot, t) => p.vt.chunkAt(t, slot), numFull, tailTokens)) return null;
     return this.add(vt, p.tokens.slice(0, numTokens));
   }
 
@@ -150,12 +153,7 @@ export class VTensorKvManager implements KvManager {
     const s = this.get(seq);
     this.seqs.delete(seq);
     if (cachePrefix && s.tokens.length > 0) this.cache.insert(s.tokens, (slot, t) => s.vt.chunkAt(t, slot));
-    const held = Array.from(s.vt.chunks).filter((c) => c >= 0);
-    s.vt.release(); // unmaps everything and detaches the views
-    for (const c of held) {
-      this.seqMaps[c]!--;
-      this.unref(c);
-    }
+    this.discard(s.vt);
   }
 
   matchPrefix(tokens: Uint32Array): PrefixMatch | null {
@@ -179,13 +177,12 @@ export class VTensorKvManager implements KvManager {
       this.prefixMisses++;
       return null;
     }
-    const vt = new VTensor(this.pool, this.geometry);
-    this.buildFrom(
-      vt,
-      (slot, t) => (slot < m.path.length ? m.path[slot]!.chunks[t]! : partial!.chunks[t]!),
-      m.path.length,
-      partialTokens,
-    );
+    const vt = this.newVTensor();
+    const source = (slot: number, t: number) => (slot < m.path.length ? m.path[slot]!.chunks[t]! : partial!.chunks[t]!);
+    if (vt === null || !this.buildFrom(vt, source, m.path.length, partialTokens)) {
+      this.prefixMisses++;
+      return null;
+    }
     this.prefixHits++;
     this.prefixTokensReused += numTokens;
     return { seq: this.add(vt, tokens.slice(0, numTokens)), numTokens };
@@ -272,7 +269,8 @@ export class VTensorKvManager implements KvManager {
         this.mapNew(vt, t, j, c);
       }
     }
-    this.grow(vt, needSlots);
+    // (Copied slots stay private if grow() fails: same data, so the sequence is unchanged.)
+    if (!this.grow(vt, needSlots)) return false;
     // Best-effort look-ahead on the critical path: only from free chunks, never by eviction.
     if (critical && this.lookaheadChunks > 0 && newSlots > 0) {
       const ahead = Math.min(g.slotsPerTensor, needSlots + this.lookaheadChunks);
@@ -281,28 +279,83 @@ export class VTensorKvManager implements KvManager {
     return true;
   }
 
-  /** Maps fresh chunks into slots [numSlots, toSlots) of every tensor; chunks must be free. */
-  private grow(vt: VTensor, toSlots: number): void {
-    for (let j = vt.numSlots; j < toSlots; j++) {
-      for (let t = 0; t < this.geometry.numTensors; t++) this.mapNew(vt, t, j, this.pool.allocChunk());
+  /**
+   * Maps fresh chunks into slots [numSlots, toSlots) of every tensor (chunks must be free).
+   * If the OS refuses a mapping (vm.max_map_count), undoes this call's slots and returns false.
+   */
+  private grow(vt: VTensor, toSlots: number): boolean {
+    const from = vt.numSlots;
+    for (let j = from; j < toSlots; j++) {
+      for (let t = 0; t < this.geometry.numTensors; t++) {
+        const c = this.pool.allocChunk();
+        try {
+          this.mapNew(vt, t, j, c);
+        } catch (err) {
+          if (!isOutOfMappings(err)) throw err;
+          this.pool.freeChunk(c);
+          for (let u = 0; u < t; u++) this.unmapSlot(vt, u, j);
+          this.shrinkTo(vt, from);
+          this.numMapFailures++;
+          return false;
+        }
+      }
       vt.numSlots = j + 1;
+    }
+    return true;
+  }
+
+  private unmapSlot(vt: VTensor, tensor: number, slot: number): void {
+    const c = vt.unmap(tensor, slot);
+    this.seqMaps[c]!--;
+    this.unref(c);
+  }
+
+  /** A new empty VTensor, or null if the OS refuses the address-space reservation. */
+  private newVTensor(): VTensor | null {
+    try {
+      return new VTensor(this.pool, this.geometry);
+    } catch (err) {
+      if (!isOutOfMappings(err)) throw err;
+      this.numMapFailures++;
+      return null;
+    }
+  }
+
+  /** Releases a VTensor's reservation and drops its chunk refs. */
+  private discard(vt: VTensor): void {
+    const held = Array.from(vt.chunks).filter((c) => c >= 0);
+    vt.release(); // unmaps everything and detaches the views
+    for (const c of held) {
+      this.seqMaps[c]!--;
+      this.unref(c);
     }
   }
 
   /** Unmaps slots [toSlots, numSlots) of every tensor. */
   private shrinkTo(vt: VTensor, toSlots: number): void {
     for (let j = vt.numSlots - 1; j >= toSlots; j--) {
-      for (let t = 0; t < this.geometry.numTensors; t++) {
-        const c = vt.unmap(t, j);
-        this.seqMaps[c]!--;
-        this.unref(c);
-      }
+      for (let t = 0; t < this.geometry.numTensors; t++) this.unmapSlot(vt, t, j);
       vt.numSlots = j;
     }
   }
 
-  /** Shares slots [0, numFull) from `source` and copies the partial slot numFull (tailTokens rows). */
-  private buildFrom(vt: VTensor, source: (slot: number, tensor: number) => number, numFull: number, tailTokens: number): void {
+  /**
+   * Shares slots [0, numFull) from `source` and copies the partial slot numFull (tailTokens
+   * rows). If the OS refuses a mapping, releases `vt` entirely and returns false.
+   */
+  private buildFrom(vt: VTensor, source: (slot: number, tensor: number) => number, numFull: number, tailTokens: number): boolean {
+    try {
+      this.shareAndCopy(vt, source, numFull, tailTokens);
+      return true;
+    } catch (err) {
+      if (!isOutOfMappings(err)) throw err;
+      this.numMapFailures++;
+      this.discard(vt);
+      return false;
+    }
+  }
+
+  private shareAndCopy(vt: VTensor, source: (slot: number, tensor: number) => number, numFull: number, tailTokens: number): void {
     const g = this.geometry;
     for (let j = 0; j < numFull; j++) {
       for (let t = 0; t < g.numTensors; t++) {
@@ -318,7 +371,12 @@ export class VTensorKvManager implements KvManager {
         const c = this.pool.allocChunk(); // the caller reclaimed numTensors chunks
         if (c < 0) throw new Error('vtensor: chunk pool exhausted after reclaim (bug)');
         this.pool.copyChunk(source(numFull, t), c, tailTokens * rowBytes(this.shape));
-        this.mapNew(vt, t, numFull, c);
+        try {
+          this.mapNew(vt, t, numFull, c);
+        } catch (err) {
+          this.pool.freeChunk(c); // allocated, never mapped
+          throw err;
+        }
       }
       vt.numSlots = numFull + 1;
     }
@@ -326,7 +384,7 @@ export class VTensorKvManager implements KvManager {
 
   private mapNew(vt: VTensor, tensor: number, slot: number, chunk: number): void {
     if (chunk < 0) throw new Error('vtensor: chunk pool exhausted after reclaim (bug)');
-    vt.map(tensor, slot, chunk);
+    vt.map(tensor, slot, chunk); // throws before any bookkeeping if the OS refuses
     this.refs[chunk] = 1;
     this.seqMaps[chunk] = 1;
   }
@@ -363,4 +421,9 @@ export class VTensorKvManager implements KvManager {
     }
     return layer;
   }
+}
+
+/** Whether a native error says the process ran out of mappings / address space. */
+function isOutOfMappings(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'ENOMEM';
 }
