@@ -1,0 +1,135 @@
+/**
+ * Storage calibration: measure, don't assume, how the model's storage reads best. Sequential
+ * reads of the model file with O_DIRECT and buffered (pages dropped after use), each after
+ * evicting the file from the page cache; the faster path wins. Figures are cached per device
+ * in ~/.cache/flexinfer/hardware.json ($FLEXINFER_CACHE_DIR overrides the directory).
+ */
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { allocAligned, evictFromPageCache, IoStreamer } from '../native/index.js';
+import type { HardwareFigures } from './plan.js';
+
+/** Measured read figures of one device. */
+export interface Calibration extends HardwareFigures {
+  /** st_dev of the file's device (the cache key). */
+  device: string;
+  directBytesPerSec: number;
+  bufferedBytesPerSec: number;
+  /** Whether O_DIRECT was the faster path. */
+  preferDirect: boolean;
+  /** I/O threads used for the direct measurement. */
+  ioThreads: number;
+  bytesMeasured: number;
+  measuredAt: string;
+  file: string;
+}
+
+/** Options of calibrateStorage. */
+export interface CalibrateOptions {
+  /** Bytes to read per measurement (default min(file size, 1 GiB)). */
+  bytes?: number;
+  /** Request size (default 8 MiB). */
+  chunkBytes?: number;
+  /** I/O threads for the direct measurement (default 2). The buffered one uses one reader. */
+  ioThreads?: number;
+  /** Store the result in the cache (default true). */
+  save?: boolean;
+}
+
+/** Where the cache lives. */
+export function calibrationCachePath(): string {
+  return join(process.env.FLEXINFER_CACHE_DIR ?? join(homedir(), '.cache', 'flexinfer'), 'hardware.json');
+}
+
+function deviceOf(path: string): string {
+  return String(statSync(path).dev);
+}
+
+/**
+ * Sequential read bandwidth (bytes/s) of [0, bytes) of a file, cache evicted first, with
+ * `threads` I/O threads and `threads * 2` requests in flight.
+ */
+export function measureReadBandwidth(path: string, direct: boolean, options: { bytes?: number; chunkBytes?: number; threads?: number } = {}): number {
+  const size = statSync(path).size;
+  const chunk = options.chunkBytes ?? 8 * 1024 * 1024;
+  const total = Math.min(size, options.bytes ?? 1024 ** 3);
+  const threads = options.threads ?? (direct ? 2 : 1);
+  const inflight = threads * 2;
+  const ring = allocAligned(chunk * inflight, 4096);
+  evictFromPageCache(path);
+  const s = new IoStreamer(path, { threads, direct, dropCache: true });
+  try {
+    const n = Math.ceil(total / chunk);
+    const t0 = process.hrtime.bigint();
+    let read = 0;
+    for (let i = 0, waited = 0; waited < n; waited++) {
+      for (; i < n && i - waited < inflight; i++) {
+        const len = Math.min(chunk, total - i * chunk);
+        s.submit(i, i * chunk, new Uint8Array(ring, (i % inflight) * chunk, chunk), 0, len);
+      }
+      read += s.wait(waited).bytes;
+    }
+    const sec = Number(process.hrtime.bigint() - t0) / 1e9;
+    return read / Math.max(sec, 1e-9);
+  } finally {
+    s.close();
+    evictFromPageCache(path);
+  }
+}
+
+/** Measures both paths on the model file's device, picks the faster, caches the figures. */
+export function calibrateStorage(path: string, options: CalibrateOptions = {}): Calibration {
+  const threads = options.ioThreads ?? 2;
+  const m = { ...(options.bytes !== undefined ? { bytes: options.bytes } : {}), ...(options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {}) };
+  let direct = 0;
+  try {
+    direct = measureReadBandwidth(path, true, { ...m, threads });
+  } catch {
+    direct = 0; // no O_DIRECT on this file system (tmpfs, some FUSE)
+  }
+  const buffered = measureReadBandwidth(path, false, { ...m, threads: 1 });
+  const preferDirect = direct >= buffered;
+  const cal: Calibration = {
+    device: deviceOf(path),
+    readBytesPerSec: Math.max(direct, buffered),
+    directBytesPerSec: direct,
+    bufferedBytesPerSec: buffered,
+    preferDirect,
+    ioThreads: threads,
+    bytesMeasured: Math.min(statSync(path).size, options.bytes ?? 1024 ** 3),
+    measuredAt: new Date().toISOString(),
+    file: path,
+  };
+  if (options.save !== false) saveCalibration(cal);
+  return cal;
+}
+
+function readCache(): Record<string, Calibration> {
+  try {
+    return JSON.parse(readFileSync(calibrationCachePath(), 'utf8')) as Record<string, Calibration>;
+  } catch {
+    return {};
+  }
+}
+
+/** Writes (or replaces) a device's figures in the cache. */
+export function saveCalibration(cal: Calibration): void {
+  const path = calibrationCachePath();
+  const all = readCache();
+  all[cal.device] = cal;
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(all, null, 2) + '\n');
+  renameSync(tmp, path);
+}
+
+/** Cached figures for the device holding `path`, or undefined. */
+export function readCachedCalibration(path: string): Calibration | undefined {
+  try {
+    const c = readCache()[deviceOf(path)];
+    return c && c.readBytesPerSec > 0 ? c : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * Building a weight store from a file and a memory budget: what the engine calls.
+ *
+ *   const { store, plan } = await createWeightStore(path, { memoryBudget: '2GiB', kvBytes, scratchBytes });
+ *
+ * Without a budget every tensor is resident (ResidentWeightStore); with one, planResidency
+ * splits the budget and a StreamingWeightStore streams what does not fit.
+ */
+import { readGgufSync, type GgufFile } from '../gguf/reader.js';
+import { parseMemoryBudget } from './budget.js';
+import { readCachedCalibration } from './calibrate.js';
+import { embeddingLayout } from './embed.js';
+import { planResidency, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
+import { ResidentWeightStore } from './resident.js';
+import type { WeightStore } from './store.js';
+import { StreamingWeightStore, type StreamingOptions } from './streaming.js';
+import { listTensors } from './tensors.js';
+
+/** The planner's view of a GGUF file's tensors. */
+export function planInputs(file: GgufFile): PlanTensorInput[] {
+  return listTensors(file).map((t) => ({
+    name: t.name,
+    layer: t.layer,
+    kind: t.kind,
+    bytes: t.bytes,
+    ...(t.kind === 'token_embd' ? { rowBytes: embeddingLayout(t.info).rowBytes } : {}),
+  }));
+}
+
+/** Options of createWeightStore. */
+export interface CreateWeightStoreOptions extends StreamingOptions {
+  /** "2GiB", "75%", bytes; undefined = no budget (everything resident). */
+  memoryBudget?: string | number;
+  /** KV pool bytes (counted against the budget). */
+  kvBytes?: number;
+  /** Activation scratch bytes (counted against the budget). */
+  scratchBytes?: number;
+  /** Prefetch window in layers (default 3). */
+  window?: number;
+  /** Storage and compute speeds; default: the calibration cache, else conservative figures. */
+  hardware?: HardwareFigures;
+}
+
+/** Conservative figures when nothing was measured (DESIGN.md: 1.2-3.6 GB/s on our disks). */
+export const DEFAULT_HARDWARE: HardwareFigures = { readBytesPerSec: 1.5e9, computeBytesPerSec: 8e9 };
+
+/** A store for the file under the budget, and the plan it follows (all-resident without one). */
+export async function createWeightStore(
+  source: string | GgufFile,
+  options: CreateWeightStoreOptions = {},
+): Promise<{ store: WeightStore & { dispose(): void }; plan: Plan; file: GgufFile }> {
+  const file = typeof source === 'string' ? readGgufSync(source) : source;
+  const cal = options.hardware ? undefined : readCachedCalibration(file.path);
+  const hardware = options.hardware ?? (cal ? { readBytesPerSec: cal.readBytesPerSec, computeBytesPerSec: cal.computeBytesPerSec ?? DEFAULT_HARDWARE.computeBytesPerSec! } : DEFAULT_HARDWARE);
+  const budget = options.memoryBudget === undefined ? Infinity : parseMemoryBudget(options.memoryBudget, file.fileSize);
+  const plan = planResidency(planInputs(file), {
+    budget,
+    kvBytes: options.kvBytes ?? 0,
+    scratchBytes: options.scratchBytes ?? 0,
+    hardware,
+    ...(options.window !== undefined ? { window: options.window } : {}),
+  });
+  if (budget === Infinity) {
+    const store = await ResidentWeightStore.load(file, options);
+    return { store, plan, file };
+  }
+  // The calibration says which read path this device prefers (unless the caller chose).
+  const direct = options.direct ?? cal?.preferDirect ?? true;
+  const store = await StreamingWeightStore.open(file, plan, { ...options, direct });
+  return { store, plan, file };
+}

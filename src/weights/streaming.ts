@@ -1,0 +1,315 @@
+/**
+ * StreamingWeightStore: the FlexInfer policy over the native I/O threads. Resident tensors
+ * (chosen by the Plan) are loaded once into aligned, locked memory; streamed tensors are read
+ * every token into a ring of `window + 1` aligned layer slots:
+ *
+ *   sequence s = 0, 1, 2, ...  ->  layer s % numLayers, slot s % numSlots, I/O group s
+ *
+ *   slot:     [ s ]  [ s+1 ]  [ s+2 ]  [ s+3 ]        (window 3: 4 slots)
+ *              ^ computing      ^ reads in flight, window layers ahead
+ *
+ *   acquire(layer)  waits for group s only (the forward pass never waits on later layers);
+ *   release(layer)  frees slot s and issues the reads of s + numSlots (= layer + window + 1,
+ *                   wrapping around to the next token's first layers).
+ *
+ * Inside a slot each streamed tensor starts at a multiple of 4096 and has room for its length
+ * rounded up to 4096, so a tensor whose file offset is 4096-aligned is read with O_DIRECT
+ * (see `flexinfer convert --align 4096`); others are buffered reads that drop their pages.
+ */
+import { InvalidModelError } from '../errors.js';
+import { readGgufSync, type GgufFile } from '../gguf/reader.js';
+import { allocAligned, closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory } from '../native/index.js';
+import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
+import { DIRECT_LOAD_MIN_BYTES, residentFootprint, streamFootprint, type Plan } from './plan.js';
+import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
+import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './tensors.js';
+
+/** Options of StreamingWeightStore.open. */
+export interface StreamingOptions {
+  /** I/O threads (default 2). */
+  ioThreads?: number;
+  /** O_DIRECT for aligned tensors (default true). */
+  direct?: boolean;
+  /** mlock resident tensors and ring (best effort; default true). */
+  lock?: boolean;
+  /** Longest wait for one layer's reads before failing (default 120 s). */
+  waitTimeoutMs?: number;
+  /** Progress of loading the resident tensors (bytes). */
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+/** Counters of a StreamingWeightStore. */
+export interface StreamingStats {
+  /** Completed passes over all layers. */
+  tokens: number;
+  bytesRead: number;
+  bytesReadPerToken: number;
+  /** Time acquire() spent blocked on reads. */
+  ioWaitSec: number;
+  ioWaitSecPerToken: number;
+  /** Bytes read per second of I/O thread time (times the number of threads). */
+  readBytesPerSec: number;
+  directBytes: number;
+  bufferedBytes: number;
+  residentBytes: number;
+  ringBytes: number;
+  lockedBytes: number;
+  lockError?: string;
+}
+
+const ALIGN = 4096;
+
+interface StreamedSlice {
+  shortName: string;
+  entry: TensorEntry;
+  /** Offset inside a slot. */
+  slotOffset: number;
+}
+
+/** A WeightStore that keeps what the Plan says resident and streams the rest every token. */
+export class StreamingWeightStore implements WeightStore {
+  readonly numLayers: number;
+  readonly plan: Plan;
+  readonly #file: GgufFile;
+  readonly #streamer: IoStreamer;
+  readonly #numSlots: number;
+  readonly #slotBytes: number;
+  readonly #ring: ArrayBuffer;
+  readonly #resident: ArrayBuffer;
+  /** Per layer: resident tensors by short name. */
+  readonly #residentLayer: Map<string, WeightTensor>[];
+  /** Per layer: streamed tensors and where they go in a slot. */
+  readonly #streamedLayer: StreamedSlice[][];
+  readonly #globals = new Map<string, WeightTensor>();
+  readonly #embd: { layout: EmbeddingLayout; resident?: Uint8Array; fileOffset: number } | undefined;
+  readonly #waitTimeoutMs: number;
+  #rowFd = -1;
+  #rowBuf: Uint8Array | undefined;
+
+  /** Sequence number of the next read to issue and of the next layer to acquire. */
+  #nextIssue = 0;
+  #nextAcquire = 0;
+  /** Sequences acquired and not yet released, oldest first. */
+  readonly #held: number[] = [];
+  #tokens = 0;
+  #bytesRead = 0;
+  #waitNs = 0;
+  #locked: { resident: boolean; ring: boolean; error?: string };
+  #disposed = false;
+
+  private constructor(file: GgufFile, plan: Plan, resident: ArrayBuffer, residentOffsets: Map<string, number>, options: StreamingOptions) {
+    this.#file = file;
+    this.plan = plan;
+    const tensors = listTensors(file);
+    this.numLayers = countLayers(file, tensors);
+    if (plan.numLayers !== this.numLayers && plan.numLayers !== 0) {
+      throw new InvalidModelError(`the plan has ${plan.numLayers} layers but the file has ${this.numLayers}`);
+    }
+    this.#waitTimeoutMs = options.waitTimeoutMs ?? 120_000;
+    this.#resident = resident;
+    const placement = new Map(plan.tensors.map((t) => [t.name, t.placement]));
+    this.#residentLayer = Array.from({ length: this.numLayers }, () => new Map());
+    this.#streamedLayer = Array.from({ length: this.numLayers }, () => []);
+    const slotUse = new Array<number>(this.numLayers).fill(0);
+    for (const t of tensors) {
+      const p = placement.get(t.name);
+      if (p === undefined) throw new InvalidModelError(`the plan does not place tensor '${t.name}' (plan made for another file?)`);
+      if (p === 'resident') {
+        const w = view(t, new Uint8Array(resident, residentOffsets.get(t.name)!, t.bytes));
+        if (t.layer >= 0) this.#residentLayer[t.layer]!.set(t.shortName, w);
+        else this.#globals.set(t.name, w);
+      } else if (p === 'streamed') {
+        if (t.layer < 0) throw new InvalidModelError(`the plan streams global tensor '${t.name}', which this store keeps resident only`);
+        this.#streamedLayer[t.layer]!.push({ shortName: t.shortName, entry: t, slotOffset: slotUse[t.layer]! });
+        slotUse[t.layer]! += streamFootprint(t.bytes);
+      }
+    }
+    this.#slotBytes = Math.max(0, ...slotUse);
+    this.#numSlots = this.#slotBytes > 0 ? plan.window + 1 : 0;
+    this.#ring = allocAligned(this.#numSlots * this.#slotBytes, ALIGN);
+    this.#locked = { resident: false, ring: false };
+    if (options.lock !== false) {
+      const a = lockMemory(resident);
+      const b = lockMemory(this.#ring);
+      this.#locked = { resident: a.locked, ring: b.locked, ...(a.error || b.error ? { error: a.error ?? b.error } : {}) };
+    }
+    const embdInfo = file.tensor('token_embd.weight');
+    if (embdInfo) {
+      const resident = this.#globals.get('token_embd.weight')?.data;
+      this.#embd = { layout: embeddingLayout(embdInfo), fileOffset: embdInfo.fileOffset, ...(resident ? { resident } : {}) };
+    }
+    this.#streamer = new IoStreamer(file.path, { threads: options.ioThreads ?? 2, direct: options.direct ?? true });
+    // Fill the ring: layers 0 .. numSlots - 1 (wrapping when the model has fewer layers).
+    if (this.numLayers > 0) while (this.#nextIssue < this.#numSlots) this.#issue(this.#nextIssue++);
+  }
+
+  /**
+   * Opens a model file with a residency plan (from planResidency over this file's tensors):
+   * loads and locks the resident tensors, allocates the ring and starts the first reads.
+   */
+  static async open(source: string | GgufFile, plan: Plan, options: StreamingOptions = {}): Promise<StreamingWeightStore> {
+    const file = typeof source === 'string' ? readGgufSync(source) : source;
+    const placement = new Map(plan.tensors.map((t) => [t.name, t.placement]));
+    const toLoad = listTensors(file).filter((t) => placement.get(t.name) === 'resident');
+    // Large tensors first: their footprints are multiples of 4096, so each starts 4096-aligned.
+    toLoad.sort((a, b) => Number(b.bytes >= DIRECT_LOAD_MIN_BYTES) - Number(a.bytes >= DIRECT_LOAD_MIN_BYTES));
+    const offsets = new Map<string, number>();
+    let total = 0;
+    for (const t of toLoad) {
+      offsets.set(t.name, total);
+      total += residentFootprint(t.bytes);
+    }
+    const resident = allocAligned(total, ALIGN);
+    await loadTensors(file.path, toLoad, resident, offsets, options);
+    return new StreamingWeightStore(file, plan, resident, offsets, options);
+  }
+
+  acquire(layer: number): LayerWeights {
+    this.#checkLayer(layer, 'acquire');
+    if (layer !== this.#nextAcquire % this.numLayers) this.#resync(layer);
+    const s = this.#nextAcquire++;
+    const t0 = process.hrtime.bigint();
+    const { bytes } = this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
+    this.#waitNs += Number(process.hrtime.bigint() - t0);
+    this.#bytesRead += bytes;
+    this.#held.push(s);
+    const slotBase = (s % Math.max(1, this.#numSlots)) * this.#slotBytes;
+    const tensors = new Map(this.#residentLayer[layer]!);
+    for (const sl of this.#streamedLayer[layer]!) {
+      tensors.set(sl.shortName, view(sl.entry, new Uint8Array(this.#ring, slotBase + sl.slotOffset, sl.entry.bytes)));
+    }
+    return new MapLayerWeights(layer, tensors);
+  }
+
+  release(layer: number): void {
+    this.#checkLayer(layer, 'release');
+    const i = this.#held.findIndex((s) => s % this.numLayers === layer);
+    if (i < 0) throw new RangeError(`release: layer ${layer} is not acquired`);
+    // Slots are freed oldest first: the ring holds sequences [oldest held, oldest + numSlots).
+    const [s] = this.#held.splice(i, 1) as [number];
+    if (s % this.numLayers === this.numLayers - 1) this.#tokens++;
+    const oldest = this.#held.length > 0 ? this.#held[0]! : this.#nextAcquire;
+    while (this.#nextIssue < oldest + this.#numSlots) this.#issue(this.#nextIssue++);
+  }
+
+  global(name: string): WeightTensor | undefined {
+    return this.#globals.get(name);
+  }
+
+  embed(tokens: Int32Array, out: Float32Array): void {
+    const e = this.#embd;
+    if (!e) throw new InvalidModelError("tensor 'token_embd.weight' is missing from the model file");
+    const { rowBytes } = e.layout;
+    if (e.resident) {
+      const data = e.resident;
+      embedRows(e.layout, tokens, out, (t) => data.subarray(t * rowBytes, (t + 1) * rowBytes));
+      return;
+    }
+    if (this.#rowFd < 0) this.#rowFd = openFile(this.#file.path);
+    const row = (this.#rowBuf ??= new Uint8Array(rowBytes));
+    embedRows(e.layout, tokens, out, (t) => {
+      readInto(this.#rowFd, e.fileOffset + t * rowBytes, row, 0, rowBytes);
+      return row;
+    });
+  }
+
+  /** Bytes read, I/O wait and memory figures since open. */
+  stats(): StreamingStats {
+    const io = this.#streamer.stats();
+    const threads = this.#streamer.info().threads;
+    const tokens = this.#tokens;
+    const lockedBytes = (this.#locked.resident ? this.#resident.byteLength : 0) + (this.#locked.ring ? this.#ring.byteLength : 0);
+    return {
+      tokens,
+      bytesRead: this.#bytesRead,
+      bytesReadPerToken: tokens > 0 ? this.#bytesRead / tokens : 0,
+      ioWaitSec: this.#waitNs / 1e9,
+      ioWaitSecPerToken: tokens > 0 ? this.#waitNs / 1e9 / tokens : 0,
+      readBytesPerSec: io.busyNs > 0 ? ((io.directBytes + io.bufferedBytes) / (io.busyNs / 1e9)) * threads : 0,
+      directBytes: io.directBytes,
+      bufferedBytes: io.bufferedBytes,
+      residentBytes: this.#resident.byteLength,
+      ringBytes: this.#ring.byteLength,
+      lockedBytes,
+      ...(this.#locked.error ? { lockError: this.#locked.error } : {}),
+    };
+  }
+
+  /** Stops the I/O threads, closes files, unlocks memory. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#streamer.close();
+    if (this.#rowFd >= 0) closeFile(this.#rowFd);
+    this.#rowFd = -1;
+    if (this.#locked.resident) unlockMemory(this.#resident);
+    if (this.#locked.ring) unlockMemory(this.#ring);
+  }
+
+  #checkLayer(layer: number, what: string): void {
+    if (this.#disposed) throw new Error(`${what}: the weight store is disposed`);
+    if (!(Number.isInteger(layer) && layer >= 0 && layer < this.numLayers)) {
+      throw new RangeError(`${what}: layer ${layer} is outside [0, ${this.numLayers})`);
+    }
+  }
+
+  /** Issues the reads of sequence s (layer s % numLayers) into slot s % numSlots. */
+  #issue(s: number): void {
+    const layer = s % this.numLayers;
+    const base = (s % this.#numSlots) * this.#slotBytes;
+    for (const sl of this.#streamedLayer[layer]!) {
+      // The view bounds an O_DIRECT read's rounded-up tail to this tensor's own footprint.
+      const dst = new Uint8Array(this.#ring, base + sl.slotOffset, streamFootprint(sl.entry.bytes));
+      this.#streamer.submit(s % 0x80000000, sl.entry.fileOffset, dst, 0, sl.entry.bytes);
+    }
+  }
+
+  /**
+   * The caller skipped ahead or restarted (e.g. an aborted forward pass never released its
+   * layers): finish the reads in flight, forget held layers, and restart the ring at `layer`.
+   */
+  #resync(layer: number): void {
+    for (let s = this.#nextAcquire; s < this.#nextIssue; s++) this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
+    this.#held.length = 0;
+    let s = this.#nextIssue;
+    while (s % this.numLayers !== layer) s++;
+    this.#nextAcquire = this.#nextIssue = s;
+    const end = s + this.#numSlots;
+    while (this.#nextIssue < end) this.#issue(this.#nextIssue++);
+  }
+}
+
+function view(t: TensorEntry, data: Uint8Array): WeightTensor {
+  return { name: t.name, type: t.info.type, dims: t.info.dims, data };
+}
+
+/** Reads `tensors` into `buffer` at their offsets with the I/O threads, with progress and abort. */
+async function loadTensors(path: string, tensors: TensorEntry[], buffer: ArrayBuffer, offsets: Map<string, number>, options: StreamingOptions): Promise<void> {
+  const { signal, onProgress } = options;
+  signal?.throwIfAborted();
+  const total = tensors.reduce((a, t) => a + t.bytes, 0);
+  const streamer = new IoStreamer(path, { threads: options.ioThreads ?? 2, direct: options.direct ?? true });
+  try {
+    let done = 0;
+    onProgress?.(0, total);
+    // Batches of ~32 MiB so progress and abort are prompt.
+    for (let i = 0; i < tensors.length; ) {
+      let batch = 0;
+      const group = i;
+      while (i < tensors.length && (batch === 0 || batch < 32 * 1024 * 1024)) {
+        const t = tensors[i++]!;
+        // The view bounds an O_DIRECT read's rounded-up tail to this tensor's footprint.
+        const dst = new Uint8Array(buffer, offsets.get(t.name)!, residentFootprint(t.bytes));
+        streamer.submit(group, t.fileOffset, dst, 0, t.bytes);
+        batch += t.bytes;
+      }
+      done += streamer.wait(group).bytes;
+      onProgress?.(done, total);
+      await new Promise((resolve) => setImmediate(resolve));
+      signal?.throwIfAborted();
+    }
+  } finally {
+    streamer.close();
+  }
+}
