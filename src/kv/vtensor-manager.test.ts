@@ -192,3 +192,13 @@ test('vtensor: the OS refusing a mapping (vm.max_map_count) is "short", and roll
     m.dispose();
   }
 });
+
+test('vtensor: default chunk size is 64 KiB, a multiple of the row, and grows with the pool to respect max_map_count', async () => {
+  const { chooseChunkBytes } = await import('./vtensor-manager.js');
+  const tiny = { numLayers: 22, kvDim: 256, maxContext: 4096 };
+  assert.equal(chooseChunkBytes(tiny, 256 << 20, 65530), 64 << 10);
+  // 6 GiB at a 65530 limit: at most 16382 chunks -> 512 KiB.
+  assert.equal(chooseChunkBytes(tiny, 6 * 2 ** 30, 65530), 512 << 10);
+  // A 192-byte row (kvDim 96) does not divide 64 KiB: lcm(65536, 192) = 196608.
+  assert.equal(chooseChunkBytes({ numLayers: 2, kvDim: 96, maxContext: 64 }, 1 << 20, 65530), 196608);
+});

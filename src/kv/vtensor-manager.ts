@@ -18,6 +18,7 @@
  * issuing the current step's forward pass, so the mmap work overlaps compute. stats() reports
  * both times; mapMsOnCriticalPath is what prepare() did not hide.
  */
+import { readFileSync } from 'node:fs';
 import type { KvShape, SeqId } from './cache.js';
 import type { KvManager, KvStats, PrefixMatch } from './manager.js';
 import { ChunkPool, DEFAULT_CHUNK_BYTES } from '../native/vmem.js';
@@ -30,7 +31,10 @@ export interface VTensorKvOptions {
   shape: KvShape;
   /** KV share of the memory budget: the pool holds floor(capacityBytes / chunkBytes) chunks. */
   capacityBytes: number;
-  /** Chunk size (default 64 KiB, 2 MiB with hugePages); a multiple of 4096 and of kvDim * 2. */
+  /**
+   * Chunk size, a multiple of 4096 and of kvDim * 2. Default: chooseChunkBytes() (64 KiB, or
+   * larger when the pool would need more mappings than vm.max_map_count allows); 2 MiB with hugePages.
+   */
   chunkBytes?: number;
   /** Back the pool with huge pages when available (see ChunkPool.hugePages for the outcome). */
   hugePages?: boolean;
@@ -69,7 +73,7 @@ export class VTensorKvManager implements KvManager {
   constructor(options: VTensorKvOptions) {
     validateShape(options.shape);
     this.shape = { ...options.shape };
-    const chunkBytes = options.chunkBytes ?? (options.hugePages ? 2 << 20 : DEFAULT_CHUNK_BYTES);
+    const chunkBytes = options.chunkBytes ?? (options.hugePages ? 2 << 20 : chooseChunkBytes(this.shape, options.capacityBytes));
     this.geometry = vtensorGeometry(this.shape, chunkBytes);
     const capacityChunks = Math.floor(options.capacityBytes / chunkBytes);
     if (capacityChunks < 1) {
@@ -426,4 +430,32 @@ export class VTensorKvManager implements KvManager {
 /** Whether a native error says the process ran out of mappings / address space. */
 function isOutOfMappings(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === 'ENOMEM';
+}
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
+}
+
+/** vm.max_map_count of this system (65530 when unknown). @internal */
+export function maxMapCount(): number {
+  try {
+    const n = Number.parseInt(readFileSync('/proc/sys/vm/max_map_count', 'utf8'), 10);
+    return Number.isFinite(n) && n > 0 ? n : 65530;
+  } catch {
+    return 65530;
+  }
+}
+
+/**
+ * Default chunk size: 64 KiB (a multiple of the token row), doubled while a full pool would
+ * need more than a quarter of vm.max_map_count mappings. Every mapped chunk is one VMA, plus the
+ * PROT_NONE gaps between them; at the default 65530 limit, 64 KiB chunks cap the pool near
+ * 1 GiB, so a larger KV budget gets larger chunks instead of failing maps later.
+ */
+export function chooseChunkBytes(shape: KvShape, capacityBytes: number, mapLimit = maxMapCount()): number {
+  const unit = (a: number, b: number) => (a / gcd(a, b)) * b;
+  let cb = unit(DEFAULT_CHUNK_BYTES, rowBytes(shape)); // lcm(64 KiB, row): 4096-aligned too
+  while (capacityBytes / cb > mapLimit / 4 && cb < (256 << 20)) cb *= 2;
+  return cb;
 }
