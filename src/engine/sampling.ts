@@ -18,7 +18,7 @@ export interface SamplingOptions {
   topP?: number;
   /** Drop tokens less likely than minP * (probability of the best token); 0 = off. Default 0.05. */
   minP?: number;
-  /** Divide positive / multiply negative logits of recently seen tokens; 1 = off. Default 1.1. */
+  /** Divide positive / multiply negative logits of recently seen tokens; 1 = off (default, as in llama.cpp). */
   repeatPenalty?: number;
   /** How many recent tokens the penalties look at; -1 = all. Default 64. */
   repeatLastN?: number;
@@ -38,7 +38,8 @@ export const DEFAULT_SAMPLING: Readonly<Omit<ResolvedSamplingOptions, 'seed'>> =
   topK: 40,
   topP: 0.95,
   minP: 0.05,
-  repeatPenalty: 1.1,
+  // llama.cpp's default since 2024 (and node-llama-cpp's): no repetition penalty.
+  repeatPenalty: 1.0,
   repeatLastN: 64,
   presencePenalty: 0,
   frequencyPenalty: 0,
