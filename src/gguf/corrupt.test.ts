@@ -4,10 +4,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseGguf, readGgufSync } from './reader.js';
+import { parseGguf, readGguf, readGgufSync } from './reader.js';
 import { GgufValueType as T } from './value.js';
 import { GgmlType } from './ggml-type.js';
 import { HandBytes, MAGIC, handGguf, type HandTensor } from './test-bytes.js';
@@ -139,8 +139,11 @@ const isInvalid = (code?: InvalidGgufCode) => (e: unknown) => {
   return true;
 };
 
-test('targeted corruptions give the named error (parseGguf and readGgufSync)', () => {
+const MB = 1024 * 1024;
+
+test('targeted corruptions give the named error (parseGguf, readGgufSync, readGguf)', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'flexinfer-corrupt-'));
+  const rssBefore = process.memoryUsage().rss;
   try {
     // The base file itself is valid.
     const f = parseGguf(base().bytes);
@@ -157,7 +160,10 @@ test('targeted corruptions give the named error (parseGguf and readGgufSync)', (
       const p = join(dir, `c${i}.gguf`);
       writeFileSync(p, bytes);
       assert.throws(() => readGgufSync(p), isInvalid(code), `${what} (file)`);
+      await assert.rejects(readGguf(p), isInvalid(code), `${what} (async)`);
     }
+    const grown = process.memoryUsage().rss - rssBefore;
+    assert.ok(grown < 100 * MB, `rss grew by ${grown} bytes`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -179,8 +185,42 @@ test('the message names the file, the problem and the byte offset', () => {
   }
 });
 
+test('lengths that fit a (sparse) 1 GiB file but not the header limit: no allocation', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-corrupt-'));
+  const rssBefore = process.memoryUsage().rss;
+  try {
+    const heads: Array<[string, Uint8Array]> = [
+      ['700 MB string', kvOnly((b) => b.str('k').u32(T.STRING).u64(700 * MB))],
+      ['100M u64 array', kvOnly((b) => b.str('k').u32(T.ARRAY).u32(T.UINT64).u64(100 * MB))],
+      ['100M strings of 8 bytes', kvOnly((b) => b.str('k').u32(T.ARRAY).u32(T.STRING).u64(100 * MB))],
+    ];
+    for (const [what, head] of heads) {
+      const p = join(dir, 'sparse.gguf');
+      const fd = openSync(p, 'w');
+      writeSync(fd, head.subarray(0, 64));
+      ftruncateSync(fd, 1024 * MB);
+      closeSync(fd);
+      assert.throws(() => readGgufSync(p), isInvalid('HEADER_TOO_LARGE'), what);
+      await assert.rejects(readGguf(p), isInvalid('HEADER_TOO_LARGE'), what);
+      rmSync(p);
+    }
+    // 2^25 + 1 bools (all-zero bytes are valid): fits file and header limit, but not the item cap.
+    const p = join(dir, 'bools.gguf');
+    const fd = openSync(p, 'w');
+    writeSync(fd, new HandBytes().raw(MAGIC).u32(3).u64(0).u64(1).str('k').u32(T.ARRAY).u32(T.BOOL).u64(2 ** 25 + 1).bytes());
+    ftruncateSync(fd, 64 * MB);
+    closeSync(fd);
+    assert.throws(() => readGgufSync(p), isInvalid('COUNT_TOO_LARGE'));
+    const grown = process.memoryUsage().rss - rssBefore;
+    assert.ok(grown < 100 * MB, `rss grew by ${grown} bytes`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('truncation at every header offset and sampled data offsets', () => {
   const { bytes, dataOffset, lastTensorEnd } = base();
+  const rssBefore = process.memoryUsage().rss;
   const headerCodes = new Set<InvalidGgufCode>(['TRUNCATED', 'COUNT_TOO_LARGE', 'STRING_TOO_LONG', 'ARRAY_TOO_LONG', 'TENSOR_OUT_OF_FILE']);
   for (let k = 0; k < dataOffset; k++) {
     assert.throws(() => parseGguf(bytes.subarray(0, k)), (e: unknown) => e instanceof InvalidGgufError && headerCodes.has(e.code), `cut at ${k}`);
@@ -192,6 +232,19 @@ test('truncation at every header offset and sampled data offsets', () => {
   assert.equal(parseGguf(bytes.subarray(0, lastTensorEnd)).tensors.length, 2);
   // A prefix with the real file size: the header parses, but the caller gave too little.
   assert.throws(() => parseGguf(bytes.subarray(0, 40), bytes.length), isInvalid('TRUNCATED'));
+  // The same through real files (the buffered reader), every 5th header offset.
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-corrupt-'));
+  try {
+    for (let k = 0; k < dataOffset; k += 5) {
+      const p = join(dir, `cut${k}.gguf`);
+      writeFileSync(p, bytes.subarray(0, k));
+      assert.throws(() => readGgufSync(p), (e: unknown) => e instanceof InvalidGgufError && headerCodes.has(e.code), `file cut at ${k}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const grown = process.memoryUsage().rss - rssBefore;
+  assert.ok(grown < 100 * MB, `rss grew by ${grown} bytes`);
 });
 
 test('random byte flips and overwrites in the header: valid or InvalidGgufError, never another error', () => {

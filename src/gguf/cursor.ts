@@ -26,6 +26,13 @@ export type Refill = (pos: number, n: number) => Uint8Array;
 
 const TWO32 = 2 ** 32;
 
+/**
+ * Most strings + bools + nested arrays one header may hold. Real vocabularies hold ~10^6
+ * (tokens + merges); the cap keeps a hostile header of 8-byte empty strings or 1-byte bools
+ * from growing JS arrays of hundreds of millions of slots.
+ */
+export const MAX_JS_ITEMS = 1 << 25;
+
 export class Cursor {
   /** Absolute file position of the next read. */
   pos = 0;
@@ -33,12 +40,18 @@ export class Cursor {
   private base = 0; // file position of buf[0]
   private dv: DataView;
   private nodeBuf: Buffer;
+  private jsItems = 0;
 
+  /**
+   * `window`: the file's bytes from offset 0 (all of them, or a first chunk with `refill`);
+   * `headerLimit`: the header must end before this byte.
+   */
   constructor(
     window: Uint8Array,
     readonly fileSize: number,
     readonly path: string,
     private readonly refill?: Refill,
+    readonly headerLimit = Number.POSITIVE_INFINITY,
   ) {
     this.buf = window;
     this.dv = new DataView(window.buffer, window.byteOffset, window.byteLength);
@@ -47,11 +60,6 @@ export class Cursor {
 
   fail(code: InvalidGgufCode, detail: string, at = this.pos): never {
     throw new InvalidGgufError(code, this.path, at, detail);
-  }
-
-  /** Bytes left in the file after the cursor. */
-  get remaining(): number {
-    return this.fileSize - this.pos;
   }
 
   /** Makes [pos, pos + n) readable; returns its index in the window. */
@@ -93,25 +101,40 @@ export class Cursor {
   }
 
   /**
-   * A u64 count or length that must not exceed `limit` items; read as two u32 halves so the
-   * common case allocates no bigint (header parsing reads ~10^6 of these for a vocabulary).
+   * A u64 count or length (at the cursor) of items of at least `unitBytes` each, that must fit,
+   * after `reserveBytes` more, both in the file (else `code`) and under the header limit (else
+   * HEADER_TOO_LARGE). Read as two u32 halves so the common case allocates no bigint (a
+   * vocabulary has ~10^6 of these).
    */
-  count(what: string, limit: number, code: InvalidGgufCode, unit: string): number {
+  count(what: string, unitBytes: number, reserveBytes: number, code: InvalidGgufCode, unit: string): number {
     const at = this.pos;
+    const fileRoom = Math.max(0, Math.floor((this.fileSize - at - 8 - reserveBytes) / unitBytes));
+    const headerRoom = Math.max(0, Math.floor((this.headerLimit - at - 8 - reserveBytes) / unitBytes));
     const i = this.need(8, what);
     this.pos += 8;
     const lo = this.dv.getUint32(i, true);
     const hi = this.dv.getUint32(i + 4, true);
-    const max = Math.max(0, Math.floor(limit));
+    const max = Math.min(fileRoom, headerRoom);
     if (hi === 0 && lo <= max) return lo;
     const v = hi < 0x200000 ? hi * TWO32 + lo : Number.POSITIVE_INFINITY;
     if (v <= max) return v;
     const exact = (BigInt(hi) << 32n) | BigInt(lo);
-    return this.fail(code, `${what} is ${exact} but only ${Math.max(0, this.remaining)} bytes remain (room for at most ${max} ${unit})`, at);
+    if (v > fileRoom) {
+      return this.fail(code, `${what} is ${exact} but only ${Math.max(0, this.fileSize - at - 8)} bytes remain (room for at most ${fileRoom} ${unit})`, at);
+    }
+    return this.fail('HEADER_TOO_LARGE', `${what} is ${exact}: the header would pass the ${this.headerLimit} byte limit (maxMetadataBytes); raise it if this file is trusted`, at);
+  }
+
+  /** Counts JS-object array items (strings, bools, nested arrays) against MAX_JS_ITEMS before allocating. */
+  private budgetItems(n: number, what: string, at: number): void {
+    this.jsItems += n;
+    if (this.jsItems > MAX_JS_ITEMS) {
+      this.fail('COUNT_TOO_LARGE', `${what}: more than ${MAX_JS_ITEMS} string/bool/array items in the header`, at);
+    }
   }
 
   string(what: string): string {
-    const len = this.count(`length of ${what}`, this.remaining - 8, 'STRING_TOO_LONG', 'bytes');
+    const len = this.count(`length of ${what}`, 1, 0, 'STRING_TOO_LONG', 'bytes');
     const i = this.need(len, what);
     this.pos += len;
     // Native UTF-8 decoding; ill-formed bytes become U+FFFD exactly as TextDecoder does (tested).
@@ -154,7 +177,9 @@ export class Cursor {
     const itemType = this.u32(`item type of ${what}`);
     if (!isGgufValueType(itemType)) this.fail('UNKNOWN_VALUE_TYPE', `${what} has unknown array item type ${itemType}`, typeAt);
     const size = GGUF_VALUE_MIN_BYTES[itemType];
-    const n = this.count(`length of ${what}`, (this.remaining - 8) / size, 'ARRAY_TOO_LONG', `${ggufValueTypeName(itemType)} items`);
+    const countAt = this.pos;
+    const n = this.count(`length of ${what}`, size, 0, 'ARRAY_TOO_LONG', `${ggufValueTypeName(itemType)} items`);
+    if (itemType === GgufValueType.STRING || itemType === GgufValueType.BOOL || itemType === GgufValueType.ARRAY) this.budgetItems(n, what, countAt);
     const item = `${what}[]`;
     switch (itemType) {
       case GgufValueType.STRING: {

@@ -68,7 +68,7 @@ export interface GgufFile {
 
 /** Options of readGguf / readGgufSync. */
 export interface GgufReadOptions {
-  /** Largest header (metadata + tensor infos) accepted; default 512 MiB. */
+  /** Largest header (metadata + tensor infos) accepted; default 256 MiB (real ones: < 32 MiB). */
   maxMetadataBytes?: number;
 }
 
@@ -81,7 +81,7 @@ export const GGUF_MAX_KEY = 65535;
 export const GGUF_MAX_DIMS = 4;
 export const GGUF_DEFAULT_ALIGNMENT = 32;
 
-const DEFAULT_MAX_METADATA = 512 * 1024 * 1024;
+const DEFAULT_MAX_METADATA = 256 * 1024 * 1024;
 const FIRST_READ = 1024 * 1024;
 // string key (8) + u32 type + smallest value (1)
 const MIN_KV_BYTES = 8 + 4 + 1;
@@ -93,8 +93,8 @@ const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
  * Parses a header from `bytes` (the start of a file of `fileSize` bytes), reading on through
  * `refill` when given, else throwing NeedMore at the end of `bytes`.
  */
-function parseHeader(bytes: Uint8Array, fileSize: number, path: string, refill?: Refill): GgufFile {
-  const c = new Cursor(bytes, fileSize, path, refill);
+function parseHeader(bytes: Uint8Array, fileSize: number, path: string, refill?: Refill, headerLimit?: number): GgufFile {
+  const c = new Cursor(bytes, fileSize, path, refill, headerLimit);
 
   const magic = c.raw(4, 'the magic');
   if (magic[0] !== 0x47 || magic[1] !== 0x47 || magic[2] !== 0x55 || magic[3] !== 0x46) {
@@ -109,8 +109,8 @@ function parseHeader(bytes: Uint8Array, fileSize: number, path: string, refill?:
       : 'supported versions are 2 and 3';
     c.fail('UNSUPPORTED_VERSION', `version ${version}: ${hint}`, 4);
   }
-  const nTensors = c.count('tensor count', (c.remaining - 16) / MIN_TENSOR_INFO_BYTES, 'COUNT_TOO_LARGE', 'tensor infos');
-  const nKv = c.count('metadata count', (c.remaining - 8 - nTensors * MIN_TENSOR_INFO_BYTES) / MIN_KV_BYTES, 'COUNT_TOO_LARGE', 'key/value pairs');
+  const nTensors = c.count('tensor count', MIN_TENSOR_INFO_BYTES, 8, 'COUNT_TOO_LARGE', 'tensor infos');
+  const nKv = c.count('metadata count', MIN_KV_BYTES, nTensors * MIN_TENSOR_INFO_BYTES, 'COUNT_TOO_LARGE', 'key/value pairs');
 
   const metadata = new Map<string, GgufValue>();
   for (let i = 0; i < nKv; i++) {
@@ -348,7 +348,7 @@ export function readGgufSync(path: string, options: GgufReadOptions = {}): GgufF
       if (filled < n) throw new InvalidGgufError('TRUNCATED', path, pos + filled, 'the file shrank while being read');
       return w.subarray(0, filled);
     };
-    return parseHeader(readWindow(0, 0), fileSize, path, readWindow);
+    return parseHeader(readWindow(0, 0), fileSize, path, readWindow, max);
   } finally {
     closeSync(fd);
   }
@@ -387,7 +387,7 @@ export async function readGguf(path: string, options: GgufReadOptions = {}): Pro
       }
       buf = next.subarray(0, filled);
       try {
-        return parseHeader(buf, fileSize, path);
+        return parseHeader(buf, fileSize, path, undefined, max);
       } catch (e) {
         if (!(e instanceof NeedMore)) throw e;
         if (filled < want) throw new InvalidGgufError('TRUNCATED', path, filled, 'the file shrank while being read');
