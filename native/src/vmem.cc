@@ -25,71 +25,21 @@
 // shared (pool info: sharing=false), and copy/discard see a chunk's contents as of its last
 // unmap; the KV manager refuses such a pool and the engine uses the contiguous layout instead.
 // Build with -DFLEXINFER_VMEM_FORCE_HEAP to try the fallback on Linux.
+#include "vmem.h"
+
 #include "registry.h"
 
-#include <cerrno>
-#include <chrono>
-#include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <mutex>
-#include <string>
-#include <unordered_map>
-#include <vector>
-
-#if defined(__linux__) && !defined(FLEXINFER_VMEM_FORCE_HEAP)
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <sys/mman.h>
-#include <unistd.h>
-#define FLEXINFER_VMEM_MEMFD 1
-#ifndef MFD_HUGETLB
-#define MFD_HUGETLB 0x0004U
-#endif
-#ifndef MFD_HUGE_2MB
-#define MFD_HUGE_2MB (21U << 26)
-#endif
-#else
-#define FLEXINFER_VMEM_MEMFD 0
-#endif
-
-namespace {
-
-constexpr size_t kPageBytes = 4096;
-constexpr size_t kHugePageBytes = 2u << 20;
-
-struct Pool {
-  napi_env env = nullptr;  // the env (main thread or worker) that created the pool
-  int fd = -1;
-  size_t chunkBytes = 0;
-  uint32_t capacityChunks = 0;
-  uint32_t fileChunks = 0;  // current memfd size in chunks
-  bool hugePages = false;
-  std::string backing;       // "memfd-hugetlb" | "memfd" | "heap"
-  std::string hugePagesNote;  // why huge pages are off, when they were asked for
-  uint8_t* view = nullptr;    // whole-pool MAP_SHARED view (memfd) or heap array (fallback)
-  std::vector<uint32_t> mapCount;  // live mappings per chunk
-  uint64_t mappedChunks = 0, maps = 0, unmaps = 0, copies = 0, discards = 0, grows = 0;
-  uint64_t mapNs = 0, unmapNs = 0, copyNs = 0, discardNs = 0;
-  std::vector<uint32_t> reservations;
-};
-
-struct Reservation {
-  uint32_t pool = 0;
-  uint8_t* base = nullptr;
-  size_t bytes = 0;
-  size_t mapBytes = 0;  // bytes actually reserved (with alignment slack)
-  uint8_t* mapBase = nullptr;
-  std::vector<int32_t> chunkAt;  // chunk mapped at each chunk-sized slot, -1 if none
-  napi_env env = nullptr;
-  napi_ref buffer = nullptr;  // weak reference to the external ArrayBuffer
-};
+namespace flexinfer {
+namespace vmem {
 
 std::mutex gMutex;
 std::unordered_map<uint32_t, Pool> gPools;
 std::unordered_map<uint32_t, Reservation> gReservations;
+
+namespace {
 std::vector<napi_env> gHookedEnvs;
 uint32_t gNextId = 1;
+}  // namespace
 
 uint64_t nowNs() {
   return static_cast<uint64_t>(
@@ -117,7 +67,7 @@ uint64_t indexArg(const Napi::CallbackInfo& info, size_t i, const char* name, do
   return static_cast<uint64_t>(v);
 }
 
-Pool& poolArg(const Napi::CallbackInfo& info, size_t i, uint32_t* idOut = nullptr) {
+Pool& poolArg(const Napi::CallbackInfo& info, size_t i, uint32_t* idOut) {
   uint32_t id = static_cast<uint32_t>(indexArg(info, i, "pool handle", 4294967296.0));
   auto it = gPools.find(id);
   if (it == gPools.end()) {
@@ -127,7 +77,7 @@ Pool& poolArg(const Napi::CallbackInfo& info, size_t i, uint32_t* idOut = nullpt
   return it->second;
 }
 
-Reservation& reservationArg(const Napi::CallbackInfo& info, size_t i, uint32_t* idOut = nullptr) {
+Reservation& reservationArg(const Napi::CallbackInfo& info, size_t i, uint32_t* idOut) {
   uint32_t id = static_cast<uint32_t>(indexArg(info, i, "reservation handle", 4294967296.0));
   auto it = gReservations.find(id);
   if (it == gReservations.end()) {
@@ -155,6 +105,13 @@ void growTo(Napi::Env env, Pool& p, uint32_t c) {
 }
 
 // Replaces [addr, addr+bytes) by an inaccessible reserved range.
+void requireSettled(Napi::Env env, const Pool& p) {
+  if (p.pendingMaps != 0) {
+    throw Napi::Error::New(env, "vmem: " + std::to_string(p.pendingMaps) +
+                                    " background maps are in flight on this pool; call vmemDrain() first");
+  }
+}
+
 bool protectNone(uint8_t* addr, size_t bytes) {
 #if FLEXINFER_VMEM_MEMFD
   void* r = mmap(addr, bytes, PROT_NONE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -210,6 +167,7 @@ void releaseReservation(uint32_t id, bool detach = true) {
 void destroyPool(uint32_t id, bool detach) {
   auto it = gPools.find(id);
   if (it == gPools.end()) return;
+  drainBackground(id, nullptr);  // no mmap may still be running into these ranges
   Pool& p = it->second;
   std::vector<uint32_t> rs = p.reservations;
   for (uint32_t r : rs) releaseReservation(r, detach);
@@ -349,6 +307,10 @@ Napi::Value PoolStats(const Napi::CallbackInfo& info) {
   o.Set("unmapMs", double(p.unmapNs) / 1e6);
   o.Set("copyMs", double(p.copyNs) / 1e6);
   o.Set("discardMs", double(p.discardNs) / 1e6);
+  o.Set("pendingMaps", double(p.pendingMaps));
+  o.Set("backgroundMaps", double(p.backgroundMaps));
+  o.Set("backgroundFailures", double(p.backgroundFailures));
+  o.Set("backgroundMapMs", double(p.backgroundMapNs) / 1e6);
   return o;
 }
 
@@ -366,6 +328,7 @@ Napi::Value ChunkDiscard(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Pool& p = poolArg(info, 0);
   uint64_t c = indexArg(info, 1, "chunk index", p.capacityChunks);
+  requireSettled(env, p);
   if (p.mapCount[c] != 0) {
     throw Napi::Error::New(env, "vmem: chunk " + std::to_string(c) + " is still mapped in " +
                                     std::to_string(p.mapCount[c]) + " reservation(s); unmap it before discarding");
@@ -398,6 +361,7 @@ Napi::Value ChunkCopy(const Napi::CallbackInfo& info) {
   uint64_t bytes = p.chunkBytes;
   if (info.Length() > 3 && !info[3].IsUndefined()) bytes = indexArg(info, 3, "bytes", double(p.chunkBytes) + 1);
   if (src == dst) throw Napi::RangeError::New(env, "vmem: copy source and destination are the same chunk");
+  requireSettled(env, p);
   uint64_t t0 = nowNs();
   growTo(env, p, static_cast<uint32_t>(std::max(src, dst)));
   std::memcpy(p.view + dst * p.chunkBytes, p.view + src * p.chunkBytes, bytes);
@@ -464,7 +428,8 @@ Napi::Value Reserve(const Napi::CallbackInfo& info) {
 Napi::Value Release(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(gMutex);
   uint32_t id = 0;
-  reservationArg(info, 0, &id);
+  Reservation& r = reservationArg(info, 0, &id);
+  requireSettled(info.Env(), gPools.at(r.pool));
   releaseReservation(id);
   return info.Env().Undefined();
 }
@@ -487,6 +452,7 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   Pool& p = gPools.at(r.pool);
   size_t slot = slotArg(info, r, p, 1);
   uint64_t c = indexArg(info, 2, "chunk index", p.capacityChunks);
+  requireSettled(env, p);
   if (r.chunkAt[slot] >= 0) {
     throw Napi::Error::New(env, "vmem: offset " + std::to_string(slot * p.chunkBytes) + " already holds chunk " +
                                     std::to_string(r.chunkAt[slot]) + "; unmap it first");
@@ -529,6 +495,7 @@ Napi::Value Unmap(const Napi::CallbackInfo& info) {
   size_t slot = slotArg(info, r, p, 1);
   int32_t c = r.chunkAt[slot];
   if (c < 0) throw Napi::Error::New(env, "vmem: offset " + std::to_string(slot * p.chunkBytes) + " is not mapped");
+  requireSettled(env, p);
   uint64_t t0 = nowNs();
   uint8_t* addr = r.base + slot * p.chunkBytes;
 #if !FLEXINFER_VMEM_MEMFD
@@ -552,7 +519,10 @@ Napi::Value ChunkAt(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r.chunkAt[slot]);
 }
 
-}  // namespace
+}  // namespace vmem
+}  // namespace flexinfer
+
+using namespace flexinfer::vmem;
 
 FLEXINFER_MODULE(vmem) {
   exports.Set("vmemPoolCreate", Napi::Function::New(env, PoolCreate));

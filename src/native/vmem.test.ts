@@ -176,3 +176,46 @@ test('vmem: a worker that exits without dispose() leaves no pool behind', async 
   await w.terminate();
   assert.throws(() => addon.vmemPoolStats(handle), /not valid/);
 });
+
+test('vmem: background maps land after drain(); other calls wait for drain; failures are undone and reported', async () => {
+  const { addon } = await import('./addon.js');
+  const pool = new ChunkPool({ chunkBytes: CHUNK, capacityChunks: 16 });
+  const a = new Reservation(pool, 8 * CHUNK);
+  const b = new Reservation(pool, 8 * CHUNK);
+  const c0 = pool.allocChunk();
+  a.map(0, c0);
+  new Uint8Array(a.buffer, 0, CHUNK).fill(9);
+  b.mapAsync(0, c0); // shared, in the background
+  const fresh = Array.from({ length: 6 }, () => pool.allocChunk());
+  fresh.forEach((c, i) => a.mapAsync((i + 1) * CHUNK, c));
+  assert.equal(pool.pendingMaps, 7);
+  assert.throws(() => a.unmap(0), /in flight/);
+  assert.deepEqual(pool.drain(), []);
+  assert.equal(pool.pendingMaps, 0);
+  assert.equal(new Uint8Array(b.buffer)[CHUNK - 1], 9, 'shared chunk visible through the background mapping');
+  new Uint8Array(a.buffer, CHUNK, 6 * CHUNK).fill(5); // the fresh chunks are writable
+  let st = pool.stats();
+  assert.equal(st.backgroundMaps, 7);
+  assert.equal(st.mappedChunks, 8);
+  // Injected failure: the second of three maps fails; drain reports it and undoes it.
+  addon.vmemDebugFailNextMaps(0);
+  const more = [pool.allocChunk(), pool.allocChunk(), pool.allocChunk()];
+  b.mapAsync(CHUNK, more[0]!);
+  addon.vmemDebugFailNextMaps(1);
+  b.mapAsync(2 * CHUNK, more[1]!);
+  b.mapAsync(3 * CHUNK, more[2]!);
+  const failed = pool.drain();
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0]!.handle, b.handle);
+  assert.equal(failed[0]!.offset, 2 * CHUNK);
+  assert.equal(failed[0]!.chunk, more[1]);
+  assert.equal(failed[0]!.code, 'ENOMEM');
+  assert.equal(b.chunkAt(2 * CHUNK), -1);
+  assert.equal(b.chunkAt(3 * CHUNK), more[2]);
+  assert.equal(pool.mapCount(more[1]!), 0);
+  pool.freeChunk(more[1]!); // not mapped anywhere: can go back
+  st = pool.stats();
+  assert.equal(st.backgroundFailures, 1);
+  assert.equal(st.mappedChunks, 10);
+  pool.dispose();
+});

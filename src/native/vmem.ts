@@ -47,6 +47,23 @@ export interface ChunkPoolStats {
   unmapMs: number;
   copyMs: number;
   discardMs: number;
+  /** Background maps submitted and not yet drained. */
+  pendingMaps: number;
+  /** Background maps done (drained), failed, and the time the mapper thread spent on them. */
+  backgroundMaps: number;
+  backgroundFailures: number;
+  backgroundMapMs: number;
+}
+
+/** A background map that failed; the slot is unmapped again (see ChunkPool.drain()). */
+export interface FailedMap {
+  /** Reservation handle (Reservation.handle). */
+  handle: number;
+  offset: number;
+  chunk: number;
+  /** 'ENOMEM' when the process ran out of mappings (vm.max_map_count). */
+  code: string;
+  error: string;
 }
 
 /** Default chunk size: 64 KiB (vTensor's CPU default; 2 MiB with huge pages). */
@@ -69,6 +86,7 @@ export class ChunkPool {
   private readonly free: number[] = [];
   private readonly used: Uint8Array;
   private disposed = false;
+  private pending = 0;
 
   constructor(options: ChunkPoolOptions) {
     const chunkBytes = options.chunkBytes ?? (options.hugePages ? 2 << 20 : DEFAULT_CHUNK_BYTES);
@@ -88,6 +106,28 @@ export class ChunkPool {
     this.capacityChunks = options.capacityChunks;
     this.used = new Uint8Array(this.capacityChunks);
     for (let c = this.capacityChunks - 1; c >= 0; c--) this.free.push(c); // hand out low ids first
+  }
+
+  /** Background maps submitted with Reservation.mapAsync() and not yet drained. */
+  get pendingMaps(): number {
+    return this.pending;
+  }
+
+  /**
+   * Waits for every background map to finish; returns the ones that failed (already undone
+   * natively: the caller forgets them). Call before touching newly mapped memory and before any
+   * other operation on this pool (they throw while maps are in flight).
+   */
+  drain(): FailedMap[] {
+    this.checkLive();
+    if (this.pending === 0) return [];
+    this.pending = 0;
+    return addon.vmemDrain(this.handle) as FailedMap[];
+  }
+
+  /** @internal */
+  notePending(): void {
+    this.pending++;
   }
 
   /** Number of chunks allocChunk() can still hand out. */
@@ -156,7 +196,8 @@ export class Reservation {
   readonly bytes: number;
   /** External ArrayBuffer over the whole range; detached by release(). */
   readonly buffer: ArrayBuffer;
-  private handle: number;
+  /** @internal Native handle (0 once released); FailedMap.handle refers to it. */
+  handle: number;
 
   /** Reserves `bytes` (rounded up to whole chunks) of address space; nothing is mapped yet. */
   constructor(pool: ChunkPool, bytes: number) {
@@ -175,6 +216,15 @@ export class Reservation {
   /** Maps `chunk` at byte `offset` (a multiple of the chunk size, inside the range). */
   map(offset: number, chunk: number): void {
     addon.vmemMap(this.handle, offset, chunk);
+  }
+
+  /**
+   * Like map(), but the mmap runs on the background mapper thread: returns at once. The range
+   * may be touched only after pool.drain().
+   */
+  mapAsync(offset: number, chunk: number): void {
+    addon.vmemMapAsync(this.handle, offset, chunk);
+    this.pool.notePending();
   }
 
   /** Makes [offset, offset + chunkBytes) inaccessible again; the chunk stays allocated. */
