@@ -88,8 +88,9 @@ test('EOG sets match llama.cpp (eos, eot, and end-of-turn tokens by text)', () =
   const eog = (t: Tokenizer) => Array.from({ length: t.vocabSize }, (_, i) => i).filter((i) => t.isEog(i));
   assert.deepEqual(eog(get('llama2')), [2]);
   assert.deepEqual(eog(get('llama3')), [128001, 128008, 128009]);
+  // '</s>' (a normal token in Qwen's vocabulary, made EOG by llama.cpp's text rule),
   // <|endoftext|>, <|im_end|>, and the FIM pad / repo name / file separator tokens.
-  assert.deepEqual(eog(get('qwen2')), [151643, 151645, 151662, 151663, 151664]);
+  assert.deepEqual(eog(get('qwen2')), [128247, 151643, 151645, 151662, 151663, 151664]);
 });
 
 test('skipSpecial drops control tokens but keeps user-defined ones', () => {

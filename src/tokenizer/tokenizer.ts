@@ -8,6 +8,7 @@ import { StreamingDecoder, type DecodeState, type IncrementalDecoder, type Piece
 import { BpeModel } from './bpe.js';
 import { preTokenizerFor, splitWords, type PreTokenizerSpec } from './pre-tokenizer.js';
 import { SpecialPartitioner } from './special.js';
+import { detectSpecials } from './special-detect.js';
 import { SPM_SPACE, SpmModel } from './spm.js';
 import { TokenType, type VocabData } from './vocab.js';
 import { TokenizerError } from '../errors.js';
@@ -59,14 +60,6 @@ export interface Tokenizer {
   createDecoder(options?: DecodeOptions): IncrementalDecoder;
 }
 
-/** Token texts llama.cpp treats as end of generation (llama-vocab.cpp, special_eog_ids). */
-const EOG_TEXTS = new Set([
-  '<|eot_id|>', '<|im_end|>', '<|end|>', '<|return|>', '<|call|>', '<end_of_turn>', '<|endoftext|>',
-  '<|eom_id|>', '<EOT>', '_<EOT>', '<|end_of_text|>', '<end_of_utterance>',
-  // FIM pad / repo / file-separator tokens also end generation in llama.cpp.
-  '<|fim_pad|>', '<fim-pad>', '<fim_pad>', '<|repo_name|>', '<fim-repo>', '<repo_name>', '<reponame>', '<|file_sep|>', '<fim-sep>', '<file_sep>',
-]);
-
 const EMPTY = new Uint8Array(0);
 const utf8 = new TextEncoder();
 
@@ -78,7 +71,9 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
   readonly addBos: boolean;
   readonly chatTemplate?: string;
   private readonly tokenToId = new Map<string, number>();
-  private readonly eog = new Set<number>();
+  private readonly eog: Set<number>;
+  /** Token types after llama.cpp's by-text promotion of special tokens (see special-detect.ts). */
+  private readonly types: Int32Array; // [nVocab]
   private readonly partitioner: SpecialPartitioner;
   private readonly pieces: (Uint8Array | undefined)[]; // lazily filled tokenBytes cache
   private spm?: SpmModel;
@@ -96,9 +91,10 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
     for (let id = 0; id < v.tokens.length; id++) {
       if (!this.tokenToId.has(v.tokens[id]!)) this.tokenToId.set(v.tokens[id]!, id);
     }
-    for (const id of [v.eosId, v.eotId, v.eomId]) if (id !== undefined) this.eog.add(id);
-    for (let id = 0; id < v.tokens.length; id++) if (EOG_TEXTS.has(v.tokens[id]!)) this.eog.add(id);
-    this.partitioner = new SpecialPartitioner(v.tokens, v.types);
+    const detected = detectSpecials(v.tokens, v.types, v);
+    this.types = detected.types;
+    this.eog = detected.eog;
+    this.partitioner = new SpecialPartitioner(v.tokens, this.types);
     this.pieces = new Array(v.tokens.length);
     if (v.model === 'gpt2') this.pre = preTokenizerFor(v.pre);
   }
@@ -175,7 +171,7 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
    */
   pieceBytes(id: number, state: DecodeState, skipSpecial: boolean): Uint8Array {
     this.checkId(id);
-    const type = this.v.types[id]!;
+    const type = this.types[id]!;
     const spm = this.v.model === 'llama';
     if (type === TokenType.Control || type === TokenType.Unknown || type === TokenType.UserDefined) {
       if (spm) state.stripSpace = this.v.addSpacePrefix;
@@ -195,7 +191,7 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
     let bytes = this.pieces[id];
     if (bytes === undefined) {
       const text = this.v.tokens[id]!;
-      switch (this.v.types[id]) {
+      switch (this.types[id]) {
         case TokenType.Unused:
           bytes = EMPTY;
           break;

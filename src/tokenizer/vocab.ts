@@ -29,6 +29,9 @@ export interface VocabData {
   readonly eomId: number | undefined;
   readonly unkId: number | undefined;
   readonly padId: number | undefined;
+  readonly fimPadId: number | undefined;
+  readonly fimRepId: number | undefined;
+  readonly fimSepId: number | undefined;
   readonly addBos: boolean;
   readonly addEos: boolean;
   readonly addSpacePrefix: boolean;
@@ -121,6 +124,9 @@ export function readVocabData(get: (key: string) => unknown): VocabData {
     eomId: id('eom_token_id'),
     unkId: id('unknown_token_id') ?? (model === 'llama' ? 0 : undefined),
     padId: id('padding_token_id'),
+    fimPadId: id('fim_pad_token_id'),
+    fimRepId: id('fim_rep_token_id'),
+    fimSepId: id('fim_sep_token_id'),
     addBos: flag('tokenizer.ggml.add_bos_token', model === 'llama' || isLlama3Pre(pre)),
     addEos: flag('tokenizer.ggml.add_eos_token', false),
     addSpacePrefix: flag('tokenizer.ggml.add_space_prefix', model === 'llama'),

@@ -1,0 +1,73 @@
+// llama.cpp (node-llama-cpp, vocab-only load) tokenizes the corpus exactly as we do, on
+// GGUF files carrying each shipped vocabulary (written by our GGUF writer).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeGguf } from '../gguf/writer.js';
+import { gv, type GgufValue } from '../gguf/value.js';
+import { loadVocabSource, tokenizerFromVocabSource, vocabSourceMetadata, type VocabSource } from './index.js';
+import { TOKENIZER_CORPUS } from './test-corpus.js';
+
+/** GGUF metadata for a vocab-only file: the tokenizer keys plus the minimal hyperparameters llama.cpp reads. */
+function metadata(src: VocabSource, arch: string): Array<[string, GgufValue]> {
+  const meta: Array<[string, GgufValue]> = [
+    ['general.architecture', gv.str(arch)],
+    [`${arch}.block_count`, gv.u32(1)],
+    [`${arch}.context_length`, gv.u32(256)],
+    [`${arch}.embedding_length`, gv.u32(64)],
+    [`${arch}.feed_forward_length`, gv.u32(128)],
+    [`${arch}.attention.head_count`, gv.u32(4)],
+    [`${arch}.attention.head_count_kv`, gv.u32(2)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, gv.f32(1e-5)],
+    [`${arch}.rope.dimension_count`, gv.u32(16)],
+  ];
+  for (const [k, v] of vocabSourceMetadata(src)) {
+    if (typeof v === 'string') meta.push([k, gv.str(v)]);
+    else if (typeof v === 'boolean') meta.push([k, gv.bool(v)]);
+    else if (typeof v === 'number') meta.push([k, gv.u32(v)]);
+    else if (v instanceof Float32Array) meta.push([k, gv.f32Arr(v)]);
+    else if (v instanceof Int32Array) meta.push([k, gv.i32Arr(v)]);
+    else meta.push([k, gv.strArr(v as string[])]);
+  }
+  return meta;
+}
+
+test('llama.cpp tokenizes the corpus like we do (llama2 SPM, llama3 and qwen2 BPE)', async () => {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-tok-'));
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.disabled });
+  try {
+    for (const [name, arch] of [['llama2', 'llama'], ['llama3', 'llama'], ['qwen2', 'qwen2']] as const) {
+      const src = loadVocabSource(name);
+      const path = join(dir, `${name}.gguf`);
+      await writeGguf(path, metadata(src, arch), []);
+      const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
+      try {
+        const tok = tokenizerFromVocabSource(src);
+        const bad: string[] = [];
+        for (const parseSpecial of [true, false]) {
+          for (const s of TOKENIZER_CORPUS) {
+            const ours = Array.from(tok.encode(s, { addBos: false, parseSpecial }));
+            const theirs = Array.from(model.tokenize(s, parseSpecial), Number);
+            if (ours.join() !== theirs.join()) bad.push(`${name} parseSpecial=${parseSpecial} ${JSON.stringify(s)}: ours ${ours} llama.cpp ${theirs}`);
+          }
+        }
+        assert.deepEqual(bad, []);
+        if (name === 'qwen2') {
+          // Qwen2 detokenizes without llama.cpp's space clean-up, so text agrees exactly too.
+          for (const s of TOKENIZER_CORPUS) {
+            const ids = model.tokenize(s, true);
+            assert.equal(tok.decode(Array.from(ids, Number)), model.detokenize(ids, true), JSON.stringify(s));
+          }
+        }
+      } finally {
+        await model.dispose();
+      }
+    }
+  } finally {
+    await llama.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
