@@ -6,8 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeGguf } from '../gguf/writer.js';
+import { readGgufSync } from '../gguf/reader.js';
 import { gv, type GgufValue } from '../gguf/value.js';
-import { loadVocabSource, tokenizerFromVocabSource, vocabSourceMetadata, type VocabSource } from './index.js';
+import { loadVocabSource, tokenizerFromGguf, tokenizerFromVocabSource, vocabSourceMetadata, type VocabSource } from './index.js';
 import { TOKENIZER_CORPUS } from './test-corpus.js';
 
 /** GGUF metadata for a vocab-only file: the tokenizer keys plus the minimal hyperparameters llama.cpp reads. */
@@ -46,6 +47,11 @@ test('llama.cpp tokenizes the corpus like we do (llama2 SPM, llama3 and qwen2 BP
       const model = await llama.loadModel({ modelPath: path, vocabOnly: true });
       try {
         const tok = tokenizerFromVocabSource(src);
+        // The same tokenizer, read back from the file through our GGUF reader.
+        const fromFile = tokenizerFromGguf(readGgufSync(path));
+        assert.equal(fromFile.vocabSize, tok.vocabSize);
+        assert.equal(fromFile.chatTemplate, src.chatTemplate);
+        for (const s of TOKENIZER_CORPUS) assert.deepEqual(fromFile.encode(s), tok.encode(s));
         const bad: string[] = [];
         for (const parseSpecial of [true, false]) {
           for (const s of TOKENIZER_CORPUS) {
