@@ -27,11 +27,6 @@ export function nearestInt(v: number): number {
   return Math.fround(v + 12582912) - 12582912;
 }
 
-/** C roundf(): nearest integer, ties away from zero. */
-export function roundAway(v: number): number {
-  return v < 0 ? -Math.round(-v) : Math.round(v);
-}
-
 /** Writes f16 bits of `x` little-endian at dst[o]. */
 export function putF16(dst: Uint8Array, o: number, x: number): void {
   const h = f32ToF16(x);
