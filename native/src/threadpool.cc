@@ -34,7 +34,11 @@ ThreadPool::~ThreadPool() { stopWorkers(); }
 
 void ThreadPool::startWorkers(int numWorkers) {
   stopping_ = false;
-  for (int i = 0; i < numWorkers; i++) workers_.emplace_back([this, i] { workerLoop(i + 1); });
+  // Workers must start from the generation current NOW: a thread that read it only once
+  // running could miss a job published before it got there and never take part (the caller
+  // would then wait forever on pending_).
+  const uint64_t start = generation_.load(std::memory_order_acquire);
+  for (int i = 0; i < numWorkers; i++) workers_.emplace_back([this, i, start] { workerLoop(i + 1, start); });
 }
 
 void ThreadPool::stopWorkers() {
@@ -71,8 +75,7 @@ void ThreadPool::runChunks(int thread) {
   }
 }
 
-void ThreadPool::workerLoop(int index) {
-  uint64_t seen = generation_.load(std::memory_order_acquire);
+void ThreadPool::workerLoop(int index, uint64_t seen) {
   for (;;) {
     // Spin, then sleep, until a new job (or stop) is published.
     int spins = 0;

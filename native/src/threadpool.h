@@ -35,7 +35,7 @@ class ThreadPool {
   ThreadPool();
   void startWorkers(int numWorkers);
   void stopWorkers();
-  void workerLoop(int index);
+  void workerLoop(int index, uint64_t startGeneration);
   void runChunks(int thread);
 
   std::mutex callMutex_;  // one job at a time
