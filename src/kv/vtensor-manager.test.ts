@@ -202,3 +202,32 @@ test('vtensor: default chunk size is 64 KiB, a multiple of the row, and grows wi
   // A 192-byte row (kvDim 96) does not divide 64 KiB: lcm(65536, 192) = 196608.
   assert.equal(chooseChunkBytes({ numLayers: 2, kvDim: 96, maxContext: 64 }, 1 << 20, 65530), 196608);
 });
+
+test('vtensor: prepare() maps in the background; ensure() then finds the room mapped; background failures shrink back', async () => {
+  const { addon } = await import('../native/addon.js');
+  const m = new VTensorKvManager({ shape, capacityBytes: 4 << 20, chunkBytes: CHUNK });
+  const s = m.createSequence()!;
+  const tokens = Uint32Array.from({ length: 120 }, (_, i) => i % 9);
+  assert.ok(m.prepare(s, 100)); // 4 slots, in the background
+  const before = m.pool.stats();
+  assert.equal(before.maps, 0, 'nothing mapped synchronously');
+  assert.ok(m.ensure(s, 100));
+  const after = m.pool.stats();
+  assert.equal(after.maps, 0, 'ensure() had nothing left to map');
+  assert.equal(after.backgroundMaps, 4 * numTensors);
+  writePattern(m, s, tokens.subarray(0, 100), 0, 100);
+  m.commit(s, tokens.subarray(0, 100));
+  // Two background maps of the next 2 slots (4 and 5) fail: settle shrinks to the first failed slot.
+  addon.vmemDebugFailNextMaps(2);
+  assert.ok(m.prepare(s, 192));
+  assert.equal(m.pool.pendingMaps, 2 * numTensors);
+  assert.ok(m.ensure(s, 120), 'settles (2 failures), then maps what is missing synchronously');
+  assert.equal(m.numMapFailures, 2);
+  assert.equal(m.pool.stats().backgroundFailures, 2);
+  writePattern(m, s, tokens, 100, 120);
+  m.commit(s, tokens);
+  checkPattern(m, s, tokens, 'after background failures');
+  m.release(s);
+  assertAllFree(m);
+  m.dispose();
+});

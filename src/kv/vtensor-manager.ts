@@ -42,6 +42,12 @@ export interface VTensorKvOptions {
   maxSequences?: number;
   /** Extra slots ensure() maps beyond need when chunks are free (best effort; default 0). */
   lookaheadChunks?: number;
+  /**
+   * prepare() hands its new mappings to the native background mapper thread, so the mmap work
+   * (page zeroing, page tables) overlaps whatever the JS thread does next, e.g. a synchronous
+   * forward pass. Default true. The next ensure() (or any other call) waits for them.
+   */
+  backgroundMapping?: boolean;
 }
 
 interface Sequence {
@@ -61,6 +67,7 @@ export class VTensorKvManager implements KvManager {
   private readonly seqs = new Map<SeqId, Sequence>();
   private readonly maxSequences: number;
   private readonly lookaheadChunks: number;
+  private readonly backgroundMapping: boolean;
   private nextSeq = 1;
   private mapMsCritical = 0;
   private mapMsAhead = 0;
@@ -88,6 +95,7 @@ export class VTensorKvManager implements KvManager {
     this.seqMaps = new Int32Array(capacityChunks);
     this.maxSequences = options.maxSequences ?? Infinity;
     this.lookaheadChunks = options.lookaheadChunks ?? 0;
+    this.backgroundMapping = options.backgroundMapping ?? true;
     this.cache = new ChunkRadixCache(this.geometry.tokensPerChunk, this.geometry.numTensors, {
       ref: (c) => this.refs[c]!++,
       unref: (c) => this.unref(c),
@@ -109,15 +117,19 @@ export class VTensorKvManager implements KvManager {
   }
 
   ensure(seq: SeqId, numTokens: number): boolean {
+    const s = this.get(seq);
     const t0 = performance.now();
-    const ok = this.makeRoom(this.get(seq), numTokens, true);
+    this.settle(false);
+    const ok = this.makeRoom(s, numTokens, true);
     this.mapMsCritical += performance.now() - t0;
     return ok;
   }
 
   prepare(seq: SeqId, numTokens: number): boolean {
+    const s = this.get(seq);
     const t0 = performance.now();
-    const ok = this.makeRoom(this.get(seq), numTokens, false);
+    this.settle(true);
+    const ok = this.makeRoom(s, numTokens, false);
     this.mapMsAhead += performance.now() - t0;
     return ok;
   }
@@ -134,6 +146,7 @@ export class VTensorKvManager implements KvManager {
 
   truncate(seq: SeqId, numTokens: number): void {
     const s = this.get(seq);
+    this.settle(false);
     checkTokenCount('truncate: numTokens', numTokens, this.shape.maxContext);
     if (numTokens < s.tokens.length) s.tokens = s.tokens.slice(0, numTokens);
     // Slots wholly past numTokens go (a shared partial slot is made private by the next ensure()).
@@ -142,6 +155,7 @@ export class VTensorKvManager implements KvManager {
 
   fork(parent: SeqId, numTokens: number): SeqId | null {
     const p = this.get(parent);
+    this.settle(false);
     checkTokenCount('fork: numTokens', numTokens, p.tokens.length);
     if (this.seqs.size >= this.maxSequences) return null;
     const tpc = this.geometry.tokensPerChunk;
@@ -155,12 +169,14 @@ export class VTensorKvManager implements KvManager {
 
   release(seq: SeqId, cachePrefix = false): void {
     const s = this.get(seq);
+    this.settle(false);
     this.seqs.delete(seq);
     if (cachePrefix && s.tokens.length > 0) this.cache.insert(s.tokens, (slot, t) => s.vt.chunkAt(t, slot));
     this.discard(s.vt);
   }
 
   matchPrefix(tokens: Uint32Array): PrefixMatch | null {
+    this.settle(false);
     const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
     const m = maxTokens > 0 ? this.cache.match(tokens, maxTokens) : null;
     if (m === null || m.numTokens === 0 || this.seqs.size >= this.maxSequences) {
@@ -193,6 +209,7 @@ export class VTensorKvManager implements KvManager {
   }
 
   clearPrefixCache(): void {
+    this.settle(false);
     this.cache.clear();
   }
 
@@ -232,7 +249,7 @@ export class VTensorKvManager implements KvManager {
   }
 
   dispose(): void {
-    this.seqs.clear();
+    this.seqs.clear(); // (destroying the pool drains the background mapper first)
     this.pool.dispose(); // releases every reservation still open (views detached)
   }
 
@@ -274,7 +291,7 @@ export class VTensorKvManager implements KvManager {
       }
     }
     // (Copied slots stay private if grow() fails: same data, so the sequence is unchanged.)
-    if (!this.grow(vt, needSlots)) return false;
+    if (!this.grow(vt, needSlots, !critical && this.backgroundMapping)) return false;
     // Best-effort look-ahead on the critical path: only from free chunks, never by eviction.
     if (critical && this.lookaheadChunks > 0 && newSlots > 0) {
       const ahead = Math.min(g.slotsPerTensor, needSlots + this.lookaheadChunks);
@@ -287,13 +304,18 @@ export class VTensorKvManager implements KvManager {
    * Maps fresh chunks into slots [numSlots, toSlots) of every tensor (chunks must be free).
    * If the OS refuses a mapping (vm.max_map_count), undoes this call's slots and returns false.
    */
-  private grow(vt: VTensor, toSlots: number): boolean {
+  private grow(vt: VTensor, toSlots: number, background = false): boolean {
     const from = vt.numSlots;
     for (let j = from; j < toSlots; j++) {
       for (let t = 0; t < this.geometry.numTensors; t++) {
         const c = this.pool.allocChunk();
         try {
-          this.mapNew(vt, t, j, c);
+          if (background) {
+            if (c < 0) throw new Error('vtensor: chunk pool exhausted after reclaim (bug)');
+            vt.mapAsync(t, j, c); // failures come back from settle()
+            this.refs[c] = 1;
+            this.seqMaps[c] = 1;
+          } else this.mapNew(vt, t, j, c);
         } catch (err) {
           if (!isOutOfMappings(err)) throw err;
           this.pool.freeChunk(c);
@@ -309,9 +331,36 @@ export class VTensorKvManager implements KvManager {
   }
 
   private unmapSlot(vt: VTensor, tensor: number, slot: number): void {
+    if (vt.chunkAt(tensor, slot) < 0) return; // a background map that failed (see settle)
     const c = vt.unmap(tensor, slot);
     this.seqMaps[c]!--;
     this.unref(c);
+  }
+
+  /**
+   * Waits for background maps (prepare()) to land. A map that failed (ENOMEM) is forgotten
+   * and its sequence shrinks below the failed slot: the room prepare() promised is simply not
+   * there, and the next ensure() maps it (or reports short). Waiting counts as critical path
+   * unless called from prepare().
+   */
+  private settle(ahead: boolean): void {
+    if (this.pool.pendingMaps === 0) return;
+    const t0 = performance.now();
+    const failures = this.pool.drain();
+    const shrink = new Map<VTensor, number>(); // lowest failed slot per VTensor
+    for (const f of failures) {
+      const s = [...this.seqs.values()].find((x) => x.vt.handle === f.handle);
+      if (s === undefined) throw new Error(`vtensor: background map failed for an unknown reservation ${f.handle} (bug)`);
+      const { slot, chunk } = s.vt.forget(f.offset);
+      this.seqMaps[chunk]!--;
+      this.unref(chunk);
+      this.numMapFailures++;
+      shrink.set(s.vt, Math.min(slot, shrink.get(s.vt) ?? slot));
+    }
+    for (const [vt, slot] of shrink) this.shrinkTo(vt, slot); // after forgetting every failure
+    const ms = performance.now() - t0;
+    if (ahead) this.mapMsAhead += ms;
+    else this.mapMsCritical += ms;
   }
 
   /** A new empty VTensor, or null if the OS refuses the address-space reservation. */

@@ -99,6 +99,29 @@ export class VTensor {
     this.chunks[tensor * g.slotsPerTensor + slot] = chunk;
   }
 
+  /** Like map(), but mapped by the background thread: touch only after pool.drain(). */
+  mapAsync(tensor: number, slot: number, chunk: number): void {
+    const g = this.geometry;
+    this.reservation.mapAsync(tensor * g.tensorBytes + slot * g.chunkBytes, chunk);
+    this.chunks[tensor * g.slotsPerTensor + slot] = chunk;
+  }
+
+  /** Forgets a background map that failed (natively already undone); returns its chunk. */
+  forget(offset: number): { tensor: number; slot: number; chunk: number } {
+    const g = this.geometry;
+    const tensor = Math.floor(offset / g.tensorBytes);
+    const slot = (offset - tensor * g.tensorBytes) / g.chunkBytes;
+    const i = tensor * g.slotsPerTensor + slot;
+    const chunk = this.chunks[i]!;
+    this.chunks[i] = -1;
+    return { tensor, slot, chunk };
+  }
+
+  /** Native reservation handle (matches FailedMap.handle). */
+  get handle(): number {
+    return this.reservation.handle;
+  }
+
   /** Unmaps (tensor, slot) and returns the chunk that was there. */
   unmap(tensor: number, slot: number): number {
     const g = this.geometry;
