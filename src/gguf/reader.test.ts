@@ -74,10 +74,11 @@ test('hand-built v3 file parses to the expected values', () => {
   assert.equal(f.get('t.i64'), -3);
   assert.equal(f.get('t.f64'), Math.PI);
   assert.equal(f.get('t.str'), 'héllo 🌍 世界');
-  assert.deepEqual(f.get('t.u32arr'), new Uint32Array([1, 2, 3]));
+  assert.deepEqual(f.get('t.u32arr'), [1, 2, 3]); // short numeric arrays are number[]
   assert.deepEqual(f.get('t.strarr'), ['a', '', 'ü']);
-  assert.deepEqual(f.get('t.nested'), [new Int8Array([1, -1]), ['x']]);
-  assert.deepEqual(f.get('t.empty'), new Float32Array(0));
+  assert.deepEqual(f.get('t.nested'), [[1, -1], ['x']]);
+  assert.deepEqual(f.get('t.empty'), []);
+  assert.deepEqual(f.metadata.get('t.u32arr'), { type: T.ARRAY, value: { itemType: T.UINT32, items: new Uint32Array([1, 2, 3]) } });
   assert.deepEqual(f.get('t.boolarr'), [true, false]);
   assert.equal(f.get('missing'), undefined);
   // on-disk types are kept
@@ -105,7 +106,7 @@ test('typed getters', () => {
   assert.equal(f.getNumber('t.i64'), -3);
   assert.equal(f.getNumber('missing', 7), 7);
   assert.deepEqual(f.getStringArray('t.strarr'), ['a', '', 'ü']);
-  assert.deepEqual(f.getArray('t.u32arr'), new Uint32Array([1, 2, 3]));
+  assert.deepEqual(f.getArray('t.u32arr'), [1, 2, 3]);
   const code = (fn: () => unknown, c: string) =>
     assert.throws(fn, (e: unknown) => e instanceof InvalidGgufError && e.code === c);
   code(() => f.getString('t.u32'), 'WRONG_VALUE_TYPE');
@@ -244,4 +245,25 @@ test('strings decode like TextDecoder, valid or not (random bytes, tokens, emoji
   const got = f.getStringArray('s')!;
   const dec = new TextDecoder('utf-8');
   for (const [i, s] of samples.entries()) assert.equal(got[i], dec.decode(s), `sample ${i}: ${[...s].map((v) => v.toString(16))}`);
+});
+
+test('get(): short numeric arrays are number[], long ones typed arrays; 64-bit items exact', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-gguf-'));
+  try {
+    const p = join(dir, 'arrays.gguf');
+    await writeGguf(p, [
+      ['kv_heads', gv.arr(T.UINT32, Array.from({ length: 1024 }, (_, i) => i % 8))],
+      ['scores', gv.f32Arr(new Float32Array(1025).fill(0.5))],
+      ['u64s', gv.arr(T.UINT64, [1n, 2n ** 60n])],
+      ['i64s', gv.arr(T.INT64, new BigInt64Array(2000).fill(-1n))],
+    ], []);
+    const f = readGgufSync(p);
+    const kv = f.get('kv_heads');
+    assert.ok(Array.isArray(kv) && kv.length === 1024 && kv[9] === 1);
+    assert.ok(f.get('scores') instanceof Float32Array);
+    assert.deepEqual(f.get('u64s'), [1, 2n ** 60n]);
+    assert.ok(f.get('i64s') instanceof BigInt64Array);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -57,7 +57,7 @@ export interface GgufFile {
   /** Any numeric value as a number (64-bit ones must be exact); throws WRONG_VALUE_TYPE otherwise. */
   getNumber(key: string): number | undefined;
   getNumber(key: string, fallback: number): number;
-  /** Plain items of an ARRAY value (string[], boolean[], typed array, nested arrays), or undefined. */
+  /** Plain items of an ARRAY value (see plainValue: string[], boolean[], number[] or a typed array, nested arrays), or undefined. */
   getArray(key: string): GgufArrayItems | unknown[] | undefined;
   /** Items of a STRING array, or undefined; throws WRONG_VALUE_TYPE for another array type. */
   getStringArray(key: string): string[] | undefined;

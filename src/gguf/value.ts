@@ -202,11 +202,15 @@ function plainBig(b: bigint): number | bigint {
   return b >= BigInt(Number.MIN_SAFE_INTEGER) && b <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(b) : b;
 }
 
+/** Numeric arrays up to this length come out of plainValue as number[]; longer ones as typed arrays. */
+export const GGUF_SMALL_ARRAY = 1024;
+
 /**
  * Plain JS form of a value: numbers (64-bit integers as numbers when they fit exactly, else
- * bigint), booleans, strings; arrays: `string[]`, `boolean[]`, a typed array for numeric items
- * (Float32Array for FLOAT32, Int32Array for INT32, BigInt64Array for INT64, ...), and a JS array
- * of plain arrays for nested arrays.
+ * bigint), booleans, strings; arrays: `string[]`, `boolean[]`, nested arrays as JS arrays, and
+ * numeric arrays as `number[]` when short (<= GGUF_SMALL_ARRAY items: per-layer hyperparameters)
+ * or as the matching typed array when long (Float32Array for FLOAT32, Int32Array for INT32,
+ * BigInt64Array for INT64, ...: vocabulary scores and token types).
  */
 export function plainValue(v: GgufValue): unknown {
   switch (v.type) {
@@ -222,5 +226,8 @@ export function plainValue(v: GgufValue): unknown {
 
 function plainArray(a: GgufArray): unknown {
   if (a.itemType === GgufValueType.ARRAY) return (a.items as GgufArray[]).map(plainArray);
+  if (ArrayBuffer.isView(a.items) && a.items.length <= GGUF_SMALL_ARRAY) {
+    return Array.from(a.items as ArrayLike<number | bigint>, (x) => (typeof x === 'bigint' ? plainBig(x) : x));
+  }
   return a.items;
 }
