@@ -1,0 +1,289 @@
+// Causal grouped-query attention over one sequence's contiguous f16 K/V, and the K/V store.
+//
+// Numerics mimic llama.cpp's CPU graph without flash attention (llama-graph.cpp
+// build_attn_mha: kq = mul_mat(k, q); soft_max_ext(kq, mask, scale); kqv = mul_mat(v, kq)):
+// - K is f16, so ggml converts Q to f16 first (f16's vec_dot_type is f16); each score is an
+//   f32-accumulated dot of f16 values.
+// - soft_max_ext: s * scale in f32, masked positions (> pos) are -inf, exp(s - max) with the
+//   sum in double, probabilities = e * (float)(1 / sum).
+// - V is f16, so the probabilities are converted to f16 before the weighted sum (again f32
+//   accumulation).
+// Only summation order differs from ggml (SIMD lanes), which moves results by a few ulps.
+//
+// Work is split over (query row, head) pairs with parallelFor; each pair is independent:
+// scores over kv positions [0, pos], softmax, weighted sum of V rows.
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops_common.h"
+#include "registry.h"
+#include "threadpool.h"
+
+namespace flexinfer {
+namespace ops {
+
+struct AttnShape {
+  int64_t numHeads, numKvHeads, headDim, kvDim, qDim;
+  float scale;
+};
+
+// Per-thread scratch: f16-rounded query, scores, output accumulator.
+struct AttnScratch {
+  std::vector<float> q, scores, acc;
+};
+
+// ---- scalar path ----
+
+static void attendScalar(float* out, const float* q, const uint16_t* k, const uint16_t* v, int64_t n,
+                         const AttnShape& s, int64_t kvOff, AttnScratch& t) {
+  const int64_t hd = s.headDim;
+  for (int64_t d = 0; d < hd; d++) t.q[d] = f16ToF32(f32ToF16(q[d]));
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; j++) {
+    const uint16_t* kr = k + j * s.kvDim + kvOff;
+    float dot = 0.0f;
+    for (int64_t d = 0; d < hd; d++) dot += f16ToF32(kr[d]) * t.q[d];
+    const float sc = dot * s.scale;
+    t.scores[j] = sc;
+    max = std::fmax(max, sc);
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; j++) {
+    const float e = std::exp(t.scores[j] - max);
+    t.scores[j] = e;
+    sum += static_cast<double>(e);
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t d = 0; d < hd; d++) t.acc[d] = 0.0f;
+  for (int64_t j = 0; j < n; j++) {
+    const float p = f16ToF32(f32ToF16(t.scores[j] * inv));
+    const uint16_t* vr = v + j * s.kvDim + kvOff;
+    for (int64_t d = 0; d < hd; d++) t.acc[d] += p * f16ToF32(vr[d]);
+  }
+  for (int64_t d = 0; d < hd; d++) out[d] = t.acc[d];
+}
+
+// ---- AVX-512 path ----
+
+#if FLEXINFER_OPS_AVX512
+static inline __m512 loadF16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+static inline __m512 loadF16Mask(const uint16_t* p, __mmask16 mask) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
+}
+
+// headDim = 16 * NB: the query lives in NB registers, the output accumulator in NB more.
+template <int NB>
+static void attendAvx512Fixed(float* out, const float* q, const uint16_t* k, const uint16_t* v, int64_t n,
+                              const AttnShape& s, int64_t kvOff, AttnScratch& t) {
+  __m512 qv[NB];
+  for (int b = 0; b < NB; b++)
+    qv[b] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + 16 * b), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  float* scores = t.scores.data();
+  __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 vscale = _mm512_set1_ps(s.scale);
+  int64_t j = 0;
+  // one key per step: NB FMAs, one horizontal sum
+  for (; j < n; j++) {
+    const uint16_t* kr = k + j * s.kvDim + kvOff;
+    __m512 acc = _mm512_mul_ps(loadF16(kr), qv[0]);
+    for (int b = 1; b < NB; b++) acc = _mm512_fmadd_ps(loadF16(kr + 16 * b), qv[b], acc);
+    scores[j] = _mm512_reduce_add_ps(acc);
+  }
+  // scale and max
+  j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(scores + j), vscale);
+    _mm512_storeu_ps(scores + j, sc);
+    vmax = _mm512_max_ps(vmax, sc);
+  }
+  float max = _mm512_reduce_max_ps(vmax);
+  for (; j < n; j++) {
+    scores[j] *= s.scale;
+    max = std::fmax(max, scores[j]);
+  }
+  // exp and sum (double, as ggml)
+  double sum = 0.0;
+  const __m512 mv = _mm512_set1_ps(max);
+  j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 e = expPs(_mm512_sub_ps(_mm512_loadu_ps(scores + j), mv));
+    _mm512_storeu_ps(scores + j, e);
+    sum += static_cast<double>(_mm512_reduce_add_ps(e));
+  }
+  for (; j < n; j++) {
+    const float e = std::exp(scores[j] - max);
+    scores[j] = e;
+    sum += static_cast<double>(e);
+  }
+  // probabilities rounded to f16 (ggml converts kq to V's vec_dot_type)
+  const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / sum));
+  j = 0;
+  for (; j + 16 <= n; j += 16) {
+    __m512 p = _mm512_mul_ps(_mm512_loadu_ps(scores + j), inv);
+    _mm512_storeu_ps(scores + j, _mm512_cvtph_ps(_mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+  }
+  const float invs = static_cast<float>(1.0 / sum);
+  for (; j < n; j++) scores[j] = f16ToF32(f32ToF16(scores[j] * invs));
+  // weighted sum of V rows
+  __m512 acc[NB];
+  for (int b = 0; b < NB; b++) acc[b] = _mm512_setzero_ps();
+  for (j = 0; j < n; j++) {
+    const __m512 p = _mm512_set1_ps(scores[j]);
+    const uint16_t* vr = v + j * s.kvDim + kvOff;
+    for (int b = 0; b < NB; b++) acc[b] = _mm512_fmadd_ps(p, loadF16(vr + 16 * b), acc[b]);
+  }
+  for (int b = 0; b < NB; b++) _mm512_storeu_ps(out + 16 * b, acc[b]);
+}
+
+// Any headDim: masked loads for the tail of each row.
+static void attendAvx512Generic(float* out, const float* q, const uint16_t* k, const uint16_t* v, int64_t n,
+                                const AttnShape& s, int64_t kvOff, AttnScratch& t) {
+  const int64_t hd = s.headDim;
+  const int64_t full = hd / 16 * 16;
+  const __mmask16 tail = static_cast<__mmask16>((1u << (hd - full)) - 1);
+  for (int64_t d = 0; d < hd; d++) t.q[d] = f16ToF32(f32ToF16(q[d]));
+  const float* qr = t.q.data();
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; j++) {
+    const uint16_t* kr = k + j * s.kvDim + kvOff;
+    __m512 acc = _mm512_setzero_ps();
+    int64_t d = 0;
+    for (; d < full; d += 16) acc = _mm512_fmadd_ps(loadF16(kr + d), _mm512_loadu_ps(qr + d), acc);
+    if (tail) acc = _mm512_fmadd_ps(loadF16Mask(kr + d, tail), _mm512_maskz_loadu_ps(tail, qr + d), acc);
+    const float sc = _mm512_reduce_add_ps(acc) * s.scale;
+    t.scores[j] = sc;
+    max = std::fmax(max, sc);
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; j++) {
+    const float e = std::exp(t.scores[j] - max);
+    t.scores[j] = e;
+    sum += static_cast<double>(e);
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  float* acc = t.acc.data();
+  for (int64_t d = 0; d < hd; d++) acc[d] = 0.0f;
+  for (int64_t j = 0; j < n; j++) {
+    const __m512 p = _mm512_set1_ps(f16ToF32(f32ToF16(t.scores[j] * inv)));
+    const uint16_t* vr = v + j * s.kvDim + kvOff;
+    int64_t d = 0;
+    for (; d < full; d += 16)
+      _mm512_storeu_ps(acc + d, _mm512_fmadd_ps(p, loadF16(vr + d), _mm512_loadu_ps(acc + d)));
+    if (tail)
+      _mm512_mask_storeu_ps(acc + d, tail,
+                            _mm512_fmadd_ps(p, loadF16Mask(vr + d, tail), _mm512_maskz_loadu_ps(tail, acc + d)));
+  }
+  for (int64_t d = 0; d < hd; d++) out[d] = acc[d];
+}
+#endif
+
+using AttendFn = void (*)(float*, const float*, const uint16_t*, const uint16_t*, int64_t, const AttnShape&, int64_t,
+                          AttnScratch&);
+
+static AttendFn pickAttend(int64_t headDim, bool scalar) {
+  if (scalar) return attendScalar;
+#if FLEXINFER_OPS_AVX512
+  switch (headDim) {
+    case 32: return attendAvx512Fixed<2>;
+    case 64: return attendAvx512Fixed<4>;
+    case 80: return attendAvx512Fixed<5>;
+    case 96: return attendAvx512Fixed<6>;
+    case 128: return attendAvx512Fixed<8>;
+    case 256: return attendAvx512Fixed<16>;
+    default: return attendAvx512Generic;
+  }
+#else
+  return attendScalar;
+#endif
+}
+
+// attention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale)
+static Napi::Value Attention(const Napi::CallbackInfo& info) {
+  const char* fn = "attention";
+  Napi::Env env = info.Env();
+  auto out = argArray<float>(info, 0, fn, "out");
+  auto q = argArray<float>(info, 1, fn, "q");
+  auto k = argArray<uint16_t>(info, 2, fn, "k");
+  auto v = argArray<uint16_t>(info, 3, fn, "v");
+  int64_t m = argInt(info, 4, fn, "m");
+  auto positions = argArray<int32_t>(info, 5, fn, "positions");
+  AttnShape s;
+  s.numHeads = argInt(info, 6, fn, "numHeads", 1 << 16);
+  s.numKvHeads = argInt(info, 7, fn, "numKvHeads", 1 << 16);
+  s.headDim = argInt(info, 8, fn, "headDim", 1 << 16);
+  s.scale = static_cast<float>(argNumber(info, 9, fn, "scale"));
+  if (s.numHeads == 0 || s.numKvHeads == 0 || s.headDim == 0)
+    throwRange(env, fn, "numHeads, numKvHeads and headDim must be at least 1");
+  if (s.numHeads % s.numKvHeads != 0)
+    throwRange(env, fn, "numHeads (" + std::to_string(s.numHeads) + ") must be a multiple of numKvHeads (" +
+                            std::to_string(s.numKvHeads) + ")");
+  s.qDim = s.numHeads * s.headDim;
+  s.kvDim = s.numKvHeads * s.headDim;
+  requireLength(env, fn, "q", q, uint64_t(m) * s.qDim, "m * numHeads * headDim");
+  requireLength(env, fn, "out", out, uint64_t(m) * s.qDim, "m * numHeads * headDim");
+  requireLength(env, fn, "positions", positions, m, "m");
+  int64_t maxPos = -1;
+  for (int64_t i = 0; i < m; i++) {
+    if (positions.data[i] < 0) throwRange(env, fn, "positions[" + std::to_string(i) + "] is negative");
+    maxPos = std::max<int64_t>(maxPos, positions.data[i]);
+  }
+  if (m == 0) return env.Undefined();
+  requireLength(env, fn, "k", k, uint64_t(maxPos + 1) * s.kvDim, "(max position + 1) * numKvHeads * headDim");
+  requireLength(env, fn, "v", v, uint64_t(maxPos + 1) * s.kvDim, "(max position + 1) * numKvHeads * headDim");
+  if (out.data == q.data) throwRange(env, fn, "out must not alias q");
+
+  const AttendFn attend = pickAttend(s.headDim, useScalarKernels());
+  const int64_t group = s.numHeads / s.numKvHeads;
+  // Grain 1: the cost of a (row, head) item grows with its position, dynamic chunks balance it.
+  parallelFor(m * s.numHeads, 1, [&](int64_t b, int64_t e, int) {
+    thread_local AttnScratch t;
+    if (t.scores.size() < static_cast<size_t>(maxPos + 1)) t.scores.resize(maxPos + 1);
+    if (t.q.size() < static_cast<size_t>(s.headDim)) {
+      t.q.resize(s.headDim);
+      t.acc.resize(s.headDim);
+    }
+    for (int64_t item = b; item < e; item++) {
+      const int64_t row = item / s.numHeads, h = item % s.numHeads;
+      const int64_t kvOff = (h / group) * s.headDim;
+      const int64_t n = static_cast<int64_t>(positions.data[row]) + 1;
+      attend(out.data + row * s.qDim + h * s.headDim, q.data + row * s.qDim + h * s.headDim, k.data, v.data, n, s,
+             kvOff, t);
+    }
+  });
+  return env.Undefined();
+}
+
+// storeKv(cache, src, m, kvDim, positions): cache[positions[i] * kvDim + j] = f16(src[i * kvDim + j])
+static Napi::Value StoreKv(const Napi::CallbackInfo& info) {
+  const char* fn = "storeKv";
+  Napi::Env env = info.Env();
+  auto cache = argArray<uint16_t>(info, 0, fn, "cache");
+  auto src = argArray<float>(info, 1, fn, "src");
+  int64_t m = argInt(info, 2, fn, "m");
+  int64_t kvDim = argInt(info, 3, fn, "kvDim");
+  auto positions = argArray<int32_t>(info, 4, fn, "positions");
+  requireLength(env, fn, "src", src, uint64_t(m) * kvDim, "m * kvDim");
+  requireLength(env, fn, "positions", positions, m, "m");
+  for (int64_t i = 0; i < m; i++) {
+    const int64_t p = positions.data[i];
+    if (p < 0 || uint64_t(p + 1) * kvDim > cache.length)
+      throwRange(env, fn, "positions[" + std::to_string(i) + "] = " + std::to_string(p) +
+                              " is outside the cache (" + std::to_string(kvDim ? cache.length / kvDim : 0) + " rows of " +
+                              std::to_string(kvDim) + ")");
+  }
+  const bool scalar = useScalarKernels();
+  for (int64_t i = 0; i < m; i++)
+    f32ToF16Row(cache.data + int64_t(positions.data[i]) * kvDim, src.data + i * kvDim, kvDim, scalar);
+  return env.Undefined();
+}
+
+}  // namespace ops
+}  // namespace flexinfer
+
+FLEXINFER_MODULE(ops_attention) {
+  exports.Set("opsAttention", Napi::Function::New(env, flexinfer::ops::Attention, "opsAttention"));
+  exports.Set("opsStoreKv", Napi::Function::New(env, flexinfer::ops::StoreKv, "opsStoreKv"));
+}
