@@ -24,9 +24,9 @@ runKvConformance({
 });
 
 runKvConformance({
-  name: 'vtensor (look-ahead 2)',
+  name: 'vtensor (look-ahead 2, synchronous prepare)',
   create: (shape, capacityTokens) =>
-    new VTensorKvManager({ shape, capacityBytes: capacityTokens * perToken(shape), chunkBytes: CHUNK, lookaheadChunks: 2 }),
+    new VTensorKvManager({ shape, capacityBytes: capacityTokens * perToken(shape), chunkBytes: CHUNK, lookaheadChunks: 2, backgroundMapping: false }),
   assertAllFree: (m) => assertAllFree(m as VTensorKvManager),
 });
 
