@@ -32,6 +32,7 @@ async function tinyModel(path: string): Promise<void> {
   await writeGguf(path, [
     ['general.architecture', gv.str('llama')],
     ['general.name', gv.str('tiny')],
+    ['general.file_type', gv.u32(15)],
     ['llama.block_count', gv.u32(2)],
     ['llama.context_length', gv.u32(4096)],
     ['llama.embedding_length', gv.u32(dim)],
@@ -63,6 +64,8 @@ test('inspect --json reports format, hyperparameters, tokenizer and tensor bytes
     assert.equal(r.alignment, 32);
     assert.equal(r.architecture, 'llama');
     assert.equal(r.name, 'tiny');
+    assert.equal(r.fileType, 15);
+    assert.equal(r.fileTypeName, 'Q4_K_M');
     assert.equal(r.hyperparameters.block_count, 2);
     assert.equal(r.hyperparameters.embedding_length, 64);
     assert.equal(r.hyperparameters.feed_forward_length, 128);
@@ -89,6 +92,7 @@ test('inspect --json reports format, hyperparameters, tokenizer and tensor bytes
     const txt = cli(p);
     assert.equal(txt.status, 0, txt.stderr);
     assert.match(txt.stdout, /GGUF v3/);
+    assert.match(txt.stdout, /file_type 15 \(Q4_K_M\)/);
     assert.match(txt.stdout, /llama\.attention\.head_count_kv\s+2/);
     assert.match(txt.stdout, /iq4_nl \(not supported\)/);
     assert.match(txt.stdout, /blk\.1\s+20\.5 KiB\s+3 tensors/);

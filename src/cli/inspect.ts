@@ -36,6 +36,15 @@ const MAIN_KEYS = [
   'vocab_size',
 ];
 
+/** llama.cpp's `general.file_type` (enum llama_ftype) names; retired ids are absent. */
+const FILE_TYPES: Record<number, string> = {
+  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 7: 'Q8_0', 8: 'Q5_0', 9: 'Q5_1', 10: 'Q2_K', 11: 'Q3_K_S',
+  12: 'Q3_K_M', 13: 'Q3_K_L', 14: 'Q4_K_S', 15: 'Q4_K_M', 16: 'Q5_K_S', 17: 'Q5_K_M', 18: 'Q6_K',
+  19: 'IQ2_XXS', 20: 'IQ2_XS', 21: 'Q2_K_S', 22: 'IQ3_XS', 23: 'IQ3_XXS', 24: 'IQ1_S', 25: 'IQ4_NL',
+  26: 'IQ3_S', 27: 'IQ3_M', 28: 'IQ2_S', 29: 'IQ2_M', 30: 'IQ4_XS', 31: 'IQ1_M', 32: 'BF16',
+  36: 'TQ1_0', 37: 'TQ2_0', 38: 'MXFP4_MOE',
+};
+
 /** Everything inspect reports; `--json` prints this object. */
 export interface InspectReport {
   path: string;
@@ -46,6 +55,8 @@ export interface InspectReport {
   architecture: string;
   name: string | null;
   fileType: number | null;
+  /** llama.cpp's name of fileType ("Q4_K_M"), or null. */
+  fileTypeName: string | null;
   hyperparameters: Record<string, unknown>;
   tokenizer: {
     model: string | null;
@@ -115,6 +126,7 @@ export function inspectReport(f: GgufFile): InspectReport {
     architecture: arch,
     name: str('general.name'),
     fileType: num('general.file_type'),
+    fileTypeName: FILE_TYPES[num('general.file_type') ?? -1] ?? null,
     hyperparameters: hyper,
     tokenizer: {
       model: str('tokenizer.ggml.model'),
@@ -179,7 +191,7 @@ function text(r: InspectReport): string {
   out.push(`${r.path}`);
   out.push(`  GGUF v${r.version}, ${formatBytes(r.fileSize)} (${r.fileSize} bytes), alignment ${r.alignment}, data at byte ${r.dataOffset}`);
   out.push('');
-  out.push(`model: ${r.architecture || '(no general.architecture)'}${r.name ? `  "${r.name}"` : ''}${r.fileType !== null ? `  file_type ${r.fileType}` : ''}`);
+  out.push(`model: ${r.architecture || '(no general.architecture)'}${r.name ? `  "${r.name}"` : ''}${r.fileType !== null ? `  file_type ${r.fileType}${r.fileTypeName ? ` (${r.fileTypeName})` : ''}` : ''}`);
   for (const [k, v] of Object.entries(r.hyperparameters)) row(`${r.architecture}.${k}`, typeof v === 'string' ? v : JSON.stringify(v));
   out.push('');
   const t = r.tokenizer;
