@@ -85,7 +85,27 @@ static void attendAvx512Fixed(float* out, const float* q, const uint16_t* k, con
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   const __m512 vscale = _mm512_set1_ps(s.scale);
   int64_t j = 0;
-  // one key per step: NB FMAs, one horizontal sum
+  // Four keys per step: four 16-lane partial dots, then one shared horizontal reduction
+  // (unpack/add within 128-bit lanes, then across lanes) instead of four reduce_adds.
+  // Measured (tinyllama layer: 32 heads, 4 kv heads, headDim 64, 2048 keys, 1 thread, busy
+  // machine): 0.72 -> ~0.6 CPU-ms per decode row together with the paired V accumulators.
+  for (; j + 4 <= n; j += 4) {
+    __m512 a[4];
+    for (int r = 0; r < 4; r++) {
+      const uint16_t* kr = k + (j + r) * s.kvDim + kvOff;
+      a[r] = _mm512_mul_ps(loadF16(kr), qv[0]);
+      for (int b = 1; b < NB; b++) a[r] = _mm512_fmadd_ps(loadF16(kr + 16 * b), qv[b], a[r]);
+    }
+    // per 128-bit lane: [a0[0]+a0[2], a1[0]+a1[2], a0[1]+a0[3], a1[1]+a1[3]]
+    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+    // per 128-bit lane: [sum a0, sum a1, sum a2, sum a3] over that lane's 4 elements
+    __m512 t = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))));
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(1, 0, 3, 2)));  // + other 256-bit half
+    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));  // + neighbouring 128-bit lane
+    _mm_storeu_ps(scores + j, _mm512_castps512_ps128(t));
+  }
   for (; j < n; j++) {
     const uint16_t* kr = k + j * s.kvDim + kvOff;
     __m512 acc = _mm512_mul_ps(loadF16(kr), qv[0]);
@@ -127,15 +147,25 @@ static void attendAvx512Fixed(float* out, const float* q, const uint16_t* k, con
   }
   const float invs = static_cast<float>(1.0 / sum);
   for (; j < n; j++) scores[j] = f16ToF32(f32ToF16(scores[j] * invs));
-  // weighted sum of V rows
-  __m512 acc[NB];
-  for (int b = 0; b < NB; b++) acc[b] = _mm512_setzero_ps();
-  for (j = 0; j < n; j++) {
+  // weighted sum of V rows; even and odd keys go to separate accumulators so consecutive
+  // FMAs do not wait on each other's latency
+  __m512 acc[NB], acc2[NB];
+  for (int b = 0; b < NB; b++) acc[b] = acc2[b] = _mm512_setzero_ps();
+  for (j = 0; j + 2 <= n; j += 2) {
+    const __m512 p0 = _mm512_set1_ps(scores[j]), p1 = _mm512_set1_ps(scores[j + 1]);
+    const uint16_t* v0 = v + j * s.kvDim + kvOff;
+    const uint16_t* v1 = v0 + s.kvDim;
+    for (int b = 0; b < NB; b++) {
+      acc[b] = _mm512_fmadd_ps(p0, loadF16(v0 + 16 * b), acc[b]);
+      acc2[b] = _mm512_fmadd_ps(p1, loadF16(v1 + 16 * b), acc2[b]);
+    }
+  }
+  if (j < n) {
     const __m512 p = _mm512_set1_ps(scores[j]);
     const uint16_t* vr = v + j * s.kvDim + kvOff;
     for (int b = 0; b < NB; b++) acc[b] = _mm512_fmadd_ps(p, loadF16(vr + 16 * b), acc[b]);
   }
-  for (int b = 0; b < NB; b++) _mm512_storeu_ps(out + 16 * b, acc[b]);
+  for (int b = 0; b < NB; b++) _mm512_storeu_ps(out + 16 * b, _mm512_add_ps(acc[b], acc2[b]));
 }
 
 // Any headDim: masked loads for the tail of each row.

@@ -41,27 +41,17 @@ static void runElements(int64_t n, const std::function<void(int64_t, int64_t)>& 
 // ---- rms norm ----
 
 static void rmsNormRow(float* out, const float* x, const float* w, int64_t dim, float eps, bool scalar) {
+  // Sum of squares: one f32 product per element, added in order into a double, exactly as
+  // ggml's loop (a lane-parallel double sum would differ in the last bits of the mean now
+  // and then; the ordered sum costs ~1 ns per element, negligible next to the matmuls).
   double sum = 0.0;
-  int64_t i = 0;
-#if FLEXINFER_OPS_AVX512
-  if (!scalar) {
-    __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
-    for (; i + 16 <= dim; i += 16) {
-      __m512 v = _mm512_loadu_ps(x + i);
-      __m512 sq = _mm512_mul_ps(v, v);  // products rounded to f32, as ggml
-      acc0 = _mm512_add_pd(acc0, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
-      acc1 = _mm512_add_pd(acc1, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sq), 1))));
-    }
-    sum = _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
-  }
-#endif
-  for (; i < dim; i++) {
+  for (int64_t i = 0; i < dim; i++) {
     float sq = x[i] * x[i];
     sum += static_cast<double>(sq);
   }
+  int64_t i = 0;
   const float mean = static_cast<float>(sum / static_cast<double>(dim));
   const float scale = 1.0f / std::sqrt(mean + eps);
-  i = 0;
 #if FLEXINFER_OPS_AVX512
   if (!scalar) {
     __m512 s = _mm512_set1_ps(scale);

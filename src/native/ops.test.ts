@@ -44,9 +44,8 @@ test('rmsNorm matches ggml numerics (double sum of f32 squares), in place too', 
         }
         const out = new Float32Array(m * dim);
         rmsNorm(out, x, w, m, dim, eps);
-        // scalar: same operation order as the reference, bit exact; SIMD only reorders the double sum
-        if (path === 'scalar') assert.deepEqual(out, want, `rmsNorm dim ${dim} m ${m}`);
-        else assertClose(out, want, 1e-6, `rmsNorm ${path} dim ${dim} m ${m}`);
+        // same operation order as ggml on both paths: bit exact
+        assert.deepEqual(out, want, `rmsNorm ${path} dim ${dim} m ${m}`);
         rmsNorm(x, x, w, m, dim, eps);
         assert.deepEqual(x, out, 'in place gives the same');
       }
