@@ -1,0 +1,231 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GgmlType, ggmlRowBytes, ggmlTypeInfo } from '../gguf/ggml-type.js';
+import { dequantize, quantize } from '../gguf/quant.js';
+import { bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16Array, f32ToF16, f32ToF16Array } from '../gguf/f16.js';
+import { getKernelPath, getThreads, matmul, MATMUL_TYPES, setKernelPath, setThreads } from './matmul.js';
+
+// Independent reference: W dequantized by the TypeScript reference codecs (src/gguf/quant.ts),
+// x converted to the weight type's vec_dot_type in TypeScript, dots in float64. The native
+// kernels accumulate in f32 (in another order), so they agree to ~1e-6 of sum |w * x|.
+
+/** Small deterministic PRNG (mulberry32), so failures reproduce. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomArray(n: number, next: () => number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (next() * 2 - 1) * scale;
+  return a;
+}
+
+/** Round half to even, as _mm256_round_ps(_MM_ROUND_NEAREST). */
+function roundEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * x -> Q8_0 -> f32 as llama.cpp's x86 quantize_row_q8_0 (the CPU backend's activation path):
+ * d = amax / 127 stored as f16, q = round-half-even(x * (127 / amax)) in f32.
+ */
+function q8_0RoundTrip(x: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < x.length; b += 32) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b + j]!));
+    const d = f16ToF32(f32ToF16(Math.fround(amax / 127)));
+    const id = amax !== 0 ? Math.fround(127 / amax) : 0;
+    for (let j = 0; j < 32; j++) out[b + j] = d * roundEven(Math.fround(x[b + j]! * id));
+  }
+  return out;
+}
+
+/** One activation row as the kernels see it after conversion to the vec_dot_type. */
+function activationRow(type: GgmlType, x: Float32Array): Float32Array {
+  switch (type) {
+    case GgmlType.F32:
+      return x;
+    case GgmlType.F16:
+      return f16ToF32Array(f32ToF16Array(x));
+    case GgmlType.BF16:
+      return bf16ToF32Array(f32ToBf16Array(x));
+    case GgmlType.Q8_0:
+    case GgmlType.Q4_0:
+      return q8_0RoundTrip(x);
+    default:
+      return dequantize(GgmlType.Q8_K, quantize(GgmlType.Q8_K, x), x.length);
+  }
+}
+
+interface Case {
+  w: Uint8Array;
+  x: Float32Array;
+  ref: Float64Array; // [m, n]
+  mag: Float64Array; // [m, n] sum |w * x|
+}
+
+function makeCase(type: GgmlType, n: number, k: number, m: number, seed: number): Case {
+  const next = rng(seed);
+  const w = quantize(type, randomArray(n * k, next, 0.5));
+  const wd = dequantize(type, w, n * k);
+  const x = randomArray(m * k, next, 2);
+  if (m > 2) x.fill(0, k, 2 * k); // an all-zero row (zero scales)
+  const ref = new Float64Array(m * n);
+  const mag = new Float64Array(m * n);
+  for (let i = 0; i < m; i++) {
+    const xa = activationRow(type, x.subarray(i * k, (i + 1) * k));
+    for (let r = 0; r < n; r++) {
+      let s = 0;
+      let a = 0;
+      for (let j = 0; j < k; j++) {
+        const p = wd[r * k + j]! * xa[j]!;
+        s += p;
+        a += Math.abs(p);
+      }
+      ref[i * n + r] = s;
+      mag[i * n + r] = a;
+    }
+  }
+  return { w, x, ref, mag };
+}
+
+function run(type: GgmlType, c: Case, n: number, k: number, m: number): Float32Array {
+  const out = new Float32Array(m * n).fill(NaN);
+  matmul(out, c.w, type, n, k, c.x, m);
+  return out;
+}
+
+function assertClose(out: Float32Array, c: Case, tol: number, what: string): void {
+  for (let i = 0; i < out.length; i++) {
+    const err = Math.abs(out[i]! - c.ref[i]!);
+    if (!(err <= tol * c.mag[i]! + 1e-30)) {
+      assert.fail(`${what}: out[${i}] = ${out[i]} but reference ${c.ref[i]} (|err| ${err}, sum|w*x| ${c.mag[i]})`);
+    }
+  }
+}
+
+const name = (t: GgmlType): string => ggmlTypeInfo(t)!.name;
+
+// [n, k, m]; every k is a multiple of 256 so each shape is valid for every type.
+const SHAPES: Array<[number, number, number]> = [
+  [1, 256, 1],
+  [3, 256, 2],
+  [17, 768, 5],
+  [67, 2816, 13],
+  [257, 512, 1],
+  [5, 1024, 4],
+];
+// Extra k for types with 32-element blocks, and odd k (tails) for the float types.
+const SHAPES_32: Array<[number, number, number]> = [
+  [3, 32, 1],
+  [17, 96, 2],
+  [67, 160, 5],
+];
+const SHAPES_1: Array<[number, number, number]> = [
+  [3, 1, 1],
+  [17, 13, 3],
+  [5, 37, 5],
+  [67, 257, 2],
+];
+
+for (const type of MATMUL_TYPES) {
+  test(`matmul ${name(type)} matches a float64 reference over shapes with tails`, () => {
+    setKernelPath('auto');
+    const bs = ggmlTypeInfo(type)!.blockSize;
+    const shapes = [...SHAPES, ...(bs <= 32 ? SHAPES_32 : []), ...(bs === 1 ? SHAPES_1 : [])];
+    let seed = 1000 + type;
+    for (const [n, k, m] of shapes) {
+      const c = makeCase(type, n, k, m, seed++);
+      for (const path of ['auto', 'scalar'] as const) {
+        setKernelPath(path);
+        assertClose(run(type, c, n, k, m), c, 1e-5, `${name(type)} ${path} n=${n} k=${k} m=${m}`);
+      }
+    }
+    setKernelPath('auto');
+  });
+}
+
+test('auto and scalar paths agree up to summation order', () => {
+  const [n, k, m] = [33, 1024, 6];
+  for (const type of MATMUL_TYPES) {
+    const c = makeCase(type, n, k, m, 77 + type);
+    setKernelPath('scalar');
+    assert.equal(getKernelPath(), 'scalar');
+    const s = run(type, c, n, k, m);
+    setKernelPath('auto');
+    assert.equal(getKernelPath(), 'auto');
+    const a = run(type, c, n, k, m);
+    for (let i = 0; i < a.length; i++) {
+      assert.ok(Math.abs(a[i]! - s[i]!) <= 1e-6 * c.mag[i]! + 1e-30, `${name(type)} out[${i}]: auto ${a[i]} scalar ${s[i]}`);
+    }
+  }
+});
+
+test('1 and 2 threads give identical results, also across activation blocks', () => {
+  const before = getThreads();
+  try {
+    // m = 200 rows of k = 2048 span more than one activation block (384 KiB) per weight panel.
+    for (const type of [GgmlType.Q4_0, GgmlType.Q6_K, GgmlType.F16]) {
+      const [n, k, m] = [41, 2048, 200];
+      const c = makeCase(type, n, k, m, 5 + type);
+      setThreads(1);
+      assert.equal(getThreads(), 1);
+      const one = run(type, c, n, k, m);
+      setThreads(2);
+      assert.equal(getThreads(), 2);
+      const two = run(type, c, n, k, m);
+      assert.deepEqual(two, one, `${name(type)}: thread count changed the result`);
+      assertClose(two, c, 1e-5, `${name(type)} n=${n} k=${k} m=${m}`);
+    }
+  } finally {
+    setThreads(before);
+  }
+});
+
+test('matmul rejects bad sizes and types with clear errors', () => {
+  const k = 64;
+  const n = 3;
+  const m = 2;
+  const w = new Uint8Array(ggmlRowBytes(GgmlType.Q8_0, k) * n);
+  const x = new Float32Array(m * k);
+  const out = new Float32Array(m * n);
+  matmul(out, w, GgmlType.Q8_0, n, k, x, m); // valid
+  assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, 48, x, m), { name: 'RangeError', message: /multiple of the block size 32/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q4_K, 1, k, x, 1), { name: 'RangeError', message: /block size 256/ });
+  assert.throws(() => matmul(out, w.subarray(1), GgmlType.Q8_0, n, k, x, m), { name: 'RangeError', message: /w holds/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, k, x.subarray(1), m), { name: 'RangeError', message: /x has/ });
+  assert.throws(() => matmul(out.subarray(1), w, GgmlType.Q8_0, n, k, x, m), { name: 'RangeError', message: /out has/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q4_1, n, k, x, m), { name: 'TypeError', message: /not supported/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q8_K, n, k, x, m), { name: 'TypeError', message: /not supported/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q8_0, -1, k, x, m), { name: 'RangeError', message: /non-negative integer/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, k, x, 1.5), { name: 'RangeError', message: /non-negative integer/ });
+  assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, Number.NaN, x, m), { name: 'RangeError' });
+  const f64 = new Float64Array(m * n) as unknown as Float32Array;
+  assert.throws(() => matmul(f64, w, GgmlType.Q8_0, n, k, x, m), { name: 'TypeError', message: /Float32Array/ });
+  const wf = new Float32Array(w.length / 4) as unknown as Uint8Array;
+  assert.throws(() => matmul(out, wf, GgmlType.Q8_0, n, k, x, m), { name: 'TypeError', message: /Uint8Array/ });
+  // Zero rows or zero columns is a no-op, not an error.
+  matmul(new Float32Array(0), w, GgmlType.Q8_0, 0, k, x, m);
+  matmul(new Float32Array(0), w, GgmlType.Q8_0, n, k, x, 0);
+});
+
+test('a Uint8Array view at an odd byte offset works (weights are read unaligned)', () => {
+  const [n, k, m] = [5, 256, 3];
+  for (const type of [GgmlType.Q4_K, GgmlType.F16, GgmlType.F32]) {
+    const c = makeCase(type, n, k, m, 9 + type);
+    const shifted = new Uint8Array(c.w.length + 1).subarray(1);
+    shifted.set(c.w);
+    const out = new Float32Array(m * n);
+    matmul(out, shifted, type, n, k, c.x, m);
+    assertClose(out, c, 1e-5, `${name(type)} unaligned`);
+  }
+});
