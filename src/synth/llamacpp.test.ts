@@ -79,6 +79,45 @@ function shrunk(base: SynthPreset): SynthPreset {
   return { ...base, name: `${base.name}-shrunk`, dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffn: 512 };
 }
 
+type LlamaModel = Awaited<ReturnType<Llama['loadModel']>>;
+
+/**
+ * Standard deviation of llama.cpp's next-token log-probabilities after a short prompt, i.e. of
+ * the logits. The synth scales embeddings/output to N(0, 1/dim) after a final RMS norm, so this
+ * is ~1 (measured 1.000 for tiny-15m, tinyllama-1.1b, qwen2.5-0.5b); NaN/inf anywhere in the
+ * forward, or a degenerate distribution, moves it far away.
+ */
+async function nextTokenLogitStd(model: LlamaModel, text: string): Promise<number> {
+  const ctx = await model.createContext({ contextSize: 256, threads: 2 });
+  try {
+    const seq = ctx.getSequence();
+    const prompt = model.tokenize(text, false);
+    const bos = model.tokens.bos;
+    const it = seq.evaluateWithMetadata(bos == null ? prompt : [bos, ...prompt], { probabilities: true });
+    const first = await it.next();
+    await it.return();
+    assert.ok(!first.done, 'llama.cpp produced no token');
+    const probs = first.value.probabilities;
+    let n = 0;
+    let sum = 0;
+    let s1 = 0;
+    let s2 = 0;
+    for (const p of probs.values()) {
+      assert.ok(Number.isFinite(p) && p > 0, `probability ${p}`);
+      n++;
+      sum += p;
+      const lp = Math.log(p);
+      s1 += lp;
+      s2 += lp * lp;
+    }
+    assert.ok(n >= 32000, `only ${n} probabilities`); // the whole vocabulary
+    assert.ok(Math.abs(sum - 1) < 1e-3, `probabilities sum to ${sum}`);
+    return Math.sqrt(s2 / n - (s1 / n) ** 2);
+  } finally {
+    await ctx.dispose();
+  }
+}
+
 async function checkFile(path: string, vocab: string): Promise<void> {
   const llama = await llamaCpp();
   const model = await llama.loadModel({ modelPath: path });
@@ -97,6 +136,8 @@ async function checkFile(path: string, vocab: string): Promise<void> {
     }
     assert.equal(tok.bosId, model.tokens.bos ?? undefined);
     assert.equal(tok.eosId, model.tokens.eos ?? undefined);
+    const std = await nextTokenLogitStd(model, 'Once upon a time there was');
+    assert.ok(std > 0.5 && std < 2, `${path}: logit std ${std}`);
   } finally {
     await model.dispose();
   }
@@ -133,6 +174,8 @@ test('slow: llama.cpp loads full-size synthetic qwen2.5-0.5b Q8_0', async () => 
     const tok = tokenizerFromGguf(readGgufSync(path));
     const text = CORPUS.join('\n');
     assert.deepEqual([...tok.encode(text, { addBos: false, addEos: false, parseSpecial: false })], [...model.tokenize(text, false)]);
+    const std = await nextTokenLogitStd(model, 'Once upon a time there was'); // 24 layers deep
+    assert.ok(std > 0.5 && std < 2, `logit std ${std}`);
   } finally {
     await model.dispose();
     rmSync(path, { force: true });
