@@ -11,6 +11,22 @@ import { gv, type GgufValue } from '../gguf/value.js';
 import { loadVocabSource, tokenizerFromGguf, tokenizerFromVocabSource, vocabSourceMetadata, type VocabSource } from './index.js';
 import { TOKENIZER_CORPUS } from './test-corpus.js';
 
+const PIECES = [
+  ' ', '  ', '\t', '\n', '\r\n', 'a', 'Z', 'the', ' the', "'s", "'LL", '0', '7', '123', '.', ',', '!', '(', '{', '<', '>', '|',
+  '<s>', '</s>', '<|eot_id|>', '<|im_start|>', '<|im_end|>', '<|endoftext|>', '<tool_call>', 'é', 'e\u0301', 'ß', '日', '語',
+  'ア', '한', 'ب', 'ि', 'न', 'я', '🦙', '👍🏽', '👨‍👩‍👧', '🇯🇵', '\u200b', '\u00a0', '\u3000', '\u0085', '\ufeff', '\u2028',
+  '𝔘', '½', '٣', '\u0000', '~', '$', '%', '=', '/', '\\', '"', "'", ':', '#',
+];
+
+/** Deterministic pseudo-random numbers in [0, 1). */
+function lcg(seed: number): () => number {
+  let x = seed;
+  return () => {
+    x = (Math.imul(x, 1103515245) + 12345) & 0x7fffffff;
+    return x / 0x80000000;
+  };
+}
+
 /** GGUF metadata for a vocab-only file: the tokenizer keys plus the minimal hyperparameters llama.cpp reads. */
 function metadata(src: VocabSource, arch: string): Array<[string, GgufValue]> {
   const meta: Array<[string, GgufValue]> = [
@@ -60,7 +76,26 @@ test('llama.cpp tokenizes the corpus like we do (llama2 SPM, llama3 and qwen2 BP
             if (ours.join() !== theirs.join()) bad.push(`${name} parseSpecial=${parseSpecial} ${JSON.stringify(s)}: ours ${ours} llama.cpp ${theirs}`);
           }
         }
+        // Random strings built from pieces that stress the rules: whitespace, contractions,
+        // digits, special-token text, combining marks, emoji, odd whitespace code points.
+        const rnd = lcg(12345);
+        for (let i = 0; i < 1000; i++) {
+          let s = '';
+          for (let n = 1 + Math.floor(rnd() * 12); n > 0; n--) s += PIECES[Math.floor(rnd() * PIECES.length)];
+          for (const parseSpecial of [true, false]) {
+            const ours = Array.from(tok.encode(s, { addBos: false, parseSpecial }));
+            const theirs = Array.from(model.tokenize(s, parseSpecial), Number);
+            if (ours.join() !== theirs.join()) bad.push(`${name} parseSpecial=${parseSpecial} ${JSON.stringify(s)}: ours ${ours} llama.cpp ${theirs}`);
+          }
+        }
         assert.deepEqual(bad, []);
+        if (name === 'qwen2') {
+          // Random id sequences (including ones that are not valid UTF-8) detokenize alike.
+          for (let i = 0; i < 500; i++) {
+            const ids = Array.from({ length: 1 + Math.floor(rnd() * 8) }, () => Math.floor(rnd() * src.tokens.length));
+            assert.equal(tok.decode(ids), model.detokenize(ids as never, true), String(ids));
+          }
+        }
         if (name === 'qwen2') {
           // Qwen2 detokenizes without llama.cpp's space clean-up, so text agrees exactly too.
           for (const s of TOKENIZER_CORPUS) {

@@ -181,7 +181,7 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
     const bytes = this.tokenBytes(id);
     if (state.stripSpace && bytes.length > 0) {
       state.stripSpace = false;
-      if (type !== TokenType.Byte && bytes[0] === 0x20) return bytes.subarray(1);
+      if (bytes[0] === 0x20) return bytes.subarray(1); // llama.cpp strips a byte token's space too
     }
     return bytes;
   }
