@@ -8,10 +8,12 @@
 //   sum in double, probabilities = e * (float)(1 / sum).
 // - V is f16, so the probabilities are converted to f16 before the weighted sum (again f32
 //   accumulation).
-// Only summation order differs from ggml (SIMD lanes), which moves results by a few ulps.
+// Summation order differs from ggml (SIMD lanes) and exp is our own vectorized one (ggml
+// uses ggml_v_expf), which moves results by a few ulps.
 //
-// Work is split over (query row, head) pairs with parallelFor; each pair is independent:
-// scores over kv positions [0, pos], softmax, weighted sum of V rows.
+// Work is split with parallelFor over (query row, kv head, sub-group of <= 4 query heads);
+// per head: scores over kv positions [0, pos], softmax, weighted sum of V rows. The heads
+// of a sub-group share each f16 -> f32 conversion of K and V.
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -28,10 +30,20 @@ struct AttnShape {
   float scale;
 };
 
-// Per-thread scratch: f16-rounded query, scores, output accumulator.
+// Per-thread scratch: f16-rounded queries, scores (one row of scoresStride per head of the
+// group), output accumulators, one block of K/V rows as f32.
 struct AttnScratch {
-  std::vector<float> q, scores, acc;
+  std::vector<float> q, scores, acc, block;
+  int64_t scoresStride = 0;
 };
+
+// Up to this many query heads of one kv head are processed together (one work item): enough
+// to amortize the K/V conversion, while leaving items for every thread at decode (m = 1).
+static constexpr int64_t kMaxGroupHeads = 4;
+
+// Keys per block of the grouped kernel: a block of K (then V) rows is converted to f32 once
+// and reused by every query head of the group (block = 64 rows * 128 dims * 4 B = 32 KiB max).
+static constexpr int64_t kKeyBlockRows = 64;
 
 // ---- scalar path ----
 
@@ -74,46 +86,13 @@ static inline __m512 loadF16Mask(const uint16_t* p, __mmask16 mask) {
   return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p));
 }
 
-// headDim = 16 * NB: the query lives in NB registers, the output accumulator in NB more.
-template <int NB>
-static void attendAvx512Fixed(float* out, const float* q, const uint16_t* k, const uint16_t* v, int64_t n,
-                              const AttnShape& s, int64_t kvOff, AttnScratch& t) {
-  __m512 qv[NB];
-  for (int b = 0; b < NB; b++)
-    qv[b] = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + 16 * b), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-  float* scores = t.scores.data();
+
+// In place over n raw scores: * scale, softmax (max-subtracted, double sum) and rounding
+// of the probabilities to f16 (ggml converts kq to V's vec_dot_type before kqv).
+static void probsF16Avx512(float* scores, int64_t n, float scale) {
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m512 vscale = _mm512_set1_ps(s.scale);
+  const __m512 vscale = _mm512_set1_ps(scale);
   int64_t j = 0;
-  // Four keys per step: four 16-lane partial dots, then one shared horizontal reduction
-  // (unpack/add within 128-bit lanes, then across lanes) instead of four reduce_adds.
-  // Measured (tinyllama layer: 32 heads, 4 kv heads, headDim 64, 2048 keys, 1 thread, busy
-  // machine): 0.72 -> ~0.6 CPU-ms per decode row together with the paired V accumulators.
-  for (; j + 4 <= n; j += 4) {
-    __m512 a[4];
-    for (int r = 0; r < 4; r++) {
-      const uint16_t* kr = k + (j + r) * s.kvDim + kvOff;
-      a[r] = _mm512_mul_ps(loadF16(kr), qv[0]);
-      for (int b = 1; b < NB; b++) a[r] = _mm512_fmadd_ps(loadF16(kr + 16 * b), qv[b], a[r]);
-    }
-    // per 128-bit lane: [a0[0]+a0[2], a1[0]+a1[2], a0[1]+a0[3], a1[1]+a1[3]]
-    const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
-    const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
-    // per 128-bit lane: [sum a0, sum a1, sum a2, sum a3] over that lane's 4 elements
-    __m512 t = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))),
-                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))));
-    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(1, 0, 3, 2)));  // + other 256-bit half
-    t = _mm512_add_ps(t, _mm512_shuffle_f32x4(t, t, _MM_SHUFFLE(2, 3, 0, 1)));  // + neighbouring 128-bit lane
-    _mm_storeu_ps(scores + j, _mm512_castps512_ps128(t));
-  }
-  for (; j < n; j++) {
-    const uint16_t* kr = k + j * s.kvDim + kvOff;
-    __m512 acc = _mm512_mul_ps(loadF16(kr), qv[0]);
-    for (int b = 1; b < NB; b++) acc = _mm512_fmadd_ps(loadF16(kr + 16 * b), qv[b], acc);
-    scores[j] = _mm512_reduce_add_ps(acc);
-  }
-  // scale and max
-  j = 0;
   for (; j + 16 <= n; j += 16) {
     __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(scores + j), vscale);
     _mm512_storeu_ps(scores + j, sc);
@@ -121,10 +100,9 @@ static void attendAvx512Fixed(float* out, const float* q, const uint16_t* k, con
   }
   float max = _mm512_reduce_max_ps(vmax);
   for (; j < n; j++) {
-    scores[j] *= s.scale;
+    scores[j] *= scale;
     max = std::fmax(max, scores[j]);
   }
-  // exp and sum (double, as ggml)
   double sum = 0.0;
   const __m512 mv = _mm512_set1_ps(max);
   j = 0;
@@ -138,34 +116,107 @@ static void attendAvx512Fixed(float* out, const float* q, const uint16_t* k, con
     scores[j] = e;
     sum += static_cast<double>(e);
   }
-  // probabilities rounded to f16 (ggml converts kq to V's vec_dot_type)
-  const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / sum));
+  const float invs = static_cast<float>(1.0 / sum);
+  const __m512 inv = _mm512_set1_ps(invs);
   j = 0;
   for (; j + 16 <= n; j += 16) {
     __m512 p = _mm512_mul_ps(_mm512_loadu_ps(scores + j), inv);
     _mm512_storeu_ps(scores + j, _mm512_cvtph_ps(_mm512_cvtps_ph(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
   }
-  const float invs = static_cast<float>(1.0 / sum);
   for (; j < n; j++) scores[j] = f16ToF32(f32ToF16(scores[j] * invs));
-  // weighted sum of V rows; even and odd keys go to separate accumulators so consecutive
-  // FMAs do not wait on each other's latency
-  __m512 acc[NB], acc2[NB];
-  for (int b = 0; b < NB; b++) acc[b] = acc2[b] = _mm512_setzero_ps();
-  for (j = 0; j + 2 <= n; j += 2) {
-    const __m512 p0 = _mm512_set1_ps(scores[j]), p1 = _mm512_set1_ps(scores[j + 1]);
-    const uint16_t* v0 = v + j * s.kvDim + kvOff;
-    const uint16_t* v1 = v0 + s.kvDim;
-    for (int b = 0; b < NB; b++) {
-      acc[b] = _mm512_fmadd_ps(p0, loadF16(v0 + 16 * b), acc[b]);
-      acc2[b] = _mm512_fmadd_ps(p1, loadF16(v1 + 16 * b), acc2[b]);
+}
+
+// gs query heads (consecutive in q and out) sharing one kv head; headDim = 16 * NB.
+// K/V rows are converted to f32 a block at a time and used by all gs heads, so each f16
+// value is converted once per group instead of once per head.
+// Measured (tinyllama layer: 32 heads, 4 kv heads, headDim 64, 2048 keys, 1 thread, busy
+// machine): one head at a time with one reduce_add per key 0.72 CPU-ms per decode row;
+// four keys per reduction + paired V accumulators ~0.6; grouped by kv head (this) ~0.45-0.5.
+template <int NB>
+static void attendGroupAvx512(float* out, const float* q, int64_t gs, const uint16_t* k, const uint16_t* v,
+                              int64_t n, const AttnShape& s, int64_t kvOff, AttnScratch& t) {
+  constexpr int64_t HD = 16 * NB;
+  const int64_t stride = t.scoresStride;
+  float* qr = t.q.data();    // [gs, HD] query rounded to f16
+  float* blk = t.block.data();  // [kKeyBlockRows, HD] f32 copy of K or V rows
+  float* acc = t.acc.data();  // [gs, HD]
+  for (int64_t g = 0; g < gs; g++)
+    for (int b = 0; b < NB; b++)
+      _mm512_storeu_ps(qr + g * HD + 16 * b,
+                       _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + g * HD + 16 * b),
+                                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+  // scores = q . k for every head and key
+  for (int64_t jb = 0; jb < n; jb += kKeyBlockRows) {
+    const int64_t nb = std::min(kKeyBlockRows, n - jb);
+    for (int64_t r = 0; r < nb; r++) {
+      const uint16_t* kr = k + (jb + r) * s.kvDim + kvOff;
+      for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(kr + 16 * b));
+    }
+    for (int64_t g = 0; g < gs; g++) {
+      __m512 qv[NB];
+      for (int b = 0; b < NB; b++) qv[b] = _mm512_loadu_ps(qr + g * HD + 16 * b);
+      float* sc = t.scores.data() + g * stride + jb;
+      int64_t r = 0;
+      // Four keys per step, one shared horizontal reduction instead of four reduce_adds.
+      for (; r + 4 <= nb; r += 4) {
+        __m512 a[4];
+        for (int x = 0; x < 4; x++) {
+          const float* kr = blk + (r + x) * HD;
+          a[x] = _mm512_mul_ps(_mm512_loadu_ps(kr), qv[0]);
+          for (int b = 1; b < NB; b++) a[x] = _mm512_fmadd_ps(_mm512_loadu_ps(kr + 16 * b), qv[b], a[x]);
+        }
+        // per 128-bit lane: [a0[0]+a0[2], a1[0]+a1[2], a0[1]+a0[3], a1[1]+a1[3]]
+        const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+        const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+        // per 128-bit lane: [sum a0, sum a1, sum a2, sum a3] over that lane's 4 elements
+        __m512 tt = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))),
+                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))));
+        tt = _mm512_add_ps(tt, _mm512_shuffle_f32x4(tt, tt, _MM_SHUFFLE(1, 0, 3, 2)));  // + other 256-bit half
+        tt = _mm512_add_ps(tt, _mm512_shuffle_f32x4(tt, tt, _MM_SHUFFLE(2, 3, 0, 1)));  // + neighbouring lane
+        _mm_storeu_ps(sc + r, _mm512_castps512_ps128(tt));
+      }
+      for (; r < nb; r++) {
+        const float* kr = blk + r * HD;
+        __m512 a = _mm512_mul_ps(_mm512_loadu_ps(kr), qv[0]);
+        for (int b = 1; b < NB; b++) a = _mm512_fmadd_ps(_mm512_loadu_ps(kr + 16 * b), qv[b], a);
+        sc[r] = _mm512_reduce_add_ps(a);
+      }
     }
   }
-  if (j < n) {
-    const __m512 p = _mm512_set1_ps(scores[j]);
-    const uint16_t* vr = v + j * s.kvDim + kvOff;
-    for (int b = 0; b < NB; b++) acc[b] = _mm512_fmadd_ps(p, loadF16(vr + 16 * b), acc[b]);
+  for (int64_t g = 0; g < gs; g++) probsF16Avx512(t.scores.data() + g * stride, n, s.scale);
+  // out = sum_j p_j * v_j; even and odd keys go to separate accumulators so consecutive FMAs
+  // do not wait on each other's latency
+  for (int64_t i = 0; i < gs * HD; i++) acc[i] = 0.0f;
+  for (int64_t jb = 0; jb < n; jb += kKeyBlockRows) {
+    const int64_t nb = std::min(kKeyBlockRows, n - jb);
+    for (int64_t r = 0; r < nb; r++) {
+      const uint16_t* vr = v + (jb + r) * s.kvDim + kvOff;
+      for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(vr + 16 * b));
+    }
+    for (int64_t g = 0; g < gs; g++) {
+      const float* p = t.scores.data() + g * stride + jb;
+      __m512 a0[NB], a1[NB];
+      for (int b = 0; b < NB; b++) {
+        a0[b] = _mm512_loadu_ps(acc + g * HD + 16 * b);
+        a1[b] = _mm512_setzero_ps();
+      }
+      int64_t r = 0;
+      for (; r + 2 <= nb; r += 2) {
+        const __m512 p0 = _mm512_set1_ps(p[r]), p1 = _mm512_set1_ps(p[r + 1]);
+        const float* v0 = blk + r * HD;
+        for (int b = 0; b < NB; b++) {
+          a0[b] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * b), a0[b]);
+          a1[b] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v0 + HD + 16 * b), a1[b]);
+        }
+      }
+      if (r < nb) {
+        const __m512 p0 = _mm512_set1_ps(p[r]);
+        for (int b = 0; b < NB; b++) a0[b] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(blk + r * HD + 16 * b), a0[b]);
+      }
+      for (int b = 0; b < NB; b++) _mm512_storeu_ps(acc + g * HD + 16 * b, _mm512_add_ps(a0[b], a1[b]));
+    }
   }
-  for (int b = 0; b < NB; b++) _mm512_storeu_ps(out + 16 * b, _mm512_add_ps(acc[b], acc2[b]));
+  for (int64_t i = 0; i < gs * HD; i++) out[i] = acc[i];
 }
 
 // Any headDim: masked loads for the tail of each row.
@@ -210,23 +261,33 @@ static void attendAvx512Generic(float* out, const float* q, const uint16_t* k, c
 }
 #endif
 
+// Attends gs consecutive query heads that share kv head `kvOff / headDim`.
+using AttendGroupFn = void (*)(float*, const float*, int64_t, const uint16_t*, const uint16_t*, int64_t,
+                               const AttnShape&, int64_t, AttnScratch&);
 using AttendFn = void (*)(float*, const float*, const uint16_t*, const uint16_t*, int64_t, const AttnShape&, int64_t,
                           AttnScratch&);
 
-static AttendFn pickAttend(int64_t headDim, bool scalar) {
-  if (scalar) return attendScalar;
+template <AttendFn One>
+static void attendEachHead(float* out, const float* q, int64_t gs, const uint16_t* k, const uint16_t* v, int64_t n,
+                           const AttnShape& s, int64_t kvOff, AttnScratch& t) {
+  for (int64_t g = 0; g < gs; g++) One(out + g * s.headDim, q + g * s.headDim, k, v, n, s, kvOff, t);
+}
+
+static AttendGroupFn pickAttend(int64_t headDim, bool scalar) {
+  if (scalar) return attendEachHead<attendScalar>;
 #if FLEXINFER_OPS_AVX512
   switch (headDim) {
-    case 32: return attendAvx512Fixed<2>;
-    case 64: return attendAvx512Fixed<4>;
-    case 80: return attendAvx512Fixed<5>;
-    case 96: return attendAvx512Fixed<6>;
-    case 128: return attendAvx512Fixed<8>;
-    case 256: return attendAvx512Fixed<16>;
-    default: return attendAvx512Generic;
+    case 16: return attendGroupAvx512<1>;
+    case 32: return attendGroupAvx512<2>;
+    case 48: return attendGroupAvx512<3>;
+    case 64: return attendGroupAvx512<4>;
+    case 80: return attendGroupAvx512<5>;
+    case 96: return attendGroupAvx512<6>;
+    case 128: return attendGroupAvx512<8>;
+    default: return attendEachHead<attendAvx512Generic>;
   }
 #else
-  return attendScalar;
+  return attendEachHead<attendScalar>;
 #endif
 }
 
@@ -265,22 +326,30 @@ static Napi::Value Attention(const Napi::CallbackInfo& info) {
   requireLength(env, fn, "v", v, uint64_t(maxPos + 1) * s.kvDim, "(max position + 1) * numKvHeads * headDim");
   if (out.data == q.data) throwRange(env, fn, "out must not alias q");
 
-  const AttendFn attend = pickAttend(s.headDim, useScalarKernels());
+  const AttendGroupFn attend = pickAttend(s.headDim, useScalarKernels());
+  // Work item = (query row, kv head, sub-group of at most kMaxGroupHeads of its query heads).
   const int64_t group = s.numHeads / s.numKvHeads;
-  // Grain 1: the cost of a (row, head) item grows with its position, dynamic chunks balance it.
-  parallelFor(m * s.numHeads, 1, [&](int64_t b, int64_t e, int) {
+  const int64_t numSub = (group + kMaxGroupHeads - 1) / kMaxGroupHeads;
+  const int64_t itemsPerRow = s.numKvHeads * numSub;
+  // Grain 1: an item's cost grows with its position, dynamic chunks balance it.
+  parallelFor(m * itemsPerRow, 1, [&](int64_t b, int64_t e, int) {
     thread_local AttnScratch t;
-    if (t.scores.size() < static_cast<size_t>(maxPos + 1)) t.scores.resize(maxPos + 1);
-    if (t.q.size() < static_cast<size_t>(s.headDim)) {
-      t.q.resize(s.headDim);
-      t.acc.resize(s.headDim);
+    const int64_t stride = maxPos + 1;
+    const size_t heads = static_cast<size_t>(kMaxGroupHeads);
+    if (t.scores.size() < heads * stride) t.scores.resize(heads * stride);
+    t.scoresStride = stride;
+    if (t.q.size() < heads * s.headDim) {
+      t.q.resize(heads * s.headDim);
+      t.acc.resize(heads * s.headDim);
     }
+    if (t.block.size() < static_cast<size_t>(kKeyBlockRows * s.headDim)) t.block.resize(kKeyBlockRows * s.headDim);
     for (int64_t item = b; item < e; item++) {
-      const int64_t row = item / s.numHeads, h = item % s.numHeads;
-      const int64_t kvOff = (h / group) * s.headDim;
+      const int64_t row = item / itemsPerRow, rest = item % itemsPerRow;
+      const int64_t kvHead = rest / numSub, sub = rest % numSub;
+      const int64_t h0 = kvHead * group + sub * group / numSub, h1 = kvHead * group + (sub + 1) * group / numSub;
       const int64_t n = static_cast<int64_t>(positions.data[row]) + 1;
-      attend(out.data + row * s.qDim + h * s.headDim, q.data + row * s.qDim + h * s.headDim, k.data, v.data, n, s,
-             kvOff, t);
+      const int64_t off = row * s.qDim + h0 * s.headDim;
+      attend(out.data + off, q.data + off, h1 - h0, k.data, v.data, n, s, kvHead * s.headDim, t);
     }
   });
   return env.Undefined();
