@@ -1,0 +1,124 @@
+/**
+ * `flexinfer run MODEL -p PROMPT [...]`: generate text from a prompt, streaming it to stdout,
+ * with a timing line on stderr (or one JSON object with --json).
+ */
+import { parseArgs } from 'node:util';
+import { loadModel, type GenerateOptions, type LoadModelOptions } from '../index.js';
+import { InvalidOptionError } from '../errors.js';
+
+const HELP = `Usage: flexinfer run MODEL -p PROMPT [options]
+
+Generates text from PROMPT with the GGUF model MODEL, streaming it to stdout. A timing line
+(prompt and generation tokens/s, peak RSS) goes to stderr.
+
+Options:
+  -p, --prompt TEXT        prompt text (required)
+  -n, --n-predict N        tokens to generate (default 128)
+      --temp T             temperature, 0 = greedy (default 0.8)
+      --top-k K            top-k (default 40, 0 = off)
+      --top-p P            top-p (default 0.95, 1 = off)
+      --min-p P            min-p (default 0.05, 0 = off)
+      --repeat-penalty R   repetition penalty (default 1.1, 1 = off)
+      --seed S             random seed (default: random)
+  -t, --threads N          compute threads (default: all cores)
+  -c, --ctx-size N         context size (default: min(model's, 4096))
+      --memory-budget X    memory budget, e.g. 2GiB or 75%
+      --kv LAYOUT          KV cache layout: vtensor | contiguous
+      --json               print one JSON object (tokens, text, timings) instead of streaming
+  -h, --help               show this help
+`;
+
+function number(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidOptionError(`--${name}`, `must be a number, got '${v}'`);
+  return n;
+}
+
+/** Entry point of `flexinfer run`; returns the exit code. */
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      prompt: { type: 'string', short: 'p' },
+      'n-predict': { type: 'string', short: 'n' },
+      temp: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      'min-p': { type: 'string' },
+      'repeat-penalty': { type: 'string' },
+      seed: { type: 'string' },
+      threads: { type: 'string', short: 't' },
+      'ctx-size': { type: 'string', short: 'c' },
+      'memory-budget': { type: 'string' },
+      kv: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const [modelPath, ...extra] = positionals;
+  if (!modelPath) throw new InvalidOptionError('MODEL', 'missing model path (flexinfer run MODEL -p PROMPT; see --help)');
+  if (extra.length > 0) throw new InvalidOptionError('MODEL', `unexpected extra arguments: ${extra.join(' ')}`);
+  if (values.prompt === undefined) throw new InvalidOptionError('--prompt', 'missing (-p PROMPT)');
+  const json = values.json === true;
+
+  const loadOptions: LoadModelOptions = {};
+  const threads = number('threads', values.threads);
+  if (threads !== undefined) loadOptions.threads = threads;
+  const ctx = number('ctx-size', values['ctx-size']);
+  if (ctx !== undefined) loadOptions.contextSize = ctx;
+  if (values['memory-budget'] !== undefined) loadOptions.memoryBudget = values['memory-budget'];
+  if (values.kv !== undefined) loadOptions.kv = values.kv as LoadModelOptions['kv'];
+  loadOptions.parallel = 1;
+  const controller = new AbortController();
+  loadOptions.signal = controller.signal;
+  const onSigint = (): void => controller.abort();
+  process.on('SIGINT', onSigint);
+  if (process.stderr.isTTY && !json) {
+    let last = -1;
+    loadOptions.onProgress = ({ loadedBytes, totalBytes }) => {
+      const pct = totalBytes > 0 ? Math.floor((loadedBytes * 100) / totalBytes) : 100;
+      if (pct !== last) process.stderr.write(`\rloading ${pct}%`);
+      last = pct;
+      if (loadedBytes >= totalBytes) process.stderr.write('\r\x1b[K');
+    };
+  }
+
+  const gen: GenerateOptions = { maxTokens: number('n-predict', values['n-predict']) ?? 128, signal: controller.signal };
+  const map: Array<[keyof GenerateOptions, string]> = [
+    ['temperature', 'temp'], ['topK', 'top-k'], ['topP', 'top-p'], ['minP', 'min-p'], ['repeatPenalty', 'repeat-penalty'], ['seed', 'seed'],
+  ];
+  for (const [key, flag] of map) {
+    const v = number(flag, values[flag as keyof typeof values] as string | undefined);
+    if (v !== undefined) (gen as Record<string, unknown>)[key] = v;
+  }
+
+  try {
+    await using model = await loadModel(modelPath, loadOptions);
+    const stream = model.generate(values.prompt, gen);
+    if (!json) for await (const chunk of stream) process.stdout.write(chunk.text);
+    const result = await stream.result;
+    const peakRssBytes = process.resourceUsage().maxRSS * 1024;
+    const t = result.timings;
+    if (json) {
+      process.stdout.write(
+        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes })}\n`,
+      );
+    } else {
+      process.stdout.write('\n');
+      process.stderr.write(
+        `prompt: ${result.promptTokens} tokens, ${t.promptTokensPerSec.toFixed(1)} tokens/s | ` +
+          `generation: ${result.tokens.length} tokens, ${t.genTokensPerSec.toFixed(1)} tokens/s | ` +
+          `peak RSS: ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`,
+      );
+    }
+    return result.finishReason === 'abort' ? 130 : 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

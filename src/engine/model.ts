@@ -1,0 +1,414 @@
+/**
+ * The main-thread side of a loaded model: tokenizer (sync tokenize/detokenize), option
+ * validation, and request plumbing to the engine worker (streaming chunks, results, logits).
+ */
+import { Worker } from 'node:worker_threads';
+import { availableParallelism } from 'node:os';
+import { readGguf, type GgufFile } from '../gguf/reader.js';
+import { modelConfigFromGguf } from '../models/registry.js';
+import type { ModelConfig } from '../models/config.js';
+import { tokenizerFromGguf } from '../tokenizer/index.js';
+import { ContextOverflowError, InvalidOptionError, ModelDisposedError } from '../errors.js';
+import { resolveSamplingOptions, type SamplingOptions } from './sampling.js';
+import type { FinishedGeneration } from './scheduler.js';
+import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
+
+type Tokenizer = ReturnType<typeof tokenizerFromGguf>;
+
+/** Options of loadModel(). */
+export interface LoadModelOptions {
+  /** Compute threads (default: all cores). */
+  threads?: number;
+  /** Tokens one sequence can hold (default min(the file's context length, 4096)). */
+  contextSize?: number;
+  /** Most sequences computed at once (default 4). */
+  parallel?: number;
+  /** Memory budget: bytes, or a string like "2GiB" / "75%". */
+  memoryBudget?: string | number;
+  /** KV cache layout (default 'contiguous'). */
+  kv?: 'vtensor' | 'contiguous';
+  onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
+  signal?: AbortSignal;
+}
+
+/** Options of one generation. */
+export interface GenerateOptions {
+  /** Most tokens to generate (default: until the context is full). */
+  maxTokens?: number;
+  /** 0 = greedy; default 0.8. */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  seed?: number;
+  repeatPenalty?: number;
+  repeatLastN?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** Generation stops before the first occurrence of any of these; the stop text is not emitted. */
+  stop?: string[];
+  /** Prepend BOS to a string prompt (default: what the model file says). */
+  addBos?: boolean;
+  signal?: AbortSignal;
+}
+
+/** A piece of streamed output. */
+export interface GenerateChunk {
+  text: string;
+  tokens: number[];
+}
+
+/** The outcome of a generation. */
+export type GenerateResult = FinishedGeneration;
+
+/** Facts about a loaded model. */
+export interface ModelInfo {
+  path: string;
+  architecture: string;
+  name: string;
+  fileSize: number;
+  numLayers: number;
+  dim: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  ffnDim: number;
+  vocabSize: number;
+  /** Context length the model was trained with. */
+  trainContextSize: number;
+  /** Tokens one sequence can hold in this engine. */
+  contextSize: number;
+  parallel: number;
+  threads: number;
+  kv: 'vtensor' | 'contiguous';
+  bosId: number | null;
+  eosId: number | null;
+  chatTemplate: string | null;
+}
+
+/** A loaded model (see loadModel). */
+export interface Model {
+  readonly info: ModelInfo;
+  tokenize(text: string, options?: { addBos?: boolean; special?: boolean }): Uint32Array;
+  detokenize(tokens: ArrayLike<number>): string;
+  generate(prompt: string | Uint32Array, options?: GenerateOptions): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> };
+  complete(prompt: string | Uint32Array, options?: GenerateOptions): Promise<GenerateResult>;
+  /** Logits of the last token, or of every token with allLogits: [n or 1, vocab]. */
+  evaluate(tokens: Uint32Array, options?: { allLogits?: boolean }): Promise<Float32Array>;
+  stats(): Promise<Record<string, unknown>>;
+  dispose(): Promise<void>;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+const MAX_BATCH_ROWS = 512;
+const KV_LAYOUTS = ['vtensor', 'contiguous'] as const;
+
+function checkInt(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new InvalidOptionError(name, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+function abortError(signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** Loads a GGUF model: validates, reads the header and tokenizer here, weights in the worker. */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof path !== 'string' || path.length === 0) throw new InvalidOptionError('path', 'must be a non-empty string');
+  if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
+  const threads = checkInt('threads', options.threads ?? availableParallelism(), 1, 1024);
+  const parallel = checkInt('parallel', options.parallel ?? 4, 1, 256);
+  const kv = options.kv ?? 'contiguous';
+  if (!KV_LAYOUTS.includes(kv)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
+  if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, 1 << 22);
+  if (options.memoryBudget !== undefined) {
+    // TODO(H6): parse and wire the memory budget to the StreamingWeightStore.
+    throw new InvalidOptionError('memoryBudget', 'is not available yet in this build (weights are always resident)');
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
+  const signal = options.signal;
+  signal?.throwIfAborted();
+
+  const file = await readGguf(path);
+  const config = modelConfigFromGguf(file);
+  const tokenizer = tokenizerFromGguf(file);
+  const contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
+  signal?.throwIfAborted();
+
+  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudgetBytes: null, maxBatchRows: MAX_BATCH_ROWS };
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+  await new Promise<void>((resolve, reject) => {
+    const onAbort = (): void => {
+      cleanup();
+      void worker.terminate();
+      reject(abortError(signal!));
+    };
+    const onMessage = (msg: FromWorker): void => {
+      if (msg.type === 'progress') options.onProgress?.({ loadedBytes: msg.loadedBytes, totalBytes: msg.totalBytes });
+      else if (msg.type === 'ready') {
+        cleanup();
+        resolve();
+      } else if (msg.type === 'error') {
+        cleanup();
+        void worker.terminate();
+        reject(deserializeError(msg.error));
+      }
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(err);
+    };
+    const onExit = (code: number): void => {
+      cleanup();
+      reject(new Error(`engine worker exited with code ${code} while loading`));
+    };
+    const cleanup = (): void => {
+      signal?.removeEventListener('abort', onAbort);
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+  });
+  const info: ModelInfo = {
+    path,
+    architecture: config.architecture,
+    name: file.getString('general.name', ''),
+    fileSize: file.fileSize,
+    numLayers: config.numLayers,
+    dim: config.dim,
+    numHeads: config.numHeads,
+    numKvHeads: config.numKvHeads,
+    headDim: config.headDim,
+    ffnDim: config.ffnDim,
+    vocabSize: config.vocabSize,
+    trainContextSize: config.contextLength,
+    contextSize,
+    parallel,
+    threads,
+    kv,
+    bosId: tokenizer.bosId ?? null,
+    eosId: tokenizer.eosId ?? null,
+    chatTemplate: tokenizer.chatTemplate ?? null,
+  };
+  return new EngineModel(worker, info, tokenizer, config, file);
+}
+
+/** Per-request state on the main thread. */
+interface Pending {
+  chunks: GenerateChunk[];
+  wake: (() => void) | null;
+  finished: boolean;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+  onChunk?: (c: GenerateChunk) => void;
+}
+
+class EngineModel implements Model {
+  readonly info: ModelInfo;
+  private readonly worker: Worker;
+  private readonly tokenizer: Tokenizer;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private disposed = false;
+  private failure: Error | null = null;
+  private disposeWaiter: (() => void) | null = null;
+
+  constructor(worker: Worker, info: ModelInfo, tokenizer: Tokenizer, _config: ModelConfig, _file: GgufFile) {
+    this.worker = worker;
+    this.info = info;
+    this.tokenizer = tokenizer;
+    worker.on('message', (msg: FromWorker) => this.onMessage(msg));
+    worker.on('error', (err) => this.fail(err));
+    worker.on('exit', (code) => {
+      if (!this.disposed) this.fail(new ModelDisposedError(`the engine worker exited (code ${code}); load the model again`));
+      this.disposeWaiter?.();
+    });
+    // The worker must not keep the process alive when the user forgets dispose().
+    worker.unref();
+  }
+
+  tokenize(text: string, options: { addBos?: boolean; special?: boolean } = {}): Uint32Array {
+    const o: { addBos?: boolean; parseSpecial?: boolean } = { parseSpecial: options.special ?? false };
+    if (options.addBos !== undefined) o.addBos = options.addBos;
+    return this.tokenizer.encode(text, o);
+  }
+
+  detokenize(tokens: ArrayLike<number>): string {
+    return this.tokenizer.decode(Array.from(tokens));
+  }
+
+  generate(prompt: string | Uint32Array, options: GenerateOptions = {}): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> } {
+    this.checkUsable();
+    const tokens = typeof prompt === 'string' ? this.tokenize(prompt, { special: true, ...(options.addBos !== undefined ? { addBos: options.addBos } : {}) }) : prompt;
+    if (!(tokens instanceof Uint32Array)) throw new InvalidOptionError('prompt', 'must be a string or a Uint32Array of token ids');
+    this.checkTokens(tokens);
+    const maxTokens = checkInt('maxTokens', options.maxTokens ?? this.info.contextSize, 0, Number.MAX_SAFE_INTEGER);
+    const stop = options.stop ?? [];
+    if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string')) throw new InvalidOptionError('stop', 'must be an array of strings');
+    const sampling: SamplingOptions = {};
+    for (const k of ['temperature', 'topK', 'topP', 'minP', 'seed', 'repeatPenalty', 'repeatLastN', 'presencePenalty', 'frequencyPenalty'] as const) {
+      if (options[k] !== undefined) sampling[k] = options[k];
+    }
+    const resolved = resolveSamplingOptions(sampling); // throws InvalidOptionError; fixes the seed here
+
+    const id = this.nextId++;
+    const p: Pending = { chunks: [], wake: null, finished: false, resolve: () => {}, reject: () => {} };
+    const result = new Promise<GenerateResult>((resolve, reject) => {
+      p.resolve = resolve as (v: unknown) => void;
+      p.reject = reject;
+    });
+    result.catch(() => {}); // the iterator also reports failures; do not crash on an unobserved result
+    this.track(id, p);
+    const signal = options.signal;
+    if (signal) {
+      const onAbort = (): void => this.post({ type: 'abort', id });
+      if (signal.aborted) queueMicrotask(onAbort);
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        void result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
+      }
+    }
+    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop });
+
+    const iterate = async function* (): AsyncGenerator<GenerateChunk> {
+      for (;;) {
+        while (p.chunks.length > 0) yield p.chunks.shift()!;
+        if (p.finished) break;
+        await new Promise<void>((r) => (p.wake = r));
+      }
+      await result; // rethrows a failure
+    };
+    return { [Symbol.asyncIterator]: iterate, result };
+  }
+
+  async complete(prompt: string | Uint32Array, options: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.generate(prompt, options).result;
+  }
+
+  async evaluate(tokens: Uint32Array, options: { allLogits?: boolean } = {}): Promise<Float32Array> {
+    this.checkUsable();
+    if (!(tokens instanceof Uint32Array)) throw new InvalidOptionError('tokens', 'must be a Uint32Array of token ids');
+    this.checkTokens(tokens);
+    const id = this.nextId++;
+    return new Promise<Float32Array>((resolve, reject) => {
+      this.track(id, { chunks: [], wake: null, finished: false, resolve: resolve as (v: unknown) => void, reject });
+      this.post({ type: 'evaluate', id, tokens, allLogits: options.allLogits === true });
+    });
+  }
+
+  async stats(): Promise<Record<string, unknown>> {
+    this.checkUsable();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.track(id, { chunks: [], wake: null, finished: false, resolve: resolve as (v: unknown) => void, reject });
+      this.post({ type: 'stats', id });
+    });
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    const exited = new Promise<void>((r) => (this.disposeWaiter = r));
+    this.failAll(new ModelDisposedError());
+    this.worker.ref(); // keep the process alive until the worker has let go of its memory
+    this.post({ type: 'dispose' });
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
+    await this.worker.terminate();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+
+  // --- internals ---
+
+  private checkUsable(): void {
+    if (this.disposed) throw new ModelDisposedError();
+    if (this.failure) throw this.failure;
+  }
+
+  private checkTokens(tokens: Uint32Array): void {
+    if (tokens.length === 0) throw new InvalidOptionError('prompt', 'is empty (no tokens); give some text or set addBos');
+    if (tokens.length > this.info.contextSize) throw new ContextOverflowError(tokens.length, this.info.contextSize);
+    for (const t of tokens) {
+      if (t >= this.info.vocabSize) throw new InvalidOptionError('prompt', `token id ${t} is outside the vocabulary [0, ${this.info.vocabSize})`);
+    }
+  }
+
+  /** Keeps the process alive while requests are pending (the worker is unref'd when idle). */
+  private track(id: number, p: Pending): void {
+    if (this.pending.size === 0) this.worker.ref();
+    this.pending.set(id, p);
+  }
+
+  private untrack(id: number): void {
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.worker.unref();
+  }
+
+  private post(msg: ToWorker): void {
+    if (!this.disposed || msg.type === 'dispose') this.worker.postMessage(msg);
+  }
+
+  private onMessage(msg: FromWorker): void {
+    if (msg.type === 'disposed') {
+      this.disposeWaiter?.();
+      return;
+    }
+    if (msg.type === 'progress' || msg.type === 'ready') return;
+    if (msg.type === 'error' && msg.id === null) return this.fail(deserializeError(msg.error));
+    const id = msg.id as number;
+    const p = this.pending.get(id);
+    if (!p) return;
+    switch (msg.type) {
+      case 'chunk': {
+        const c = { text: msg.text, tokens: msg.tokens };
+        if (c.text.length > 0 || c.tokens.length > 0) p.chunks.push(c);
+        break;
+      }
+      case 'done':
+        this.untrack(id);
+        p.finished = true;
+        p.resolve(msg.result);
+        break;
+      case 'logits':
+        this.untrack(id);
+        p.resolve(msg.logits);
+        break;
+      case 'stats':
+        this.untrack(id);
+        p.resolve(msg.stats);
+        break;
+      case 'error':
+        this.untrack(id);
+        p.finished = true;
+        p.reject(deserializeError(msg.error));
+        break;
+    }
+    p.wake?.();
+    p.wake = null;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.failAll(err);
+  }
+
+  private failAll(err: Error): void {
+    for (const [id, p] of this.pending) {
+      this.untrack(id);
+      p.finished = true;
+      p.reject(err);
+      p.wake?.();
+      p.wake = null;
+    }
+  }
+}

@@ -1,0 +1,396 @@
+/**
+ * Continuous-batching scheduler: owns the request queues, builds one batch per step from the
+ * decode rows of all running sequences plus a bounded chunk of prefill, runs ONE forward pass,
+ * samples, and reports text, tokens and logits through callbacks.
+ *
+ * NOTE (policy):
+ * - Admission is FCFS by KV space: the head of the queue is admitted when the KV manager can
+ *   hold its tokens (a prefix-cache hit via kv.matchPrefix() saves the matched part); if not,
+ *   it and everything behind it waits. At most `maxRunning` sequences run at once.
+ * - Each step takes every decoding sequence's single row first (latency), then fills the
+ *   rest of `maxRows` with prefill chunks in admission order. The logit rows of one step are
+ *   bounded by `maxLogitRows` (evaluate with allLogits is chunked by it).
+ * - When a running sequence cannot grow (ensure() false), the newest running sequence is
+ *   preempted: its KV is released and it is requeued at the head to recompute its tokens
+ *   (prompt + generated so far) later. Its sampler and emitted text are kept, so the output
+ *   does not change.
+ * - A finished generation commits its tokens and releases with cachePrefix=true, so a chat's
+ *   next turn (same prefix) reuses the K/V. Aborted sequences free their KV at once.
+ */
+import type { KvManager, SeqId } from '../kv/index.js';
+import type { Batch } from '../models/transformer.js';
+import { Sampler, type SamplingOptions } from './sampling.js';
+import { StopMatcher } from './stop.js';
+
+/** What the scheduler needs of the model. */
+export interface ForwardModel {
+  readonly maxRows: number;
+  readonly maxLogitRows: number;
+  forward(batch: Batch): Float32Array;
+}
+
+/** What the scheduler needs of the tokenizer. */
+export interface SchedulerTokenizer {
+  isEog(id: number): boolean;
+  createDecoder(options?: { continuation?: boolean }): { push(id: number): string; flush(): string };
+}
+
+export type FinishReason = 'stop' | 'length' | 'eog' | 'abort';
+
+/** Timings of one generation, milliseconds and tokens per second. */
+export interface GenerationTimings {
+  promptMs: number;
+  genMs: number;
+  promptTokensPerSec: number;
+  genTokensPerSec: number;
+  timeToFirstTokenMs: number;
+}
+
+/** What a finished generation reports. */
+export interface FinishedGeneration {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  promptTokens: number;
+  cachedPromptTokens: number;
+  timings: GenerationTimings;
+}
+
+/** Callbacks through which the scheduler reports progress. */
+export interface SchedulerEvents {
+  /** New tokens of a generation and the text that became safe to emit (may be ''). */
+  chunk(id: number, text: string, tokens: number[]): void;
+  done(id: number, result: FinishedGeneration): void;
+  /** Logits of an evaluate request: [numRows, vocab]. */
+  logits(id: number, logits: Float32Array, numRows: number): void;
+}
+
+export interface SchedulerOptions {
+  model: ForwardModel;
+  kv: KvManager;
+  tokenizer: SchedulerTokenizer;
+  vocabSize: number;
+  /** Largest number of tokens one sequence holds (prompt + generated). */
+  contextSize: number;
+  /** Most sequences running at once. */
+  maxRunning: number;
+  events: SchedulerEvents;
+}
+
+/** One request's state while queued or running. */
+interface Sequence {
+  id: number;
+  kind: 'generate' | 'evaluate';
+  tokens: Uint32Array; // [contextSize]: prompt, then generated tokens
+  numTokens: number;
+  numPrompt: number;
+  /** Positions [0, numComputed) hold K/V in the cache. */
+  numComputed: number;
+  seq: SeqId | null;
+  // generate
+  maxTokens: number;
+  numGenerated: number;
+  sampler: Sampler | null;
+  stop: StopMatcher | null;
+  decoder: { push(id: number): string; flush(): string } | null;
+  text: string;
+  cachedPromptTokens: number;
+  // evaluate
+  allLogits: boolean;
+  logits: Float32Array | null; // [numTokens or 1, vocab]
+  // timings (performance.now())
+  tSubmit: number;
+  tAdmit: number;
+  tFirstToken: number;
+}
+
+/** Per-step record of a sequence's rows in the batch. */
+interface Slice {
+  s: Sequence;
+  firstPos: number;
+  numRows: number;
+  logitStart: number; // index of its first logit row in the step's logits
+  numLogitRows: number;
+}
+
+/** Continuous-batching scheduler (see NOTE at the top of the file). */
+export class Scheduler {
+  private readonly o: SchedulerOptions;
+  private readonly waiting: Sequence[] = [];
+  private readonly running: Sequence[] = [];
+  private readonly byId = new Map<number, Sequence>();
+  private readonly batch: Batch;
+  private numSteps = 0;
+  private numRowsTotal = 0;
+  private numPreemptions = 0;
+
+  constructor(options: SchedulerOptions) {
+    this.o = options;
+    const { maxRows, maxLogitRows } = options.model;
+    this.batch = {
+      numRows: 0,
+      tokens: new Int32Array(maxRows),
+      positions: new Int32Array(maxRows),
+      seqs: new Int32Array(maxRows),
+      logitRows: new Int32Array(maxLogitRows),
+      numLogitRows: 0,
+    };
+  }
+
+  /** True when nothing is queued or running. */
+  get idle(): boolean {
+    return this.waiting.length === 0 && this.running.length === 0;
+  }
+
+  /** Queues a generation. The prompt must be 1..contextSize tokens (checked by the caller). */
+  submitGenerate(id: number, prompt: Uint32Array, options: { maxTokens: number; sampling: SamplingOptions; stop: string[] }): void {
+    const s = this.newSequence(id, 'generate', prompt);
+    s.maxTokens = options.maxTokens;
+    s.sampler = new Sampler(options.sampling);
+    s.sampler.accept(prompt);
+    s.stop = new StopMatcher(options.stop);
+    // Generated tokens continue the prompt: keep the first token's leading space.
+    s.decoder = this.o.tokenizer.createDecoder({ continuation: true });
+    this.enqueue(s);
+  }
+
+  /** Queues an evaluation: logits of the last token, or of every token with allLogits. */
+  submitEvaluate(id: number, tokens: Uint32Array, allLogits: boolean): void {
+    const s = this.newSequence(id, 'evaluate', tokens);
+    s.allLogits = allLogits;
+    s.logits = new Float32Array((allLogits ? tokens.length : 1) * this.o.vocabSize);
+    this.enqueue(s);
+  }
+
+  /** Removes a request at once and frees its KV; a generation finishes with 'abort'. */
+  abort(id: number): void {
+    const s = this.byId.get(id);
+    if (!s) return;
+    this.remove(s, false);
+    if (s.kind === 'generate') this.o.events.done(id, this.result(s, 'abort'));
+  }
+
+  /** Counters for stats(). */
+  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number } {
+    return { running: this.running.length, waiting: this.waiting.length, steps: this.numSteps, rows: this.numRowsTotal, preemptions: this.numPreemptions };
+  }
+
+  /** Runs one step (admission, one forward pass, sampling). Returns the rows computed (0 = idle). */
+  step(): number {
+    this.admit();
+    const slices = this.buildBatch();
+    if (this.batch.numRows === 0) return 0;
+    const logits = this.o.model.forward(this.batch);
+    this.numSteps++;
+    this.numRowsTotal += this.batch.numRows;
+    for (const sl of slices) this.afterForward(sl, logits);
+    return this.batch.numRows;
+  }
+
+  // --- admission and preemption ---
+
+  private admit(): void {
+    const kv = this.o.kv;
+    while (this.waiting.length > 0 && this.running.length < this.o.maxRunning) {
+      const s = this.waiting[0]!;
+      const tokens = s.tokens.subarray(0, s.numTokens);
+      // Prefix reuse only for generations: an evaluation wants logits of every row it asked for.
+      const match = s.kind === 'generate' && s.numTokens > 1 ? kv.matchPrefix(tokens) : null;
+      const seq = match ? match.seq : kv.createSequence();
+      if (seq === null) return; // no room for even an empty sequence: wait for one to finish
+      if (!kv.ensure(seq, s.numTokens)) {
+        kv.release(seq, match !== null); // give a matched prefix back to the cache
+        return;
+      }
+      s.seq = seq;
+      s.numComputed = match ? match.numTokens : 0;
+      if (s.tAdmit === 0) {
+        s.tAdmit = performance.now();
+        s.cachedPromptTokens = s.numComputed;
+      }
+      this.waiting.shift();
+      this.running.push(s);
+    }
+  }
+
+  /** Preempts the newest running sequence: frees its KV and requeues it at the head. */
+  private preemptNewest(): Sequence {
+    const victim = this.running.pop()!;
+    this.o.kv.release(victim.seq!, false);
+    victim.seq = null;
+    victim.numComputed = 0;
+    this.waiting.unshift(victim);
+    this.numPreemptions++;
+    return victim;
+  }
+
+  /** Makes room for s's next rows, preempting newer sequences if needed; false if s itself was preempted. */
+  private grow(s: Sequence, numTokens: number): boolean {
+    while (!this.o.kv.ensure(s.seq!, numTokens)) {
+      if (this.preemptNewest() === s) return false;
+    }
+    return true;
+  }
+
+  // --- batch building ---
+
+  private buildBatch(): Slice[] {
+    const b = this.batch;
+    const { maxRows, maxLogitRows } = this.o.model;
+    b.numRows = 0;
+    b.numLogitRows = 0;
+    const slices: Slice[] = [];
+
+    // Decode rows first: every running sequence with exactly one token to compute.
+    for (const s of [...this.running]) {
+      if (s.seq === null || s.numTokens - s.numComputed !== 1) continue;
+      if (b.numRows >= maxRows || b.numLogitRows >= maxLogitRows) break;
+      if (!this.grow(s, s.numTokens)) continue;
+      slices.push(this.addRows(s, 1));
+    }
+    // Then prefill chunks, in admission order, within the row and logit-row budgets.
+    for (const s of [...this.running]) {
+      if (s.seq === null) continue; // preempted while growing another sequence
+      if (slices.some((sl) => sl.s === s)) continue; // already decoding this step
+      const remaining = s.numTokens - s.numComputed;
+      let n = Math.min(remaining, maxRows - b.numRows);
+      if (s.allLogits) n = Math.min(n, maxLogitRows - b.numLogitRows);
+      else if (n === remaining && b.numLogitRows >= maxLogitRows) n = remaining - 1; // last row needs a logit row
+      if (n <= 0) continue;
+      if (!this.grow(s, s.numComputed + n)) continue;
+      slices.push(this.addRows(s, n));
+    }
+    // A sequence preempted after it was placed must not run: rebuild without it.
+    if (slices.some((sl) => sl.s.seq === null)) return this.buildBatch();
+    return slices;
+  }
+
+  /** Appends rows [numComputed, numComputed + n) of s to the batch. */
+  private addRows(s: Sequence, n: number): Slice {
+    const b = this.batch;
+    const first = s.numComputed;
+    const end = first + n;
+    const sl: Slice = { s, firstPos: first, numRows: n, logitStart: b.numLogitRows, numLogitRows: 0 };
+    for (let p = first; p < end; p++) {
+      const row = b.numRows++;
+      b.tokens[row] = s.tokens[p]!;
+      b.positions[row] = p;
+      b.seqs[row] = s.seq!;
+      if (s.allLogits || p === s.numTokens - 1) {
+        b.logitRows[b.numLogitRows++] = row;
+        sl.numLogitRows++;
+      }
+    }
+    return sl;
+  }
+
+  // --- after the forward pass ---
+
+  private afterForward(sl: Slice, logits: Float32Array): void {
+    const s = sl.s;
+    const V = this.o.vocabSize;
+    s.numComputed += sl.numRows;
+    this.o.kv.commit(s.seq!, s.tokens.subarray(0, s.numComputed));
+    if (s.kind === 'evaluate') {
+      if (sl.numLogitRows > 0) {
+        // allLogits: rows land at their positions; otherwise the one row is the last token's.
+        const dst = s.allLogits ? sl.firstPos * V : 0;
+        s.logits!.set(logits.subarray(sl.logitStart * V, (sl.logitStart + sl.numLogitRows) * V), dst);
+      }
+      if (s.numComputed === s.numTokens) {
+        this.remove(s, false);
+        this.o.events.logits(s.id, s.logits!, s.allLogits ? s.numTokens : 1);
+      }
+      return;
+    }
+    if (sl.numLogitRows === 0) return; // mid-prompt chunk
+    this.sampleNext(s, logits, sl.logitStart * V);
+  }
+
+  /** Samples s's next token from the logits at `offset`, emits it, checks stop conditions. */
+  private sampleNext(s: Sequence, logits: Float32Array, offset: number): void {
+    const now = performance.now();
+    if (s.numGenerated >= s.maxTokens) return this.finish(s, 'length', []);
+    const token = s.sampler!.sample(logits, this.o.vocabSize, offset);
+    if (s.tFirstToken === 0) s.tFirstToken = now;
+    if (this.o.tokenizer.isEog(token)) return this.finish(s, 'eog', []);
+    s.sampler!.accept([token]);
+    s.tokens[s.numTokens++] = token;
+    s.numGenerated++;
+    const { text, stopped } = s.stop!.push(s.decoder!.push(token));
+    if (stopped) return this.finish(s, 'stop', [token], text);
+    if (s.numGenerated >= s.maxTokens || s.numTokens >= this.o.contextSize) return this.finish(s, 'length', [token], text);
+    s.text += text;
+    this.o.events.chunk(s.id, text, [token]);
+  }
+
+  /** Ends a generation: flushes held text, caches its KV prefix, reports the result. */
+  private finish(s: Sequence, reason: FinishReason, lastTokens: number[], lastText = ''): void {
+    let text = lastText;
+    if (reason !== 'stop') {
+      // Bytes still in the decoder and text held back for stop strings are emitted now.
+      const tail = s.stop!.push(s.decoder!.flush());
+      text += tail.stopped ? tail.text : tail.text + s.stop!.flush();
+      if (tail.stopped) reason = 'stop';
+    }
+    s.text += text;
+    if (text.length > 0 || lastTokens.length > 0) this.o.events.chunk(s.id, text, lastTokens);
+    this.remove(s, true);
+    this.o.events.done(s.id, this.result(s, reason));
+  }
+
+  private result(s: Sequence, reason: FinishReason): FinishedGeneration {
+    const end = performance.now();
+    const tFirst = s.tFirstToken || end;
+    const promptMs = s.tAdmit ? tFirst - s.tAdmit : 0;
+    const genMs = end - tFirst;
+    const computedPrompt = s.numPrompt - s.cachedPromptTokens;
+    return {
+      text: s.text,
+      tokens: Array.from(s.tokens.subarray(s.numPrompt, s.numTokens)),
+      finishReason: reason,
+      promptTokens: s.numPrompt,
+      cachedPromptTokens: s.cachedPromptTokens,
+      timings: {
+        promptMs,
+        genMs,
+        promptTokensPerSec: promptMs > 0 ? (computedPrompt * 1000) / promptMs : 0,
+        // The first token comes out of the prompt pass; the rest are decode steps.
+        genTokensPerSec: genMs > 0 && s.numGenerated > 1 ? ((s.numGenerated - 1) * 1000) / genMs : 0,
+        timeToFirstTokenMs: s.tFirstToken ? s.tFirstToken - s.tSubmit : 0,
+      },
+    };
+  }
+
+  // --- bookkeeping ---
+
+  private newSequence(id: number, kind: 'generate' | 'evaluate', prompt: Uint32Array): Sequence {
+    if (this.byId.has(id)) throw new Error(`request id ${id} is already in use`);
+    if (prompt.length < 1 || prompt.length > this.o.contextSize) throw new RangeError(`prompt of ${prompt.length} tokens (context ${this.o.contextSize})`);
+    const tokens = new Uint32Array(kind === 'generate' ? this.o.contextSize : prompt.length);
+    tokens.set(prompt);
+    return {
+      id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
+      maxTokens: 0, numGenerated: 0, sampler: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
+      allLogits: false, logits: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0,
+    };
+  }
+
+  private enqueue(s: Sequence): void {
+    this.byId.set(s.id, s);
+    this.waiting.push(s);
+  }
+
+  /** Takes s out of the queues; frees (or, with cachePrefix, parks) its KV. */
+  private remove(s: Sequence, cachePrefix: boolean): void {
+    this.byId.delete(s.id);
+    const w = this.waiting.indexOf(s);
+    if (w >= 0) this.waiting.splice(w, 1);
+    const r = this.running.indexOf(s);
+    if (r >= 0) this.running.splice(r, 1);
+    if (s.seq !== null) {
+      this.o.kv.release(s.seq, cachePrefix);
+      s.seq = null;
+    }
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * The engine worker: hosts the tokenizer, weight store, KV manager, model and the step loop,
+ * so compute never blocks the main thread's event loop. The main thread talks to it with
+ * messages (see protocol.ts); logits come back as transferred Float32Arrays.
+ *
+ * The step loop runs one scheduler step per macrotask (setImmediate), so abort, new requests
+ * and stats queries are handled between forward passes.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { readGgufSync } from '../gguf/reader.js';
+import { modelConfigFromGguf } from '../models/registry.js';
+import { Transformer } from '../models/transformer.js';
+import { createKvManager } from '../kv/index.js';
+import { bytesPerToken } from '../kv/shape.js';
+import { ResidentWeightStore } from '../weights/resident.js';
+import { tokenizerFromGguf } from '../tokenizer/index.js';
+import { setThreads } from '../native/index.js';
+import { Scheduler } from './scheduler.js';
+import { serializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
+
+const port = parentPort!;
+const init = workerData as WorkerInit;
+
+function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
+  port.postMessage(msg, transfer);
+}
+
+async function start(): Promise<void> {
+  const file = readGgufSync(init.path);
+  const config = modelConfigFromGguf(file);
+  const tokenizer = tokenizerFromGguf(file);
+  setThreads(init.threads);
+
+  // TODO(H6): memoryBudget -> StreamingWeightStore once it lands; until then everything is resident.
+  const store = await ResidentWeightStore.load(file, {
+    onProgress: (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }),
+  });
+
+  const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: init.contextSize };
+  const kv = createKvManager({
+    layout: init.kv,
+    shape,
+    capacityBytes: init.parallel * init.contextSize * bytesPerToken(shape),
+    ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : {}),
+  });
+  const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
+  const model = new Transformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
+
+  const scheduler = new Scheduler({
+    model,
+    kv,
+    tokenizer,
+    vocabSize: config.vocabSize,
+    contextSize: init.contextSize,
+    maxRunning: init.parallel,
+    events: {
+      chunk: (id, text, tokens) => post({ type: 'chunk', id, text, tokens }),
+      done: (id, result) => post({ type: 'done', id, result }),
+      logits: (id, logits, numRows) => post({ type: 'logits', id, logits, numRows }, [logits.buffer as ArrayBuffer]),
+    },
+  });
+
+  // One step per macrotask while there is work.
+  let pumping = false;
+  const pump = (): void => {
+    try {
+      if (scheduler.idle || scheduler.step() === 0) {
+        pumping = false;
+        return;
+      }
+    } catch (err) {
+      // A failing forward pass is a bug or a broken store: nothing can continue.
+      pumping = false;
+      post({ type: 'error', id: null, error: serializeError(err) });
+      return;
+    }
+    setImmediate(pump);
+  };
+  const kick = (): void => {
+    if (!pumping) {
+      pumping = true;
+      setImmediate(pump);
+    }
+  };
+
+  port.on('message', (msg: ToWorker) => {
+    try {
+      switch (msg.type) {
+        case 'generate':
+          scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop });
+          kick();
+          break;
+        case 'evaluate':
+          scheduler.submitEvaluate(msg.id, msg.tokens, msg.allLogits);
+          kick();
+          break;
+        case 'abort':
+          scheduler.abort(msg.id);
+          break;
+        case 'stats': {
+          const mem = process.memoryUsage();
+          post({
+            type: 'stats',
+            id: msg.id,
+            stats: {
+              scheduler: scheduler.stats(),
+              kv: kv.stats(),
+              weights: { residentBytes: store.residentBytes, locked: store.locked },
+              memory: { rss: mem.rss, arrayBuffers: mem.arrayBuffers, external: mem.external },
+            },
+          });
+          break;
+        }
+        case 'dispose':
+          kv.dispose();
+          store.dispose();
+          post({ type: 'disposed' });
+          break;
+      }
+    } catch (err) {
+      post({ type: 'error', id: 'id' in msg ? msg.id : null, error: serializeError(err) });
+    }
+  });
+
+  post({ type: 'ready', weights: { residentBytes: store.residentBytes, locked: store.locked, lockError: store.lockError } });
+}
+
+start().catch((err) => post({ type: 'error', id: null, error: serializeError(err) }));

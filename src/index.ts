@@ -1,0 +1,13 @@
+/**
+ * flexinfer public API.
+ *
+ * ```ts
+ * import { loadModel } from 'flexinfer';
+ * await using model = await loadModel('model.gguf', { contextSize: 2048 });
+ * for await (const chunk of model.generate('Once upon a time', { maxTokens: 64 })) process.stdout.write(chunk.text);
+ * ```
+ */
+export { loadModel } from './engine/model.js';
+export type { LoadModelOptions, GenerateOptions, GenerateChunk, GenerateResult, Model, ModelInfo } from './engine/model.js';
+export type { FinishReason, GenerationTimings } from './engine/scheduler.js';
+export * from './errors.js';
