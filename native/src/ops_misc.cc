@@ -76,6 +76,7 @@ static Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   int64_t dim = argInt(info, 4, fn, "dim");
   float eps = static_cast<float>(argNumber(info, 5, fn, "eps"));
   if (dim == 0) throwRange(env, fn, "dim must be at least 1");
+  if (!(eps >= 0)) throwRange(env, fn, "eps must be >= 0");
   requireLength(env, fn, "x", x, uint64_t(m) * dim, "m * dim");
   requireLength(env, fn, "out", out, uint64_t(m) * dim, "m * dim");
   requireLength(env, fn, "weight", w, uint64_t(dim), "dim");

@@ -243,6 +243,7 @@ test('bad sizes and types throw clear errors', () => {
   assert.throws(() => rmsNorm(a, a, new Float32Array(4), 2, 5, 1e-5), /weight holds 4 elements, needs 5/);
   assert.throws(() => rmsNorm(a, a, a, 3, 5, 1e-5), /x holds 10 elements, needs 15/);
   assert.throws(() => rmsNorm(a, a, a, 1, 0, 1e-5), /dim must be at least 1/);
+  assert.throws(() => rmsNorm(a, a, a, 1, 5, -1), /eps must be >= 0/);
   assert.throws(() => rmsNorm(a, a, a, 1.5, 5, 1e-5), /m must be an integer/);
   assert.throws(() => rmsNorm(a, a, a, -1, 5, 1e-5), RangeError);
   assert.throws(() => rmsNorm(a, new Float64Array(10) as unknown as Float32Array, a, 1, 5, 1e-5), /x must be a Float32Array/);
