@@ -21,6 +21,7 @@ Options:
   -o, --output F  file to write (written under a temporary name, renamed when complete)
   --seed N        PRNG seed (default 1; same seed, same bytes)
   --align N       tensor data alignment in bytes, a power of two (default 4096)
+  --threads N     worker threads generating tensors (default: cores, at most 4)
   --json          print a JSON summary on stdout
   -h, --help      this help
 
@@ -48,6 +49,7 @@ export async function run(argv: string[]): Promise<number> {
       output: { type: 'string', short: 'o' },
       seed: { type: 'string' },
       align: { type: 'string' },
+      threads: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -66,6 +68,7 @@ export async function run(argv: string[]): Promise<number> {
   const seed = intOption('--seed', values.seed, 1, 0, 0xffffffff);
   const alignment = intOption('--align', values.align, 4096, 1, 1 << 30);
   if ((alignment & (alignment - 1)) !== 0) throw new InvalidOptionError('--align', `${alignment} is not a power of two`);
+  const threads = values.threads === undefined ? undefined : intOption('--threads', values.threads, 1, 1, 64);
 
   const ac = new AbortController();
   const onSigint = () => ac.abort();
@@ -75,6 +78,7 @@ export async function run(argv: string[]): Promise<number> {
     const result = await synthesize(values.output, preset, type, {
       seed,
       alignment,
+      threads,
       signal: ac.signal,
       onProgress: (done, total) => {
         progress ??= createProgress(`synth ${preset.name} ${type}`, total);

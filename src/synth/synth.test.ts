@@ -116,8 +116,8 @@ test('same seed gives identical bytes; another seed different weights but the sa
   const a = join(dir, 'seed-a.gguf');
   const b = join(dir, 'seed-b.gguf');
   const c = join(dir, 'seed-c.gguf');
-  await synthesize(a, 'tiny-15m', 'q4_0', { seed: 123 });
-  await synthesize(b, 'tiny-15m', 'q4_0', { seed: 123 });
+  await synthesize(a, 'tiny-15m', 'q4_0', { seed: 123, threads: 1 });
+  await synthesize(b, 'tiny-15m', 'q4_0', { seed: 123, threads: 3 }); // worker threads: same bytes
   await synthesize(c, 'tiny-15m', 'q4_0', { seed: 124 });
   assert.equal(sha(a), sha(b));
   assert.notEqual(sha(a), sha(c));

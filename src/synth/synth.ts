@@ -4,10 +4,12 @@
  * callbacks, a bounded chunk of f32 values at a time, so memory stays at one tensor's
  * quantized bytes plus a 4 MiB scratch, whatever the model size.
  */
+import { availableParallelism } from 'node:os';
 import { quantizeInto } from '../gguf/quant.js';
 import { writeGguf } from '../gguf/writer.js';
 import { planSynth, type SynthPlan, type SynthTensor, type SynthType } from './plan.js';
 import { Xoshiro128, fnv1a32 } from './rng.js';
+import { SynthPool } from './pool.js';
 import type { SynthPreset } from './presets.js';
 
 export interface SynthOptions {
@@ -15,6 +17,11 @@ export interface SynthOptions {
   seed?: number;
   /** Tensor data alignment in the file (default 4096). */
   alignment?: number;
+  /**
+   * Worker threads generating tensors (default: available cores, at most 4; 1 = generate on
+   * this thread). The bytes are the same for any value.
+   */
+  threads?: number;
   /** File bytes written so far / total. */
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   signal?: AbortSignal;
@@ -63,13 +70,39 @@ export async function synthesize(
 ): Promise<SynthResult> {
   const seed = options.seed ?? 1;
   const plan = planSynth(preset, type, options.alignment ?? 4096);
-  const scratch = new Float32Array(CHUNK_ELEMENTS + 65536);
+  const threads = options.threads ?? Math.min(4, availableParallelism());
+  if (!Number.isInteger(threads) || threads < 1) throw new RangeError(`threads must be a positive integer, got ${threads}`);
   const t0 = performance.now();
-  await writeGguf(
-    path,
-    plan.metadata,
-    plan.tensors.map((t) => ({ name: t.name, type: t.type, dims: t.dims, data: () => synthTensorData(t, seed, scratch) })),
-    { alignment: plan.alignment, onProgress: options.onProgress, signal: options.signal },
-  );
+  let data: (i: number) => Uint8Array | Promise<Uint8Array>;
+  let pool: SynthPool | undefined;
+  if (threads === 1) {
+    const scratch = new Float32Array(CHUNK_ELEMENTS + 65536);
+    data = (i) => synthTensorData(plan.tensors[i]!, seed, scratch);
+  } else {
+    // Keep `threads` tensors ahead of the writer in flight; the writer consumes them in order.
+    const p = (pool = new SynthPool(threads));
+    const jobs = new Map<number, Promise<Uint8Array>>();
+    let submitted = 0;
+    data = (i) => {
+      while (submitted < plan.tensors.length && submitted <= i + threads) {
+        const job = p.generate(plan.tensors[submitted]!, seed);
+        job.catch(() => {}); // observed when awaited; avoid unhandled rejections on abort
+        jobs.set(submitted++, job);
+      }
+      const job = jobs.get(i)!;
+      jobs.delete(i);
+      return job;
+    };
+  }
+  try {
+    await writeGguf(
+      path,
+      plan.metadata,
+      plan.tensors.map((t, i) => ({ name: t.name, type: t.type, dims: t.dims, data: () => data(i) })),
+      { alignment: plan.alignment, onProgress: options.onProgress, signal: options.signal },
+    );
+  } finally {
+    await pool?.close();
+  }
   return { path, plan, seconds: (performance.now() - t0) / 1000 };
 }
