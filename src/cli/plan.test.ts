@@ -1,0 +1,34 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readGgufSync } from '../gguf/reader.js';
+import { planInputs } from '../weights/create.js';
+import { planResidency } from '../weights/plan.js';
+import { tinyModelTensors, writeTestGguf } from '../weights/testing.js';
+import { estimateScratchBytes, formatPlan, modelShapes } from './plan.js';
+
+test('plan: model shapes from metadata, a table row per layer with R/s per kind', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-plan-'));
+  try {
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 8, tinyModelTensors({ dim: 128, ffn: 320, kvDim: 64, vocab: 40, layers: 8 }, 2), 4096);
+    const file = readGgufSync(path);
+    const shapes = modelShapes(file);
+    assert.equal(shapes.numLayers, 8);
+    assert.equal(shapes.vocab, 40);
+    // The test file has no head counts: one head, K and V of embedding_length (0 here) -> 0.
+    assert.equal(shapes.kvBytesPerToken, 0);
+    assert.equal(estimateScratchBytes({ dim: 10, ffn: 20, vocab: 7 }, 2), 4 * (2 * (60 + 60) + 7));
+    const plan = planResidency(planInputs(file), { budget: Math.floor(0.5 * file.fileSize), hardware: { readBytesPerSec: 1e9 }, window: 1 });
+    const text = formatPlan(plan, path, file.fileSize, { ctxSize: 128, parallel: 1, hardwareSource: 'given' });
+    const rows = text.split('\n').filter((l) => /^\s*\d+\s/.test(l));
+    assert.equal(rows.length, 8);
+    for (const r of rows) assert.match(r, /\b(R|s|Rs)\b/);
+    assert.match(text, /prefetch window 1 layers; ring 2 x/);
+    assert.match(text, /tokens\/s/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

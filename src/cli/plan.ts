@@ -1,0 +1,170 @@
+/**
+ * `flexinfer plan MODEL --memory-budget X`: how a memory budget would be spent on a model —
+ * per layer which tensors are resident and which are streamed, the prefetch window and ring
+ * buffer, the budget split (weights, buffers, KV, scratch), bytes read per token and the
+ * predicted tokens per second. Reads only the header; `--calibrate` measures the storage.
+ */
+import { parseArgs } from 'node:util';
+import { InvalidOptionError } from '../errors.js';
+import { readGgufSync, type GgufFile } from '../gguf/reader.js';
+import { formatBytes, parseMemoryBudget } from '../weights/budget.js';
+import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js';
+import { DEFAULT_HARDWARE, planInputs } from '../weights/create.js';
+import { planResidency, type HardwareFigures, type Plan } from '../weights/plan.js';
+import type { TensorKind } from '../weights/tensors.js';
+
+const HELP = `Usage: flexinfer plan MODEL --memory-budget X [options]
+
+Shows how flexinfer would run MODEL within a memory budget: which tensors stay resident
+(locked) and which are streamed from storage every token, per layer; the prefetch window and
+stream buffers; the budget split; bytes read per token and the predicted tokens per second.
+
+Options:
+  --memory-budget X     bytes, 1.5GiB, 512MiB, 2GB or 60% (of the model file); required
+  --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
+  --parallel N          sequences (default 1)
+  --window N            prefetch window in layers (default 3)
+  --scratch BYTES       activation scratch (default: an estimate from the model's shapes)
+  --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
+  --compute-bandwidth X weight bytes the kernels process per second (default 8GB)
+  --calibrate           measure the storage first (O_DIRECT vs buffered) and cache the result
+  --json                print the plan as JSON
+  -h, --help            show this help
+`;
+
+const KIND_COLUMNS: [TensorKind, string][] = [
+  ['attn_q', 'q'],
+  ['attn_k', 'k'],
+  ['attn_v', 'v'],
+  ['attn_output', 'o'],
+  ['ffn_gate', 'gate'],
+  ['ffn_up', 'up'],
+  ['ffn_down', 'down'],
+  ['other', 'other'],
+];
+
+/** Model shapes the KV and scratch estimates need, from the GGUF metadata. */
+export function modelShapes(file: GgufFile): { numLayers: number; kvBytesPerToken: number; dim: number; ffn: number; vocab: number; contextLength: number } {
+  const a = file.architecture;
+  const n = (k: string, d?: number) => file.getNumber(`${a}.${k}`) ?? d ?? 0;
+  const dim = n('embedding_length');
+  const heads = n('attention.head_count', 1) || 1;
+  const kvHeads = n('attention.head_count_kv', heads);
+  const keyLen = n('attention.key_length', dim / heads);
+  const valueLen = n('attention.value_length', keyLen);
+  const numLayers = n('block_count');
+  const embd = file.tensor('token_embd.weight');
+  return {
+    numLayers,
+    // K and V in f16 for every layer (the KV cache's layout).
+    kvBytesPerToken: numLayers * kvHeads * (keyLen + valueLen) * 2,
+    dim,
+    ffn: n('feed_forward_length'),
+    vocab: embd?.dims[1] ?? 0,
+    contextLength: n('context_length', 4096),
+  };
+}
+
+/**
+ * Rough activation scratch: f32 activations of a 512-token prompt batch (residual, norms,
+ * q/k/v, attention output, FFN gate/up) plus the logits row. An estimate until the engine
+ * reports its own figure.
+ */
+export function estimateScratchBytes(s: { dim: number; ffn: number; vocab: number }, batch = 512): number {
+  return 4 * (batch * (6 * s.dim + 3 * s.ffn) + s.vocab);
+}
+
+function kindCell(l: Plan['layers'][number], kind: TensorKind): string {
+  const k = l.byKind[kind];
+  if (!k) return '';
+  if (k.resident > 0 && k.streamed === 0) return 'R';
+  if (k.streamed > 0 && k.resident === 0) return 's';
+  return 'Rs';
+}
+
+/** Text rendering of a plan. */
+export function formatPlan(plan: Plan, path: string, fileSize: number, extra: { ctxSize: number; parallel: number; hardwareSource: string }): string {
+  const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB/s`;
+  const lines: string[] = [];
+  const s = plan.split;
+  lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
+  lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.parallel} x ${extra.ctxSize} tokens) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
+  lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layers; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
+  lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}; token embeddings read by row`);
+  lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);
+  lines.push(`hardware:  read ${gb(plan.hardware.readBytesPerSec)}, compute ${plan.hardware.computeSecPerLayer !== undefined ? `${plan.hardware.computeSecPerLayer} s/layer` : gb(plan.hardware.computeBytesPerSec ?? 8e9)} (${extra.hardwareSource})`);
+  lines.push('');
+  const present = KIND_COLUMNS.filter(([k]) => plan.layers.some((l) => l.byKind[k]));
+  const head = ['layer', 'resident', 'streamed', ...present.map(([, c]) => c)];
+  const rows = plan.layers.map((l) => [String(l.layer), formatBytes(l.residentBytes), formatBytes(l.streamedBytes), ...present.map(([k]) => kindCell(l, k))]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const fmt = (r: string[]) => r.map((c, i) => (i < 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
+  lines.push(fmt(head));
+  for (const r of rows) lines.push(fmt(r));
+  lines.push('(R = resident in this layer, s = streamed every token; norms are always resident)');
+  return lines.join('\n') + '\n';
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      'memory-budget': { type: 'string' },
+      'ctx-size': { type: 'string' },
+      parallel: { type: 'string', default: '1' },
+      window: { type: 'string', default: '3' },
+      scratch: { type: 'string' },
+      'read-bandwidth': { type: 'string' },
+      'compute-bandwidth': { type: 'string' },
+      calibrate: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new InvalidOptionError('plan', `expected one MODEL file, got ${positionals.length}; see flexinfer plan --help`);
+  const path = positionals[0]!;
+  if (values['memory-budget'] === undefined) throw new InvalidOptionError('--memory-budget', 'is required (e.g. --memory-budget 2GiB or 50%)');
+  const file = readGgufSync(path);
+  const budget = parseMemoryBudget(values['memory-budget'], file.fileSize);
+  const int = (name: string, text: string, min: number) => {
+    if (!/^\d+$/.test(text) || Number(text) < min) throw new InvalidOptionError(`--${name}`, `must be an integer >= ${min}, got '${text}'`);
+    return Number(text);
+  };
+  const shapes = modelShapes(file);
+  const ctxSize = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : Math.min(4096, shapes.contextLength || 4096);
+  const parallel = int('parallel', values.parallel!, 1);
+  const window = int('window', values.window!, 1);
+  const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : estimateScratchBytes(shapes);
+
+  let hardware: HardwareFigures = { ...DEFAULT_HARDWARE };
+  let source = 'defaults; run with --calibrate to measure';
+  if (values.calibrate) {
+    const cal = calibrateStorage(path);
+    hardware.readBytesPerSec = cal.readBytesPerSec;
+    source = `measured now: O_DIRECT ${(cal.directBytesPerSec / 1e9).toFixed(2)} GB/s, buffered ${(cal.bufferedBytesPerSec / 1e9).toFixed(2)} GB/s`;
+  } else {
+    const cal = readCachedCalibration(path);
+    if (cal) {
+      hardware.readBytesPerSec = cal.readBytesPerSec;
+      source = `calibration cache of ${cal.measuredAt}`;
+    }
+  }
+  if (values['read-bandwidth'] !== undefined) {
+    hardware.readBytesPerSec = parseMemoryBudget(values['read-bandwidth'], 0, '--read-bandwidth');
+    source = 'given';
+  }
+  if (values['compute-bandwidth'] !== undefined) hardware = { ...hardware, computeBytesPerSec: parseMemoryBudget(values['compute-bandwidth'], 0, '--compute-bandwidth') };
+
+  const plan = planResidency(planInputs(file), { budget, kvBytes: parallel * ctxSize * shapes.kvBytesPerToken, scratchBytes: scratch, hardware, window });
+  if (values.json) {
+    process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan }, null, 2) + '\n');
+  } else {
+    process.stdout.write(formatPlan(plan, path, file.fileSize, { ctxSize, parallel, hardwareSource: source }));
+  }
+  return 0;
+}
