@@ -16,6 +16,7 @@ const PIECES = [
   '<s>', '</s>', '<|eot_id|>', '<|im_start|>', '<|im_end|>', '<|endoftext|>', '<tool_call>', 'é', 'e\u0301', 'ß', '日', '語',
   'ア', '한', 'ب', 'ि', 'न', 'я', '🦙', '👍🏽', '👨‍👩‍👧', '🇯🇵', '\u200b', '\u00a0', '\u3000', '\u0085', '\ufeff', '\u2028',
   '𝔘', '½', '٣', '\u0000', '~', '$', '%', '=', '/', '\\', '"', "'", ':', '#',
+  '\ud83d', '\udc00', // lone surrogates: U+FFFD once the string is UTF-8
 ];
 
 /** Deterministic pseudo-random numbers in [0, 1). */

@@ -61,6 +61,7 @@ export interface Tokenizer {
 }
 
 const EMPTY = new Uint8Array(0);
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 const utf8 = new TextEncoder();
 
 /** @internal */
@@ -108,6 +109,9 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
       if (v.bosId === undefined) throw new TokenizerError('addBos: the vocabulary has no BOS token');
       out.push(v.bosId);
     }
+    // Lone surrogates cannot be UTF-8: make them U+FFFD first, as converting the string to
+    // UTF-8 for llama.cpp does (the vocabulary may have a token for U+FFFD).
+    text = text.replace(LONE_SURROGATE, '\uFFFD');
     const fragments = text.length > 0 ? this.partitioner.partition(text, options.parseSpecial ?? true) : [];
     if (v.model === 'llama') {
       const spm = (this.spm ??= new SpmModel(this.tokenToId, v.scores, v.unkId));
