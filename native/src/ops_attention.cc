@@ -8,6 +8,10 @@
 //   sum in double, probabilities = e * (float)(1 / sum).
 // - V is f16, so the probabilities are converted to f16 before the weighted sum (again f32
 //   accumulation).
+// Checked against the llama.cpp source node-llama-cpp 3.21.1 bundles (ggml v0.4.0;
+// `git clone node_modules/node-llama-cpp/llama/gitRelease.bundle`): its llamafile sgemm takes
+// F16 x F16 only on AVX-512/AVX2, so both f16 roundings above really happen on this machine
+// (in llama.cpp versions whose sgemm accepts F16 x F32 they would not: re-check on upgrade).
 // Summation order differs from ggml (SIMD lanes) and exp is our own vectorized one (ggml
 // uses ggml_v_expf), which moves results by a few ulps.
 //
