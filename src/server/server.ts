@@ -14,7 +14,7 @@ import { ApiError, badRequest, fromValidation } from './errors.js';
 import { ChatTemplate, ChatTemplateError, type ChatMessage } from '../engine/chat-template.js';
 import { chatCompletionSchema, completionSchema, type ChatCompletionRequest, type CompletionRequest, type SamplingFields } from './schemas.js';
 import { Metrics } from './metrics.js';
-import type { Model } from '../engine/model.js';
+import type { GenerateResult, Model } from '../engine/model.js';
 
 /** The model a server serves (the engine's Model). */
 export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'stats'>;
@@ -73,6 +73,9 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
   });
+
+  // JSON only: any other content type is a 415, not a string body that fails the schema.
+  app.removeContentTypeParser(['text/plain']);
 
   // --- errors: always the OpenAI shape, never a stack ---
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: unknown[] }, _req, reply) => {
@@ -243,7 +246,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
           kind === 'chat'
             ? { index: 0, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finish }
             : { index: 0, text: result.text, logprobs: null, finish_reason: finish };
-        return { id, object, created, model: options_modelId(), choices: [choice], usage };
+        return { id, object, created, model: options_modelId(), choices: [choice], usage, timings: timingsOf(result) };
       }
       // --- streaming: Server-Sent Events ---
       reply.hijack();
@@ -274,7 +277,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
         if (!abort.signal.aborted) {
           const usage = usageOf(result);
           const last = chunk(null, finishReason(result.finishReason)) as Record<string, unknown>;
-          send(last);
+          send({ ...last, timings: timingsOf(result) });
           if (body.stream_options?.include_usage) send({ id, object: chunkObject, created, model: options_modelId(), choices: [], usage });
           res.write('data: [DONE]\n\n');
         }
@@ -324,12 +327,24 @@ function finishReason(reason: string): string {
   return reason === 'length' ? 'length' : 'stop';
 }
 
-function usageOf(result: { tokens: number[]; promptTokens: number; cachedPromptTokens: number }): Record<string, unknown> {
+function usageOf(result: GenerateResult): Record<string, unknown> {
   return {
     prompt_tokens: result.promptTokens,
     completion_tokens: result.tokens.length,
     total_tokens: result.promptTokens + result.tokens.length,
     prompt_tokens_details: { cached_tokens: result.cachedPromptTokens },
+  };
+}
+
+/** llama-server's `timings` extension: what the prefix cache saved and how long each phase took. */
+function timingsOf(result: GenerateResult): Record<string, number> {
+  return {
+    cache_n: result.cachedPromptTokens,
+    prompt_n: result.promptTokens - result.cachedPromptTokens,
+    prompt_ms: result.timings.promptMs,
+    predicted_n: result.tokens.length,
+    predicted_ms: result.timings.genMs,
+    predicted_per_second: result.timings.genTokensPerSec,
   };
 }
 
