@@ -87,11 +87,8 @@ export class TokenizerImpl implements Tokenizer, PieceSource {
     this.eosId = v.eosId;
     this.addBos = v.addBos;
     if (v.chatTemplate !== undefined) this.chatTemplate = v.chatTemplate;
-    // First id wins for duplicate strings (llama.cpp's token_to_id keeps the last; duplicates
-    // only occur in broken vocabularies).
-    for (let id = 0; id < v.tokens.length; id++) {
-      if (!this.tokenToId.has(v.tokens[id]!)) this.tokenToId.set(v.tokens[id]!, id);
-    }
+    // The last id wins for duplicate strings, as in llama.cpp's token_to_id.
+    for (let id = 0; id < v.tokens.length; id++) this.tokenToId.set(v.tokens[id]!, id);
     const detected = detectSpecials(v.tokens, v.types, v);
     this.types = detected.types;
     this.eog = detected.eog;

@@ -61,7 +61,7 @@ export function readVocabData(get: (key: string) => unknown): VocabData {
   for (let i = 0; i < n; i++) {
     const t = rawTokens[i];
     if (typeof t !== 'string') throw new TokenizerError(`tokenizer.ggml.tokens[${i}] is not a string`);
-    tokens[i] = t;
+    tokens[i] = t.length > 0 ? t : `[EMPTY_${i}]`; // as llama.cpp names empty tokens
   }
 
   const rawTypes = get('tokenizer.ggml.token_type');
