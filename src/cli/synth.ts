@@ -4,7 +4,7 @@
  *   flexinfer synth --preset tinyllama-1.1b --type q4_0 -o tinyllama-synth.gguf
  */
 import { parseArgs } from 'node:util';
-import { InvalidOptionError } from '../errors.js';
+import { FlexinferError, InvalidOptionError } from '../errors.js';
 import { SYNTH_PRESETS, SYNTH_PRESET_NAMES } from '../synth/presets.js';
 import { SYNTH_TYPES, synthPreset, synthType } from '../synth/plan.js';
 import { synthesize } from '../synth/synth.js';
@@ -107,6 +107,13 @@ export async function run(argv: string[]): Promise<number> {
       );
     }
     return 0;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e?.code === 'string' && /^E[A-Z]+$/.test(e.code) && e.syscall) {
+      // ENOENT (no such directory), EACCES, ENOSPC...: the user's file system, not a bug
+      throw new FlexinferError(`cannot write ${values.output}: ${e.message}`, { cause: err });
+    }
+    throw err;
   } finally {
     progress?.done();
     process.off('SIGINT', onSigint);

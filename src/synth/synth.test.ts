@@ -211,4 +211,7 @@ test('flexinfer synth CLI: --json summary, bad options exit non-zero with a mess
   assert.match(bad.stderr, /--type: unknown type 'q3_k'; known: f32, f16/);
   const align = spawnSync(process.execPath, [bin, 'synth', '--preset', 'tiny-15m', '--type', 'f16', '-o', out, '--align', '48'], { encoding: 'utf8' });
   assert.match(align.stderr, /--align: 48 is not a power of two/);
+  const nodir = spawnSync(process.execPath, [bin, 'synth', '--preset', 'tiny-15m', '--type', 'f16', '-o', join(dir, 'no', 'such', 'x.gguf')], { encoding: 'utf8' });
+  assert.equal(nodir.status, 1);
+  assert.match(nodir.stderr, /^flexinfer: cannot write .*x\.gguf: ENOENT/);
 });
