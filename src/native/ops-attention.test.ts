@@ -69,6 +69,24 @@ test('attention matches the reference over random shapes (GQA, odd head dims, po
   });
 });
 
+test('attention matches the reference past several key blocks (positions 130..142, 7 heads per kv head)', () => {
+  const r = rng(16);
+  forEachPath((path) => {
+    for (const [heads, kvHeads, hd] of [[14, 2, 64], [8, 8, 128], [4, 1, 48]] as const) {
+      const m = 13, start = 130;
+      const pos = Int32Array.from({ length: m }, (_, i) => start + i);
+      const kvDim = kvHeads * hd;
+      const q = randomArray(r, m * heads * hd, 1.5);
+      const k = randomF16(r, (start + m) * kvDim, 1.5);
+      const v = randomF16(r, (start + m) * kvDim, 1);
+      const out = new Float32Array(m * heads * hd);
+      attention(out, q, k, v, m, pos, heads, kvHeads, hd, 1 / Math.sqrt(hd));
+      const want = attentionRef(q, k, v, m, pos, heads, kvHeads, hd, 1 / Math.sqrt(hd));
+      assertClose(out, want, 5e-4, `attention ${path} heads ${heads}/${kvHeads} hd ${hd} at ${start}`);
+    }
+  });
+});
+
 test('attention: SIMD and scalar paths agree closely at a 300-token context', () => {
   const r = rng(12);
   const [heads, kvHeads, hd, m] = [8, 2, 64, 5];
