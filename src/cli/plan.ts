@@ -90,17 +90,18 @@ export function formatPlan(plan: Plan, path: string, fileSize: number, extra: { 
   lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
   lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.parallel} x ${extra.ctxSize} tokens) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
   lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layers; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
-  lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}; token embeddings read by row`);
+  const rows = plan.tensors.some((t) => t.placement === 'rows');
+  lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
   lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);
   lines.push(`hardware:  read ${gb(plan.hardware.readBytesPerSec)}, compute ${plan.hardware.computeSecPerLayer !== undefined ? `${plan.hardware.computeSecPerLayer} s/layer` : gb(plan.hardware.computeBytesPerSec ?? 8e9)} (${extra.hardwareSource})`);
   lines.push('');
   const present = KIND_COLUMNS.filter(([k]) => plan.layers.some((l) => l.byKind[k]));
   const head = ['layer', 'resident', 'streamed', ...present.map(([, c]) => c)];
-  const rows = plan.layers.map((l) => [String(l.layer), formatBytes(l.residentBytes), formatBytes(l.streamedBytes), ...present.map(([k]) => kindCell(l, k))]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const table = plan.layers.map((l) => [String(l.layer), formatBytes(l.residentBytes), formatBytes(l.streamedBytes), ...present.map(([k]) => kindCell(l, k))]);
+  const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i]!.length)));
   const fmt = (r: string[]) => r.map((c, i) => (i < 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
   lines.push(fmt(head));
-  for (const r of rows) lines.push(fmt(r));
+  for (const r of table) lines.push(fmt(r).trimEnd());
   lines.push('(R = resident in this layer, s = streamed every token; norms are always resident)');
   return lines.join('\n') + '\n';
 }
