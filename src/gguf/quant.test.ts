@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GgmlType } from './ggml-type.js';
 import { dequantize, quantize, quantizeRows, quantizedBytes } from './quant.js';
-import { ggmlDequantize, ggmlQuantize } from './quant/ggml-oracle.js';
+import { ggmlDequantize, ggmlQuantize, ggmlQuantizeActivations, ggmlVecDot } from './quant/ggml-oracle.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
@@ -210,6 +210,35 @@ test('dequantize is bit-exact with llama.cpp dequantize_row_*', () => {
     const theirs = ggmlDequantize(type, q, x.length);
     for (let i = 0; i < x.length; i++) {
       if (!Object.is(ours[i], theirs[i])) assert.fail(`${GgmlType[type]}[${i}]: ${ours[i]} vs ${theirs[i]}`);
+    }
+  }
+});
+
+test('ggml-cpu activation quantizers match ours; its quantized dot products match a float64 dot of our dequantizations', () => {
+  const n = 2048;
+  const w = gaussian(n, 77);
+  const a = gaussian(n, 78, 3);
+  for (const at of [GgmlType.Q8_0, GgmlType.Q8_K] as const) {
+    assert.equal(hex(ggmlQuantizeActivations(at, a)), hex(quantize(at, a)), `${GgmlType[at]} activations`);
+  }
+  const pairs: Array<[GgmlType, GgmlType]> = [
+    [GgmlType.Q4_0, GgmlType.Q8_0], [GgmlType.Q8_0, GgmlType.Q8_0],
+    [GgmlType.Q4_K, GgmlType.Q8_K], [GgmlType.Q5_K, GgmlType.Q8_K], [GgmlType.Q6_K, GgmlType.Q8_K],
+  ];
+  for (const [wt, at] of pairs) {
+    const wq = quantize(wt, w);
+    const aq = quantize(at, a);
+    const wd = dequantize(wt, wq, n);
+    const ad = dequantize(at, aq, n);
+    let dot = 0;
+    let mag = 0;
+    for (let i = 0; i < n; i++) {
+      dot += wd[i]! * ad[i]!;
+      mag += Math.abs(wd[i]! * ad[i]!);
+    }
+    for (const generic of [false, true]) {
+      const got = ggmlVecDot(wt, wq, aq, n, generic);
+      assert.ok(Math.abs(got - dot) <= 2e-6 * mag, `${GgmlType[wt]} (generic ${generic}): ggml ${got}, float64 ${dot}`);
     }
   }
 });
