@@ -41,6 +41,7 @@ class ThreadPool {
   std::mutex callMutex_;  // one job at a time
   std::mutex mutex_;
   std::condition_variable wake_;
+  std::condition_variable done_;  // the caller sleeps here when a job runs long
   std::vector<std::thread> workers_;
   int numThreads_ = 1;
   bool stopping_ = false;
