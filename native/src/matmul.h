@@ -11,7 +11,8 @@
 // Packed activation rows (our own layout, numerically identical to ggml's blocks): the int8
 // quants of a row are contiguous (SIMD loads span blocks), followed by the per-block scales
 // as f32 (for Q8_0: the f16-rounded scale, widened) and per-block sums of the quants
-// (Q8_0: int32 per 32; Q8_K: int16 per 16, ggml's bsums). Each part starts 64-byte aligned.
+// (Q8_0: int32 per 32, pre-scaled into the lane correction of the SIMD kernels, see
+// packQ8_0; Q8_K: int16 per 16, ggml's bsums). Each part starts 64-byte aligned.
 #pragma once
 
 #include <cstddef>
@@ -40,7 +41,7 @@ inline size_t alignUp64(size_t v) { return (v + 63) & ~size_t(63); }
 struct ActLayout {
   size_t qsOff = 0;    // int8 quants [k] (f32 [k] for the float types)
   size_t dOff = 0;     // f32 scale per block
-  size_t sumOff = 0;   // Q8_0: int32 per 32; Q8_K: int16 per 16
+  size_t sumOff = 0;   // Q8_0: int32 lane correction per 32; Q8_K: int16 bsums per 16
   size_t rowBytes = 0; // stride between rows, multiple of 64
 };
 

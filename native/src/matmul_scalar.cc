@@ -55,7 +55,10 @@ ActLayout actLayout(GgmlType type, int64_t k) {
 
 // Q8_0 as ggml's x86 quantize_row_q8_0: d = amax / 127 stored as f16; q = round-half-even(x *
 // (127 / amax)) (the multiplier is 127/amax, not 1/d).
-static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l) {
+// Also stores, per block, laneCorr = corrMul * sum(q): the SIMD kernels start each block's
+// 8 int32 dot lanes at laneCorr, which takes back the unsigned offset of the weights
+// (Q4_0: q - 8 -> -8 * sum / 8 lanes = -sum; Q8_0 via q + 128: -128 * sum / 8 = -16 * sum).
+static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l, int corrMul) {
   int8_t* qs = reinterpret_cast<int8_t*>(dst + l.qsOff);
   float* ds = reinterpret_cast<float*>(dst + l.dOff);
   int32_t* sums = reinterpret_cast<int32_t*>(dst + l.sumOff);
@@ -73,7 +76,7 @@ static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l
       sum += q;
     }
     ds[b] = f16ToF32(f32ToF16(d));
-    sums[b] = sum;
+    sums[b] = corrMul * sum;
   }
 }
 
@@ -125,7 +128,7 @@ void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, con
     case ActKind::BF16:
       for (int64_t i = 0; i < k; i++) f[i] = bf16ToF32(f32ToBf16(x[i]));
       break;
-    case ActKind::Q8_0: packQ8_0(x, k, dst, l); break;
+    case ActKind::Q8_0: packQ8_0(x, k, dst, l, type == GgmlType::Q4_0 ? -1 : -16); break;
     case ActKind::Q8_K: packQ8_K(x, k, dst, l); break;
   }
 }
