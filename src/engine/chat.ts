@@ -74,6 +74,8 @@ export class ChatSession {
         throw err;
       },
     );
+    // A caller that only iterates sees a failure there; do not also crash on this promise.
+    result.catch(() => {});
     return { [Symbol.asyncIterator]: () => gen[Symbol.asyncIterator](), result };
   }
 
