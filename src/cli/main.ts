@@ -21,6 +21,7 @@ function command(name: string, description: string, load: () => Promise<CommandM
 // (entries are added as commands land)
 command('inspect', 'show a GGUF file: architecture, tokenizer, tensors', () => import('./inspect.js'));
 command('run', 'generate text from a prompt (streams to stdout)', () => import('./run.js'));
+command('chat', 'interactive multi-turn chat that reuses earlier turns\' KV', () => import('./chat.js'));
 command('serve', 'OpenAI-compatible HTTP server with continuous batching', () => import('./serve.js'));
 command('bench', 'flexinfer vs llama.cpp on the same file: speed, budget, KV and serving sweeps', () => import('./bench.js'));
 command('synth', 'write a random-weight GGUF with the shapes and tokenizer of a public model', () => import('./synth.js'));
