@@ -31,15 +31,22 @@ const mins = new Float32Array(QK_K / 32);
 /** Second result of makeQkx2Quants (the negated min), to avoid allocating a pair. */
 let theMin = 0;
 
+/** x - min per element (as float), refreshed when min moves. */
+const xm = new Float32Array(32);
+/** f(f(scale * l) + min) for every level l of the candidate being scored. */
+const levelValue = new Float64Array(32);
+
 /**
- * make_qkx2_quants: fits x[xo..xo+n) ~ scale * L + min (min <= 0) with L in [0, nmax],
- * trying nstep+1 candidate inverse scales around nmax / (max - min) and keeping the one with
- * the smallest weighted error (squared, or absolute when useMad). Writes L[lo..lo+n), sets
- * theMin = -min and returns the scale.
+ * make_qkx2_quants with use_mad = false (all K-quant reference callers here): fits
+ * x[xo..xo+n) ~ scale * L + min (min <= 0) with L in [0, nmax], trying nstep+1 candidate
+ * inverse scales around nmax / (max - min) and keeping the one with the smallest weighted
+ * squared error. Writes L[lo..lo+n), sets theMin = -min and returns the scale.
+ * (n <= 32.) Same float operations as ggml, in the same order; two values ggml recomputes
+ * per element, x - min and scale * l + min, are tabulated (same bits, fewer operations).
  */
 function makeQkx2Quants(
   n: number, nmax: number, x: Float32Array, xo: number, w: Float32Array, lo: number,
-  rmin: number, rdelta: number, nstep: number, useMad: boolean,
+  rmin: number, rdelta: number, nstep: number,
 ): number {
   let min = x[xo]!;
   let max = min;
@@ -59,16 +66,16 @@ function makeQkx2Quants(
     theMin = -min;
     return 0;
   }
-  let iscale = f(nmax / f(max - min));
+  let range = f(max - min);
+  for (let i = 0; i < n; i++) xm[i] = x[xo + i]! - min; // Float32Array store rounds: f(x - min)
+  let iscale = f(nmax / range);
   let scale = f(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!;
-    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(xi - min)))));
+    const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * xm[i]!))));
     L[lo + i] = l;
-    let diff = f(f(f(scale * l) + min) - xi);
-    diff = useMad ? Math.abs(diff) : f(diff * diff);
-    bestError = f(bestError + f(w[i]! * diff));
+    const diff = f(f(f(scale * l) + min) - x[xo + i]!);
+    bestError = f(bestError + f(w[i]! * f(diff * diff)));
   }
   if (nstep < 1) {
     theMin = -min;
@@ -76,20 +83,19 @@ function makeQkx2Quants(
   }
   for (let is = 0; is <= nstep; is++) {
     // NOTE: min is the best fit so far (updated below), so the candidate grid moves with it
-    iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / f(max - min));
+    iscale = f(f(f(rmin + f(rdelta * is)) + nmax) / range);
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
     let changed = is === 0;
     for (let i = 0; i < n; i++) {
-      const xi = x[xo + i]!;
-      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * f(xi - min)))));
+      const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * xm[i]!))));
       if (Laux[i] !== l) changed = true;
       Laux[i] = l;
       const wl = f(w[i]! * l);
       sumL = f(sumL + wl);
       sumL2 = f(sumL2 + f(wl * l));
-      sumXL = f(sumXL + f(wl * xi));
+      sumXL = f(sumXL + f(wl * x[xo + i]!));
     }
     // Same levels as the previous candidate: same fit and error, so the same (negative)
     // decision; skipping the error pass keeps the result identical and saves ~1/3 of the work.
@@ -102,17 +108,21 @@ function makeQkx2Quants(
         thisMin = 0;
         thisScale = f(sumXL / sumL2);
       }
+      for (let l = 0; l <= nmax; l++) levelValue[l] = f(f(thisScale * l) + thisMin);
       let curError = 0;
       for (let i = 0; i < n; i++) {
-        let diff = f(f(f(thisScale * Laux[i]!) + thisMin) - x[xo + i]!);
-        diff = useMad ? Math.abs(diff) : f(diff * diff);
-        curError = f(curError + f(w[i]! * diff));
+        const diff = f(levelValue[Laux[i]!]! - x[xo + i]!);
+        curError = f(curError + f(w[i]! * f(diff * diff)));
       }
       if (curError < bestError) {
         for (let i = 0; i < n; i++) L[lo + i] = Laux[i]!;
         bestError = curError;
         scale = thisScale;
-        min = thisMin;
+        if (thisMin !== min) {
+          min = thisMin;
+          range = f(max - min);
+          for (let i = 0; i < n; i++) xm[i] = x[xo + i]! - min;
+        }
       }
     }
   }
@@ -162,7 +172,7 @@ function quantizeSuperBlockK(
     for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[bo + l]! * x[bo + l]!));
     const avX = f(Math.sqrt(f(sumX2 / 32)));
     for (let l = 0; l < 32; l++) weights[l] = avX + Math.abs(x[bo + l]!); // stored as float: one rounding
-    scales[j] = makeQkx2Quants(32, nmax, x, bo, weights, 32 * j, rmin, f(0.1), nstep, false);
+    scales[j] = makeQkx2Quants(32, nmax, x, bo, weights, 32 * j, rmin, f(0.1), nstep);
     mins[j] = theMin;
     if (scales[j]! > maxScale) maxScale = scales[j]!;
     if (mins[j]! > maxMin) maxMin = mins[j]!;
