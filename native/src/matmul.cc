@@ -63,6 +63,7 @@ constexpr size_t kWeightPanelBytes = 48 * 1024;
 constexpr size_t kActBlockBytes = 384 * 1024;
 // Below this much work a call runs on the calling thread only (waking the pool costs ~us).
 constexpr double kMinParallelBytes = 256 * 1024;
+constexpr int64_t kRowUnit = 8;
 
 }  // namespace
 
@@ -84,7 +85,10 @@ void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, c
     return;
   }
   MatmulKernel kernel = nullptr;
-  if (!useScalarKernels()) kernel = simdKernel(type);
+  if (!useScalarKernels()) {
+    if (m >= kRepackMinRows) kernel = repackedKernel(type);
+    if (!kernel) kernel = simdKernel(type);
+  }
   if (!kernel) kernel = scalarKernel(type);
 
   // 1. Activations -> vec_dot_type, once per call.
@@ -98,16 +102,20 @@ void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, c
     for (int64_t i = 0; i < m; i++) packActivations(type, x + i * k, k, acts + i * layout.rowBytes, layout);
   }
 
-  // 2. Weight rows across the pool.
+  // 2. Weight rows across the pool, in units of kRowUnit rows (the repacked kernel's panel
+  // height, so no thread gets a ragged panel in the middle of the matrix).
   const size_t wRow = rowBytes(type, k);
-  const int64_t panelRows = std::max<int64_t>(1, static_cast<int64_t>(kWeightPanelBytes / wRow));
+  const int64_t panelRows =
+      std::max<int64_t>(1, static_cast<int64_t>(kWeightPanelBytes / wRow) / kRowUnit) * kRowUnit;
   const int64_t actRows =
       std::max<int64_t>(kTileRows, static_cast<int64_t>(kActBlockBytes / layout.rowBytes) / kTileRows * kTileRows);
   const double work = static_cast<double>(wRow) * static_cast<double>(n) * static_cast<double>(m);
-  // Grain: whole panels where possible, so chunks do not split a panel in two.
-  const int64_t grain = work < kMinParallelBytes ? n : std::min<int64_t>(panelRows, std::max<int64_t>(1, n / 8));
+  const int64_t units = (n + kRowUnit - 1) / kRowUnit;
+  const int64_t grain = work < kMinParallelBytes ? units : std::max<int64_t>(1, panelRows / kRowUnit);
 
-  parallelFor(n, grain, [&](int64_t begin, int64_t end, int) {
+  parallelFor(units, grain, [&](int64_t ubegin, int64_t uend, int) {
+    const int64_t begin = ubegin * kRowUnit;
+    const int64_t end = std::min(n, uend * kRowUnit);
     for (int64_t p = begin; p < end; p += panelRows) {
       const int64_t rows = std::min(panelRows, end - p);
       for (int64_t xb = 0; xb < m; xb += actRows) {

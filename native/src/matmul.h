@@ -70,6 +70,11 @@ using MatmulKernel = void (*)(const uint8_t* w, size_t wStride, int64_t nw, cons
 // builds without AVX2; the caller falls back to the scalar kernel then.
 MatmulKernel scalarKernel(GgmlType type);
 MatmulKernel simdKernel(GgmlType type);
+// Kernel for many activation rows (prompt processing) that repacks weight rows in panels of
+// 8 (matmul_x86_repack.cc); nullptr where the build or type has none.
+MatmulKernel repackedKernel(GgmlType type);
+// Activation rows from which the repacked kernel is used.
+constexpr int64_t kRepackMinRows = 8;
 
 // Name of the SIMD path compiled in: "avx2+avx512vnni", "avx2", or "none".
 const char* simdPathName();
