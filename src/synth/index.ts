@@ -1,0 +1,4 @@
+/** Synthetic models: presets of public model shapes, planning, and the streaming writer. */
+export { SYNTH_PRESETS, SYNTH_PRESET_NAMES, llama3RopeFactors, type SynthPreset, type Llama3RopeScaling } from './presets.js';
+export { SYNTH_TYPES, planSynth, synthPreset, synthType, type SynthType, type SynthPlan, type SynthTensor, type SynthInit } from './plan.js';
+export { synthesize, synthTensorData, type SynthOptions, type SynthResult } from './synth.js';
