@@ -35,26 +35,7 @@ bool typeFacts(int type, TypeFacts* f) {
   return false;
 }
 
-// 64-byte aligned scratch, one per calling thread, grown on demand and kept (a forward pass
-// calls matmul hundreds of times with the same few sizes).
-struct Scratch {
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, Free> data;
-  size_t capacity = 0;
-  uint8_t* get(size_t bytes) {
-    if (bytes > capacity) {
-      const size_t cap = alignUp64(std::max(bytes, capacity + capacity / 2));
-      data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, cap)));
-      if (!data) throw std::bad_alloc();
-      capacity = cap;
-    }
-    return data.get();
-  }
-};
-
-thread_local Scratch tlsScratch;
+thread_local AlignedScratch tlsScratch;  // packed activations
 
 // Cache blocking (bytes). A thread's chunk of weight rows is cut into panels of about
 // kWeightPanelBytes, each dotted against the activations in blocks of about kActBlockBytes:

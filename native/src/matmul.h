@@ -17,6 +17,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 
 namespace flexinfer {
 
@@ -36,6 +39,31 @@ enum class GgmlType : int {
 constexpr int kTileRows = 4;
 
 inline size_t alignUp64(size_t v) { return (v + 63) & ~size_t(63); }
+
+// 64-byte aligned buffer that grows on demand and is kept (one per thread as thread_local: a
+// forward pass calls matmul hundreds of times with the same few sizes).
+class AlignedScratch {
+ public:
+  uint8_t* get(size_t bytes) {
+    if (bytes > capacity_) {
+      const size_t cap = alignUp64(bytes > capacity_ + capacity_ / 2 ? bytes : capacity_ + capacity_ / 2);
+      data_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, cap)));
+      if (!data_) {
+        capacity_ = 0;
+        throw std::bad_alloc();
+      }
+      capacity_ = cap;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, Free> data_;
+  size_t capacity_ = 0;
+};
 
 // Where the parts of one packed activation row sit, and its stride.
 struct ActLayout {
@@ -73,6 +101,7 @@ MatmulKernel simdKernel(GgmlType type);
 // Kernel for many activation rows (prompt processing) that repacks weight rows in panels of
 // 8 (matmul_x86_repack.cc); nullptr where the build or type has none.
 MatmulKernel repackedKernel(GgmlType type);
+MatmulKernel repackedKernelK(GgmlType type);  // the K-quant half (matmul_x86_repack_k.cc)
 // Activation rows from which the repacked kernel is used.
 constexpr int64_t kRepackMinRows = 8;
 

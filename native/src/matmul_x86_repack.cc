@@ -19,9 +19,7 @@
 #include <immintrin.h>
 #endif
 
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include "quants.h"
 
@@ -34,22 +32,7 @@ namespace {
 constexpr int kPanelRows = 8;
 constexpr size_t kPanelBlockBytes = 8 * 32 + 8 * 4;
 
-struct PanelScratch {
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, Free> data;
-  size_t capacity = 0;
-  uint8_t* get(size_t bytes) {
-    if (bytes > capacity) {
-      data.reset(static_cast<uint8_t*>(std::aligned_alloc(64, alignUp64(bytes))));
-      if (!data) throw std::bad_alloc();
-      capacity = alignUp64(bytes);
-    }
-    return data.get();
-  }
-};
-thread_local PanelScratch tlsPanel;
+thread_local AlignedScratch tlsPanel;
 
 // Repacks rows [0, rows) (rows <= 8) of a Q4_0 / Q8_0 matrix into `panel`; missing rows are zero
 // (scale 0, so their lanes compute 0 and are not stored).
@@ -157,13 +140,13 @@ MatmulKernel repackedKernel(GgmlType type) {
   switch (type) {
     case GgmlType::Q4_0: return runRepacked<false>;
     case GgmlType::Q8_0: return runRepacked<true>;
-    default: return nullptr;
+    default: return repackedKernelK(type);
   }
 }
 
 #else
 
-MatmulKernel repackedKernel(GgmlType) { return nullptr; }
+MatmulKernel repackedKernel(GgmlType type) { return repackedKernelK(type); }
 
 #endif
 

@@ -155,8 +155,8 @@ for (const type of MATMUL_TYPES) {
 }
 
 test('auto and scalar paths agree up to summation order', () => {
-  const [n, k, m] = [33, 1024, 6];
-  for (const type of MATMUL_TYPES) {
+  // m = 6 takes the row-tile kernels, m = 13 the repacked 8-row panels (from 8 rows).
+  for (const [type, [n, k, m]] of MATMUL_TYPES.flatMap((t) => [[t, [33, 1024, 6]], [t, [33, 1024, 13]]] as const)) {
     const c = makeCase(type, n, k, m, 77 + type);
     setKernelPath('scalar');
     assert.equal(getKernelPath(), 'scalar');

@@ -1,0 +1,264 @@
+// Prompt-processing path for the K-quants (Q4_K, Q5_K, Q6_K) with AVX512-VNNI: 8 weight rows
+// repacked so that int32 lane r belongs to row r (see matmul_x86_repack.cc for the idea).
+//
+// Per super-block of 256, the panel holds (8 rows each):
+//   W_t, t = 0..63   32 bytes: lane r = unsigned quants 4t..4t+3 of row r
+//                    (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63 before its -32)
+//   SC_j, j < NS     8 x int32 sub-block scales (NS = 8 sub-blocks of 32 for Q4_K/Q5_K,
+//                    16 of 16 for Q6_K)
+//   MN_j, j < NS     8 x int32 offsets per sub-block: Q4_K/Q5_K mins; Q6_K 32 * scale
+//   D, DMIN          8 x f32: d and dmin (Q6_K: dmin = d)
+// so that for every type  dot = D * dx * sum_j SC_j * dot_j(q, x) - DMIN * dx * sum_j MN_j * S_j(x),
+// S_j = sum of the activation quants of sub-block j (from ggml's bsums). This is ggml's
+// vec_dot_q4_K / q5_K / q6_K math: exact int32 per super-block, then f32.
+#include "matmul.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define FLEXINFER_MATMUL_REPACK_K 1
+#include <immintrin.h>
+#endif
+
+#include <cstring>
+
+#include "quants.h"
+
+namespace flexinfer {
+
+#ifdef FLEXINFER_MATMUL_REPACK_K
+
+namespace {
+
+constexpr int kPanelRows = 8;
+
+struct KPanel {
+  int ns;             // sub-blocks per super-block
+  size_t scOff;       // offsets inside one super-block's panel
+  size_t mnOff;
+  size_t dOff;
+  size_t blockBytes;  // stride between super-blocks
+  explicit KPanel(int subBlocks) : ns(subBlocks) {
+    scOff = 64 * 32;
+    mnOff = scOff + static_cast<size_t>(ns) * 32;
+    dOff = mnOff + static_cast<size_t>(ns) * 32;
+    blockBytes = dOff + 64;
+  }
+};
+
+thread_local AlignedScratch tlsPanelK;
+
+inline __m256i loadu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Unpacks super-block b of one row into 8 vectors of 32 unsigned quants (element order) and
+// its scales, offsets and f32 scales.
+template <GgmlType T>
+void unpackRow(const uint8_t* row, int64_t b, __m256i q[8], int32_t* sc, int32_t* mn, float* d, float* dmin) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  if constexpr (T == GgmlType::Q6_K) {
+    const BlockQ6K& blk = reinterpret_cast<const BlockQ6K*>(row)[b];
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    for (int h = 0; h < 2; h++) {
+      const __m256i l0 = loadu(blk.ql + 64 * h), l1 = loadu(blk.ql + 64 * h + 32);
+      const __m256i hb = loadu(blk.qh + 32 * h);
+      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+    }
+    for (int j = 0; j < 16; j++) {
+      sc[j] = blk.scales[j];
+      mn[j] = 32 * blk.scales[j];
+    }
+    *d = *dmin = _cvtsh_ss(blk.d);
+  } else {
+    const uint8_t* qs;
+    const uint8_t* scales;
+    uint16_t dh, dminh;
+    if constexpr (T == GgmlType::Q5_K) {
+      const BlockQ5K& blk = reinterpret_cast<const BlockQ5K*>(row)[b];
+      qs = blk.qs, scales = blk.scales, dh = blk.d, dminh = blk.dmin;
+    } else {
+      const BlockQ4K& blk = reinterpret_cast<const BlockQ4K*>(row)[b];
+      qs = blk.qs, scales = blk.scales, dh = blk.d, dminh = blk.dmin;
+    }
+    for (int c = 0; c < 4; c++) {
+      const __m256i raw = loadu(qs + 32 * c);
+      q[2 * c] = _mm256_and_si256(raw, m4);
+      q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+    }
+    if constexpr (T == GgmlType::Q5_K) {
+      const __m256i hbits = loadu(reinterpret_cast<const BlockQ5K*>(row)[b].qh);
+      const __m256i one = _mm256_set1_epi8(1);
+      for (int j = 0; j < 8; j++) {
+        q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, j), one), 4));
+      }
+    }
+    for (int j = 0; j < 8; j++) {
+      uint8_t s, m;
+      scaleMinK4(j, scales, &s, &m);
+      sc[j] = s;
+      mn[j] = m;
+    }
+    *d = _cvtsh_ss(dh);
+    *dmin = _cvtsh_ss(dminh);
+  }
+}
+
+// In place: v[r] holds 8 dwords of row r; afterwards v[c] holds dword c of rows 0..7.
+inline void transpose8x8(__m256i v[8]) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(v[i]);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // t0 = r0r1 lo, t1 = r0r1 hi, t2 = r2r3 lo, t3 = r2r3 hi, ...
+  for (int g = 0; g < 8; g += 4) {
+    r[g + 0] = _mm256_shuffle_ps(t[g + 0], t[g + 2], 0x44);
+    r[g + 1] = _mm256_shuffle_ps(t[g + 0], t[g + 2], 0xEE);
+    r[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+    r[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; c++) {
+    v[c] = _mm256_castps_si256(_mm256_permute2f128_ps(r[c], r[c + 4], 0x20));
+    v[c + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(r[c], r[c + 4], 0x31));
+  }
+}
+
+template <GgmlType T>
+void repackK(const uint8_t* w, size_t wStride, int rows, int64_t nb, const KPanel& kp, uint8_t* panel) {
+  for (int64_t b = 0; b < nb; b++) {
+    uint8_t* dst = panel + b * kp.blockBytes;
+    __m256i q[kPanelRows][8];
+    int32_t* sc = reinterpret_cast<int32_t*>(dst + kp.scOff);
+    int32_t* mn = reinterpret_cast<int32_t*>(dst + kp.mnOff);
+    float* d = reinterpret_cast<float*>(dst + kp.dOff);
+    for (int r = 0; r < kPanelRows; r++) {
+      int32_t s[16], m[16];
+      float dr = 0.0f, dminr = 0.0f;
+      if (r < rows) {
+        unpackRow<T>(w + r * wStride, b, q[r], s, m, &dr, &dminr);
+      } else {
+        for (int c = 0; c < 8; c++) q[r][c] = _mm256_setzero_si256();
+        for (int j = 0; j < 16; j++) s[j] = m[j] = 0;
+      }
+      for (int j = 0; j < kp.ns; j++) {
+        sc[j * 8 + r] = s[j];
+        mn[j * 8 + r] = m[j];
+      }
+      d[r] = dr;
+      d[8 + r] = dminr;
+    }
+    // Chunk c (32 quants = 8 dwords) of the 8 rows -> W_{8c} .. W_{8c+7}.
+    for (int c = 0; c < 8; c++) {
+      __m256i v[8];
+      for (int r = 0; r < kPanelRows; r++) v[r] = q[r][c];
+      transpose8x8(v);
+      for (int t = 0; t < 8; t++) _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 32 * (8 * c + t)), v[t]);
+    }
+  }
+}
+
+template <GgmlType T, int NX>
+void panelTileK(const uint8_t* panel, int64_t nb, const KPanel& kp, const int8_t* const* xq, const float* const* xd,
+                const int16_t* const* xbs, int rows, float* out, int64_t ldo) {
+  constexpr int NS = T == GgmlType::Q6_K ? 16 : 8;
+  constexpr int GS = 64 / NS;  // dword groups per sub-block
+  __m256 acc[NX], accMin[NX];
+  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* blk = panel + b * kp.blockBytes;
+    __m256i sumi[NX], summ[NX];
+    for (int i = 0; i < NX; i++) sumi[i] = summ[i] = _mm256_setzero_si256();
+    for (int j = 0; j < NS; j++) {
+      __m256i dot[NX];
+      for (int i = 0; i < NX; i++) dot[i] = _mm256_setzero_si256();
+      for (int g = 0; g < GS; g++) {
+        const int t = j * GS + g;
+        const __m256i wt = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk + 32 * t));
+        for (int i = 0; i < NX; i++) {
+          int32_t x4;
+          std::memcpy(&x4, xq[i] + b * QK_K + 4 * t, 4);
+          dot[i] = _mm256_dpbusd_epi32(dot[i], wt, _mm256_set1_epi32(x4));
+        }
+      }
+      const __m256i scj = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk + kp.scOff + 32 * j));
+      const __m256i mnj = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk + kp.mnOff + 32 * j));
+      for (int i = 0; i < NX; i++) {
+        sumi[i] = _mm256_add_epi32(sumi[i], _mm256_mullo_epi32(dot[i], scj));
+        const int16_t* bs = xbs[i] + b * 16;
+        const int32_t s = NS == 8 ? bs[2 * j] + bs[2 * j + 1] : bs[j];
+        summ[i] = _mm256_add_epi32(summ[i], _mm256_mullo_epi32(mnj, _mm256_set1_epi32(s)));
+      }
+    }
+    const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(blk + kp.dOff));
+    const __m256 dmin = _mm256_load_ps(reinterpret_cast<const float*>(blk + kp.dOff + 32));
+    for (int i = 0; i < NX; i++) {
+      const __m256 dx = _mm256_set1_ps(xd[i][b]);
+      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[i]), _mm256_mul_ps(d, dx), acc[i]);
+      accMin[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ[i]), _mm256_mul_ps(dmin, dx), accMin[i]);
+    }
+  }
+  for (int i = 0; i < NX; i++) {
+    const __m256 res = _mm256_sub_ps(acc[i], accMin[i]);
+    if (rows == kPanelRows) {
+      _mm256_storeu_ps(out + i * ldo, res);
+    } else {
+      alignas(32) float tmp[kPanelRows];
+      _mm256_store_ps(tmp, res);
+      for (int r = 0; r < rows; r++) out[i * ldo + r] = tmp[r];
+    }
+  }
+}
+
+template <GgmlType T>
+void runRepackedK(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k, float* out,
+                  int64_t ldo) {
+  const KPanel kp(T == GgmlType::Q6_K ? 16 : 8);
+  const int64_t nb = k / QK_K;
+  uint8_t* panel = tlsPanelK.get(static_cast<size_t>(nb) * kp.blockBytes);
+  for (int64_t r0 = 0; r0 < nw; r0 += kPanelRows) {
+    const int rows = static_cast<int>(nw - r0 < kPanelRows ? nw - r0 : kPanelRows);
+    repackK<T>(w + static_cast<size_t>(r0) * wStride, wStride, rows, nb, kp, panel);
+    for (int64_t i = 0; i < nx; i += 4) {
+      const int cnt = static_cast<int>(nx - i < 4 ? nx - i : 4);
+      const int8_t* xq[4];
+      const float* xd[4];
+      const int16_t* xb[4];
+      for (int t = 0; t < cnt; t++) {
+        const uint8_t* p = a.base + static_cast<size_t>(i + t) * a.stride;
+        xq[t] = reinterpret_cast<const int8_t*>(p + a.layout.qsOff);
+        xd[t] = reinterpret_cast<const float*>(p + a.layout.dOff);
+        xb[t] = reinterpret_cast<const int16_t*>(p + a.layout.sumOff);
+      }
+      float* o = out + i * ldo + r0;
+      switch (cnt) {
+        case 4: panelTileK<T, 4>(panel, nb, kp, xq, xd, xb, rows, o, ldo); break;
+        case 3: panelTileK<T, 3>(panel, nb, kp, xq, xd, xb, rows, o, ldo); break;
+        case 2: panelTileK<T, 2>(panel, nb, kp, xq, xd, xb, rows, o, ldo); break;
+        default: panelTileK<T, 1>(panel, nb, kp, xq, xd, xb, rows, o, ldo); break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+MatmulKernel repackedKernelK(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_K: return runRepackedK<GgmlType::Q4_K>;
+    case GgmlType::Q5_K: return runRepackedK<GgmlType::Q5_K>;
+    case GgmlType::Q6_K: return runRepackedK<GgmlType::Q6_K>;
+    default: return nullptr;
+  }
+}
+
+#else
+
+MatmulKernel repackedKernelK(GgmlType) { return nullptr; }
+
+#endif
+
+}  // namespace flexinfer
