@@ -122,3 +122,10 @@ export class InsufficientMemoryError extends FlexinferError {
     super(`memory budget of ${budget} bytes (${(budget / 2 ** 20).toFixed(1)} MiB) is below the minimum of ${minimum} bytes (${(minimum / 2 ** 20).toFixed(1)} MiB); ${hint}`);
   }
 }
+
+/** A request's K/V does not fit in the KV pool even with nothing else running. */
+export class KvCapacityError extends FlexinferError {
+  constructor(readonly numTokens: number) {
+    super(`a sequence of ${numTokens} tokens does not fit in the KV cache even alone; raise the memory budget, lower contextSize or shorten the prompt`);
+  }
+}

@@ -9,6 +9,7 @@ import { modelConfigFromGguf } from '../models/registry.js';
 import type { ModelConfig } from '../models/config.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { ContextOverflowError, InvalidOptionError, ModelDisposedError } from '../errors.js';
+import { parseMemoryBudget } from '../weights/budget.js';
 import { resolveSamplingOptions, type SamplingOptions } from './sampling.js';
 import type { FinishedGeneration } from './scheduler.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
@@ -25,7 +26,7 @@ export interface LoadModelOptions {
   parallel?: number;
   /** Memory budget: bytes, or a string like "2GiB" / "75%". */
   memoryBudget?: string | number;
-  /** KV cache layout (default 'contiguous'). */
+  /** KV cache layout (default 'vtensor': memory mapped as sequences grow). */
   kv?: 'vtensor' | 'contiguous';
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
   signal?: AbortSignal;
@@ -120,13 +121,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
   const threads = checkInt('threads', options.threads ?? availableParallelism(), 1, 1024);
   const parallel = checkInt('parallel', options.parallel ?? 4, 1, 256);
-  const kv = options.kv ?? 'contiguous';
+  const kv = options.kv ?? 'vtensor';
   if (!KV_LAYOUTS.includes(kv)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
   if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, 1 << 22);
-  if (options.memoryBudget !== undefined) {
-    // TODO(H6): parse and wire the memory budget to the StreamingWeightStore.
-    throw new InvalidOptionError('memoryBudget', 'is not available yet in this build (weights are always resident)');
-  }
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
   const signal = options.signal;
   signal?.throwIfAborted();
@@ -135,9 +132,11 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const config = modelConfigFromGguf(file);
   const tokenizer = tokenizerFromGguf(file);
   const contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
+  // Validated here (typed error in the caller's thread); the worker's planner splits it.
+  if (options.memoryBudget !== undefined) parseMemoryBudget(options.memoryBudget, file.fileSize, 'memoryBudget');
   signal?.throwIfAborted();
 
-  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudgetBytes: null, maxBatchRows: MAX_BATCH_ROWS };
+  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS };
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
   await new Promise<void>((resolve, reject) => {
     const onAbort = (): void => {

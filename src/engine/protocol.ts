@@ -14,7 +14,8 @@ export interface WorkerInit {
   contextSize: number;
   parallel: number;
   kv: 'vtensor' | 'contiguous';
-  memoryBudgetBytes: number | null;
+  /** As given to loadModel ("2GiB", "75%", bytes), or null for no budget (all resident). */
+  memoryBudget: string | number | null;
   /** Rows per forward pass (decode rows + prefill chunk). */
   maxBatchRows: number;
 }

@@ -21,6 +21,7 @@ import type { KvManager, SeqId } from '../kv/index.js';
 import type { Batch } from '../models/transformer.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
 import { StopMatcher } from './stop.js';
+import { KvCapacityError } from '../errors.js';
 
 /** What the scheduler needs of the model. */
 export interface ForwardModel {
@@ -63,6 +64,8 @@ export interface SchedulerEvents {
   done(id: number, result: FinishedGeneration): void;
   /** Logits of an evaluate request: [numRows, vocab]. */
   logits(id: number, logits: Float32Array, numRows: number): void;
+  /** A request that can never run (its K/V does not fit even alone) was dropped. */
+  failed(id: number, error: Error): void;
 }
 
 export interface SchedulerOptions {
@@ -175,11 +178,22 @@ export class Scheduler {
     return { running: this.running.length, waiting: this.waiting.length, steps: this.numSteps, rows: this.numRowsTotal, preemptions: this.numPreemptions };
   }
 
-  /** Runs one step (admission, one forward pass, sampling). Returns the rows computed (0 = idle). */
+  /**
+   * Runs one step (admission, one forward pass, sampling). Returns the rows computed; 0 means
+   * idle, or that a request which can never run was failed (call again while !idle).
+   */
   step(): number {
     this.admit();
     const slices = this.buildBatch();
-    if (this.batch.numRows === 0) return 0;
+    if (this.batch.numRows === 0) {
+      // Nothing runs and the queue head was not admitted: it does not fit even alone.
+      if (this.running.length === 0 && this.waiting.length > 0) {
+        const s = this.waiting[0]!;
+        this.remove(s, false);
+        this.o.events.failed(s.id, new KvCapacityError(s.numTokens));
+      }
+      return 0;
+    }
     const logits = this.o.model.forward(this.batch);
     this.numSteps++;
     this.numRowsTotal += this.batch.numRows;

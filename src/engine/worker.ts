@@ -12,7 +12,9 @@ import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
 import { createKvManager } from '../kv/index.js';
 import { bytesPerToken } from '../kv/shape.js';
-import { ResidentWeightStore } from '../weights/resident.js';
+import { chooseChunkBytes } from '../kv/chunk-size.js';
+import type { KvShape } from '../kv/cache.js';
+import { createWeightStore } from '../weights/create.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
 import { Scheduler } from './scheduler.js';
@@ -25,25 +27,43 @@ function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
   port.postMessage(msg, transfer);
 }
 
+/**
+ * KV pool size: `parallel` full-context sequences plus one more for cached prefixes (a chat's
+ * next turn reuses its K/V). vTensor maps whole chunks per layer tensor, so a sequence's share
+ * is rounded up to chunks.
+ */
+function kvPoolSize(shape: KvShape, parallel: number, layout: 'vtensor' | 'contiguous'): { kvBytes: number; chunkBytes: number } {
+  if (layout === 'contiguous') return { kvBytes: parallel * shape.maxContext * bytesPerToken(shape), chunkBytes: 0 };
+  const roughBytes = (parallel + 1) * shape.maxContext * bytesPerToken(shape);
+  const chunkBytes = chooseChunkBytes(shape, roughBytes);
+  const tokensPerChunk = chunkBytes / (shape.kvDim * 2);
+  const chunksPerSequence = 2 * shape.numLayers * Math.ceil(shape.maxContext / tokensPerChunk);
+  return { kvBytes: (parallel + 1) * chunksPerSequence * chunkBytes, chunkBytes };
+}
+
 async function start(): Promise<void> {
   const file = readGgufSync(init.path);
   const config = modelConfigFromGguf(file);
   const tokenizer = tokenizerFromGguf(file);
   setThreads(init.threads);
 
-  // TODO(H6): memoryBudget -> StreamingWeightStore once it lands; until then everything is resident.
-  const store = await ResidentWeightStore.load(file, {
+  const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: init.contextSize };
+  const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv);
+  const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
+  // The memory budget covers weights + KV + scratch; the planner decides what stays resident.
+  const { store, plan } = await createWeightStore(file, {
+    ...(init.memoryBudget !== null ? { memoryBudget: init.memoryBudget } : {}),
+    kvBytes,
+    scratchBytes: Transformer.scratchBytes(config, init.maxBatchRows, maxLogitRows),
     onProgress: (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }),
   });
 
-  const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: init.contextSize };
   const kv = createKvManager({
     layout: init.kv,
     shape,
-    capacityBytes: init.parallel * init.contextSize * bytesPerToken(shape),
-    ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : {}),
+    capacityBytes: kvBytes,
+    ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : { chunkBytes }),
   });
-  const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
   const model = new Transformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
 
   const scheduler = new Scheduler({
@@ -57,17 +77,29 @@ async function start(): Promise<void> {
       chunk: (id, text, tokens) => post({ type: 'chunk', id, text, tokens }),
       done: (id, result) => post({ type: 'done', id, result }),
       logits: (id, logits, numRows) => post({ type: 'logits', id, logits, numRows }, [logits.buffer as ArrayBuffer]),
+      failed: (id, error) => post({ type: 'error', id, error: serializeError(error) }),
     },
   });
+
+  function weightStats(): Record<string, unknown> {
+    const st = store as unknown as { stats?: () => object; residentBytes?: number; locked?: boolean };
+    return {
+      mode: plan.numSlots > 0 ? 'streaming' : 'resident',
+      plan: { budget: plan.budget, strategy: plan.strategy, split: plan.split, residentBytes: plan.residentBytes, streamedBytesPerToken: plan.streamedBytesPerToken },
+      ...(st.stats ? { streaming: st.stats() } : {}),
+      ...(st.residentBytes !== undefined ? { residentBytes: st.residentBytes, locked: st.locked } : {}),
+    };
+  }
 
   // One step per macrotask while there is work.
   let pumping = false;
   const pump = (): void => {
     try {
-      if (scheduler.idle || scheduler.step() === 0) {
+      if (scheduler.idle) {
         pumping = false;
         return;
       }
+      scheduler.step();
     } catch (err) {
       // A failing forward pass is a bug or a broken store: nothing can continue.
       pumping = false;
@@ -105,7 +137,7 @@ async function start(): Promise<void> {
             stats: {
               scheduler: scheduler.stats(),
               kv: kv.stats(),
-              weights: { residentBytes: store.residentBytes, locked: store.locked },
+              weights: weightStats(),
               memory: { rss: mem.rss, arrayBuffers: mem.arrayBuffers, external: mem.external },
             },
           });
@@ -122,7 +154,7 @@ async function start(): Promise<void> {
     }
   });
 
-  post({ type: 'ready', weights: { residentBytes: store.residentBytes, locked: store.locked, lockError: store.lockError } });
+  post({ type: 'ready', weights: weightStats() });
 }
 
 start().catch((err) => post({ type: 'error', id: null, error: serializeError(err) }));

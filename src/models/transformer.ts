@@ -105,6 +105,14 @@ export class Transformer {
     this.freqFactors = rf ? f32(rf).slice() : null;
   }
 
+  /** Bytes of scratch memory a Transformer with these limits allocates (for the memory budget). */
+  static scratchBytes(c: ModelConfig, maxRows: number, maxLogitRows: number): number {
+    const qDim = c.numHeads * c.headDim;
+    const kvDim = c.numKvHeads * c.headDim;
+    const perRow = 2 * c.dim + 2 * qDim + 2 * kvDim + 2 * c.ffnDim;
+    return 4 * (maxRows * perRow + maxLogitRows * (c.dim + c.vocabSize));
+  }
+
   /**
    * Runs the batch through the model: writes each row's K/V into the cache at its position and
    * returns the logits of batch.logitRows, a view into scratch memory valid until the next
