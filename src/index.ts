@@ -11,3 +11,7 @@ export { loadModel } from './engine/model.js';
 export type { LoadModelOptions, GenerateOptions, GenerateChunk, GenerateResult, Model, ModelInfo } from './engine/model.js';
 export type { FinishReason, GenerationTimings } from './engine/scheduler.js';
 export * from './errors.js';
+export { ChatSession, type ChatSessionOptions } from './engine/chat.js';
+export { ChatTemplate, type ChatMessage } from './engine/chat-template.js';
+export type { SamplingOptions } from './engine/sampling.js';
+export { createServer, type ServerOptions, type FlexinferServer } from './server/server.js';
