@@ -12,6 +12,11 @@ import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js
 import { DEFAULT_HARDWARE, planInputs } from '../weights/create.js';
 import { planResidency, type HardwareFigures, type Plan } from '../weights/plan.js';
 import type { TensorKind } from '../weights/tensors.js';
+import { modelConfigFromGguf } from '../models/registry.js';
+import { Transformer } from '../models/transformer.js';
+
+// The engine's largest batch (engine/model.ts MAX_BATCH_ROWS) and logit rows for one sequence.
+const ENGINE_BATCH_ROWS = 512;
 
 const HELP = `Usage: flexinfer plan MODEL --memory-budget X [options]
 
@@ -24,7 +29,7 @@ Options:
   --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
   --parallel N          sequences (default 1)
   --window N            prefetch window in layers (default 3)
-  --scratch BYTES       activation scratch (default: an estimate from the model's shapes)
+  --scratch BYTES       activation scratch (default: what the engine allocates for this model)
   --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
   --compute-bandwidth X weight bytes the kernels process per second (default 8GB)
   --calibrate           measure the storage first (O_DIRECT vs buffered) and cache the result
@@ -72,6 +77,16 @@ export function modelShapes(file: GgufFile): { numLayers: number; kvBytesPerToke
  */
 export function estimateScratchBytes(s: { dim: number; ffn: number; vocab: number }, batch = 512): number {
   return 4 * (batch * (6 * s.dim + 3 * s.ffn) + s.vocab);
+}
+
+/** The scratch the engine will allocate (as engine/worker.ts computes it), or undefined. */
+function engineScratchBytes(file: GgufFile, parallel: number): number | undefined {
+  try {
+    const config = modelConfigFromGguf(file);
+    return Transformer.scratchBytes(config, ENGINE_BATCH_ROWS, Math.min(ENGINE_BATCH_ROWS, Math.max(parallel, 64)));
+  } catch {
+    return undefined; // architecture without a forward pass here: the shape estimate
+  }
 }
 
 function kindCell(l: Plan['layers'][number], kind: TensorKind): string {
@@ -140,7 +155,7 @@ export async function run(argv: string[]): Promise<number> {
   const ctxSize = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : Math.min(4096, shapes.contextLength || 4096);
   const parallel = int('parallel', values.parallel!, 1);
   const window = int('window', values.window!, 1);
-  const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : estimateScratchBytes(shapes);
+  const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : engineScratchBytes(file, parallel) ?? estimateScratchBytes(shapes);
 
   let hardware: HardwareFigures = { ...DEFAULT_HARDWARE };
   let source = 'defaults; run with --calibrate to measure';
