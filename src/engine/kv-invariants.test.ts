@@ -1,0 +1,275 @@
+/**
+ * The issue-5 invariant: the KV layout and prefix reuse change memory, never results. Greedy
+ * tokens and logits are bit-identical with `vtensor` and `contiguous`, with and without a
+ * reused prefix, for one sequence alone and for several in one batch.
+ *
+ * Two levels:
+ * - Forward pass over a KvManager (in this thread): logits of suffix rows computed on top of
+ *   a prefix taken from the prefix cache (matchPrefix) equal the logits of the same rows
+ *   computed from scratch, alone or four sequences in one batch, for both layouts; vTensor uses
+ *   small chunks here so the prefix spans shared full chunks and a copied tail.
+ * - Public API (engine worker, scheduler): evaluate(allLogits) logits and greedy complete()
+ *   tokens equal across layouts; rounds with prefix-cache hits (checked: cachedPromptTokens > 0)
+ *   give the same tokens as the cold round; the tokens are the argmax of no-reuse logits.
+ *
+ * Models: tiny-15m (llama, MHA) and a shrunk qwen2.5-0.5b (GQA 4:2, q/k/v biases, 152k vocab).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { synthesize } from '../synth/synth.js';
+import { SYNTH_PRESETS, type SynthPreset } from '../synth/presets.js';
+import { readGgufSync } from '../gguf/reader.js';
+import { modelConfigFromGguf } from '../models/registry.js';
+import { Transformer, type Batch } from '../models/transformer.js';
+import { createKvManager, type KvManager } from '../kv/index.js';
+import { rowBytes } from '../kv/shape.js';
+import { createWeightStore } from '../weights/create.js';
+import { setThreads } from '../native/index.js';
+import { loadModel, type Model } from '../index.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'flexinfer-kv-invariants-'));
+const LAYOUTS = ['vtensor', 'contiguous'] as const;
+
+interface Case {
+  name: string;
+  path: string;
+  preset: SynthPreset | string;
+}
+
+const qwenShrunk: SynthPreset = { ...SYNTH_PRESETS['qwen2.5-0.5b']!, name: 'qwen2.5-0.5b-shrunk', dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffn: 512 };
+const CASES: Case[] = [
+  { name: 'tiny-15m', path: join(dir, 'tiny-15m-q8_0.gguf'), preset: 'tiny-15m' },
+  { name: 'qwen2 GQA (shrunk qwen2.5-0.5b)', path: join(dir, 'qwen2-shrunk-q8_0.gguf'), preset: qwenShrunk },
+];
+
+before(async () => {
+  for (const c of CASES) await synthesize(c.path, c.preset, 'q8_0', { seed: 7 });
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Deterministic pseudo-random token ids in [3, vocab) (xorshift32). */
+function randomTokens(n: number, vocab: number, seed: number): Uint32Array {
+  const out = new Uint32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = 3 + (s % (vocab - 3));
+  }
+  return out;
+}
+
+/** First index where two float arrays differ bit for bit (NaN-safe), or -1. */
+function firstBitDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return 0;
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) return i;
+  return -1;
+}
+
+function assertBitEqual(a: Float32Array, b: Float32Array, what: string): void {
+  const i = firstBitDiff(a, b);
+  assert.equal(a.length, b.length, `${what}: lengths`);
+  assert.ok(i < 0, `${what}: first difference at element ${i}: ${a[i]} vs ${b[i]}`);
+}
+
+function argmax(x: Float32Array, from: number, n: number): number {
+  let best = 0;
+  for (let j = 1; j < n; j++) if (x[from + j]! > x[from + best]!) best = j;
+  return best;
+}
+
+// --- forward pass over a KvManager ---------------------------------------------------------
+
+/** One sequence's rows [from, tokens.length) in a batch; logits of positions >= logitsFrom. */
+interface Part {
+  seq: number;
+  tokens: Uint32Array;
+  from: number;
+}
+
+/**
+ * Runs one forward pass over the parts (ensure, forward, commit). Returns per part the logits
+ * of its positions [logitsFrom, tokens.length): [tokens.length - logitsFrom, vocab].
+ */
+function forwardParts(tf: Transformer, kv: KvManager, parts: Part[], vocab: number, logitsFrom: number): Float32Array[] {
+  const numRows = parts.reduce((n, p) => n + p.tokens.length - p.from, 0);
+  const batch: Batch = {
+    numRows,
+    tokens: new Int32Array(numRows),
+    positions: new Int32Array(numRows),
+    seqs: new Int32Array(numRows),
+    logitRows: new Int32Array(numRows),
+    numLogitRows: 0,
+  };
+  let r = 0;
+  for (const p of parts) {
+    assert.ok(p.from <= logitsFrom, 'logits rows are computed');
+    assert.ok(kv.ensure(p.seq, p.tokens.length), 'KV room');
+    for (let i = p.from; i < p.tokens.length; i++, r++) {
+      batch.tokens[r] = p.tokens[i]!;
+      batch.positions[r] = i;
+      batch.seqs[r] = p.seq;
+      if (i >= logitsFrom) batch.logitRows[batch.numLogitRows++] = r;
+    }
+  }
+  const logits = tf.forward(batch); // [numLogitRows, vocab]
+  const out: Float32Array[] = [];
+  const n = parts[0]!.tokens.length - logitsFrom;
+  for (let i = 0; i < parts.length; i++) {
+    out.push(logits.slice(i * n * vocab, (i + 1) * n * vocab));
+    kv.commit(parts[i]!.seq, parts[i]!.tokens);
+  }
+  return out;
+}
+
+for (const c of CASES) {
+  test(`${c.name}: forward logits with a reused prefix equal recomputed ones, alone and batched, vtensor == contiguous`, async () => {
+    setThreads(2);
+    const file = readGgufSync(c.path);
+    const config = modelConfigFromGguf(file);
+    const vocab = config.vocabSize;
+    const PREFIX = 150;
+    const SUFFIX = 12;
+    const N = 4;
+    const common = randomTokens(PREFIX, vocab, 11);
+    const seqTokens = Array.from({ length: N }, (_, i) => Uint32Array.from([...common, ...randomTokens(SUFFIX, vocab, 100 + i)]));
+    const len = PREFIX + SUFFIX;
+    const maxRows = N * len;
+    const { store } = await createWeightStore(file, {});
+    const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: 256 };
+    // vTensor chunks of the smallest legal size (lcm(4096, row)), so the 150-token prefix is
+    // shared full chunks plus a copied partial tail.
+    const row = rowBytes(shape);
+    let chunkBytes = row;
+    while (chunkBytes % 4096 !== 0) chunkBytes += row;
+    const tokensPerChunk = chunkBytes / row;
+    assert.ok(tokensPerChunk < PREFIX, `chunk of ${tokensPerChunk} tokens leaves no full chunk in the prefix`);
+    const capacityBytes = 3 * N * shape.maxContext * shape.numLayers * 2 * row;
+    const suffixLogits: Record<string, Float32Array[]> = {};
+    try {
+      for (const layout of LAYOUTS) {
+        const kv = createKvManager({ layout, shape, capacityBytes, ...(layout === 'vtensor' ? { chunkBytes } : { maxSequences: 3 * N }) });
+        const tf = new Transformer(config, store, kv, { maxRows, maxLogitRows: maxRows });
+        try {
+          // (1) Each sequence alone, from scratch, not cached.
+          const alone: Float32Array[] = [];
+          for (const t of seqTokens) {
+            const seq = kv.createSequence()!;
+            alone.push(forwardParts(tf, kv, [{ seq, tokens: t, from: 0 }], vocab, PREFIX)[0]!);
+            kv.release(seq, false);
+          }
+          // (2) All four in one batch, from scratch.
+          const seqs = seqTokens.map(() => kv.createSequence()!);
+          const together = forwardParts(tf, kv, seqTokens.map((t, i) => ({ seq: seqs[i]!, tokens: t, from: 0 })), vocab, PREFIX);
+          for (let i = 0; i < N; i++) assertBitEqual(together[i]!, alone[i]!, `${layout}: sequence ${i} batched vs alone`);
+          // Sequence 0 goes to the prefix cache; the others are dropped.
+          for (let i = 0; i < N; i++) kv.release(seqs[i]!, i === 0);
+          // (3) Sequences 1..3 alone on top of the cached prefix (they diverge from 0 at PREFIX).
+          for (let i = 1; i < N; i++) {
+            const m = kv.matchPrefix(seqTokens[i]!);
+            assert.ok(m !== null, `${layout}: prefix-cache hit for sequence ${i}`);
+            assert.equal(m.numTokens, PREFIX, `${layout}: matched tokens`);
+            const l = forwardParts(tf, kv, [{ seq: m.seq, tokens: seqTokens[i]!, from: PREFIX }], vocab, PREFIX)[0]!;
+            assertBitEqual(l, alone[i]!, `${layout}: sequence ${i} suffix on a reused prefix vs from scratch`);
+            kv.release(m.seq, false);
+          }
+          // (4) All four in one batch, each on the reused prefix (sequence 0 matches all but its last token).
+          const matches = seqTokens.map((t) => kv.matchPrefix(t)!);
+          assert.ok(matches.every((m) => m !== null && m.numTokens >= PREFIX), `${layout}: batched prefix hits`);
+          // vTensor maps the prefix's full chunks into every match instead of copying them.
+          if (layout === 'vtensor') assert.ok(kv.stats().sharedBytes > 0, 'vtensor: prefix chunks shared');
+          const reused = forwardParts(tf, kv, seqTokens.map((t, i) => ({ seq: matches[i]!.seq, tokens: t, from: PREFIX })), vocab, PREFIX);
+          for (let i = 1; i < N; i++) assertBitEqual(reused[i]!, alone[i]!, `${layout}: sequence ${i} batched on a reused prefix`);
+          for (const m of matches) kv.release(m.seq, false);
+          const st = kv.stats();
+          assert.ok(st.prefixHits >= 2 * N - 1 && st.prefixTokensReused >= (2 * N - 1) * PREFIX, `${layout}: stats ${JSON.stringify(st)}`);
+          suffixLogits[layout] = alone;
+        } finally {
+          kv.dispose();
+        }
+      }
+      for (let i = 0; i < N; i++) assertBitEqual(suffixLogits.vtensor![i]!, suffixLogits.contiguous![i]!, `sequence ${i}: vtensor vs contiguous`);
+    } finally {
+      store.dispose();
+    }
+  });
+}
+
+// --- public API ---------------------------------------------------------------------------
+
+const GREEDY = { temperature: 0, maxTokens: 8 } as const;
+
+interface ApiRun {
+  logits: Float32Array;
+  cold: number[][];
+  warmAlone: number[][];
+  followUp: number[][];
+  prompts: Uint32Array[];
+  followPrompts: Uint32Array[];
+}
+
+/** One layout: evaluate logits, then three rounds of greedy generations (see file comment). */
+async function apiRun(c: Case, layout: (typeof LAYOUTS)[number]): Promise<ApiRun> {
+  const model: Model = await loadModel(c.path, { threads: 2, contextSize: 1024, parallel: 8, kv: layout });
+  try {
+    const vocab = model.info.vocabSize;
+    const logits = await model.evaluate(randomTokens(40, vocab, 3), { allLogits: true }); // [40, vocab]
+    const common = model.tokenize('Once upon a time, in a small village by the sea, there lived an old fisherman and his clever cat. Every morning', { addBos: true });
+    const endings = [' they', ' the cat', ' a storm came and', ' nobody'];
+    const prompts = endings.map((e) => Uint32Array.from([...common, ...model.tokenize(e, { addBos: false })]));
+    // Round 1: four at once, nothing cached yet.
+    const r1 = await Promise.all(prompts.map((p) => model.complete(p, GREEDY)));
+    // Round 2: each alone; round 1 left every prompt in the prefix cache.
+    const r2 = [];
+    for (const p of prompts) r2.push(await model.complete(p, GREEDY));
+    r2.forEach((r, i) => assert.ok(r.cachedPromptTokens >= common.length, `${layout}: round 2 prompt ${i} cached ${r.cachedPromptTokens}`));
+    // Round 3: four follow-ups at once (prompt + reply + more), each on its cached turn.
+    const more = model.tokenize(' And then', { addBos: false });
+    const followPrompts = prompts.map((p, i) => Uint32Array.from([...p, ...r1[i]!.tokens, ...more]));
+    const r3 = await Promise.all(followPrompts.map((p) => model.complete(p, GREEDY)));
+    r3.forEach((r, i) => assert.ok(r.cachedPromptTokens >= prompts[i]!.length, `${layout}: round 3 prompt ${i} cached ${r.cachedPromptTokens}`));
+    return { logits, cold: r1.map((r) => r.tokens), warmAlone: r2.map((r) => r.tokens), followUp: r3.map((r) => r.tokens), prompts, followPrompts };
+  } finally {
+    await model.dispose();
+  }
+}
+
+for (const c of CASES) {
+  test(`${c.name}: public API logits and greedy tokens equal across layouts, with and without prefix reuse, alone and batched`, async () => {
+    const runs: Partial<Record<(typeof LAYOUTS)[number], ApiRun>> = {};
+    for (const layout of LAYOUTS) runs[layout] = await apiRun(c, layout);
+    const v = runs.vtensor!;
+    const k = runs.contiguous!;
+    assertBitEqual(v.logits, k.logits, 'evaluate(allLogits) vtensor vs contiguous');
+    for (const run of [v, k]) {
+      assert.deepEqual(run.warmAlone, run.cold, 'alone on a reused prefix vs batched cold');
+    }
+    assert.deepEqual(v.cold, k.cold, 'batched cold: vtensor vs contiguous');
+    assert.deepEqual(v.followUp, k.followUp, 'batched follow-ups on reused prefixes: vtensor vs contiguous');
+
+    // Independent check: the generated tokens are the argmax of logits computed without any
+    // reuse or batching (one evaluate over prompt + generated tokens, teacher-forced).
+    const model = await loadModel(c.path, { threads: 2, contextSize: 512, parallel: 1, kv: 'contiguous' });
+    try {
+      const vocab = model.info.vocabSize;
+      const pairs = [...k.prompts.map((p, i) => [p, k.cold[i]!] as const), ...k.followPrompts.map((p, i) => [p, k.followUp[i]!] as const)];
+      for (const [prompt, gen] of pairs) {
+        const all = Uint32Array.from([...prompt, ...gen.slice(0, -1)]);
+        const logits = await model.evaluate(all, { allLogits: true }); // [all.length, vocab]
+        const argmaxes = gen.map((_, j) => argmax(logits, (prompt.length - 1 + j) * vocab, vocab));
+        assert.deepEqual(gen, argmaxes, 'greedy tokens == argmax of uncached logits');
+      }
+    } finally {
+      await model.dispose();
+    }
+  });
+}
