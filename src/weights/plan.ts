@@ -200,11 +200,13 @@ export function planResidency(tensors: readonly PlanTensorInput[], options: Plan
     throw new InsufficientMemoryError(
       options.budget,
       minimum,
-      `it must hold the norms and output matrix, ${window + 1} layers' stream buffers (prefetch window ${window} + 1), the KV cache (${kv} bytes) and scratch (${scratch} bytes); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
+      `it must hold the norms and output matrix (${mib(fixedBytes)}), ${window + 1} layer stream buffers (prefetch window ${window} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
     );
   }
   return best;
 }
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 /** Lower predicted time wins; near-ties (1e-9 relative) go to fewer bytes read. */
 function better(a: Plan, b: Plan): boolean {
