@@ -67,7 +67,7 @@ void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, c
   }
   MatmulKernel kernel = nullptr;
   if (!useScalarKernels()) {
-    if (m >= kRepackMinRows) kernel = repackedKernel(type);
+    kernel = repackedKernel(type, m);
     if (!kernel) kernel = simdKernel(type);
   }
   if (!kernel) kernel = scalarKernel(type);

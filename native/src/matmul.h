@@ -98,12 +98,13 @@ using MatmulKernel = void (*)(const uint8_t* w, size_t wStride, int64_t nw, cons
 // builds without AVX2; the caller falls back to the scalar kernel then.
 MatmulKernel scalarKernel(GgmlType type);
 MatmulKernel simdKernel(GgmlType type);
-// Kernel for many activation rows (prompt processing) that repacks weight rows in panels of
-// 8 (matmul_x86_repack.cc); nullptr where the build or type has none.
-MatmulKernel repackedKernel(GgmlType type);
-MatmulKernel repackedKernelK(GgmlType type);  // the K-quant half (matmul_x86_repack_k.cc)
-// Activation rows from which the repacked kernel is used.
-constexpr int64_t kRepackMinRows = 8;
+// Kernel for several activation rows (prompt processing, batches) that repacks weight rows
+// in panels of 8 (matmul_x86_repack*.cc); nullptr where the build or type has none, or where m
+// is below the type's break-even. Break-even measured per type (1 thread, n = 512, k = 2048,
+// weights in L2; GFLOP/s row tiles -> repacked): Q4_0 m=2 76 -> 82, m=4 92 -> 127;
+// Q4_K m=6 104 -> 103, m=8 110 -> 121; Q6_K m=8 114 -> 97, m=16 112 -> 119.
+MatmulKernel repackedKernel(GgmlType type, int64_t m);
+MatmulKernel repackedKernelK(GgmlType type, int64_t m);  // the K-quant half
 
 // Name of the SIMD path compiled in: "avx2+avx512vnni", "avx2", or "none".
 const char* simdPathName();

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "quants.h"
+#include "simd.h"
 
 namespace flexinfer {
 
@@ -39,10 +40,10 @@ thread_local AlignedScratch tlsPanel;
 template <bool Q8>
 void repack(const uint8_t* w, size_t wStride, int rows, int64_t nb, uint8_t* panel) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
-  alignas(32) uint8_t u[kPanelRows][32];
   for (int64_t b = 0; b < nb; b++) {
     uint8_t* dst = panel + b * kPanelBlockBytes;
     float* dw = reinterpret_cast<float*>(dst + 256);
+    __m256i u[kPanelRows];
     for (int r = 0; r < kPanelRows; r++) {
       __m256i v = _mm256_setzero_si256();
       float d = 0.0f;
@@ -59,13 +60,12 @@ void repack(const uint8_t* w, size_t wStride, int rows, int64_t nb, uint8_t* pan
           d = _cvtsh_ss(blk.d);
         }
       }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(u[r]), v);
+      u[r] = v;
       dw[r] = d;
     }
-    // 8 x 8 transpose of 32-bit groups: W_t lane r = u[r][4t .. 4t+3].
-    for (int t = 0; t < 8; t++) {
-      for (int r = 0; r < kPanelRows; r++) std::memcpy(dst + 32 * t + 4 * r, u[r] + 4 * t, 4);
-    }
+    // 8 x 8 transpose of 32-bit groups: W_t lane r = bytes 4t .. 4t+3 of row r.
+    transpose8x8(u);
+    for (int t = 0; t < 8; t++) _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 32 * t), u[t]);
   }
 }
 
@@ -136,17 +136,17 @@ void runRepacked(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a,
 
 }  // namespace
 
-MatmulKernel repackedKernel(GgmlType type) {
+MatmulKernel repackedKernel(GgmlType type, int64_t m) {
   switch (type) {
-    case GgmlType::Q4_0: return runRepacked<false>;
-    case GgmlType::Q8_0: return runRepacked<true>;
-    default: return repackedKernelK(type);
+    case GgmlType::Q4_0: return m >= 2 ? runRepacked<false> : nullptr;
+    case GgmlType::Q8_0: return m >= 2 ? runRepacked<true> : nullptr;
+    default: return repackedKernelK(type, m);
   }
 }
 
 #else
 
-MatmulKernel repackedKernel(GgmlType type) { return repackedKernelK(type); }
+MatmulKernel repackedKernel(GgmlType type, int64_t m) { return repackedKernelK(type, m); }
 
 #endif
 

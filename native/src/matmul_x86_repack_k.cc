@@ -21,6 +21,7 @@
 #include <cstring>
 
 #include "quants.h"
+#include "simd.h"
 
 namespace flexinfer {
 
@@ -95,35 +96,21 @@ void unpackRow(const uint8_t* row, int64_t b, __m256i q[8], int32_t* sc, int32_t
         q[j] = _mm256_or_si256(q[j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, j), one), 4));
       }
     }
+    // The bit moves of scaleMinK4, four sub-blocks per 32-bit word.
+    constexpr uint32_t kLow6 = 0x3f3f3f3f, kLow4 = 0x0f0f0f0f, kLow2 = 0x03030303;
+    uint32_t u[3], r[4];
+    std::memcpy(u, scales, 12);
+    r[0] = u[0] & kLow6;
+    r[1] = (u[2] & kLow4) | (((u[0] >> 6) & kLow2) << 4);
+    r[2] = u[1] & kLow6;
+    r[3] = ((u[2] >> 4) & kLow4) | (((u[1] >> 6) & kLow2) << 4);
+    const uint8_t* sm = reinterpret_cast<const uint8_t*>(r);  // [sc 0..7, m 0..7]
     for (int j = 0; j < 8; j++) {
-      uint8_t s, m;
-      scaleMinK4(j, scales, &s, &m);
-      sc[j] = s;
-      mn[j] = m;
+      sc[j] = sm[j];
+      mn[j] = sm[8 + j];
     }
     *d = _cvtsh_ss(dh);
     *dmin = _cvtsh_ss(dminh);
-  }
-}
-
-// In place: v[r] holds 8 dwords of row r; afterwards v[c] holds dword c of rows 0..7.
-inline void transpose8x8(__m256i v[8]) {
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; i++) r[i] = _mm256_castsi256_ps(v[i]);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  // t0 = r0r1 lo, t1 = r0r1 hi, t2 = r2r3 lo, t3 = r2r3 hi, ...
-  for (int g = 0; g < 8; g += 4) {
-    r[g + 0] = _mm256_shuffle_ps(t[g + 0], t[g + 2], 0x44);
-    r[g + 1] = _mm256_shuffle_ps(t[g + 0], t[g + 2], 0xEE);
-    r[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
-    r[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
-  }
-  for (int c = 0; c < 4; c++) {
-    v[c] = _mm256_castps_si256(_mm256_permute2f128_ps(r[c], r[c + 4], 0x20));
-    v[c + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(r[c], r[c + 4], 0x31));
   }
 }
 
@@ -246,18 +233,18 @@ void runRepackedK(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a
 
 }  // namespace
 
-MatmulKernel repackedKernelK(GgmlType type) {
+MatmulKernel repackedKernelK(GgmlType type, int64_t m) {
   switch (type) {
-    case GgmlType::Q4_K: return runRepackedK<GgmlType::Q4_K>;
-    case GgmlType::Q5_K: return runRepackedK<GgmlType::Q5_K>;
-    case GgmlType::Q6_K: return runRepackedK<GgmlType::Q6_K>;
+    case GgmlType::Q4_K: return m >= 8 ? runRepackedK<GgmlType::Q4_K> : nullptr;
+    case GgmlType::Q5_K: return m >= 8 ? runRepackedK<GgmlType::Q5_K> : nullptr;
+    case GgmlType::Q6_K: return m >= 16 ? runRepackedK<GgmlType::Q6_K> : nullptr;
     default: return nullptr;
   }
 }
 
 #else
 
-MatmulKernel repackedKernelK(GgmlType) { return nullptr; }
+MatmulKernel repackedKernelK(GgmlType, int64_t) { return nullptr; }
 
 #endif
 

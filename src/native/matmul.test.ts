@@ -123,6 +123,7 @@ const SHAPES: Array<[number, number, number]> = [
   [67, 2816, 13],
   [257, 512, 1],
   [5, 1024, 4],
+  [19, 512, 17], // repacked panels for every quantized type, ragged last panel
 ];
 // Extra k for types with 32-element blocks, and odd k (tails) for the float types.
 const SHAPES_32: Array<[number, number, number]> = [
@@ -155,8 +156,10 @@ for (const type of MATMUL_TYPES) {
 }
 
 test('auto and scalar paths agree up to summation order', () => {
-  // m = 6 takes the row-tile kernels, m = 13 the repacked 8-row panels (from 8 rows).
-  for (const [type, [n, k, m]] of MATMUL_TYPES.flatMap((t) => [[t, [33, 1024, 6]], [t, [33, 1024, 13]]] as const)) {
+  // m = 1 and 6 take the row-tile kernels (except Q4_0/Q8_0 at 6), m = 21 the repacked 8-row
+  // panels of every quantized type.
+  const shapes = [[33, 1024, 1], [33, 1024, 6], [33, 1024, 21]] as const;
+  for (const [type, [n, k, m]] of MATMUL_TYPES.flatMap((t) => shapes.map((s) => [t, s] as const))) {
     const c = makeCase(type, n, k, m, 77 + type);
     setKernelPath('scalar');
     assert.equal(getKernelPath(), 'scalar');
