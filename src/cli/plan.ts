@@ -9,8 +9,8 @@ import { InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { formatBytes, parseMemoryBudget } from '../weights/budget.js';
 import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js';
-import { DEFAULT_HARDWARE, planInputs } from '../weights/create.js';
-import { planResidency, type HardwareFigures, type Plan } from '../weights/plan.js';
+import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
+import type { HardwareFigures, Plan } from '../weights/plan.js';
 import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
@@ -28,7 +28,7 @@ Options:
   --memory-budget X     bytes, 1.5GiB, 512MiB, 2GB or 60% (of the model file); required
   --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
   --parallel N          sequences (default 1)
-  --window N            prefetch window in layers (default 3)
+  --window N            prefetch window in layers (default 3, or less if the budget needs it)
   --scratch BYTES       activation scratch (default: what the engine allocates for this model)
   --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
   --compute-bandwidth X weight bytes the kernels process per second (default 8GB)
@@ -129,7 +129,7 @@ export async function run(argv: string[]): Promise<number> {
       'memory-budget': { type: 'string' },
       'ctx-size': { type: 'string' },
       parallel: { type: 'string', default: '1' },
-      window: { type: 'string', default: '3' },
+      window: { type: 'string' },
       scratch: { type: 'string' },
       'read-bandwidth': { type: 'string' },
       'compute-bandwidth': { type: 'string' },
@@ -154,7 +154,7 @@ export async function run(argv: string[]): Promise<number> {
   const shapes = modelShapes(file);
   const ctxSize = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : Math.min(4096, shapes.contextLength || 4096);
   const parallel = int('parallel', values.parallel!, 1);
-  const window = int('window', values.window!, 1);
+  const window = values.window !== undefined ? int('window', values.window, 1) : undefined;
   const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : engineScratchBytes(file, parallel) ?? estimateScratchBytes(shapes);
 
   let hardware: HardwareFigures = { ...DEFAULT_HARDWARE };
@@ -176,7 +176,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (values['compute-bandwidth'] !== undefined) hardware = { ...hardware, computeBytesPerSec: parseMemoryBudget(values['compute-bandwidth'], 0, '--compute-bandwidth') };
 
-  const plan = planResidency(planInputs(file), { budget, kvBytes: parallel * ctxSize * shapes.kvBytesPerToken, scratchBytes: scratch, hardware, window });
+  const plan = planWithWindow(planInputs(file), { budget, kvBytes: parallel * ctxSize * shapes.kvBytesPerToken, scratchBytes: scratch, hardware }, window);
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan }, null, 2) + '\n');
   } else {

@@ -10,7 +10,8 @@ import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
 import { readCachedCalibration } from './calibrate.js';
 import { embeddingLayout } from './embed.js';
-import { planResidency, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
+import { InsufficientMemoryError } from '../errors.js';
+import { planResidency, type HardwareFigures, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
 import { ResidentWeightStore } from './resident.js';
 import type { WeightStore } from './store.js';
 import { StreamingWeightStore, type StreamingOptions } from './streaming.js';
@@ -35,7 +36,7 @@ export interface CreateWeightStoreOptions extends StreamingOptions {
   kvBytes?: number;
   /** Activation scratch bytes (counted against the budget). */
   scratchBytes?: number;
-  /** Prefetch window in layers (default 3). */
+  /** Prefetch window in layers. Default: 3, or 2 or 1 when the budget cannot hold 4 slots. */
   window?: number;
   /** Storage and compute speeds; default: the calibration cache, else conservative figures. */
   hardware?: HardwareFigures;
@@ -53,13 +54,12 @@ export async function createWeightStore(
   const cal = options.hardware ? undefined : readCachedCalibration(file.path);
   const hardware = options.hardware ?? (cal ? { readBytesPerSec: cal.readBytesPerSec, computeBytesPerSec: cal.computeBytesPerSec ?? DEFAULT_HARDWARE.computeBytesPerSec! } : DEFAULT_HARDWARE);
   const budget = options.memoryBudget === undefined ? Infinity : parseMemoryBudget(options.memoryBudget, file.fileSize);
-  const plan = planResidency(planInputs(file), {
+  const plan = planWithWindow(planInputs(file), {
     budget,
     kvBytes: options.kvBytes ?? 0,
     scratchBytes: options.scratchBytes ?? 0,
     hardware,
-    ...(options.window !== undefined ? { window: options.window } : {}),
-  });
+  }, options.window);
   if (budget === Infinity) {
     const store = await ResidentWeightStore.load(file, options);
     return { store, plan, file };
@@ -68,4 +68,19 @@ export async function createWeightStore(
   const direct = options.direct ?? cal?.preferDirect ?? true;
   const store = await StreamingWeightStore.open(file, plan, { ...options, direct });
   return { store, plan, file };
+}
+
+/**
+ * planResidency with the given window; without one, the default window of 3, falling back to
+ * 2 and then 1 when the budget cannot hold the larger ring (the error is the window-1 one).
+ */
+export function planWithWindow(tensors: PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): Plan {
+  if (window !== undefined) return planResidency(tensors, { ...options, window });
+  for (let w = 3; ; w--) {
+    try {
+      return planResidency(tensors, { ...options, window: w });
+    } catch (e) {
+      if (!(e instanceof InsufficientMemoryError) || w === 1) throw e;
+    }
+  }
 }

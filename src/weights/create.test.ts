@@ -1,0 +1,57 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InsufficientMemoryError } from '../errors.js';
+import { readGgufSync } from '../gguf/reader.js';
+import { createWeightStore, planInputs, planWithWindow } from './create.js';
+import { ResidentWeightStore } from './resident.js';
+import { StreamingWeightStore } from './streaming.js';
+import { tinyModelTensors, writeTestGguf } from './testing.js';
+
+test('createWeightStore: resident without a budget, streaming with one; same bytes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
+  try {
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 10, tinyModelTensors({ dim: 128, ffn: 384, kvDim: 64, vocab: 50, layers: 10 }, 8), 4096);
+    const hardware = { readBytesPerSec: 1e9 };
+    const a = await createWeightStore(path, { hardware });
+    assert.ok(a.store instanceof ResidentWeightStore);
+    assert.equal(a.plan.strategy, 'all-resident');
+    const b = await createWeightStore(path, { hardware, memoryBudget: '45%', kvBytes: 1000, scratchBytes: 2000 });
+    assert.ok(b.store instanceof StreamingWeightStore);
+    assert.ok(b.plan.split.total <= Math.floor(0.45 * b.file.fileSize));
+    assert.equal(b.plan.split.kv, 1000);
+    for (let l = 0; l < 10; l++) {
+      assert.deepEqual(b.store.acquire(l).get('ffn_up.weight').data, a.store.acquire(l).get('ffn_up.weight').data);
+      b.store.release(l);
+      a.store.release(l);
+    }
+    a.store.dispose();
+    b.store.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('planWithWindow lowers the default window only when the budget needs it; an explicit window is kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
+  try {
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 10, tinyModelTensors({ dim: 128, ffn: 384, kvDim: 64, vocab: 50, layers: 10 }, 8), 4096);
+    const inputs = planInputs(readGgufSync(path));
+    const hardware = { readBytesPerSec: 1e9 };
+    const at = (budget: number, window?: number) => planWithWindow(inputs, { budget, hardware }, window);
+    let min1 = 0;
+    assert.throws(() => at(1000, 1), (e: unknown) => e instanceof InsufficientMemoryError && (min1 = e.minimum) > 0);
+    let min3 = 0;
+    assert.throws(() => at(1000, 3), (e: unknown) => e instanceof InsufficientMemoryError && (min3 = e.minimum) > min1);
+    assert.equal(at(min1).window, 1);
+    assert.equal(at(min3).window, 3);
+    assert.throws(() => at(min1, 3), InsufficientMemoryError);
+    assert.throws(() => at(min1 - 1), (e: unknown) => e instanceof InsufficientMemoryError && e.minimum === min1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
