@@ -9,7 +9,7 @@
  * @internal
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -140,6 +140,7 @@ function driver(): string {
   if (binary) return binary;
   const lib = llamaCppLibDir();
   const dir = mkdtempSync(join(tmpdir(), 'flexinfer-ggml-oracle-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'oracle.cc'), DRIVER);
   const out = join(dir, 'oracle');
   execFileSync('g++', ['-O1', '-o', out, join(dir, 'oracle.cc'), `-L${lib}`, '-l:libggml-cpu-x64.so', '-l:libggml-base.so', `-Wl,-rpath,${lib}`], {
