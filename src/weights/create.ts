@@ -64,9 +64,12 @@ export async function createWeightStore(
     const store = await ResidentWeightStore.load(file, options);
     return { store, plan, file };
   }
-  // The calibration says which read path this device prefers (unless the caller chose).
+  // The calibration says which read path this device prefers (unless the caller chose): with
+  // buffered reads one sequential reader, as measured (several parallel buffered readers were
+  // slower than one on our virtual disk: DESIGN.md).
   const direct = options.direct ?? cal?.preferDirect ?? true;
-  const store = await StreamingWeightStore.open(file, plan, { ...options, direct });
+  const ioThreads = options.ioThreads ?? (cal ? (cal.preferDirect ? cal.ioThreads : 1) : 2);
+  const store = await StreamingWeightStore.open(file, plan, { ...options, direct, ioThreads });
   return { store, plan, file };
 }
 
