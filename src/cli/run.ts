@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { loadModel, type GenerateOptions, type LoadModelOptions } from '../index.js';
 import { InvalidOptionError } from '../errors.js';
+import { createProgress, type Progress } from './progress.js';
 
 const HELP = `Usage: flexinfer run MODEL -p PROMPT [options]
 
@@ -79,13 +80,12 @@ export async function run(argv: string[]): Promise<number> {
   loadOptions.signal = controller.signal;
   const onSigint = (): void => controller.abort();
   process.on('SIGINT', onSigint);
-  if (process.stderr.isTTY && !json) {
-    let last = -1;
+  // Load progress bar on a TTY (createProgress prints nothing otherwise).
+  let progress: Progress | undefined;
+  if (!json) {
     loadOptions.onProgress = ({ loadedBytes, totalBytes }) => {
-      const pct = totalBytes > 0 ? Math.floor((loadedBytes * 100) / totalBytes) : 100;
-      if (pct !== last) process.stderr.write(`\rloading ${pct}%`);
-      last = pct;
-      if (loadedBytes >= totalBytes) process.stderr.write('\r\x1b[K');
+      progress ??= createProgress('loading', totalBytes);
+      progress.update(loadedBytes);
     };
   }
 
@@ -99,7 +99,9 @@ export async function run(argv: string[]): Promise<number> {
   }
 
   try {
-    await using model = await loadModel(modelPath, loadOptions);
+    const loading = loadModel(modelPath, loadOptions);
+    await loading.finally(() => progress?.done());
+    await using model = await loading;
     const stream = model.generate(values.prompt, gen);
     if (!json) for await (const chunk of stream) process.stdout.write(chunk.text);
     const result = await stream.result;

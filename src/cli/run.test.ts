@@ -1,0 +1,65 @@
+/** `flexinfer run` end to end on a synthetic model: streaming text, --json, bad arguments. */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { synthesize } from '../synth/synth.js';
+import { loadModel } from '../index.js';
+
+const bin = fileURLToPath(new URL('../../bin/flexinfer.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'flexinfer-run-test-'));
+const model = join(dir, 'tiny.gguf');
+
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, 'run', ...args], { encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+before(async () => {
+  await synthesize(model, 'tiny-15m', 'q4_0', { seed: 2 });
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('--json prints the greedy tokens the API generates, with timings', async () => {
+  const r = cli(model, '-p', 'Once upon a time', '-n', '6', '--temp', '0', '--repeat-penalty', '1', '--threads', '2', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.tokens.length, 6);
+  assert.equal(typeof out.text, 'string');
+  assert.ok(out.timings.genTokensPerSec > 0 && out.peakRssBytes > 0);
+  const m = await loadModel(model, { threads: 2, parallel: 1 });
+  try {
+    const api = await m.complete('Once upon a time', { temperature: 0, repeatPenalty: 1, maxTokens: 6 });
+    assert.deepEqual(out.tokens, api.tokens);
+    assert.equal(out.text, api.text);
+  } finally {
+    await m.dispose();
+  }
+});
+
+test('streams text to stdout and a timing line to stderr', () => {
+  const r = cli(model, '-p', 'Hello', '-n', '4', '--temp', '0');
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.stdout.length > 1);
+  assert.match(r.stderr, /prompt: \d+ tokens, [\d.]+ tokens\/s \| generation: 4 tokens, [\d.]+ tokens\/s \| peak RSS: \d+ MiB/);
+});
+
+test('bad arguments: one-line messages and non-zero exit codes', () => {
+  let r = cli(model);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--prompt: missing/);
+  r = cli(model, '-p', 'x', '--top-k', 'many');
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /--top-k: must be a number/);
+  r = cli(model, '-p', 'x', '--kv', 'paged');
+  assert.match(r.stderr, /kv: must be one of vtensor, contiguous/);
+  r = cli(join(dir, 'missing.gguf'), '-p', 'x');
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);
+  r = cli('--help');
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /Usage: flexinfer run MODEL -p PROMPT/);
+});
