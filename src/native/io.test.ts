@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { closeFile, evictFromPageCache, IoStreamer, openFile, pageCacheResidency, readInto } from './io.js';
@@ -113,6 +113,47 @@ test('buffered streamer reads drop their pages; evictFromPageCache empties the c
     const r1 = pageCacheResidency(path);
     // Readahead may leave a little behind; most pages must be gone.
     assert.ok(r1.residentPages <= r1.totalPages / 4, `after dropCache reads: ${r1.residentPages} of ${r1.totalPages} pages cached`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('an I/O error in a read task comes back as an exception from wait(), and the group is done', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const { path } = makeFile(dir, 1 << 20, 13);
+    for (const direct of [true, false]) {
+      const s = new IoStreamer(path, { direct });
+      // The file shrinks after the streamer checked its size: the read hits end of file.
+      truncateSync(path, 4096);
+      const buf = allocAligned(1 << 20);
+      s.submit(5, 8192, buf, 8192, 65536);
+      s.submit(5, 0, buf, 0, 4096);
+      assert.throws(() => s.wait(5, 10_000), /I\/O error reading .*end of file/);
+      assert.equal(s.pending(5), 0);
+      assert.equal(s.wait(5).bytes, 0, 'the failed group is forgotten after its error');
+      s.close();
+      writeFileSync(path, new Uint8Array(1 << 20));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('close() fails the reads still queued instead of leaving wait() hanging', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const { path } = makeFile(dir, 8 << 20, 17);
+    const s = new IoStreamer(path, { threads: 1, direct: false });
+    const buf = allocAligned(8 << 20);
+    for (let i = 0; i < 8; i++) s.submit(1, i << 20, buf, i << 20, 1 << 20);
+    s.close();
+    // Either every read ran before close, or the dropped ones fail the group.
+    try {
+      assert.equal(s.wait(1, 5_000).bytes, 8 << 20);
+    } catch (e) {
+      assert.match(String(e), /closed before this read ran/);
+    }
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
