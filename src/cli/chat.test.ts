@@ -107,6 +107,7 @@ test('chat: bad options are one-line errors', async () => {
     [['chat', path, '--top-p', '2'], /--top-p: must be in \[0, 1\]/],
     [['chat', path, '--top-k', '1.5'], /--top-k: must be an integer/],
     [['chat', path, '--bogus'], /Unknown option '--bogus'/],
+    [['chat', path, '--memory-budget', 'lots'], /--memory-budget: cannot read 'lots' as a memory size/],
     [['chat', join(dir, 'missing.gguf')], /missing\.gguf/],
   ];
   for (const [args, re] of cases) {

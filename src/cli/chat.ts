@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { loadModel, type GenerateOptions, type GenerateResult, type LoadModelOptions, type Model } from '../index.js';
 import { ChatSession } from '../engine/chat.js';
 import { ContextOverflowError, InvalidOptionError } from '../errors.js';
+import { parseMemoryBudget } from '../weights/budget.js';
 
 const HELP = `Usage: flexinfer chat MODEL [options]
 
@@ -99,7 +100,11 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
     if (values.kv !== 'vtensor' && values.kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${values.kv}'`);
     load.kv = values.kv;
   }
-  if (values['memory-budget'] !== undefined) load.memoryBudget = values['memory-budget'];
+  if (values['memory-budget'] !== undefined) {
+    // Syntax only here (a percentage is of the file's size, which loadModel knows).
+    parseMemoryBudget(values['memory-budget'], 2 ** 40, '--memory-budget');
+    load.memoryBudget = values['memory-budget'];
+  }
 
   const generate: GenerateOptions = { maxTokens: numberOption('n-predict', values['n-predict'], 1, true) ?? DEFAULT_MAX_TOKENS };
   const temp = numberOption('temp', values.temp, 0, false);
