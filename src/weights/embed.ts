@@ -4,7 +4,7 @@
  * row's bytes come from (resident memory or a pread of just that row).
  */
 import { GgmlType, ggmlRowBytes } from '../gguf/ggml-type.js';
-import { dequantize } from '../gguf/quant.js';
+import { dequantizeRow } from '../native/index.js';
 import type { GgufTensorInfo } from '../gguf/reader.js';
 
 /** Shape facts of token_embd needed to fetch rows. */
@@ -41,7 +41,6 @@ export function embedRows(
     const t = tokens[i]!;
     if (!(t >= 0 && t < numRows)) throw new RangeError(`embed: token id ${t} is outside the vocabulary [0, ${numRows})`);
     const row = rowBytes(t);
-    // TODO(native ops): use the native dequantizeRow when it lands (TS codec for now).
-    dequantize(type, row, dim, out.subarray(i * dim, (i + 1) * dim));
+    dequantizeRow(out.subarray(i * dim, (i + 1) * dim), row, type, dim);
   }
 }

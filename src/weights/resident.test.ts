@@ -80,3 +80,21 @@ test('ResidentWeightStore.load honours an AbortSignal', async () => {
     await assert.rejects(ResidentWeightStore.load(path, { signal: ac.signal }), { name: 'AbortError' });
   });
 });
+
+test('embed of quantized token_embd (q8_0, q4_k) equals the TypeScript codec on the same rows', async () => {
+  const { quantize, dequantize } = await import('../gguf/quant.js');
+  const dim = 256;
+  for (const type of [GgmlType.Q8_0, GgmlType.Q4_K]) {
+    const tensors = tinyModelTensors({ ...SHAPE, dim }, 4);
+    const f = new Float32Array(f32Bytes(dim * SHAPE.vocab, 31).buffer);
+    tensors[0] = { name: 'token_embd.weight', type, dims: [dim, SHAPE.vocab], data: quantize(type, f) };
+    await withFile(tensors, 32, async (path) => {
+      const store = await ResidentWeightStore.load(path);
+      const tokens = Int32Array.from([3, 49, 0]);
+      const out = new Float32Array(tokens.length * dim);
+      store.embed(tokens, out);
+      const all = dequantize(type, tensors[0]!.data, dim * SHAPE.vocab);
+      tokens.forEach((t, i) => assert.deepEqual(out.subarray(i * dim, (i + 1) * dim), all.subarray(t * dim, (t + 1) * dim), `${type} token ${t}`));
+    });
+  }
+});
