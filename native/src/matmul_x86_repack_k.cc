@@ -6,11 +6,14 @@
 //                    (Q4_K 0..15, Q5_K 0..31, Q6_K 0..63 before its -32)
 //   SC_j, j < NS     8 x int32 sub-block scales (NS = 8 sub-blocks of 32 for Q4_K/Q5_K,
 //                    16 of 16 for Q6_K)
-//   MN_j, j < NS     8 x int32 offsets per sub-block: Q4_K/Q5_K mins; Q6_K 32 * scale
+//   MN_p, p < 8      8 x int16 pairs: the offsets of the two 16-quant halves 2p, 2p+1 of the
+//                    super-block (Q4_K/Q5_K: min m[p] twice; Q6_K: 32 * scale[2p], 32 * scale[2p+1])
 //   D, DMIN          8 x f32: d and dmin (Q6_K: dmin = d)
-// so that for every type  dot = D * dx * sum_j SC_j * dot_j(q, x) - DMIN * dx * sum_j MN_j * S_j(x),
-// S_j = sum of the activation quants of sub-block j (from ggml's bsums). This is ggml's
-// vec_dot_q4_K / q5_K / q6_K math: exact int32 per super-block, then f32.
+// so that for every type  dot = D * dx * sum_j SC_j * dot_j(q, x) - DMIN * dx * sum_h MN_h * bsums_h(x)
+// over the 16 halves h (ggml's bsums per 16 quants), the second sum being 8 vpdpwssd against
+// the bsums pairs broadcast. This is ggml's vec_dot_q4_K / q5_K / q6_K math: exact int32 per
+// super-block, then f32. (vpdpwssd for the offsets instead of a vpmulld per sub-block took
+// Q6_K at m = 128 from ~165 to ~180 GFLOP/s per core.)
 #include "matmul.h"
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -40,7 +43,7 @@ struct KPanel {
   explicit KPanel(int subBlocks) : ns(subBlocks) {
     scOff = 64 * 32;
     mnOff = scOff + static_cast<size_t>(ns) * 32;
-    dOff = mnOff + static_cast<size_t>(ns) * 32;
+    dOff = mnOff + 8 * 32;
     blockBytes = dOff + 64;
   }
 };
@@ -120,7 +123,7 @@ void repackK(const uint8_t* w, size_t wStride, int rows, int64_t nb, const KPane
     uint8_t* dst = panel + b * kp.blockBytes;
     __m256i q[kPanelRows][8];
     int32_t* sc = reinterpret_cast<int32_t*>(dst + kp.scOff);
-    int32_t* mn = reinterpret_cast<int32_t*>(dst + kp.mnOff);
+    int16_t* mn = reinterpret_cast<int16_t*>(dst + kp.mnOff);  // [pair p][row r][2]
     float* d = reinterpret_cast<float*>(dst + kp.dOff);
     for (int r = 0; r < kPanelRows; r++) {
       int32_t s[16], m[16];
@@ -131,9 +134,11 @@ void repackK(const uint8_t* w, size_t wStride, int rows, int64_t nb, const KPane
         for (int c = 0; c < 8; c++) q[r][c] = _mm256_setzero_si256();
         for (int j = 0; j < 16; j++) s[j] = m[j] = 0;
       }
-      for (int j = 0; j < kp.ns; j++) {
-        sc[j * 8 + r] = s[j];
-        mn[j * 8 + r] = m[j];
+      for (int j = 0; j < kp.ns; j++) sc[j * 8 + r] = s[j];
+      for (int p = 0; p < 8; p++) {
+        // Offsets of halves 2p and 2p+1 (Q4_K/Q5_K: both halves of sub-block p share its min).
+        mn[(p * 8 + r) * 2] = static_cast<int16_t>(kp.ns == 8 ? m[p] : m[2 * p]);
+        mn[(p * 8 + r) * 2 + 1] = static_cast<int16_t>(kp.ns == 8 ? m[p] : m[2 * p + 1]);
       }
       d[r] = dr;
       d[8 + r] = dminr;
@@ -172,12 +177,14 @@ void panelTileK(const uint8_t* panel, int64_t nb, const KPanel& kp, const int8_t
         }
       }
       const __m256i scj = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk + kp.scOff + 32 * j));
-      const __m256i mnj = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk + kp.mnOff + 32 * j));
+      for (int i = 0; i < NX; i++) sumi[i] = _mm256_add_epi32(sumi[i], _mm256_mullo_epi32(dot[i], scj));
+    }
+    for (int p = 0; p < 8; p++) {
+      const __m256i mnp = _mm256_load_si256(reinterpret_cast<const __m256i*>(blk + kp.mnOff + 32 * p));
       for (int i = 0; i < NX; i++) {
-        sumi[i] = _mm256_add_epi32(sumi[i], _mm256_mullo_epi32(dot[i], scj));
-        const int16_t* bs = xbs[i] + b * 16;
-        const int32_t s = NS == 8 ? bs[2 * j] + bs[2 * j + 1] : bs[j];
-        summ[i] = _mm256_add_epi32(summ[i], _mm256_mullo_epi32(mnj, _mm256_set1_epi32(s)));
+        int32_t pair;  // bsums 2p, 2p+1 of this super-block
+        std::memcpy(&pair, xbs[i] + b * 16 + 2 * p, 4);
+        summ[i] = _mm256_dpwssd_epi32(summ[i], mnp, _mm256_set1_epi32(pair));
       }
     }
     const __m256 d = _mm256_load_ps(reinterpret_cast<const float*>(blk + kp.dOff));
