@@ -79,6 +79,16 @@ export function estimateScratchBytes(s: { dim: number; ffn: number; vocab: numbe
   return 4 * (batch * (6 * s.dim + 3 * s.ffn) + s.vocab);
 }
 
+/** The ggml type holding most bytes of the layer tensors (what the matmuls mostly read). */
+export function dominantMatrixType(file: GgufFile): number {
+  const bytes = new Map<number, number>();
+  for (const t of file.tensors) if (t.name.startsWith('blk.') && t.dims.length >= 2) bytes.set(t.type, (bytes.get(t.type) ?? 0) + t.byteSize);
+  let best = 0;
+  let most = -1;
+  for (const [type, b] of bytes) if (b > most) [best, most] = [type, b];
+  return best;
+}
+
 /** The scratch the engine will allocate (as engine/worker.ts computes it), or undefined. */
 function engineScratchBytes(file: GgufFile, parallel: number): number | undefined {
   try {
@@ -160,13 +170,15 @@ export async function run(argv: string[]): Promise<number> {
   let hardware: HardwareFigures = { ...DEFAULT_HARDWARE };
   let source = 'defaults; run with --calibrate to measure';
   if (values.calibrate) {
-    const cal = calibrateStorage(path);
+    const cal = calibrateStorage(path, { computeType: dominantMatrixType(file) });
     hardware.readBytesPerSec = cal.readBytesPerSec;
-    source = `measured now: O_DIRECT ${(cal.directBytesPerSec / 1e9).toFixed(2)} GB/s, buffered ${(cal.bufferedBytesPerSec / 1e9).toFixed(2)} GB/s`;
+    if (cal.computeBytesPerSec) hardware.computeBytesPerSec = cal.computeBytesPerSec;
+    source = `measured now: O_DIRECT ${(cal.directBytesPerSec / 1e9).toFixed(2)} GB/s, buffered ${(cal.bufferedBytesPerSec / 1e9).toFixed(2)} GB/s, matmul on ${cal.computeType}`;
   } else {
     const cal = readCachedCalibration(path);
     if (cal) {
       hardware.readBytesPerSec = cal.readBytesPerSec;
+      if (cal.computeBytesPerSec) hardware.computeBytesPerSec = cal.computeBytesPerSec;
       source = `calibration cache of ${cal.measuredAt}`;
     }
   }

@@ -8,7 +8,8 @@
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { allocAligned, evictFromPageCache, IoStreamer } from '../native/index.js';
+import { GgmlType, ggmlRowBytes, ggmlTypeInfo } from '../gguf/ggml-type.js';
+import { allocAligned, evictFromPageCache, IoStreamer, matmul } from '../native/index.js';
 import type { HardwareFigures } from './plan.js';
 
 /** Measured read figures of one device. */
@@ -22,6 +23,8 @@ export interface Calibration extends HardwareFigures {
   /** I/O threads used for the direct measurement. */
   ioThreads: number;
   bytesMeasured: number;
+  /** ggml type name the compute figure (computeBytesPerSec) was measured with. */
+  computeType?: string;
   measuredAt: string;
   file: string;
 }
@@ -36,6 +39,8 @@ export interface CalibrateOptions {
   ioThreads?: number;
   /** Store the result in the cache (default true). */
   save?: boolean;
+  /** Also measure matmul speed (computeBytesPerSec) on weights of this type. */
+  computeType?: GgmlType;
 }
 
 /** Where the cache lives. */
@@ -116,6 +121,10 @@ export function calibrateStorage(path: string, options: CalibrateOptions = {}): 
     measuredAt: new Date().toISOString(),
     file: path,
   };
+  if (options.computeType !== undefined) {
+    cal.computeBytesPerSec = measureComputeBytesPerSec(options.computeType);
+    cal.computeType = ggmlTypeInfo(options.computeType)?.name ?? String(options.computeType);
+  }
   if (options.save !== false) saveCalibration(cal);
   return cal;
 }
@@ -147,4 +156,29 @@ export function readCachedCalibration(path: string): Calibration | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Weight bytes per second the native matmul gets through for one token (m = 1) over 64 MiB
+ * of `type` weights (larger than the caches, as a model's layers are): the compute side of
+ * the planner's cost model, since decoding is memory-bound.
+ */
+export function measureComputeBytesPerSec(type: GgmlType, seconds = 0.3): number {
+  const k = 4096;
+  const rowBytes = ggmlRowBytes(type, k);
+  const n = Math.max(1, Math.floor((64 * 1024 * 1024) / rowBytes));
+  // 0x11 everywhere: small finite scales and quants in every format; values do not matter.
+  const w = new Uint8Array(n * rowBytes).fill(0x11);
+  const x = new Float32Array(k).fill(0.5);
+  const out = new Float32Array(n);
+  matmul(out, w, type, n, k, x, 1); // warm up (page in the weights)
+  let runs = 0;
+  const t0 = process.hrtime.bigint();
+  let sec = 0;
+  do {
+    matmul(out, w, type, n, k, x, 1);
+    runs++;
+    sec = Number(process.hrtime.bigint() - t0) / 1e9;
+  } while (sec < seconds);
+  return (runs * n * rowBytes) / sec;
 }
