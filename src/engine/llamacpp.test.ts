@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { synthesize } from '../synth/synth.js';
-import { SYNTH_PRESETS } from '../synth/presets.js';
+import { SYNTH_PRESETS, type SynthPreset } from '../synth/presets.js';
 import { loadModel, type Model } from '../index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-diff-test-'));
@@ -122,19 +122,23 @@ async function compare(ours: Model, ref: { tokens: number[]; probs: Map<number, 
 // amax/127; measured on tiny-15m (2026-11-27), f32 file with ONE tensor kind made q8_0:
 // attn_q 4.4e-4, token_embd 4.6e-3, ffn_down 8.3e-3, all matrices 3.2e-2; full q8_0/q4_0/q4_k
 // files 7-9.5e-2 (1.5-1.9% of the largest logit). Near-ties are gaps below about twice that.
-const CASES: Array<{ preset: string; type: string; shrink?: boolean; relTolerance: number; tieTolerance: number }> = [
+type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'ffn'>>;
+const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance: number; tieTolerance: number }> = [
   { preset: 'tiny-15m', type: 'f32', relTolerance: 1e-3, tieTolerance: 1e-3 },
+  { preset: 'tiny-15m', type: 'f16', relTolerance: 1e-2, tieTolerance: 0.05 },
   { preset: 'tiny-15m', type: 'q8_0', relTolerance: 3e-2, tieTolerance: 0.15 },
   { preset: 'tiny-15m', type: 'q4_0', relTolerance: 3e-2, tieTolerance: 0.15 },
   { preset: 'tiny-15m', type: 'q4_k', relTolerance: 3e-2, tieTolerance: 0.15 },
-  { preset: 'qwen2.5-0.5b', type: 'q8_0', shrink: true, relTolerance: 3e-2, tieTolerance: 0.15 },
+  // qwen2: its tokenizer, widths, heads, biases and NeoX rope; 4 layers keep the test short.
+  { preset: 'qwen2.5-0.5b', type: 'q8_0', shrink: { nLayers: 4 }, relTolerance: 3e-2, tieTolerance: 0.15 },
+  // llama3: its tokenizer and rope_freqs (llama3 rope scaling) in f32, narrow and shallow.
+  { preset: 'llama-3.2-1b', type: 'f32', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffn: 512 }, relTolerance: 1e-3, tieTolerance: 1e-3 },
 ];
 
 for (const c of CASES) {
-  test(`same greedy tokens and logits as llama.cpp: ${c.preset}${c.shrink ? ' (4 layers)' : ''} ${c.type}`, { timeout: 240_000 }, async () => {
+  test(`same greedy tokens and logits as llama.cpp: ${c.preset}${c.shrink ? ` (shrunk: ${JSON.stringify(c.shrink)})` : ''} ${c.type}`, { timeout: 240_000 }, async () => {
     const path = join(dir, `${c.preset}-${c.type}.gguf`);
-    // qwen2.5-0.5b keeps its tokenizer, widths, heads and biases; fewer layers keep the test short.
-    const preset = c.shrink ? { ...SYNTH_PRESETS[c.preset]!, name: `${c.preset}-4l`, nLayers: 4 } : c.preset;
+    const preset = c.shrink ? { ...SYNTH_PRESETS[c.preset]!, ...c.shrink, name: `${c.preset}-shrunk` } : c.preset;
     await synthesize(path, preset, c.type, { seed: 7 });
     const ours = await loadModel(path, { threads: THREADS, contextSize: 256, parallel: 1 });
     try {
