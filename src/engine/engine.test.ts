@@ -169,6 +169,14 @@ test('abort stops a generation at once with finishReason abort', async () => {
   assert.equal((await model.complete(PROMPTS[0]!, { ...GREEDY, maxTokens: 2 })).tokens.length, 2);
 });
 
+test('leaving the stream loop early aborts the generation', async () => {
+  const gen = model.generate(PROMPTS[2]!, { ...GREEDY, maxTokens: 200 });
+  for await (const c of gen) if (c.tokens.length > 0) break;
+  const r = await gen.result;
+  assert.equal(r.finishReason, 'abort');
+  assert.ok(r.tokens.length < 200);
+});
+
 test('bad input: typed errors with clear messages', async () => {
   // Unsupported architecture.
   const mamba = join(dir, 'mamba.gguf');

@@ -275,13 +275,19 @@ class EngineModel implements Model {
     }
     this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop });
 
+    const abortRequest = (): void => this.post({ type: 'abort', id });
     const iterate = async function* (): AsyncGenerator<GenerateChunk> {
-      for (;;) {
-        while (p.chunks.length > 0) yield p.chunks.shift()!;
-        if (p.finished) break;
-        await new Promise<void>((r) => (p.wake = r));
+      try {
+        for (;;) {
+          while (p.chunks.length > 0) yield p.chunks.shift()!;
+          if (p.finished) break;
+          await new Promise<void>((r) => (p.wake = r));
+        }
+        await result; // rethrows a failure
+      } finally {
+        // The consumer left the loop early (break, throw): stop generating for it.
+        if (!p.finished) abortRequest();
       }
-      await result; // rethrows a failure
     };
     return { [Symbol.asyncIterator]: iterate, result };
   }
