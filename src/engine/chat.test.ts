@@ -9,6 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { synthesize } from '../synth/synth.js';
+import { SYNTH_PRESETS } from '../synth/presets.js';
+import { readGgufSync } from '../gguf/reader.js';
+import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { loadModel, type Model } from '../index.js';
 import { ChatSession } from './chat.js';
 import type { ChatMessage } from './chat-template.js';
@@ -127,5 +130,29 @@ test('ChatSession: an aborted turn leaves the history unchanged; a concurrent se
     assert.ok(again.cachedPromptTokens >= first.promptTokens, `cached ${again.cachedPromptTokens} < first prompt ${first.promptTokens}`);
   } finally {
     await model.dispose();
+  }
+});
+
+test('ChatSession prompts: one BOS where the file asks for it (add_bos_token), none for Qwen2', async () => {
+  // Small models with the presets' tokenizers and chat templates (layers do not matter here).
+  for (const name of ['qwen2.5-0.5b', 'llama-3.2-1b', 'tinyllama-1.1b']) {
+    const file = join(dir, `${name}-shrunk.gguf`);
+    await synthesize(file, { ...SYNTH_PRESETS[name]!, name: `${name}-shrunk`, dim: 64, nLayers: 1, nHeads: 2, nKvHeads: 1, ffn: 128 }, 'q8_0', { seed: 1 });
+    const gguf = readGgufSync(file);
+    const addBos = gguf.get('tokenizer.ggml.add_bos_token') === true;
+    const tok = tokenizerFromGguf(gguf);
+    // Only what ChatSession uses of a Model: info and the tokenizer.
+    const stub = {
+      info: { bosId: tok.bosId ?? null, eosId: tok.eosId ?? null, chatTemplate: tok.chatTemplate ?? null },
+      tokenize: (text: string, o: { addBos?: boolean; special?: boolean } = {}) =>
+        tok.encode(text, { parseSpecial: o.special ?? false, ...(o.addBos !== undefined ? { addBos: o.addBos } : {}) }),
+      detokenize: (ids: ArrayLike<number>) => tok.decode(Array.from(ids)),
+    } as unknown as Model;
+    const chat = new ChatSession(stub, { systemPrompt: 'Be kind.' });
+    assert.equal(chat.templateSource, 'model', name);
+    const ids = chat.promptTokens([...chat.messages, { role: 'user', content: 'Hello' }]);
+    const bos = tok.bosId!;
+    assert.equal(ids[0] === bos, addBos, `${name}: starts with BOS iff add_bos_token (${addBos})`);
+    assert.notEqual(ids[1], bos, `${name}: no second BOS`);
   }
 });

@@ -40,9 +40,10 @@ export class ChatSession {
   /** The prompt tokens the next turn would be generated from (for tests and tools). */
   promptTokens(messages: readonly ChatMessage[] = this.messages): Uint32Array {
     const text = this.template.render(messages);
-    // A template that writes the BOS text itself must not get a second BOS.
-    const addBos = !(this.bosText && text.startsWith(this.bosText));
-    return this.model.tokenize(text, { addBos, special: true });
+    // A template that writes the BOS text itself must not get a second BOS; otherwise the
+    // file's tokenizer.ggml.add_bos_token decides, as in llama.cpp (Qwen2 adds none).
+    if (this.bosText && text.startsWith(this.bosText)) return this.model.tokenize(text, { addBos: false, special: true });
+    return this.model.tokenize(text, { special: true });
   }
 
   /**
