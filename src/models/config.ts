@@ -2,7 +2,7 @@
  * Model hyperparameters from GGUF metadata (llama.cpp's `{arch}.*` keys), validated once at
  * load so the forward pass can trust them.
  */
-import { GgmlType, ggmlTypeInfo } from '../gguf/ggml-type.js';
+import { ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { InvalidModelError, UnsupportedTensorTypeError } from '../errors.js';
 
 /** RoPE layout: 'normal' rotates pairs (2i, 2i+1) (llama); 'neox' rotates (i, i + d/2) (qwen2). */
@@ -141,6 +141,3 @@ export function readModelConfig(file: GgufMetadataSource, arch: string, defaults
 export function kvDimOf(c: ModelConfig): number {
   return c.numKvHeads * c.headDim;
 }
-
-/** Types the forward pass supports for weights (re-exported for messages). @internal */
-export const SUPPORTED_WEIGHT_TYPES: readonly GgmlType[] = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
