@@ -130,7 +130,7 @@ function checkAccounting(plan: Plan, budget: number, kv: number, scratch: number
     if (t.kind === 'token_embd') assert.equal(t.placement, 'rows');
   }
   const maxSlot = Math.max(0, ...slot);
-  const buffers = maxSlot > 0 ? (plan.window + 1) * maxSlot : 0;
+  const buffers = maxSlot > 0 ? Math.min(plan.window + 1, plan.numLayers) * maxSlot : 0;
   assert.equal(plan.split.weights, weights);
   assert.equal(plan.split.buffers, buffers);
   assert.ok(weights + buffers + kv + scratch <= budget, `total ${weights + buffers + kv + scratch} > budget ${budget}`);

@@ -91,7 +91,7 @@ export interface Plan {
   layers: LayerPlan[];
   /** Bytes of one ring slot (the largest layer's streamed tensors, each rounded to 4096). */
   slotBytes: number;
-  /** window + 1, or 0 when nothing is streamed. */
+  /** min(window + 1, numLayers) (a ring never needs more slots than layers), 0 when nothing is streamed. */
   numSlots: number;
   streamBufferBytes: number;
   /** How the budget is spent. */
@@ -161,13 +161,14 @@ export function planResidency(tensors: readonly PlanTensorInput[], options: Plan
   // Memory of a prefix of n steps of a candidate, for every n (resident + ring + kv + scratch).
   const baseStreamed = new Array<number>(numLayers).fill(0);
   for (const i of streamable) baseStreamed[tensors[i]!.layer]! += streamFootprint(tensors[i]!.bytes);
+  const slots = Math.min(window + 1, numLayers);
   const memoryCurve = (c: Candidate): number[] => {
     const streamed = baseStreamed.slice();
     let resident = fixedBytes;
     const out: number[] = [];
     const total = () => {
       const max = streamed.reduce((m, s) => Math.max(m, s), 0);
-      return resident + (max > 0 ? (window + 1) * max : 0) + kv + scratch;
+      return resident + (max > 0 ? slots * max : 0) + kv + scratch;
     };
     out.push(total());
     for (const i of c.steps) {
@@ -200,7 +201,7 @@ export function planResidency(tensors: readonly PlanTensorInput[], options: Plan
     throw new InsufficientMemoryError(
       options.budget,
       minimum,
-      `it must hold the norms and output matrix (${mib(fixedBytes)}), ${window + 1} layer stream buffers (prefetch window ${window} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
+      `it must hold the norms and output matrix (${mib(fixedBytes)}), ${slots} layer stream buffers (prefetch window ${window} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
     );
   }
   return best;
@@ -347,7 +348,7 @@ function buildPlan(
     }
   });
   const slotBytes = slotUse.reduce((m, s) => Math.max(m, s), 0);
-  const numSlots = slotBytes > 0 ? window + 1 : 0;
+  const numSlots = slotBytes > 0 ? Math.min(window + 1, numLayers) : 0;
   const buffers = numSlots * slotBytes;
   const streamed = layers.reduce((a, l) => a + l.streamedBytes, 0);
   const { perLayer, output } = computeTimes(tensors, numLayers, options.hardware);

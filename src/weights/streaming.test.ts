@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readGgufSync } from '../gguf/reader.js';
-import { planResidency } from './plan.js';
+import { planResidency, streamFootprint } from './plan.js';
 import { planInputs } from './create.js';
 import { ResidentWeightStore } from './resident.js';
 import { StreamingWeightStore } from './streaming.js';
@@ -102,4 +102,34 @@ test('acquire out of order, early acquire of the next layer, and an abandoned pa
     store.dispose();
     assert.throws(() => store.acquire(0), /disposed/);
   });
+});
+
+test('a model with fewer layers than ring slots uses one slot per layer and stays exact', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-stream-'));
+  try {
+    const path = join(dir, 'm.gguf');
+    const shape = { dim: 128, ffn: 256, kvDim: 64, vocab: 20, layers: 2 };
+    writeTestGguf(path, 'llama', 2, tinyModelTensors(shape, 6), 4096);
+    const file = readGgufSync(path);
+    const reference = await ResidentWeightStore.load(file);
+    // With 2 layers streaming saves nothing (2 slots hold every layer), so the planner keeps all
+    // resident; stream the layer matrices anyway, through 2 slots (window 3 capped).
+    const plan = planResidency(planInputs(file), { budget: 10 * file.fileSize, hardware: HW, window: 3 });
+    assert.equal(plan.streamedBytesPerToken, 0);
+    for (const t of plan.tensors) if (t.layer >= 0 && t.kind !== 'norm') t.placement = 'streamed';
+    const store = await StreamingWeightStore.open(file, plan);
+    for (let token = 0; token < 4; token++) {
+      for (let l = 0; l < 2; l++) {
+        const w = store.acquire(l);
+        for (const short of ['attn_q.weight', 'ffn_gate.weight', 'ffn_down.weight']) assert.deepEqual(w.get(short).data, reference.acquire(l).get(short).data);
+        store.release(l);
+      }
+    }
+    const layer0 = plan.tensors.filter((t) => t.layer === 0 && t.placement === 'streamed').reduce((a, t) => a + streamFootprint(t.bytes), 0);
+    assert.equal(store.stats().ringBytes, 2 * layer0);
+    assert.equal(store.stats().bytesReadPerToken, 2 * plan.tensors.filter((t) => t.layer === 0 && t.placement === 'streamed').reduce((a, t) => a + t.bytes, 0));
+    store.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -126,7 +126,7 @@ export class StreamingWeightStore implements WeightStore {
       }
     }
     this.#slotBytes = Math.max(0, ...slotUse);
-    this.#numSlots = this.#slotBytes > 0 ? plan.window + 1 : 0;
+    this.#numSlots = this.#slotBytes > 0 ? Math.min(plan.window + 1, this.numLayers) : 0;
     this.#ring = allocAligned(this.#numSlots * this.#slotBytes, ALIGN);
     this.#locked = { resident: false, ring: false };
     if (options.lock !== false) {
