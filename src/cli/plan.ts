@@ -9,7 +9,7 @@ import { InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { formatBytes, parseMemoryBudget } from '../weights/budget.js';
 import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js';
-import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
+import { DEFAULT_HARDWARE, dominantType, planInputs, planWithWindow } from '../weights/create.js';
 import type { HardwareFigures, Plan } from '../weights/plan.js';
 import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
@@ -77,16 +77,6 @@ export function modelShapes(file: GgufFile): { numLayers: number; kvBytesPerToke
  */
 export function estimateScratchBytes(s: { dim: number; ffn: number; vocab: number }, batch = 512): number {
   return 4 * (batch * (6 * s.dim + 3 * s.ffn) + s.vocab);
-}
-
-/** The ggml type holding most bytes of the layer tensors (what the matmuls mostly read). */
-export function dominantMatrixType(file: GgufFile): number {
-  const bytes = new Map<number, number>();
-  for (const t of file.tensors) if (t.name.startsWith('blk.') && t.dims.length >= 2) bytes.set(t.type, (bytes.get(t.type) ?? 0) + t.byteSize);
-  let best = 0;
-  let most = -1;
-  for (const [type, b] of bytes) if (b > most) [best, most] = [type, b];
-  return best;
 }
 
 /** The scratch the engine will allocate (as engine/worker.ts computes it), or undefined. */
@@ -170,7 +160,7 @@ export async function run(argv: string[]): Promise<number> {
   let hardware: HardwareFigures = { ...DEFAULT_HARDWARE };
   let source = 'defaults; run with --calibrate to measure';
   if (values.calibrate) {
-    const cal = calibrateStorage(path, { computeType: dominantMatrixType(file) });
+    const cal = calibrateStorage(path, { computeType: dominantType(file) });
     hardware.readBytesPerSec = cal.readBytesPerSec;
     if (cal.computeBytesPerSec) hardware.computeBytesPerSec = cal.computeBytesPerSec;
     source = `measured now: O_DIRECT ${(cal.directBytesPerSec / 1e9).toFixed(2)} GB/s, buffered ${(cal.bufferedBytesPerSec / 1e9).toFixed(2)} GB/s, matmul on ${cal.computeType}`;

@@ -8,7 +8,7 @@
  */
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
-import { readCachedCalibration } from './calibrate.js';
+import { calibrateStorage, readCachedCalibration } from './calibrate.js';
 import { embeddingLayout } from './embed.js';
 import { InsufficientMemoryError } from '../errors.js';
 import { planResidency, type HardwareFigures, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
@@ -40,6 +40,24 @@ export interface CreateWeightStoreOptions extends StreamingOptions {
   window?: number;
   /** Storage and compute speeds; default: the calibration cache, else conservative figures. */
   hardware?: HardwareFigures;
+  /**
+   * Measure the storage when the cache has no figures for this device: 'auto' (default) does
+   * so for files of AUTO_CALIBRATE_MIN_BYTES or more (a few seconds once per device).
+   */
+  calibrate?: boolean | 'auto';
+}
+
+/** Files from this size up are calibrated automatically (smaller ones are tests and toys). */
+export const AUTO_CALIBRATE_MIN_BYTES = 256 * 1024 * 1024;
+
+/** The ggml type holding most bytes of the layer matrices. @internal */
+export function dominantType(file: GgufFile): number {
+  const bytes = new Map<number, number>();
+  for (const t of file.tensors) if (t.name.startsWith('blk.') && t.dims.length >= 2) bytes.set(t.type, (bytes.get(t.type) ?? 0) + t.byteSize);
+  let best = 0;
+  let most = -1;
+  for (const [type, b] of bytes) if (b > most) [best, most] = [type, b];
+  return best;
 }
 
 /** Conservative figures when nothing was measured (DESIGN.md: 1.2-3.6 GB/s on our disks). */
@@ -51,7 +69,12 @@ export async function createWeightStore(
   options: CreateWeightStoreOptions = {},
 ): Promise<{ store: WeightStore & { dispose(): void }; plan: Plan; file: GgufFile }> {
   const file = typeof source === 'string' ? readGgufSync(source) : source;
-  const cal = options.hardware ? undefined : readCachedCalibration(file.path);
+  const budgeted = options.memoryBudget !== undefined;
+  const wantCal = options.calibrate ?? 'auto';
+  let cal = options.hardware || !budgeted ? undefined : readCachedCalibration(file.path);
+  if (!options.hardware && budgeted && !cal && (wantCal === true || (wantCal === 'auto' && file.fileSize >= AUTO_CALIBRATE_MIN_BYTES))) {
+    cal = calibrateStorage(file.path, { bytes: 512 * 1024 * 1024, computeType: dominantType(file) });
+  }
   const hardware = options.hardware ?? (cal ? { readBytesPerSec: cal.readBytesPerSec, computeBytesPerSec: cal.computeBytesPerSec ?? DEFAULT_HARDWARE.computeBytesPerSec! } : DEFAULT_HARDWARE);
   const budget = options.memoryBudget === undefined ? Infinity : parseMemoryBudget(options.memoryBudget, file.fileSize);
   const plan = planWithWindow(planInputs(file), {
