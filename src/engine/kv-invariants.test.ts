@@ -227,7 +227,12 @@ async function apiRun(c: Case, layout: (typeof LAYOUTS)[number]): Promise<ApiRun
     const endings = [' they', ' the cat', ' a storm came and', ' nobody'];
     const prompts = endings.map((e) => Uint32Array.from([...common, ...model.tokenize(e, { addBos: false })]));
     // Round 1: four at once, nothing cached yet.
+    type SchedStats = { scheduler: { steps: number; rows: number } };
+    const s0 = ((await model.stats()) as SchedStats).scheduler;
     const r1 = await Promise.all(prompts.map((p) => model.complete(p, GREEDY)));
+    const s1 = ((await model.stats()) as SchedStats).scheduler;
+    // Decode steps carried rows of several sequences (4 x 7 decode rows in about 7 steps).
+    assert.ok(s1.rows - s0.rows - prompts.reduce((n, p) => n + p.length, 0) >= 2 * (s1.steps - s0.steps), `${layout}: round 1 was batched (${s1.rows - s0.rows} rows, ${s1.steps - s0.steps} steps)`);
     // Round 2: each alone; round 1 left every prompt in the prefix cache.
     const r2 = [];
     for (const p of prompts) r2.push(await model.complete(p, GREEDY));
