@@ -22,6 +22,8 @@ Options:
   --seed N        PRNG seed (default 1; same seed, same bytes)
   --align N       tensor data alignment in bytes, a power of two (default 4096)
   --threads N     worker threads generating tensors (default: cores, at most 4)
+  --ref-quant     K-quants with llama.cpp's reference scale search (bit-exact with
+                  quantize_row_*_ref, 3-6x slower); default: search-free fit, same layout
   --json          print a JSON summary on stdout
   -h, --help      this help
 
@@ -50,6 +52,7 @@ export async function run(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       align: { type: 'string' },
       threads: { type: 'string' },
+      'ref-quant': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -79,6 +82,7 @@ export async function run(argv: string[]): Promise<number> {
       seed,
       alignment,
       threads,
+      referenceQuant: values['ref-quant'],
       signal: ac.signal,
       onProgress: (done, total) => {
         progress ??= createProgress(`synth ${preset.name} ${type}`, total);
@@ -94,6 +98,7 @@ export async function run(argv: string[]): Promise<number> {
       type,
       seed,
       alignment,
+      referenceQuant: values['ref-quant'],
       tensors: plan.tensors.length,
       params: plan.numParams,
       bytes: plan.fileSize,

@@ -10,6 +10,7 @@ export interface SynthJob {
   id: number;
   tensor: SynthTensor;
   seed: number;
+  referenceQuant: boolean;
 }
 
 export type SynthJobResult = { id: number; data: Uint8Array } | { id: number; error: string };
@@ -18,7 +19,7 @@ const scratch = new Float32Array((1 << 20) + 65536);
 
 parentPort!.on('message', (job: SynthJob) => {
   try {
-    const data = synthTensorData(job.tensor, job.seed, scratch);
+    const data = synthTensorData(job.tensor, job.seed, scratch, job.referenceQuant);
     parentPort!.postMessage({ id: job.id, data } satisfies SynthJobResult, [data.buffer as ArrayBuffer]);
   } catch (err) {
     parentPort!.postMessage({ id: job.id, error: (err as Error).stack ?? String(err) } satisfies SynthJobResult);

@@ -12,10 +12,12 @@ import { readGgufSync } from '../gguf/reader.js';
 import { SYNTH_TYPES, planSynth } from './plan.js';
 import { llama3RopeFactors } from './presets.js';
 import { synthesize } from './synth.js';
+import { ggmlQuantize } from '../gguf/quant/ggml-oracle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-synth-test-'));
 process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
 
+const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const sha = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
 
 /** Tensor data of a file as bytes. */
@@ -110,6 +112,30 @@ test('synthetic weights have the planned scale (dequantized from the file)', () 
   check('blk.1.attn_output.weight', 1 / Math.sqrt(dim) / Math.sqrt(12), 0, 0.1);
   check('blk.0.ffn_down.weight', 1 / Math.sqrt(ffn) / Math.sqrt(12), 0, 0.1);
   check('blk.4.ffn_norm.weight', 0.02, 1, 0.2);
+});
+
+test('K-quant tensors are llama.cpp quantizations of the f32 weights (--ref-quant), or close to them (default)', async () => {
+  // Values depend on (seed, tensor name) only, so the f32 file holds the exact weights.
+  const f32 = join(dir, 'tiny-f32.gguf'); // seed 7, written by the first test
+  const ref = join(dir, 'tiny-q4_k_m-ref.gguf');
+  await synthesize(ref, 'tiny-15m', 'q4_k_m', { seed: 7, referenceQuant: true, threads: 2 });
+  const fast = join(dir, 'tiny-q4_k_m.gguf'); // seed 7, default (search-free) K-quants
+  for (const name of ['blk.0.ffn_down.weight', 'blk.1.ffn_down.weight']) { // Q6_K and Q4_K
+    const w = tensorBytes(f32, name);
+    const values = new Float32Array(w.bytes.slice().buffer);
+    const r = tensorBytes(ref, name);
+    assert.ok(r.type === GgmlType.Q6_K || r.type === GgmlType.Q4_K, `${name}: ${GgmlType[r.type]}`);
+    assert.equal(hex(r.bytes), hex(ggmlQuantize(r.type, values)), `${name}: bytes differ from llama.cpp's quantize_row_${GgmlType[r.type]}_ref`);
+    const q = tensorBytes(fast, name);
+    const back = dequantize(q.type, q.bytes, q.n);
+    let se = 0;
+    let ss = 0;
+    for (let i = 0; i < q.n; i++) {
+      se += (back[i]! - values[i]!) ** 2;
+      ss += values[i]! ** 2;
+    }
+    assert.ok(Math.sqrt(se / ss) < 0.09, `${name}: fast K-quant relative error ${Math.sqrt(se / ss)}`);
+  }
 });
 
 test('same seed gives identical bytes; another seed different weights but the same layout', async () => {

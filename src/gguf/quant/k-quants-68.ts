@@ -29,7 +29,7 @@ const scales = new Float32Array(QK_K / 16);
  * [-nmax, nmax) for x[xo..xo+n), weights w = x^2; tries 19 inverse scales around -nmax/max
  * and keeps the best least-squares fit. Writes L[lo..) = level + nmax, returns the scale.
  */
-function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, lo: number): number {
+function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, lo: number, fast: boolean): number {
   let max = 0;
   let amax = 0;
   for (let i = 0; i < n; i++) {
@@ -44,6 +44,11 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, lo: 
     return 0;
   }
   let iscale = f(-nmax / max);
+  if (fast) {
+    // rmse_type 0: the levels of the max-based scale, no search
+    for (let i = 0; i < n; i++) L[lo + i] = nmax + Math.max(-nmax, Math.min(nmax - 1, nearestInt(f(iscale * x[xo + i]!))));
+    return f(1 / iscale);
+  }
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
@@ -79,14 +84,17 @@ function makeQxQuants(n: number, nmax: number, x: Float32Array, xo: number, lo: 
   return scale;
 }
 
-/** Quantizes `nb` super-blocks of x[xo...] into y[yo...] as quantize_row_q6_K_ref. */
-export function quantizeQ6_K(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: number): void {
+/**
+ * Quantizes `nb` super-blocks of x[xo...] into y[yo...] as quantize_row_q6_K_ref; `fast` uses
+ * make_qx_quants' rmse_type 0 (no scale search; not what llama.cpp writes).
+ */
+export function quantizeQ6_K(x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: number, fast = false): void {
   const t = f16Table();
   for (let i = 0; i < nb; i++, xo += QK_K, yo += Q6_K_BYTES) {
     let maxScale = 0;
     let maxAbsScale = 0;
     for (let ib = 0; ib < QK_K / 16; ib++) {
-      const scale = makeQxQuants(16, 32, x, xo + 16 * ib, 16 * ib);
+      const scale = makeQxQuants(16, 32, x, xo + 16 * ib, 16 * ib, fast);
       scales[ib] = scale;
       const a = Math.abs(scale);
       if (a > maxAbsScale) {
