@@ -98,6 +98,12 @@ test('acquire out of order, early acquire of the next layer, and an abandoned pa
       store.release(l);
     }
     assert.throws(() => store.release(5), /not acquired/);
+    // Holding more layers than the ring has slots is refused, not answered with stale bytes.
+    for (let l = 0; l < plan.numSlots; l++) check(l);
+    assert.throws(() => store.acquire(plan.numSlots), /release earlier layers first/);
+    for (let l = 0; l < plan.numSlots; l++) store.release(l);
+    check(plan.numSlots);
+    store.release(plan.numSlots);
     assert.throws(() => store.acquire(SHAPE.layers), RangeError);
     store.dispose();
     assert.throws(() => store.acquire(0), /disposed/);

@@ -168,7 +168,11 @@ export class StreamingWeightStore implements WeightStore {
   acquire(layer: number): LayerWeights {
     this.#checkLayer(layer, 'acquire');
     if (layer !== this.#nextAcquire % this.numLayers) this.#resync(layer);
-    const s = this.#nextAcquire++;
+    const s = this.#nextAcquire;
+    if (this.#numSlots > 0 && s >= this.#nextIssue) {
+      throw new RangeError(`acquire: layer ${layer} needs a ring slot, but all ${this.#numSlots} hold acquired layers; release earlier layers first`);
+    }
+    this.#nextAcquire++;
     const t0 = process.hrtime.bigint();
     const { bytes } = this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
     this.#waitNs += Number(process.hrtime.bigint() - t0);
