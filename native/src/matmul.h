@@ -13,6 +13,14 @@
 // as f32 (for Q8_0: the f16-rounded scale, widened) and per-block sums of the quants
 // (Q8_0: int32 per 32, pre-scaled into the lane correction of the SIMD kernels, see
 // packQ8_0; Q8_K: int16 per 16, ggml's bsums). Each part starts 64-byte aligned.
+//
+// Row invariance: out[i, r] depends only on x row i and W row r, never on m, on the other rows
+// of the batch, or on the thread count (bitwise, within one build and kernel path). Every kernel
+// family of a type does the same f32 steps per dot: exact int32 block (or super-block) dots,
+// then acc = fma(float(dot), d_w * d_x, acc) over blocks in order (K-quants: the min / offset
+// term in a second accumulator, subtracted at the end); float weights: even / odd 8-element
+// chunks into two accumulators, hsum of their sum, scalar tail. So a sequence gets the same
+// logits alone or batched with others (the engine relies on it for sampled generation).
 #pragma once
 
 #include <cstddef>

@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #endif
 
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -50,6 +51,13 @@ inline float hsum(__m256 v) {
 }
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+inline int32_t hsumEpi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
 
 // v in int32 lane 0, zeros elsewhere.
 inline __m256i lane0(int32_t v) { return _mm256_zextsi128_si256(_mm_cvtsi32_si128(v)); }
@@ -116,22 +124,36 @@ void tileFloat(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ld
 
 // Two weight rows (w, w + wStride) against NX activation rows: 2 weight loads and NX
 // activation loads feed 2 * NX FMAs (0.75 loads per FMA at NX = 4, against 1.25 for one row).
+// Same f32 steps per (weight row, activation row) as tileFloat (even 8-chunks into one
+// accumulator, odd into another, then hsum(a + b) and the scalar tail), so results do not depend
+// on which of the two kernels ran (row invariance).
 template <int Kind, int NX>
 void tileFloat2(const uint8_t* w, size_t wStride, const Act* a, int64_t k, float* out, int64_t ldo) {
   const uint8_t* w1 = w + wStride;
-  __m256 acc0[NX], acc1[NX];
-  for (int i = 0; i < NX; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  __m256 p0[NX], p1[NX], q0[NX], q1[NX];  // row 0: p0 (even chunks), p1 (odd); row 1: q0, q1
+  for (int i = 0; i < NX; i++) p0[i] = p1[i] = q0[i] = q1[i] = _mm256_setzero_ps();
   int64_t e = 0;
+  for (; e + 16 <= k; e += 16) {
+    const __m256 v0 = load8<Kind>(w, e), v1 = load8<Kind>(w1, e);
+    const __m256 u0 = load8<Kind>(w, e + 8), u1 = load8<Kind>(w1, e + 8);
+    for (int i = 0; i < NX; i++) {
+      const __m256 x0 = _mm256_loadu_ps(a[i].f() + e), x1 = _mm256_loadu_ps(a[i].f() + e + 8);
+      p0[i] = _mm256_fmadd_ps(v0, x0, p0[i]);
+      q0[i] = _mm256_fmadd_ps(v1, x0, q0[i]);
+      p1[i] = _mm256_fmadd_ps(u0, x1, p1[i]);
+      q1[i] = _mm256_fmadd_ps(u1, x1, q1[i]);
+    }
+  }
   for (; e + 8 <= k; e += 8) {
     const __m256 v0 = load8<Kind>(w, e), v1 = load8<Kind>(w1, e);
     for (int i = 0; i < NX; i++) {
-      const __m256 xv = _mm256_loadu_ps(a[i].f() + e);
-      acc0[i] = _mm256_fmadd_ps(v0, xv, acc0[i]);
-      acc1[i] = _mm256_fmadd_ps(v1, xv, acc1[i]);
+      const __m256 x0 = _mm256_loadu_ps(a[i].f() + e);
+      p0[i] = _mm256_fmadd_ps(v0, x0, p0[i]);
+      q0[i] = _mm256_fmadd_ps(v1, x0, q0[i]);
     }
   }
   for (int i = 0; i < NX; i++) {
-    float s0 = hsum(acc0[i]), s1 = hsum(acc1[i]);
+    float s0 = hsum(_mm256_add_ps(p0[i], p1[i])), s1 = hsum(_mm256_add_ps(q0[i], q1[i]));
     for (int64_t t = e; t < k; t++) {
       s0 += load1<Kind>(w, t) * a[i].f()[t];
       s1 += load1<Kind>(w1, t) * a[i].f()[t];
@@ -176,49 +198,87 @@ void runFloat(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows,
 // Weights enter vpdpbusd unsigned: Q4_0 nibbles as 0..15 (q - 8 wanted), Q8_0 as q + 128 (sign
 // bit flipped). Each block's 8 dot lanes start from the activation row's lane correction
 // (packQ8_0: -sum(x) resp. -16 * sum(x) per lane), which takes the offset back exactly.
-// Per dot: vpdpbusd, convert, scale product, FMA. (Tiles of 2 weight rows x 4 activation rows
-// measured slower than 1 x 4: 89 vs 157 GFLOP/s at m = 128, 12 vs 21 GB/s at m = 1 from L2.)
+// The int32 block dot is then summed across lanes and accumulated in the canonical f32 steps
+// shared with the repacked kernel (row invariance, matmul.h): even blocks into one scalar
+// accumulator, odd blocks into another, result acc0 + acc1.
+// (Tiles of 2 weight rows x 4 activation rows measured slower than 1 x 4: 89 vs 157 GFLOP/s at
+// m = 128, 12 vs 21 GB/s at m = 1 from L2. This kernel now serves m = 1 only; m >= 2 takes the
+// repacked panels, which at m = 1 streamed only 8 GB/s from DRAM against 14 here.)
+// Block b's dot as 8 int32 lanes whose sum is the exact integer dot.
+template <bool Q8>
+inline __m256i legacyBlockDotLanes(__m256i q, const Act& a, int64_t b) {
+  const __m256i xv = loadu(a.qs() + b * QK8_0);
+#if !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
+  if constexpr (Q8) {
+    // No VNNI: sign trick (|q| unsigned, sign moved onto x); maddubs pairs < 2 * 128 * 127.
+    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+  }
+#endif
+  return dpbusd(_mm256_set1_epi32(a.sums32()[b]), q, xv);
+}
+
+template <bool Q8>
+inline __m256i legacyQuants(const uint8_t* w, int64_t b, float* dw) {
+  if constexpr (Q8) {
+    const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(w)[b];
+    *dw = h2f(blk.d);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_xor_si256(loadu(blk.qs), _mm256_set1_epi8(static_cast<char>(0x80)));
+#else
+    return loadu(blk.qs);
+#endif
+  } else {
+    const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(w)[b];
+    *dw = h2f(blk.d);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
+  }
+}
+
+// Lane sums of four int32 vectors: [sum(d0), sum(d1), sum(d2), sum(d3)] (exact).
+inline __m128i hsum4Epi32(__m256i d0, __m256i d1, __m256i d2, __m256i d3) {
+  const __m256i s0 = _mm256_add_epi32(_mm256_unpacklo_epi32(d0, d1), _mm256_unpackhi_epi32(d0, d1));
+  const __m256i s1 = _mm256_add_epi32(_mm256_unpacklo_epi32(d2, d3), _mm256_unpackhi_epi32(d2, d3));
+  const __m256i v = _mm256_add_epi32(_mm256_unpacklo_epi64(s0, s1), _mm256_unpackhi_epi64(s0, s1));
+  return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+}
+
 template <bool Q8, int NX>
 void tileLegacy(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  __m256 acc[NX];
-  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+  // acc[i] lanes 0 / 1 are the even / odd block accumulators (lanes 2, 3 are scratch).
+  __m128 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm_setzero_ps();
   const int64_t nb = k / QK8_0;
-  for (int64_t b = 0; b < nb; b++) {
-    __m256i q;
-    __m256 dw;
-    if constexpr (Q8) {
-      const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(w)[b];
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-      q = _mm256_xor_si256(loadu(blk.qs), _mm256_set1_epi8(static_cast<char>(0x80)));
-#else
-      q = loadu(blk.qs);
-#endif
-      dw = _mm256_set1_ps(h2f(blk.d));
-    } else {
-      const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(w)[b];
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
-      q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
-      dw = _mm256_set1_ps(h2f(blk.d));
-    }
+  int64_t b = 0;
+  // Four blocks at a time: four lane sums in one reduction, then two 2-lane FMAs that are
+  // exactly the scalar steps acc0 += blocks b, b+2 and acc1 += blocks b+1, b+3 in order.
+  for (; b + 4 <= nb; b += 4) {
+    float dw[4];
+    __m256i q[4];
+    for (int t = 0; t < 4; t++) q[t] = legacyQuants<Q8>(w, b + t, &dw[t]);
+    const __m128 dw4 = _mm_loadu_ps(dw);
     for (int i = 0; i < NX; i++) {
-      const __m256i xv = loadu(a[i].qs() + b * QK8_0);
-      const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[i].d()[b]));
-      __m256i dot;
-#if !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
-      if constexpr (Q8) {
-        // No VNNI: sign trick (|q| unsigned, sign moved onto x); maddubs pairs < 2 * 128 * 127.
-        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q));
-        dot = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-      } else
-#endif
-      {
-        dot = dpbusd(_mm256_set1_epi32(a[i].sums32()[b]), q, xv);
-      }
-      acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[i]);
+      __m256i d[4];
+      for (int t = 0; t < 4; t++) d[t] = legacyBlockDotLanes<Q8>(q[t], a[i], b + t);
+      const __m128 f = _mm_cvtepi32_ps(hsum4Epi32(d[0], d[1], d[2], d[3]));
+      const __m128 sc = _mm_mul_ps(dw4, _mm_loadu_ps(a[i].d() + b));
+      acc[i] = _mm_fmadd_ps(f, sc, acc[i]);
+      acc[i] = _mm_fmadd_ps(_mm_movehl_ps(f, f), _mm_movehl_ps(sc, sc), acc[i]);
     }
   }
-  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
+  for (int i = 0; i < NX; i++) {
+    float acc0 = _mm_cvtss_f32(acc[i]);
+    float acc1 = _mm_cvtss_f32(_mm_shuffle_ps(acc[i], acc[i], 1));
+    for (int64_t t = b; t < nb; t++) {
+      float dwt;
+      const __m256i qt = legacyQuants<Q8>(w, t, &dwt);
+      const float v = static_cast<float>(hsumEpi32(legacyBlockDotLanes<Q8>(qt, a[i], t)));
+      float& ac = (t & 1) ? acc1 : acc0;
+      ac = std::fma(v, dwt * a[i].d()[t], ac);
+    }
+    out[i * ldo] = acc0 + acc1;
+  }
 }
 
 template <int NX>
@@ -262,8 +322,8 @@ inline void kScales(const uint8_t* packed, __m256i* sc16, __m256i* mins16) {
 template <bool Q5, int NX>
 void tileQK45(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
-  __m256 acc[NX], accMin[NX];
-  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = _mm256_setzero_ps();
+  float acc[NX], accMin[NX];
+  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = 0.0f;
   const int64_t nb = k / QK_K;
   for (int64_t b = 0; b < nb; b++) {
     const uint8_t* scales;
@@ -304,12 +364,13 @@ void tileQK45(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
         sumi = dpwssd(sumi, p16, sc16[j]);
       }
       const __m256i mins = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), mins16);
+      // Canonical f32 steps (see kRowInvariant in matmul.h), as the repacked kernel does them.
       const float dx = a[i].d()[b];
-      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dw), _mm256_cvtepi32_ps(sumi), acc[i]);
-      accMin[i] = _mm256_fmadd_ps(_mm256_set1_ps(dx * dminw), _mm256_cvtepi32_ps(mins), accMin[i]);
+      acc[i] = std::fma(static_cast<float>(hsumEpi32(sumi)), dw * dx, acc[i]);
+      accMin[i] = std::fma(static_cast<float>(hsumEpi32(mins)), dminw * dx, accMin[i]);
     }
   }
-  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(_mm256_sub_ps(acc[i], accMin[i]));
+  for (int i = 0; i < NX; i++) out[i * ldo] = acc[i] - accMin[i];
 }
 
 template <int NX>
@@ -328,8 +389,8 @@ template <int NX>
 void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   const BlockQ6K* wb = reinterpret_cast<const BlockQ6K*>(w);
   const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-  __m256 acc[NX];
-  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+  float acc[NX], accMin[NX];
+  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = 0.0f;
   const int64_t nb = k / QK_K;
   for (int64_t b = 0; b < nb; b++) {
     const BlockQ6K& blk = wb[b];
@@ -359,11 +420,13 @@ void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
       __m256i sumi = _mm256_setzero_si256();
       for (int t = 0; t < 8; t++) sumi = dpwssd(sumi, _mm256_maddubs_epi16(q[t], loadu(x + 32 * t)), sc16[t]);
       const __m256i corr = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), scAll);
-      sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
-      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(a[i].d()[b] * dw), _mm256_cvtepi32_ps(sumi), acc[i]);
+      // Canonical f32 steps: the -32 offset term is accumulated apart, as in the repacked kernel.
+      const float ddx = dw * a[i].d()[b];
+      acc[i] = std::fma(static_cast<float>(hsumEpi32(sumi)), ddx, acc[i]);
+      accMin[i] = std::fma(static_cast<float>(32 * hsumEpi32(corr)), ddx, accMin[i]);
     }
   }
-  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
+  for (int i = 0; i < NX; i++) out[i * ldo] = acc[i] - accMin[i];
 }
 
 // ---- driver: activation rows in tiles of kTileRows (outer), weight rows (inner) ----

@@ -173,6 +173,21 @@ test('auto and scalar paths agree up to summation order', () => {
   }
 });
 
+test('row invariance: a row gives bitwise the same result alone or in any batch', () => {
+  const [n, k] = [19, 768];
+  for (const type of MATMUL_TYPES) {
+    const c = makeCase(type, n, k, 21, 31 + type);
+    const batch = run(type, c, n, k, 21);
+    for (const m of [1, 6, 9, 17]) {
+      // The first m rows as their own batch (m = 1: row 0 alone), and row m - 1 alone.
+      const sub = { ...c, x: c.x.subarray(0, m * k) };
+      assert.deepEqual(run(type, sub, n, k, m), batch.subarray(0, m * n), `${name(type)} m=${m}`);
+      const one = { ...c, x: c.x.subarray((m - 1) * k, m * k) };
+      assert.deepEqual(run(type, one, n, k, 1), batch.subarray((m - 1) * n, m * n), `${name(type)} row ${m - 1}`);
+    }
+  }
+});
+
 test('1 and 2 threads give identical results, also across activation blocks', () => {
   const before = getThreads();
   try {
