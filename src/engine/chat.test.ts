@@ -83,7 +83,10 @@ for (const kv of ['vtensor', 'contiguous'] as const) {
         const cached = Uint32Array.from([...prompts[i - 1]!, ...prev.tokens.slice(0, -1)]);
         let common = 0;
         while (common < cached.length && cached[common] === prompts[i]![common]) common++;
-        const minReuse = Math.max(common, prev.promptTokens);
+        // The session continues from the previous turn's exact tokens when its reply ended on
+        // an end-of-generation token or the length limit: then the whole turn is reused.
+        const exact = prev.finishReason === 'eog' || prev.finishReason === 'length';
+        const minReuse = exact ? cached.length : Math.max(common, prev.promptTokens);
         assert.ok(
           results[i]!.cachedPromptTokens >= minReuse,
           `turn ${i}: ${results[i]!.cachedPromptTokens} cached prompt tokens, expected >= ${minReuse}`,

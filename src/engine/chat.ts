@@ -20,6 +20,8 @@ export class ChatSession {
   private readonly template: ChatTemplate;
   private readonly bosText: string | undefined;
   private busy = false;
+  /** The last finished turn: the text its prompt and reply stand for, and their exact tokens. */
+  private last: { text: string; tokens: Uint32Array } | null = null;
 
   constructor(
     readonly model: Model,
@@ -40,6 +42,22 @@ export class ChatSession {
   /** The prompt tokens the next turn would be generated from (for tests and tools). */
   promptTokens(messages: readonly ChatMessage[] = this.messages): Uint32Array {
     const text = this.template.render(messages);
+    // NOTE: continue from the previous turn's exact tokens (its prompt and the reply as
+    // generated) when the new prompt text extends that turn's text and the new part opens
+    // with a special token (an end-of-turn marker): the KV of the whole previous turn is then
+    // reused. Retokenizing the history instead loses the reply wherever generated tokens do
+    // not round-trip through text (llama-cli and ollama keep the tokens too).
+    if (this.last && text.startsWith(this.last.text) && text.length > this.last.text.length) {
+      const suffix = text.slice(this.last.text.length);
+      const asSpecial = this.model.tokenize(suffix, { addBos: false, special: true });
+      const asText = this.model.tokenize(suffix, { addBos: false, special: false });
+      if (asSpecial.length > 0 && asSpecial[0] !== asText[0]) {
+        const out = new Uint32Array(this.last.tokens.length + asSpecial.length);
+        out.set(this.last.tokens);
+        out.set(asSpecial, this.last.tokens.length);
+        return out;
+      }
+    }
     // A template that writes the BOS text itself must not get a second BOS; otherwise the
     // file's tokenizer.ggml.add_bos_token decides, as in llama.cpp (Qwen2 adds none).
     if (this.bosText && text.startsWith(this.bosText)) return this.model.tokenize(text, { addBos: false, special: true });
@@ -55,8 +73,10 @@ export class ChatSession {
     this.busy = true;
     const turn: ChatMessage[] = [...this.messages, { role: 'user', content: text }];
     let gen: ReturnType<Model['generate']>;
+    let prompt: Uint32Array;
     try {
-      gen = this.model.generate(this.promptTokens(turn), options);
+      prompt = this.promptTokens(turn);
+      gen = this.model.generate(prompt, options);
     } catch (err) {
       this.busy = false;
       throw err;
@@ -67,6 +87,14 @@ export class ChatSession {
         if (r.finishReason !== 'abort') {
           this.messages.length = 0;
           this.messages.push(...turn, { role: 'assistant', content: r.text });
+          // Tokens stand for exactly the text only when no stop string was cut off.
+          const exact = r.finishReason === 'eog' || r.finishReason === 'length';
+          if (exact) {
+            const tokens = new Uint32Array(prompt.length + r.tokens.length);
+            tokens.set(prompt);
+            tokens.set(r.tokens, prompt.length);
+            this.last = { text: this.template.render(turn) + r.text, tokens };
+          } else this.last = null;
         }
         return r;
       },

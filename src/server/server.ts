@@ -162,9 +162,9 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       if (err instanceof ChatTemplateError) throw badRequest(err.message, 'messages', 'chat_template_error');
       throw err;
     }
-    // Templates that write the BOS text themselves must not get a second BOS.
-    const addBos = !(bosText && text.startsWith(bosText));
-    const prompt = m.tokenize(text, { addBos, special: true });
+    // A template that writes the BOS text itself must not get a second BOS; otherwise the
+    // file's tokenizer.ggml.add_bos_token decides, as in llama.cpp (Qwen2 adds none).
+    const prompt = bosText && text.startsWith(bosText) ? m.tokenize(text, { addBos: false, special: true }) : m.tokenize(text, { special: true });
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
     return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body);
   });
