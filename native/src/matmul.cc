@@ -2,19 +2,23 @@
 // the weight rows across the thread pool, cache blocking, and the JS binding with its checks.
 //
 // Kernel families (x86, -march=native build on the Zen 4 EPYC of this project):
-//   m = 1 (generation)    row tiles (matmul_x86.cc): one weight row against the activation
-//                         row; memory-bound.
-//   m >= 2..16 (by type)  repacked 8-row panels for the quantized types (matmul_x86_repack*.cc),
-//                         row tiles of 1-2 weight rows x 4 activation rows otherwise.
+//   m = 1 (generation)  row tiles (matmul_x86.cc): one weight row against the activation row;
+//                       memory-bound.
+//   m >= 2 / 8 / 16     repacked 8-row panels (matmul_x86_repack*.cc): Q4_0 and Q8_0 from
+//                       m = 2, Q4_K and Q5_K from 8, Q6_K from 16; row tiles of 1-2 weight rows
+//                       x 4 activation rows below that and for float weights.
+// All families do the same f32 steps per dot, so results are row-invariant (matmul.h).
 // Measured with scripts/bench-matmul.js (tinyllama-1.1b shapes; 1 thread, process CPU time,
 // best of 5 ms trials, because the machine was shared with other jobs at load 10-15):
-//   m = 1, GB/s of weights from DRAM, per core: f32 19, f16 22, bf16 20, q8_0 18, q4_0 13-14,
-//          q4_k 13-17, q5_k 13-14, q6_k 15
+//   m = 1, GB/s of weights from DRAM, per core: f32 ~20, f16 ~19, bf16 ~19, q8_0 18-22,
+//          q4_0 ~14, q4_k ~14-17, q5_k ~14, q6_k ~15-17
 //   m = 128, GFLOP/s per core: q4_0 ~210, q8_0 ~210, q4_k ~215, q5_k ~210, q6_k ~180,
-//          f32 ~55, f16 ~68, bf16 ~72
-// (2 threads, wall time, same shared machine: q4_k m = 1 19 GB/s, q4_0 m = 128 up to 220.)
-// llama.cpp on this machine for reference: tinyllama Q4_0, 2 threads, ~16 GB/s generation,
-// ~170 GFLOP/s per core in prompt processing.
+//          f32 ~40, f16 ~70, bf16 ~72
+// (2 threads, wall time, same shared machine: q4_k m = 1 19 GB/s, q4_0 m = 128 up to 220; not
+// representative while other jobs hold the cores.) llama.cpp on this machine for reference
+// (figures given to us, not re-measured here): tinyllama Q4_0, 2 threads, 26 tokens/s
+// generation (~16 GB/s of weights) and 163 tokens/s prompt (~2 * 1.03e9 * 163 = 340 GFLOP/s,
+// ~170 per core, attention included).
 #include "matmul.h"
 
 #include <algorithm>

@@ -202,8 +202,8 @@ void runFloat(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows,
 // shared with the repacked kernel (row invariance, matmul.h): even blocks into one scalar
 // accumulator, odd blocks into another, result acc0 + acc1.
 // (Tiles of 2 weight rows x 4 activation rows measured slower than 1 x 4: 89 vs 157 GFLOP/s at
-// m = 128, 12 vs 21 GB/s at m = 1 from L2. This kernel now serves m = 1 only; m >= 2 takes the
-// repacked panels, which at m = 1 streamed only 8 GB/s from DRAM against 14 here.)
+// m = 128, 12 vs 21 GB/s at m = 1 from L2. With VNNI this kernel serves m = 1 only; m >= 2 takes
+// the repacked panels, which at m = 1 streamed only 8 GB/s from DRAM against 14 here.)
 // Block b's dot as 8 int32 lanes whose sum is the exact integer dot.
 template <bool Q8>
 inline __m256i legacyBlockDotLanes(__m256i q, const Act& a, int64_t b) {
