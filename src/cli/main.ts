@@ -18,15 +18,14 @@ function command(name: string, description: string, load: () => Promise<CommandM
 }
 
 // --- command table (one line per command) ---
-// (entries are added as commands land)
+command('synth', 'write a random-weight GGUF with the shapes and tokenizer of a public model', () => import('./synth.js'));
 command('inspect', 'show a GGUF file: architecture, tokenizer, tensors', () => import('./inspect.js'));
 command('run', 'generate text from a prompt (streams to stdout)', () => import('./run.js'));
 command('chat', 'interactive multi-turn chat that reuses earlier turns\' KV', () => import('./chat.js'));
 command('serve', 'OpenAI-compatible HTTP server with continuous batching', () => import('./serve.js'));
-command('bench', 'flexinfer vs llama.cpp on the same file: speed, budget, KV and serving sweeps', () => import('./bench.js'));
-command('synth', 'write a random-weight GGUF with the shapes and tokenizer of a public model', () => import('./synth.js'));
 command('plan', 'show how a memory budget is spent: resident vs streamed tensors, predicted speed', () => import('./plan.js'));
 command('convert', 'rewrite a GGUF file with tensors aligned for direct I/O (--align 4096)', () => import('./convert.js'));
+command('bench', 'flexinfer vs llama.cpp on the same file: speed, budget, KV and serving sweeps', () => import('./bench.js'));
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
