@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { cgroupSupport, runInMemoryCgroup, type CgroupRunResult } from './cgroup.js';
+import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '../weights/cgroup.js';
 import { median, ratio, round } from './stats.js';
 import { renderLinePlot } from './svg.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
@@ -66,7 +66,7 @@ function summarize(runs: RunOutcome[]): { gen_tps: number | null; status: string
 }
 
 export async function runBudgetSweep(path: string, o: SweepOptions): Promise<SweepOutput> {
-  const support = cgroupSupport();
+  const support = memoryCgroupSupport();
   if (!support.ok) throw new Error(`--budget-sweep needs memory cgroups: ${support.reason}`);
   const fileBytes = statSync(path).size;
   const dist = fileURLToPath(new URL('.', import.meta.url));

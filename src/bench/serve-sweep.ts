@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { cgroupSupport, runInMemoryCgroup } from './cgroup.js';
+import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
 import { evictFile } from './budget-sweep.js';
 import { ratio, round } from './stats.js';
 import { renderLinePlot } from './svg.js';
@@ -53,7 +53,7 @@ export async function runServeSweep(path: string, o: SweepOptions): Promise<Swee
   const child = fileURLToPath(new URL('./serve-child.js', import.meta.url));
   const fileBytes = statSync(path).size;
   const half = Math.floor(fileBytes / 2);
-  const cg = cgroupSupport();
+  const cg = memoryCgroupSupport();
   const configs: Array<{ engine: 'flexinfer' | 'llamacpp'; budget: '100%' | '50%' }> = [
     { engine: 'flexinfer', budget: '100%' },
     { engine: 'flexinfer', budget: '50%' },

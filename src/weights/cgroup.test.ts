@@ -2,24 +2,58 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { memoryCgroupSupport, runInMemoryCgroup } from './cgroup.js';
 
+const MiB = 1048576;
 const support = memoryCgroupSupport();
 const skip = support.ok ? false : `memory cgroups unavailable: ${support.reason}`;
 
-// Touches `mb` MiB of memory, then prints ok.
+// Touches `mb` MiB of anonymous memory (one write per page), then prints ok and the size.
 const alloc = (mb: number) => `const b = Buffer.alloc(${mb} * 1048576); for (let i = 0; i < b.length; i += 4096) b[i] = 1; console.log('ok', b.length)`;
 
-test('a command within its memory limit runs and reports its peak usage', { skip }, async () => {
-  const r = await runInMemoryCgroup(400 * 1048576, process.execPath, ['-e', alloc(100)], { timeoutMs: 60_000 });
-  assert.equal(r.exitCode, 0, r.stderr);
-  assert.match(r.stdout, /^ok 104857600/);
-  assert.equal(r.oomKilled, false);
-  assert.ok(r.maxUsageBytes >= 100 * 1048576, `peak ${r.maxUsageBytes}`);
-  assert.ok(r.maxUsageBytes <= 400 * 1048576);
+test('a command within its memory limit runs, is charged and reports its peak usage', { skip }, async () => {
+  // 64 MiB in 256 MiB (the bench helper's case) and 100 MiB in 400 MiB.
+  for (const [mb, limitMb] of [[64, 256], [100, 400]] as const) {
+    const r = await runInMemoryCgroup(process.execPath, ['-e', alloc(mb)], limitMb * MiB, { timeoutMs: 120_000 });
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout.trim(), `ok ${mb * MiB}`);
+    assert.equal(r.oomKilled, false);
+    assert.equal(r.timedOut, false);
+    assert.equal(r.limitBytes, limitMb * MiB);
+    assert.ok(r.maxUsageBytes >= mb * MiB, `peak ${r.maxUsageBytes} < ${mb} MiB: the allocation was not charged`);
+    assert.ok(r.maxUsageBytes <= limitMb * MiB, `peak ${r.maxUsageBytes}`);
+    assert.ok(r.wallMs > 0);
+  }
 });
 
 test('a command over its memory limit is OOM-killed and that is reported', { skip }, async () => {
-  const r = await runInMemoryCgroup(120 * 1048576, process.execPath, ['-e', alloc(400)], { timeoutMs: 60_000 });
-  assert.notEqual(r.exitCode, 0);
-  assert.equal(r.oomKilled, true, `signal ${r.signal}, failcnt ${r.failcnt}, stderr ${r.stderr.slice(0, 200)}`);
-  assert.ok(r.maxUsageBytes <= 120 * 1048576 + 4096 * 64);
+  // 300 MiB in 128 MiB and 400 MiB in 120 MiB.
+  for (const [mb, limitMb] of [[300, 128], [400, 120]] as const) {
+    const r = await runInMemoryCgroup(process.execPath, ['-e', alloc(mb)], limitMb * MiB, { timeoutMs: 120_000 });
+    assert.notEqual(r.exitCode, 0);
+    assert.equal(r.oomKilled, true, `signal ${r.signal}, failcnt ${r.failcnt}, stderr ${r.stderr.slice(0, 200)}`);
+    assert.equal(r.timedOut, false);
+    assert.ok(r.maxUsageBytes <= limitMb * MiB + 4096 * 64, `peak ${r.maxUsageBytes}`);
+  }
+});
+
+test('a command past its timeout is killed and reported as timed out, not OOM', { skip }, async () => {
+  const r = await runInMemoryCgroup(process.execPath, ['-e', 'setTimeout(() => {}, 60_000)'], 256 * MiB, { timeoutMs: 1500 });
+  assert.equal(r.timedOut, true);
+  assert.equal(r.signal, 'SIGKILL');
+  assert.equal(r.oomKilled, false);
+});
+
+test('arguments reach the command verbatim (no shell quoting), with env and cwd', { skip }, async () => {
+  const odd = `it's "quoted" $HOME \`x\` ; echo no`;
+  const r = await runInMemoryCgroup(process.execPath, ['-e', 'console.log(JSON.stringify([process.argv[1], process.env.FLEXINFER_CG, process.cwd()]))', odd], 256 * MiB, {
+    timeoutMs: 60_000,
+    env: { ...process.env, FLEXINFER_CG: 'x1' },
+    cwd: '/tmp',
+  });
+  assert.equal(r.exitCode, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), [odd, 'x1', '/tmp']);
+});
+
+test('a bad limit is refused before anything runs', async () => {
+  await assert.rejects(runInMemoryCgroup(process.execPath, ['-e', '1'], 0), RangeError);
+  await assert.rejects(runInMemoryCgroup(process.execPath, ['-e', '1'], 1.5), RangeError);
 });

@@ -1,11 +1,14 @@
 /**
  * Runs a command inside a cgroup-v1 memory cgroup with a hard limit, and reports its peak
- * usage and whether it was OOM-killed: how the budget tests prove that a run stays within
- * its memory budget. The cgroup is created under this process's own memory cgroup (so the
- * child stays inside whatever limits already apply to us) and removed afterwards.
+ * usage and whether it was OOM-killed: how the budget tests and the budget benchmarks prove
+ * that a run stays within its memory budget. The cgroup is created under this process's own
+ * memory cgroup (so the child stays inside whatever limits already apply to us) and removed
+ * afterwards.
  *
- * NOTE: cgroup v1 charges page cache to the cgroup (memory.max_usage_in_bytes includes it);
- * cache is reclaimable, so hitting the limit with cache only slows reads, it does not OOM.
+ * NOTE: cgroup v1 charges page cache to the cgroup (memory.max_usage_in_bytes includes it:
+ * mmapped or buffered file pages count, which is what makes llama.cpp's mmap thrash under a
+ * limit). Cache is reclaimable, so hitting the limit with cache only slows reads; the OOM
+ * killer comes only when anonymous memory alone does not fit.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmdirSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -18,14 +21,28 @@ export interface CgroupRunResult {
   exitCode: number | null;
   signal: NodeJS.Signals | null;
   limitBytes: number;
-  /** memory.max_usage_in_bytes (RSS + page cache charged to the cgroup). */
+  /** memory.max_usage_in_bytes: peak RSS + page cache charged to the cgroup, bytes. */
   maxUsageBytes: number;
-  /** Times the limit was hit (memory.failcnt). */
+  /** Times the limit was hit (memory.failcnt); reclaim that succeeded counts too. */
   failcnt: number;
-  /** The kernel OOM killer killed a process of the cgroup. */
+  /** The kernel's OOM killer ended a process of the cgroup (limit reached, nothing left to reclaim). */
   oomKilled: boolean;
+  /** Killed by us because it ran past timeoutMs. */
+  timedOut: boolean;
   stdout: string;
   stderr: string;
+  /** Wall time from spawn to exit, ms. */
+  wallMs: number;
+}
+
+/** Options of runInMemoryCgroup. */
+export interface CgroupRunOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  /** SIGKILL the command after this long (reported as timedOut, not oomKilled). */
+  timeoutMs?: number;
+  /** Name of the cgroup directory (default flexinfer-PID-N). */
+  name?: string;
 }
 
 /** Whether memory cgroups can be created here, and why not. */
@@ -39,7 +56,7 @@ export function memoryCgroupSupport(): { ok: true; parent: string } | { ok: fals
     rmdirSync(probe);
     return { ok: true, parent };
   } catch (e) {
-    return { ok: false, reason: `cannot create a cgroup under ${parent}: ${(e as Error).message}` };
+    return { ok: false, reason: `cannot create a cgroup under ${parent} (${(e as Error).message}); run as root` };
   }
 }
 
@@ -67,32 +84,37 @@ function readNumber(file: string): number {
   }
 }
 
-/** oom_kill count from memory.oom_control (kernels >= 4.13 report it). */
-function oomKills(dir: string): number {
+/** oom_kill count from memory.oom_control (kernels >= 4.13 report it), or null if not reported. */
+function oomKills(dir: string): number | null {
   try {
     const m = /oom_kill (\d+)/.exec(readFileSync(join(dir, 'memory.oom_control'), 'utf8'));
-    return m ? Number(m[1]) : 0;
+    return m ? Number(m[1]) : null;
   } catch {
-    return 0;
+    return null;
   }
 }
 
+let serial = 0;
+
 /**
  * Runs `command args` in a new memory cgroup limited to `limitBytes` (memory and, where
- * accounted, memory+swap, so the limit cannot be dodged by swapping). Throws if cgroups are
+ * accounted, memory+swap, so the limit cannot be dodged by swapping); resolves when it exits
+ * (or is killed after `timeoutMs`). The cgroup is removed afterwards. Throws if cgroups are
  * unavailable (check memoryCgroupSupport() first to skip with a message).
  */
 export async function runInMemoryCgroup(
-  limitBytes: number,
   command: string,
   args: string[],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number; name?: string } = {},
+  limitBytes: number,
+  options: CgroupRunOptions = {},
 ): Promise<CgroupRunResult> {
+  if (!Number.isSafeInteger(limitBytes) || limitBytes <= 0) throw new RangeError(`runInMemoryCgroup: limitBytes must be a positive integer, got ${limitBytes}`);
   const support = memoryCgroupSupport();
   if (!support.ok) throw new Error(support.reason);
-  const dir = join(support.parent, options.name ?? `flexinfer-${process.pid}-${Date.now()}`);
+  const dir = join(support.parent, options.name ?? `flexinfer-${process.pid}-${serial++}`);
   mkdirSync(dir);
   try {
+    // memory.limit first: memsw.limit may never be below it.
     writeFileSync(join(dir, 'memory.limit_in_bytes'), String(limitBytes));
     const memsw = join(dir, 'memory.memsw.limit_in_bytes');
     if (existsSync(memsw)) {
@@ -102,33 +124,59 @@ export async function runInMemoryCgroup(
         // swap accounting off: memory.limit alone
       }
     }
-    // The shell joins the cgroup, then execs the command, so every byte the command
-    // allocates is charged to the cgroup.
+    try {
+      // Where swap exists but is not accounted, keep it out of the picture anyway.
+      writeFileSync(join(dir, 'memory.swappiness'), '0');
+    } catch {
+      // optional
+    }
+    const t0 = performance.now();
+    // The shell joins the cgroup, then execs the command, so every byte the command touches
+    // is charged to the cgroup from its first instruction. Arguments go through "$@": no quoting.
     const script = `echo $$ > '${join(dir, 'cgroup.procs')}' && exec "$@"`;
-    const child = spawn('/bin/sh', ['-c', script, 'sh', command, ...args], { env: options.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('/bin/sh', ['-c', script, 'sh', command, ...args], {
+      env: options.env ?? process.env,
+      cwd: options.cwd,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
-    const timer = options.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs) : undefined;
+    let timedOut = false;
+    const timer = options.timeoutMs
+      ? setTimeout(() => {
+          timedOut = true;
+          child.kill('SIGKILL');
+        }, options.timeoutMs)
+      : undefined;
     const [exitCode, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
       child.on('error', reject);
       child.on('close', (code, sig) => resolve([code, sig]));
+    }).finally(() => {
+      if (timer) clearTimeout(timer);
     });
-    if (timer) clearTimeout(timer);
+    const wallMs = performance.now() - t0;
+    const failcnt = readNumber(join(dir, 'memory.failcnt'));
     const kills = oomKills(dir);
+    // Without an oom_kill counter (old kernels), a SIGKILL we did not send after the limit
+    // was hit is the OOM killer's.
+    const oomKilled = kills != null ? kills > 0 : signal === 'SIGKILL' && !timedOut && failcnt > 0;
     return {
       exitCode,
       signal,
       limitBytes,
       maxUsageBytes: readNumber(join(dir, 'memory.max_usage_in_bytes')),
-      failcnt: readNumber(join(dir, 'memory.failcnt')),
-      oomKilled: kills > 0 || (signal === 'SIGKILL' && readNumber(join(dir, 'memory.failcnt')) > 0 && !options.timeoutMs),
+      failcnt,
+      oomKilled,
+      timedOut,
       stdout,
       stderr,
+      wallMs,
     };
   } finally {
-    // Empty cgroups can be removed; charged page cache moves to the parent.
+    // Empty cgroups can be removed (the child has exited by now, but the kernel may take a
+    // moment to notice); charged page cache moves to the parent.
     for (let i = 0; i < 50; i++) {
       try {
         rmdirSync(dir);
