@@ -4,6 +4,7 @@
 //           rotated so the weights come from DRAM, as in a real forward pass.
 //   m = 128 (prompt):     GFLOP/s (2 * n * k * m per call).
 // Usage: node scripts/bench-matmul.js [--threads N] [--types q4_0,q8_0] [--scalar] [--seconds S] [--cpu]
+//        node scripts/bench-matmul.js --token [--types q4_0] [--threads N]   (see below)
 // Needs a built addon and `npx tsc -p .` (imports dist/).
 import { matmul, setKernelPath, setThreads, getThreads, matmulSimdPath } from '../dist/native/index.js';
 import { GgmlType, ggmlRowBytes, ggmlTypeByName } from '../dist/gguf/ggml-type.js';
@@ -19,6 +20,7 @@ const seconds = Number(opt('--seconds', '1'));
 const typeNames = opt('--types', 'f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k').split(',');
 setThreads(threads);
 if (args.includes('--scalar')) setKernelPath('scalar');
+const useCpu = args.includes('--cpu');
 
 const SHAPES = [
   [5632, 2048], // ffn_gate / ffn_up: n = ffn, k = dim
@@ -50,7 +52,6 @@ function randomWeights(type, n, k) {
 // Seconds per call: the best of many short trials (~5 ms each, for `--seconds` in total), by
 // wall time, or with --cpu by process CPU time (meaningful with --threads 1, where no thread
 // spins idle). The minimum filters out trials slowed by other jobs on a shared machine.
-const useCpu = args.includes('--cpu');
 function timeIt(fn) {
   fn(); // warm up (scratch allocation, pool wake-up)
   let best = Infinity;
@@ -69,6 +70,48 @@ function timeIt(fn) {
     best = Math.min(best, (useCpu ? (c.user + c.system) / 1e6 : dt) / iters);
   }
   return best;
+}
+
+// --token: the matmuls of one whole tinyllama-1.1b forward pass (22 layers of q, k, v, o,
+// gate, up, down, then the 32000-row output), all weights of one type, for m = 1 (generation,
+// tokens/s) and m = 128 (prompt, tokens/s); compare llama.cpp's 26 and 163 tokens/s (Q4_0, 2
+// threads, whole model) on this machine.
+if (args.includes('--token')) {
+  const { randomFillSync } = await import('node:crypto');
+  const type = ggmlTypeByName(typeNames[0]).type;
+  const dim = 2048, kv = 256, ffn = 5632, vocab = 32000, layers = 22;
+  const shapes = [];
+  for (let l = 0; l < layers; l++) shapes.push([dim, dim], [kv, dim], [kv, dim], [dim, dim], [ffn, dim], [ffn, dim], [dim, ffn]);
+  shapes.push([vocab, dim]);
+  const mats = shapes.map(([n, k]) => {
+    const w = randomFillSync(new Uint8Array(ggmlRowBytes(type, k) * n));
+    if (type === GgmlType.F16 || type === GgmlType.BF16) for (let i = 1; i < w.length; i += 2) w[i] &= 0x3b;
+    if (type === GgmlType.F32) for (let i = 3; i < w.length; i += 4) w[i] &= 0x3b;
+    for (let i = 1; i < w.length; i += 2) w[i] &= 0xbb; // finite f16 scales wherever they sit
+    return { n, k, w };
+  });
+  const bytes = mats.reduce((s, t) => s + t.w.length, 0);
+  for (const m of [1, 128]) {
+    const x = new Float32Array(m * ffn).map(() => Math.random() - 0.5);
+    const out = new Float32Array(m * vocab);
+    const pass = () => {
+      for (const t of mats) matmul(out, t.w, type, t.n, t.k, x, m);
+    };
+    pass();
+    let best = Infinity;
+    for (let r = 0; r < (m === 1 ? 10 : 3); r++) {
+      const t0 = process.hrtime.bigint();
+      const c0 = process.cpuUsage();
+      pass();
+      const c = process.cpuUsage(c0);
+      best = Math.min(best, useCpu ? (c.user + c.system) / 1e6 : Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    console.log(
+      `${typeNames[0]} ${getThreads()} threads, m = ${m}: ${(best * 1e3).toFixed(1)} ms ${useCpu ? 'CPU' : 'wall'} per pass, ` +
+        `${(m / best).toFixed(1)} tokens/s (matmuls only), ${(bytes / best / 1e9).toFixed(1)} GB/s of weights`,
+    );
+  }
+  process.exit(0);
 }
 
 console.log(`matmul bench: simd path ${matmulSimdPath()}, ${getThreads()} threads, kernels ${args.includes('--scalar') ? 'scalar' : 'auto'}, ${useCpu ? 'CPU' : 'wall'} time`);
