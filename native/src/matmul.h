@@ -4,9 +4,11 @@
 //   1. x is converted once to the weight type's "vec_dot_type" (as llama.cpp's CPU backend
 //      does): f32 stays f32, f16/bf16 round x to f16/bf16, Q4_0/Q8_0 quantize it to Q8_0,
 //      the K-quants to Q8_K. The converted rows live in a packed activation buffer (below).
-//   2. The n weight rows are split across the thread pool; each thread streams its rows once
-//      and dots every row against all m activation rows, up to kTileRows at a time, so a
-//      weight block loaded into registers is reused for several activation rows.
+//   2. The n weight rows are split across the thread pool in units of 8 rows; each thread
+//      streams its rows once, in panels of ~48 KiB, and dots each panel against all m
+//      activation rows, kTileRows at a time, so unpacked weights are reused from registers and
+//      cache. Row tiles (one weight row, floats two, against up to 4 activation rows) serve
+//      m = 1; quantized types switch to repacked 8-row panels from a few rows on (matmul.cc).
 //
 // Packed activation rows (our own layout, numerically identical to ggml's blocks): the int8
 // quants of a row are contiguous (SIMD loads span blocks), followed by the per-block scales
@@ -17,9 +19,11 @@
 // Row invariance: out[i, r] depends only on x row i and W row r, never on m, on the other rows
 // of the batch, or on the thread count (bitwise, within one build and kernel path). Every kernel
 // family of a type does the same f32 steps per dot: exact int32 block (or super-block) dots,
-// then acc = fma(float(dot), d_w * d_x, acc) over blocks in order (K-quants: the min / offset
-// term in a second accumulator, subtracted at the end); float weights: even / odd 8-element
-// chunks into two accumulators, hsum of their sum, scalar tail. So a sequence gets the same
+// then acc = fma(float(dot), d_w * d_x, acc) over blocks in order (Q4_0 / Q8_0: even and odd
+// blocks into two accumulators, summed at the end; K-quants: the min / offset term in a second
+// accumulator, subtracted at the end); float weights: even / odd 8-element chunks into two
+// accumulators, hsum of their sum, scalar tail. The scalar path is invariant too (one dot
+// function for every m) but is not bitwise equal to the SIMD path. So a sequence gets the same
 // logits alone or batched with others (the engine relies on it for sampled generation).
 #pragma once
 
