@@ -175,8 +175,13 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
                                         " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
   }
   const int64_t kLimit = int64_t(1) << 31;
-  if (n >= kLimit || k >= kLimit || m >= kLimit) {
-    throw Napi::RangeError::New(env, "matmul: n, k and m must each be below 2^31");
+  if (n >= kLimit || m >= kLimit) {
+    throw Napi::RangeError::New(env, "matmul: n and m must each be below 2^31");
+  }
+  // Row length bound: keeps the per-thread weight panels of the repacked kernels (~12 bytes per
+  // k) small enough that the pool threads never fail to allocate them (no model comes close).
+  if (k > (int64_t(1) << 20)) {
+    throw Napi::RangeError::New(env, "matmul: k = " + std::to_string(k) + " exceeds the supported row length 2^20");
   }
   if (k % bs != 0) {
     throw Napi::RangeError::New(env, "matmul: k = " + std::to_string(k) + " is not a multiple of the block size " +

@@ -227,6 +227,7 @@ test('matmul rejects bad sizes and types with clear errors', () => {
   assert.throws(() => matmul(out, w, GgmlType.Q8_0, -1, k, x, m), { name: 'RangeError', message: /non-negative integer/ });
   assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, k, x, 1.5), { name: 'RangeError', message: /non-negative integer/ });
   assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, Number.NaN, x, m), { name: 'RangeError' });
+  assert.throws(() => matmul(out, w, GgmlType.Q8_0, 0, 2 ** 21, x, 0), { name: 'RangeError', message: /row length/ });
   const f64 = new Float64Array(m * n) as unknown as Float32Array;
   assert.throws(() => matmul(f64, w, GgmlType.Q8_0, n, k, x, m), { name: 'TypeError', message: /Float32Array/ });
   const wf = new Float32Array(w.length / 4) as unknown as Uint8Array;
