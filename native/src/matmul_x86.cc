@@ -360,11 +360,13 @@ void tileQK45(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
     const float dw = h2f(dh), dminw = h2f(dminh);
     for (int i = 0; i < NX; i++) {
       const int8_t* x = a[i].qs() + b * QK_K;
-      __m256i sumi = _mm256_setzero_si256();
-      for (int j = 0; j < 8; j++) {
-        const __m256i p16 = _mm256_maddubs_epi16(q[j], loadu(x + 32 * j));
-        sumi = dpwssd(sumi, p16, sc16[j]);
+      // Two chains of 4 (one of 8 dependent vpdpwssd bound m = 1 by latency); integer, exact.
+      __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();
+      for (int j = 0; j < 8; j += 2) {
+        sa = dpwssd(sa, _mm256_maddubs_epi16(q[j], loadu(x + 32 * j)), sc16[j]);
+        sb = dpwssd(sb, _mm256_maddubs_epi16(q[j + 1], loadu(x + 32 * j + 32)), sc16[j + 1]);
       }
+      const __m256i sumi = _mm256_add_epi32(sa, sb);
       const __m256i mins = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), mins16);
       // Canonical f32 steps (see kRowInvariant in matmul.h), as the repacked kernel does them.
       const float dx = a[i].d()[b];
@@ -419,8 +421,12 @@ void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
     const float dw = h2f(blk.d);
     for (int i = 0; i < NX; i++) {
       const int8_t* x = a[i].qs() + b * QK_K;
-      __m256i sumi = _mm256_setzero_si256();
-      for (int t = 0; t < 8; t++) sumi = dpwssd(sumi, _mm256_maddubs_epi16(q[t], loadu(x + 32 * t)), sc16[t]);
+      __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();  // two chains, as above
+      for (int t = 0; t < 8; t += 2) {
+        sa = dpwssd(sa, _mm256_maddubs_epi16(q[t], loadu(x + 32 * t)), sc16[t]);
+        sb = dpwssd(sb, _mm256_maddubs_epi16(q[t + 1], loadu(x + 32 * t + 32)), sc16[t + 1]);
+      }
+      const __m256i sumi = _mm256_add_epi32(sa, sb);
       const __m256i corr = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), scAll);
       // Canonical f32 steps: the -32 offset term is accumulated apart, as in the repacked kernel.
       const float ddx = dw * a[i].d()[b];
