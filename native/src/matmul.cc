@@ -11,7 +11,7 @@
 // Measured with scripts/bench-matmul.js (tinyllama-1.1b shapes; 1 thread, process CPU time,
 // best of 5 ms trials, because the machine was shared with other jobs at load 10-15):
 //   m = 1, GB/s of weights from DRAM, per core: f32 ~20, f16 ~19, bf16 ~19, q8_0 18-22,
-//          q4_0 ~14, q4_k ~14-17, q5_k ~14, q6_k ~15-17
+//          q4_0 ~14, q4_k ~16, q5_k ~15, q6_k ~18
 //   m = 128, GFLOP/s per core: q4_0 ~210, q8_0 ~210, q4_k ~215, q5_k ~210, q6_k ~180,
 //          f32 ~40, f16 ~70, bf16 ~72
 //   whole tinyllama forward pass, matmuls only (--token, 1 thread, CPU time): Q4_0 21 tokens/s
