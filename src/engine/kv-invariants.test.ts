@@ -24,7 +24,7 @@ import { SYNTH_PRESETS, type SynthPreset } from '../synth/presets.js';
 import { readGgufSync } from '../gguf/reader.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer, type Batch } from '../models/transformer.js';
-import { createKvManager, type KvManager } from '../kv/index.js';
+import { createKvManager, VTensorKvManager, type KvManager } from '../kv/index.js';
 import { rowBytes } from '../kv/shape.js';
 import { createWeightStore } from '../weights/create.js';
 import { setThreads } from '../native/index.js';
@@ -279,42 +279,57 @@ for (const c of CASES) {
   });
 }
 
-// --- known gap --------------------------------------------------------------------------------
+// --- tight pool ---------------------------------------------------------------------------------
 
-test(
-  'prefix reuse when the pool holds one sequence: vtensor hits as contiguous does',
-  {
-    todo:
-      'vTensor matchPrefix copies the cached tail into fresh chunks while the cache still holds it; ' +
-      'with no free chunks it misses, where contiguous hands the parked slot over (see the H9 report)',
-  },
-  () => {
-    // 128-byte rows: a 4096-byte chunk holds 32 tokens, the whole context (tiny-15m's 1024-token
-    // chunks at contexts up to 1024 are the same case).
-    const shape = { numLayers: 2, kvDim: 64, maxContext: 32 };
-    const row = rowBytes(shape);
-    const tokens = randomTokens(20, 1000, 1);
-    const next = Uint32Array.from([...tokens, ...randomTokens(8, 1000, 2)]);
-    const hits: Record<string, number> = {};
+// vTensor used to miss here: matchPrefix copied the cached tail into fresh chunks and, with no
+// free chunk, gave up, where contiguous hands the parked slot over. Now a tail block that only
+// the cache holds is handed over too (src/kv/vtensor-manager.ts).
+test('prefix reuse when the pool holds one sequence: vtensor hits as contiguous does, and the logits equal recomputed ones', async () => {
+  setThreads(2);
+  const c = CASES[0]!; // tiny-15m: 576-byte rows, so a default chunk (lcm(64 KiB, row)) holds 1024 tokens
+  const file = readGgufSync(c.path);
+  const config = modelConfigFromGguf(file);
+  const vocab = config.vocabSize;
+  const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: 64 };
+  const turn1 = randomTokens(40, vocab, 21);
+  const turn2 = Uint32Array.from([...turn1, ...randomTokens(9, vocab, 22)]);
+  const { store } = await createWeightStore(file, {});
+  const reused: Record<string, Float32Array> = {};
+  try {
     for (const layout of LAYOUTS) {
-      // Room for exactly one full-context sequence in either layout.
+      // Room for exactly one sequence: one chunk per layer tensor (the whole context), or one slot.
       const kv =
         layout === 'vtensor'
-          ? createKvManager({ layout, shape, capacityBytes: shape.maxContext * shape.numLayers * 2 * row, chunkBytes: 4096 })
-          : createKvManager({ layout, shape, capacityBytes: shape.maxContext * shape.numLayers * 2 * row, maxSequences: 1 });
+          ? createKvManager({ layout, shape, capacityBytes: 2 * shape.numLayers * 1024 * rowBytes(shape) })
+          : createKvManager({ layout, shape, capacityBytes: shape.maxContext * shape.numLayers * 2 * rowBytes(shape) });
+      const tf = new Transformer(config, store, kv, { maxRows: turn2.length, maxLogitRows: turn2.length });
       try {
-        const seq = kv.createSequence()!;
-        assert.ok(kv.ensure(seq, shape.maxContext), `${layout}: a full-context sequence fits`);
-        kv.truncate(seq, tokens.length); // (keeps the one chunk per tensor)
-        kv.commit(seq, tokens);
-        kv.release(seq, true);
-        const m = kv.matchPrefix(next);
-        hits[layout] = m?.numTokens ?? 0;
+        if (layout === 'vtensor') assert.equal((kv as VTensorKvManager).pool.capacityChunks, 2 * shape.numLayers, 'one chunk per tensor');
+        // Turn 1 from scratch, then into the prefix cache.
+        const a = kv.createSequence()!;
+        forwardParts(tf, kv, [{ seq: a, tokens: turn1, from: 0 }], vocab, turn1.length - 1);
+        kv.release(a, true);
+        // Turn 2 on the cached turn 1: the pool has no free memory, the cache must give its own.
+        const m = kv.matchPrefix(turn2);
+        assert.ok(m !== null, `${layout}: prefix-cache hit`);
+        assert.equal(m.numTokens, turn1.length, `${layout}: the whole first turn is reused`);
+        reused[layout] = forwardParts(tf, kv, [{ seq: m.seq, tokens: turn2, from: turn1.length }], vocab, turn1.length)[0]!;
+        kv.release(m.seq, false);
+        kv.clearPrefixCache();
+        // Reference: turn 2 from scratch.
+        const b = kv.createSequence()!;
+        const scratch = forwardParts(tf, kv, [{ seq: b, tokens: turn2, from: 0 }], vocab, turn1.length)[0]!;
+        kv.release(b, false);
+        assertBitEqual(reused[layout]!, scratch, `${layout}: turn 2 logits on the reused prefix vs from scratch`);
+        const st = kv.stats();
+        assert.equal(st.prefixHits, 1);
+        assert.equal(st.prefixTokensReused, turn1.length);
       } finally {
         kv.dispose();
       }
     }
-    assert.equal(hits.contiguous, tokens.length, 'contiguous reuses the parked sequence');
-    assert.equal(hits.vtensor, hits.contiguous, 'vtensor reuses as much as contiguous');
-  },
-);
+    assertBitEqual(reused.vtensor!, reused.contiguous!, 'turn 2 logits: vtensor vs contiguous');
+  } finally {
+    store.dispose();
+  }
+});

@@ -166,6 +166,51 @@ export function runKvConformance(target: ConformanceTarget): void {
     m.dispose();
   });
 
+  test(`${target.name}: a pool that holds one sequence still reuses the released prefix, turn after turn`, () => {
+    // Room for exactly one full-context sequence: a released turn fills the whole pool, so the
+    // next turn's prefix can only be reused by taking the cached memory over (no room to copy).
+    const m = target.create(shape, shape.maxContext);
+    let history = Uint32Array.from({ length: shape.maxContext - 6 }, (_, i) => (i * 3) % 19);
+    let seq = m.createSequence()!;
+    assert.ok(m.ensure(seq, shape.maxContext), 'one full-context sequence fits');
+    writePattern(m, seq, history, 0, history.length);
+    m.commit(seq, history);
+    m.release(seq, true);
+    for (let turn = 0; turn < 3; turn++) {
+      const prompt = Uint32Array.from([...history, 50 + turn, 60 + turn]);
+      const hit = m.matchPrefix(prompt);
+      assert.notEqual(hit, null, `turn ${turn}: prefix-cache hit`);
+      assert.equal(hit!.numTokens, history.length, `turn ${turn}: the whole history is reused`);
+      checkPattern(m, hit!.seq, history, `turn ${turn}: reused history`);
+      seq = hit!.seq;
+      assert.ok(m.ensure(seq, prompt.length), `turn ${turn}: room for the new tokens`);
+      writePattern(m, seq, prompt, history.length, prompt.length);
+      m.commit(seq, prompt);
+      checkPattern(m, seq, prompt, `turn ${turn}: after writing past the reused prefix`);
+      // Next turn: a shorter history that diverges near the end (a regenerated reply).
+      history = Uint32Array.from([...prompt.subarray(0, prompt.length - 4), 70 + turn]);
+      m.truncate(seq, prompt.length - 4);
+      assert.ok(m.ensure(seq, history.length));
+      writePattern(m, seq, history, prompt.length - 4, history.length);
+      m.commit(seq, history);
+      m.release(seq, true);
+    }
+    // A hit is never stale: the original first turn matches at most what still holds its data.
+    const first = Uint32Array.from({ length: shape.maxContext - 6 }, (_, i) => (i * 3) % 19);
+    const again = m.matchPrefix(Uint32Array.from([...first, 1]));
+    if (again !== null) {
+      checkPattern(m, again.seq, first.subarray(0, again.numTokens), 'first turn again');
+      m.release(again.seq);
+    }
+    // Unrelated work still gets the whole pool (the cache gives way).
+    const other = m.createSequence()!;
+    assert.ok(m.ensure(other, shape.maxContext), 'the cache is evicted for a new full-context sequence');
+    m.release(other);
+    m.clearPrefixCache();
+    target.assertAllFree(m);
+    m.dispose();
+  });
+
   for (const seed of [0xc0ffee, 17, 2024]) test(`${target.name}: randomized operations against the reference model (seed ${seed})`, () => {
     const rand = mulberry32(seed);
     const int = (n: number) => Math.floor(rand() * n);

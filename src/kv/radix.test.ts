@@ -76,3 +76,34 @@ test('radix: eviction takes the least recently used leaf, never a kept one', () 
   assert.ok(cache.evictOne());
   assert.equal(cache.match(Uint32Array.from([1, 2, 3, 4, 0]), 4).numTokens, 2);
 });
+
+test('radix: evictable() lists exactly what repeated evictOne(keep) evicts; remove() drops a node with its subtree', () => {
+  const refs = new Map<number, number>();
+  const cache = new ChunkRadixCache(2, 1, {
+    ref: (c) => refs.set(c, (refs.get(c) ?? 0) + 1),
+    unref: (c) => refs.set(c, refs.get(c)! - 1),
+  });
+  let id = 0;
+  cache.insert(Uint32Array.from([1, 2, 3, 4, 5]), () => id++); // [1,2] -> [3,4] -> tail [5]   chunks 0 1 2
+  cache.insert(Uint32Array.from([1, 2, 7, 8]), () => id++); //   [1,2] -> [7,8]                chunk 3
+  cache.insert(Uint32Array.from([9]), () => id++); //              tail [9]                      chunk 4
+  const held = () => [...refs].filter(([, r]) => r > 0).map(([c]) => c).sort((a, b) => a - b);
+  assert.deepEqual(held(), [0, 1, 2, 3, 4]);
+  const m = cache.match(Uint32Array.from([1, 2, 3, 4, 0]), 4); // path [1,2] [3,4]
+  const keep = new Set(m.path);
+  const chunksOf = (nodes: { chunks: Int32Array }[]) => nodes.map((n) => n.chunks[0]!).sort((a, b) => a - b);
+  // Kept: [1,2] and [3,4]; [1,2] is also an ancestor of a kept node. Evictable: tail [5], [7,8], tail [9].
+  assert.deepEqual(chunksOf(cache.evictable(keep)), [2, 3, 4]);
+  assert.deepEqual(chunksOf(cache.evictable()), [0, 1, 2, 3, 4]);
+  // Reference: evict until nothing is left under `keep`, and see which chunks went.
+  const before = held();
+  while (cache.evictOne(keep)) {
+    /* evict */
+  }
+  assert.deepEqual(before.filter((c) => !held().includes(c)), [2, 3, 4]);
+  // remove() of [1,2] drops its whole subtree ([3,4]) and their refs.
+  cache.remove(m.path[0]!);
+  assert.equal(cache.numNodes, 0);
+  assert.deepEqual(held(), []);
+  assert.throws(() => cache.remove(m.path[0]!), /not in the cache/);
+});

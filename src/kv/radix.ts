@@ -13,7 +13,8 @@
  * fewer (the partially filled last chunk of a released sequence). Each node holds one
  * reference on each of its chunks (one per K/V tensor). A lookup shares the chunks of the full
  * blocks it walks and reports the best partial block (a tail, or a full child matched only in
- * part), whose chunks the caller COPIES, because the new sequence will write after it.
+ * part), whose chunks the caller COPIES, because the new sequence will write after it (or,
+ * when the pool is short and only the cache holds them, takes over: remove()).
  * Eviction takes least-recently-used leaves first.
  * @internal
  */
@@ -169,12 +170,47 @@ export class ChunkRadixCache {
       for (const t of n.tails) stack.push(t);
     }
     if (victim === null) return false;
-    const parent = victim.parent!;
-    const i = parent.tails.indexOf(victim);
-    if (i >= 0) parent.tails.splice(i, 1);
-    else parent.children.delete(blockKey(victim.tokens));
-    this.dropNode(victim);
+    this.remove(victim);
     return true;
+  }
+
+  /**
+   * Every node that repeated evictOne(keep) would eventually evict: those with no node of
+   * `keep` in their subtree (an ancestor of a kept node never becomes a leaf).
+   */
+  evictable(keep?: ReadonlySet<RadixNode>): RadixNode[] {
+    const out: RadixNode[] = [];
+    const visit = (n: RadixNode): boolean => {
+      let holdsKept = keep?.has(n) ?? false;
+      for (const c of n.children.values()) holdsKept = visit(c) || holdsKept;
+      for (const t of n.tails) holdsKept = visit(t) || holdsKept;
+      if (!holdsKept && n !== this.root) out.push(n);
+      return holdsKept;
+    };
+    visit(this.root);
+    return out;
+  }
+
+  /**
+   * Removes `node` and everything cached below it, dropping their chunk refs (used to hand a
+   * block's chunks over to a sequence: the caller takes its own refs first).
+   */
+  remove(node: RadixNode): void {
+    if (node === this.root) throw new Error('radix: the root cannot be removed');
+    const parent = node.parent!;
+    const i = parent.tails.indexOf(node);
+    if (i >= 0) parent.tails.splice(i, 1);
+    else if (parent.children.get(blockKey(node.tokens)) === node) parent.children.delete(blockKey(node.tokens));
+    else throw new Error('radix: node is not in the cache (removed twice?)');
+    const stack: RadixNode[] = [node];
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      for (const c of n.children.values()) stack.push(c);
+      for (const t of n.tails) stack.push(t);
+      n.children.clear();
+      n.tails = [];
+      this.dropNode(n);
+    }
   }
 
   /** Drops every cached block. */

@@ -86,7 +86,7 @@ test('vtensor: fork shares full chunks and copies only the tail', () => {
   m.dispose();
 });
 
-test('vtensor: running short evicts cached prefixes, then returns false without changes', () => {
+test('vtensor: running short evicts cached prefixes, then returns false without changes (nor evictions in vain)', () => {
   // 12 slots of 6 tensors = 72 chunks = 384 tokens.
   const m = new VTensorKvManager({ shape, capacityBytes: 72 * CHUNK, chunkBytes: CHUNK });
   const a = m.createSequence()!;
@@ -98,10 +98,11 @@ test('vtensor: running short evicts cached prefixes, then returns false without 
   assert.equal(m.pool.stats().usedChunks, 8 * numTensors, 'cache keeps the prefix');
   const b = m.createSequence()!;
   assert.ok(m.ensure(b, 300), 'evicts cached blocks to make room');
-  assert.ok(m.numCachedBlocks < 8);
+  assert.equal(m.numCachedBlocks, 2, 'evicted just enough: 10 slots for b + 2 cached = 12');
   assert.equal(m.ensure(b, 500), false, 'pool short');
   assert.equal(m.length(b), 0);
-  assert.equal(m.pool.stats().usedChunks, 10 * numTensors, 'failed ensure mapped nothing');
+  assert.equal(m.pool.stats().usedChunks, 12 * numTensors, 'failed ensure mapped nothing');
+  assert.equal(m.numCachedBlocks, 2, 'evicting the 2 cached blocks could not make room for 6 slots: both kept');
   const c = m.createSequence()!;
   assert.equal(m.fork(b, 0) !== null, true, 'an empty fork needs no chunk');
   assert.ok(m.ensure(c, 64));
@@ -111,7 +112,7 @@ test('vtensor: running short evicts cached prefixes, then returns false without 
   m.dispose();
 });
 
-test('vtensor: prefix match shares cached blocks; a short pool degrades to the full blocks', () => {
+test('vtensor: prefix match shares cached blocks; a short pool hands a cache-only tail over, else degrades to the full blocks', () => {
   const m = new VTensorKvManager({ shape, capacityBytes: 72 * CHUNK, chunkBytes: CHUNK });
   const a = m.createSequence()!;
   const ta = Uint32Array.from({ length: 80 }, (_, i) => (i * 13) % 29);
@@ -123,16 +124,41 @@ test('vtensor: prefix match shares cached blocks; a short pool degrades to the f
   assert.equal(hit.numTokens, 80);
   assert.equal(m.stats().sharedBytes, 0, 'the cache holds the blocks, only one sequence maps them');
   checkPattern(m, hit.seq, ta, 'hit');
-  // Fill the pool so the tail cannot be copied: the match keeps the two full blocks.
+  // Fill the pool so the tail cannot be copied.
   const filler = m.createSequence()!;
   assert.ok(m.ensure(filler, 32 * Math.floor(m.pool.numFreeChunks / numTensors)));
   assert.equal(m.pool.numFreeChunks, 0);
+  // Only the cache holds the tail block: it is handed over (no copy), and leaves the cache.
+  const copies = m.pool.stats().copies;
   const hit2 = m.matchPrefix(ta)!;
-  assert.equal(hit2.numTokens, 64);
-  checkPattern(m, hit2.seq, ta.subarray(0, 64), 'hit without tail');
-  assert.equal(m.stats().sharedBytes, 2 * numTensors * CHUNK);
+  assert.equal(hit2.numTokens, 79);
+  assert.equal(m.pool.stats().copies, copies, 'handed over, not copied');
+  assert.equal(m.numCachedBlocks, 2, 'the tail block left the cache');
+  checkPattern(m, hit2.seq, ta.subarray(0, 79), 'hit with a handed-over tail');
+  // hit2 writes its own token 79 into the handed-over chunk: no copy, nothing else changes.
+  const t2 = Uint32Array.from([...ta.subarray(0, 79), 28]);
+  assert.ok(m.ensure(hit2.seq, 80));
+  writePattern(m, hit2.seq, t2, 79, 80);
+  m.commit(hit2.seq, t2);
+  assert.equal(m.pool.stats().copies, copies);
+  checkPattern(m, hit.seq, ta, 'earlier hit after the hand-over');
+  // A prompt diverging inside full block 1, which two sequences map: it cannot be handed
+  // over nor copied, so the match keeps the full block 0 only.
+  const hit3 = m.matchPrefix(Uint32Array.from([...ta.subarray(0, 40), 1000, 1001]))!;
+  assert.equal(hit3.numTokens, 32);
+  checkPattern(m, hit3.seq, ta.subarray(0, 32), 'hit without tail');
+  assert.equal(m.stats().sharedBytes, 2 * numTensors * CHUNK, 'blocks 0 and 1 each mapped by several sequences');
+  // The hand-over took nothing the cache still claims: releasing hit2 into the cache and
+  // matching the original tokens gives back ta's data, and t2's for t2.
+  m.release(hit2.seq, true);
+  for (const [q, want] of [[Uint32Array.from([...ta, 5]), ta], [Uint32Array.from([...t2, 5]), t2]] as const) {
+    const h = m.matchPrefix(q);
+    assert.ok(h !== null && h.numTokens >= 64, 'hit');
+    checkPattern(m, h.seq, want.subarray(0, h.numTokens), 'after the hand-over came back');
+    m.release(h.seq);
+  }
   m.release(hit.seq);
-  m.release(hit2.seq);
+  m.release(hit3.seq);
   m.release(filler);
   m.clearPrefixCache();
   assertAllFree(m);

@@ -11,7 +11,17 @@
  *   copied first (this only happens after truncate() cut into a shared block). So a child
  *   never changes its parent, nor a sequence the prefix cache, and vice versa.
  * - fork() and matchPrefix() share the full chunks of the prefix and copy the partial tail.
+ *   matchPrefix() on a short pool (no free chunks for the copy, even after evicting other
+ *   cached prefixes) HANDS the tail block over when the cache is its only holder: the block
+ *   (and what is cached below it) leaves the cache and its chunks become the sequence's,
+ *   private, so the sequence may write past the match. Keeping the block in the cache
+ *   copy-on-write would not help: the sequence writes into that chunk at once (its next token
+ *   sits there), so the copy would be due in the very next ensure(). This is what the
+ *   contiguous layout does with a parked slot; releasing the sequence with cachePrefix puts
+ *   the (longer) prefix back.
  * - Running short: evict LRU prefix-cache blocks, then report false / null. Never throws.
+ *   Eviction happens only when it makes enough room: a request that fails anyway leaves the
+ *   cache as it was.
  *
  * Timing: ensure() is on the critical path (the forward pass waits for it); prepare() is the
  * "background" extension of vTensor: the scheduler calls it for the next step right after
@@ -184,12 +194,17 @@ export class VTensorKvManager implements KvManager {
       return null;
     }
     let { partial, partialTokens } = m;
+    let handOver = false;
     if (partial !== null) {
       // The tail is copied: it needs fresh chunks. Keep the matched blocks out of eviction.
       const keep = new Set<RadixNode>([...m.path, partial]);
       if (!this.reclaim(this.geometry.numTensors, keep)) {
-        partial = null; // short: reuse the full blocks only
-        partialTokens = 0;
+        // Short: take the block itself if nobody but the cache holds it, else full blocks only.
+        if (partial.chunks.every((c) => this.refs[c] === 1)) handOver = true;
+        else {
+          partial = null;
+          partialTokens = 0;
+        }
       }
     }
     const numTokens = m.path.length * this.geometry.tokensPerChunk + partialTokens;
@@ -199,10 +214,14 @@ export class VTensorKvManager implements KvManager {
     }
     const vt = this.newVTensor();
     const source = (slot: number, t: number) => (slot < m.path.length ? m.path[slot]!.chunks[t]! : partial!.chunks[t]!);
-    if (vt === null || !this.buildFrom(vt, source, m.path.length, partialTokens)) {
+    const numShared = m.path.length + (handOver ? 1 : 0);
+    if (vt === null || !this.buildFrom(vt, source, numShared, handOver ? 0 : partialTokens)) {
       this.prefixMisses++;
       return null;
     }
+    // Hand-over: the sequence mapped the block (refs 2); dropping it from the cache leaves the
+    // sequence the only holder, so its writes past numTokens need no copy.
+    if (handOver) this.cache.remove(partial!);
     this.prefixHits++;
     this.prefixTokensReused += numTokens;
     return { seq: this.add(vt, tokens.slice(0, numTokens)), numTokens };
@@ -442,12 +461,29 @@ export class VTensorKvManager implements KvManager {
     this.seqMaps[chunk] = 1;
   }
 
-  /** Evicts LRU prefix-cache blocks until `numChunks` chunks are free; false if it cannot. */
+  /**
+   * Evicts LRU prefix-cache blocks until `numChunks` chunks are free; false if it cannot, and
+   * then it evicts nothing (the cache stays useful to whoever comes next).
+   */
   private reclaim(numChunks: number, keep?: ReadonlySet<RadixNode>): boolean {
+    if (this.pool.numFreeChunks >= numChunks) return true;
+    if (this.pool.numFreeChunks + this.freeableByEviction(keep) < numChunks) return false;
     while (this.pool.numFreeChunks < numChunks) {
-      if (!this.cache.evictOne(keep)) return false;
+      if (!this.cache.evictOne(keep)) throw new Error('vtensor: eviction freed fewer chunks than counted (bug)');
     }
     return true;
+  }
+
+  /**
+   * Chunks that evicting every evictable cache block would free: those whose every holder is
+   * such a block (a chunk also mapped by a sequence, or held by a kept block, stays).
+   */
+  private freeableByEviction(keep?: ReadonlySet<RadixNode>): number {
+    const holds = new Map<number, number>();
+    for (const n of this.cache.evictable(keep)) for (const c of n.chunks) holds.set(c, (holds.get(c) ?? 0) + 1);
+    let n = 0;
+    for (const [c, h] of holds) if (h === this.refs[c]) n++;
+    return n;
   }
 
   private unref(c: number): void {
