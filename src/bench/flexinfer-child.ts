@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const loadMs = performance.now() - t0;
   // Same prompt ids as the llama.cpp child.
   const prompt = benchPromptTokens(Number(promptTokens), 32000);
-  const r = await model.complete(prompt, { maxTokens: Number(genTokens), temperature: 0, ignoreEos: true } as Parameters<typeof model.complete>[1]);
+  const r = await model.complete(prompt, { maxTokens: Number(genTokens), temperature: 0, ignoreEos: true });
   const stats = await model.stats();
   await model.dispose();
   process.stdout.write(

@@ -27,7 +27,7 @@ const REPLY_TOKENS = 50;
 async function decodeSpeed(model: Model, n: number, genTokens: number): Promise<{ tps: number; mapMsPerToken: number | null }> {
   const before = await model.stats();
   const jobs = Array.from({ length: n }, (_, i) =>
-    model.complete(benchPromptTokens(32, model.info.vocabSize, 100 + i), { maxTokens: genTokens, temperature: 0, ignoreEos: true } as Parameters<Model['complete']>[1]),
+    model.complete(benchPromptTokens(32, model.info.vocabSize, 100 + i), { maxTokens: genTokens, temperature: 0, ignoreEos: true }),
   );
   const results = await Promise.all(jobs);
   const after = await model.stats();
@@ -46,7 +46,7 @@ async function chatTtft(model: Model, seedBase: number): Promise<number[]> {
   for (let t = 0; t < TURNS; t++) {
     const user = benchPromptTokens(USER_TOKENS, model.info.vocabSize, seedBase + t);
     const prompt = concat(history, user);
-    const r = await model.complete(prompt, { maxTokens: REPLY_TOKENS, temperature: 0, ignoreEos: true } as Parameters<Model['complete']>[1]);
+    const r = await model.complete(prompt, { maxTokens: REPLY_TOKENS, temperature: 0, ignoreEos: true });
     out.push(r.timings.timeToFirstTokenMs);
     history = concat(prompt, Uint32Array.from(r.tokens));
   }
@@ -116,7 +116,7 @@ export async function runKvSweep(path: string, o: SweepOptions): Promise<SweepOu
   const ctx = (USER_TOKENS + REPLY_TOKENS) * TURNS + 64;
   const reuseModel = await loadModel(path, { threads: o.threads, kv: o.kv ?? 'vtensor', parallel: 1, contextSize: ctx });
   const reuse = await chatTtft(reuseModel, 500).finally(() => reuseModel.dispose());
-  const recomputeModel = await loadModel(path, { threads: o.threads, kv: o.kv ?? 'vtensor', parallel: 1, contextSize: ctx, prefixCache: false } as Parameters<typeof loadModel>[1]);
+  const recomputeModel = await loadModel(path, { threads: o.threads, kv: o.kv ?? 'vtensor', parallel: 1, contextSize: ctx, prefixCache: false });
   const recompute = await chatTtft(recomputeModel, 500).finally(() => recomputeModel.dispose());
   let llama: number[] | null = null;
   let llamaError: string | undefined;

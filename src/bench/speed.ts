@@ -58,7 +58,7 @@ async function flexPrompt(model: Model, tokens: Uint32Array): Promise<number> {
 }
 
 async function flexGen(model: Model, first: Uint32Array, n: number): Promise<number> {
-  const r = await model.complete(first, { maxTokens: n, temperature: 0, ignoreEos: true } as Parameters<Model['complete']>[1]);
+  const r = await model.complete(first, { maxTokens: n, temperature: 0, ignoreEos: true });
   return r.timings.genTokensPerSec;
 }
 

@@ -19,7 +19,7 @@ Options:
       --top-k K            top-k (default 40, 0 = off)
       --top-p P            top-p (default 0.95, 1 = off)
       --min-p P            min-p (default 0.05, 0 = off)
-      --repeat-penalty R   repetition penalty (default 1.1, 1 = off)
+      --repeat-penalty R   repetition penalty (default 1 = off)
       --seed S             random seed (default: random)
   -t, --threads N          compute threads (default: all cores)
   -c, --ctx-size N         context size (default: min(model's, 4096))

@@ -28,6 +28,8 @@ export interface LoadModelOptions {
   memoryBudget?: string | number;
   /** KV cache layout (default 'vtensor': memory mapped as sequences grow). */
   kv?: 'vtensor' | 'contiguous';
+  /** Reuse the KV of cached prompt prefixes across requests (default true). */
+  prefixCache?: boolean;
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
   signal?: AbortSignal;
 }
@@ -48,6 +50,8 @@ export interface GenerateOptions {
   frequencyPenalty?: number;
   /** Generation stops before the first occurrence of any of these; the stop text is not emitted. */
   stop?: string[];
+  /** Keep generating past end-of-generation tokens (EOS, <|eot_id|>...): for benchmarks. Default false. */
+  ignoreEos?: boolean;
   /** Prepend BOS to a string prompt (default: what the model file says). */
   addBos?: boolean;
   signal?: AbortSignal;
@@ -122,6 +126,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const threads = checkInt('threads', options.threads ?? availableParallelism(), 1, 1024);
   const parallel = checkInt('parallel', options.parallel ?? 4, 1, 256);
   const kv = options.kv ?? 'vtensor';
+  const prefixCache = options.prefixCache ?? true;
+  if (typeof prefixCache !== 'boolean') throw new InvalidOptionError('prefixCache', `must be a boolean, got ${JSON.stringify(prefixCache)}`);
   if (!KV_LAYOUTS.includes(kv)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
   if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, 1 << 22);
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
@@ -136,7 +142,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options.memoryBudget !== undefined) parseMemoryBudget(options.memoryBudget, file.fileSize, 'memoryBudget');
   signal?.throwIfAborted();
 
-  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS };
+  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache };
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
   await new Promise<void>((resolve, reject) => {
     const onAbort = (): void => {
@@ -250,6 +256,7 @@ class EngineModel implements Model {
     const maxTokens = checkInt('maxTokens', options.maxTokens ?? this.info.contextSize, 0, Number.MAX_SAFE_INTEGER);
     const stop = options.stop ?? [];
     if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string')) throw new InvalidOptionError('stop', 'must be an array of strings');
+    if (options.ignoreEos !== undefined && typeof options.ignoreEos !== 'boolean') throw new InvalidOptionError('ignoreEos', 'must be a boolean');
     const sampling: SamplingOptions = {};
     for (const k of ['temperature', 'topK', 'topP', 'minP', 'seed', 'repeatPenalty', 'repeatLastN', 'presencePenalty', 'frequencyPenalty'] as const) {
       if (options[k] !== undefined) sampling[k] = options[k];
@@ -273,7 +280,7 @@ class EngineModel implements Model {
         void result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
       }
     }
-    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop });
+    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true });
 
     const abortRequest = (): void => this.post({ type: 'abort', id });
     const iterate = async function* (): AsyncGenerator<GenerateChunk> {

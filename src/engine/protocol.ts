@@ -18,11 +18,13 @@ export interface WorkerInit {
   memoryBudget: string | number | null;
   /** Rows per forward pass (decode rows + prefill chunk). */
   maxBatchRows: number;
+  /** Reuse cached prefixes across requests. */
+  prefixCache: boolean;
 }
 
 /** Main -> worker. */
 export type ToWorker =
-  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[] }
+  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean }
   | { type: 'evaluate'; id: number; tokens: Uint32Array; allLogits: boolean }
   | { type: 'abort'; id: number }
   | { type: 'stats'; id: number }

@@ -127,3 +127,45 @@ test('StopMatcher holds back a possible stop-string start across pieces', () => 
   assert.deepEqual(new StopMatcher([]).push('END'), { text: 'END', stopped: false });
   assert.deepEqual(new StopMatcher(['lo w']).push('hello world'), { text: 'hel', stopped: true });
 });
+
+test('ignoreEos generates past end-of-generation tokens; without it the sequence ends there', () => {
+  const base = run(roomy(), 1, [PROMPTS[0]!], 10).results[0]!;
+  const eog = base.tokens[2]!; // pretend the third generated token ends generation
+  const first = base.tokens.indexOf(eog);
+  const go = (ignoreEos: boolean): FinishedGeneration => {
+    let out: FinishedGeneration | undefined;
+    const kv = roomy();
+    const s = new Scheduler({
+      model: new FakeModel(kv), kv, tokenizer: { ...tokenizer, isEog: (id: number) => id === eog }, vocabSize: V, contextSize: shape.maxContext, maxRunning: 1,
+      events: { chunk: () => {}, done: (_id, r) => (out = r), logits: () => {}, failed: (_id, e) => assert.fail(e) },
+    });
+    s.submitGenerate(0, Uint32Array.from(PROMPTS[0]!), { maxTokens: 10, sampling: { temperature: 0, repeatPenalty: 1 }, stop: [], ignoreEos });
+    while (!s.idle) s.step();
+    return out!;
+  };
+  const stopped = go(false);
+  assert.equal(stopped.finishReason, 'eog');
+  assert.deepEqual(stopped.tokens, base.tokens.slice(0, first));
+  const through = go(true);
+  assert.equal(through.finishReason, 'length');
+  assert.deepEqual(through.tokens, base.tokens);
+});
+
+test('prefixCache: false recomputes every prompt; true reuses the previous request', () => {
+  for (const prefixCache of [true, false]) {
+    const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 400 * 4096, chunkBytes: 4096 });
+    const results: FinishedGeneration[] = [];
+    const s = new Scheduler({
+      model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning: 2, prefixCache,
+      events: { chunk: () => {}, done: (_id, r) => results.push(r), logits: () => {}, failed: (_id, e) => assert.fail(e) },
+    });
+    for (let i = 0; i < 2; i++) {
+      s.submitGenerate(i, Uint32Array.from(PROMPTS[1]!), { maxTokens: 4, sampling: { temperature: 0, repeatPenalty: 1 }, stop: [] });
+      while (!s.idle) s.step();
+    }
+    assert.deepEqual(results[1]!.tokens, results[0]!.tokens);
+    if (prefixCache) assert.ok(results[1]!.cachedPromptTokens > 0, 'second request reuses the first');
+    else assert.equal(results[1]!.cachedPromptTokens, 0);
+    kv.dispose();
+  }
+});

@@ -77,6 +77,8 @@ export interface SchedulerOptions {
   contextSize: number;
   /** Most sequences running at once. */
   maxRunning: number;
+  /** Reuse cached prefixes across requests (default true; false recomputes every prompt). */
+  prefixCache?: boolean;
   events: SchedulerEvents;
 }
 
@@ -84,6 +86,8 @@ export interface SchedulerOptions {
 interface Sequence {
   id: number;
   kind: 'generate' | 'evaluate';
+  /** Keep generating past end-of-generation tokens (benchmarks). */
+  ignoreEos: boolean;
   tokens: Uint32Array; // [contextSize]: prompt, then generated tokens
   numTokens: number;
   numPrompt: number;
@@ -146,9 +150,10 @@ export class Scheduler {
   }
 
   /** Queues a generation. The prompt must be 1..contextSize tokens (checked by the caller). */
-  submitGenerate(id: number, prompt: Uint32Array, options: { maxTokens: number; sampling: SamplingOptions; stop: string[] }): void {
+  submitGenerate(id: number, prompt: Uint32Array, options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean }): void {
     const s = this.newSequence(id, 'generate', prompt);
     s.maxTokens = options.maxTokens;
+    s.ignoreEos = options.ignoreEos ?? false;
     s.sampler = new Sampler(options.sampling);
     s.sampler.accept(prompt);
     s.stop = new StopMatcher(options.stop);
@@ -209,7 +214,7 @@ export class Scheduler {
       const s = this.waiting[0]!;
       const tokens = s.tokens.subarray(0, s.numTokens);
       // Prefix reuse only for generations: an evaluation wants logits of every row it asked for.
-      const match = s.kind === 'generate' && s.numTokens > 1 ? kv.matchPrefix(tokens) : null;
+      const match = s.kind === 'generate' && s.numTokens > 1 && this.o.prefixCache !== false ? kv.matchPrefix(tokens) : null;
       const seq = match ? match.seq : kv.createSequence();
       if (seq === null) return; // no room for even an empty sequence: wait for one to finish
       if (!kv.ensure(seq, s.numTokens)) {
@@ -327,7 +332,7 @@ export class Scheduler {
     if (s.numGenerated >= s.maxTokens) return this.finish(s, 'length', []);
     const token = s.sampler!.sample(logits, this.o.vocabSize, offset);
     if (s.tFirstToken === 0) s.tFirstToken = now;
-    if (this.o.tokenizer.isEog(token)) return this.finish(s, 'eog', []);
+    if (!s.ignoreEos && this.o.tokenizer.isEog(token)) return this.finish(s, 'eog', []);
     s.sampler!.accept([token]);
     s.tokens[s.numTokens++] = token;
     s.numGenerated++;
@@ -385,7 +390,7 @@ export class Scheduler {
     tokens.set(prompt);
     return {
       id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
-      maxTokens: 0, numGenerated: 0, sampler: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
+      maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
       allLogits: false, logits: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0,
     };
   }
@@ -403,7 +408,7 @@ export class Scheduler {
     const r = this.running.indexOf(s);
     if (r >= 0) this.running.splice(r, 1);
     if (s.seq !== null) {
-      this.o.kv.release(s.seq, cachePrefix);
+      this.o.kv.release(s.seq, cachePrefix && this.o.prefixCache !== false);
       s.seq = null;
     }
   }

@@ -73,6 +73,7 @@ async function start(): Promise<void> {
     vocabSize: config.vocabSize,
     contextSize: init.contextSize,
     maxRunning: init.parallel,
+    prefixCache: init.prefixCache,
     events: {
       chunk: (id, text, tokens) => post({ type: 'chunk', id, text, tokens }),
       done: (id, result) => post({ type: 'done', id, result }),
@@ -119,7 +120,7 @@ async function start(): Promise<void> {
     try {
       switch (msg.type) {
         case 'generate':
-          scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop });
+          scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop, ignoreEos: msg.ignoreEos });
           kick();
           break;
         case 'evaluate':
