@@ -1,0 +1,170 @@
+/**
+ * The issue-4 invariant: a memory budget changes where weights live (resident or streamed
+ * layer by layer from the file), never what the model computes. Greedy tokens and every
+ * logit are bit-identical with no budget, with budgets of 75%, 50% and 25% of the file and at
+ * the planner's minimum; a budget below the minimum is a typed error naming that minimum.
+ *
+ * Two synthetic models: tiny-15m q8_0 (its minimum, dominated by KV and scratch, is above
+ * its file size, so its budgets sit between the minimum and the all-resident total) and
+ * tinyllama-1.1b q4_0 (620 MB file, minimum ~140 MB: 25% of the file really streams).
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { synthesize } from '../synth/synth.js';
+import { readGguf } from '../gguf/reader.js';
+import { loadModel } from './model.js';
+import { InsufficientMemoryError } from '../errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'flexinfer-budget-inv-'));
+const TINY = join(dir, 'tiny-15m-q8_0.gguf');
+const TL = join(dir, 'tinyllama-1.1b-q4_0.gguf');
+const PROMPT = 'Once upon a time, in a small town,';
+const GEN_TOKENS = 8;
+// Small context: the KV cache is part of the budget and is not what this test is about.
+const LOAD = { threads: 2, contextSize: 64, parallel: 1 } as const;
+const LONG = { timeout: 15 * 60_000 };
+
+interface WeightStats {
+  mode: 'resident' | 'streaming';
+  plan: { budget: number | null; split: { total: number }; residentBytes: number };
+  streaming?: { tokens: number; bytesRead: number; bytesReadPerToken: number; residentBytes: number };
+}
+
+interface RunOutcome {
+  logits: Float32Array;
+  tokens: number[];
+  weights: WeightStats;
+}
+
+/** Loads `path` under `budget`, takes all-position logits of the prompt and 8 greedy tokens. */
+async function run(path: string, budget: string | number | undefined): Promise<RunOutcome> {
+  const model = await loadModel(path, { ...LOAD, ...(budget === undefined ? {} : { memoryBudget: budget }) });
+  try {
+    const prompt = model.tokenize(PROMPT, { addBos: true });
+    const logits = await model.evaluate(prompt, { allLogits: true }); // [n, vocab]
+    assert.equal(logits.length, prompt.length * model.info.vocabSize);
+    const r = await model.complete(prompt, { temperature: 0, repeatPenalty: 1, maxTokens: GEN_TOKENS });
+    assert.equal(r.tokens.length, GEN_TOKENS, 'expected exactly 8 generated tokens (no EOS on random weights)');
+    const stats = (await model.stats()) as { weights: WeightStats };
+    return { logits, tokens: [...r.tokens], weights: stats.weights };
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Bit-exact comparison of two float arrays, naming the first differing element. */
+function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
+  const e = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] !== e[i]) assert.fail(`${what}: logit ${i} is ${actual[i]} instead of ${expected[i]} (bits differ)`);
+  }
+}
+
+/** The minimum budget, read from the error a 1-byte budget must give. */
+async function minimumOf(path: string): Promise<number> {
+  const err = await loadModel(path, { ...LOAD, memoryBudget: 1 }).then(
+    async (m) => {
+      await m.dispose();
+      return assert.fail('a 1-byte budget loaded');
+    },
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof InsufficientMemoryError, `expected InsufficientMemoryError, got ${String(err)}`);
+  assert.equal(err.name, 'InsufficientMemoryError');
+  assert.ok(Number.isSafeInteger(err.minimum) && err.minimum > 1, `minimum ${err.minimum}`);
+  assert.equal(err.budget, 1);
+  assert.match(err.message, new RegExp(`minimum of ${err.minimum} bytes`), 'the message must say the minimum');
+  return err.minimum;
+}
+
+/**
+ * Bytes a streaming pass must read, from the file's tensor table: every tensor except the ones
+ * kept resident and, when the file has its own output matrix, token_embd (whose rows are read
+ * on lookup, not per pass; a tied token_embd is the resident output matrix).
+ */
+async function streamedPerPass(path: string, residentBytes: number): Promise<number> {
+  const f = await readGguf(path);
+  const tied = !f.tensors.some((t) => t.name === 'output.weight');
+  const all = f.tensors.filter((t) => tied || t.name !== 'token_embd.weight').reduce((s, t) => s + t.byteSize, 0);
+  return all - residentBytes;
+}
+
+/** Asserts that weights really were streamed: each pass read all non-resident tensors. */
+async function assertStreamed(path: string, w: WeightStats, label: string): Promise<void> {
+  assert.equal(w.mode, 'streaming', `${label}: expected a streaming plan`);
+  const s = w.streaming!;
+  assert.ok(s.tokens >= GEN_TOKENS, `${label}: ${s.tokens} passes`);
+  assert.ok(s.bytesReadPerToken > 0, `${label}: no bytes read per token`);
+  // The plan's resident set (the store's residentBytes adds its own alignment padding).
+  const perPass = await streamedPerPass(path, w.plan.residentBytes);
+  assert.ok(perPass > 0, `${label}: ${perPass} bytes per pass left to stream (resident ${w.plan.residentBytes})`);
+  // A prefetch of the next pass may already be counted: allow up to one extra pass.
+  assert.ok(s.bytesRead >= s.tokens * perPass && s.bytesRead <= (s.tokens + 1) * perPass, `${label}: read ${s.bytesRead} bytes in ${s.tokens} passes, expected ${perPass} per pass`);
+}
+
+before(async () => {
+  await synthesize(TINY, 'tiny-15m', 'q8_0', { seed: 5 });
+  await synthesize(TL, 'tinyllama-1.1b', 'q4_0', { seed: 5 });
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('tiny-15m q8_0: tokens and logits are bit-identical from all-resident down to the minimum budget', LONG, async () => {
+  const ref = await run(TINY, undefined);
+  assert.equal(ref.weights.mode, 'resident');
+  const total = ref.weights.plan.split.total; // what an all-resident load needs
+  const min = await minimumOf(TINY);
+  assert.ok(min < total, `minimum ${min} is not below the all-resident total ${total}`);
+  // 75%, 50%, 25% of the way from the minimum to all-resident, and the minimum itself.
+  for (const p of [0.75, 0.5, 0.25, 0]) {
+    const budget = Math.floor(min + p * (total - min));
+    const label = `budget ${budget} (minimum + ${p * 100}%)`;
+    const got = await run(TINY, budget);
+    assert.equal(got.weights.plan.budget, budget, label);
+    assert.ok(got.weights.plan.split.total <= budget, `${label}: plan total ${got.weights.plan.split.total}`);
+    assert.deepEqual(got.tokens, ref.tokens, `${label}: tokens`);
+    assertSameBits(got.logits, ref.logits, label);
+    await assertStreamed(TINY, got.weights, label);
+  }
+});
+
+test('tinyllama-1.1b q4_0: tokens and logits are bit-identical at 75%, 50%, 25% of the file and at the minimum', LONG, async () => {
+  const fileSize = statSync(TL).size;
+  const ref = await run(TL, undefined);
+  assert.equal(ref.weights.mode, 'resident');
+  const min = await minimumOf(TL);
+  assert.ok(min < fileSize / 4, `minimum ${min} is not below 25% of the file (${fileSize}): the 25% point would not load`);
+  const budgets: Array<[string | number, number, string]> = [
+    ['75%', Math.floor(fileSize * 0.75), '75% of the file'],
+    ['50%', Math.floor(fileSize * 0.5), '50% of the file'],
+    ['25%', Math.floor(fileSize * 0.25), '25% of the file'],
+    [min, min, 'the minimum'],
+  ];
+  for (const [budget, bytes, what] of budgets) {
+    const label = `budget ${bytes} (${what})`;
+    const got = await run(TL, budget);
+    assert.equal(got.weights.plan.budget, bytes, `${label}: the budget the planner used`);
+    assert.ok(got.weights.plan.split.total <= bytes, `${label}: plan total ${got.weights.plan.split.total}`);
+    assert.deepEqual(got.tokens, ref.tokens, `${label}: tokens`);
+    assertSameBits(got.logits, ref.logits, label);
+    await assertStreamed(TL, got.weights, label);
+  }
+});
+
+test('a budget one byte below the minimum is InsufficientMemoryError saying the minimum', LONG, async () => {
+  for (const path of [TINY, TL]) {
+    const min = await minimumOf(path);
+    await assert.rejects(loadModel(path, { ...LOAD, memoryBudget: min - 1 }), (e: unknown) => {
+      assert.ok(e instanceof InsufficientMemoryError, String(e));
+      assert.equal(e.budget, min - 1);
+      assert.equal(e.minimum, min);
+      assert.match(e.message, new RegExp(`budget of ${min - 1} bytes .* below the minimum of ${min} bytes`));
+      return true;
+    });
+  }
+});

@@ -1,0 +1,93 @@
+/**
+ * "The budget is real" (issue 4): a generation with --memory-budget B runs inside a kernel
+ * memory cgroup limited to B + 64 MiB (the 64 MiB is for Node itself: V8 heap, code, the
+ * addon), finishes with the same greedy tokens as an unbudgeted run, and the cgroup's peak
+ * usage (RSS and page cache) stays under the limit. B is 40% of a tinyllama-1.1b q4_0 file
+ * (~620 MB), and the same command without a budget, under the same limit, is OOM-killed:
+ * proof that the limit is well below what the model needs resident.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { synthesize } from '../synth/synth.js';
+import { memoryCgroupSupport, runInMemoryCgroup } from './cgroup.js';
+
+const MiB = 1048576;
+const support = memoryCgroupSupport();
+const skip = support.ok ? false : `memory cgroups unavailable, the budget cannot be checked against the kernel: ${support.reason}`;
+const CLI = fileURLToPath(new URL('../../bin/flexinfer.js', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'flexinfer-cgroup-gen-'));
+const MODEL = join(dir, 'tinyllama-1.1b-q4_0.gguf');
+const LONG = { timeout: 15 * 60_000 };
+
+/** CLI arguments of an 8-token greedy generation, with a budget or without. */
+function runArgs(budget: number | null): string[] {
+  const args = [CLI, 'run', MODEL, '-p', 'Once upon a time, in a small town,', '-n', '8', '--temp', '0', '--repeat-penalty', '1', '-c', '256', '-t', '2', '--json'];
+  return budget == null ? args : [...args, '--memory-budget', String(budget)];
+}
+
+/** Tokens from the CLI's --json line. */
+function tokensOf(stdout: string, label: string): number[] {
+  const line = stdout.trim().split('\n').pop() ?? '';
+  let j: { tokens?: unknown };
+  try {
+    j = JSON.parse(line) as { tokens?: unknown };
+  } catch {
+    return assert.fail(`${label}: no JSON on stdout: ${stdout.slice(0, 300)}`);
+  }
+  assert.ok(Array.isArray(j.tokens) && j.tokens.length === 8, `${label}: expected 8 tokens, got ${line.slice(0, 200)}`);
+  return j.tokens as number[];
+}
+
+/** The unbudgeted reference, outside any cgroup. */
+function runPlain(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+before(async () => {
+  if (!skip) await synthesize(MODEL, 'tinyllama-1.1b', 'q4_0', { seed: 9 });
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('a generation under a 40% budget fits a cgroup of budget + 64 MiB, with the unbudgeted tokens', { ...LONG, skip }, async () => {
+  const fileSize = statSync(MODEL).size;
+  const budget = Math.floor(fileSize * 0.4);
+  const limit = budget + 64 * MiB;
+  assert.ok(limit < fileSize * 0.6, `limit ${limit} is not well below the file (${fileSize})`);
+
+  const ref = await runPlain(runArgs(null));
+  assert.equal(ref.code, 0, ref.stderr);
+  const refTokens = tokensOf(ref.stdout, 'unbudgeted run');
+
+  const r = await runInMemoryCgroup(process.execPath, runArgs(budget), limit, { timeoutMs: 10 * 60_000 });
+  const what = `budget ${budget}, limit ${limit}: exit ${r.exitCode}, signal ${r.signal}, peak ${r.maxUsageBytes}, stderr ${r.stderr.slice(-400)}`;
+  assert.equal(r.oomKilled, false, `OOM-killed: ${what}`);
+  assert.equal(r.timedOut, false, `timed out: ${what}`);
+  assert.equal(r.exitCode, 0, what);
+  assert.deepEqual(tokensOf(r.stdout, 'budgeted run'), refTokens, 'tokens under the budget differ from the unbudgeted run');
+  // The peak was measured (a charged run uses at least the resident part of the plan) and
+  // stayed under the limit.
+  assert.ok(r.maxUsageBytes > 64 * MiB, `peak ${r.maxUsageBytes}: nothing was charged to the cgroup?`);
+  assert.ok(r.maxUsageBytes < limit, `peak ${r.maxUsageBytes} reached the limit ${limit}`);
+});
+
+test('the same generation without a budget does not fit that cgroup (it is OOM-killed)', { ...LONG, skip }, async () => {
+  const fileSize = statSync(MODEL).size;
+  const limit = Math.floor(fileSize * 0.4) + 64 * MiB;
+  const r = await runInMemoryCgroup(process.execPath, runArgs(null), limit, { timeoutMs: 10 * 60_000 });
+  assert.notEqual(r.exitCode, 0, `an unbudgeted run fit in ${limit} bytes (peak ${r.maxUsageBytes}): the limit proves nothing`);
+  assert.equal(r.oomKilled, true, `expected an OOM kill: exit ${r.exitCode}, signal ${r.signal}, peak ${r.maxUsageBytes}, stderr ${r.stderr.slice(-400)}`);
+});
