@@ -19,12 +19,22 @@
 // Row invariance: out[i, r] depends only on x row i and W row r, never on m, on the other rows
 // of the batch, or on the thread count (bitwise, within one build and kernel path). Every kernel
 // family of a type does the same f32 steps per dot: exact int32 block (or super-block) dots,
-// then acc = fma(float(dot), d_w * d_x, acc) over blocks in order (Q4_0 / Q8_0: even and odd
-// blocks into two accumulators, summed at the end; K-quants: the min / offset term in a second
-// accumulator, subtracted at the end); float weights: even / odd 8-element chunks into two
-// accumulators, hsum of their sum, scalar tail. The scalar path is invariant too (one dot
-// function for every m) but is not bitwise equal to the SIMD path. So a sequence gets the same
-// logits alone or batched with others (the engine relies on it for sampled generation).
+// then acc = fma(float(dot), d_w * d_x, acc) over blocks in order (K-quants: the min / offset
+// term in a second accumulator, subtracted at the end); Q8_0: 8 accumulator lanes, lane l
+// taking the dot of quants 4l..4l+3 of every block, then one horizontal sum; float weights:
+// even / odd 8-element chunks into two accumulators, hsum of their sum, scalar tail. The scalar
+// path is invariant too (one dot function for every m) but is not bitwise equal to the SIMD
+// path (except Q4_0 / Q8_0). So a sequence gets the same logits alone or batched with others
+// (the engine relies on it for sampled generation).
+//
+// Q4_0, Q8_0 and Q4_K (m < 4) are also bitwise equal to llama.cpp's x86 CPU backend (REPACK
+// buffer on; src/native/matmul-llamacpp.test.ts): these steps are the ones of its q4_0x8 /
+// q4_Kx8 GEMV and of its Q8_0 tinyBLAS / vec_dot. Both engines re-quantize every matmul input to
+// 8 bits, so a last-ulp difference flips activation quanta downstream and grows to ~1% of the
+// logits over a few layers; equal steps keep quantized models within f32 noise of llama.cpp.
+// (llama.cpp's q4_Kx8 GEMM, used for rows in groups of 4, adds in f32 per 64 quants and so
+// differs from its own GEMV; we stay batch-invariant and follow the GEMV. Q5_K / Q6_K have
+// no repacked x86 layout there and use lane-split vec_dot steps we do not copy.)
 #pragma once
 
 #include <cstddef>

@@ -184,21 +184,27 @@ float dotQ4_0(const uint8_t* w, const ActRow& a, int64_t k) {
       sumi += ((wb[b].qs[j] & 0xF) - 8) * x[j];
       sumi += ((wb[b].qs[j] >> 4) - 8) * x[j + 16];
     }
-    sumf += static_cast<float>(sumi) * (f16ToF32(wb[b].d) * a.d[b]);
+    sumf = std::fma(static_cast<float>(sumi), f16ToF32(wb[b].d) * a.d[b], sumf);
   }
   return sumf;
 }
 
 float dotQ8_0(const uint8_t* w, const ActRow& a, int64_t k) {
+  // llama.cpp's steps (see tileQ8_0 in matmul_x86.cc): 8 lanes of 4 quants, then its hsum.
   const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(w);
-  float sumf = 0;
+  float lane[8] = {};
   for (int64_t b = 0; b < k / QK8_0; b++) {
     const int8_t* x = a.qs + b * QK8_0;
-    int sumi = 0;
-    for (int j = 0; j < QK8_0; j++) sumi += wb[b].qs[j] * x[j];
-    sumf += static_cast<float>(sumi) * (f16ToF32(wb[b].d) * a.d[b]);
+    const float d = f16ToF32(wb[b].d) * a.d[b];
+    for (int l = 0; l < 8; l++) {
+      int sumi = 0;
+      for (int j = 4 * l; j < 4 * l + 4; j++) sumi += wb[b].qs[j] * x[j];
+      lane[l] = std::fma(d, static_cast<float>(sumi), lane[l]);
+    }
   }
-  return sumf;
+  float h[4];
+  for (int l = 0; l < 4; l++) h[l] = lane[l] + lane[l + 4];
+  return (h[0] + h[2]) + (h[1] + h[3]);
 }
 
 // Sum over the 8 sub-blocks of mins[j] * (sum of the activation quants of sub-block j).

@@ -197,15 +197,14 @@ void runFloat(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows,
 }
 
 // ---- Q4_0 · Q8_0 and Q8_0 · Q8_0 ----
-// Weights enter vpdpbusd unsigned: Q4_0 nibbles as 0..15 (q - 8 wanted), Q8_0 as q + 128 (sign
-// bit flipped). Each block's 8 dot lanes start from the activation row's lane correction
-// (packQ8_0: -sum(x) resp. -16 * sum(x) per lane), which takes the offset back exactly.
-// The int32 block dot is then summed across lanes and accumulated in the canonical f32 steps
-// shared with the repacked kernel (row invariance, matmul.h): even blocks into one scalar
-// accumulator, odd blocks into another, result acc0 + acc1.
+// Q4_0 weights enter vpdpbusd unsigned as 0..15 (q - 8 wanted); each block's 8 dot lanes start
+// from the activation row's lane correction (packQ8_0: -sum(x) per lane), which takes the
+// offset back exactly, and the lanes are summed to the exact int32 block dot. Q8_0 needs exact
+// per-lane dots instead (its f32 steps keep 8 lanes, see tileQ8_0), so it uses ggml's sign
+// trick. The f32 steps of both are llama.cpp's, bit for bit (matmul.h).
 // (Tiles of 2 weight rows x 4 activation rows measured slower than 1 x 4: 89 vs 157 GFLOP/s at
-// m = 128, 12 vs 21 GB/s at m = 1 from L2. With VNNI this kernel serves m = 1 only; m >= 2 takes
-// the repacked panels, which at m = 1 streamed only 8 GB/s from DRAM against 14 here.)
+// m = 128, 12 vs 21 GB/s at m = 1 from L2. With VNNI the Q4_0 tile serves m = 1 only; m >= 2
+// takes the repacked panels, which at m = 1 streamed only 8 GB/s from DRAM against 14 here.)
 // Block b's dot as 8 int32 lanes whose sum is the exact integer dot.
 template <bool Q8>
 inline __m256i legacyBlockDotLanes(__m256i q, const Act& a, int64_t b) {
@@ -246,50 +245,69 @@ inline __m128i hsum4Epi32(__m256i d0, __m256i d1, __m256i d2, __m256i d3) {
   return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
 }
 
-template <bool Q8, int NX>
-void tileLegacy(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
-  // acc[i] lanes 0 / 1 are the even / odd block accumulators (lanes 2, 3 are scratch).
-  __m128 acc[NX];
-  for (int i = 0; i < NX; i++) acc[i] = _mm_setzero_ps();
+// Q4_0: llama.cpp's x86 backend runs Q4_0 through its repacked q4_0x8 GEMV/GEMM (REPACK
+// buffer): per output one f32 accumulator, acc = fma(float(block dot), d_w * d_x, acc) over the
+// blocks in order. We do the same steps, so the results are bitwise llama.cpp's.
+template <int NX>
+void tileQ4_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  float acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = 0.0f;
   const int64_t nb = k / QK8_0;
   int64_t b = 0;
-  // Four blocks at a time: four lane sums in one reduction, then two 2-lane FMAs that are
-  // exactly the scalar steps acc0 += blocks b, b+2 and acc1 += blocks b+1, b+3 in order.
+  // Four blocks at a time: four lane sums in one reduction, then four FMAs in block order.
   for (; b + 4 <= nb; b += 4) {
     float dw[4];
     __m256i q[4];
-    for (int t = 0; t < 4; t++) q[t] = legacyQuants<Q8>(w, b + t, &dw[t]);
+    for (int t = 0; t < 4; t++) q[t] = legacyQuants<false>(w, b + t, &dw[t]);
     const __m128 dw4 = _mm_loadu_ps(dw);
     for (int i = 0; i < NX; i++) {
       __m256i d[4];
-      for (int t = 0; t < 4; t++) d[t] = legacyBlockDotLanes<Q8>(q[t], a[i], b + t);
-      const __m128 f = _mm_cvtepi32_ps(hsum4Epi32(d[0], d[1], d[2], d[3]));
-      const __m128 sc = _mm_mul_ps(dw4, _mm_loadu_ps(a[i].d() + b));
-      acc[i] = _mm_fmadd_ps(f, sc, acc[i]);
-      acc[i] = _mm_fmadd_ps(_mm_movehl_ps(f, f), _mm_movehl_ps(sc, sc), acc[i]);
+      for (int t = 0; t < 4; t++) d[t] = legacyBlockDotLanes<false>(q[t], a[i], b + t);
+      alignas(16) float f[4], sc[4];
+      _mm_store_ps(f, _mm_cvtepi32_ps(hsum4Epi32(d[0], d[1], d[2], d[3])));
+      _mm_store_ps(sc, _mm_mul_ps(dw4, _mm_loadu_ps(a[i].d() + b)));
+      float ac = acc[i];
+      for (int t = 0; t < 4; t++) ac = std::fma(f[t], sc[t], ac);
+      acc[i] = ac;
     }
   }
-  for (int i = 0; i < NX; i++) {
-    float acc0 = _mm_cvtss_f32(acc[i]);
-    float acc1 = _mm_cvtss_f32(_mm_shuffle_ps(acc[i], acc[i], 1));
-    for (int64_t t = b; t < nb; t++) {
-      float dwt;
-      const __m256i qt = legacyQuants<Q8>(w, t, &dwt);
-      const float v = static_cast<float>(hsumEpi32(legacyBlockDotLanes<Q8>(qt, a[i], t)));
-      float& ac = (t & 1) ? acc1 : acc0;
-      ac = std::fma(v, dwt * a[i].d()[t], ac);
+  for (; b < nb; b++) {
+    float dwt;
+    const __m256i qt = legacyQuants<false>(w, b, &dwt);
+    for (int i = 0; i < NX; i++) {
+      const float v = static_cast<float>(hsumEpi32(legacyBlockDotLanes<false>(qt, a[i], b)));
+      acc[i] = std::fma(v, dwt * a[i].d()[b], acc[i]);
     }
-    out[i * ldo] = acc0 + acc1;
   }
+  for (int i = 0; i < NX; i++) out[i * ldo] = acc[i];
 }
 
-template <int NX>
-void tileQ4_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
-  tileLegacy<false, NX>(w, a, k, out, ldo);
-}
+// Q8_0: llama.cpp's x86 backend has no repacked Q8_0 layout; both its prompt path (llamafile
+// tinyBLAS_Q0_AVX) and its decode path (ggml_vec_dot_q8_0_q8_0) keep 8 f32 lanes, lane l taking
+// the exact dot of bytes 4l..4l+3 of each block: acc_l = fma(d_w * d_x, float(dot_l), acc_l),
+// then one horizontal sum ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). Same steps here.
 template <int NX>
 void tileQ8_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
-  tileLegacy<true, NX>(w, a, k, out, ldo);
+  __m256 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
+  const int64_t nb = k / QK8_0;
+  const BlockQ8_0* wb = reinterpret_cast<const BlockQ8_0*>(w);
+  for (int64_t b = 0; b < nb; b++) {
+    const __m256i q = loadu(wb[b].qs);
+    const float dw = h2f(wb[b].d);
+    // |q| unsigned against x with q's sign: exact per-lane dots (|q| <= 128, |x| <= 127).
+    const __m256i qa = _mm256_sign_epi8(q, q);
+    for (int i = 0; i < NX; i++) {
+      const __m256i xs = _mm256_sign_epi8(loadu(a[i].qs() + b * QK8_0), q);
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+      const __m256i lanes = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qa, xs);
+#else
+      const __m256i lanes = _mm256_madd_epi16(_mm256_maddubs_epi16(qa, xs), _mm256_set1_epi16(1));
+#endif
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[i].d()[b]), _mm256_cvtepi32_ps(lanes), acc[i]);
+    }
+  }
+  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
 }
 
 // ---- Q4_K / Q5_K · Q8_K ----

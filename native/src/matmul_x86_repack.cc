@@ -1,4 +1,5 @@
-// Prompt-processing path (many activation rows) for Q4_0 and Q8_0 weights with AVX512-VNNI:
+// Prompt-processing path (many activation rows) for Q4_0 weights with AVX512-VNNI (the Q8_0
+// variant below is kept but not dispatched: see repackedKernel):
 // weight rows are repacked, 8 at a time, so that each int32 lane of a vector belongs to one
 // weight row.
 //
@@ -73,12 +74,12 @@ void repack(const uint8_t* w, size_t wStride, int rows, int64_t nb, uint8_t* pan
 template <int NX>
 void panelTile(const uint8_t* panel, int64_t nb, const uint8_t* const* xq, const float* const* xd,
                const int32_t* const* xcorr, int rows, float* out, int64_t ldo) {
-  // Canonical f32 steps (matmul.h): even blocks into acc[0], odd into acc[1], summed at the end.
-  __m256 acc[2][NX];
-  for (int i = 0; i < NX; i++) acc[0][i] = acc[1][i] = _mm256_setzero_ps();
+  // f32 steps of llama.cpp's repacked q4_0x8 kernels (matmul.h): one accumulator per output.
+  __m256 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; b++) {
     const uint8_t* blk = panel + b * kPanelBlockBytes;
-    __m256 (&ac)[NX] = acc[b & 1];
+    __m256 (&ac)[NX] = acc;
     __m256i dot[NX];
     // The lane correction of packQ8_0 is per 8 lanes; here one lane holds the whole block dot.
     for (int i = 0; i < NX; i++) dot[i] = _mm256_set1_epi32(xcorr[i][b] * 8);
@@ -96,7 +97,7 @@ void panelTile(const uint8_t* panel, int64_t nb, const uint8_t* const* xq, const
     }
   }
   for (int i = 0; i < NX; i++) {
-    const __m256 res = _mm256_add_ps(acc[0][i], acc[1][i]);
+    const __m256 res = acc[i];
     if (rows == kPanelRows) {
       _mm256_storeu_ps(out + i * ldo, res);
     } else {
@@ -144,7 +145,9 @@ MatmulKernel repackedKernel(GgmlType type, int64_t m) {
     // From m = 2 (m = 1 streams weights faster through the row tiles: 14 vs 8 GB/s from DRAM);
     // both do the same canonical f32 steps, so rows stay batch-invariant.
     case GgmlType::Q4_0: return m >= 2 ? runRepacked<false> : nullptr;
-    case GgmlType::Q8_0: return m >= 2 ? runRepacked<true> : nullptr;
+    // Q8_0 keeps the row tiles at every m: llama.cpp's Q8_0 sums 8 lanes per block (see
+    // tileQ8_0), which a panel holding one lane per weight row cannot reproduce.
+    case GgmlType::Q8_0: return nullptr;
     default: return repackedKernelK(type, m);
   }
 }
