@@ -234,10 +234,14 @@ test('vtensor: prepare() maps in the background; ensure() then finds the room ma
   const m = new VTensorKvManager({ shape, capacityBytes: 4 << 20, chunkBytes: CHUNK });
   const s = m.createSequence()!;
   const tokens = Uint32Array.from({ length: 120 }, (_, i) => i % 9);
+  const t0 = performance.now();
   assert.ok(m.prepare(s, 100)); // 4 slots, in the background
   const before = m.pool.stats();
   assert.equal(before.maps, 0, 'nothing mapped synchronously');
   assert.ok(m.ensure(s, 100));
+  const wall = performance.now() - t0;
+  const st = m.stats(); // (waiting for the mapper inside ensure() is counted once, not twice)
+  assert.ok(st.mapMsAhead + st.mapMsOnCriticalPath <= wall, `${st.mapMsAhead} + ${st.mapMsOnCriticalPath} ms within ${wall} ms`);
   const after = m.pool.stats();
   assert.equal(after.maps, 0, 'ensure() had nothing left to map');
   assert.equal(after.backgroundMaps, 4 * numTensors);

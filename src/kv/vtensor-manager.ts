@@ -129,7 +129,7 @@ export class VTensorKvManager implements KvManager {
   ensure(seq: SeqId, numTokens: number): boolean {
     const s = this.get(seq);
     const t0 = performance.now();
-    this.settle(false);
+    this.settle(null); // (timed below with the rest of ensure())
     const ok = this.makeRoom(s, numTokens, true);
     this.mapMsCritical += performance.now() - t0;
     return ok;
@@ -138,7 +138,7 @@ export class VTensorKvManager implements KvManager {
   prepare(seq: SeqId, numTokens: number): boolean {
     const s = this.get(seq);
     const t0 = performance.now();
-    this.settle(true);
+    this.settle(null); // (timed below with the rest of prepare())
     const ok = this.makeRoom(s, numTokens, false);
     this.mapMsAhead += performance.now() - t0;
     return ok;
@@ -360,9 +360,9 @@ export class VTensorKvManager implements KvManager {
    * Waits for background maps (prepare()) to land. A map that failed (ENOMEM) is forgotten
    * and its sequence shrinks below the failed slot: the room prepare() promised is simply not
    * there, and the next ensure() maps it (or reports short). Waiting counts as critical path
-   * unless called from prepare().
+   * (ahead = false), or is left to the caller's own timing (null: ensure() and prepare()).
    */
-  private settle(ahead: boolean): void {
+  private settle(ahead: boolean | null): void {
     if (this.pool.pendingMaps === 0) return;
     const t0 = performance.now();
     const failures = this.pool.drain();
@@ -378,8 +378,8 @@ export class VTensorKvManager implements KvManager {
     }
     for (const [vt, slot] of shrink) this.shrinkTo(vt, slot); // after forgetting every failure
     const ms = performance.now() - t0;
-    if (ahead) this.mapMsAhead += ms;
-    else this.mapMsCritical += ms;
+    if (ahead === true) this.mapMsAhead += ms;
+    else if (ahead === false) this.mapMsCritical += ms;
   }
 
   /** A new empty VTensor, or null if the OS refuses the address-space reservation. */
