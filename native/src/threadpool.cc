@@ -52,10 +52,10 @@ ThreadPool::ThreadPool() {
 ThreadPool::~ThreadPool() { stopWorkers(); }
 
 void ThreadPool::startWorkers(int numWorkers) {
-  stopping_ = false;
-  // Workers must start from the generation current NOW: a thread that read it only once
-  // running could miss a job published before it got there and never take part (the caller
-  // would then wait forever on pending_).
+  stopping_.store(false, std::memory_order_release);
+  // Workers start from the generation current NOW (a thread that read it only once running
+  // could take a job published before it got there for a new one; harmless now that chunks
+  // are claimed per job, but clearer).
   const uint64_t start = generation_.load(std::memory_order_acquire);
   for (int i = 0; i < numWorkers; i++) workers_.emplace_back([this, i, start] { workerLoop(i + 1, start); });
 }
@@ -63,7 +63,7 @@ void ThreadPool::startWorkers(int numWorkers) {
 void ThreadPool::stopWorkers() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
+    stopping_.store(true, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
@@ -84,13 +84,28 @@ void ThreadPool::setThreads(int n) {
   startWorkers(n - 1);
 }
 
-void ThreadPool::runChunks(int thread) {
-  const RangeFn& fn = *fn_;
+void ThreadPool::runChunks(int thread, uint32_t job) {
   for (;;) {
-    int64_t begin = next_.fetch_add(chunk_, std::memory_order_relaxed);
-    if (begin >= total_) break;
-    int64_t end = std::min(total_, begin + chunk_);
-    fn(begin, end, thread);
+    // Claim chunk `idx` of `job` with a CAS on (job, idx): it fails once the job is exhausted
+    // or replaced, so a worker that wakes late never runs a chunk of a finished job. The job's
+    // fields read below belong to `job` whenever the CAS succeeds: they are rewritten only after
+    // every chunk of it is done, and this chunk was still unclaimed.
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    if (static_cast<uint32_t>(c >> 32) != job) return;
+    const int64_t idx = static_cast<int64_t>(c & 0xffffffffu);
+    const int64_t numChunks = numChunks_.load(std::memory_order_relaxed);
+    const int64_t chunk = chunk_.load(std::memory_order_relaxed);
+    const int64_t total = total_.load(std::memory_order_relaxed);
+    const RangeFn* fn = fn_.load(std::memory_order_relaxed);
+    if (idx >= numChunks) return;
+    if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_relaxed)) continue;
+    const int64_t begin = idx * chunk;
+    (*fn)(begin, std::min(total, begin + chunk), thread);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == numChunks) {
+      // Last chunk done: wake the caller if it went to sleep.
+      std::lock_guard<std::mutex> lock(mutex_);
+      finished_.notify_one();
+    }
   }
 }
 
@@ -105,13 +120,8 @@ void ThreadPool::workerLoop(int index, uint64_t seen) {
       gen = generation_.load(std::memory_order_acquire);
     }
     seen = gen;
-    if (stopping_) return;
-    runChunks(index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      // Last one out wakes the caller if it went to sleep.
-      std::lock_guard<std::mutex> lock(mutex_);
-      done_.notify_one();
-    }
+    if (stopping_.load(std::memory_order_acquire)) return;
+    runChunks(index, static_cast<uint32_t>(gen));
   }
 }
 
@@ -125,25 +135,32 @@ void ThreadPool::parallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
     return;
   }
   // Chunks: about 4 per thread for balance, never below the grain.
-  int64_t chunk = std::max<int64_t>(grain, (n + numThreads_ * 4 - 1) / (numThreads_ * 4));
-  fn_ = &fn;
-  total_ = n;
-  chunk_ = chunk;
-  next_.store(0, std::memory_order_relaxed);
-  pending_.store(numWorkers, std::memory_order_relaxed);
+  const int64_t chunk = std::max<int64_t>(grain, (n + numThreads_ * 4 - 1) / (numThreads_ * 4));
+  const int64_t numChunks = (n + chunk - 1) / chunk;
+  fn_.store(&fn, std::memory_order_relaxed);
+  total_.store(n, std::memory_order_relaxed);
+  chunk_.store(chunk, std::memory_order_relaxed);
+  numChunks_.store(numChunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  uint32_t job;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    job = static_cast<uint32_t>(generation_.load(std::memory_order_relaxed) + 1);
+    claim_.store(static_cast<uint64_t>(job) << 32, std::memory_order_release);
     generation_.fetch_add(1, std::memory_order_release);
   }
   wake_.notify_all();
-  runChunks(0);
-  auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  // The caller takes chunks too, and waits only for chunks a worker has actually claimed: on a
+  // loaded machine a worker that is not scheduled in time simply finds nothing left to do,
+  // instead of holding the caller until it runs (H7 measured decode attention at ~790 us per
+  // call with 2 threads vs 8 us with 1 when the caller waited for every worker).
+  runChunks(0, job);
+  auto finished = [&] { return done_.load(std::memory_order_acquire) == numChunks; };
   waitPhased(finished);
   if (!finished()) {
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, finished);
+    finished_.wait(lock, finished);
   }
-  fn_ = nullptr;
 }
 
 }  // namespace flexinfer

@@ -36,23 +36,25 @@ class ThreadPool {
   void startWorkers(int numWorkers);
   void stopWorkers();
   void workerLoop(int index, uint64_t startGeneration);
-  void runChunks(int thread);
+  void runChunks(int thread, uint32_t job);
 
   std::mutex callMutex_;  // one job at a time
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::condition_variable done_;  // the caller sleeps here when a job runs long
+  std::condition_variable finished_;  // the caller sleeps here when a job runs long
   std::vector<std::thread> workers_;
   int numThreads_ = 1;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};
 
-  // Current job.
+  // Current job. Chunks are claimed by CAS on claim_ = (job id << 32) | next chunk index, where
+  // the job id is the low 32 bits of the generation that published it.
   std::atomic<uint64_t> generation_{0};
-  const RangeFn* fn_ = nullptr;
-  int64_t total_ = 0;
-  int64_t chunk_ = 1;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int> pending_{0};  // workers still in the current job
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<const RangeFn*> fn_{nullptr};
+  std::atomic<int64_t> total_{0};
+  std::atomic<int64_t> chunk_{1};
+  std::atomic<int64_t> numChunks_{0};
+  std::atomic<int64_t> done_{0};  // chunks finished in the current job
 };
 
 // Convenience: ThreadPool::instance().parallelFor(...)
