@@ -4,7 +4,8 @@
  * addon), finishes with the same greedy tokens as an unbudgeted run, and the cgroup's peak
  * usage (RSS and page cache) stays under the limit. B is 40% of a tinyllama-1.1b q4_0 file
  * (~620 MB), and the same command without a budget, under the same limit, is OOM-killed:
- * proof that the limit is well below what the model needs resident.
+ * proof that the limit is well below what the model needs resident. At the minimum budget the
+ * CLI reports (about a quarter of the file), minimum + 64 MiB is enough as well.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -56,32 +57,38 @@ function runPlain(args: string[]): Promise<{ code: number | null; stdout: string
   });
 }
 
+let refTokens: number[] = [];
+
 before(async () => {
-  if (!skip) await synthesize(MODEL, 'tinyllama-1.1b', 'q4_0', { seed: 9 });
+  if (skip) return;
+  await synthesize(MODEL, 'tinyllama-1.1b', 'q4_0', { seed: 9 });
+  const ref = await runPlain(runArgs(null));
+  assert.equal(ref.code, 0, ref.stderr);
+  refTokens = tokensOf(ref.stdout, 'unbudgeted run');
 });
+
+/** Runs the budgeted generation in a cgroup of budget + 64 MiB and checks fit and tokens. */
+async function assertFits(budget: number): Promise<void> {
+  const limit = budget + 64 * MiB;
+  const r = await runInMemoryCgroup(process.execPath, runArgs(budget), limit, { timeoutMs: 10 * 60_000 });
+  const what = `budget ${budget}, limit ${limit}: exit ${r.exitCode}, signal ${r.signal}, peak ${r.maxUsageBytes}, stderr ${r.stderr.slice(-400)}`;
+  assert.equal(r.oomKilled, false, `OOM-killed: ${what}`);
+  assert.equal(r.timedOut, false, `timed out: ${what}`);
+  assert.equal(r.exitCode, 0, what);
+  assert.deepEqual(tokensOf(r.stdout, 'budgeted run'), refTokens, `${what}: tokens differ from the unbudgeted run`);
+  // The peak was measured (a run charges at least Node itself and the resident part of the
+  // plan) and stayed under the limit.
+  assert.ok(r.maxUsageBytes > 64 * MiB, `peak ${r.maxUsageBytes}: nothing was charged to the cgroup?`);
+  assert.ok(r.maxUsageBytes < limit, `peak ${r.maxUsageBytes} reached the limit ${limit}`);
+}
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 test('a generation under a 40% budget fits a cgroup of budget + 64 MiB, with the unbudgeted tokens', { ...LONG, skip }, async () => {
   const fileSize = statSync(MODEL).size;
   const budget = Math.floor(fileSize * 0.4);
-  const limit = budget + 64 * MiB;
-  assert.ok(limit < fileSize * 0.6, `limit ${limit} is not well below the file (${fileSize})`);
-
-  const ref = await runPlain(runArgs(null));
-  assert.equal(ref.code, 0, ref.stderr);
-  const refTokens = tokensOf(ref.stdout, 'unbudgeted run');
-
-  const r = await runInMemoryCgroup(process.execPath, runArgs(budget), limit, { timeoutMs: 10 * 60_000 });
-  const what = `budget ${budget}, limit ${limit}: exit ${r.exitCode}, signal ${r.signal}, peak ${r.maxUsageBytes}, stderr ${r.stderr.slice(-400)}`;
-  assert.equal(r.oomKilled, false, `OOM-killed: ${what}`);
-  assert.equal(r.timedOut, false, `timed out: ${what}`);
-  assert.equal(r.exitCode, 0, what);
-  assert.deepEqual(tokensOf(r.stdout, 'budgeted run'), refTokens, 'tokens under the budget differ from the unbudgeted run');
-  // The peak was measured (a charged run uses at least the resident part of the plan) and
-  // stayed under the limit.
-  assert.ok(r.maxUsageBytes > 64 * MiB, `peak ${r.maxUsageBytes}: nothing was charged to the cgroup?`);
-  assert.ok(r.maxUsageBytes < limit, `peak ${r.maxUsageBytes} reached the limit ${limit}`);
+  assert.ok(budget + 64 * MiB < fileSize * 0.6, `the limit is not well below the file (${fileSize})`);
+  await assertFits(budget);
 });
 
 test('the same generation without a budget does not fit that cgroup (it is OOM-killed)', { ...LONG, skip }, async () => {
@@ -90,4 +97,15 @@ test('the same generation without a budget does not fit that cgroup (it is OOM-k
   const r = await runInMemoryCgroup(process.execPath, runArgs(null), limit, { timeoutMs: 10 * 60_000 });
   assert.notEqual(r.exitCode, 0, `an unbudgeted run fit in ${limit} bytes (peak ${r.maxUsageBytes}): the limit proves nothing`);
   assert.equal(r.oomKilled, true, `expected an OOM kill: exit ${r.exitCode}, signal ${r.signal}, peak ${r.maxUsageBytes}, stderr ${r.stderr.slice(-400)}`);
+});
+
+test('at the minimum budget the CLI reports, the generation fits minimum + 64 MiB too', { ...LONG, skip }, async () => {
+  // The CLI's own minimum for these settings, from its error for a 1-byte budget.
+  const tooSmall = await runPlain(runArgs(1));
+  assert.notEqual(tooSmall.code, 0);
+  const m = /below the minimum of (\d+) bytes/.exec(tooSmall.stderr);
+  assert.ok(m, `no minimum in the CLI's error: ${tooSmall.stderr.slice(0, 300)}`);
+  const minimum = Number(m[1]);
+  assert.ok(minimum < statSync(MODEL).size / 3, `minimum ${minimum}`);
+  await assertFits(minimum);
 });

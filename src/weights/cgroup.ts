@@ -23,7 +23,7 @@ export interface CgroupRunResult {
   limitBytes: number;
   /** memory.max_usage_in_bytes: peak RSS + page cache charged to the cgroup, bytes. */
   maxUsageBytes: number;
-  /** Times the limit was hit (memory.failcnt); reclaim that succeeded counts too. */
+  /** Times the limit was hit (memory.failcnt); informational: recent kernels (6.x) may leave it at 0 even on an OOM kill. */
   failcnt: number;
   /** The kernel's OOM killer ended a process of the cgroup (limit reached, nothing left to reclaim). */
   oomKilled: boolean;
