@@ -12,8 +12,16 @@
 // `git clone node_modules/node-llama-cpp/llama/gitRelease.bundle`): its llamafile sgemm takes
 // F16 x F16 only on AVX-512/AVX2, so both f16 roundings above really happen on this machine
 // (in llama.cpp versions whose sgemm accepts F16 x F32 they would not: re-check on upgrade).
-// Summation order differs from ggml (SIMD lanes) and exp is our own vectorized one (ggml
-// uses ggml_v_expf), which moves results by a few ulps.
+// The AVX-512 grouped path (headDim 16..128 in steps of 16) also takes ggml's f32 steps, so its
+// output is bitwise llama.cpp's prompt-batch attention (the batch path: llamafile tinyBLAS F16
+// GEMMs, ggml_vec_soft_max_f32, ggml_v_expf): each score is a 16-lane fma dot then
+// _mm512_reduce_add_ps; the softmax sums exp per 16 keys (keys padded with -inf, as ggml's
+// KV view is padded to 256) by reduce_add into a double; each output is a 16-lane fma sum over
+// keys (lane = key mod 16) then reduce_add. This matters for quantized models: an ulp here
+// flips activation quanta of the next matmul (measured on synthetic tiny-15m Q4_0: logits
+// moved from rel 1.5e-2 to bit-exact). llama.cpp's single-token decode uses ggml_vec_dot_f16
+// instead (other lane splits, double tails), so decode rows can differ from it by ulps; we keep
+// one order for every m (row invariance). The generic / scalar paths are not bitwise.
 //
 // Work is split with parallelFor over (query row, kv head, sub-group of <= 4 query heads);
 // per head: scores over kv positions [0, pos], softmax, weighted sum of V rows. The heads
@@ -37,7 +45,7 @@ struct AttnShape {
 // Per-thread scratch: f16-rounded queries, scores (one row of scoresStride per head of the
 // group), output accumulators, one block of K/V rows as f32.
 struct AttnScratch {
-  std::vector<float> q, scores, acc, block;
+  std::vector<float> q, scores, acc, block, accT;
   int64_t scoresStride = 0;
 };
 
@@ -115,10 +123,13 @@ static void probsF16Avx512(float* scores, int64_t n, float scale) {
     _mm512_storeu_ps(scores + j, e);
     sum += static_cast<double>(_mm512_reduce_add_ps(e));
   }
-  for (; j < n; j++) {
-    const float e = std::exp(scores[j] - max);
-    scores[j] = e;
-    sum += static_cast<double>(e);
+  if (j < n) {
+    // ggml's row is padded with masked (-inf) keys to a multiple of 16: exp gives 0 there.
+    const __mmask16 mk = static_cast<__mmask16>((1u << (n - j)) - 1);
+    const __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-std::numeric_limits<float>::infinity()), mk, scores + j);
+    const __m512 e = expPs(_mm512_sub_ps(x, mv));
+    _mm512_mask_storeu_ps(scores + j, mk, e);
+    sum += static_cast<double>(_mm512_reduce_add_ps(e));
   }
   const float invs = static_cast<float>(1.0 / sum);
   const __m512 inv = _mm512_set1_ps(invs);
@@ -161,7 +172,8 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const uint
       for (int b = 0; b < NB; b++) qv[b] = _mm512_loadu_ps(qr + g * HD + 16 * b);
       float* sc = t.scores.data() + g * stride + jb;
       int64_t r = 0;
-      // Four keys per step, one shared horizontal reduction instead of four reduce_adds.
+      // Four keys per step; the shared reduction is _mm512_reduce_add_ps's tree for each key
+      // (lanes i + i^8, then ^4, ^2, ^1), as ggml reduces every score: bitwise the same.
       for (; r + 4 <= nb; r += 4) {
         __m512 a[4];
         for (int x = 0; x < 4; x++) {
@@ -169,15 +181,15 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const uint
           a[x] = _mm512_mul_ps(_mm512_loadu_ps(kr), qv[0]);
           for (int b = 1; b < NB; b++) a[x] = _mm512_fmadd_ps(_mm512_loadu_ps(kr + 16 * b), qv[b], a[x]);
         }
-        // per 128-bit lane: [a0[0]+a0[2], a1[0]+a1[2], a0[1]+a0[3], a1[1]+a1[3]]
-        const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
-        const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
-        // per 128-bit lane: [sum a0, sum a1, sum a2, sum a3] over that lane's 4 elements
-        __m512 tt = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))),
-                                  _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))));
-        tt = _mm512_add_ps(tt, _mm512_shuffle_f32x4(tt, tt, _MM_SHUFFLE(1, 0, 3, 2)));  // + other 256-bit half
-        tt = _mm512_add_ps(tt, _mm512_shuffle_f32x4(tt, tt, _MM_SHUFFLE(2, 3, 0, 1)));  // + neighbouring lane
-        _mm_storeu_ps(sc + r, _mm512_castps512_ps128(tt));
+        // [a0 (i + i^8) | a1 (i + i^8)] and the same for a2, a3
+        const __m512 u01 = _mm512_add_ps(_mm512_shuffle_f32x4(a[0], a[1], 0x44), _mm512_shuffle_f32x4(a[0], a[1], 0xEE));
+        const __m512 u23 = _mm512_add_ps(_mm512_shuffle_f32x4(a[2], a[3], 0x44), _mm512_shuffle_f32x4(a[2], a[3], 0xEE));
+        // one 128-bit lane per key: + i^4
+        __m512 w = _mm512_add_ps(_mm512_shuffle_f32x4(u01, u23, 0x88), _mm512_shuffle_f32x4(u01, u23, 0xDD));
+        w = _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(1, 0, 3, 2)));  // + i^2
+        w = _mm512_add_ps(w, _mm512_permute_ps(w, _MM_SHUFFLE(2, 3, 0, 1)));  // + i^1
+        const __m512i pick = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm_storeu_ps(sc + r, _mm512_castps512_ps128(_mm512_permutexvar_ps(pick, w)));
       }
       for (; r < nb; r++) {
         const float* kr = blk + r * HD;
@@ -188,36 +200,44 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const uint
     }
   }
   for (int64_t g = 0; g < gs; g++) probsF16Avx512(t.scores.data() + g * stride, n, s.scale);
-  // out = sum_j p_j * v_j; even and odd keys go to separate accumulators so consecutive FMAs
-  // do not wait on each other's latency
-  for (int64_t i = 0; i < gs * HD; i++) acc[i] = 0.0f;
+  // out[d] = sum_j p_j * v_j[d] with llama.cpp's steps (tinyBLAS f16 GEMM over V^T: per output,
+  // 16 f32 lanes, lane c taking the keys j = c (mod 16) in order by fma, then _mm512_reduce_add_ps).
+  // Here lane c of that GEMM is accumulator row c (a vector over d), so V is used row by row
+  // as stored, and the final reduce_add tree (c + c^8, then ^4, ^2, ^1) runs across the rows.
+  float* accT = t.accT.data();  // [gs, 16, HD]
+  for (int64_t i = 0; i < gs * 16 * HD; i++) accT[i] = 0.0f;
   for (int64_t jb = 0; jb < n; jb += kKeyBlockRows) {
-    const int64_t nb = std::min(kKeyBlockRows, n - jb);
+    const int64_t nb = std::min(kKeyBlockRows, n - jb);  // jb is a multiple of 16
     for (int64_t r = 0; r < nb; r++) {
       const uint16_t* vr = v + (jb + r) * s.kvDim + kvOff;
       for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(vr + 16 * b));
     }
     for (int64_t g = 0; g < gs; g++) {
       const float* p = t.scores.data() + g * stride + jb;
-      __m512 a0[NB], a1[NB];
+      float* ag = accT + g * 16 * HD;
+      // 16 dims at a time, the 16 accumulator rows in registers across the block's keys
       for (int b = 0; b < NB; b++) {
-        a0[b] = _mm512_loadu_ps(acc + g * HD + 16 * b);
-        a1[b] = _mm512_setzero_ps();
+        __m512 c[16];
+        for (int x = 0; x < 16; x++) c[x] = _mm512_loadu_ps(ag + x * HD + 16 * b);
+        int64_t r = 0;
+        for (; r + 16 <= nb; r += 16)
+          for (int x = 0; x < 16; x++)
+            c[x] = _mm512_fmadd_ps(_mm512_loadu_ps(blk + (r + x) * HD + 16 * b), _mm512_set1_ps(p[r + x]), c[x]);
+        for (int x = 0; r + x < nb; x++)
+          c[x] = _mm512_fmadd_ps(_mm512_loadu_ps(blk + (r + x) * HD + 16 * b), _mm512_set1_ps(p[r + x]), c[x]);
+        for (int x = 0; x < 16; x++) _mm512_storeu_ps(ag + x * HD + 16 * b, c[x]);
       }
-      int64_t r = 0;
-      for (; r + 2 <= nb; r += 2) {
-        const __m512 p0 = _mm512_set1_ps(p[r]), p1 = _mm512_set1_ps(p[r + 1]);
-        const float* v0 = blk + r * HD;
-        for (int b = 0; b < NB; b++) {
-          a0[b] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(v0 + 16 * b), a0[b]);
-          a1[b] = _mm512_fmadd_ps(p1, _mm512_loadu_ps(v0 + HD + 16 * b), a1[b]);
-        }
-      }
-      if (r < nb) {
-        const __m512 p0 = _mm512_set1_ps(p[r]);
-        for (int b = 0; b < NB; b++) a0[b] = _mm512_fmadd_ps(p0, _mm512_loadu_ps(blk + r * HD + 16 * b), a0[b]);
-      }
-      for (int b = 0; b < NB; b++) _mm512_storeu_ps(acc + g * HD + 16 * b, _mm512_add_ps(a0[b], a1[b]));
+    }
+  }
+  for (int64_t g = 0; g < gs; g++) {
+    float* ag = accT + g * 16 * HD;
+    for (int b = 0; b < NB; b++) {
+      __m512 c[16];
+      for (int x = 0; x < 16; x++) c[x] = _mm512_loadu_ps(ag + x * HD + 16 * b);
+      for (int x = 0; x < 8; x++) c[x] = _mm512_add_ps(c[x], c[x + 8]);
+      for (int x = 0; x < 4; x++) c[x] = _mm512_add_ps(c[x], c[x + 4]);
+      for (int x = 0; x < 2; x++) c[x] = _mm512_add_ps(c[x], c[x + 2]);
+      _mm512_storeu_ps(acc + g * HD + 16 * b, _mm512_add_ps(c[0], c[1]));
     }
   }
   for (int64_t i = 0; i < gs * HD; i++) out[i] = acc[i];
@@ -355,6 +375,7 @@ static Napi::Value Attention(const Napi::CallbackInfo& info) {
       t.acc.resize(heads * s.headDim);
     }
     if (t.block.size() < static_cast<size_t>(kKeyBlockRows * s.headDim)) t.block.resize(kKeyBlockRows * s.headDim);
+    if (t.accT.size() < heads * s.headDim * 16) t.accT.resize(heads * s.headDim * 16);
     for (int64_t item = b; item < e; item++) {
       const int64_t row = item / itemsPerRow, rest = item % itemsPerRow;
       const int64_t kvHead = rest / numSub, sub = rest % numSub;
