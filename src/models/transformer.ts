@@ -129,7 +129,9 @@ export class Transformer {
     const kvDim = c.numKvHeads * c.headDim;
     const eps = c.rmsEps;
     const freqScale = 1 / c.ropeScale;
-    const scale = 1 / Math.sqrt(c.headDim);
+    // llama.cpp's kq_scale = 1.0f / sqrtf(headDim), rounded in f32 at each step (1 / Math.sqrt in
+    // double differs by an ulp for 242 of headDim 1..1024, e.g. 96 and 112).
+    const scale = Math.fround(1 / Math.fround(Math.sqrt(c.headDim)));
     const runs = this.splitRuns(batch);
 
     // token embeddings: x = token_embd[tokens]  [m, dim]
