@@ -352,16 +352,21 @@ void gemv8Q4_0(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
     const __m256i xv = loadu(a.qs() + b * QK8_0);
     const __m256i corr = _mm256_set1_epi32(a.sums32()[b]);
     __m256i d[8];
-    uint16_t h[8];
+    __m128i head[8];  // the first 16 bytes of each row's block: f16 scale in word 0
     for (int r = 0; r < 8; r++) {
-      const BlockQ4_0& q = *reinterpret_cast<const BlockQ4_0*>(blk + r * wStride);
-      h[r] = q.d;
+      const uint8_t* q = blk + r * wStride;
+      head[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
       // nibbles 0..15: both 128-bit halves hold the 16 bytes, the high half shifted down by 4
-      const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q.qs)));
+      const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 2)));
       d[r] = dpbusd(corr, _mm256_and_si256(_mm256_srlv_epi32(raw, shift), mask), xv);
     }
     const __m256 f = _mm256_cvtepi32_ps(hsum8Epi32(d));
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+    // word 0 of the 8 heads -> [d0, ..., d7] in 7 unpacks. Against 8 scalar loads + vpinsrw
+    // (same binary, alternating runs): L2 18.0 -> 19.5 GB/s, DRAM 13.3-14.2 -> 13.7-15.0.
+    const __m128i h01 = _mm_unpacklo_epi16(head[0], head[1]), h23 = _mm_unpacklo_epi16(head[2], head[3]);
+    const __m128i h45 = _mm_unpacklo_epi16(head[4], head[5]), h67 = _mm_unpacklo_epi16(head[6], head[7]);
+    const __m128i h0123 = _mm_unpacklo_epi32(h01, h23), h4567 = _mm_unpacklo_epi32(h45, h67);
+    const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(h0123, h4567));
     acc = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_set1_ps(a.d()[b])), acc);
   }
   _mm256_storeu_ps(out, acc);
