@@ -16,124 +16,60 @@
  *         per 64 quants and so differs from its own GEMV, i.e. llama.cpp is not batch-invariant
  *         there while we are (matmul.h): we follow the GEMV, and only m < 4 is compared.
  * The reference is a small C++ driver that runs ggml_mul_mat through the prebuilt libggml-cpu
- * variant node-llama-cpp would pick on this CPU (weights in the CPU_REPACK buffer where
- * llama.cpp puts them). Skipped where g++ or a matching variant is missing.
+ * variant node-llama-cpp would pick on this CPU (ggml-graph-oracle.ts; weights in the
+ * CPU_REPACK buffer where llama.cpp puts them). Skipped where g++ or a matching variant is
+ * missing.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { GgmlType } from '../gguf/ggml-type.js';
 import { quantize } from '../gguf/quant.js';
-import { llamaCppLibDir } from '../gguf/quant/ggml-oracle.js';
+import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
 import { getKernelPath, matmul, matmulSimdPath, setKernelPath } from './matmul.js';
 
-// ggml's public C API, declared here (node-llama-cpp ships the libraries, not the headers).
-const DRIVER = String.raw`
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <vector>
-extern "C" {
-struct ggml_init_params { size_t mem_size; void* mem_buffer; bool no_alloc; };
-struct ggml_context; struct ggml_tensor; struct ggml_cgraph; struct ggml_backend;
-struct ggml_backend_buffer_type; struct ggml_backend_buffer;
-ggml_context* ggml_init(ggml_init_params);
-ggml_tensor* ggml_new_tensor_2d(ggml_context*, int, int64_t, int64_t);
-ggml_tensor* ggml_mul_mat(ggml_context*, ggml_tensor*, ggml_tensor*);
-ggml_cgraph* ggml_new_graph(ggml_context*);
-void ggml_build_forward_expand(ggml_cgraph*, ggml_tensor*);
-ggml_backend_buffer* ggml_backend_alloc_ctx_tensors_from_buft(ggml_context*, ggml_backend_buffer_type*);
-void ggml_backend_tensor_set(ggml_tensor*, const void*, size_t, size_t);
-void ggml_backend_tensor_get(const ggml_tensor*, void*, size_t, size_t);
-ggml_backend* ggml_backend_cpu_init(void);
-void ggml_backend_cpu_set_n_threads(ggml_backend*, int);
-int ggml_backend_graph_compute(ggml_backend*, ggml_cgraph*);
-ggml_backend_buffer_type* ggml_backend_cpu_buffer_type(void);
-size_t ggml_row_size(int, int64_t);
-}
-ggml_backend_buffer_type* ggml_backend_cpu_repack_buffer_type();  // C++ linkage in ggml-cpu
+const DRIVER =
+  GGML_DECLS +
+  String.raw`
 // drv <type> <n> <k> <m> <repack 0|1> <in> <out>: in = W (ggml rows) then x f32 [m, k]; out = f32 [m, n]
 int main(int argc, char** argv) {
   if (argc != 8) return 1;
   const int type = atoi(argv[1]), rp = atoi(argv[5]);
   const int64_t n = atoll(argv[2]), k = atoll(argv[3]), m = atoll(argv[4]);
   const size_t wb = ggml_row_size(type, k) * n;
-  std::vector<uint8_t> w(wb);
-  std::vector<float> x(m * k), out(m * n);
-  FILE* in = fopen(argv[6], "rb");
-  if (!in || fread(w.data(), 1, wb, in) != wb || fread(x.data(), 4, m * k, in) != (size_t)(m * k)) return 2;
-  fclose(in);
+  std::vector<uint8_t> in = readAll(argv[6]);
+  if (in.size() != wb + 4 * m * k) return 2;
   ggml_backend* be = ggml_backend_cpu_init();
   ggml_backend_cpu_set_n_threads(be, 1);
   ggml_context* cw = ggml_init({1 << 20, nullptr, true});
   ggml_tensor* tw = ggml_new_tensor_2d(cw, type, k, n);
   ggml_backend_alloc_ctx_tensors_from_buft(cw, rp ? ggml_backend_cpu_repack_buffer_type() : ggml_backend_cpu_buffer_type());
-  ggml_backend_tensor_set(tw, w.data(), 0, wb);
+  ggml_backend_tensor_set(tw, in.data(), 0, wb);
   ggml_context* cg = ggml_init({1 << 22, nullptr, true});
   ggml_tensor* tx = ggml_new_tensor_2d(cg, 0, k, m);
   ggml_tensor* to = ggml_mul_mat(cg, tw, tx);
   ggml_cgraph* g = ggml_new_graph(cg);
   ggml_build_forward_expand(g, to);
   ggml_backend_alloc_ctx_tensors_from_buft(cg, ggml_backend_cpu_buffer_type());
-  ggml_backend_tensor_set(tx, x.data(), 0, x.size() * 4);
+  ggml_backend_tensor_set(tx, in.data() + wb, 0, 4 * m * k);
   if (ggml_backend_graph_compute(be, g) != 0) return 3;
+  std::vector<float> out(m * n);
   ggml_backend_tensor_get(to, out.data(), 0, out.size() * 4);
-  FILE* o = fopen(argv[7], "wb");
-  if (!o || fwrite(out.data(), 4, out.size(), o) != out.size()) return 4;
-  fclose(o);
+  writeAll(argv[7], out.data(), out.size() * 4);
   return 0;
 }
 `;
 
-const dir = mkdtempSync(join(tmpdir(), 'flexinfer-ggml-matmul-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-
-/** The libggml-cpu variant llama.cpp's loader would choose here (its best-scoring x86 build). */
-function cpuVariant(): string | undefined {
-  let flags: Set<string>;
-  try {
-    const info = readFileSync('/proc/cpuinfo', 'utf8');
-    flags = new Set((/^flags\s*:(.*)$/m.exec(info)?.[1] ?? '').trim().split(/\s+/));
-  } catch {
-    return undefined;
-  }
-  const has = (...f: string[]): boolean => f.every((x) => flags.has(x));
-  // Zen 4 build: AVX-512 F/BW/DQ/VL/VBMI/VNNI/BF16. Haswell build: AVX2 + FMA + F16C.
-  if (has('avx512f', 'avx512bw', 'avx512dq', 'avx512vl', 'avx512vbmi', 'avx512_vnni', 'avx512_bf16')) return 'zen4';
-  if (has('avx2', 'fma', 'f16c') && !flags.has('avx512f')) return 'haswell';
-  return undefined;
+let drv: GgmlDriver | null | undefined;
+function driver(): GgmlDriver | null {
+  drv ??= compileGgmlDriver(DRIVER);
+  return drv;
 }
-
-let driverPath: string | null | undefined;
-function driver(): string | null {
-  if (driverPath !== undefined) return driverPath;
-  driverPath = null;
-  const variant = cpuVariant();
-  if (!variant || process.platform !== 'linux' || process.arch !== 'x64') return null;
-  try {
-    const lib = llamaCppLibDir();
-    const src = join(dir, 'drv.cc');
-    const bin = join(dir, 'drv');
-    writeFileSync(src, DRIVER);
-    execFileSync('g++', ['-std=c++17', '-O1', src, '-o', bin, join(lib, `libggml-cpu-${variant}.so`), join(lib, 'libggml-base.so'), `-Wl,-rpath,${lib}`], { stdio: 'pipe' });
-    driverPath = bin;
-  } catch {
-    driverPath = null;
-  }
-  return driverPath;
-}
+after(() => drv?.dispose());
 
 /** llama.cpp's out[m, n] = x[m, k] · W[n, k]^T. */
 function ggmlMatmul(type: GgmlType, w: Uint8Array, n: number, k: number, x: Float32Array, m: number, repack: boolean): Float32Array {
-  const inPath = join(dir, 'in.bin');
-  const outPath = join(dir, 'out.bin');
-  writeFileSync(inPath, Buffer.concat([Buffer.from(w.buffer, w.byteOffset, w.byteLength), Buffer.from(x.buffer, x.byteOffset, x.byteLength)]));
-  execFileSync(driver()!, [String(type), String(n), String(k), String(m), repack ? '1' : '0', inPath, outPath], { stdio: 'pipe' });
-  const b = readFileSync(outPath);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+  const b = driver()!.run([String(type), String(n), String(k), String(m), repack ? '1' : '0'], [w, new Uint8Array(x.buffer, x.byteOffset, x.byteLength)]);
+  return new Float32Array(b.buffer, b.byteOffset, m * n);
 }
 
 function rng(seed: number): () => number {
