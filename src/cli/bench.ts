@@ -13,6 +13,7 @@ import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.js';
+import { numberOption } from './args.js';
 
 const HELP = `Usage: flexinfer bench MODEL [options]
 
@@ -34,11 +35,9 @@ Options:
   --plot FILE          SVG plot for sweeps (default: <mode>.svg next to --out, else ./bench-<mode>.svg)
 `;
 
+/** An integer flag >= min, or the default. */
 function int(name: string, v: string | undefined, dflt: number, min: number): number {
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new InvalidOptionError(`--${name}`, `must be an integer >= ${min}, got '${v}'`);
-  return n;
+  return numberOption(name, v, { min, integer: true }) ?? dflt;
 }
 
 export async function run(argv: string[]): Promise<number> {

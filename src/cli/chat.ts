@@ -12,7 +12,7 @@ import { createInterface } from 'node:readline';
 import { loadModel, type GenerateOptions, type GenerateResult, type LoadModelOptions, type Model } from '../index.js';
 import { ChatSession } from '../engine/chat.js';
 import { ContextOverflowError, InvalidOptionError } from '../errors.js';
-import { parseMemoryBudget } from '../weights/budget.js';
+import { MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
 
 const HELP = `Usage: flexinfer chat MODEL [options]
 
@@ -46,16 +46,6 @@ Options:
 const COMMANDS_HINT = 'commands: /reset /stats /exit';
 const DEFAULT_MAX_TOKENS = 512;
 
-/** A number option, or undefined; `integer` also demands a whole number >= min. */
-function numberOption(flag: string, v: string | undefined, min: number, integer: boolean): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidOptionError(`--${flag}`, `must be a number, got '${v}'`);
-  if (integer && !Number.isInteger(n)) throw new InvalidOptionError(`--${flag}`, `must be an integer, got '${v}'`);
-  if (n < min) throw new InvalidOptionError(`--${flag}`, `must be at least ${min}, got '${v}'`);
-  return n;
-}
-
 /** Parsed command line of `flexinfer chat`. @internal */
 export interface ChatArgs {
   modelPath: string;
@@ -71,17 +61,8 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
     allowPositionals: true,
     options: {
       system: { type: 'string' },
-      'n-predict': { type: 'string', short: 'n' },
-      temp: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'min-p': { type: 'string' },
-      'repeat-penalty': { type: 'string' },
-      seed: { type: 'string' },
-      threads: { type: 'string', short: 't' },
-      'ctx-size': { type: 'string', short: 'c' },
-      kv: { type: 'string' },
-      'memory-budget': { type: 'string' },
+      ...SAMPLING_FLAGS,
+      ...MODEL_FLAGS,
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -91,40 +72,8 @@ export function parseChatArgs(argv: string[]): ChatArgs | 'help' {
   if (extra.length > 0) throw new InvalidOptionError('MODEL', `unexpected extra arguments: ${extra.join(' ')}`);
 
   // One conversation at a time: one sequence is enough.
-  const load: LoadModelOptions = { parallel: 1 };
-  const threads = numberOption('threads', values.threads, 1, true);
-  if (threads !== undefined) load.threads = threads;
-  const ctx = numberOption('ctx-size', values['ctx-size'], 1, true);
-  if (ctx !== undefined) load.contextSize = ctx;
-  if (values.kv !== undefined) {
-    if (values.kv !== 'vtensor' && values.kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${values.kv}'`);
-    load.kv = values.kv;
-  }
-  if (values['memory-budget'] !== undefined) {
-    // Syntax only here (a percentage is of the file's size, which loadModel knows).
-    parseMemoryBudget(values['memory-budget'], 2 ** 40, '--memory-budget');
-    load.memoryBudget = values['memory-budget'];
-  }
-
-  const generate: GenerateOptions = { maxTokens: numberOption('n-predict', values['n-predict'], 1, true) ?? DEFAULT_MAX_TOKENS };
-  const temp = numberOption('temp', values.temp, 0, false);
-  if (temp !== undefined) generate.temperature = temp;
-  const topK = numberOption('top-k', values['top-k'], 0, true);
-  if (topK !== undefined) generate.topK = topK;
-  const topP = numberOption('top-p', values['top-p'], 0, false);
-  if (topP !== undefined) {
-    if (topP > 1) throw new InvalidOptionError('--top-p', `must be in [0, 1], got '${values['top-p']}'`);
-    generate.topP = topP;
-  }
-  const minP = numberOption('min-p', values['min-p'], 0, false);
-  if (minP !== undefined) {
-    if (minP > 1) throw new InvalidOptionError('--min-p', `must be in [0, 1], got '${values['min-p']}'`);
-    generate.minP = minP;
-  }
-  const rp = numberOption('repeat-penalty', values['repeat-penalty'], 0, false);
-  if (rp !== undefined) generate.repeatPenalty = rp;
-  const seed = numberOption('seed', values.seed, 0, true);
-  if (seed !== undefined) generate.seed = seed;
+  const load: LoadModelOptions = { ...loadOptionsFrom(values), parallel: 1 };
+  const generate = generateOptionsFrom(values, DEFAULT_MAX_TOKENS);
   return { modelPath, system: values.system, load, generate };
 }
 

@@ -55,7 +55,7 @@ test('bad arguments: one-line messages and non-zero exit codes', () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, /--top-k: must be a number/);
   r = cli(model, '-p', 'x', '--kv', 'paged');
-  assert.match(r.stderr, /kv: must be one of vtensor, contiguous/);
+  assert.match(r.stderr, /--kv: must be vtensor or contiguous/);
   r = cli(join(dir, 'missing.gguf'), '-p', 'x');
   assert.equal(r.code, 1);
   assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);

@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { loadModel, type GenerateOptions, type LoadModelOptions } from '../index.js';
 import { InvalidOptionError } from '../errors.js';
+import { MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
 import { createProgress, type Progress } from './progress.js';
 
 const HELP = `Usage: flexinfer run MODEL -p PROMPT [options]
@@ -29,13 +30,6 @@ Options:
   -h, --help               show this help
 `;
 
-function number(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidOptionError(`--${name}`, `must be a number, got '${v}'`);
-  return n;
-}
-
 /** Entry point of `flexinfer run`; returns the exit code. */
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -43,17 +37,8 @@ export async function run(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: {
       prompt: { type: 'string', short: 'p' },
-      'n-predict': { type: 'string', short: 'n' },
-      temp: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      'min-p': { type: 'string' },
-      'repeat-penalty': { type: 'string' },
-      seed: { type: 'string' },
-      threads: { type: 'string', short: 't' },
-      'ctx-size': { type: 'string', short: 'c' },
-      'memory-budget': { type: 'string' },
-      kv: { type: 'string' },
+      ...SAMPLING_FLAGS,
+      ...MODEL_FLAGS,
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -68,13 +53,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.prompt === undefined) throw new InvalidOptionError('--prompt', 'missing (-p PROMPT)');
   const json = values.json === true;
 
-  const loadOptions: LoadModelOptions = {};
-  const threads = number('threads', values.threads);
-  if (threads !== undefined) loadOptions.threads = threads;
-  const ctx = number('ctx-size', values['ctx-size']);
-  if (ctx !== undefined) loadOptions.contextSize = ctx;
-  if (values['memory-budget'] !== undefined) loadOptions.memoryBudget = values['memory-budget'];
-  if (values.kv !== undefined) loadOptions.kv = values.kv as LoadModelOptions['kv'];
+  const loadOptions: LoadModelOptions = loadOptionsFrom(values);
   loadOptions.parallel = 1;
   const controller = new AbortController();
   loadOptions.signal = controller.signal;
@@ -89,14 +68,7 @@ export async function run(argv: string[]): Promise<number> {
     };
   }
 
-  const gen: GenerateOptions = { maxTokens: number('n-predict', values['n-predict']) ?? 128, signal: controller.signal };
-  const map: Array<[keyof GenerateOptions, string]> = [
-    ['temperature', 'temp'], ['topK', 'top-k'], ['topP', 'top-p'], ['minP', 'min-p'], ['repeatPenalty', 'repeat-penalty'], ['seed', 'seed'],
-  ];
-  for (const [key, flag] of map) {
-    const v = number(flag, values[flag as keyof typeof values] as string | undefined);
-    if (v !== undefined) (gen as Record<string, unknown>)[key] = v;
-  }
+  const gen: GenerateOptions = { ...generateOptionsFrom(values, 128), signal: controller.signal };
 
   try {
     const loading = loadModel(modelPath, loadOptions);

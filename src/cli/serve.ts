@@ -3,8 +3,8 @@
  */
 import { parseArgs } from 'node:util';
 import { basename } from 'node:path';
-import { availableParallelism } from 'node:os';
 import { InvalidOptionError } from '../errors.js';
+import { MODEL_FLAGS, loadOptionsFrom, numberOption } from './args.js';
 import { loadModel } from '../index.js';
 import { createServer } from '../server/server.js';
 
@@ -26,13 +26,6 @@ Options:
   --alias NAME           model id to serve (default: the file name)
 `;
 
-function int(name: string, v: string | undefined, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidOptionError(`--${name}`, `must be an integer in [${min}, ${max}], got '${v}'`);
-  return n;
-}
-
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -40,12 +33,9 @@ export async function run(argv: string[]): Promise<number> {
     options: {
       host: { type: 'string' },
       port: { type: 'string' },
-      'memory-budget': { type: 'string' },
+      ...MODEL_FLAGS,
       parallel: { type: 'string' },
       'max-queue': { type: 'string' },
-      'ctx-size': { type: 'string' },
-      kv: { type: 'string' },
-      threads: { type: 'string' },
       'api-key': { type: 'string' },
       alias: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -57,26 +47,20 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (positionals.length !== 1) throw new InvalidOptionError('MODEL', `expected one model file, got ${positionals.length}\n\n${HELP}`);
   const path = positionals[0]!;
-  const kv = values.kv ?? 'vtensor';
-  if (kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
-  const parallel = int('parallel', values.parallel, 1, 256) ?? 4;
-  const port = int('port', values.port, 0, 65535) ?? 8080;
+  const load = loadOptionsFrom(values);
+  const kv = load.kv ?? 'vtensor';
+  const parallel = numberOption('parallel', values.parallel, { min: 1, max: 256, integer: true }) ?? 4;
+  const port = numberOption('port', values.port, { min: 0, max: 65535, integer: true }) ?? 8080;
   const modelId = values.alias ?? basename(path);
 
-  const modelPromise = loadModel(path, {
-    threads: int('threads', values.threads, 1, 1024) ?? availableParallelism(),
-    contextSize: int('ctx-size', values['ctx-size'], 16),
-    parallel,
-    kv,
-    ...(values['memory-budget'] !== undefined ? { memoryBudget: values['memory-budget'] } : {}),
-  });
+  const modelPromise = loadModel(path, { ...load, parallel, kv });
   // The server answers /health with 503 while the model loads.
   const server = createServer(modelPromise, {
     modelId,
     host: values.host ?? '127.0.0.1',
     port,
     parallel,
-    maxQueue: int('max-queue', values['max-queue'], 0) ?? 64,
+    maxQueue: numberOption('max-queue', values['max-queue'], { min: 0, integer: true }) ?? 64,
     ...(values['api-key'] ? { apiKey: values['api-key'] } : {}),
   });
   const address = await server.listen();

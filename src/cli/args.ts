@@ -1,0 +1,82 @@
+/**
+ * Command-line pieces shared by the commands: number options with clear errors, and the
+ * model-loading and sampling flags that run, chat, serve and bench have in common.
+ */
+import { InvalidOptionError } from '../errors.js';
+import { parseMemoryBudget } from '../weights/budget.js';
+import type { GenerateOptions, LoadModelOptions } from '../index.js';
+
+/**
+ * A numeric flag's value, or undefined when absent. Errors name the flag and say what is
+ * wanted: "--top-p: must be in [0, 1], got '2'".
+ */
+export function numberOption(flag: string, v: string | undefined, limits: { min?: number; max?: number; integer?: boolean } = {}): number | undefined {
+  if (v === undefined) return undefined;
+  const name = `--${flag}`;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidOptionError(name, `must be a number, got '${v}'`);
+  if (limits.integer && !Number.isInteger(n)) throw new InvalidOptionError(name, `must be an integer, got '${v}'`);
+  const { min, max } = limits;
+  if ((min !== undefined && n < min) || (max !== undefined && n > max)) {
+    throw new InvalidOptionError(name, max === undefined ? `must be at least ${min}, got '${v}'` : `must be in [${min ?? '-inf'}, ${max}], got '${v}'`);
+  }
+  return n;
+}
+
+/** parseArgs specs of the flags that say how to load a model. */
+export const MODEL_FLAGS = {
+  threads: { type: 'string', short: 't' },
+  'ctx-size': { type: 'string', short: 'c' },
+  'memory-budget': { type: 'string' },
+  kv: { type: 'string' },
+} as const;
+
+/** parseArgs specs of the flags that say how to generate. */
+export const SAMPLING_FLAGS = {
+  'n-predict': { type: 'string', short: 'n' },
+  temp: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  'min-p': { type: 'string' },
+  'repeat-penalty': { type: 'string' },
+  seed: { type: 'string' },
+} as const;
+
+type FlagValues = Record<string, string | boolean | undefined>;
+
+/** LoadModelOptions from MODEL_FLAGS values (the budget's syntax is checked here already). */
+export function loadOptionsFrom(values: FlagValues): LoadModelOptions {
+  const load: LoadModelOptions = {};
+  const threads = numberOption('threads', values.threads as string | undefined, { min: 1, max: 1024, integer: true });
+  if (threads !== undefined) load.threads = threads;
+  const ctx = numberOption('ctx-size', values['ctx-size'] as string | undefined, { min: 1, integer: true });
+  if (ctx !== undefined) load.contextSize = ctx;
+  const kv = values.kv as string | undefined;
+  if (kv !== undefined) {
+    if (kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
+    load.kv = kv;
+  }
+  const budget = values['memory-budget'] as string | undefined;
+  if (budget !== undefined) {
+    // Syntax only here (a percentage is of the file's size, which loadModel knows).
+    parseMemoryBudget(budget, 2 ** 40, '--memory-budget');
+    load.memoryBudget = budget;
+  }
+  return load;
+}
+
+/** GenerateOptions from SAMPLING_FLAGS values. */
+export function generateOptionsFrom(values: FlagValues, defaultMaxTokens: number): GenerateOptions {
+  const get = (flag: keyof typeof SAMPLING_FLAGS): string | undefined => values[flag] as string | undefined;
+  const gen: GenerateOptions = { maxTokens: numberOption('n-predict', get('n-predict'), { min: 1, integer: true }) ?? defaultMaxTokens };
+  const set = <K extends keyof GenerateOptions>(key: K, v: GenerateOptions[K] | undefined): void => {
+    if (v !== undefined) gen[key] = v;
+  };
+  set('temperature', numberOption('temp', get('temp'), { min: 0 }));
+  set('topK', numberOption('top-k', get('top-k'), { min: 0, integer: true }));
+  set('topP', numberOption('top-p', get('top-p'), { min: 0, max: 1 }));
+  set('minP', numberOption('min-p', get('min-p'), { min: 0, max: 1 }));
+  set('repeatPenalty', numberOption('repeat-penalty', get('repeat-penalty'), { min: 0 }));
+  set('seed', numberOption('seed', get('seed'), { min: 0, integer: true }));
+  return gen;
+}
