@@ -36,7 +36,9 @@ class ThreadPool {
   void startWorkers(int numWorkers);
   void stopWorkers();
   void workerLoop(int index, uint64_t startGeneration);
-  void runChunks(int thread, uint32_t job);
+  // Claims and runs (or, with run = false, only claims) chunks of `job` until none is left.
+  void runChunks(int thread, uint32_t job, bool run);
+  void chunkDone(int64_t numChunks);
 
   std::mutex callMutex_;  // one job at a time
   std::mutex mutex_;
