@@ -3,7 +3,8 @@
 //
 // Kernel families (x86, -march=native build on the Zen 4 EPYC of this project):
 //   m = 1 (generation)  row tiles (matmul_x86.cc): one weight row against the activation row;
-//                       memory-bound.
+//                       memory-bound. Q4_0 (VNNI builds): 8 weight rows at a time, one f32
+//                       lane per row (gemv8Q4_0), with the next 8 rows prefetched to L2.
 //   m >= 2 / 8 / 16     repacked 8-row panels (matmul_x86_repack*.cc): Q4_0 and Q8_0 from
 //                       m = 2, Q4_K and Q5_K from 8, Q6_K from 16; row tiles of 1-2 weight rows
 //                       x 4 activation rows below that and for float weights.
@@ -11,11 +12,13 @@
 // Measured with scripts/bench-matmul.js (tinyllama-1.1b shapes; 1 thread, process CPU time,
 // best of 5 ms trials, because the machine was shared with other jobs at load 10-15):
 //   m = 1, GB/s of weights from DRAM, per core: f32 ~20, f16 ~19, bf16 ~19, q8_0 18-22,
-//          q4_0 ~14, q4_k ~16, q5_k ~15, q6_k ~18
+//          q4_0 ~14 (row tiles; 8-row kernel 15-18, H13), q4_k ~16, q5_k ~15, q6_k ~18
 //   m = 128, GFLOP/s per core: q4_0 ~210, q8_0 ~210, q4_k ~215, q5_k ~210, q6_k ~180,
 //          f32 ~40, f16 ~70, bf16 ~72
 //   whole tinyllama forward pass, matmuls only (--token, 1 thread, CPU time): Q4_0 21 tokens/s
 //          at m = 1 (12.4 GB/s), 92 tokens/s at m = 128 (output matmul for all 128 rows included);
+//          with the 8-row Q4_0 kernel the whole decode (all ops, 1 thread) takes ~40 ms CPU per
+//          token (~25 tokens/s; llama.cpp ~42 ms incl. an 8-token prompt, H13);
 //          Q4_K 21 and 97.
 // (2 threads, wall time, same shared machine: q4_k m = 1 19 GB/s, q4_0 m = 128 up to 220; not
 // representative while other jobs hold the cores.) llama.cpp on this machine for reference
