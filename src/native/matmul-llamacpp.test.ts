@@ -98,8 +98,19 @@ const CASES: Array<[GgmlType, boolean, Array<[number, number, number]>]> = [
   [GgmlType.Q4_K, true, [[64, 256, 1], [48, 768, 2], [40, 512, 3]]],
 ];
 
+// Q5_K / Q6_K: llama.cpp (x86) has no repacked layout for them and runs ggml_vec_dot_q{5,6}_K_q8_K,
+// which keep 8 int32 lanes per super-block (lane l: quants 4l..4l+3 of every 32, scaled, offset
+// taken per lane) and fma them into 8 f32 lanes, then hsum. Our kernels sum the super-block
+// first: not yet the same steps (known gap, reported), so these run as todo.
+const TODO: Array<[GgmlType, Array<[number, number, number]>]> = [
+  [GgmlType.Q5_K, [[32, 768, 1], [16, 256, 3]]],
+  [GgmlType.Q6_K, [[32, 768, 1], [16, 256, 3]]],
+];
+for (const [type, shapes] of TODO) CASES.push([type, false, shapes]);
+const isTodo = (type: GgmlType): boolean => TODO.some(([t]) => t === type);
+
 for (const [type, repack, shapes] of CASES) {
-  test(`matmul ${GgmlType[type]} equals llama.cpp's CPU backend bit for bit`, (t) => {
+  test(`matmul ${GgmlType[type]} equals llama.cpp's CPU backend bit for bit`, { todo: isTodo(type) }, (t) => {
     if (!driver()) {
       t.skip('no g++ or no libggml-cpu variant for this CPU');
       return;
@@ -109,7 +120,7 @@ for (const [type, repack, shapes] of CASES) {
       return;
     }
     const saved = getKernelPath();
-    const paths = type === GgmlType.Q4_K ? (['auto'] as const) : (['auto', 'scalar'] as const);
+    const paths = type === GgmlType.Q8_0 || type === GgmlType.Q4_0 ? (['auto', 'scalar'] as const) : (['auto'] as const);
     try {
       for (const path of paths) for (const [n, k, m] of shapes) {
         setKernelPath(path);
