@@ -32,7 +32,7 @@ function fmtSeconds(s: number): string {
 export function createProgress(label: string, total: number, stream: NodeJS.WriteStream = process.stderr): Progress {
   const tty = stream.isTTY === true;
   const t0 = performance.now();
-  let last = 0;
+  let last = -Infinity; // the first update always draws (performance.now() may be < 100 ms in a young process)
   let current = 0;
   let finished = false;
   const draw = () => {
