@@ -112,15 +112,16 @@ export function planWithWindow(tensors: PlanTensorInput[], options: Omit<PlanOpt
 }
 
 /** Share of the weight bytes streamed every token above which reads count as sequential. */
-export const SEQUENTIAL_STREAM_FRACTION = 0.6;
+export const SEQUENTIAL_STREAM_FRACTION = 0.8;
 
 /**
  * O_DIRECT (true) or buffered reads (false) for a plan. The calibration measures reads with
  * gaps (resident tensors between streamed ones), where O_DIRECT wins on our virtual disk; but
  * when most of every layer streams, the reads are nearly sequential and one buffered reader
  * with kernel readahead is faster. Measured on tinyllama-1.1b Q8_0, idle machine, cgroup
- * budget + 64 MiB: at 25% (~90% streamed) buffered 2.08 vs O_DIRECT 1.11 tokens/s; at 75%
- * (~35% streamed) O_DIRECT 4.23 vs buffered 2.59 tokens/s.
+ * budget + 64 MiB: at 25% (~90% streamed) buffered 2.08 vs O_DIRECT 1.11 tokens/s; at 50%
+ * (~65% streamed) O_DIRECT 2.51 vs buffered 1.80; at 75% (~35% streamed) O_DIRECT 4.23 vs
+ * buffered 2.59 tokens/s. Hence the threshold between 65% and 90%.
  */
 export function chooseReadPath(plan: Pick<Plan, 'streamedBytesPerToken' | 'residentBytes'>, cal: { preferDirect: boolean } | undefined): boolean {
   const total = plan.streamedBytesPerToken + plan.residentBytes;
