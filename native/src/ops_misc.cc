@@ -109,21 +109,25 @@ static void siluMulRange(float* out, const float* g, const float* u, int64_t beg
   }
 }
 
-// siluMul(out, gate, up, n)
-static Napi::Value SiluMul(const Napi::CallbackInfo& info) {
-  const char* fn = "siluMul";
+// Element-wise binary ops (out, a, b, n): checks the arguments, then runs range(out, a, b,
+// begin, end, scalar) over [0, n) on the pool.
+using BinaryRange = void (*)(float*, const float*, const float*, int64_t, int64_t, bool);
+static Napi::Value binaryElementwise(const Napi::CallbackInfo& info, const char* fn, const char* aName, const char* bName, BinaryRange range) {
   Napi::Env env = info.Env();
   auto out = argArray<float>(info, 0, fn, "out");
-  auto g = argArray<float>(info, 1, fn, "gate");
-  auto u = argArray<float>(info, 2, fn, "up");
+  auto a = argArray<float>(info, 1, fn, aName);
+  auto b = argArray<float>(info, 2, fn, bName);
   int64_t n = argInt(info, 3, fn, "n");
   requireLength(env, fn, "out", out, n, "n");
-  requireLength(env, fn, "gate", g, n, "n");
-  requireLength(env, fn, "up", u, n, "n");
+  requireLength(env, fn, aName, a, n, "n");
+  requireLength(env, fn, bName, b, n, "n");
   const bool scalar = useScalarKernels();
-  runElements(n, [&](int64_t b, int64_t e) { siluMulRange(out.data, g.data, u.data, b, e, scalar); });
+  runElements(n, [&](int64_t begin, int64_t end) { range(out.data, a.data, b.data, begin, end, scalar); });
   return env.Undefined();
 }
+
+// siluMul(out, gate, up, n)
+static Napi::Value SiluMul(const Napi::CallbackInfo& info) { return binaryElementwise(info, "siluMul", "gate", "up", siluMulRange); }
 
 // ---- add / addBias ----
 
@@ -139,20 +143,7 @@ static void addRange(float* out, const float* a, const float* b, int64_t begin, 
 }
 
 // add(out, a, b, n)
-static Napi::Value Add(const Napi::CallbackInfo& info) {
-  const char* fn = "add";
-  Napi::Env env = info.Env();
-  auto out = argArray<float>(info, 0, fn, "out");
-  auto a = argArray<float>(info, 1, fn, "a");
-  auto b = argArray<float>(info, 2, fn, "b");
-  int64_t n = argInt(info, 3, fn, "n");
-  requireLength(env, fn, "out", out, n, "n");
-  requireLength(env, fn, "a", a, n, "n");
-  requireLength(env, fn, "b", b, n, "n");
-  const bool scalar = useScalarKernels();
-  runElements(n, [&](int64_t s, int64_t e) { addRange(out.data, a.data, b.data, s, e, scalar); });
-  return env.Undefined();
-}
+static Napi::Value Add(const Napi::CallbackInfo& info) { return binaryElementwise(info, "add", "a", "b", addRange); }
 
 // addBias(x, bias, m, n): x[i, :] += bias
 static Napi::Value AddBias(const Napi::CallbackInfo& info) {
