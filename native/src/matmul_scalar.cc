@@ -150,29 +150,21 @@ inline ActRow actRow(const ActRows& a, int64_t i) {
           p + a.layout.sumOff, p};
 }
 
-float dotF32(const uint8_t* w, const ActRow& a, int64_t k) {
-  const float* wf = reinterpret_cast<const float*>(w);
+// Float weights: w[i] converted to f32 times the (already rounded) activation, summed in double.
+template <typename W, float (*toF32)(W)>
+static float dotFloat(const uint8_t* w, const ActRow& a, int64_t k) {
+  const W* wv = reinterpret_cast<const W*>(w);
   const float* xf = reinterpret_cast<const float*>(a.raw);
   double s = 0;
-  for (int64_t i = 0; i < k; i++) s += static_cast<double>(wf[i]) * xf[i];
+  for (int64_t i = 0; i < k; i++) s += static_cast<double>(toF32(wv[i])) * xf[i];
   return static_cast<float>(s);
 }
 
-float dotF16(const uint8_t* w, const ActRow& a, int64_t k) {
-  const uint16_t* wh = reinterpret_cast<const uint16_t*>(w);
-  const float* xf = reinterpret_cast<const float*>(a.raw);
-  double s = 0;
-  for (int64_t i = 0; i < k; i++) s += static_cast<double>(f16ToF32(wh[i])) * xf[i];
-  return static_cast<float>(s);
-}
+static float identityF32(float x) { return x; }
 
-float dotBF16(const uint8_t* w, const ActRow& a, int64_t k) {
-  const uint16_t* wh = reinterpret_cast<const uint16_t*>(w);
-  const float* xf = reinterpret_cast<const float*>(a.raw);
-  double s = 0;
-  for (int64_t i = 0; i < k; i++) s += static_cast<double>(bf16ToF32(wh[i])) * xf[i];
-  return static_cast<float>(s);
-}
+float dotF32(const uint8_t* w, const ActRow& a, int64_t k) { return dotFloat<float, identityF32>(w, a, k); }
+float dotF16(const uint8_t* w, const ActRow& a, int64_t k) { return dotFloat<uint16_t, f16ToF32>(w, a, k); }
+float dotBF16(const uint8_t* w, const ActRow& a, int64_t k) { return dotFloat<uint16_t, bf16ToF32>(w, a, k); }
 
 float dotQ4_0(const uint8_t* w, const ActRow& a, int64_t k) {
   const BlockQ4_0* wb = reinterpret_cast<const BlockQ4_0*>(w);

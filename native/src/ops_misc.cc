@@ -233,31 +233,23 @@ static Napi::Value Argmax(const Napi::CallbackInfo& info) {
 
 // ---- f16 arrays ----
 
-static Napi::Value F32ToF16(const Napi::CallbackInfo& info) {
-  const char* fn = "f32ToF16";
+// Array conversion (dst, src, n): checks the arguments, then converts [0, n) on the pool.
+template <typename Dst, typename Src>
+static Napi::Value convertArray(const Napi::CallbackInfo& info, const char* fn, void (*row)(Dst*, const Src*, int64_t, bool)) {
   Napi::Env env = info.Env();
-  auto dst = argArray<uint16_t>(info, 0, fn, "dst");
-  auto src = argArray<float>(info, 1, fn, "src");
+  auto dst = argArray<Dst>(info, 0, fn, "dst");
+  auto src = argArray<Src>(info, 1, fn, "src");
   int64_t n = argInt(info, 2, fn, "n");
   requireLength(env, fn, "dst", dst, n, "n");
   requireLength(env, fn, "src", src, n, "n");
   const bool scalar = useScalarKernels();
-  runElements(n, [&](int64_t b, int64_t e) { f32ToF16Row(dst.data + b, src.data + b, e - b, scalar); });
+  runElements(n, [&](int64_t b, int64_t e) { row(dst.data + b, src.data + b, e - b, scalar); });
   return env.Undefined();
 }
 
-static Napi::Value F16ToF32(const Napi::CallbackInfo& info) {
-  const char* fn = "f16ToF32";
-  Napi::Env env = info.Env();
-  auto dst = argArray<float>(info, 0, fn, "dst");
-  auto src = argArray<uint16_t>(info, 1, fn, "src");
-  int64_t n = argInt(info, 2, fn, "n");
-  requireLength(env, fn, "dst", dst, n, "n");
-  requireLength(env, fn, "src", src, n, "n");
-  const bool scalar = useScalarKernels();
-  runElements(n, [&](int64_t b, int64_t e) { f16ToF32Row(dst.data + b, src.data + b, e - b, scalar); });
-  return env.Undefined();
-}
+static Napi::Value F32ToF16(const Napi::CallbackInfo& info) { return convertArray<uint16_t, float>(info, "f32ToF16", f32ToF16Row); }
+
+static Napi::Value F16ToF32(const Napi::CallbackInfo& info) { return convertArray<float, uint16_t>(info, "f16ToF32", f16ToF32Row); }
 
 }  // namespace ops
 }  // namespace flexinfer
