@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <exception>
+#include <vector>
 
 #include "registry.h"
 
@@ -115,6 +116,19 @@ void ThreadPool::runChunks(int thread, uint32_t job, bool run) {
   }
 }
 
+// Every chunk of `job` is claimed, so claim_ holds (job, numChunks). A worker that loaded that
+// value and was then descheduled may wake up while the NEXT job's fields are being written: it
+// could read the new numChunks_ (larger than the old index), and its CAS on the unchanged
+// (job, numChunks) would succeed - running a chunk of the wrong job with a mix of old and new
+// fields and counting it in the new job's done_ (CI saw both a SIGSEGV and a caller waiting
+// forever for done_ == numChunks). The fix: before any field of the next job is written, this
+// read-modify-write moves claim_ to (job, kClosed). A stale CAS then fails; and a CAS ordered
+// before this exchange synchronizes with it, so that worker's field loads happen before the
+// next job's stores and cannot observe them.
+void ThreadPool::closeJob(uint32_t job) {
+  claim_.exchange((static_cast<uint64_t>(job) << 32) | kClosedIndex, std::memory_order_acq_rel);
+}
+
 void ThreadPool::chunkDone(int64_t numChunks) {
   if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == numChunks) {
     // Last chunk done: wake the caller if it went to sleep.
@@ -150,7 +164,7 @@ void ThreadPool::parallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
   }
   // Chunks: about 4 per thread for balance, never below the grain.
   const int64_t chunk = std::max<int64_t>(grain, (n + numThreads_ * 4 - 1) / (numThreads_ * 4));
-  const int64_t numChunks = (n + chunk - 1) / chunk;
+  const int64_t numChunks = (n + chunk - 1) / chunk;  // <= 4 * threads + 1, far below kClosedIndex
   fn_.store(&fn, std::memory_order_relaxed);
   total_.store(n, std::memory_order_relaxed);
   chunk_.store(chunk, std::memory_order_relaxed);
@@ -184,6 +198,7 @@ void ThreadPool::parallelFor(int64_t n, int64_t grain, const RangeFn& fn) {
     std::unique_lock<std::mutex> lock(mutex_);
     finished_.wait(lock, finished);
   }
+  closeJob(job);
   if (error) std::rethrow_exception(error);
 }
 
@@ -201,6 +216,35 @@ FLEXINFER_MODULE(threadpool) {
                 }
                 flexinfer::ThreadPool::instance().setThreads(static_cast<int>(n));
                 return e.Undefined();
+              }));
+  // _stressParallelFor(jobs, seed) -> number of indices not run exactly once. Test hook: many
+  // short jobs back to back (the hand-over between jobs is where stale workers can interfere).
+  exports.Set("_stressParallelFor", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+                Napi::Env e = info.Env();
+                if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+                  throw Napi::TypeError::New(e, "_stressParallelFor(jobs, seed): two numbers expected");
+                }
+                double jobs = info[0].As<Napi::Number>().DoubleValue();
+                if (!(jobs >= 0 && jobs <= 1e8)) throw Napi::RangeError::New(e, "_stressParallelFor: jobs must be in [0, 1e8]");
+                uint64_t state = static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()) * 2654435761u + 1;
+                auto next = [&state] {
+                  state ^= state << 13;
+                  state ^= state >> 7;
+                  state ^= state << 17;
+                  return state;
+                };
+                std::vector<std::atomic<uint32_t>> counts(4096);
+                double bad = 0;
+                for (int64_t j = 0; j < static_cast<int64_t>(jobs); j++) {
+                  const int64_t n = 1 + static_cast<int64_t>(next() % 4096);
+                  const int64_t grain = 1 + static_cast<int64_t>(next() % 64);
+                  for (int64_t i = 0; i < n; i++) counts[i].store(0, std::memory_order_relaxed);
+                  flexinfer::parallelFor(n, grain, [&](int64_t b, int64_t en, int) {
+                    for (int64_t i = b; i < en; i++) counts[i].fetch_add(1, std::memory_order_relaxed);
+                  });
+                  for (int64_t i = 0; i < n; i++) bad += counts[i].load(std::memory_order_relaxed) != 1;
+                }
+                return Napi::Number::New(e, bad);
               }));
   exports.Set("getThreads", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
                 return Napi::Number::New(info.Env(), flexinfer::ThreadPool::instance().threads());

@@ -39,6 +39,9 @@ class ThreadPool {
   // Claims and runs (or, with run = false, only claims) chunks of `job` until none is left.
   void runChunks(int thread, uint32_t job, bool run);
   void chunkDone(int64_t numChunks);
+  // Invalidates every stale claim on `job` before the next job's fields are written.
+  void closeJob(uint32_t job);
+  static constexpr uint64_t kClosedIndex = 0xffffffffull;
 
   std::mutex callMutex_;  // one job at a time
   std::mutex mutex_;
