@@ -93,6 +93,7 @@ void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, c
   MatmulKernel kernel = nullptr;
   if (!useScalarKernels()) {
     kernel = repackedKernel(type, m);
+    if (!kernel && type == GgmlType::Q8_0) kernel = batchKernelQ8_0(m);
     if (!kernel) kernel = simdKernel(type);
   }
   if (!kernel) kernel = scalarKernel(type);

@@ -127,6 +127,9 @@ MatmulKernel simdKernel(GgmlType type);
 // Q4_K m=6 104 -> 103, m=8 110 -> 121; Q6_K m=8 114 -> 97, m=16 112 -> 119.
 MatmulKernel repackedKernel(GgmlType type, int64_t m);
 MatmulKernel repackedKernelK(GgmlType type, int64_t m);  // the K-quant half
+// Q8_0 register tiles of up to 4 weight x 4 activation rows for m >= 2 (matmul_x86_q8_0.cc);
+// nullptr below m = 2 or without AVX512-VNNI.
+MatmulKernel batchKernelQ8_0(int64_t m);
 
 // Name of the SIMD path compiled in: "avx2+avx512vnni", "avx2", or "none".
 const char* simdPathName();

@@ -1,0 +1,123 @@
+// Q8_0 weights against several activation rows (prompt processing, batches), AVX512-VNNI:
+// register tiles of R weight rows x C activation rows (up to 4 x 4), 8 f32 lanes per output.
+//
+// The f32 steps per output are those of tileQ8_0 (matmul_x86.cc) and of llama.cpp's Q8_0 paths
+// (matmul.h): lane l of block b holds the exact int32 dot of bytes 4l..4l+3,
+//   acc_l = fma(d_w * d_x, float(dot_l), acc_l)   over the blocks in order,
+// then one horizontal sum ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). Only the integer
+// dots (exact) and the way d_w * d_x (one f32 product) is formed differ, so every output is
+// bitwise the row tile's, whatever m, R or C (row invariance).
+//
+// What makes it faster than tileQ8_0 (1 weight row x 4 activation rows):
+// - Integer dots without the sign trick: vpdpbusd takes the activation as unsigned (x + 128,
+//   one xor per activation row and block, shared by R weight rows) and the weight as signed;
+//   each lane starts from the weight row's correction -128 * (sum of its 4 quants), one vpdpbusd
+//   per weight row and block shared by C activation rows. sum((x + 128) q) - 128 sum(q) =
+//   sum(x q) exactly (|lane| < 2^17). tileQ8_0 spends two vpsignb per output instead.
+// - The R x C scale products d_w * d_x come from C 4-wide multiplies and are broadcast from
+//   memory into the FMA, where tileQ8_0 does a scalar multiply and a register broadcast per
+//   output. So an output costs one vpdpbusd, one vcvtdq2ps and one FMA per block.
+// - R weight rows share each activation load: 4 + 4 vector loads feed 16 outputs.
+#include "matmul.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define FLEXINFER_MATMUL_Q8_0_TILES 1
+#include <immintrin.h>
+#endif
+
+#include <cstring>
+
+#include "quants.h"
+
+namespace flexinfer {
+
+#ifdef FLEXINFER_MATMUL_Q8_0_TILES
+
+namespace {
+
+constexpr int kR = 4;  // weight rows per tile
+constexpr int kC = 4;  // activation rows per tile
+
+inline __m256i loadu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// The horizontal sum of tileQ8_0 / llama.cpp's hsum_float_8, same order.
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// out[i * ldo + r] for weight rows r < R (row r at w + r * wStride) and activation rows i < C.
+template <int R, int C>
+void tile(const uint8_t* w, size_t wStride, const int8_t* const* xq, const float* const* xd, int64_t nb, float* out,
+          int64_t ldo) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < C; i++) acc[r][i] = _mm256_setzero_ps();
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i bias = _mm256_set1_epi32(4 * 128 * 128);
+  for (int64_t b = 0; b < nb; b++) {
+    __m256i q[R], corr[R];
+    uint64_t dh = 0;  // the R f16 weight scales
+    for (int r = 0; r < R; r++) {
+      const uint8_t* blk = w + static_cast<size_t>(r) * wStride + static_cast<size_t>(b) * sizeof(BlockQ8_0);
+      uint16_t h;
+      std::memcpy(&h, blk, 2);
+      dh |= static_cast<uint64_t>(h) << (16 * r);
+      q[r] = loadu(blk + 2);
+      // (q + 128) * -128 summed per lane, + 4 * 128 * 128 = -128 * sum(q): exact.
+      corr[r] = _mm256_dpbusd_epi32(bias, _mm256_xor_si256(q[r], flip), flip);
+    }
+    const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(dh)));
+    alignas(16) float s[C][4];  // s[i][r] = d_w(r) * d_x(i), f32 as in tileQ8_0
+    for (int i = 0; i < C; i++) _mm_store_ps(s[i], _mm_mul_ps(dw, _mm_set1_ps(xd[i][b])));
+    for (int i = 0; i < C; i++) {
+      const __m256i xu = _mm256_xor_si256(loadu(xq[i] + b * QK8_0), flip);  // x + 128, unsigned
+      for (int r = 0; r < R; r++) {
+        const __m256i lanes = _mm256_dpbusd_epi32(corr[r], xu, q[r]);
+        acc[r][i] = _mm256_fmadd_ps(_mm256_set1_ps(s[i][r]), _mm256_cvtepi32_ps(lanes), acc[r][i]);
+      }
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int i = 0; i < C; i++) out[i * ldo + r] = hsum(acc[r][i]);
+}
+
+using TileFn = void (*)(const uint8_t*, size_t, const int8_t* const*, const float* const*, int64_t, float*, int64_t);
+
+template <int R>
+constexpr TileFn kRow[kC] = {tile<R, 1>, tile<R, 2>, tile<R, 3>, tile<R, 4>};
+const TileFn* const kTiles[kR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
+
+// Activation tiles outer (C rows, ~9 KiB at k = 2048, stay in L1), weight rows inner.
+void kernelQ8_0Tiles(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k,
+                     float* out, int64_t ldo) {
+  const int64_t nb = k / QK8_0;
+  for (int64_t i = 0; i < nx; i += kC) {
+    const int cnt = static_cast<int>(nx - i < kC ? nx - i : kC);
+    const int8_t* xq[kC];
+    const float* xd[kC];
+    for (int t = 0; t < cnt; t++) {
+      const uint8_t* p = a.base + static_cast<size_t>(i + t) * a.stride;
+      xq[t] = reinterpret_cast<const int8_t*>(p + a.layout.qsOff);
+      xd[t] = reinterpret_cast<const float*>(p + a.layout.dOff);
+    }
+    for (int64_t r = 0; r < nw; r += kR) {
+      const int rows = static_cast<int>(nw - r < kR ? nw - r : kR);
+      kTiles[rows - 1][cnt - 1](w + static_cast<size_t>(r) * wStride, wStride, xq, xd, nb, out + i * ldo + r, ldo);
+    }
+  }
+}
+
+}  // namespace
+
+MatmulKernel batchKernelQ8_0(int64_t m) { return m >= 2 ? kernelQ8_0Tiles : nullptr; }
+
+#else
+
+MatmulKernel batchKernelQ8_0(int64_t) { return nullptr; }
+
+#endif
+
+}  // namespace flexinfer
