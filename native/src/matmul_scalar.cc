@@ -232,64 +232,75 @@ float dotQ4_K(const uint8_t* w, const ActRow& a, int64_t k) {
   return sumf;
 }
 
+// Q5_K and Q6_K: llama.cpp's x86 steps (ggml_vec_dot_q5_K_q8_K / q6_K_q8_K, AVX2 path; x86 has
+// no repacked layout for them), which the SIMD kernels share (matmul.h): per super-block 8 exact
+// int32 lanes, lane l = sum over the 8 groups of 32 quants of scale * dot(quants 4l..4l+3);
+// then acc_l = fma(d_w * d_x, float(lane l), acc_l) and one hsumLanes at the end.
+inline float hsumLanes(const float* a) {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+// The Q5_K min term as llama.cpp's scalar chain: summs = fma(-(d_x * dmin_w), float(mins), summs).
+inline float minsStep(float summs, float dx, uint16_t dminw, int mins) {
+  return std::fma(-(dx * f16ToF32(dminw)), static_cast<float>(mins), summs);
+}
+
 float dotQ5_K(const uint8_t* w, const ActRow& a, int64_t k) {
   const BlockQ5K* wb = reinterpret_cast<const BlockQ5K*>(w);
   const int16_t* bsums = static_cast<const int16_t*>(a.sums);
-  float sumf = 0;
+  float acc[8] = {}, summs = 0.0f;
   for (int64_t b = 0; b < k / QK_K; b++) {
     uint8_t sc[8], mn[8];
     for (int j = 0; j < 8; j++) scaleMinK4(j, wb[b].scales, &sc[j], &mn[j]);
     const int8_t* x = a.qs + b * QK_K;
     const uint8_t* qh = wb[b].qh;
-    int sumi = 0;
-    for (int c = 0; c < 4; c++) {
-      const uint8_t* q = wb[b].qs + 32 * c;
-      int lo = 0, hi = 0;
+    int lane[8] = {};
+    for (int j = 0; j < 8; j++) {  // sub-block j: elements [32j, +32), nibbles of qs[32 * (j / 2) ..]
+      const uint8_t* q = wb[b].qs + 32 * (j / 2);
       for (int l = 0; l < 32; l++) {
-        const int vlo = (q[l] & 0xF) + (((qh[l] >> (2 * c)) & 1) << 4);
-        const int vhi = (q[l] >> 4) + (((qh[l] >> (2 * c + 1)) & 1) << 4);
-        lo += vlo * x[64 * c + l];
-        hi += vhi * x[64 * c + 32 + l];
+        const int v = ((j & 1) ? q[l] >> 4 : q[l] & 0xF) + (((qh[l] >> j) & 1) << 4);
+        lane[l / 4] += sc[j] * v * x[32 * j + l];
       }
-      sumi += sc[2 * c] * lo + sc[2 * c + 1] * hi;
     }
-    const int sumMins = minsDot(mn, bsums + b * 16);
     const float d = a.d[b] * f16ToF32(wb[b].d);
-    const float dmin = a.d[b] * f16ToF32(wb[b].dmin);
-    sumf += d * static_cast<float>(sumi) - dmin * static_cast<float>(sumMins);
+    for (int l = 0; l < 8; l++) acc[l] = std::fma(d, static_cast<float>(lane[l]), acc[l]);
+    summs = minsStep(summs, a.d[b], wb[b].dmin, minsDot(mn, bsums + b * 16));
   }
-  return sumf;
+  return hsumLanes(acc) + summs;
 }
 
+// Q6_K (llama.cpp since its Q6_K AVX2 rewrite, the version node-llama-cpp 3.21.1 ships): quants
+// taken unsigned (0..63) into the lanes; the -32 offset comes off per lane afterwards, lane l
+// losing 32 * (sc[2l] * bsums[2l] + sc[2l+1] * bsums[2l+1]) (a madd of the 16 bsums with the
+// 16 scales), so lane l's correction belongs to elements [32l, +32), not to its own quants.
+// The integer lane values differ from the older m32s form, the f32 steps are the same.
 float dotQ6_K(const uint8_t* w, const ActRow& a, int64_t k) {
   const BlockQ6K* wb = reinterpret_cast<const BlockQ6K*>(w);
-  float sumf = 0;
+  const int16_t* bsums = static_cast<const int16_t*>(a.sums);
+  float acc[8] = {};
   for (int64_t b = 0; b < k / QK_K; b++) {
     const int8_t* x = a.qs + b * QK_K;
-    int sumi = 0;
+    const int8_t* sc = wb[b].scales;
+    const int16_t* bs = bsums + b * 16;
+    int lane[8] = {};
     for (int h = 0; h < 2; h++) {
       const uint8_t* ql = wb[b].ql + 64 * h;
       const uint8_t* qh = wb[b].qh + 32 * h;
-      const int8_t* sc = wb[b].scales + 8 * h;
-      const int8_t* xh = x + 128 * h;
-      // Elements [128h + 32g, +32) take scales sc[2g], sc[2g+1] (16 each).
-      int part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
       for (int l = 0; l < 32; l++) {
-        const int is = l / 16;
-        const int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-        const int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-        const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-        const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-        part[is + 0] += q1 * xh[l];
-        part[is + 2] += q2 * xh[l + 32];
-        part[is + 4] += q3 * xh[l + 64];
-        part[is + 6] += q4 * xh[l + 96];
+        // Elements 128h + 32g + l, g = 0..3; element e has scale e / 16, lane (e % 32) / 4.
+        const int q[4] = {(ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4), (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+                          (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4), (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)};
+        for (int g = 0; g < 4; g++) {
+          const int e = 128 * h + 32 * g + l;
+          lane[l / 4] += sc[e / 16] * q[g] * x[e];
+        }
       }
-      for (int j = 0; j < 8; j++) sumi += sc[j] * part[j];
     }
-    sumf += a.d[b] * f16ToF32(wb[b].d) * static_cast<float>(sumi);
+    for (int l = 0; l < 8; l++) lane[l] -= 32 * (sc[2 * l] * bs[2 * l] + sc[2 * l + 1] * bs[2 * l + 1]);
+    const float d = a.d[b] * f16ToF32(wb[b].d);
+    for (int l = 0; l < 8; l++) acc[l] = std::fma(d, static_cast<float>(lane[l]), acc[l]);
   }
-  return sumf;
+  return hsumLanes(acc);
 }
 
 using RowDot = float (*)(const uint8_t* w, const ActRow& a, int64_t k);

@@ -405,11 +405,22 @@ inline void kScales(const uint8_t* packed, __m256i* sc16, __m256i* mins16) {
   *mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup));
 }
 
+// Q4_K: the canonical f32 steps of matmul.h (llama.cpp's q4_Kx8 GEMV): the super-block summed
+// to one int32, acc = fma(float(sumi), d_w * d_x, acc), the min term in a second accumulator.
+// Q5_K: llama.cpp's ggml_vec_dot_q5_K_q8_K (AVX2 path) steps instead: sumi kept as its 8 int32
+// lanes (lane l = sum_j sc[j] * dot of quants 4l..4l+3 of sub-block j: what maddubs + dpwssd
+// produce anyway), acc_l = fma(d_w * d_x, float(lane l), acc_l); the min term a scalar chain
+// summs = fma(-(d_x * dmin_w), float(mins), summs) (libggml contracts it: measured); result
+// hsum(acc) + summs. Bitwise llama.cpp's (src/native/matmul-llamacpp.test.ts).
 template <bool Q5, int NX>
 void tileQK45(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
-  float acc[NX], accMin[NX];
-  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = 0.0f;
+  float acc[NX], accMin[NX];  // Q4_K: sums; Q5_K: accMin is summs
+  __m256 accv[NX];            // Q5_K: the 8 f32 lanes
+  for (int i = 0; i < NX; i++) {
+    acc[i] = accMin[i] = 0.0f;
+    accv[i] = _mm256_setzero_ps();
+  }
   const int64_t nb = k / QK_K;
   for (int64_t b = 0; b < nb; b++) {
     const uint8_t* scales;
@@ -452,13 +463,17 @@ void tileQK45(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
       }
       const __m256i sumi = _mm256_add_epi32(sa, sb);
       const __m256i mins = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), mins16);
-      // Canonical f32 steps (see kRowInvariant in matmul.h), as the repacked kernel does them.
       const float dx = a[i].d()[b];
-      acc[i] = std::fma(static_cast<float>(hsumEpi32(sumi)), dw * dx, acc[i]);
-      accMin[i] = std::fma(static_cast<float>(hsumEpi32(mins)), dminw * dx, accMin[i]);
+      if constexpr (Q5) {
+        accv[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(sumi), accv[i]);
+        accMin[i] = std::fma(-(dx * dminw), static_cast<float>(hsumEpi32(mins)), accMin[i]);
+      } else {
+        acc[i] = std::fma(static_cast<float>(hsumEpi32(sumi)), dw * dx, acc[i]);
+        accMin[i] = std::fma(static_cast<float>(hsumEpi32(mins)), dminw * dx, accMin[i]);
+      }
     }
   }
-  for (int i = 0; i < NX; i++) out[i * ldo] = acc[i] - accMin[i];
+  for (int i = 0; i < NX; i++) out[i * ldo] = Q5 ? hsum(accv[i]) + accMin[i] : acc[i] - accMin[i];
 }
 
 template <int NX>
@@ -471,14 +486,17 @@ void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
 }
 
 // ---- Q6_K · Q8_K ----
-// Quants used unsigned (0..63); the -32 offset is taken back with the bsums:
-// sum_j sc[j] * sum((q - 32) * x) = sum_j sc[j] * sum(q * x) - 32 * sum_j sc[j] * bsums[j].
+// llama.cpp's ggml_vec_dot_q6_K_q8_K steps (AVX2 path, current form), bit for bit: quants used
+// unsigned (0..63) into 8 int32 lanes (lane l = sum over sub-blocks of sc * dot of quants
+// 4l..4l+3), the -32 offset taken off per lane with the bsums, lane l losing
+// 32 * (sc[2l] * bsums[2l] + sc[2l+1] * bsums[2l+1]) (one madd of the 16 bsums with the 16
+// scales); then acc_l = fma(d_w * d_x, float(lane l), acc_l) and one hsum at the end.
 template <int NX>
 void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   const BlockQ6K* wb = reinterpret_cast<const BlockQ6K*>(w);
   const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
-  float acc[NX], accMin[NX];
-  for (int i = 0; i < NX; i++) acc[i] = accMin[i] = 0.0f;
+  __m256 acc[NX];
+  for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
   const int64_t nb = k / QK_K;
   for (int64_t b = 0; b < nb; b++) {
     const BlockQ6K& blk = wb[b];
@@ -512,13 +530,11 @@ void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
       }
       const __m256i sumi = _mm256_add_epi32(sa, sb);
       const __m256i corr = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), scAll);
-      // Canonical f32 steps: the -32 offset term is accumulated apart, as in the repacked kernel.
-      const float ddx = dw * a[i].d()[b];
-      acc[i] = std::fma(static_cast<float>(hsumEpi32(sumi)), ddx, acc[i]);
-      accMin[i] = std::fma(static_cast<float>(32 * hsumEpi32(corr)), ddx, accMin[i]);
+      const __m256i lanes = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+      acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[i].d()[b]), _mm256_cvtepi32_ps(lanes), acc[i]);
     }
   }
-  for (int i = 0; i < NX; i++) out[i * ldo] = acc[i] - accMin[i];
+  for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
 }
 
 // ---- driver: activation rows in tiles of kTileRows (outer), weight rows (inner) ----

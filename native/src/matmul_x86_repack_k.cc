@@ -243,8 +243,10 @@ void runRepackedK(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a
 MatmulKernel repackedKernelK(GgmlType type, int64_t m) {
   switch (type) {
     case GgmlType::Q4_K: return m >= 8 ? runRepackedK<GgmlType::Q4_K> : nullptr;
-    case GgmlType::Q5_K: return m >= 8 ? runRepackedK<GgmlType::Q5_K> : nullptr;
-    case GgmlType::Q6_K: return m >= 16 ? runRepackedK<GgmlType::Q6_K> : nullptr;
+    // Q5_K / Q6_K: row tiles for every m for now (their panels do not yet follow llama.cpp's
+    // lane-wise f32 steps, see matmul_x86.cc).
+    case GgmlType::Q5_K:
+    case GgmlType::Q6_K: return nullptr;
     default: return nullptr;
   }
 }

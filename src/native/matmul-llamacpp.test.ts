@@ -91,26 +91,23 @@ function firstMismatch(ours: Float32Array, ref: Float32Array): string | undefine
 }
 
 // [type, repack buffer as llama.cpp uses it on x86, shapes [n, k, m]]
-// (The scalar kernels do the same steps for Q8_0 / Q4_0 and are checked too.)
+// (The scalar kernels do the same steps for Q8_0, Q4_0, Q5_K and Q6_K and are checked too.)
 const CASES: Array<[GgmlType, boolean, Array<[number, number, number]>]> = [
   [GgmlType.Q8_0, false, [[64, 288, 1], [48, 288, 2], [40, 768, 3], [64, 288, 4], [24, 512, 7], [16, 1024, 9]]],
   [GgmlType.Q4_0, true, [[64, 288, 1], [48, 288, 2], [40, 768, 3], [64, 288, 4], [24, 512, 7], [16, 1024, 9]]],
   [GgmlType.Q4_K, true, [[64, 256, 1], [48, 768, 2], [40, 512, 3]]],
 ];
 
-// Q5_K / Q6_K: llama.cpp (x86) has no repacked layout for them and runs ggml_vec_dot_q{5,6}_K_q8_K,
-// which keep 8 int32 lanes per super-block (lane l: quants 4l..4l+3 of every 32, scaled, offset
-// taken per lane) and fma them into 8 f32 lanes, then hsum. Our kernels sum the super-block
-// first: not yet the same steps (known gap, reported), so these run as todo.
-const TODO: Array<[GgmlType, Array<[number, number, number]>]> = [
-  [GgmlType.Q5_K, [[32, 768, 1], [16, 256, 3]]],
-  [GgmlType.Q6_K, [[32, 768, 1], [16, 256, 3]]],
-];
-for (const [type, shapes] of TODO) CASES.push([type, false, shapes]);
-const isTodo = (type: GgmlType): boolean => TODO.some(([t]) => t === type);
+// Q5_K / Q6_K: no repacked layout on x86; ggml_vec_dot_q{5,6}_K_q8_K for every row of any m.
+// m = 17 runs our repacked panels (Q5_K from m = 8, Q6_K from 16), the smaller m our row tiles.
+CASES.push([GgmlType.Q5_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17]]]);
+CASES.push([GgmlType.Q6_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17]]]);
+
+/** Types whose scalar kernels do llama.cpp's steps too (Q4_K's scalar kernel does not). */
+const SCALAR_EXACT = new Set([GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_K, GgmlType.Q6_K]);
 
 for (const [type, repack, shapes] of CASES) {
-  test(`matmul ${GgmlType[type]} equals llama.cpp's CPU backend bit for bit`, { todo: isTodo(type) }, (t) => {
+  test(`matmul ${GgmlType[type]} equals llama.cpp's CPU backend bit for bit`, (t) => {
     if (!driver()) {
       t.skip('no g++ or no libggml-cpu variant for this CPU');
       return;
@@ -120,7 +117,7 @@ for (const [type, repack, shapes] of CASES) {
       return;
     }
     const saved = getKernelPath();
-    const paths = type === GgmlType.Q8_0 || type === GgmlType.Q4_0 ? (['auto', 'scalar'] as const) : (['auto'] as const);
+    const paths = SCALAR_EXACT.has(type) ? (['scalar', 'auto'] as const) : (['auto'] as const);
     try {
       for (const path of paths) for (const [n, k, m] of shapes) {
         setKernelPath(path);
