@@ -18,23 +18,33 @@
 //
 // Row invariance: out[i, r] depends only on x row i and W row r, never on m, on the other rows
 // of the batch, or on the thread count (bitwise, within one build and kernel path). Every kernel
-// family of a type does the same f32 steps per dot: exact int32 block (or super-block) dots,
-// then acc = fma(float(dot), d_w * d_x, acc) over blocks in order (K-quants: the min / offset
-// term in a second accumulator, subtracted at the end); Q8_0: 8 accumulator lanes, lane l
-// taking the dot of quants 4l..4l+3 of every block, then one horizontal sum; float weights:
-// even / odd 8-element chunks into two accumulators, hsum of their sum, scalar tail. The scalar
-// path is invariant too (one dot function for every m) but is not bitwise equal to the SIMD
-// path (except Q4_0 / Q8_0). So a sequence gets the same logits alone or batched with others
-// (the engine relies on it for sampled generation).
+// family of a type does the same f32 steps per dot:
+//   Q4_0, Q4_K: exact int32 block (super-block) dots, then acc = fma(float(dot), d_w * d_x, acc)
+//     over blocks in order (Q4_K: the min term in a second accumulator, subtracted at the end);
+//   Q8_0: 8 accumulator lanes, lane l taking the dot of quants 4l..4l+3 of every block, then one
+//     horizontal sum ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) ("hsum");
+//   Q5_K, Q6_K: per super-block 8 exact int32 lanes, lane l = sum over the 8 groups of 32 quants
+//     of sub-block scale * dot(quants 4l..4l+3) (quants unsigned; Q6_K then takes its -32 off
+//     lane l as 32 * (sc[2l] * bsums[2l] + sc[2l+1] * bsums[2l+1])), acc_l = fma(d_w * d_x,
+//     float(lane l), acc_l), hsum at the end; Q5_K adds a scalar chain
+//     summs = fma(-(d_x * dmin_w), float(sum_j m_j * (bsums[2j] + bsums[2j+1])), summs);
+//   float weights: even / odd 8-element chunks into two accumulators, hsum of their sum, scalar
+//     tail.
+// The scalar path is invariant too (one dot function for every m); it is bitwise equal to the
+// SIMD path for Q4_0, Q8_0, Q5_K and Q6_K, only in summation order for the others. So a
+// sequence gets the same logits alone or batched with others (the engine relies on it for
+// sampled generation).
 //
-// Q4_0, Q8_0 and Q4_K (m < 4) are also bitwise equal to llama.cpp's x86 CPU backend (REPACK
-// buffer on; src/native/matmul-llamacpp.test.ts): these steps are the ones of its q4_0x8 /
-// q4_Kx8 GEMV and of its Q8_0 tinyBLAS / vec_dot. Both engines re-quantize every matmul input to
-// 8 bits, so a last-ulp difference flips activation quanta downstream and grows to ~1% of the
-// logits over a few layers; equal steps keep quantized models within f32 noise of llama.cpp.
-// (llama.cpp's q4_Kx8 GEMM, used for rows in groups of 4, adds in f32 per 64 quants and so
-// differs from its own GEMV; we stay batch-invariant and follow the GEMV. Q5_K / Q6_K have
-// no repacked x86 layout there and use lane-split vec_dot steps we do not copy.)
+// Q4_0, Q8_0, Q5_K, Q6_K and Q4_K (m < 4) are also bitwise equal to llama.cpp's x86 CPU backend
+// (REPACK buffer on; src/native/matmul-llamacpp.test.ts): these steps are the ones of its q4_0x8 /
+// q4_Kx8 GEMV, of its Q8_0 tinyBLAS / vec_dot, and of ggml_vec_dot_q5_K_q8_K / q6_K_q8_K (AVX2
+// path; x86 has no repacked Q5_K / Q6_K, so every m runs them; the Q6_K form is the one with the
+// bsums correction per lane, in the libggml node-llama-cpp 3.21.1 ships, and its Q5_K summs
+// chain is fused there: both checked against that library). Both engines re-quantize every
+// matmul input to 8 bits, so a last-ulp difference flips activation quanta downstream and grows
+// to ~1% of the logits over a few layers; equal steps keep quantized models within f32 noise of
+// llama.cpp. (llama.cpp's q4_Kx8 GEMM, used for rows in groups of 4, adds in f32 per 64 quants
+// and so differs from its own GEMV; we stay batch-invariant and follow the GEMV.)
 #pragma once
 
 #include <cstddef>
@@ -124,7 +134,10 @@ MatmulKernel simdKernel(GgmlType type);
 // in panels of 8 (matmul_x86_repack*.cc); nullptr where the build or type has none, or where m
 // is below the type's break-even. Break-even measured per type (1 thread, n = 512, k = 2048,
 // weights in L2; GFLOP/s row tiles -> repacked): Q4_0 m=2 76 -> 82, m=4 92 -> 127;
-// Q4_K m=6 104 -> 103, m=8 110 -> 121; Q6_K m=8 114 -> 97, m=16 112 -> 119.
+// Q4_K m=6 104 -> 103, m=8 110 -> 121. Q5_K / Q6_K (llama.cpp's lane steps, both families at
+// the floor of 2 multiply ops per 32 quant-rows; 1 thread, n = k = 2048, CPU time): Q5_K
+// m=8 107 -> 74-94, m=16 109 -> 112-120, m=32 108 -> 133-135; Q6_K m=16 123 -> 50-84,
+// m=32 111-124 -> 112-119, m=64 111-123 -> 128-131.
 MatmulKernel repackedKernel(GgmlType type, int64_t m);
 MatmulKernel repackedKernelK(GgmlType type, int64_t m);  // the K-quant half
 // Q8_0 register tiles of up to 4 weight x 4 activation rows for m >= 2 (matmul_x86_q8_0.cc);

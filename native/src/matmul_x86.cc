@@ -5,8 +5,8 @@
 // Row tiles: one weight row (float weights: two) against up to kTileRows activation rows (NX),
 // so the unpacked weight block stays in registers for NX dots. Integer dot products per block
 // are exact, as in ggml; the f32 steps are the canonical ones of matmul.h (row invariance) and
-// differ from the scalar path only in summation order. (Repacked panels for several activation
-// rows: matmul_x86_repack*.cc.)
+// differ from the scalar path only in summation order (Q4_0, Q8_0, Q5_K, Q6_K: not at all).
+// (Repacked panels for several activation rows: matmul_x86_repack*.cc.)
 //
 // 256-bit vectors rather than 512: on Zen 4 (this project's reference CPU) 512-bit integer ops
 // are split into two 256-bit halves, and ggml's blocks (32 quants, 16 bytes of nibbles) map

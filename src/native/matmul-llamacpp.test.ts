@@ -99,9 +99,10 @@ const CASES: Array<[GgmlType, boolean, Array<[number, number, number]>]> = [
 ];
 
 // Q5_K / Q6_K: no repacked layout on x86; ggml_vec_dot_q{5,6}_K_q8_K for every row of any m.
-// m = 17 runs our repacked panels (Q5_K from m = 8, Q6_K from 16), the smaller m our row tiles.
-CASES.push([GgmlType.Q5_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17]]]);
-CASES.push([GgmlType.Q6_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17]]]);
+// m = 33 runs our repacked panels (VNNI builds: Q5_K from m = 16, Q6_K from 32; rows 16..23 a
+// partial panel), m = 17 Q5_K's panels and Q6_K's row tiles, the smaller m row tiles.
+CASES.push([GgmlType.Q5_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17], [20, 512, 33]]]);
+CASES.push([GgmlType.Q6_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17], [20, 512, 33]]]);
 
 /** Types whose scalar kernels do llama.cpp's steps too (Q4_K's scalar kernel does not). */
 const SCALAR_EXACT = new Set([GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_K, GgmlType.Q6_K]);
