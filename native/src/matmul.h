@@ -135,9 +135,9 @@ MatmulKernel simdKernel(GgmlType type);
 // is below the type's break-even. Break-even measured per type (1 thread, n = 512, k = 2048,
 // weights in L2; GFLOP/s row tiles -> repacked): Q4_0 m=2 76 -> 82, m=4 92 -> 127;
 // Q4_K m=6 104 -> 103, m=8 110 -> 121. Q5_K / Q6_K (llama.cpp's lane steps, both families at
-// the floor of 2 multiply ops per 32 quant-rows; 1 thread, n = k = 2048, CPU time): Q5_K
-// m=8 107 -> 74-94, m=16 109 -> 112-120, m=32 108 -> 133-135; Q6_K m=16 123 -> 50-84,
-// m=32 111-124 -> 112-119, m=64 111-123 -> 128-131.
+// 2 multiply ops per dword; 1 thread, n = k = 2048, CPU time, panels with prefetch): Q5_K
+// m=8 104-106 -> 104-105, m=16 104-105 -> 120, m=32 103-105 -> 137-140; Q6_K m=16 111-120 ->
+// 117-120, m=32 112-119 -> 127-131, m=64 113-121 -> 145-153.
 MatmulKernel repackedKernel(GgmlType type, int64_t m);
 MatmulKernel repackedKernelK(GgmlType type, int64_t m);  // the K-quant half
 // Q8_0 register tiles of up to 4 weight x 4 activation rows for m >= 2 (matmul_x86_q8_0.cc);
