@@ -19,6 +19,8 @@
 //   output. So an output costs one vpdpbusd, one vcvtdq2ps and one FMA per block.
 // - R weight rows share each activation load: 4 + 4 vector loads feed 16 outputs.
 // - The scale products of a chunk of blocks are formed before its dots (see tile).
+// - The next R weight rows are prefetched while a tile runs: the four interleaved row streams
+//   of a tile defeat the hardware prefetcher, which the one-row tiles did not (see tile).
 // What bounds it: per output and block one vpdpbusd and one FMA, both on Zen 4's two FP0/FP1
 // pipes (measured: mixed vpdpbusd + FMA issue at 2 per cycle in all), plus 4 correction
 // vpdpbusd per 16 outputs: ~1.25 cycles per output and block; the kernel runs at ~1.45.
@@ -29,7 +31,14 @@
 //   2048 x 2048 before     87       88        87
 //               after     137      141       140
 //   5632 x 2048 before     82       88        88
-//               after     127      132       139
+//               after     137      136       139
+// With the weights from DRAM (8 rotated copies of 5632 x 2048, ~96 MB), the small batches of
+// several decoding sequences:
+//                       m = 2    m = 4    m = 8    m = 16
+//               before  52-61    69-74    71-77    78-83
+//   no prefetch            32       54       78      101
+//   next R rows, T0     55-63    66-88   98-103  107-119
+//   next R rows, T1     58-63   98-100  113-117  122-128   (kept; 2 tiles ahead was worse)
 // Whole tinyllama-1.1b forward pass, matmuls only (scripts/bench-matmul.js --token --types q8_0
 // --threads 1 --cpu), m = 128: 42.1 -> 67.0 tokens/s. End to end (node bin/flexinfer.js bench
 // on a synth tinyllama-1.1b Q8_0, 2 threads, 128-token prompt, median of 3, two alternating
@@ -44,6 +53,7 @@
 #include <immintrin.h>
 #endif
 
+#include <cstdint>
 #include <cstring>
 
 #include "quants.h"
@@ -79,6 +89,8 @@ void tile(const uint8_t* w, size_t wStride, const int8_t* const* xq, const float
     for (int i = 0; i < C; i++) acc[r][i] = _mm256_setzero_ps();
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   const __m256i bias = _mm256_set1_epi32(4 * 128 * 128);
+  // The rows after this tile's, for prefetches only (may lie past the matrix: never read).
+  const char* next = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w) + R * wStride);
   alignas(64) float s[kChunk][C][4];  // s[c][i][r] = d_w(r) * d_x(i) of block b0 + c, f32 as in tileQ8_0
   for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
     const int nc = static_cast<int>(nb - b0 < kChunk ? nb - b0 : kChunk);
@@ -113,6 +125,17 @@ void tile(const uint8_t* w, size_t wStride, const int8_t* const* xq, const float
         // (q + 128) * -128 summed per lane, + 4 * 128 * 128 = -128 * sum(q): exact. (Kept from
         // memory instead, precomputed per chunk: slower, 141 vs 154 GFLOP/s standalone.)
         corr[r] = _mm256_dpbusd_epi32(bias, _mm256_xor_si256(q[r], flip), flip);
+      }
+      {
+        // The next R rows (contiguous, R * wStride bytes) over this tile's nb blocks, 3 lines
+        // per block: kR * 34 = 136 bytes, into L2 (better than L1, table above). Only the
+        // first activation tile needs it (then the lines are cached), but it costs 3 loads per
+        // 16 outputs. Prefetching the same rows a chunk or more ahead instead did not help
+        // (m = 2 from DRAM: 32 GF/s either way).
+        const char* pf = next + static_cast<size_t>(b) * kR * sizeof(BlockQ8_0);
+        _mm_prefetch(pf, _MM_HINT_T1);
+        _mm_prefetch(pf + 64, _MM_HINT_T1);
+        _mm_prefetch(pf + 128, _MM_HINT_T1);
       }
       for (int i = 0; i < C; i++) {
         const __m256i xu = _mm256_xor_si256(loadu(xq[i] + b * QK8_0), flip);  // x + 128, unsigned
