@@ -286,6 +286,8 @@ void tileQ4_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
 // tinyBLAS_Q0_AVX) and its decode path (ggml_vec_dot_q8_0_q8_0) keep 8 f32 lanes, lane l taking
 // the exact dot of bytes 4l..4l+3 of each block: acc_l = fma(d_w * d_x, float(dot_l), acc_l),
 // then one horizontal sum ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). Same steps here.
+// Serves m = 1 (and every m without AVX512-VNNI); batches take the 4 x 4 register tiles of
+// matmul_x86_q8_0.cc, which do the same steps per output.
 template <int NX>
 void tileQ8_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   __m256 acc[NX];
