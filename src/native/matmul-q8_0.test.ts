@@ -73,10 +73,12 @@ function run(w: Uint8Array, n: number, k: number, x: Float32Array, m: number): F
   return out;
 }
 
-// [n, k, m]: m = 2, 3, 5, 63 and 150 (more than one activation block of 148 rows at k = 2048).
+// [n, k, m]: m = 2, 3, 5, 6, 63 and 150 (more than one activation block of 148 rows at
+// k = 2048); n leaves 1, 2 and 3 weight rows in the last tile (and n - 1 below).
 const SHAPES: Array<[number, number, number]> = [
   [5, 64, 2],
-  [6, 32, 3],
+  [7, 32, 3],
+  [11, 64, 6],
   [37, 96, 5],
   [69, 256, 63],
   [21, 2048, 150],
