@@ -23,7 +23,10 @@
 //   of a tile defeat the hardware prefetcher, which the one-row tiles did not (see tile).
 // What bounds it: per output and block one vpdpbusd and one FMA, both on Zen 4's two FP0/FP1
 // pipes (measured: mixed vpdpbusd + FMA issue at 2 per cycle in all), plus 4 correction
-// vpdpbusd per 16 outputs: ~1.25 cycles per output and block; the kernel runs at ~1.45.
+// vpdpbusd per 16 outputs: ~1.25 cycles per output and block; the kernel runs at ~1.45
+// (standalone, taking the clock as ~3.5 GHz: a dependent add loop ran at 0.3 ns per step).
+// Tried and dropped: 4 x 5 tiles (+3% standalone, none in matmul), lane broadcasts of the
+// scales by vpermps instead of broadcast loads (-17%), 2 x 6 / 3 x 4 / 4 x 3 tiles (slower).
 //
 // Measured (/tmp script calling matmul, Q8_0, 1 thread, process CPU time, median of 7; the
 // machine was shared with another helper's builds, so +-5%), GFLOP/s:
@@ -94,9 +97,10 @@ void tile(const uint8_t* w, size_t wStride, const int8_t* const* xq, const float
   alignas(64) float s[kChunk][C][4];  // s[c][i][r] = d_w(r) * d_x(i) of block b0 + c, f32 as in tileQ8_0
   for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
     const int nc = static_cast<int>(nb - b0 < kChunk ? nb - b0 : kChunk);
-    // 1. The chunk's scale products, ahead of its dots: formed inside the block loop, their
-    // chain (f16 loads, widening, multiply, store, broadcast load) held the FMAs back
-    // (standalone 4 x 4 tile on cached data, 1 thread: 130 -> 154 GFLOP/s).
+    // 1. The chunk's scale products, ahead of its dots. Formed inside the block loop, their
+    // chain (f16 loads, widening, multiply, store, broadcast load) apparently held the FMAs
+    // back: standalone 4 x 4 tile on cached data, 1 thread, 130 -> 154 GFLOP/s with chunks
+    // (16 to 64 blocks per chunk within 1%).
     for (int c = 0; c < nc; c++) {
       const int64_t b = b0 + c;
       uint64_t dh = 0;  // the R f16 weight scales (rows past R: 0)
@@ -120,18 +124,21 @@ void tile(const uint8_t* w, size_t wStride, const int8_t* const* xq, const float
       for (int r = 0; r < R; r++) {
         q[r] = loadu(w + static_cast<size_t>(r) * wStride + static_cast<size_t>(b) * sizeof(BlockQ8_0) + 2);
         // In a register: vpdpbusd with its weight operand from memory (GCC's choice when
-        // it may) measured ~25% slower here (unaligned 34-byte blocks split cache lines).
+        // it may) measured slower, also with the weights repacked aligned (standalone 4 x 4
+        // tile: 109-121 vs 132-154 GFLOP/s).
         asm("" : "+v"(q[r]));
-        // (q + 128) * -128 summed per lane, + 4 * 128 * 128 = -128 * sum(q): exact. (Kept from
-        // memory instead, precomputed per chunk: slower, 141 vs 154 GFLOP/s standalone.)
+        // (q + 128) * -128 summed per lane, + 4 * 128 * 128 = -128 * sum(q): exact. Loading it
+        // instead from a table made once per call (or interleaved with the quants in a repacked
+        // panel) was no faster, standalone 149-155 vs 153 GFLOP/s; without any correction work
+        // the tile would run at ~168, so this is the one overhead left that would pay to remove.
         corr[r] = _mm256_dpbusd_epi32(bias, _mm256_xor_si256(q[r], flip), flip);
       }
       {
         // The next R rows (contiguous, R * wStride bytes) over this tile's nb blocks, 3 lines
         // per block: kR * 34 = 136 bytes, into L2 (better than L1, table above). Only the
-        // first activation tile needs it (then the lines are cached), but it costs 3 loads per
-        // 16 outputs. Prefetching the same rows a chunk or more ahead instead did not help
-        // (m = 2 from DRAM: 32 GF/s either way).
+        // first activation tile needs it (then the lines are cached), but skipping it for the
+        // others measured no faster. Prefetching the same rows a chunk or more ahead instead
+        // did not help (m = 2 from DRAM: 32 GFLOP/s either way).
         const char* pf = next + static_cast<size_t>(b) * kR * sizeof(BlockQ8_0);
         _mm_prefetch(pf, _MM_HINT_T1);
         _mm_prefetch(pf + 64, _MM_HINT_T1);
