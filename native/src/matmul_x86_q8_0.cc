@@ -28,8 +28,9 @@
 // Tried and dropped: 4 x 5 tiles (+3% standalone, none in matmul), lane broadcasts of the
 // scales by vpermps instead of broadcast loads (-17%), 2 x 6 / 3 x 4 / 4 x 3 tiles (slower).
 //
-// Measured (/tmp script calling matmul, Q8_0, 1 thread, process CPU time, median of 7; the
-// machine was shared with another helper's builds, so +-5%), GFLOP/s:
+// Measured (scripts/bench-q8_0.js, --root a build of the commit before for "before"; 1 thread,
+// process CPU time, median of 7; the machine was shared with another helper's builds and
+// benchmarks, so +-5%, more in single runs), GFLOP/s:
 //                       m = 8   m = 64   m = 128   (m = 1: row tiles, unchanged, ~56 = 30 GB/s)
 //   2048 x 2048 before     87       88        87
 //               after     137      141       140
