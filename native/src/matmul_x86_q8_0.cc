@@ -47,7 +47,9 @@
 // --threads 1 --cpu), m = 128: 42.1 -> 67.0 tokens/s. End to end (node bin/flexinfer.js bench
 // on a synth tinyllama-1.1b Q8_0, 2 threads, 128-token prompt, median of 3, two alternating
 // before/after rounds on a quiet moment of the machine): prompt 83.4 / 82.6 -> 130.1 / 122.0
-// tokens/s, llama.cpp in the same runs 97.5-103.8: 0.81-0.85x -> 1.20-1.25x.
+// tokens/s, llama.cpp in the same runs 97.5-103.8: 0.81-0.85x -> 1.20-1.25x (a third round
+// after the prefetch below: 84.5 / 83.1 -> 115.1 / 120.2). 512-token prompt, one round:
+// 81.3 -> 121.1 tokens/s, 0.88x -> 1.32x llama.cpp (91.5-92.9).
 // (Q4_0's repacked panels: ~235 at m = 128; they need one int32 lane per weight row, which the
 // Q8_0 steps, 8 lanes per output, do not allow.)
 #include "matmul.h"
