@@ -5,8 +5,8 @@
 //   m = 1 (generation)  row tiles (matmul_x86.cc): one weight row against the activation row;
 //                       memory-bound. Q4_0 (VNNI builds): 8 weight rows at a time, one f32
 //                       lane per row (gemv8Q4_0), with the next 8 rows prefetched to L2.
-//   m >= 2 / 8 / 16     repacked 8-row panels (matmul_x86_repack*.cc): Q4_0 from m = 2, Q4_K
-//                       and Q5_K from 8, Q6_K from 16; row tiles of 1-2 weight rows x 4
+//   m >= 2 / 8 / 16 / 32 repacked 8-row panels (matmul_x86_repack*.cc): Q4_0 from m = 2, Q4_K
+//                       from 8, Q5_K from 16, Q6_K from 32; row tiles of 1-2 weight rows x 4
 //                       activation rows below that and for float weights. Q8_0 from m = 2:
 //                       register tiles of 4 weight x 4 activation rows (matmul_x86_q8_0.cc).
 // All families do the same f32 steps per dot, so results are row-invariant (matmul.h).
@@ -14,7 +14,8 @@
 // best of 5 ms trials, because the machine was shared with other jobs at load 10-15):
 //   m = 1, GB/s of weights from DRAM, per core: f32 ~20, f16 ~19, bf16 ~19, q8_0 18-22,
 //          q4_0 ~14 (row tiles; 8-row kernel 15-18, H13), q4_k ~16, q5_k ~15, q6_k ~18
-//   m = 128, GFLOP/s per core: q4_0 ~210, q8_0 ~140 (~88 before its 4x4 tiles), q4_k ~215, q5_k ~210, q6_k ~180,
+//   m = 128, GFLOP/s per core: q4_0 ~210, q8_0 ~140 (~88 before its 4x4 tiles), q4_k ~215, q5_k ~160 and q6_k ~155 (m = 64, with llama.cpp's
+//          8-lane steps: matmul_x86_repack_k.cc),
 //          f32 ~40, f16 ~70, bf16 ~72
 //   whole tinyllama forward pass, matmuls only (--token, 1 thread, CPU time): Q4_0 21 tokens/s
 //          at m = 1 (12.4 GB/s), 92 tokens/s at m = 128 (output matmul for all 128 rows included);
