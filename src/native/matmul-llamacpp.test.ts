@@ -26,6 +26,7 @@ import { GgmlType } from '../gguf/ggml-type.js';
 import { quantize } from '../gguf/quant.js';
 import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
 import { getKernelPath, matmul, matmulSimdPath, setKernelPath } from './matmul.js';
+import { rng } from './ops-testing.js';
 
 const DRIVER =
   GGML_DECLS +
@@ -70,17 +71,6 @@ after(() => drv?.dispose());
 function ggmlMatmul(type: GgmlType, w: Uint8Array, n: number, k: number, x: Float32Array, m: number, repack: boolean): Float32Array {
   const b = driver()!.run([String(type), String(n), String(k), String(m), repack ? '1' : '0'], [w, new Uint8Array(x.buffer, x.byteOffset, x.byteLength)]);
   return new Float32Array(b.buffer, b.byteOffset, m * n);
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function firstMismatch(ours: Float32Array, ref: Float32Array): string | undefined {

@@ -4,6 +4,7 @@ import { GgmlType, ggmlRowBytes } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
 import { f16ToF32, f32ToF16 } from '../gguf/f16.js';
 import { getThreads, matmul, setKernelPath, setThreads } from './matmul.js';
+import { rng } from './ops-testing.js';
 
 // Q8_0 batches (m >= 2) run the register-tiled kernel of native/src/matmul_x86_q8_0.cc (up to 4
 // weight x 4 activation rows per tile) on AVX512-VNNI builds, m = 1 the one-row tiles of
@@ -13,18 +14,6 @@ import { getThreads, matmul, setKernelPath, setThreads } from './matmul.js';
 //     Q8_0 steps in plain C++: another implementation of the same arithmetic);
 //   - and it matches a float64 reference (TypeScript dequantization) to f32 rounding.
 // Shapes leave ragged tiles on both sides (n and m not multiples of 4).
-
-/** Small deterministic PRNG (mulberry32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomArray(n: number, next: () => number, scale: number): Float32Array {
   const a = new Float32Array(n);

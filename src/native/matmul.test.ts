@@ -4,22 +4,11 @@ import { GgmlType, ggmlRowBytes, ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
 import { bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16Array, f32ToF16, f32ToF16Array } from '../gguf/f16.js';
 import { getKernelPath, getThreads, matmul, MATMUL_TYPES, setKernelPath, setThreads } from './matmul.js';
+import { rng } from './ops-testing.js';
 
 // Independent reference: W dequantized by the TypeScript reference codecs (src/gguf/quant.ts),
 // x converted to the weight type's vec_dot_type in TypeScript, dots in float64. The native
 // kernels accumulate in f32 (in another order), so they agree to ~1e-6 of sum |w * x|.
-
-/** Small deterministic PRNG (mulberry32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomArray(n: number, next: () => number, scale = 1): Float32Array {
   const a = new Float32Array(n);

@@ -12,6 +12,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
 import { attention, f32ToF16, kernelPath, setKernelPath, siluMul } from './ops.js';
+import { rng } from './ops-testing.js';
 
 const DRIVER =
   GGML_DECLS +
@@ -94,17 +95,6 @@ function driver(): GgmlDriver | null {
   return drv;
 }
 after(() => drv?.dispose());
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const bytes = (a: Float32Array | Uint16Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const asF32 = (b: Uint8Array): Float32Array => new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
