@@ -19,6 +19,7 @@
 #endif
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <type_traits>
 
@@ -487,6 +488,102 @@ void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
   tileQK45<true, NX>(w, a, k, out, ldo);
 }
 
+// ---- Q4_K, m = 1: eight weight rows at a time, one f32 lane per row ----
+// tileQK45<false, 1> spends per super-block a scalar unpack of the 12 scale bytes (stored and
+// reloaded as a vector), two horizontal int32 sums and two scalar FMAs on one row. Here 8
+// consecutive weight rows share the activation loads and the per-super-block work is done for
+// all 8 at once: the rows' 16-byte block heads (d, dmin, 12 scale bytes) are transposed so lane
+// r = row r, the 6-bit scales and mins unpacked with the same bit moves as kScales in 8 lanes,
+// the scales spread to dwords (sc, sc) that vpdpwssd takes as a broadcast memory operand, the
+// mins term done as 4 vpdpwssd for all 8 rows, and the 8 rows' sumi lane vectors reduced by one
+// transpose-add. Integer sums are exact, so each lane holds row r's sumi and mins as
+// tileQK45 computes them, and the 8-lane FMAs do its f32 steps in super-block order:
+// acc = fma(float(sumi), d_w * d_x, acc), accMin = fma(float(mins), dmin_w * d_x, accMin),
+// out = acc - accMin: bitwise the same as tileQK45<false, 1> (and llama.cpp, matmul.h).
+// MEASURED: see kernelQ4_K.
+void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = mask, low2 = _mm256_set1_epi8(0x03);
+  // d | dmin per dword -> [d r0..3, dmin r0..3] per 128-bit half
+  const __m256i pickD = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  __m256 acc = _mm256_setzero_ps(), accMin = _mm256_setzero_ps();  // lane r = weight row r
+  const int64_t nb = k / QK_K;
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* blk = w + static_cast<size_t>(b) * sizeof(BlockQ4K);
+    // The next 8 rows (8 * 144 bytes per super-block = 18 cache lines) into L2, as gemv8Q4_0.
+    const char* pf = reinterpret_cast<const char*>(next) + b * (8 * sizeof(BlockQ4K));
+    for (int l = 0; l < 18; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
+
+    // Heads of rows r and r + 4 in the two halves, then a 4 x 4 dword transpose per half:
+    // DD lane r = d | dmin of row r, U0 / U1 / U2 = its scale bytes 0-3 / 4-7 / 8-11.
+    __m256i h[4];
+    for (int r = 0; r < 4; r++)
+      h[r] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(blk + (r + 4) * wStride),
+                                 reinterpret_cast<const __m128i*>(blk + r * wStride));
+    const __m256i t0 = _mm256_unpacklo_epi32(h[0], h[1]), t1 = _mm256_unpacklo_epi32(h[2], h[3]);
+    const __m256i t2 = _mm256_unpackhi_epi32(h[0], h[1]), t3 = _mm256_unpackhi_epi32(h[2], h[3]);
+    const __m256i dd = _mm256_unpacklo_epi64(t0, t1), u0 = _mm256_unpackhi_epi64(t0, t1);
+    const __m256i u1 = _mm256_unpacklo_epi64(t2, t3), u2 = _mm256_unpackhi_epi64(t2, t3);
+    // kScales' bit moves, 8 rows at once (32-bit shifts; the masks keep bytes apart).
+    const __m256i s03 = _mm256_and_si256(u0, low6);
+    const __m256i s47 = _mm256_or_si256(_mm256_and_si256(u2, low4),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), low2), 4));
+    const __m256i m03 = _mm256_and_si256(u1, low6);
+    const __m256i m47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), low2), 4));
+    // scl[j][r]: dword with both int16 halves = scale j of row r (a vpdpwssd broadcast operand).
+    // (pshufb indexes within a 128-bit half: byte j of dword p is byte 4p + j.)
+    const __m256i pos = _mm256_setr_epi32(0, 0x00040004, 0x00080008, 0x000C000C, 0, 0x00040004, 0x00080008, 0x000C000C);
+    alignas(32) int32_t scl[8][8];
+    for (int j = 0; j < 4; j++) {
+      const __m256i pick = _mm256_add_epi32(pos, _mm256_set1_epi32(j | (0x80 << 8) | (j << 16) | (0x80 << 24)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(scl[j]), _mm256_shuffle_epi8(s03, pick));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(scl[j + 4]), _mm256_shuffle_epi8(s47, pick));
+    }
+    // mins of all 8 rows: sum_j m[j] * (bsums[2j] + bsums[2j + 1]); the pair sums fit int16
+    // (|.| <= 2 * 16 * 127), hadd gives [bs0 bs1 bs2 bs3 ..| bs4 bs5 bs6 bs7 ..].
+    const __m256i bsv = loadu(a.sums16() + b * 16);
+    const __m256i bs = _mm256_hadd_epi16(bsv, bsv);
+    const __m256i bs01 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(0));
+    const __m256i bs23 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(1));
+    const __m256i bs45 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(4));
+    const __m256i bs67 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(5));
+    // mins bytes j, j + 1 of each lane zero-extended to two int16
+    const __m256i pick01 = _mm256_add_epi32(pos, _mm256_set1_epi32(0 | (0x80 << 8) | (1 << 16) | (0x80 << 24)));
+    const __m256i pick23 = _mm256_add_epi32(pos, _mm256_set1_epi32(2 | (0x80 << 8) | (3 << 16) | (0x80 << 24)));
+    __m256i mins = _mm256_madd_epi16(_mm256_shuffle_epi8(m03, pick01), bs01);
+    mins = dpwssd(mins, _mm256_shuffle_epi8(m03, pick23), bs23);
+    mins = dpwssd(mins, _mm256_shuffle_epi8(m47, pick01), bs45);
+    mins = dpwssd(mins, _mm256_shuffle_epi8(m47, pick23), bs67);
+
+    const int8_t* x = a.qs() + b * QK_K;
+    __m256i xv[8];
+    for (int j = 0; j < 8; j++) xv[j] = loadu(x + 32 * j);
+    __m256i s[8];  // row r: 8 int32 lanes summing to its exact sumi
+    for (int r = 0; r < 8; r++) {
+      const uint8_t* qs = blk + r * wStride + offsetof(BlockQ4K, qs);
+      __m256i sr = _mm256_setzero_si256();
+      for (int c = 0; c < 4; c++) {
+        const __m256i raw = loadu(qs + 32 * c);
+        const __m256i lo = _mm256_and_si256(raw, mask), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+        sr = dpwssd(sr, _mm256_maddubs_epi16(lo, xv[2 * c]), _mm256_set1_epi32(scl[2 * c][r]));
+        sr = dpwssd(sr, _mm256_maddubs_epi16(hi, xv[2 * c + 1]), _mm256_set1_epi32(scl[2 * c + 1][r]));
+      }
+      s[r] = sr;
+    }
+    const __m256 sumi = _mm256_cvtepi32_ps(hsum8Epi32(s));
+    // f16 d, dmin of the 8 rows -> f32 lanes
+    const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(dd, pickD), 0xD8);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+    const __m256 dminw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+    const __m256 dx = _mm256_set1_ps(a.d()[b]);
+    acc = _mm256_fmadd_ps(sumi, _mm256_mul_ps(dw, dx), acc);
+    accMin = _mm256_fmadd_ps(_mm256_cvtepi32_ps(mins), _mm256_mul_ps(dminw, dx), accMin);
+  }
+  _mm256_storeu_ps(out, _mm256_sub_ps(acc, accMin));
+}
+
 // ---- Q6_K · Q8_K ----
 // llama.cpp's ggml_vec_dot_q6_K_q8_K steps (AVX2 path, current form), bit for bit: quants used
 // unsigned (0..63) into 8 int32 lanes (lane l = sum over sub-blocks of sc * dot of quants
@@ -604,6 +701,23 @@ void kernelQ4_0(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& row
   FLEXINFER_TILES(tileQ4_0)(w, wStride, nw, rows, nx, k, out, ldo);
 }
 
+void kernelQ4_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
+                int64_t ldo) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  if (nx == 1) {
+    const Act a[1] = {{rows.base, &rows.layout}};
+    int64_t r = 0;
+    for (; r + 8 <= nw; r += 8) {
+      const uint8_t* g = w + static_cast<size_t>(r) * wStride;
+      gemv8Q4_K(g, wStride, a[0], k, out + r, g + 8 * wStride);  // prefetch hints never fault
+    }
+    for (; r < nw; r++) tileQK45<false, 1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
+    return;
+  }
+#endif
+  FLEXINFER_TILES(tileQ4_K)(w, wStride, nw, rows, nx, k, out, ldo);
+}
+
 }  // namespace
 
 MatmulKernel simdKernel(GgmlType type) {
@@ -613,7 +727,7 @@ MatmulKernel simdKernel(GgmlType type) {
     case GgmlType::BF16: return floatKernel<2>;
     case GgmlType::Q4_0: return kernelQ4_0;
     case GgmlType::Q8_0: return FLEXINFER_TILES(tileQ8_0);
-    case GgmlType::Q4_K: return FLEXINFER_TILES(tileQ4_K);
+    case GgmlType::Q4_K: return kernelQ4_K;
     case GgmlType::Q5_K: return FLEXINFER_TILES(tileQ5_K);
     case GgmlType::Q6_K: return FLEXINFER_TILES(tileQ6_K);
   }
