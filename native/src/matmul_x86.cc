@@ -563,14 +563,14 @@ void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
     __m256i s[8];  // row r: 8 int32 lanes summing to its exact sumi
     for (int r = 0; r < 8; r++) {
       const uint8_t* qs = blk + r * wStride + offsetof(BlockQ4K, qs);
-      __m256i sr = _mm256_setzero_si256();
+      __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();  // two chains (latency)
       for (int c = 0; c < 4; c++) {
         const __m256i raw = loadu(qs + 32 * c);
         const __m256i lo = _mm256_and_si256(raw, mask), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
-        sr = dpwssd(sr, _mm256_maddubs_epi16(lo, xv[2 * c]), _mm256_set1_epi32(scl[2 * c][r]));
-        sr = dpwssd(sr, _mm256_maddubs_epi16(hi, xv[2 * c + 1]), _mm256_set1_epi32(scl[2 * c + 1][r]));
+        sa = dpwssd(sa, _mm256_maddubs_epi16(lo, xv[2 * c]), _mm256_set1_epi32(scl[2 * c][r]));
+        sb = dpwssd(sb, _mm256_maddubs_epi16(hi, xv[2 * c + 1]), _mm256_set1_epi32(scl[2 * c + 1][r]));
       }
-      s[r] = sr;
+      s[r] = _mm256_add_epi32(sa, sb);
     }
     const __m256 sumi = _mm256_cvtepi32_ps(hsum8Epi32(s));
     // f16 d, dmin of the 8 rows -> f32 lanes
