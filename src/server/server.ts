@@ -292,9 +292,11 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       }
       return reply;
     } catch (err) {
-      if (abort.signal.aborted) metrics.requestAborted(kind);
       throw mapEngineError(err);
     } finally {
+      // Counted here whichever way the request ended once its client went away (a stream's
+      // generation then finishes normally with the tokens it had).
+      if (abort.signal.aborted) metrics.requestAborted(kind);
       inFlight--;
       reply.raw.off('close', onClose);
     }
