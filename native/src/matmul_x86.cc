@@ -500,7 +500,16 @@ void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
 // tileQK45 computes them, and the 8-lane FMAs do its f32 steps in super-block order:
 // acc = fma(float(sumi), d_w * d_x, acc), accMin = fma(float(mins), dmin_w * d_x, accMin),
 // out = acc - accMin: bitwise the same as tileQK45<false, 1> (and llama.cpp, matmul.h).
-// MEASURED: see kernelQ4_K.
+// Measured (1 thread, process CPU time, shared machine (load ~1-2 from outside): medians over
+// runs of scripts/bench-matmul.js --threads 1 --types q4_k --cpu --seconds 2, each the best of
+// ~5 ms trials; L2: n = 512, k = 2048 repeated):
+//   from DRAM: tileQK45<false, 1> 15.3-16.0 GB/s (median 15.4); this kernel 21.3 with one
+//   dpwssd chain per row, 22.1 with two, ~23.8 with kQ4KPfLines = 21 (runs 22.4-24.4).
+//   weights in L2: tileQK45 16.4 (compute-bound), this kernel 24.8 (one chain) -> 25-27 (two).
+// Cache lines of the next 8 rows prefetched per super-block: they hold 18 lines per super-block;
+// 21 runs ~1/6 ahead (into the group after, for the last sixth), measured ~23.8 vs ~22.9 GB/s
+// for 18 from DRAM (24: unclear, 27: 20-22; T0 instead of T1 hint: 11-14; none: 10.9).
+constexpr int kQ4KPfLines = 21;
 void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
   const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = mask, low2 = _mm256_set1_epi8(0x03);
@@ -511,9 +520,9 @@ void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
   const int64_t nb = k / QK_K;
   for (int64_t b = 0; b < nb; b++) {
     const uint8_t* blk = w + static_cast<size_t>(b) * sizeof(BlockQ4K);
-    // The next 8 rows (8 * 144 bytes per super-block = 18 cache lines) into L2, as gemv8Q4_0.
-    const char* pf = reinterpret_cast<const char*>(next) + b * (8 * sizeof(BlockQ4K));
-    for (int l = 0; l < 18; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
+    // The next 8 rows into L2 while this group is computed, as gemv8Q4_0 (see kQ4KPfLines).
+    const char* pf = reinterpret_cast<const char*>(next) + b * (64 * kQ4KPfLines);
+    for (int l = 0; l < kQ4KPfLines; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
 
     // Heads of rows r and r + 4 in the two halves, then a 4 x 4 dword transpose per half:
     // DD lane r = d | dmin of row r, U0 / U1 / U2 = its scale bytes 0-3 / 4-7 / 8-11.
