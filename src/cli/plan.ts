@@ -14,6 +14,7 @@ import type { HardwareFigures, Plan } from '../weights/plan.js';
 import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
+import { kvPoolSize } from '../kv/pool-size.js';
 
 // The engine's largest batch (engine/model.ts MAX_BATCH_ROWS) and logit rows for one sequence.
 const ENGINE_BATCH_ROWS = 512;
@@ -28,6 +29,7 @@ Options:
   --memory-budget X     bytes, 1.5GiB, 512MiB, 2GB or 60% (of the model file); required
   --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
   --parallel N          sequences (default 1)
+  --kv LAYOUT           vtensor (default) or contiguous: how the KV pool is sized
   --window N            prefetch window in layers (default 3, or less if the budget needs it)
   --scratch BYTES       activation scratch (default: what the engine allocates for this model)
   --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
@@ -129,6 +131,7 @@ export async function run(argv: string[]): Promise<number> {
       'memory-budget': { type: 'string' },
       'ctx-size': { type: 'string' },
       parallel: { type: 'string', default: '1' },
+      kv: { type: 'string', default: 'vtensor' },
       window: { type: 'string' },
       scratch: { type: 'string' },
       'read-bandwidth': { type: 'string' },
@@ -178,7 +181,12 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (values['compute-bandwidth'] !== undefined) hardware = { ...hardware, computeBytesPerSec: parseMemoryBudget(values['compute-bandwidth'], 0, '--compute-bandwidth') };
 
-  const plan = planWithWindow(planInputs(file), { budget, kvBytes: parallel * ctxSize * shapes.kvBytesPerToken, scratchBytes: scratch, hardware }, window);
+  const kv = values.kv!;
+  if (kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
+  // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
+  const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
+  const { kvBytes } = kvPoolSize(kvShape, parallel, kv);
+  const plan = planWithWindow(planInputs(file), { budget, kvBytes, scratchBytes: scratch, hardware }, window);
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan }, null, 2) + '\n');
   } else {

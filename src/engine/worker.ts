@@ -11,9 +11,7 @@ import { readGgufSync } from '../gguf/reader.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
 import { createKvManager } from '../kv/index.js';
-import { bytesPerToken } from '../kv/shape.js';
-import { chooseChunkBytes } from '../kv/chunk-size.js';
-import type { KvShape } from '../kv/cache.js';
+import { kvPoolSize } from '../kv/pool-size.js';
 import { createWeightStore } from '../weights/create.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
@@ -25,20 +23,6 @@ const init = workerData as WorkerInit;
 
 function post(msg: FromWorker, transfer?: ArrayBuffer[]): void {
   port.postMessage(msg, transfer);
-}
-
-/**
- * KV pool size: `parallel` full-context sequences plus one more for cached prefixes (a chat's
- * next turn reuses its K/V). vTensor maps whole chunks per layer tensor, so a sequence's share
- * is rounded up to chunks.
- */
-function kvPoolSize(shape: KvShape, parallel: number, layout: 'vtensor' | 'contiguous'): { kvBytes: number; chunkBytes: number } {
-  if (layout === 'contiguous') return { kvBytes: parallel * shape.maxContext * bytesPerToken(shape), chunkBytes: 0 };
-  const roughBytes = (parallel + 1) * shape.maxContext * bytesPerToken(shape);
-  const chunkBytes = chooseChunkBytes(shape, roughBytes);
-  const tokensPerChunk = chunkBytes / (shape.kvDim * 2);
-  const chunksPerSequence = 2 * shape.numLayers * Math.ceil(shape.maxContext / tokensPerChunk);
-  return { kvBytes: (parallel + 1) * chunksPerSequence * chunkBytes, chunkBytes };
 }
 
 async function start(): Promise<void> {

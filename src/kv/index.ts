@@ -11,6 +11,7 @@ export type { KvCache, KvShape, SeqId } from './cache.js';
 export type { KvManager, KvStats, PrefixMatch } from './manager.js';
 export { ContiguousKvManager } from './contiguous.js';
 export { VTensorKvManager } from './vtensor-manager.js';
+export { kvPoolSize } from './pool-size.js';
 
 /** Options of createKvManager(). */
 export interface KvManagerOptions {
