@@ -26,7 +26,7 @@ test('plan: model shapes from metadata, a table row per layer with R/s per kind'
     const rows = text.split('\n').filter((l) => /^\s*\d+\s/.test(l));
     assert.equal(rows.length, 8);
     for (const r of rows) assert.match(r, /\b(R|s|Rs)\b/);
-    assert.match(text, /prefetch window 1 layers; ring 2 x/);
+    assert.match(text, /prefetch window 1 layer; ring 2 x/);
     assert.match(text, /tokens\/s/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

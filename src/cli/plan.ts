@@ -106,7 +106,7 @@ export function formatPlan(plan: Plan, path: string, fileSize: number, extra: { 
   const s = plan.split;
   lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
   lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.parallel} x ${extra.ctxSize} tokens) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
-  lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layers; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
+  lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layer${plan.window === 1 ? "" : "s"}; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
   const rows = plan.tensors.some((t) => t.placement === 'rows');
   lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
   lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);

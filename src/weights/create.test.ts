@@ -35,22 +35,34 @@ test('createWeightStore: resident without a budget, streaming with one; same byt
   }
 });
 
-test('planWithWindow lowers the default window only when the budget needs it; an explicit window is kept', () => {
+test('planWithWindow: an explicit window is kept; the default is the largest window within 2% of the best predicted time', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
   try {
     const path = join(dir, 'm.gguf');
     writeTestGguf(path, 'llama', 10, tinyModelTensors({ dim: 128, ffn: 384, kvDim: 64, vocab: 50, layers: 10 }, 8), 4096);
     const inputs = planInputs(readGgufSync(path));
-    const hardware = { readBytesPerSec: 1e9 };
-    const at = (budget: number, window?: number) => planWithWindow(inputs, { budget, hardware }, window);
+    const ioBound = { readBytesPerSec: 1e9, computeBytesPerSec: 1e12 };
+    const computeBound = { readBytesPerSec: 1e15, computeBytesPerSec: 1e9 };
+    const at = (budget: number, window?: number, hardware = ioBound) => planWithWindow(inputs, { budget, hardware }, window);
     let min1 = 0;
     assert.throws(() => at(1000, 1), (e: unknown) => e instanceof InsufficientMemoryError && (min1 = e.minimum) > 0);
     let min3 = 0;
     assert.throws(() => at(1000, 3), (e: unknown) => e instanceof InsufficientMemoryError && (min3 = e.minimum) > min1);
+    // Only window 1 fits: it is chosen; below its minimum, window 1's error.
     assert.equal(at(min1).window, 1);
-    assert.equal(at(min3).window, 3);
-    assert.throws(() => at(min1, 3), InsufficientMemoryError);
     assert.throws(() => at(min1 - 1), (e: unknown) => e instanceof InsufficientMemoryError && e.minimum === min1);
+    // Explicit windows are kept (or fail).
+    assert.equal(at(min3, 3).window, 3);
+    assert.throws(() => at(min1, 3), InsufficientMemoryError);
+    // Reads are the bottleneck: at min3 window 3 streams every layer matrix, window 1 keeps two
+    // slots' worth resident instead, so it reads less and is predicted faster by more than 2%.
+    const w3 = at(min3, 3);
+    const chosen = at(min3);
+    assert.equal(chosen.window, 1);
+    assert.ok(chosen.streamedBytesPerToken < w3.streamedBytesPerToken, `${chosen.streamedBytesPerToken} vs ${w3.streamedBytesPerToken}`);
+    assert.ok(chosen.predictedSecPerToken < w3.predictedSecPerToken * 0.98);
+    // Compute is the bottleneck: every window predicts the same time, the deepest ring stays.
+    assert.equal(at(min3, undefined, computeBound).window, 3);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
