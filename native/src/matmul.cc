@@ -3,8 +3,8 @@
 //
 // Kernel families (x86, -march=native build on the Zen 4 EPYC of this project):
 //   m = 1 (generation)  row tiles (matmul_x86.cc): one weight row against the activation row;
-//                       memory-bound. Q4_0 (VNNI builds): 8 weight rows at a time, one f32
-//                       lane per row (gemv8Q4_0), with the next 8 rows prefetched to L2.
+//                       memory-bound. Q4_0, Q4_K, Q6_K (VNNI builds): 8 weight rows at a
+//                       time (gemv8Q4_0 / gemv8Q4_K / gemv8Q6_K), next 8 rows prefetched to L2.
 //   m >= 2 / 8 / 16 / 32 repacked 8-row panels (matmul_x86_repack*.cc): Q4_0 from m = 2, Q4_K
 //                       from 8, Q5_K from 16, Q6_K from 32; row tiles of 1-2 weight rows x 4
 //                       activation rows below that and for float weights. Q8_0 from m = 2:

@@ -6,7 +6,8 @@
 // so the unpacked weight block stays in registers for NX dots. Integer dot products per block
 // are exact, as in ggml; the f32 steps are the canonical ones of matmul.h (row invariance) and
 // differ from the scalar path only in summation order (Q4_0, Q8_0, Q5_K, Q6_K: not at all).
-// (Repacked panels for several activation rows: matmul_x86_repack*.cc.)
+// (Repacked panels for several activation rows: matmul_x86_repack*.cc. m = 1 for Q4_0, Q4_K and
+// Q6_K: 8 weight rows at a time, gemv8*, same f32 steps per row as the tiles.)
 //
 // 256-bit vectors rather than 512: on Zen 4 (this project's reference CPU) 512-bit integer ops
 // are split into two 256-bit halves, and ggml's blocks (32 quants, 16 bytes of nibbles) map
@@ -506,6 +507,10 @@ void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
 //   from DRAM: tileQK45<false, 1> 15.3-16.0 GB/s (median 15.4); this kernel 21.3 with one
 //   dpwssd chain per row, 22.1 with two, ~23.8 with kQ4KPfLines = 21 (runs 22.4-24.4).
 //   weights in L2: tileQK45 16.4 (compute-bound), this kernel 24.8 (one chain) -> 25-27 (two).
+//   bench-matmul.js --token --types q4_k (whole tinyllama pass, m = 1, 3 runs each): tileQK45
+//   38.8-50.0 ms / 11.6-15.0 GB/s (median 12.0), this kernel 29.2-32.0 ms / 18.2-19.9 (18.8).
+//   (Tried: the scale as a vpdpwssd {1to8} memory operand via inline asm, L2 +3%, DRAM within
+//   noise: not kept.)
 // Cache lines of the next 8 rows prefetched per super-block: they hold 18 lines per super-block;
 // 21 runs ~1/6 ahead (into the group after, for the last sixth), measured ~23.8 vs ~22.9 GB/s
 // for 18 from DRAM (24: unclear, 27: 20-22; T0 instead of T1 hint: 11-14; none: 10.9).
@@ -599,50 +604,90 @@ void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
 // 4l..4l+3), the -32 offset taken off per lane with the bsums, lane l losing
 // 32 * (sc[2l] * bsums[2l] + sc[2l+1] * bsums[2l+1]) (one madd of the 16 bsums with the 16
 // scales); then acc_l = fma(d_w * d_x, float(lane l), acc_l) and one hsum at the end.
+// Quants and scales of one Q6_K block. q[4h + g]: elements [128h + 32g, +32), sub-blocks
+// 8h + 2g and 8h + 2g + 1, unsigned 0..63; sc16[t]: int16 scale 2t in the low 8 lanes, 2t + 1
+// in the high 8 (the two sub-blocks of q[t]); *scAll: the 16 scales as int16.
+inline void q6Unpack(const BlockQ6K& blk, __m256i* q, __m256i* sc16, __m256i* scAll) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
+  for (int h = 0; h < 2; h++) {
+    const __m256i l0 = loadu(blk.ql + 64 * h), l1 = loadu(blk.ql + 64 * h + 32);
+    const __m256i hb = loadu(blk.qh + 32 * h);
+    q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+    q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+    q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+    q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+  }
+  const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales));
+  for (int t = 0; t < 8; t++) {
+    const __m128i pick = _mm_unpacklo_epi64(_mm_set1_epi8(static_cast<char>(2 * t)), _mm_set1_epi8(static_cast<char>(2 * t + 1)));
+    sc16[t] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
+  }
+  *scAll = _mm256_cvtepi8_epi16(sc8);
+}
+
+// The 8 exact int32 lanes of one Q6_K block against activation row a, block b.
+inline __m256i q6Lanes(const __m256i* q, const __m256i* sc16, __m256i scAll, const Act& a, int64_t b) {
+  const int8_t* x = a.qs() + b * QK_K;
+  __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();  // two chains (latency)
+  for (int t = 0; t < 8; t += 2) {
+    sa = dpwssd(sa, _mm256_maddubs_epi16(q[t], loadu(x + 32 * t)), sc16[t]);
+    sb = dpwssd(sb, _mm256_maddubs_epi16(q[t + 1], loadu(x + 32 * t + 32)), sc16[t + 1]);
+  }
+  const __m256i sumi = _mm256_add_epi32(sa, sb);
+  const __m256i corr = _mm256_madd_epi16(loadu(a.sums16() + b * 16), scAll);
+  return _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+}
+
 template <int NX>
 void tileQ6_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   const BlockQ6K* wb = reinterpret_cast<const BlockQ6K*>(w);
-  const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x03);
   __m256 acc[NX];
   for (int i = 0; i < NX; i++) acc[i] = _mm256_setzero_ps();
   const int64_t nb = k / QK_K;
   for (int64_t b = 0; b < nb; b++) {
-    const BlockQ6K& blk = wb[b];
-    // q[4h + g]: elements [128h + 32g, +32), sub-blocks 8h + 2g and 8h + 2g + 1.
-    __m256i q[8], sc16[8];
-    for (int h = 0; h < 2; h++) {
-      const __m256i l0 = loadu(blk.ql + 64 * h), l1 = loadu(blk.ql + 64 * h + 32);
-      const __m256i hb = loadu(blk.qh + 32 * h);
-      q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
-      q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
-      q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
-      q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-    }
-    // sc16[t]: int16 scale 2t in the low 8 lanes, 2t + 1 in the high 8 (the two sub-blocks of q[t]).
-    const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales));
-    for (int t = 0; t < 8; t++) {
-      const __m128i pick = _mm_unpacklo_epi64(_mm_set1_epi8(static_cast<char>(2 * t)), _mm_set1_epi8(static_cast<char>(2 * t + 1)));
-      sc16[t] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pick));
-    }
-    const __m256i scAll = _mm256_cvtepi8_epi16(sc8);
-    const float dw = h2f(blk.d);
+    __m256i q[8], sc16[8], scAll;
+    q6Unpack(wb[b], q, sc16, &scAll);
+    const float dw = h2f(wb[b].d);
     for (int i = 0; i < NX; i++) {
-      const int8_t* x = a[i].qs() + b * QK_K;
-      __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();  // two chains, as above
-      for (int t = 0; t < 8; t += 2) {
-        sa = dpwssd(sa, _mm256_maddubs_epi16(q[t], loadu(x + 32 * t)), sc16[t]);
-        sb = dpwssd(sb, _mm256_maddubs_epi16(q[t + 1], loadu(x + 32 * t + 32)), sc16[t + 1]);
-      }
-      const __m256i sumi = _mm256_add_epi32(sa, sb);
-      const __m256i corr = _mm256_madd_epi16(loadu(a[i].sums16() + b * 16), scAll);
-      const __m256i lanes = _mm256_sub_epi32(sumi, _mm256_slli_epi32(corr, 5));
+      const __m256i lanes = q6Lanes(q, sc16, scAll, a[i], b);
       acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(dw * a[i].d()[b]), _mm256_cvtepi32_ps(lanes), acc[i]);
     }
   }
   for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
+}
+
+// Q6_K, m = 1, 8 weight rows at a time: each row keeps its own 8 f32 lanes and the steps of
+// tileQ6_K<1> (same lanes, same fma per block, same hsum), so results are bitwise equal; the 8
+// rows share the activation loads and the next 8 rows are prefetched into L2 (as gemv8Q4_0).
+// Measured (1 thread, process CPU time, shared machine, alternating builds):
+//   bench-matmul.js --types q6_k (DRAM, 4 runs x 2 each, medians): tileQ6_K<1> 18.5 GB/s; this
+//   kernel with the row loop not unrolled 16 (L2: 21 vs the tile's 24), unrolled 19.3 with 30
+//   prefetch lines, 21.4 with 27 (runs 18.9-22.4);
+//   bench-matmul.js --token --types q6_k (whole tinyllama pass, m = 1, 3 runs each):
+//   tileQ6_K<1> 49.0 ms / 17.3 GB/s, this kernel 41.0 ms / 20.7 GB/s.
+//   (Software prefetch of the next row for the one-row tile instead: 16-17 GB/s, worse.)
+constexpr int kQ6KPfLines = 27;  // the next 8 rows hold 26.25 lines per super-block
+void gemv8Q6_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
+  __m256 acc[8];
+  for (int r = 0; r < 8; r++) acc[r] = _mm256_setzero_ps();
+  const int64_t nb = k / QK_K;
+  for (int64_t b = 0; b < nb; b++) {
+    const char* pf = reinterpret_cast<const char*>(next) + b * (64 * kQ6KPfLines);
+    for (int l = 0; l < kQ6KPfLines; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
+    const float dx = a.d()[b];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++) {
+      const BlockQ6K& blk = reinterpret_cast<const BlockQ6K*>(w + r * wStride)[b];
+      __m256i q[8], sc16[8], scAll;
+      q6Unpack(blk, q, sc16, &scAll);
+      const __m256i lanes = q6Lanes(q, sc16, scAll, a, b);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(blk.d) * dx), _mm256_cvtepi32_ps(lanes), acc[r]);
+    }
+  }
+  for (int r = 0; r < 8; r++) out[r] = hsum(acc[r]);
 }
 
 // ---- driver: activation rows in tiles of kTileRows (outer), weight rows (inner) ----
@@ -727,6 +772,23 @@ void kernelQ4_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& row
   FLEXINFER_TILES(tileQ4_K)(w, wStride, nw, rows, nx, k, out, ldo);
 }
 
+void kernelQ6_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
+                int64_t ldo) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  if (nx == 1) {
+    const Act a[1] = {{rows.base, &rows.layout}};
+    int64_t r = 0;
+    for (; r + 8 <= nw; r += 8) {
+      const uint8_t* g = w + static_cast<size_t>(r) * wStride;
+      gemv8Q6_K(g, wStride, a[0], k, out + r, g + 8 * wStride);  // prefetch hints never fault
+    }
+    for (; r < nw; r++) tileQ6_K<1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
+    return;
+  }
+#endif
+  FLEXINFER_TILES(tileQ6_K)(w, wStride, nw, rows, nx, k, out, ldo);
+}
+
 }  // namespace
 
 MatmulKernel simdKernel(GgmlType type) {
@@ -738,7 +800,7 @@ MatmulKernel simdKernel(GgmlType type) {
     case GgmlType::Q8_0: return FLEXINFER_TILES(tileQ8_0);
     case GgmlType::Q4_K: return kernelQ4_K;
     case GgmlType::Q5_K: return FLEXINFER_TILES(tileQ5_K);
-    case GgmlType::Q6_K: return FLEXINFER_TILES(tileQ6_K);
+    case GgmlType::Q6_K: return kernelQ6_K;
   }
   return nullptr;
 }
