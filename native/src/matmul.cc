@@ -13,7 +13,8 @@
 // Measured with scripts/bench-matmul.js (tinyllama-1.1b shapes; 1 thread, process CPU time,
 // best of 5 ms trials, because the machine was shared with other jobs at load 10-15):
 //   m = 1, GB/s of weights from DRAM, per core: f32 ~20, f16 ~19, bf16 ~19, q8_0 18-22,
-//          q4_0 ~14 (row tiles; 8-row kernel 15-18, H13), q4_k ~16, q5_k ~15, q6_k ~18
+//          q4_0 ~14 (row tiles; 8-row kernel 15-18, H13), q4_k ~16 (8-row
+//          kernel ~22-24), q5_k ~15, q6_k ~18 (8-row ~19-21)
 //   m = 128, GFLOP/s per core: q4_0 ~210, q8_0 ~140 (~88 before its 4x4 tiles), q4_k ~215, q5_k ~160 and q6_k ~155 (m = 64, with llama.cpp's
 //          8-lane steps: matmul_x86_repack_k.cc),
 //          f32 ~40, f16 ~70, bf16 ~72
