@@ -17,7 +17,8 @@ public model (for measuring memory, streaming and speed without downloading it).
 
 Options:
   --preset NAME   ${SYNTH_PRESET_NAMES.join(', ')}
-  --type TYPE     ${SYNTH_TYPES.join(', ')} (q4_k_m: llama.cpp-like Q4_K/Q5_K/Q6_K mix)
+  --type TYPE     ${SYNTH_TYPES.join(', ')} (q4_k_m: llama.cpp-like Q4_K/Q5_K/Q6_K mix;
+                  q5_k_m: llama.cpp's Q5_K_M, Q5_K with Q6_K output/attn_v/ffn_down)
   -o, --output F  file to write (written under a temporary name, renamed when complete)
   --seed N        PRNG seed (default 1; same seed, same bytes)
   --align N       tensor data alignment in bytes, a power of two (default 4096)

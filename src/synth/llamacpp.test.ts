@@ -143,8 +143,8 @@ async function checkFile(path: string, vocab: string): Promise<void> {
   }
 }
 
-test('llama.cpp loads synthetic tiny-15m (F32 and Q8_0) and tokenizes like flexinfer (llama2 SentencePiece)', async () => {
-  for (const type of ['f32', 'q8_0']) {
+test('llama.cpp loads synthetic tiny-15m (F32, Q8_0, Q5_K_M) and tokenizes like flexinfer (llama2 SentencePiece)', async () => {
+  for (const type of ['f32', 'q8_0', 'q5_k_m']) {
     const path = join(dir, `tiny-15m-${type}.gguf`);
     await synthesize(path, 'tiny-15m', type, { seed: 3 });
     await checkFile(path, 'llama2');

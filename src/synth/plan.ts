@@ -12,7 +12,7 @@ import { loadVocabSource, type VocabSource } from '../tokenizer/vocab-sources.js
 import { SYNTH_PRESETS, SYNTH_PRESET_NAMES, llama3RopeFactors, type SynthPreset } from './presets.js';
 
 /** Weight formats `flexinfer synth --type` accepts. */
-export const SYNTH_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q4_k_m'] as const;
+export const SYNTH_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q4_k_m', 'q5_k_m'] as const;
 export type SynthType = (typeof SYNTH_TYPES)[number];
 
 /** How a tensor's values are made. */
@@ -48,12 +48,12 @@ export interface SynthPlan {
 
 // llama_ftype values (llama.h) for general.file_type.
 const FILE_TYPE: Record<SynthType, number> = {
-  f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14 /* Q4_K_S: the closest named ftype to pure Q4_K */, q4_k_m: 15, bf16: 32,
+  f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14 /* Q4_K_S: the closest named ftype to pure Q4_K */, q4_k_m: 15, q5_k_m: 17, bf16: 32,
 };
 
 const BASE_TYPE: Record<SynthType, GgmlType> = {
   f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16, q8_0: GgmlType.Q8_0, q4_0: GgmlType.Q4_0,
-  q4_k: GgmlType.Q4_K, q4_k_m: GgmlType.Q4_K,
+  q4_k: GgmlType.Q4_K, q4_k_m: GgmlType.Q4_K, q5_k_m: GgmlType.Q5_K,
 };
 
 /** A preset by name, or InvalidOptionError listing the known ones. */
@@ -87,13 +87,27 @@ function useMoreBits(layer: number, nLayers: number): boolean {
  * llama.cpp mix of this size uses Q5_K for these shapes, and the Q5_K kernels need a file
  * that exercises them.
  */
-function matrixType(type: SynthType, role: string, layer: number, nLayers: number): GgmlType {
+function matrixType(type: SynthType, role: string, layer: number, nLayers: number, tiedOutput: boolean): GgmlType {
+  if (type === 'q5_k_m') return q5KmType(role, layer, nLayers, tiedOutput);
   if (type !== 'q4_k_m') return BASE_TYPE[type];
   if (role === 'output') return GgmlType.Q6_K;
   const more = useMoreBits(layer, nLayers);
   if (role === 'attn_v' || role === 'ffn_down') return more ? GgmlType.Q6_K : GgmlType.Q4_K;
   if (role === 'attn_k') return more ? GgmlType.Q5_K : GgmlType.Q4_K;
   return GgmlType.Q4_K;
+}
+
+/**
+ * llama.cpp's Q5_K_M (llama_tensor_get_type, non-MoE, not 70B): Q5_K everywhere except
+ * output.weight -> Q6_K, and attn_v / ffn_down -> Q6_K in the use_more_bits layers. A tied
+ * token_embd (no output.weight) doubles as the output, so llama.cpp gives it the output's type
+ * (Q6_K); an untied one keeps Q5_K. Rows that are not whole 256-blocks fall back in fitRows
+ * (llama.cpp: Q8_0 for the output, Q5_1 / Q8_0 elsewhere).
+ */
+function q5KmType(role: string, layer: number, nLayers: number, tiedOutput: boolean): GgmlType {
+  if (role === 'output' || (role === 'token_embd' && tiedOutput)) return GgmlType.Q6_K;
+  if ((role === 'attn_v' || role === 'ffn_down') && useMoreBits(layer, nLayers)) return GgmlType.Q6_K;
+  return GgmlType.Q5_K;
 }
 
 /**
@@ -152,7 +166,7 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
     tensors.push({ name, type: ggmlType, dims, init, numElements: n, byteSize: quantizedBytes(ggmlType, n) });
   };
   const matrix = (name: string, role: string, layer: number, dims: number[], std: number) =>
-    add(name, fitRows(matrixType(t, role, layer, p.nLayers), dims[0]!), dims, { kind: 'normal', mean: 0, std });
+    add(name, fitRows(matrixType(t, role, layer, p.nLayers, p.tiedOutput), dims[0]!), dims, { kind: 'normal', mean: 0, std });
   const vector = (name: string, n: number, mean: number, std: number) => add(name, GgmlType.F32, [n], { kind: 'normal', mean, std });
 
   const residualStd = 1 / Math.sqrt(2 * p.nLayers);

@@ -49,6 +49,11 @@ function expectedTiny(type: string, name: string): GgmlType {
   if (fixed[type] !== undefined) return fixed[type]!;
   const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
   const more = layer === 0 || layer === 2 || layer === 5;
+  if (type === 'q5_k_m') {
+    // Q5_K / Q6_K on 288-wide rows (token_embd included: tied, so the output's Q6_K) -> Q8_0
+    if (name.endsWith('ffn_down.weight')) return more ? GgmlType.Q6_K : GgmlType.Q5_K;
+    return GgmlType.Q8_0;
+  }
   if (name.endsWith('ffn_down.weight')) return type === 'q4_k_m' && more ? GgmlType.Q6_K : GgmlType.Q4_K;
   if (type === 'q4_k_m' && (name.endsWith('attn_v.weight') || name.endsWith('attn_k.weight')) && more) return GgmlType.Q8_0;
   return GgmlType.Q4_0;
@@ -85,7 +90,7 @@ test('tiny-15m synthesizes in every type; the file reads back with the planned t
     assert.equal(f.get('llama.rope.freq_base'), 10000);
     assert.equal(f.get('llama.attention.layer_norm_rms_epsilon'), Math.fround(1e-5));
     assert.equal(f.get('llama.vocab_size'), 32000);
-    assert.equal(f.get('general.file_type'), { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14, q4_k_m: 15, bf16: 32 }[type]);
+    assert.equal(f.get('general.file_type'), { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14, q4_k_m: 15, q5_k_m: 17, bf16: 32 }[type]);
     assert.equal(f.get('tokenizer.ggml.model'), 'llama');
     assert.equal(f.getStringArray('tokenizer.ggml.tokens')!.length, 32000);
     assert.equal(f.getStringArray('tokenizer.ggml.tokens')![1], '<s>');
@@ -203,6 +208,26 @@ test('q4_k_m on llama-2-7b: Q6_K output, Q6_K attn_v/ffn_down and Q5_K attn_k in
   assert.equal(plan.tensors.find((t) => t.name === 'token_embd.weight')!.type, GgmlType.Q4_K);
   assert.equal(plan.tensors.find((t) => t.name === 'blk.6.attn_v.weight')!.type, GgmlType.Q6_K);
   assert.equal(plan.tensors.find((t) => t.name === 'blk.7.attn_v.weight')!.type, GgmlType.Q4_K);
+});
+
+test('q5_k_m (llama.cpp Q5_K_M) on llama-2-7b and tinyllama: Q6_K output, attn_v/ffn_down in use_more_bits layers, else Q5_K', () => {
+  const plan = planSynth('llama-2-7b', 'q5_k_m');
+  const byType = (suffix: string, type: GgmlType) => plan.tensors.filter((t) => t.name.endsWith(suffix) && t.type === type).length;
+  // use_more_bits(i, 32): i < 4, i >= 28, and (i - 4) % 3 == 2 -> 6, 9, ..., 27 (8 layers): 16 in all
+  assert.equal(byType('attn_v.weight', GgmlType.Q6_K), 16);
+  assert.equal(byType('attn_v.weight', GgmlType.Q5_K), 16);
+  assert.equal(byType('ffn_down.weight', GgmlType.Q6_K), 16);
+  assert.equal(byType('ffn_down.weight', GgmlType.Q5_K), 16);
+  for (const role of ['attn_q', 'attn_k', 'attn_output', 'ffn_gate', 'ffn_up']) assert.equal(byType(`${role}.weight`, GgmlType.Q5_K), 32, role);
+  assert.equal(plan.tensors.find((t) => t.name === 'output.weight')!.type, GgmlType.Q6_K);
+  assert.equal(plan.tensors.find((t) => t.name === 'token_embd.weight')!.type, GgmlType.Q5_K); // untied: no special rule
+  assert.equal(plan.tensors.find((t) => t.name === 'blk.27.ffn_down.weight')!.type, GgmlType.Q6_K);
+  assert.equal(plan.tensors.find((t) => t.name === 'blk.26.ffn_down.weight')!.type, GgmlType.Q5_K);
+  assert.equal(plan.metadata.find(([k]) => k === 'general.file_type')![1].value, 17); // LLAMA_FTYPE_MOSTLY_Q5_K_M
+  // tinyllama: 22 layers; use_more_bits(i, 22): i < 2.75 (0, 1, 2), i >= 19.25 (20, 21), (i - 2) % 3 == 2 (4, 7, ..., 19)
+  const tl = planSynth('tinyllama-1.1b', 'q5_k_m');
+  const more = tl.tensors.filter((t) => t.name.endsWith('attn_v.weight') && t.type === GgmlType.Q6_K).map((t) => Number(t.name.split('.')[1]));
+  assert.deepEqual(more, [0, 1, 2, 4, 7, 10, 13, 16, 19, 20, 21]);
 });
 
 test('llama-3.2-1b rope_freqs: 15 ones, 3 interpolated, 14 x32 (hand-derived band edges)', () => {
