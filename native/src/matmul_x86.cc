@@ -598,6 +598,104 @@ void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
   _mm256_storeu_ps(out, _mm256_sub_ps(acc, accMin));
 }
 
+// ---- Q5_K, m = 1: eight weight rows at a time ----
+// Q5_K's f32 steps are llama.cpp's (see tileQK45): per row 8 f32 lanes and a scalar summs
+// chain. Here each row keeps those steps exactly: its 8 int32 lanes are the tile's (exact
+// integer sums, the scale applied as a (sc, sc) dword as in gemv8Q4_K), its lanes get the same
+// fma per super-block and the same hsum at the end; the summs chains of the 8 rows run in the 8
+// lanes of one vector (lane r = row r, the same fma(-(d_x * dmin_w), float(mins), summs) per
+// lane, mins the same exact integer). So results are bitwise tileQK45<true, 1>'s. Shared by the
+// 8 rows: the activation loads, the head transpose + scale/min unpack and mins of gemv8Q4_K
+// (Q5_K's 16-byte head has Q4_K's layout), and an L2 prefetch of the next 8 rows.
+// Measured (1 thread, CPU time, shared machine, 3 runs each, medians):
+//   bench-matmul.js --threads 1 --types q5_k --cpu --seconds 2 (DRAM): tileQK45<true, 1>
+//   17.1 GB/s (16.6-17.4); 8 rows each with the tile's own scale unpack and scalar chain 18.2
+//   (13.3 with the row loop unrolled); this kernel 21.6 (21.5-22.8).
+//   bench-matmul.js --token --threads 1 --types q5_k (whole tinyllama pass, m = 1):
+//   42.3 ms / 16.8 GB/s -> 34.5 ms / 20.6 GB/s.
+constexpr int kQ5KPfLines = 25;  // the next 8 rows hold 22 lines per super-block
+void gemv8Q5_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
+  const __m256i mask = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = mask, low2 = _mm256_set1_epi8(0x03);
+  const __m256i pickD = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
+                                         0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const __m256i pos = _mm256_setr_epi32(0, 0x00040004, 0x00080008, 0x000C000C, 0, 0x00040004, 0x00080008, 0x000C000C);
+  __m256 accv[8];                       // row r: its 8 f32 lanes
+  __m256 summs = _mm256_setzero_ps();   // lane r: row r's scalar summs chain
+  for (int r = 0; r < 8; r++) accv[r] = _mm256_setzero_ps();
+  const int64_t nb = k / QK_K;
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* blk = w + static_cast<size_t>(b) * sizeof(BlockQ5K);
+    const char* pf = reinterpret_cast<const char*>(next) + b * (64 * kQ5KPfLines);
+    for (int l = 0; l < kQ5KPfLines; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
+    // The 16-byte heads (d, dmin, 12 scale bytes: Q4_K's layout) transposed and unpacked for
+    // the 8 rows at once, as gemv8Q4_K: lane r = row r.
+    __m256i h[4];
+    for (int r = 0; r < 4; r++)
+      h[r] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(blk + (r + 4) * wStride),
+                                 reinterpret_cast<const __m128i*>(blk + r * wStride));
+    const __m256i t0 = _mm256_unpacklo_epi32(h[0], h[1]), t1 = _mm256_unpacklo_epi32(h[2], h[3]);
+    const __m256i t2 = _mm256_unpackhi_epi32(h[0], h[1]), t3 = _mm256_unpackhi_epi32(h[2], h[3]);
+    const __m256i dd = _mm256_unpacklo_epi64(t0, t1), u0 = _mm256_unpackhi_epi64(t0, t1);
+    const __m256i u1 = _mm256_unpacklo_epi64(t2, t3), u2 = _mm256_unpackhi_epi64(t2, t3);
+    const __m256i s03 = _mm256_and_si256(u0, low6);
+    const __m256i s47 = _mm256_or_si256(_mm256_and_si256(u2, low4),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), low2), 4));
+    const __m256i m03 = _mm256_and_si256(u1, low6);
+    const __m256i m47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4),
+                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), low2), 4));
+    alignas(32) int32_t scl[8][8];  // scl[j][r]: dword (sc, sc) of scale j of row r
+    for (int j = 0; j < 4; j++) {
+      const __m256i pick = _mm256_add_epi32(pos, _mm256_set1_epi32(j | (0x80 << 8) | (j << 16) | (0x80 << 24)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(scl[j]), _mm256_shuffle_epi8(s03, pick));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(scl[j + 4]), _mm256_shuffle_epi8(s47, pick));
+    }
+    // Exact integer mins of the 8 rows (the value hsumEpi32(madd(bsums, mins16)) gives).
+    const __m256i bsv = loadu(a.sums16() + b * 16);
+    const __m256i bs = _mm256_hadd_epi16(bsv, bsv);
+    const __m256i bs01 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(0));
+    const __m256i bs23 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(1));
+    const __m256i bs45 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(4));
+    const __m256i bs67 = _mm256_permutevar8x32_epi32(bs, _mm256_set1_epi32(5));
+    const __m256i pick01 = _mm256_add_epi32(pos, _mm256_set1_epi32(0 | (0x80 << 8) | (1 << 16) | (0x80 << 24)));
+    const __m256i pick23 = _mm256_add_epi32(pos, _mm256_set1_epi32(2 | (0x80 << 8) | (3 << 16) | (0x80 << 24)));
+    __m256i mins = _mm256_madd_epi16(_mm256_shuffle_epi8(m03, pick01), bs01);
+    mins = dpwssd(mins, _mm256_shuffle_epi8(m03, pick23), bs23);
+    mins = dpwssd(mins, _mm256_shuffle_epi8(m47, pick01), bs45);
+    mins = dpwssd(mins, _mm256_shuffle_epi8(m47, pick23), bs67);
+    const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(dd, pickD), 0xD8);
+    const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+    const __m256 dminw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+    const __m256 dx = _mm256_set1_ps(a.d()[b]);
+    // summs = fma(-(d_x * dmin_w), float(mins), summs) per lane: the tile's scalar step.
+    summs = _mm256_fmadd_ps(_mm256_xor_ps(_mm256_mul_ps(dx, dminw), _mm256_set1_ps(-0.0f)), _mm256_cvtepi32_ps(mins), summs);
+    alignas(32) float dwdx[8];
+    _mm256_store_ps(dwdx, _mm256_mul_ps(dw, dx));
+
+    const int8_t* x = a.qs() + b * QK_K;
+    __m256i xv[8];
+    for (int j = 0; j < 8; j++) xv[j] = loadu(x + 32 * j);
+    for (int r = 0; r < 8; r++) {
+      const BlockQ5K& q5 = reinterpret_cast<const BlockQ5K*>(w + r * wStride)[b];
+      const __m256i hbits = loadu(q5.qh);
+      __m256i sa = _mm256_setzero_si256(), sb = _mm256_setzero_si256();
+      for (int c = 0; c < 4; c++) {
+        const __m256i raw = loadu(q5.qs + 32 * c);
+        const __m256i lo = _mm256_or_si256(_mm256_and_si256(raw, mask),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * c), one), 4));
+        const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask),
+                                           _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * c + 1), one), 4));
+        sa = dpwssd(sa, _mm256_maddubs_epi16(lo, xv[2 * c]), _mm256_set1_epi32(scl[2 * c][r]));
+        sb = dpwssd(sb, _mm256_maddubs_epi16(hi, xv[2 * c + 1]), _mm256_set1_epi32(scl[2 * c + 1][r]));
+      }
+      accv[r] = _mm256_fmadd_ps(_mm256_set1_ps(dwdx[r]), _mm256_cvtepi32_ps(_mm256_add_epi32(sa, sb)), accv[r]);
+    }
+  }
+  alignas(32) float sm[8];
+  _mm256_store_ps(sm, summs);
+  for (int r = 0; r < 8; r++) out[r] = hsum(accv[r]) + sm[r];
+}
+
 // ---- Q6_K · Q8_K ----
 // llama.cpp's ggml_vec_dot_q6_K_q8_K steps (AVX2 path, current form), bit for bit: quants used
 // unsigned (0..63) into 8 int32 lanes (lane l = sum over sub-blocks of sc * dot of quants
@@ -772,6 +870,23 @@ void kernelQ4_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& row
   FLEXINFER_TILES(tileQ4_K)(w, wStride, nw, rows, nx, k, out, ldo);
 }
 
+void kernelQ5_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
+                int64_t ldo) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  if (nx == 1) {
+    const Act a[1] = {{rows.base, &rows.layout}};
+    int64_t r = 0;
+    for (; r + 8 <= nw; r += 8) {
+      const uint8_t* g = w + static_cast<size_t>(r) * wStride;
+      gemv8Q5_K(g, wStride, a[0], k, out + r, g + 8 * wStride);  // prefetch hints never fault
+    }
+    for (; r < nw; r++) tileQK45<true, 1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
+    return;
+  }
+#endif
+  FLEXINFER_TILES(tileQ5_K)(w, wStride, nw, rows, nx, k, out, ldo);
+}
+
 void kernelQ6_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
                 int64_t ldo) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
@@ -799,7 +914,7 @@ MatmulKernel simdKernel(GgmlType type) {
     case GgmlType::Q4_0: return kernelQ4_0;
     case GgmlType::Q8_0: return FLEXINFER_TILES(tileQ8_0);
     case GgmlType::Q4_K: return kernelQ4_K;
-    case GgmlType::Q5_K: return FLEXINFER_TILES(tileQ5_K);
+    case GgmlType::Q5_K: return kernelQ5_K;
     case GgmlType::Q6_K: return kernelQ6_K;
   }
   return nullptr;

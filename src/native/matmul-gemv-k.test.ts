@@ -1,5 +1,5 @@
 /**
- * The m = 1 (token generation) Q4_K kernel (Q6_K: see the last test): 8 weight rows at a time (gemv8Q4_K in
+ * The m = 1 (token generation) Q4_K kernel (Q6_K, Q5_K: see the last tests): 8 weight rows at a time (gemv8Q4_K in
  * native/src/matmul_x86.cc, VNNI builds), the remaining n % 8 rows on the row tile. Checked
  *   - bit for bit against the same rows computed inside m = 2 and m = 7 batches (row tiles:
  *     Q4_K's repacked panels start at m = 8), i.e. row invariance;
@@ -211,6 +211,73 @@ test('Q6_K m = 1 kernel: bitwise equal to the row tiles in batches and to the sc
             setKernelPath('scalar');
             const scalar = runQ6(xi, 1);
             const what = `Q6_K ${rawBytes ? 'raw' : 'quantized'} n=${n} k=${k} row ${i}`;
+            assert.deepEqual(one, batch7.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 7`);
+            if (i < 2) assert.deepEqual(one, batch2.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 2`);
+            assert.deepEqual(one, scalar, `${what}: SIMD vs scalar path`);
+            if (wd && i === 0) {
+              const xd = dequantize(GgmlType.Q8_K, quantize(GgmlType.Q8_K, xi), k);
+              for (let r = 0; r < n; r++) {
+                let s = 0;
+                let mag = 0;
+                for (let j = 0; j < k; j++) {
+                  const p = wd[r * k + j]! * xd[j]!;
+                  s += p;
+                  mag += Math.abs(p);
+                }
+                assert.ok(Math.abs(one[r]! - s) <= 1e-5 * mag, `${what}: out[${r}] = ${one[r]}, float64 ${s}`);
+              }
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    setKernelPath('auto');
+  }
+});
+
+// Q5_K at m = 1 (gemv8Q5_K, VNNI builds: 8 rows at a time, each row keeping llama.cpp's
+// ggml_vec_dot_q5_K_q8_K steps: its own 8 f32 lanes and scalar summs chain): the same checks.
+const Q5K_BYTES = 176; // d, dmin (f16), 12 scale bytes, qh[32], qs[128]
+
+function weightsQ5(n: number, k: number, next: () => number, rawBytes: boolean): Uint8Array {
+  if (!rawBytes) return quantize(GgmlType.Q5_K, randomArray(n * k, next, 0.5));
+  const w = new Uint8Array(ggmlRowBytes(GgmlType.Q5_K, k) * n);
+  for (let i = 0; i < w.length; i++) w[i] = Math.floor(next() * 256);
+  const dv = new DataView(w.buffer);
+  for (let o = 0; o < w.length; o += Q5K_BYTES) {
+    dv.setUint16(o, f32ToF16((next() * 2 - 1) * 0.01), true);
+    dv.setUint16(o + 2, f32ToF16(next() * 0.01), true);
+  }
+  return w;
+}
+
+test('Q5_K m = 1 kernel: bitwise equal to the row tiles in batches and to the scalar path; close to float64', () => {
+  let seed = 5050;
+  try {
+    for (const rawBytes of [false, true]) {
+      for (const n of NS) {
+        for (const k of KS) {
+          const next = rng(seed++);
+          const w = weightsQ5(n, k, next, rawBytes);
+          const x = randomArray(7 * k, next, 2);
+          x.fill(0, 3 * k, 4 * k);
+          const runQ5 = (xs: Float32Array, m: number): Float32Array => {
+            const out = new Float32Array(m * n).fill(NaN);
+            matmul(out, w, GgmlType.Q5_K, n, k, xs, m);
+            return out;
+          };
+          setKernelPath('auto');
+          const batch7 = runQ5(x, 7);
+          const batch2 = runQ5(x, 2);
+          const wd = rawBytes ? undefined : dequantize(GgmlType.Q5_K, w, n * k);
+          for (let i = 0; i < 7; i++) {
+            const xi = x.subarray(i * k, (i + 1) * k);
+            setKernelPath('auto');
+            const one = runQ5(xi, 1);
+            setKernelPath('scalar');
+            const scalar = runQ5(xi, 1);
+            const what = `Q5_K ${rawBytes ? 'raw' : 'quantized'} n=${n} k=${k} row ${i}`;
             assert.deepEqual(one, batch7.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 7`);
             if (i < 2) assert.deepEqual(one, batch2.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 2`);
             assert.deepEqual(one, scalar, `${what}: SIMD vs scalar path`);
