@@ -376,10 +376,6 @@ void gemv8Q4_0(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
   _mm256_storeu_ps(out, acc);
 }
 
-// Q4_0: m = 1 takes 8 weight rows at a time (gemv8Q4_0, VNNI builds), the rest row tiles.
-void kernelQ4_0(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
-                int64_t ldo);
-
 // ---- Q4_K / Q5_K · Q8_K ----
 // Per super-block: sumi = sum_j sc[j] * dot(q_j, x_j) over 8 sub-blocks of 32 (q unsigned),
 // mins = sum_j m[j] * (bsums[2j] + bsums[2j+1]); result += d * sumi - dmin * mins.
@@ -835,8 +831,13 @@ void floatKernel(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& ro
   }
 }
 
-void kernelQ4_0(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
-                int64_t ldo) {
+// Q4_0, Q4_K, Q5_K, Q6_K at m = 1 (VNNI builds): 8 weight rows at a time (G8, bitwise the
+// one-row tile's steps), the rows left over one by one (T1); m > 1 and other builds: row tiles.
+using Gemv8Fn = void (*)(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next);
+
+template <Gemv8Fn G8, TileFn T1, TileFn T2, TileFn T3, TileFn T4>
+void gemv8Kernel(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
+                 int64_t ldo) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   if (nx == 1) {
     const Act a[1] = {{rows.base, &rows.layout}};
@@ -844,65 +845,16 @@ void kernelQ4_0(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& row
     for (; r + 8 <= nw; r += 8) {
       const uint8_t* g = w + static_cast<size_t>(r) * wStride;
       // prefetches past the panel (or the matrix) are harmless hints: they never fault
-      gemv8Q4_0(g, wStride, a[0], k, out + r, g + 8 * wStride);
+      G8(g, wStride, a[0], k, out + r, g + 8 * wStride);
     }
-    for (; r < nw; r++) tileQ4_0<1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
+    for (; r < nw; r++) T1(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
     return;
   }
 #endif
-  FLEXINFER_TILES(tileQ4_0)(w, wStride, nw, rows, nx, k, out, ldo);
+  runTiles<T1, T2, T3, T4>(w, wStride, nw, rows, nx, k, out, ldo);
 }
 
-void kernelQ4_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
-                int64_t ldo) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  if (nx == 1) {
-    const Act a[1] = {{rows.base, &rows.layout}};
-    int64_t r = 0;
-    for (; r + 8 <= nw; r += 8) {
-      const uint8_t* g = w + static_cast<size_t>(r) * wStride;
-      gemv8Q4_K(g, wStride, a[0], k, out + r, g + 8 * wStride);  // prefetch hints never fault
-    }
-    for (; r < nw; r++) tileQK45<false, 1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
-    return;
-  }
-#endif
-  FLEXINFER_TILES(tileQ4_K)(w, wStride, nw, rows, nx, k, out, ldo);
-}
-
-void kernelQ5_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
-                int64_t ldo) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  if (nx == 1) {
-    const Act a[1] = {{rows.base, &rows.layout}};
-    int64_t r = 0;
-    for (; r + 8 <= nw; r += 8) {
-      const uint8_t* g = w + static_cast<size_t>(r) * wStride;
-      gemv8Q5_K(g, wStride, a[0], k, out + r, g + 8 * wStride);  // prefetch hints never fault
-    }
-    for (; r < nw; r++) tileQK45<true, 1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
-    return;
-  }
-#endif
-  FLEXINFER_TILES(tileQ5_K)(w, wStride, nw, rows, nx, k, out, ldo);
-}
-
-void kernelQ6_K(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
-                int64_t ldo) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  if (nx == 1) {
-    const Act a[1] = {{rows.base, &rows.layout}};
-    int64_t r = 0;
-    for (; r + 8 <= nw; r += 8) {
-      const uint8_t* g = w + static_cast<size_t>(r) * wStride;
-      gemv8Q6_K(g, wStride, a[0], k, out + r, g + 8 * wStride);  // prefetch hints never fault
-    }
-    for (; r < nw; r++) tileQ6_K<1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
-    return;
-  }
-#endif
-  FLEXINFER_TILES(tileQ6_K)(w, wStride, nw, rows, nx, k, out, ldo);
-}
+#define FLEXINFER_GEMV8(G, F) gemv8Kernel<G, F<1>, F<2>, F<3>, F<4>>
 
 }  // namespace
 
@@ -911,11 +863,11 @@ MatmulKernel simdKernel(GgmlType type) {
     case GgmlType::F32: return floatKernel<0>;
     case GgmlType::F16: return floatKernel<1>;
     case GgmlType::BF16: return floatKernel<2>;
-    case GgmlType::Q4_0: return kernelQ4_0;
+    case GgmlType::Q4_0: return FLEXINFER_GEMV8(gemv8Q4_0, tileQ4_0);
     case GgmlType::Q8_0: return FLEXINFER_TILES(tileQ8_0);
-    case GgmlType::Q4_K: return kernelQ4_K;
-    case GgmlType::Q5_K: return kernelQ5_K;
-    case GgmlType::Q6_K: return kernelQ6_K;
+    case GgmlType::Q4_K: return FLEXINFER_GEMV8(gemv8Q4_K, tileQ4_K);
+    case GgmlType::Q5_K: return FLEXINFER_GEMV8(gemv8Q5_K, tileQ5_K);
+    case GgmlType::Q6_K: return FLEXINFER_GEMV8(gemv8Q6_K, tileQ6_K);
   }
   return nullptr;
 }

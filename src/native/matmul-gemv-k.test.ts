@@ -17,22 +17,11 @@ import { GgmlType, ggmlRowBytes } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
 import { f16ToF32, f32ToF16 } from '../gguf/f16.js';
 import { matmul, setKernelPath } from './matmul.js';
+import { rng } from './ops-testing.js';
 
 const QK_K = 256;
 const Q4K_BYTES = 144; // d, dmin (f16), 12 scale bytes, 128 bytes of nibbles
 const Q8K_BYTES = 292; // d (f32), 256 int8, 16 int16 bsums
-
-/** Small deterministic PRNG (mulberry32), so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomArray(n: number, next: () => number, scale: number): Float32Array {
   const a = new Float32Array(n);
@@ -41,20 +30,24 @@ function randomArray(n: number, next: () => number, scale: number): Float32Array
 }
 
 /**
- * Weights [n, k] as Q4_K: quantized from random floats, or random bytes (every 6-bit scale
- * and min value, all high-bit combinations) with small random f16 d and dmin.
+ * Weights [n, k] of a K-quant type: quantized from random floats, or random bytes (every scale
+ * value and bit pattern) with small random f16 scales written at `f16` offsets of each block
+ * ([offset, signed]: d may be negative, dmin not).
  */
-function weights(n: number, k: number, next: () => number, rawBytes: boolean): Uint8Array {
-  if (!rawBytes) return quantize(GgmlType.Q4_K, randomArray(n * k, next, 0.5));
-  const w = new Uint8Array(ggmlRowBytes(GgmlType.Q4_K, k) * n);
+function kWeights(type: GgmlType, blockBytes: number, f16: Array<[number, boolean]>, n: number, k: number, next: () => number, rawBytes: boolean): Uint8Array {
+  if (!rawBytes) return quantize(type, randomArray(n * k, next, 0.5));
+  const w = new Uint8Array(ggmlRowBytes(type, k) * n);
   for (let i = 0; i < w.length; i++) w[i] = Math.floor(next() * 256);
   const dv = new DataView(w.buffer);
-  for (let o = 0; o < w.length; o += Q4K_BYTES) {
-    dv.setUint16(o, f32ToF16((next() * 2 - 1) * 0.01), true);
-    dv.setUint16(o + 2, f32ToF16(next() * 0.01), true);
+  for (let o = 0; o < w.length; o += blockBytes) {
+    for (const [at, signed] of f16) dv.setUint16(o + at, f32ToF16((signed ? next() * 2 - 1 : next()) * 0.01), true);
   }
   return w;
 }
+
+/** Q4_K weights (d, dmin at the start of each 144-byte block). */
+const weights = (n: number, k: number, next: () => number, rawBytes: boolean): Uint8Array =>
+  kWeights(GgmlType.Q4_K, Q4K_BYTES, [[0, true], [2, false]], n, k, next, rawBytes);
 
 /** Scale and min of sub-block j from the 12 packed bytes at s (ggml's get_scale_min_k4). */
 function scaleMin(w: Uint8Array, s: number, j: number): [number, number] {
@@ -176,41 +169,35 @@ test('Q4_K m = 1 kernel: close to the scalar path and to a float64 reference', (
 // (which does the same steps: llama.cpp's ggml_vec_dot_q6_K_q8_K), close to a float64 dot.
 const Q6K_BYTES = 210; // ql[128], qh[64], int8 scales[16], d (f16)
 
-function weightsQ6(n: number, k: number, next: () => number, rawBytes: boolean): Uint8Array {
-  if (!rawBytes) return quantize(GgmlType.Q6_K, randomArray(n * k, next, 0.5));
-  const w = new Uint8Array(ggmlRowBytes(GgmlType.Q6_K, k) * n);
-  for (let i = 0; i < w.length; i++) w[i] = Math.floor(next() * 256);
-  const dv = new DataView(w.buffer);
-  for (let o = 0; o < w.length; o += Q6K_BYTES) dv.setUint16(o + 208, f32ToF16((next() * 2 - 1) * 0.01), true);
-  return w;
-}
-
-test('Q6_K m = 1 kernel: bitwise equal to the row tiles in batches and to the scalar path; close to float64', () => {
-  let seed = 6060;
+/**
+ * m = 1 outputs of `type` bit for bit equal to the same rows inside m = 2 and m = 7 batches and
+ * to the scalar path (which does llama.cpp's steps for Q5_K and Q6_K), and close to float64.
+ */
+function checkGemv8(type: GgmlType, seed: number, makeWeights: (n: number, k: number, next: () => number, rawBytes: boolean) => Uint8Array): void {
   try {
     for (const rawBytes of [false, true]) {
       for (const n of NS) {
         for (const k of KS) {
           const next = rng(seed++);
-          const w = weightsQ6(n, k, next, rawBytes);
+          const w = makeWeights(n, k, next, rawBytes);
           const x = randomArray(7 * k, next, 2);
           x.fill(0, 3 * k, 4 * k);
-          const runQ6 = (xs: Float32Array, m: number): Float32Array => {
+          const runOne = (xs: Float32Array, m: number): Float32Array => {
             const out = new Float32Array(m * n).fill(NaN);
-            matmul(out, w, GgmlType.Q6_K, n, k, xs, m);
+            matmul(out, w, type, n, k, xs, m);
             return out;
           };
           setKernelPath('auto');
-          const batch7 = runQ6(x, 7);
-          const batch2 = runQ6(x, 2);
-          const wd = rawBytes ? undefined : dequantize(GgmlType.Q6_K, w, n * k);
+          const batch7 = runOne(x, 7);
+          const batch2 = runOne(x, 2);
+          const wd = rawBytes ? undefined : dequantize(type, w, n * k);
           for (let i = 0; i < 7; i++) {
             const xi = x.subarray(i * k, (i + 1) * k);
             setKernelPath('auto');
-            const one = runQ6(xi, 1);
+            const one = runOne(xi, 1);
             setKernelPath('scalar');
-            const scalar = runQ6(xi, 1);
-            const what = `Q6_K ${rawBytes ? 'raw' : 'quantized'} n=${n} k=${k} row ${i}`;
+            const scalar = runOne(xi, 1);
+            const what = `${GgmlType[type]} ${rawBytes ? 'raw' : 'quantized'} n=${n} k=${k} row ${i}`;
             assert.deepEqual(one, batch7.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 7`);
             if (i < 2) assert.deepEqual(one, batch2.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 2`);
             assert.deepEqual(one, scalar, `${what}: SIMD vs scalar path`);
@@ -234,71 +221,16 @@ test('Q6_K m = 1 kernel: bitwise equal to the row tiles in batches and to the sc
   } finally {
     setKernelPath('auto');
   }
+}
+
+test('Q6_K m = 1 kernel: bitwise equal to the row tiles in batches and to the scalar path; close to float64', () => {
+  checkGemv8(GgmlType.Q6_K, 6060, (n, k, next, raw) => kWeights(GgmlType.Q6_K, Q6K_BYTES, [[208, true]], n, k, next, raw));
 });
 
 // Q5_K at m = 1 (gemv8Q5_K, VNNI builds: 8 rows at a time, each row keeping llama.cpp's
 // ggml_vec_dot_q5_K_q8_K steps: its own 8 f32 lanes and scalar summs chain): the same checks.
 const Q5K_BYTES = 176; // d, dmin (f16), 12 scale bytes, qh[32], qs[128]
 
-function weightsQ5(n: number, k: number, next: () => number, rawBytes: boolean): Uint8Array {
-  if (!rawBytes) return quantize(GgmlType.Q5_K, randomArray(n * k, next, 0.5));
-  const w = new Uint8Array(ggmlRowBytes(GgmlType.Q5_K, k) * n);
-  for (let i = 0; i < w.length; i++) w[i] = Math.floor(next() * 256);
-  const dv = new DataView(w.buffer);
-  for (let o = 0; o < w.length; o += Q5K_BYTES) {
-    dv.setUint16(o, f32ToF16((next() * 2 - 1) * 0.01), true);
-    dv.setUint16(o + 2, f32ToF16(next() * 0.01), true);
-  }
-  return w;
-}
-
 test('Q5_K m = 1 kernel: bitwise equal to the row tiles in batches and to the scalar path; close to float64', () => {
-  let seed = 5050;
-  try {
-    for (const rawBytes of [false, true]) {
-      for (const n of NS) {
-        for (const k of KS) {
-          const next = rng(seed++);
-          const w = weightsQ5(n, k, next, rawBytes);
-          const x = randomArray(7 * k, next, 2);
-          x.fill(0, 3 * k, 4 * k);
-          const runQ5 = (xs: Float32Array, m: number): Float32Array => {
-            const out = new Float32Array(m * n).fill(NaN);
-            matmul(out, w, GgmlType.Q5_K, n, k, xs, m);
-            return out;
-          };
-          setKernelPath('auto');
-          const batch7 = runQ5(x, 7);
-          const batch2 = runQ5(x, 2);
-          const wd = rawBytes ? undefined : dequantize(GgmlType.Q5_K, w, n * k);
-          for (let i = 0; i < 7; i++) {
-            const xi = x.subarray(i * k, (i + 1) * k);
-            setKernelPath('auto');
-            const one = runQ5(xi, 1);
-            setKernelPath('scalar');
-            const scalar = runQ5(xi, 1);
-            const what = `Q5_K ${rawBytes ? 'raw' : 'quantized'} n=${n} k=${k} row ${i}`;
-            assert.deepEqual(one, batch7.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 7`);
-            if (i < 2) assert.deepEqual(one, batch2.subarray(i * n, (i + 1) * n), `${what}: m = 1 vs m = 2`);
-            assert.deepEqual(one, scalar, `${what}: SIMD vs scalar path`);
-            if (wd && i === 0) {
-              const xd = dequantize(GgmlType.Q8_K, quantize(GgmlType.Q8_K, xi), k);
-              for (let r = 0; r < n; r++) {
-                let s = 0;
-                let mag = 0;
-                for (let j = 0; j < k; j++) {
-                  const p = wd[r * k + j]! * xd[j]!;
-                  s += p;
-                  mag += Math.abs(p);
-                }
-                assert.ok(Math.abs(one[r]! - s) <= 1e-5 * mag, `${what}: out[${r}] = ${one[r]}, float64 ${s}`);
-              }
-            }
-          }
-        }
-      }
-    }
-  } finally {
-    setKernelPath('auto');
-  }
+  checkGemv8(GgmlType.Q5_K, 5050, (n, k, next, raw) => kWeights(GgmlType.Q5_K, Q5K_BYTES, [[0, true], [2, false]], n, k, next, raw));
 });
