@@ -485,6 +485,35 @@ void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
   tileQK45<true, NX>(w, a, k, out, ldo);
 }
 
+// The 16-byte heads of a Q4_K / Q5_K super-block (d, dmin, 12 packed scale bytes) of 8 rows
+// (`blk` row 0, rows wStride apart), unpacked at once: rows r and r + 4 go in the two 128-bit
+// halves, then a 4 x 4 dword transpose per half gives dword lane r = row r: dd = d | dmin,
+// s03 / s47 = scale bytes of sub-blocks 0-3 / 4-7, m03 / m47 = the mins (kScales' bit moves,
+// 32-bit shifts; the masks keep bytes apart).
+struct KHeads8 {
+  __m256i dd, s03, s47, m03, m47;
+};
+
+inline KHeads8 kHeads8(const uint8_t* blk, size_t wStride) {
+  const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(0x03);
+  __m256i h[4];
+  for (int r = 0; r < 4; r++)
+    h[r] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(blk + (r + 4) * wStride),
+                               reinterpret_cast<const __m128i*>(blk + r * wStride));
+  const __m256i t0 = _mm256_unpacklo_epi32(h[0], h[1]), t1 = _mm256_unpacklo_epi32(h[2], h[3]);
+  const __m256i t2 = _mm256_unpackhi_epi32(h[0], h[1]), t3 = _mm256_unpackhi_epi32(h[2], h[3]);
+  const __m256i u0 = _mm256_unpackhi_epi64(t0, t1);
+  const __m256i u1 = _mm256_unpacklo_epi64(t2, t3), u2 = _mm256_unpackhi_epi64(t2, t3);
+  KHeads8 o;
+  o.dd = _mm256_unpacklo_epi64(t0, t1);
+  o.s03 = _mm256_and_si256(u0, low6);
+  o.s47 = _mm256_or_si256(_mm256_and_si256(u2, low4), _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), low2), 4));
+  o.m03 = _mm256_and_si256(u1, low6);
+  o.m47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4),
+                          _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), low2), 4));
+  return o;
+}
+
 // ---- Q4_K, m = 1: eight weight rows at a time, one f32 lane per row ----
 // tileQK45<false, 1> spends per super-block a scalar unpack of the 12 scale bytes (stored and
 // reloaded as a vector), two horizontal int32 sums and two scalar FMAs on one row. Here 8
@@ -513,7 +542,6 @@ void tileQ5_K(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
 constexpr int kQ4KPfLines = 21;
 void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
-  const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = mask, low2 = _mm256_set1_epi8(0x03);
   // d | dmin per dword -> [d r0..3, dmin r0..3] per 128-bit half
   const __m256i pickD = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
@@ -525,23 +553,9 @@ void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
     const char* pf = reinterpret_cast<const char*>(next) + b * (64 * kQ4KPfLines);
     for (int l = 0; l < kQ4KPfLines; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
 
-    // Heads of rows r and r + 4 in the two halves, then a 4 x 4 dword transpose per half:
-    // DD lane r = d | dmin of row r, U0 / U1 / U2 = its scale bytes 0-3 / 4-7 / 8-11.
-    __m256i h[4];
-    for (int r = 0; r < 4; r++)
-      h[r] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(blk + (r + 4) * wStride),
-                                 reinterpret_cast<const __m128i*>(blk + r * wStride));
-    const __m256i t0 = _mm256_unpacklo_epi32(h[0], h[1]), t1 = _mm256_unpacklo_epi32(h[2], h[3]);
-    const __m256i t2 = _mm256_unpackhi_epi32(h[0], h[1]), t3 = _mm256_unpackhi_epi32(h[2], h[3]);
-    const __m256i dd = _mm256_unpacklo_epi64(t0, t1), u0 = _mm256_unpackhi_epi64(t0, t1);
-    const __m256i u1 = _mm256_unpacklo_epi64(t2, t3), u2 = _mm256_unpackhi_epi64(t2, t3);
-    // kScales' bit moves, 8 rows at once (32-bit shifts; the masks keep bytes apart).
-    const __m256i s03 = _mm256_and_si256(u0, low6);
-    const __m256i s47 = _mm256_or_si256(_mm256_and_si256(u2, low4),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), low2), 4));
-    const __m256i m03 = _mm256_and_si256(u1, low6);
-    const __m256i m47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), low2), 4));
+    // Heads of rows r and r + 4 in the two halves (see kHeads8): lane r = row r.
+    const KHeads8 hd = kHeads8(blk, wStride);
+    const __m256i dd = hd.dd, s03 = hd.s03, s47 = hd.s47, m03 = hd.m03, m47 = hd.m47;
     // scl[j][r]: dword with both int16 halves = scale j of row r (a vpdpwssd broadcast operand).
     // (pshufb indexes within a 128-bit half: byte j of dword p is byte 4p + j.)
     const __m256i pos = _mm256_setr_epi32(0, 0x00040004, 0x00080008, 0x000C000C, 0, 0x00040004, 0x00080008, 0x000C000C);
@@ -612,7 +626,6 @@ void gemv8Q4_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
 constexpr int kQ5KPfLines = 25;  // the next 8 rows hold 22 lines per super-block
 void gemv8Q5_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
   const __m256i mask = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  const __m256i low6 = _mm256_set1_epi8(0x3F), low4 = mask, low2 = _mm256_set1_epi8(0x03);
   const __m256i pickD = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,  //
                                          0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
   const __m256i pos = _mm256_setr_epi32(0, 0x00040004, 0x00080008, 0x000C000C, 0, 0x00040004, 0x00080008, 0x000C000C);
@@ -624,22 +637,9 @@ void gemv8Q5_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
     const uint8_t* blk = w + static_cast<size_t>(b) * sizeof(BlockQ5K);
     const char* pf = reinterpret_cast<const char*>(next) + b * (64 * kQ5KPfLines);
     for (int l = 0; l < kQ5KPfLines; l++) _mm_prefetch(pf + 64 * l, _MM_HINT_T1);
-    // The 16-byte heads (d, dmin, 12 scale bytes: Q4_K's layout) transposed and unpacked for
-    // the 8 rows at once, as gemv8Q4_K: lane r = row r.
-    __m256i h[4];
-    for (int r = 0; r < 4; r++)
-      h[r] = _mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(blk + (r + 4) * wStride),
-                                 reinterpret_cast<const __m128i*>(blk + r * wStride));
-    const __m256i t0 = _mm256_unpacklo_epi32(h[0], h[1]), t1 = _mm256_unpacklo_epi32(h[2], h[3]);
-    const __m256i t2 = _mm256_unpackhi_epi32(h[0], h[1]), t3 = _mm256_unpackhi_epi32(h[2], h[3]);
-    const __m256i dd = _mm256_unpacklo_epi64(t0, t1), u0 = _mm256_unpackhi_epi64(t0, t1);
-    const __m256i u1 = _mm256_unpacklo_epi64(t2, t3), u2 = _mm256_unpackhi_epi64(t2, t3);
-    const __m256i s03 = _mm256_and_si256(u0, low6);
-    const __m256i s47 = _mm256_or_si256(_mm256_and_si256(u2, low4),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), low2), 4));
-    const __m256i m03 = _mm256_and_si256(u1, low6);
-    const __m256i m47 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), low4),
-                                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), low2), 4));
+    // The 16-byte heads (d, dmin, 12 scale bytes: Q4_K's layout) for the 8 rows: lane r = row r.
+    const KHeads8 hd = kHeads8(blk, wStride);
+    const __m256i dd = hd.dd, s03 = hd.s03, s47 = hd.s47, m03 = hd.m03, m47 = hd.m47;
     alignas(32) int32_t scl[8][8];  // scl[j][r]: dword (sc, sc) of scale j of row r
     for (int j = 0; j < 4; j++) {
       const __m256i pick = _mm256_add_epi32(pos, _mm256_set1_epi32(j | (0x80 << 8) | (j << 16) | (0x80 << 24)));

@@ -4,7 +4,7 @@ import { GgmlType, ggmlRowBytes } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
 import { f16ToF32, f32ToF16 } from '../gguf/f16.js';
 import { getThreads, matmul, setKernelPath, setThreads } from './matmul.js';
-import { rng } from './ops-testing.js';
+import { q8_0RoundTrip, rng } from './ops-testing.js';
 
 // Q8_0 batches (m >= 2) run the register-tiled kernel of native/src/matmul_x86_q8_0.cc (up to 4
 // weight x 4 activation rows per tile) on AVX512-VNNI builds, m = 1 the one-row tiles of
@@ -19,25 +19,6 @@ function randomArray(n: number, next: () => number, scale: number): Float32Array
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = (next() * 2 - 1) * scale;
   return a;
-}
-
-/** Round half to even, as the x86 quantizer (_mm256_round_ps nearest). */
-function roundEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-/** x -> Q8_0 -> f32 as llama.cpp's x86 quantize_row_q8_0 (the activation conversion). */
-function q8_0RoundTrip(x: Float32Array): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let b = 0; b < x.length; b += 32) {
-    let amax = 0;
-    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b + j]!));
-    const d = f16ToF32(f32ToF16(Math.fround(amax / 127)));
-    const id = amax !== 0 ? Math.fround(127 / amax) : 0;
-    for (let j = 0; j < 32; j++) out[b + j] = d * roundEven(Math.fround(x[b + j]! * id));
-  }
-  return out;
 }
 
 /**

@@ -4,7 +4,7 @@ import { GgmlType, ggmlRowBytes, ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
 import { bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16Array, f32ToF16, f32ToF16Array } from '../gguf/f16.js';
 import { getKernelPath, getThreads, matmul, MATMUL_TYPES, setKernelPath, setThreads } from './matmul.js';
-import { rng } from './ops-testing.js';
+import { q8_0RoundTrip, rng } from './ops-testing.js';
 
 // Independent reference: W dequantized by the TypeScript reference codecs (src/gguf/quant.ts),
 // x converted to the weight type's vec_dot_type in TypeScript, dots in float64. The native
@@ -14,28 +14,6 @@ function randomArray(n: number, next: () => number, scale = 1): Float32Array {
   const a = new Float32Array(n);
   for (let i = 0; i < n; i++) a[i] = (next() * 2 - 1) * scale;
   return a;
-}
-
-/** Round half to even, as _mm256_round_ps(_MM_ROUND_NEAREST). */
-function roundEven(v: number): number {
-  const r = Math.round(v);
-  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-/**
- * x -> Q8_0 -> f32 as llama.cpp's x86 quantize_row_q8_0 (the CPU backend's activation path):
- * d = amax / 127 stored as f16, q = round-half-even(x * (127 / amax)) in f32.
- */
-function q8_0RoundTrip(x: Float32Array): Float32Array {
-  const out = new Float32Array(x.length);
-  for (let b = 0; b < x.length; b += 32) {
-    let amax = 0;
-    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b + j]!));
-    const d = f16ToF32(f32ToF16(Math.fround(amax / 127)));
-    const id = amax !== 0 ? Math.fround(127 / amax) : 0;
-    for (let j = 0; j < 32; j++) out[b + j] = d * roundEven(Math.fround(x[b + j]! * id));
-  }
-  return out;
 }
 
 /** One activation row as the kernels see it after conversion to the vec_dot_type. */

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { kernelPath, setKernelPath, type KernelPath } from './ops.js';
+import { f16ToF32, f32ToF16 } from '../gguf/f16.js';
 
 const PATHS: KernelPath[] = ['auto', 'scalar'];
 
@@ -49,3 +50,24 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: num
   }
 }
 
+/** Round half to even, as _mm256_round_ps(_MM_ROUND_NEAREST). */
+function roundEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * x -> Q8_0 -> f32 as llama.cpp's x86 quantize_row_q8_0 (the CPU backend's activation path):
+ * d = amax / 127 stored as f16, q = round-half-even(x * (127 / amax)) in f32.
+ */
+export function q8_0RoundTrip(x: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let b = 0; b < x.length; b += 32) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[b + j]!));
+    const d = f16ToF32(f32ToF16(Math.fround(amax / 127)));
+    const id = amax !== 0 ? Math.fround(127 / amax) : 0;
+    for (let j = 0; j < 32; j++) out[b + j] = d * roundEven(Math.fround(x[b + j]! * id));
+  }
+  return out;
+}
