@@ -22,8 +22,8 @@ import { join } from 'node:path';
 import { synthesize } from '../synth/synth.js';
 import { SYNTH_PRESETS, type SynthPreset } from '../synth/presets.js';
 import { readGgufSync } from '../gguf/reader.js';
-import { modelConfigFromGguf } from '../models/registry.js';
-import { Transformer, type Batch } from '../models/transformer.js';
+import { createTransformer, modelConfigFromGguf } from '../models/registry.js';
+import type { Transformer, Batch } from '../models/transformer.js';
 import { createKvManager, VTensorKvManager, type KvManager } from '../kv/index.js';
 import { rowBytes } from '../kv/shape.js';
 import { createWeightStore } from '../weights/create.js';
@@ -158,7 +158,7 @@ for (const c of CASES) {
     try {
       for (const layout of LAYOUTS) {
         const kv = createKvManager({ layout, shape, capacityBytes, ...(layout === 'vtensor' ? { chunkBytes } : { maxSequences: 3 * N }) });
-        const tf = new Transformer(config, store, kv, { maxRows, maxLogitRows: maxRows });
+        const tf = createTransformer(config, store, kv, { maxRows, maxLogitRows: maxRows });
         try {
           // (1) Each sequence alone, from scratch, not cached.
           const alone: Float32Array[] = [];
@@ -302,7 +302,7 @@ test('prefix reuse when the pool holds one sequence: vtensor hits as contiguous 
         layout === 'vtensor'
           ? createKvManager({ layout, shape, capacityBytes: 2 * shape.numLayers * 1024 * rowBytes(shape) })
           : createKvManager({ layout, shape, capacityBytes: shape.maxContext * shape.numLayers * 2 * rowBytes(shape) });
-      const tf = new Transformer(config, store, kv, { maxRows: turn2.length, maxLogitRows: turn2.length });
+      const tf = createTransformer(config, store, kv, { maxRows: turn2.length, maxLogitRows: turn2.length });
       try {
         if (layout === 'vtensor') assert.equal((kv as VTensorKvManager).pool.capacityChunks, 2 * shape.numLayers, 'one chunk per tensor');
         // Turn 1 from scratch, then into the prefix cache.

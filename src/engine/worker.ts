@@ -8,7 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { readGgufSync } from '../gguf/reader.js';
-import { modelConfigFromGguf } from '../models/registry.js';
+import { createTransformer, modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
 import { createKvManager } from '../kv/index.js';
 import { kvPoolSize } from '../kv/pool-size.js';
@@ -48,7 +48,7 @@ async function start(): Promise<void> {
     capacityBytes: kvBytes,
     ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : { chunkBytes }),
   });
-  const model = new Transformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
+  const model = createTransformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
 
   const scheduler = new Scheduler({
     model,

@@ -37,15 +37,13 @@ test('llama config: hyperparameters, GQA, linear rope scaling, untied output', (
   const c = modelConfigFromGguf(fakeFile('llama', LLAMA));
   assert.deepEqual(c, {
     architecture: 'llama', dim: 64, numLayers: 2, numHeads: 8, numKvHeads: 2, headDim: 8, ffnDim: 128, vocabSize: 100,
-    contextLength: 4096, rmsEps: 1e-6, ropeFreqBase: 500000, ropeScale: 4, ropeMode: 'normal', tiedOutput: false, hasRopeFreqs: false, qkvBias: false,
+    contextLength: 4096, rmsEps: 1e-6, ropeFreqBase: 500000, ropeScale: 4, tiedOutput: false, hasRopeFreqs: false,
   });
 });
 
-test('qwen2 config: NeoX rope, q/k/v biases, tied output, defaults for absent keys', () => {
+test('qwen2 config: tied output, defaults for absent keys', () => {
   const meta = { 'qwen2.embedding_length': 64, 'qwen2.block_count': 1, 'qwen2.attention.head_count': 4, 'qwen2.feed_forward_length': 96 };
   const c = modelConfigFromGguf(fakeFile('qwen2', meta, { tied: true, bias: true }));
-  assert.equal(c.ropeMode, 'neox');
-  assert.equal(c.qkvBias, true);
   assert.equal(c.tiedOutput, true);
   assert.equal(c.numKvHeads, 4); // no head_count_kv: no GQA
   assert.equal(c.ropeFreqBase, 10000);

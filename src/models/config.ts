@@ -5,12 +5,9 @@
 import { ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { InvalidModelError, UnsupportedTensorTypeError } from '../errors.js';
 
-/** RoPE layout: 'normal' rotates pairs (2i, 2i+1) (llama); 'neox' rotates (i, i + d/2) (qwen2). */
-export type RopeMode = 'normal' | 'neox';
-
 /** What the forward pass needs to know about a model, read from its GGUF metadata. */
 export interface ModelConfig {
-  /** general.architecture ("llama", "qwen2"). */
+  /** general.architecture ("llama", "qwen2", ...). */
   architecture: string;
   /** Residual stream width (n_embd). */
   dim: number;
@@ -27,25 +24,16 @@ export interface ModelConfig {
   ropeFreqBase: number;
   /** Linear RoPE scaling factor (positions are divided by it); 1 = none. */
   ropeScale: number;
-  ropeMode: RopeMode;
   /** True when the file has no output.weight: the output matmul uses token_embd (tied). */
   tiedOutput: boolean;
   /** True when the file has rope_freqs.weight (llama3 rope scaling as frequency factors). */
   hasRopeFreqs: boolean;
-  /** q/k/v carry biases (qwen2). */
-  qkvBias: boolean;
 }
 
 /** The part of a parsed GGUF file the config reader looks at (H1's GgufFile fits). */
 export interface GgufMetadataSource {
   get(key: string): unknown;
   readonly tensors: ReadonlyArray<{ name: string; type: number; dims: readonly number[] }>;
-}
-
-/** Architecture-specific facts the generic reader cannot guess. */
-export interface ArchDefaults {
-  ropeMode: RopeMode;
-  qkvBias: boolean;
 }
 
 function num(file: GgufMetadataSource, key: string, fallback?: number): number {
@@ -73,7 +61,7 @@ function positiveInt(file: GgufMetadataSource, key: string, fallback?: number): 
  * Reads and validates the config of a decoder-only transformer in llama.cpp's key scheme.
  * Throws InvalidModelError (missing/inconsistent keys or tensors) or UnsupportedTensorTypeError.
  */
-export function readModelConfig(file: GgufMetadataSource, arch: string, defaults: ArchDefaults): ModelConfig {
+export function readModelConfig(file: GgufMetadataSource, arch: string): ModelConfig {
   const tensors = new Map(file.tensors.map((t) => [t.name, t]));
   const embd = tensors.get('token_embd.weight');
   if (!embd) throw new InvalidModelError(`tensor 'token_embd.weight' is missing`);
@@ -130,10 +118,8 @@ export function readModelConfig(file: GgufMetadataSource, arch: string, defaults
     rmsEps,
     ropeFreqBase,
     ropeScale,
-    ropeMode: defaults.ropeMode,
     tiedOutput: !tensors.has('output.weight'),
     hasRopeFreqs: tensors.has('rope_freqs.weight'),
-    qkvBias: defaults.qkvBias && tensors.has('blk.0.attn_q.bias'),
   };
 }
 

@@ -3,6 +3,9 @@
  * UnsupportedArchitectureError listing what is supported.
  */
 import type { GgufMetadataSource, ModelConfig } from './config.js';
+import type { Transformer, TransformerOptions } from './transformer.js';
+import type { WeightStore } from '../weights/store.js';
+import type { KvCache } from '../kv/cache.js';
 import { InvalidModelError, UnsupportedArchitectureError } from '../errors.js';
 import { llama } from './llama.js';
 import { qwen2 } from './qwen2.js';
@@ -14,6 +17,8 @@ export interface Architecture {
   readConfig(file: GgufMetadataSource): ModelConfig;
   /** Tensors every block must have ("blk.N." + name). */
   readonly requiredLayerTensors: readonly string[];
+  /** The architecture's forward pass bound to its weights and KV cache. */
+  create(config: ModelConfig, weights: WeightStore, kv: KvCache, options: TransformerOptions): Transformer;
 }
 
 const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llama, qwen2].map((a) => [a.name, a]));
@@ -47,4 +52,9 @@ export function modelConfigFromGguf(file: GgufMetadataSource): ModelConfig {
   }
   if (!names.has('output_norm.weight')) throw new InvalidModelError(`tensor 'output_norm.weight' is missing`);
   return config;
+}
+
+/** The forward pass of `config.architecture`, bound to its weights and KV cache. */
+export function createTransformer(config: ModelConfig, weights: WeightStore, kv: KvCache, options: TransformerOptions): Transformer {
+  return getArchitecture(config.architecture).create(config, weights, kv, options);
 }

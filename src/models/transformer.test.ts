@@ -6,7 +6,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Transformer, type Batch } from './transformer.js';
+import type { Batch } from './transformer.js';
+import { createTransformer } from './registry.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, WeightStore, WeightTensor } from '../weights/store.js';
 import type { KvCache, KvShape } from '../kv/cache.js';
@@ -27,7 +28,13 @@ function rng(seed: number): () => number {
 
 const base: ModelConfig = {
   architecture: 'llama', dim: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, ffnDim: 96, vocabSize: 50,
-  contextLength: 64, rmsEps: 1e-5, ropeFreqBase: 10000, ropeScale: 1, ropeMode: 'normal', tiedOutput: false, hasRopeFreqs: false, qkvBias: false,
+  contextLength: 64, rmsEps: 1e-5, ropeFreqBase: 10000, ropeScale: 1, tiedOutput: false, hasRopeFreqs: false,
+};
+
+/** What the reference must know of each architecture (the model files know it themselves). */
+const TRAITS: Record<string, { ropeMode: 'normal' | 'neox'; qkvBias: boolean }> = {
+  llama: { ropeMode: 'normal', qkvBias: false },
+  qwen2: { ropeMode: 'neox', qkvBias: true },
 };
 
 /** Random F32 weights in an in-memory store; `w` keeps them as Float32Array for the reference. */
@@ -53,7 +60,7 @@ function makeStore(c: ModelConfig, seed: number): { store: WeightStore; w: Map<s
     add(p + 'attn_q.weight', [c.dim, qDim], 0.5);
     add(p + 'attn_k.weight', [c.dim, kvDim], 0.5);
     add(p + 'attn_v.weight', [c.dim, kvDim], 0.5);
-    if (c.qkvBias) {
+    if (TRAITS[c.architecture]!.qkvBias) {
       add(p + 'attn_q.bias', [qDim], 0.5);
       add(p + 'attn_k.bias', [kvDim], 0.5);
       add(p + 'attn_v.bias', [kvDim], 0.5);
@@ -129,7 +136,7 @@ class Reference {
     for (let h = 0; h < numHeads; h++) {
       for (let i = 0; i < c.headDim / 2; i++) {
         const theta = ((pos / c.ropeScale) * Math.pow(c.ropeFreqBase, (-2 * i) / c.headDim)) / (ff ? ff[i]! : 1);
-        const [a, b] = c.ropeMode === 'normal' ? [2 * i, 2 * i + 1] : [i, i + c.headDim / 2];
+        const [a, b] = TRAITS[c.architecture]!.ropeMode === 'normal' ? [2 * i, 2 * i + 1] : [i, i + c.headDim / 2];
         const x0 = x[h * c.headDim + a]!;
         const x1 = x[h * c.headDim + b]!;
         x[h * c.headDim + a] = x0 * Math.cos(theta) - x1 * Math.sin(theta);
@@ -153,7 +160,7 @@ class Reference {
       const q = this.matvec(p + 'attn_q.weight', xb, qDim);
       const k = this.matvec(p + 'attn_k.weight', xb, kvDim);
       const v = this.matvec(p + 'attn_v.weight', xb, kvDim);
-      if (c.qkvBias) {
+      if (TRAITS[c.architecture]!.qkvBias) {
         for (const [vec, n] of [[q, 'q'], [k, 'k'], [v, 'v']] as const) {
           const b = this.w.get(`${p}attn_${n}.bias`)!;
           vec.forEach((_, i) => (vec[i]! += b[i]!));
@@ -214,14 +221,14 @@ function assertClose(actual: Float32Array, expected: number[], what: string): vo
 
 for (const [label, overrides] of [
   ['llama (normal rope, GQA, untied)', {}],
-  ['qwen2 (neox rope, qkv bias, tied output)', { architecture: 'qwen2', ropeMode: 'neox', qkvBias: true, tiedOutput: true }],
+  ['qwen2 (neox rope, qkv bias, tied output)', { architecture: 'qwen2', tiedOutput: true }],
   ['llama3 rope_freqs + linear rope scale', { hasRopeFreqs: true, ropeScale: 2, ropeFreqBase: 500000 }],
 ] as const) {
   test(`forward matches the naive reference: ${label}`, () => {
     const c: ModelConfig = { ...base, ...overrides };
     const { store, w } = makeStore(c, 1234);
     const kv = makeKv({ numLayers: c.numLayers, kvDim: c.numKvHeads * c.headDim, maxContext: c.contextLength });
-    const model = new Transformer(c, store, kv, { maxRows: 16, maxLogitRows: 8 });
+    const model = createTransformer(c, store, kv, { maxRows: 16, maxLogitRows: 8 });
     const promptA = [3, 17, 42, 8, 9, 21, 33];
     const promptB = [5, 11, 48];
     const refA = new Reference(c, w);

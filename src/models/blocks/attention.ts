@@ -1,0 +1,66 @@
+/**
+ * Attention blocks: rotary position embedding with its options, and causal attention of a
+ * sequence's query rows over its K/V in the cache.
+ *
+ * NOTE (where the KV layout meets the model): attendSequence() is the ONE place the forward
+ * pass touches the KV cache. It writes the run's new K/V rows at their positions and runs the
+ * attention kernel over the sequence's K/V. A layout that stores K/V differently (a paged
+ * cache read through a block table) plugs in here; architectures never see the cache.
+ */
+import type { KvCache } from '../../kv/cache.js';
+import type { SeqRun } from '../transformer.js';
+import { attention as attentionKernel, rope as ropeKernel, storeKv } from '../../native/index.js';
+
+/** RoPE layout: 'normal' rotates pairs (2i, 2i+1) (llama); 'neox' rotates (i, i + d/2) (qwen2 and later). */
+export type RopeMode = 'normal' | 'neox';
+
+/** How one layer rotates q and k. */
+export interface RopeOptions {
+  mode: RopeMode;
+  /** rope.freq_base */
+  freqBase: number;
+  /** Positions are multiplied by it: 1 / linear scaling factor; 1 = none. */
+  freqScale: number;
+  /** Per-pair frequency divisors (llama3's rope_freqs.weight), [headDim / 2], or null. */
+  freqFactors: Float32Array | null;
+}
+
+/** Head geometry and score scale of one layer's attention. */
+export interface AttentionOptions {
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** Factor on q·k before the softmax. */
+  scale: number;
+}
+
+/**
+ * llama.cpp's default kq_scale = 1.0f / sqrtf(headDim), rounded in f32 at each step
+ * (1 / Math.sqrt in double differs by an ulp for 242 of headDim 1..1024, e.g. 96 and 112).
+ */
+export function defaultAttentionScale(headDim: number): number {
+  return Math.fround(1 / Math.fround(Math.sqrt(headDim)));
+}
+
+/** In-place rotary embedding of x [m, numHeads * headDim], each row at its own position. */
+export function rope(x: Float32Array, m: number, numHeads: number, headDim: number, positions: Int32Array, r: RopeOptions): void {
+  ropeKernel(x, m, numHeads, headDim, positions, r.mode, r.freqBase, r.freqScale, r.freqFactors);
+}
+
+/**
+ * One sequence's rows of one layer: appends their k, v to the sequence's cache at their
+ * positions, then causal attention of each query row over kv positions [0, pos] into run.att.
+ */
+export function attendSequence(kv: KvCache, layer: number, run: SeqRun, a: AttentionOptions): void {
+  const kvDim = a.numKvHeads * a.headDim;
+  const keys = kv.keys(run.seq, layer); // [maxContext, kvDim] f16
+  const values = kv.values(run.seq, layer); // [maxContext, kvDim] f16
+  storeKv(keys, run.k, run.n, kvDim, run.positions);
+  storeKv(values, run.v, run.n, kvDim, run.positions);
+  attentionKernel(run.att, run.q, keys, values, run.n, run.positions, a.numHeads, a.numKvHeads, a.headDim, a.scale);
+}
+
+/** attendSequence() for every run of the batch (runs cover the batch's rows in order). */
+export function attention(kv: KvCache, layer: number, runs: readonly SeqRun[], a: AttentionOptions): void {
+  for (const r of runs) attendSequence(kv, layer, r, a);
+}

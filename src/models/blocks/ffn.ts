@@ -1,0 +1,26 @@
+/**
+ * Gated feed-forward blocks: out = down(act(gate(x)) * up(x)). SwiGLU (act = SiLU) is the
+ * llama family's FFN.
+ */
+import type { LayerWeights } from '../../weights/store.js';
+import { siluMul } from '../../native/index.js';
+import { linear } from './linear.js';
+
+/** Scratch a gated FFN computes in: two [m, ffnDim] buffers. */
+export interface FfnScratch {
+  hb: Float32Array;
+  hb2: Float32Array;
+}
+
+/**
+ * SwiGLU over m rows with the layer's ffn_gate / ffn_up / ffn_down:
+ * hb = silu(x·Wgate^T) * (x·Wup^T) [m, ffnDim]; out = hb·Wdown^T [m, dim]. out may be x.
+ */
+export function swiglu(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch): void {
+  const up = w.get('ffn_up.weight');
+  const n = m * up.dims[1]!;
+  linear(s.hb, w.get('ffn_gate.weight'), x, m);
+  linear(s.hb2, up, x, m);
+  siluMul(s.hb, s.hb, s.hb2, n);
+  linear(out, w.get('ffn_down.weight'), s.hb, m);
+}
