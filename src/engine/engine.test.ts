@@ -63,8 +63,19 @@ test('a reused prompt prefix (vTensor prefix cache) gives the tokens of a contig
   const first = await model.complete(PROMPTS[2]!, GREEDY);
   // Next "turn": the previous prompt and answer plus more text share a long prefix.
   const turn2 = Uint32Array.from([...model.tokenize(PROMPTS[2]!, { addBos: true }), ...first.tokens, ...model.tokenize(' The end.', { addBos: false })]);
+  type Sched = { scheduler: { prefixQueryTokens: number; prefixHitTokens: number } };
+  const before = (await model.stats()) as Sched;
   const cached = await model.complete(turn2, GREEDY);
   assert.ok(cached.cachedPromptTokens > 0, 'expected a prefix-cache hit');
+  // The engine's prefix counters (vLLM's prefix_cache_queries / hits, in tokens) moved by what the request reported.
+  const after = (await model.stats()) as Sched;
+  assert.equal(after.scheduler.prefixQueryTokens - before.scheduler.prefixQueryTokens, cached.promptTokens);
+  assert.equal(after.scheduler.prefixHitTokens - before.scheduler.prefixHitTokens, cached.cachedPromptTokens);
+  // One inter-token gap per generated token after the first, each within the generation's span.
+  const gaps = cached.timings.interTokenMs;
+  assert.equal(gaps.length, cached.tokens.length - 1);
+  assert.ok(gaps.every((g) => g >= 0));
+  assert.ok(gaps.reduce((a, g) => a + g, 0) <= cached.timings.genMs + 1e-6, 'gaps add up to at most the generation time');
   // Reference without reuse, other KV layout: a fresh model.
   const fresh = await loadModel(path, { threads: 2, contextSize: 256, parallel: 1, kv: 'contiguous' });
   try {

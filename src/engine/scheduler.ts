@@ -45,6 +45,8 @@ export interface GenerationTimings {
   promptTokensPerSec: number;
   genTokensPerSec: number;
   timeToFirstTokenMs: number;
+  /** Time between each generated token and the one before it (one entry per token after the first). */
+  interTokenMs: number[];
 }
 
 /** What a finished generation reports. */
@@ -109,6 +111,8 @@ interface Sequence {
   tSubmit: number;
   tAdmit: number;
   tFirstToken: number;
+  tLastToken: number;
+  interTokenMs: number[];
 }
 
 /** Per-step record of a sequence's rows in the batch. */
@@ -130,6 +134,10 @@ export class Scheduler {
   private numSteps = 0;
   private numRowsTotal = 0;
   private numPreemptions = 0;
+  // Prompt tokens of generations at their first admission, and how many of them the prefix
+  // cache held (vLLM's prefix_cache_queries / prefix_cache_hits, in tokens).
+  private numPrefixQueryTokens = 0;
+  private numPrefixHitTokens = 0;
 
   constructor(options: SchedulerOptions) {
     this.o = options;
@@ -179,8 +187,16 @@ export class Scheduler {
   }
 
   /** Counters for stats(). */
-  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number } {
-    return { running: this.running.length, waiting: this.waiting.length, steps: this.numSteps, rows: this.numRowsTotal, preemptions: this.numPreemptions };
+  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number; prefixQueryTokens: number; prefixHitTokens: number } {
+    return {
+      running: this.running.length,
+      waiting: this.waiting.length,
+      steps: this.numSteps,
+      rows: this.numRowsTotal,
+      preemptions: this.numPreemptions,
+      prefixQueryTokens: this.numPrefixQueryTokens,
+      prefixHitTokens: this.numPrefixHitTokens,
+    };
   }
 
   /**
@@ -226,6 +242,10 @@ export class Scheduler {
       if (s.tAdmit === 0) {
         s.tAdmit = performance.now();
         s.cachedPromptTokens = s.numComputed;
+        if (s.kind === 'generate' && this.o.prefixCache !== false) {
+          this.numPrefixQueryTokens += s.numPrompt;
+          this.numPrefixHitTokens += s.cachedPromptTokens;
+        }
       }
       this.waiting.shift();
       this.running.push(s);
@@ -336,6 +356,8 @@ export class Scheduler {
     s.sampler!.accept([token]);
     s.tokens[s.numTokens++] = token;
     s.numGenerated++;
+    if (s.tLastToken !== 0) s.interTokenMs.push(now - s.tLastToken);
+    s.tLastToken = now;
     const { text, stopped } = s.stop!.push(s.decoder!.push(token));
     if (stopped) return this.finish(s, 'stop', [token], text);
     if (s.numGenerated >= s.maxTokens || s.numTokens >= this.o.contextSize) return this.finish(s, 'length', [token], text);
@@ -377,6 +399,7 @@ export class Scheduler {
         // The first token comes out of the prompt pass; the rest are decode steps.
         genTokensPerSec: genMs > 0 && s.numGenerated > 1 ? ((s.numGenerated - 1) * 1000) / genMs : 0,
         timeToFirstTokenMs: s.tFirstToken ? s.tFirstToken - s.tSubmit : 0,
+        interTokenMs: s.interTokenMs,
       },
     };
   }
@@ -391,7 +414,7 @@ export class Scheduler {
     return {
       id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
       maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
-      allLogits: false, logits: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0,
+      allLogits: false, logits: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
     };
   }
 

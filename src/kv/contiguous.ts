@@ -216,6 +216,9 @@ export class ContiguousKvManager implements KvManager {
       prefixHits: this.prefixHits,
       prefixMisses: this.prefixMisses,
       prefixTokensReused: this.prefixTokensReused,
+      activeBytes: this.seqs.size * this.slotBytes,
+      blockTokens: this.shape.maxContext,
+      numBlocks: this.numSlots,
     };
   }
 

@@ -32,6 +32,16 @@ export interface KvStats {
   prefixHits: number;
   prefixMisses: number;
   prefixTokensReused: number;
+  /**
+   * Bytes mapped into live sequences. Memory held by the prefix cache alone is left out: it is
+   * freed on demand, so (like vLLM's kv_cache_usage_perc, which counts cached blocks with no
+   * reference as free) activeBytes / capacityBytes is the share of the pool in use.
+   */
+  activeBytes: number;
+  /** Tokens of one block: a chunk's tokens (vtensor) or a slot's context (contiguous). */
+  blockTokens: number;
+  /** Blocks the pool holds for every layer's K and V at once: tokens = blockTokens * numBlocks. */
+  numBlocks: number;
 }
 
 /** Result of looking a prompt up in the prefix cache. */

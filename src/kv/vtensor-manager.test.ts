@@ -94,10 +94,15 @@ test('vtensor: running short evicts cached prefixes, then returns false without 
   assert.ok(m.ensure(a, 256));
   writePattern(m, a, ta, 0, 256);
   m.commit(a, ta);
+  assert.equal(m.stats().activeBytes, 8 * numTensors * CHUNK, 'a maps 8 slots of every tensor');
   m.release(a, true);
   assert.equal(m.pool.stats().usedChunks, 8 * numTensors, 'cache keeps the prefix');
+  assert.equal(m.stats().activeBytes, 0, 'chunks held by the prefix cache alone are not in use');
+  assert.equal(m.stats().blockTokens, 32);
+  assert.equal(m.stats().numBlocks, 12, '72 chunks / 6 tensors');
   const b = m.createSequence()!;
   assert.ok(m.ensure(b, 300), 'evicts cached blocks to make room');
+  assert.equal(m.stats().activeBytes, 10 * numTensors * CHUNK, 'b maps 10 slots');
   assert.equal(m.numCachedBlocks, 2, 'evicted just enough: 10 slots for b + 2 cached = 12');
   assert.equal(m.ensure(b, 500), false, 'pool short');
   assert.equal(m.length(b), 0);

@@ -242,9 +242,11 @@ export class VTensorKvManager implements KvManager {
     const used = this.pool.capacityChunks - this.pool.numFreeChunks;
     let shared = 0;
     let mappings = 0;
+    let active = 0;
     for (let c = 0; c < this.seqMaps.length; c++) {
       mappings += this.seqMaps[c]!;
       if (this.seqMaps[c]! > 1) shared++;
+      if (this.seqMaps[c]! > 0) active++;
     }
     let liveTokens = 0;
     for (const s of this.seqs.values()) liveTokens += s.tokens.length;
@@ -264,6 +266,10 @@ export class VTensorKvManager implements KvManager {
       prefixHits: this.prefixHits,
       prefixMisses: this.prefixMisses,
       prefixTokensReused: this.prefixTokensReused,
+      activeBytes: active * cb,
+      blockTokens: this.geometry.tokensPerChunk,
+      // One block = one chunk slot of every tensor (each layer's K and V).
+      numBlocks: Math.floor(this.pool.capacityChunks / this.geometry.numTensors),
     };
   }
 
