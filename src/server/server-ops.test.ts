@@ -13,6 +13,7 @@ import OpenAI from 'openai';
 import { synthesize } from '../synth/synth.js';
 import { loadModel, type Model } from '../index.js';
 import { createServer, type FlexinferServer } from './server.js';
+import { parsePrometheus } from './prometheus-testing.js';
 
 const MODEL_ID = 'tiny';
 let dir: string;
@@ -144,25 +145,3 @@ test('bounded queue: with parallel 1 and maxQueue 1 a third request gets 429 que
     assert.ok(samples.get('flexinfer_generated_tokens_per_second')! > 0);
   });
 });
-
-/** Parses Prometheus text exposition: every line a comment or `name{labels} value`. */
-function parsePrometheus(text: string): Map<string, number> {
-  const out = new Map<string, number>();
-  const typed = new Set<string>();
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    const t = /^# TYPE (\S+) (counter|gauge)$/.exec(line);
-    if (t) {
-      typed.add(t[1]!);
-      continue;
-    }
-    if (line.startsWith('# HELP ')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (-?[0-9.e+-]+)$/.exec(line);
-    assert.ok(m, `not a Prometheus sample line: ${JSON.stringify(line)}`);
-    assert.ok(typed.has(m[1]!), `${m[1]} has no # TYPE line before it`);
-    const v = Number(m[4]);
-    assert.ok(Number.isFinite(v), line);
-    out.set(m[1]! + (m[2] ?? ''), v);
-  }
-  return out;
-}
