@@ -11,7 +11,11 @@ import { createServer } from '../server/server.js';
 const HELP = `Usage: flexinfer serve MODEL [options]
 
 Serves MODEL over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions,
-/v1/models, /health, /metrics) with continuous batching.
+/v1/models, /health, /metrics, /version, /tokenize, /detokenize) with continuous batching.
+
+On SIGTERM (or Ctrl-C) the server drains: /health answers 503 at once, new requests get 503
+with Retry-After, running requests finish (up to --drain-timeout), then it exits 0. A second
+SIGTERM ends the running requests at once with an error.
 
 Options:
   --host HOST            address to bind (default 127.0.0.1)
@@ -24,6 +28,7 @@ Options:
   --threads N            compute threads (default: all cores)
   --api-key KEY          require Authorization: Bearer KEY on /v1/*
   --alias NAME           model id to serve (default: the file name)
+  --drain-timeout S      seconds running requests may take to finish on SIGTERM (default 30)
 `;
 
 export async function run(argv: string[]): Promise<number> {
@@ -38,6 +43,7 @@ export async function run(argv: string[]): Promise<number> {
       'max-queue': { type: 'string' },
       'api-key': { type: 'string' },
       alias: { type: 'string' },
+      'drain-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -52,6 +58,7 @@ export async function run(argv: string[]): Promise<number> {
   const parallel = numberOption('parallel', values.parallel, { min: 1, max: 256, integer: true }) ?? 4;
   const port = numberOption('port', values.port, { min: 0, max: 65535, integer: true }) ?? 8080;
   const modelId = values.alias ?? basename(path);
+  const drainTimeoutS = numberOption('drain-timeout', values['drain-timeout'], { min: 0, max: 86_400 }) ?? 30;
 
   const modelPromise = loadModel(path, { ...load, parallel, kv });
   // The server answers /health with 503 while the model loads.
@@ -63,25 +70,40 @@ export async function run(argv: string[]): Promise<number> {
     maxQueue: numberOption('max-queue', values['max-queue'], { min: 0, integer: true }) ?? 64,
     ...(values['api-key'] ? { apiKey: values['api-key'] } : {}),
   });
+  // Signals are handled from the start: a SIGTERM while the model loads stops the server too.
+  let signals = 0;
+  const stopped = new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      if (signals === 1) {
+        process.stderr.write(`flexinfer: ${sig}: draining (${server.inFlight} requests in flight, up to ${drainTimeoutS} s; send it again to stop at once)\n`);
+        resolve();
+      } else {
+        process.stderr.write(`flexinfer: ${sig} again: ending the requests in flight now\n`);
+        server.forceDrain();
+      }
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
   const address = await server.listen();
   process.stderr.write(`flexinfer: serving '${modelId}' at ${address}/v1 (loading the model...)\n`);
-  const model = await modelPromise.catch(async (err) => {
+  const loaded = await Promise.race([modelPromise.then((m) => ({ m })), stopped.then(() => null)]).catch(async (err) => {
     await server.close();
     throw err;
   });
-  process.stderr.write(`flexinfer: ready (${model.info.architecture}, ${model.info.numLayers} layers, context ${model.info.contextSize}, parallel ${parallel}, kv ${kv})\n`);
-
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
-  process.stderr.write('flexinfer: shutting down\n');
-  await server.close();
-  await model.dispose();
+  if (loaded) {
+    const model = loaded.m;
+    process.stderr.write(`flexinfer: ready (${model.info.architecture}, ${model.info.numLayers} layers, context ${model.info.contextSize}, parallel ${parallel}, kv ${kv})\n`);
+    await stopped;
+  }
+  const result = await server.drain({ timeoutMs: drainTimeoutS * 1000 });
+  process.stderr.write(
+    result.clean
+      ? `flexinfer: drained in ${(result.ms / 1000).toFixed(1)} s; shutting down\n`
+      : `flexinfer: ${result.numCut} requests ended with an error after ${(result.ms / 1000).toFixed(1)} s; shutting down\n`,
+  );
+  const model = await modelPromise.catch(() => null);
+  await model?.dispose();
   return 0;
 }

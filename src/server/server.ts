@@ -1,12 +1,13 @@
 /**
- * OpenAI-compatible HTTP server (fastify): /v1/chat/completions, /v1/completions,
- * /v1/models, /health, /metrics.
+ * OpenAI-compatible HTTP server (fastify): /v1/chat/completions, /v1/completions, and the ops
+ * endpoints of routes-ops.ts (/v1/models, /health, /metrics, /version, /tokenize, /detokenize).
  *
  * NOTE: the server does no batching of its own. Every request becomes one model.generate()
  * call; the engine's scheduler batches all running requests into one forward pass per step
  * (continuous batching) and reuses cached prefixes. The server bounds how many requests may
  * wait (429 beyond that), turns client disconnects into aborts (the sequence and its KV are
  * freed at the next step), and answers every bad request with a 4xx in the OpenAI shape.
+ * drain() (SIGTERM in `flexinfer serve`) refuses new work and lets running requests end (drain.ts).
  */
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
@@ -14,6 +15,9 @@ import { ApiError, badRequest, fromValidation } from './errors.js';
 import { ChatTemplate, ChatTemplateError, type ChatMessage } from '../engine/chat-template.js';
 import { chatCompletionSchema, completionSchema, type ChatCompletionRequest, type CompletionRequest, type SamplingFields } from './schemas.js';
 import { Metrics } from './metrics.js';
+import { ServerHealth } from './health.js';
+import { Drain, isShutdown, shutdownApiError, type DrainResult } from './drain.js';
+import { registerOpsRoutes } from './routes-ops.js';
 import type { GenerateResult, Model } from '../engine/model.js';
 
 /** The model a server serves (the engine's Model). */
@@ -44,6 +48,16 @@ export interface FlexinferServer {
   close(): Promise<void>;
   /** Requests currently running or waiting. */
   readonly inFlight: number;
+  /** What /health answers (add checks to it: health.addCheck(name, fn)). */
+  readonly health: ServerHealth;
+  /**
+   * Graceful shutdown: /health turns 503 and new generation requests get 503 + Retry-After at
+   * once; running requests finish (up to `timeoutMs`, default 30 s, or until forceDrain()),
+   * the rest end with an OpenAI-shaped error; then the server stops listening.
+   */
+  drain(options?: { timeoutMs?: number }): Promise<DrainResult>;
+  /** Cuts a drain's wait short: requests still running end with an error now. */
+  forceDrain(): void;
 }
 
 /**
@@ -52,7 +66,9 @@ export interface FlexinferServer {
 export function createServer(modelOrPromise: ServableModel | Promise<ServableModel>, options: ServerOptions): FlexinferServer {
   const parallel = options.parallel ?? 4;
   const maxQueue = options.maxQueue ?? 64;
-  const metrics = new Metrics();
+  const metrics = new Metrics(options.modelId);
+  const health = new ServerHealth();
+  const drainer = new Drain();
   let model: ServableModel | undefined;
   let loadError: Error | undefined;
   let chatTemplate: ChatTemplate | undefined;
@@ -62,9 +78,11 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
   Promise.resolve(modelOrPromise).then(
     (m) => {
       model = m;
+      health.setReady();
     },
     (err: Error) => {
       loadError = err;
+      health.setFailed(err.message);
     },
   );
 
@@ -100,6 +118,13 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     void reply.code(404).send(new ApiError(404, `Unknown endpoint: ${req.method} ${req.url}`, 'not_found_error', null, 'unknown_url').toJSON());
   });
 
+  // --- while draining, new work goes elsewhere: 503 + Retry-After (GETs still answer) ---
+  app.addHook('onRequest', async (req, reply) => {
+    if (!drainer.draining || req.method !== 'POST') return;
+    void reply.header('retry-after', '1').header('connection', 'close');
+    throw drainer.refusal();
+  });
+
   // --- auth on /v1/* ---
   app.addHook('onRequest', async (req) => {
     if (!options.apiKey || !req.url.startsWith('/v1/')) return;
@@ -125,28 +150,22 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     }
   };
 
-  app.get('/health', async (_req, reply) => {
-    if (model) return { status: 'ok' };
-    void reply.code(503);
-    return loadError ? { status: 'error', error: loadError.message } : { status: 'loading' };
+  registerOpsRoutes(app, {
+    modelId: options.modelId,
+    health,
+    metrics,
+    requireModel,
+    checkModelId,
+    chatPromptTokens,
+    get inFlight() {
+      return inFlight;
+    },
+    parallel,
   });
 
-  app.get('/v1/models', async () => {
-    requireModel();
-    return { object: 'list', data: [{ id: options.modelId, object: 'model', created: metrics.startedAt, owned_by: 'flexinfer' }] };
-  });
-
-  app.get('/metrics', async (_req, reply) => {
-    const stats = model ? await model.stats().catch(() => ({})) : {};
-    void reply.type('text/plain; version=0.0.4');
-    return metrics.render({ inFlight, parallel, stats });
-  });
-
-  app.post('/v1/chat/completions', { schema: { body: chatCompletionSchema } }, async (req, reply) => {
-    const body = req.body as ChatCompletionRequest;
-    const m = requireModel();
-    checkModelId(body.model);
-    const messages: ChatMessage[] = body.messages.map((msg, i) => ({
+  /** The prompt tokens of chat messages: the model's template, and BOS as the file says. */
+  function chatPromptTokens(m: ServableModel, bodyMessages: ChatCompletionRequest['messages'], opts: { addGenerationPrompt: boolean } = { addGenerationPrompt: true }): Uint32Array {
+    const messages: ChatMessage[] = bodyMessages.map((msg, i) => ({
       role: msg.role === 'developer' ? 'system' : msg.role,
       content: typeof msg.content === 'string' ? msg.content : joinParts(msg.content, `messages[${i}].content`),
     }));
@@ -157,14 +176,21 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     }
     let text: string;
     try {
-      text = chatTemplate.render(messages);
+      text = chatTemplate.render(messages, opts);
     } catch (err) {
       if (err instanceof ChatTemplateError) throw badRequest(err.message, 'messages', 'chat_template_error');
       throw err;
     }
     // A template that writes the BOS text itself must not get a second BOS; otherwise the
     // file's tokenizer.ggml.add_bos_token decides, as in llama.cpp (Qwen2 adds none).
-    const prompt = bosText && text.startsWith(bosText) ? m.tokenize(text, { addBos: false, special: true }) : m.tokenize(text, { special: true });
+    return bosText && text.startsWith(bosText) ? m.tokenize(text, { addBos: false, special: true }) : m.tokenize(text, { special: true });
+  }
+
+  app.post('/v1/chat/completions', { schema: { body: chatCompletionSchema } }, async (req, reply) => {
+    const body = req.body as ChatCompletionRequest;
+    const m = requireModel();
+    checkModelId(body.model);
+    const prompt = chatPromptTokens(m, body.messages);
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
     return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body);
   });
@@ -232,6 +258,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       if (!reply.raw.writableFinished) abort.abort();
     };
     reply.raw.on('close', onClose);
+    const untrack = drainer.track(abort);
     inFlight++;
     metrics.requestStarted(kind);
     const t0 = performance.now();
@@ -239,8 +266,9 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       const gen = m.generate(prompt, options);
       if (!body.stream) {
         const result = await gen.result;
-        const usage = usageOf(result);
         metrics.requestDone(kind, result, performance.now() - t0);
+        if (isShutdown(abort.signal)) throw shutdownApiError();
+        const usage = usageOf(result);
         const finish = finishReason(result.finishReason);
         const choice =
           kind === 'chat'
@@ -280,6 +308,9 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
           send({ ...last, timings: timingsOf(result) });
           if (body.stream_options?.include_usage) send({ id, object: chunkObject, created, model: options_modelId(), choices: [], usage });
           res.write('data: [DONE]\n\n');
+        } else if (isShutdown(abort.signal)) {
+          send(shutdownApiError().toJSON());
+          res.write('data: [DONE]\n\n');
         }
       } catch (err) {
         if (!abort.signal.aborted) {
@@ -298,6 +329,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       // generation then finishes normally with the tokens it had).
       if (abort.signal.aborted) metrics.requestAborted(kind);
       inFlight--;
+      untrack();
       reply.raw.off('close', onClose);
     }
   }
@@ -316,6 +348,16 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     },
     async close() {
       await app.close();
+    },
+    health,
+    async drain(opts = {}) {
+      health.setDraining();
+      const result = await drainer.drain(opts.timeoutMs ?? 30_000);
+      await app.close();
+      return result;
+    },
+    forceDrain() {
+      drainer.force();
     },
   };
 }
