@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Runs every compiled test (dist/**/*.test.js) with node's test runner.
 // Usage: node scripts/run-tests.js [substring ...]   (only test files whose path contains one)
-import { readdirSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -25,8 +26,13 @@ if (files.length === 0) {
   console.error('no test files found under dist/ (did `tsc` run?)');
   process.exit(1);
 }
+// Tests calibrate storage on whatever the machine is doing: keep their figures out of the
+// user's calibration cache (~/.cache/flexinfer), which steers every later plan.
+const cacheDir = mkdtempSync(join(tmpdir(), 'flexinfer-test-cache-'));
 const res = spawnSync(process.execPath, ['--test', '--test-concurrency=2', ...files], {
   stdio: 'inherit',
   cwd: root,
+  env: { ...process.env, FLEXINFER_CACHE_DIR: cacheDir },
 });
+rmSync(cacheDir, { recursive: true, force: true });
 process.exit(res.status ?? 1);

@@ -35,7 +35,7 @@ test('createWeightStore: resident without a budget, streaming with one; same byt
   }
 });
 
-test('planWithWindow: an explicit window is kept; the default is the largest window within 2% of the best predicted time', () => {
+test('planWithWindow: an explicit window is kept; the default is the best window by the cost model (ties to the deeper ring)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
   try {
     const path = join(dir, 'm.gguf');

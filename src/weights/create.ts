@@ -10,8 +10,9 @@ import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
 import { calibrateStorage, readCachedCalibration } from './calibrate.js';
 import { embeddingLayout } from './embed.js';
-import { InsufficientMemoryError } from '../errors.js';
-import { planResidency, type HardwareFigures, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
+import { planWithWindow, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
+
+export { planWithWindow } from './plan.js';
 import { ResidentWeightStore } from './resident.js';
 import type { WeightStore } from './store.js';
 import { StreamingWeightStore, type StreamingOptions } from './streaming.js';
@@ -95,41 +96,6 @@ export async function createWeightStore(
   const store = await StreamingWeightStore.open(file, plan, { ...options, direct, ioThreads });
   return { store, plan, file };
 }
-
-/**
- * planResidency with the given window; without one, the planner picks it: among windows 3, 2
- * and 1 that fit the budget, the largest whose predicted time per token is within
- * WINDOW_TOLERANCE of the best. A deeper ring absorbs jitter in read latency, but when reads
- * are the bottleneck (streamed bytes / bandwidth > compute per layer) one layer ahead already
- * keeps the reader busy, and the ring memory a smaller window frees keeps more weights
- * resident: Llama-2-7B Q4_0 at a 25% budget, window 3 -> 1 moves 217 MiB from the ring to
- * resident tensors (6% fewer bytes read per token). The error, when none fits, is window 1's.
- */
-export function planWithWindow(tensors: PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): Plan {
-  if (window !== undefined) return planResidency(tensors, { ...options, window });
-  let chosen: Plan | undefined;
-  let best = Infinity;
-  const fits: Plan[] = [];
-  for (let w = 3; w >= 1; w--) {
-    try {
-      const p = planResidency(tensors, { ...options, window: w });
-      fits.push(p);
-      best = Math.min(best, p.predictedSecPerToken);
-    } catch (e) {
-      if (!(e instanceof InsufficientMemoryError) || (w === 1 && fits.length === 0)) throw e;
-    }
-  }
-  for (const p of fits) {
-    if (p.predictedSecPerToken <= best * (1 + WINDOW_TOLERANCE)) {
-      chosen = p; // fits is ordered from the largest window down
-      break;
-    }
-  }
-  return chosen!;
-}
-
-/** A smaller prefetch window must predict more than this much faster to be chosen. */
-export const WINDOW_TOLERANCE = 0.02;
 
 /** Share of the weight bytes streamed every token above which reads count as sequential. */
 export const SEQUENTIAL_STREAM_FRACTION = 0.8;

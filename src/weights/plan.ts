@@ -18,11 +18,27 @@
  *  - Flexible tensor preservation: candidates differ in which kinds come first (attention
  *    first, FFN first, smallest first, largest first). With a small budget the small
  *    attention tensors (K/V smallest under GQA) fill it with fine granularity; with a larger
- *    one, FFN-first plans leave a small partial kind. The cost model picks:
+ *    one, FFN-first plans leave a small partial kind. The cost model picks.
+ *  - The cost model (costOf) simulates the streaming pipeline for SIM_TOKENS tokens: reads run
+ *    back to back at the engine's achieved parallel read rate, a layer's reads start only when
+ *    its ring slot is free (the layer numSlots earlier was released), a layer computes when its
+ *    reads are done and the previous layer computed, and each token ends with the output
+ *    matrix and the embedding rows:
  *
- *      t_token = sum_l max(compute_l, streamed_l / readBandwidth) + output compute + embedding rows
+ *      readEnd(s)    = max(readEnd(s-1), computeEnd(s - numSlots)) + streamed(s) / readRate
+ *      computeEnd(s) = max(readEnd(s), computeEnd(s-1) [+ tail at a token boundary]) + compute(s)
+ *      predicted     = computeEnd(last) / SIM_TOKENS
+ *                      + WINDOW_JITTER * sum_l min(readTime_l, compute_l) / window
  *
- *    ties go to fewer bytes read per token.
+ *    The last term is an allowance for read-time jitter, which a deeper ring absorbs (it is
+ *    what makes a deeper window win when the window does not change the simulated time).
+ *    Ties go to the larger window, then to fewer bytes read per token.
+ *  - A larger budget never loses to a smaller one (by the cost model): every plan that fits a
+ *    budget fits a larger one, the search at a budget covers every (candidate, window) and, per
+ *    pair, its longest fitting prefix, and the cost is a max-plus expression of the per-layer
+ *    streamed bytes, so making one more tensor resident never raises it. Hence the best plan at
+ *    budget B is at least as good as the best plan of any smaller budget; plan.test.ts checks it
+ *    as a property over random models and budgets.
  */
 import { InsufficientMemoryError } from '../errors.js';
 import type { TensorKind } from './tensors.js';
@@ -40,7 +56,10 @@ export interface PlanTensorInput {
 
 /** Measured (or assumed) speeds of this machine. */
 export interface HardwareFigures {
-  /** Sustained read bandwidth of the model's storage (bytes/s). */
+  /**
+   * Read rate the streaming engine achieves on the model's storage (bytes/s): many reads in
+   * flight on the fastest path, as measured by the calibration or by the run's own reads.
+   */
   readBytesPerSec: number;
   /** Compute time of one layer for one token; overrides computeBytesPerSec. */
   computeSecPerLayer?: number;
@@ -137,16 +156,38 @@ interface Candidate {
   steps: number[];
 }
 
-/** Plans residency for `tensors` under `options.budget`. Throws InsufficientMemoryError. */
+/**
+ * Plans residency for `tensors` under `options.budget` with a ring of `options.window` + 1
+ * slots (default 3). Throws InsufficientMemoryError.
+ */
 export function planResidency(tensors: readonly PlanTensorInput[], options: PlanOptions): Plan {
+  return searchPlans(tensors, options, [options.window ?? DEFAULT_WINDOW]);
+}
+
+/** Prefetch windows the planner chooses from when the caller gives none. */
+export const WINDOW_CHOICES: readonly number[] = [3, 2, 1];
+
+/**
+ * planResidency with the given window; without one, the planner picks the window too: the
+ * best plan over windows 3, 2 and 1 by the cost model. When reads are the bottleneck, one
+ * layer ahead already keeps the device busy and the ring memory a smaller window frees keeps
+ * more weights resident (Llama-2-7B Q4_0 at 25%: window 3 -> 1 moves 217 MiB from the ring to
+ * resident tensors, 6% fewer bytes read per token); when compute is, the deeper ring wins on
+ * the jitter allowance. The error, when none fits, is window 1's.
+ */
+export function planWithWindow(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): Plan {
+  return searchPlans(tensors, options, window !== undefined ? [window] : WINDOW_CHOICES);
+}
+
+/** The best plan over `windows` x candidate orders (see NOTE). */
+function searchPlans(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, windows: readonly number[]): Plan {
   const kv = options.kvBytes ?? 0;
   const scratch = options.scratchBytes ?? 0;
-  const window = options.window ?? DEFAULT_WINDOW;
-  if (!(Number.isInteger(window) && window >= 1)) throw new RangeError(`window must be an integer >= 1, got ${window}`);
+  for (const w of windows) if (!(Number.isInteger(w) && w >= 1)) throw new RangeError(`window must be an integer >= 1, got ${w}`);
   if (!(options.hardware.readBytesPerSec > 0)) throw new RangeError('hardware.readBytesPerSec must be > 0');
   const numLayers = tensors.reduce((m, t) => Math.max(m, t.layer + 1), 0);
 
-  if (options.budget === Infinity) return allResident(tensors, numLayers, options, kv, scratch);
+  if (options.budget === Infinity) return allResident(tensors, numLayers, options, Math.max(...windows), kv, scratch);
 
   // Streamable = layer matrices (and other layer tensors); fixed = always resident.
   const streamable: number[] = [];
@@ -157,63 +198,71 @@ export function planResidency(tensors: readonly PlanTensorInput[], options: Plan
     else streamable.push(i);
   });
   const candidates = buildCandidates(tensors, streamable, numLayers);
-
-  // Memory of a prefix of n steps of a candidate, for every n (resident + ring + kv + scratch).
   const baseStreamed = new Array<number>(numLayers).fill(0);
   for (const i of streamable) baseStreamed[tensors[i]!.layer]! += streamFootprint(tensors[i]!.bytes);
-  const slots = Math.min(window + 1, numLayers);
-  const memoryCurve = (c: Candidate): number[] => {
-    const streamed = baseStreamed.slice();
-    let resident = fixedBytes;
-    const out: number[] = [];
-    const total = () => {
-      const max = streamed.reduce((m, s) => Math.max(m, s), 0);
-      return resident + (max > 0 ? slots * max : 0) + kv + scratch;
-    };
-    out.push(total());
-    for (const i of c.steps) {
-      const t = tensors[i]!;
-      streamed[t.layer]! -= streamFootprint(t.bytes);
-      resident += residentFootprint(t.bytes);
-      out.push(total());
-    }
-    return out;
-  };
+  const model = costModel(tensors, numLayers, options.hardware);
 
   let best: Plan | undefined;
+  // The error names the smallest window's minimum: the least memory that works at all.
+  const minWindow = Math.min(...windows);
   let minimum = Infinity;
-  for (const c of candidates) {
-    const curve = memoryCurve(c);
-    minimum = curve.reduce((m, x) => Math.min(m, x), minimum);
-    let n = -1;
-    for (let k = curve.length - 1; k >= 0; k--) {
-      if (curve[k]! <= options.budget) {
-        n = k;
-        break;
+  for (const window of windows) {
+    const slots = Math.min(window + 1, numLayers);
+    for (const c of candidates) {
+      const curve = memoryCurve(tensors, c, baseStreamed, fixedBytes, slots, kv + scratch);
+      if (window === minWindow) minimum = curve.reduce((m, x) => Math.min(m, x), minimum);
+      // The longest fitting prefix: every shorter one keeps a subset resident, so it costs as much or more.
+      let n = -1;
+      for (let k = curve.length - 1; k >= 0; k--) {
+        if (curve[k]! <= options.budget) {
+          n = k;
+          break;
+        }
       }
+      if (n < 0) continue;
+      const residentSet = new Set(c.steps.slice(0, n));
+      const plan = buildPlan(tensors, numLayers, (i) => residentSet.has(i), window, c.name, options, kv, scratch, model);
+      if (!best || better(plan, best)) best = plan;
     }
-    if (n < 0) continue;
-    const residentSet = new Set(c.steps.slice(0, n));
-    const plan = buildPlan(tensors, numLayers, (i) => residentSet.has(i), window, c.name, options, kv, scratch);
-    if (!best || better(plan, best)) best = plan;
   }
   if (!best) {
+    const slots = Math.min(minWindow + 1, numLayers);
     throw new InsufficientMemoryError(
       options.budget,
       minimum,
-      `it must hold the norms and output matrix (${mib(fixedBytes)}), ${slots} layer stream buffers (prefetch window ${window} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
+      `it must hold the norms and output matrix (${mib(fixedBytes)}), ${slots} layer stream buffers (prefetch window ${minWindow} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
     );
   }
   return best;
 }
 
+/** Memory of a prefix of n steps of a candidate, for every n (resident + ring + kv + scratch). */
+function memoryCurve(tensors: readonly PlanTensorInput[], c: Candidate, baseStreamed: number[], fixedBytes: number, slots: number, other: number): number[] {
+  const streamed = baseStreamed.slice();
+  let resident = fixedBytes;
+  const out: number[] = [];
+  const total = () => {
+    const max = streamed.reduce((m, s) => Math.max(m, s), 0);
+    return resident + (max > 0 ? slots * max : 0) + other;
+  };
+  out.push(total());
+  for (const i of c.steps) {
+    const t = tensors[i]!;
+    streamed[t.layer]! -= streamFootprint(t.bytes);
+    resident += residentFootprint(t.bytes);
+    out.push(total());
+  }
+  return out;
+}
+
 const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
-/** Lower predicted time wins; near-ties (1e-9 relative) go to fewer bytes read. */
+/** Lower predicted time wins; near-ties (1e-9 relative) go to the larger window, then to fewer bytes read. */
 function better(a: Plan, b: Plan): boolean {
   const tol = 1e-9 * Math.max(a.predictedSecPerToken, b.predictedSecPerToken);
   if (a.predictedSecPerToken < b.predictedSecPerToken - tol) return true;
   if (a.predictedSecPerToken > b.predictedSecPerToken + tol) return false;
+  if (a.window !== b.window) return a.window > b.window;
   return a.streamedBytesPerToken < b.streamedBytesPerToken;
 }
 
@@ -296,16 +345,70 @@ function stepsFor(tensors: readonly PlanTensorInput[], streamable: number[], kin
   return steps;
 }
 
-function computeTimes(tensors: readonly PlanTensorInput[], numLayers: number, hw: HardwareFigures): { perLayer: number[]; output: number } {
+/** What the cost model needs besides the placements: compute times and the read rate. */
+interface CostModel {
+  /** Compute seconds of each layer for one token. */
+  computePerLayer: number[];
+  /** Compute seconds of the output matrix for one token. */
+  outputSec: number;
+  readBytesPerSec: number;
+}
+
+function costModel(tensors: readonly PlanTensorInput[], numLayers: number, hw: HardwareFigures): CostModel {
   const rate = hw.computeBytesPerSec ?? DEFAULT_COMPUTE_BYTES_PER_SEC;
-  const perLayer = new Array<number>(numLayers).fill(0);
-  let output = 0;
+  const computePerLayer = new Array<number>(numLayers).fill(0);
+  let outputSec = 0;
   for (const t of tensors) {
-    if (t.layer >= 0) perLayer[t.layer]! += t.bytes / rate;
-    else if (t.kind === 'output') output += t.bytes / rate;
+    if (t.layer >= 0) computePerLayer[t.layer]! += t.bytes / rate;
+    else if (t.kind === 'output') outputSec += t.bytes / rate;
   }
-  if (hw.computeSecPerLayer !== undefined) perLayer.fill(hw.computeSecPerLayer);
-  return { perLayer, output };
+  if (hw.computeSecPerLayer !== undefined) computePerLayer.fill(hw.computeSecPerLayer);
+  return { computePerLayer, outputSec, readBytesPerSec: hw.readBytesPerSec };
+}
+
+/** Tokens the cost model simulates (the ring's first fill is spread over them). */
+export const SIM_TOKENS = 4;
+
+/**
+ * Read-time jitter allowance: a layer's read time varies by about this fraction from one
+ * layer to the next on our virtual disk (1.2-2.7 GB/s within minutes, DESIGN.md), which stalls
+ * compute where a read just fits behind it; a ring `window` layers deep spreads the slack over
+ * `window` reads. Charged on sum over layers of min(read time, compute time) / window.
+ */
+export const WINDOW_JITTER = 0.2;
+
+/**
+ * Seconds per token of the streaming pipeline (the NOTE's recurrence), averaged over
+ * SIM_TOKENS tokens. `readSec[l]` is layer l's streamed bytes / read rate; `tailSec` is what
+ * ends a token (output matrix, embedding rows). A pure max-plus expression: no duration that
+ * shrinks can make it grow.
+ */
+export function simulatePipeline(readSec: readonly number[], computeSec: readonly number[], tailSec: number, numSlots: number, tokens = SIM_TOKENS): number {
+  const L = readSec.length;
+  if (L === 0) return tailSec;
+  if (numSlots === 0) return computeSec.reduce((a, b) => a + b, 0) + tailSec;
+  const computeEnd = new Float64Array(numSlots); // ring of computeEnd(s) for the last numSlots sequences
+  let readEnd = 0;
+  let lastCompute = 0;
+  for (let s = 0; s < tokens * L; s++) {
+    const l = s % L;
+    const slotFree = s >= numSlots ? computeEnd[s % numSlots]! : 0;
+    readEnd = Math.max(readEnd, slotFree) + readSec[l]!;
+    const ready = l === 0 && s > 0 ? lastCompute + tailSec : lastCompute;
+    lastCompute = Math.max(readEnd, ready) + computeSec[l]!;
+    computeEnd[s % numSlots] = lastCompute;
+  }
+  return (lastCompute + tailSec) / tokens;
+}
+
+/** predictedSecPerToken of placements: see the NOTE. */
+function predictTime(layers: readonly LayerPlan[], numSlots: number, window: number, embedRow: number, model: CostModel): number {
+  const bw = model.readBytesPerSec;
+  const readSec = layers.map((l) => l.streamedBytes / bw);
+  const sim = simulatePipeline(readSec, model.computePerLayer, model.outputSec + embedRow / bw, numSlots);
+  let overlap = 0;
+  for (let l = 0; l < layers.length; l++) overlap += Math.min(readSec[l]!, model.computePerLayer[l]!);
+  return sim + (numSlots > 0 ? (WINDOW_JITTER * overlap) / window : 0);
 }
 
 function buildPlan(
@@ -314,9 +417,10 @@ function buildPlan(
   isResident: (i: number) => boolean,
   window: number,
   strategy: string,
-  options: PlanOptions,
+  options: Omit<PlanOptions, 'window'>,
   kv: number,
   scratch: number,
+  model: CostModel,
 ): Plan {
   const layers: LayerPlan[] = Array.from({ length: numLayers }, (_, layer) => ({ layer, residentBytes: 0, streamedBytes: 0, byKind: {} }));
   const slotUse = new Array<number>(numLayers).fill(0);
@@ -351,10 +455,7 @@ function buildPlan(
   const numSlots = slotBytes > 0 ? Math.min(window + 1, numLayers) : 0;
   const buffers = numSlots * slotBytes;
   const streamed = layers.reduce((a, l) => a + l.streamedBytes, 0);
-  const { perLayer, output } = computeTimes(tensors, numLayers, options.hardware);
-  const bw = options.hardware.readBytesPerSec;
-  let t = output + embedRow / bw;
-  for (let l = 0; l < numLayers; l++) t += Math.max(perLayer[l]!, layers[l]!.streamedBytes / bw);
+  const t = predictTime(layers, numSlots, window, embedRow, model);
   return {
     budget: options.budget,
     window,
@@ -376,8 +477,9 @@ function buildPlan(
 }
 
 /** No budget: every tensor resident, token embeddings included. */
-function allResident(tensors: readonly PlanTensorInput[], numLayers: number, options: PlanOptions, kv: number, scratch: number): Plan {
-  const plan = buildPlan(tensors, numLayers, () => true, options.window ?? DEFAULT_WINDOW, 'all-resident', options, kv, scratch);
+function allResident(tensors: readonly PlanTensorInput[], numLayers: number, options: Omit<PlanOptions, 'window'>, window: number, kv: number, scratch: number): Plan {
+  const model = costModel(tensors, numLayers, options.hardware);
+  const plan = buildPlan(tensors, numLayers, () => true, window, 'all-resident', options, kv, scratch, model);
   for (const p of plan.tensors) if (p.placement === 'rows') p.placement = 'resident';
   const embd = tensors.filter((t) => t.kind === 'token_embd');
   for (const t of embd) {
@@ -386,8 +488,7 @@ function allResident(tensors: readonly PlanTensorInput[], numLayers: number, opt
     plan.split.total += residentFootprint(t.bytes);
   }
   plan.bytesReadPerToken = 0;
-  const { perLayer, output } = computeTimes(tensors, numLayers, options.hardware);
-  plan.predictedSecPerToken = output + perLayer.reduce((a, b) => a + b, 0);
+  plan.predictedSecPerToken = model.outputSec + model.computePerLayer.reduce((a, b) => a + b, 0);
   plan.predictedTokensPerSec = plan.predictedSecPerToken > 0 ? 1 / plan.predictedSecPerToken : Infinity;
   return plan;
 }
