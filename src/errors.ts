@@ -129,3 +129,21 @@ export class KvCapacityError extends FlexinferError {
     super(`a sequence of ${numTokens} tokens does not fit in the KV cache even alone; raise the memory budget, lower contextSize or shorten the prompt`);
   }
 }
+
+/** A JSON Schema (response_format, jsonSchema, a tool's parameters) that cannot be enforced. */
+export class UnsupportedSchemaError extends FlexinferError {
+  constructor(
+    readonly detail: string,
+    /** JSON pointer into the schema ('' = the root). */
+    readonly pointer: string,
+  ) {
+    super(`schema${pointer ? ` at '${pointer}'` : ''}: ${detail}; constrained output needs a schema the grammar can enforce (see README: Structured output)`);
+  }
+}
+
+/** A grammar (GBNF/EBNF text, or a schema the grammar compiler refused) that does not compile. */
+export class GrammarError extends FlexinferError {
+  constructor(message: string) {
+    super(`grammar: ${message}`);
+  }
+}

@@ -2,6 +2,7 @@
  * Command-line pieces shared by the commands: number options with clear errors, and the
  * model-loading and sampling flags that run, chat, serve and bench have in common.
  */
+import { readFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import type { GenerateOptions, LoadModelOptions } from '../index.js';
@@ -40,6 +41,8 @@ export const SAMPLING_FLAGS = {
   'min-p': { type: 'string' },
   'repeat-penalty': { type: 'string' },
   seed: { type: 'string' },
+  'json-schema': { type: 'string' },
+  grammar: { type: 'string' },
 } as const;
 
 type FlagValues = Record<string, string | boolean | undefined>;
@@ -78,5 +81,22 @@ export function generateOptionsFrom(values: FlagValues, defaultMaxTokens: number
   set('minP', numberOption('min-p', get('min-p'), { min: 0, max: 1 }));
   set('repeatPenalty', numberOption('repeat-penalty', get('repeat-penalty'), { min: 0 }));
   set('seed', numberOption('seed', get('seed'), { min: 0, integer: true }));
+  const schemaFile = get('json-schema');
+  const grammarFile = get('grammar');
+  if (schemaFile !== undefined && grammarFile !== undefined) throw new InvalidOptionError('--grammar', 'cannot be combined with --json-schema; give one');
+  if (schemaFile !== undefined) {
+    try {
+      gen.jsonSchema = JSON.parse(readFileSync(schemaFile, 'utf8')) as object;
+    } catch (err) {
+      throw new InvalidOptionError('--json-schema', `cannot read a JSON Schema from '${schemaFile}': ${(err as Error).message}`);
+    }
+  }
+  if (grammarFile !== undefined) {
+    try {
+      gen.grammar = readFileSync(grammarFile, 'utf8');
+    } catch (err) {
+      throw new InvalidOptionError('--grammar', `cannot read '${grammarFile}': ${(err as Error).message}`);
+    }
+  }
   return gen;
 }

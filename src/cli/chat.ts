@@ -36,6 +36,8 @@ Options:
       --min-p P            min-p (default 0.05, 0 = off)
       --repeat-penalty R   repetition penalty (default 1, off)
       --seed S             random seed (default: random)
+      --json-schema FILE   constrain each reply to JSON valid against this JSON Schema
+      --grammar FILE       constrain each reply to this GBNF / EBNF grammar
   -t, --threads N          compute threads (default: all cores)
   -c, --ctx-size N         context size (default: min(model's, 4096))
       --kv LAYOUT          KV cache layout: vtensor | contiguous

@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -62,4 +62,22 @@ test('bad arguments: one-line messages and non-zero exit codes', () => {
   r = cli('--help');
   assert.equal(r.code, 0);
   assert.match(r.stdout, /Usage: flexinfer run MODEL -p PROMPT/);
+});
+
+test('--json-schema FILE: the output is JSON the schema accepts; a bad schema is a one-line error', () => {
+  const schemaFile = join(dir, 'schema.json');
+  const schema = { type: 'object', properties: { ok: { type: 'boolean' }, n: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['ok', 'n'], additionalProperties: false };
+  writeFileSync(schemaFile, JSON.stringify(schema));
+  const r = cli(model, '-p', 'JSON:', '-n', '200', '--temp', '1', '--seed', '4', '--threads', '2', '--json-schema', schemaFile, '--json');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { text: string; finishReason: string };
+  assert.equal(out.finishReason, 'eog');
+  const value = JSON.parse(out.text) as { ok: unknown; n: unknown };
+  assert.deepEqual(Object.keys(value).sort(), ['n', 'ok']);
+  assert.equal(typeof value.ok, 'boolean');
+  assert.ok(Number.isInteger(value.n) && (value.n as number) >= 0 && (value.n as number) <= 9);
+  writeFileSync(schemaFile, JSON.stringify({ type: 'string', format: 'credit-card' }));
+  const bad = cli(model, '-p', 'x', '--json-schema', schemaFile);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /format "credit-card" is not supported/);
 });

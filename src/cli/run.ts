@@ -22,6 +22,8 @@ Options:
       --min-p P            min-p (default 0.05, 0 = off)
       --repeat-penalty R   repetition penalty (default 1 = off)
       --seed S             random seed (default: random)
+      --json-schema FILE   constrain the output to JSON valid against this JSON Schema
+      --grammar FILE       constrain the output to this GBNF / EBNF grammar (start rule: root)
   -t, --threads N          compute threads (default: all cores)
   -c, --ctx-size N         context size (default: min(model's, 4096))
       --memory-budget X    memory budget, e.g. 2GiB or 75%

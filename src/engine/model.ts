@@ -11,6 +11,7 @@ import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { ContextOverflowError, InvalidOptionError, ModelDisposedError } from '../errors.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import { resolveSamplingOptions, type SamplingOptions } from './sampling.js';
+import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
 import type { FinishedGeneration } from './scheduler.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
@@ -54,6 +55,16 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** Prepend BOS to a string prompt (default: what the model file says). */
   addBos?: boolean;
+  /**
+   * Structured output: the text is JSON valid against this JSON Schema (generation ends when
+   * the value is complete; finishReason 'length' means it was cut short and is not complete).
+   * A schema keyword the grammar cannot enforce throws UnsupportedSchemaError.
+   */
+  jsonSchema?: object | boolean;
+  /** Constrains the text to a GBNF / EBNF grammar (llama.cpp's notation; start rule `root`). */
+  grammar?: string;
+  /** The general form of the two options above (also `{ type: 'json_object' }`: any JSON object). */
+  constraint?: GrammarSpec;
   signal?: AbortSignal;
 }
 
@@ -117,6 +128,24 @@ function checkInt(name: string, v: unknown, min: number, max: number): number {
 
 function abortError(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** The constraint of a generation from its options (at most one of jsonSchema / grammar / constraint). */
+function grammarSpecOf(options: GenerateOptions): GrammarSpec | null {
+  const given = (['jsonSchema', 'grammar', 'constraint'] as const).filter((k) => options[k] !== undefined);
+  if (given.length > 1) throw new InvalidOptionError(given[1]!, `cannot be combined with ${given[0]}; give one constraint`);
+  let spec: GrammarSpec | null = null;
+  if (options.jsonSchema !== undefined) {
+    if (typeof options.jsonSchema !== 'boolean' && (typeof options.jsonSchema !== 'object' || options.jsonSchema === null)) {
+      throw new InvalidOptionError('jsonSchema', 'must be a JSON Schema object');
+    }
+    spec = { type: 'json_schema', schema: options.jsonSchema };
+  } else if (options.grammar !== undefined) {
+    if (typeof options.grammar !== 'string') throw new InvalidOptionError('grammar', 'must be a string of GBNF / EBNF rules');
+    spec = { type: 'grammar', grammar: options.grammar };
+  } else if (options.constraint !== undefined) spec = options.constraint;
+  if (spec) checkGrammarSpec(spec); // typed errors here, before the request is queued
+  return spec;
 }
 
 /** Loads a GGUF model: validates, reads the header and tokenizer here, weights in the worker. */
@@ -262,6 +291,7 @@ class EngineModel implements Model {
       if (options[k] !== undefined) sampling[k] = options[k];
     }
     const resolved = resolveSamplingOptions(sampling); // throws InvalidOptionError; fixes the seed here
+    const grammar = grammarSpecOf(options);
 
     const id = this.nextId++;
     const p: Pending = { chunks: [], wake: null, finished: false, resolve: () => {}, reject: () => {} };
@@ -280,7 +310,7 @@ class EngineModel implements Model {
         void result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
       }
     }
-    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true });
+    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true, grammar });
 
     const abortRequest = (): void => this.post({ type: 'abort', id });
     const iterate = async function* (): AsyncGenerator<GenerateChunk> {

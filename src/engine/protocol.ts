@@ -6,6 +6,7 @@
 import * as errors from '../errors.js';
 import type { SamplingOptions } from './sampling.js';
 import type { FinishedGeneration } from './scheduler.js';
+import type { GrammarSpec } from '../grammar/engine.js';
 
 /** workerData of the engine worker. */
 export interface WorkerInit {
@@ -24,7 +25,7 @@ export interface WorkerInit {
 
 /** Main -> worker. */
 export type ToWorker =
-  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean }
+  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean; grammar: GrammarSpec | null }
   | { type: 'evaluate'; id: number; tokens: Uint32Array; allLogits: boolean }
   | { type: 'abort'; id: number }
   | { type: 'stats'; id: number }

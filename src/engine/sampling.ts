@@ -152,9 +152,12 @@ export class Sampler {
 
   /**
    * Picks the next token from `logits[offset, offset + vocabSize)`. Does not modify logits.
+   * With `mask` (a token bitmask, see engine/constraint.ts) only the tokens it allows can be
+   * picked: the others' logits become -Infinity before any other step, so top-k / top-p /
+   * min-p and the draw see the allowed tokens only.
    * Does not record the picked token: call accept([token]) once it is kept.
    */
-  sample(logits: Float32Array, vocabSize: number, offset = 0): number {
+  sample(logits: Float32Array, vocabSize: number, offset = 0, mask?: Int32Array): number {
     const o = this.options;
     if (this.ids.length < vocabSize) {
       this.ids = new Int32Array(vocabSize);
@@ -162,6 +165,7 @@ export class Sampler {
     }
     const vals = this.vals;
     for (let i = 0; i < vocabSize; i++) vals[i] = logits[offset + i]!;
+    if (mask) applyMask(vals, vocabSize, mask);
     this.applyPenalties(vals, vocabSize);
 
     if (o.temperature <= 0) return argmaxOf(vals, vocabSize);
@@ -185,11 +189,14 @@ export class Sampler {
       sum += p;
     }
     let r = this.rng.nextFloat() * sum;
+    let last = ids[0]!;
     for (let i = 0; i < n; i++) {
+      if (probs[i]! === 0) continue; // a masked token (logit -Infinity) is never drawn
+      last = ids[i]!;
       r -= probs[i]!;
-      if (r < 0) return ids[i]!;
+      if (r < 0) return last;
     }
-    return ids[n - 1]!;
+    return last; // rounding left r >= 0: the last token with probability > 0
   }
 
   private applyPenalties(vals: Float32Array, vocabSize: number): void {
@@ -248,6 +255,18 @@ export class Sampler {
       }
       floor *= 2; // widen: more tokens needed to reach p
     }
+  }
+}
+
+/** Sets vals[t] = -Infinity for every token t the bitmask does not allow. */
+export function applyMask(vals: Float32Array, vocabSize: number, mask: Int32Array): void {
+  const words = (vocabSize + 31) >>> 5;
+  for (let w = 0; w < words; w++) {
+    const bits = mask[w]!;
+    if (bits === -1) continue; // all 32 allowed
+    const base = w << 5;
+    const end = Math.min(base + 32, vocabSize);
+    for (let t = base; t < end; t++) if ((bits & (1 << (t - base))) === 0) vals[t] = -Infinity;
   }
 }
 

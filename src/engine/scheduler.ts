@@ -20,6 +20,7 @@
 import type { KvManager, SeqId } from '../kv/index.js';
 import type { Batch } from '../models/transformer.js';
 import { Sampler, type SamplingOptions } from './sampling.js';
+import { maskWords, type TokenConstraint } from './constraint.js';
 import { StopMatcher } from './stop.js';
 import { KvCapacityError } from '../errors.js';
 
@@ -100,6 +101,8 @@ interface Sequence {
   maxTokens: number;
   numGenerated: number;
   sampler: Sampler | null;
+  /** Allowed-token constraint (structured output), or null. */
+  constraint: TokenConstraint | null;
   stop: StopMatcher | null;
   decoder: { push(id: number): string; flush(): string } | null;
   text: string;
@@ -138,6 +141,8 @@ export class Scheduler {
   // cache held (vLLM's prefix_cache_queries / prefix_cache_hits, in tokens).
   private numPrefixQueryTokens = 0;
   private numPrefixHitTokens = 0;
+  /** Token bitmask scratch for constrained sequences. */
+  private readonly mask: Int32Array;
 
   constructor(options: SchedulerOptions) {
     this.o = options;
@@ -150,6 +155,7 @@ export class Scheduler {
       logitRows: new Int32Array(maxLogitRows),
       numLogitRows: 0,
     };
+    this.mask = new Int32Array(maskWords(options.vocabSize));
   }
 
   /** True when nothing is queued or running. */
@@ -158,8 +164,13 @@ export class Scheduler {
   }
 
   /** Queues a generation. The prompt must be 1..contextSize tokens (checked by the caller). */
-  submitGenerate(id: number, prompt: Uint32Array, options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean }): void {
+  submitGenerate(
+    id: number,
+    prompt: Uint32Array,
+    options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean; constraint?: TokenConstraint },
+  ): void {
     const s = this.newSequence(id, 'generate', prompt);
+    s.constraint = options.constraint ?? null;
     s.maxTokens = options.maxTokens;
     s.ignoreEos = options.ignoreEos ?? false;
     s.sampler = new Sampler(options.sampling);
@@ -350,9 +361,17 @@ export class Scheduler {
   private sampleNext(s: Sequence, logits: Float32Array, offset: number): void {
     const now = performance.now();
     if (s.numGenerated >= s.maxTokens) return this.finish(s, 'length', []);
-    const token = s.sampler!.sample(logits, this.o.vocabSize, offset);
+    const c = s.constraint;
+    if (c) c.fillMask(this.mask);
+    const token = s.sampler!.sample(logits, this.o.vocabSize, offset, c ? this.mask : undefined);
     if (s.tFirstToken === 0) s.tFirstToken = now;
-    if (!s.ignoreEos && this.o.tokenizer.isEog(token)) return this.finish(s, 'eog', []);
+    if (c && !c.accept(token)) {
+      // A bug in the constraint engine: fail this request, not the engine.
+      this.remove(s, false);
+      return this.o.events.failed(s.id, new Error(`the output constraint refused token ${token} that its own mask allowed`));
+    }
+    // A constrained output ends when the constraint says it is complete (its end token).
+    if ((!s.ignoreEos || c?.done) && this.o.tokenizer.isEog(token)) return this.finish(s, 'eog', []);
     s.sampler!.accept([token]);
     s.tokens[s.numTokens++] = token;
     s.numGenerated++;
@@ -413,7 +432,7 @@ export class Scheduler {
     tokens.set(prompt);
     return {
       id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
-      maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
+      maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, constraint: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
       allLogits: false, logits: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
     };
   }
@@ -426,6 +445,7 @@ export class Scheduler {
   /** Takes s out of the queues; frees (or, with cachePrefix, parks) its KV. */
   private remove(s: Sequence, cachePrefix: boolean): void {
     this.byId.delete(s.id);
+    s.constraint?.dispose();
     const w = this.waiting.indexOf(s);
     if (w >= 0) this.waiting.splice(w, 1);
     const r = this.running.indexOf(s);

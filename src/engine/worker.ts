@@ -16,6 +16,7 @@ import { createWeightStore } from '../weights/create.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
 import { Scheduler } from './scheduler.js';
+import { GrammarEngine } from '../grammar/engine.js';
 import { serializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
 const port = parentPort!;
@@ -66,6 +67,32 @@ async function start(): Promise<void> {
     },
   });
 
+  // Constrained decoding: the grammar engine starts on the first request that needs it.
+  let grammars: GrammarEngine | null = null;
+  const grammarEngine = (): GrammarEngine => {
+    if (grammars) return grammars;
+    // Control, unknown and unused tokens never appear as text; end-of-generation tokens are
+    // the engine's stop tokens (allowed once the output is complete).
+    const types = file.get('tokenizer.ggml.token_type') as ArrayLike<number> | undefined;
+    const numTokens = (file.get('tokenizer.ggml.tokens') as unknown[] | undefined)?.length ?? 0;
+    const stopTokens: number[] = [];
+    for (let t = 0; t < Math.min(numTokens, config.vocabSize); t++) if (tokenizer.isEog(t)) stopTokens.push(t);
+    const empty = new Uint8Array(0);
+    grammars = new GrammarEngine({
+      vocabSize: config.vocabSize,
+      stopTokens,
+      tokenBytes: (t) => {
+        if (t >= numTokens || tokenizer.isEog(t)) return empty;
+        const type = types?.[t] ?? 1;
+        return type === 2 || type === 3 || type === 5 ? empty : tokenizer.tokenBytes(t);
+      },
+    });
+    return grammars;
+  };
+  // Requests aborted while their grammar compiled.
+  const abortedEarly = new Set<number>();
+  const compiling = new Set<number>();
+
   function weightStats(): Record<string, unknown> {
     const st = store as unknown as { stats?: () => object; residentBytes?: number; locked?: boolean };
     return {
@@ -103,15 +130,39 @@ async function start(): Promise<void> {
   port.on('message', (msg: ToWorker) => {
     try {
       switch (msg.type) {
-        case 'generate':
-          scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop, ignoreEos: msg.ignoreEos });
-          kick();
+        case 'generate': {
+          const submit = (constraint?: Awaited<ReturnType<GrammarEngine['createConstraint']>>): void => {
+            scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop, ignoreEos: msg.ignoreEos, ...(constraint ? { constraint } : {}) });
+            kick();
+          };
+          if (!msg.grammar) {
+            submit();
+            break;
+          }
+          compiling.add(msg.id);
+          grammarEngine()
+            .createConstraint(msg.grammar)
+            .then(
+              (constraint) => {
+                if (abortedEarly.delete(msg.id)) {
+                  constraint.dispose();
+                  post({ type: 'error', id: msg.id, error: serializeError(new DOMException('This operation was aborted', 'AbortError')) });
+                } else submit(constraint);
+              },
+              (err) => {
+                abortedEarly.delete(msg.id);
+                post({ type: 'error', id: msg.id, error: serializeError(err) });
+              },
+            )
+            .finally(() => compiling.delete(msg.id));
           break;
+        }
         case 'evaluate':
           scheduler.submitEvaluate(msg.id, msg.tokens, msg.allLogits);
           kick();
           break;
         case 'abort':
+          if (compiling.has(msg.id)) abortedEarly.add(msg.id);
           scheduler.abort(msg.id);
           break;
         case 'stats': {
@@ -122,6 +173,7 @@ async function start(): Promise<void> {
             stats: {
               scheduler: scheduler.stats(),
               kv: kv.stats(),
+              ...(grammars ? { grammar: { ...grammars.counters } } : {}),
               weights: weightStats(),
               memory: { rss: mem.rss, arrayBuffers: mem.arrayBuffers, external: mem.external },
             },

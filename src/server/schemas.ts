@@ -38,12 +38,34 @@ const contentPart = {
   properties: { type: { const: 'text' }, text: { type: 'string' } },
 } as const;
 
+/** OpenAI's response_format: text, json_object, or json_schema { name, schema, strict }. */
+const responseFormat = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  required: ['type'],
+  properties: {
+    type: { enum: ['text', 'json_object', 'json_schema'] },
+    json_schema: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['name'],
+      properties: {
+        name: { type: 'string', minLength: 1, maxLength: 64 },
+        description: { type: 'string' },
+        schema: { type: ['object', 'boolean'] },
+        strict: { type: ['boolean', 'null'] },
+      },
+    },
+  },
+} as const;
+
 export const chatCompletionSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['model', 'messages'],
   properties: {
     ...samplingProperties,
+    response_format: responseFormat,
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
     messages: {
       type: 'array',
@@ -82,6 +104,12 @@ export const completionSchema = {
 export interface ChatCompletionRequest extends SamplingFields {
   messages: Array<{ role: string; content: string | Array<{ type: 'text'; text: string }>; name?: string }>;
   max_completion_tokens?: number | null;
+  response_format?: ResponseFormat | null;
+}
+
+export interface ResponseFormat {
+  type: 'text' | 'json_object' | 'json_schema';
+  json_schema?: { name: string; description?: string; schema?: object | boolean; strict?: boolean | null };
 }
 
 /** The body of POST /v1/completions after validation. */

@@ -13,7 +13,9 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import { randomUUID } from 'node:crypto';
 import { ApiError, badRequest, fromValidation } from './errors.js';
 import { ChatTemplate, ChatTemplateError, type ChatMessage } from '../engine/chat-template.js';
-import { chatCompletionSchema, completionSchema, type ChatCompletionRequest, type CompletionRequest, type SamplingFields } from './schemas.js';
+import { chatCompletionSchema, completionSchema, type ChatCompletionRequest, type CompletionRequest, type ResponseFormat, type SamplingFields } from './schemas.js';
+import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
+import { GrammarError, UnsupportedSchemaError } from '../errors.js';
 import { Metrics } from './metrics.js';
 import { ServerHealth } from './health.js';
 import { Drain, isShutdown, shutdownApiError, type DrainResult } from './drain.js';
@@ -192,7 +194,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     checkModelId(body.model);
     const prompt = chatPromptTokens(m, body.messages);
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
-    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body);
+    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body, constraintOf(body.response_format));
   });
 
   app.post('/v1/completions', { schema: { body: completionSchema } }, async (req, reply) => {
@@ -222,6 +224,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     prompt: Uint32Array,
     maxTokens: number | undefined,
     body: SamplingFields,
+    constraint: GrammarSpec | null = null,
   ): Promise<unknown> {
     const ctx = m.info.contextSize;
     if (prompt.length === 0) throw badRequest('The prompt is empty.', kind === 'chat' ? 'messages' : 'prompt', 'empty_prompt');
@@ -248,6 +251,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
       presencePenalty: body.presence_penalty ?? undefined,
       frequencyPenalty: body.frequency_penalty ?? undefined,
       repeatPenalty: body.repeat_penalty ?? undefined,
+      ...(constraint ? { constraint } : {}),
       signal: abort.signal,
     };
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
@@ -392,11 +396,30 @@ function timingsOf(result: GenerateResult): Record<string, number> {
   };
 }
 
+/** response_format -> the output constraint (null for text); an unenforceable schema is a 400 naming it. */
+function constraintOf(format: ResponseFormat | null | undefined): GrammarSpec | null {
+  if (!format || format.type === 'text') return null;
+  if (format.type === 'json_object') return { type: 'json_object' };
+  if (!format.json_schema) throw badRequest("response_format.type 'json_schema' needs 'json_schema': { name, schema }.", 'response_format.json_schema', 'missing_required_parameter');
+  const spec: GrammarSpec = { type: 'json_schema', schema: format.json_schema.schema ?? true };
+  try {
+    checkGrammarSpec(spec);
+  } catch (err) {
+    throw mapEngineError(err);
+  }
+  return spec;
+}
+
 /** Engine errors caused by the request (bad option values, context overflow) become 400s. */
 function mapEngineError(err: unknown): unknown {
   if (err instanceof ApiError) return err;
   const e = err as { name?: string; message?: string; userFacing?: boolean; option?: string };
   if (e?.name === 'InvalidOptionError') return badRequest(e.message ?? 'invalid option', e.option ?? null, 'invalid_value');
+  if (err instanceof UnsupportedSchemaError || e?.name === 'UnsupportedSchemaError') {
+    const pointer = (e as { pointer?: string }).pointer ?? '';
+    return badRequest(e.message ?? 'unsupported schema', `response_format.json_schema.schema${pointer.replace(/\//g, '.')}`, 'unsupported_schema');
+  }
+  if (err instanceof GrammarError || e?.name === 'GrammarError') return badRequest(e.message ?? 'invalid grammar', 'response_format', 'invalid_grammar');
   if (e?.name === 'ContextOverflowError') return badRequest(e.message ?? 'context length exceeded', null, 'context_length_exceeded');
   if (e?.name === 'AbortError') return new ApiError(499, 'The request was cancelled.', 'invalid_request_error', null, 'cancelled');
   return err;
