@@ -80,7 +80,8 @@ export interface PlanOptions {
   window?: number;
 }
 
-export type Placement = 'resident' | 'streamed' | 'rows';
+/** rows = token embeddings read by row; experts = MoE experts in the expert cache (expert-plan.ts). */
+export type Placement = 'resident' | 'streamed' | 'rows' | 'experts';
 
 /** Where one tensor lives. */
 export interface TensorPlacement {
@@ -144,9 +145,9 @@ export const streamFootprint = (bytes: number) => roundUp(bytes, STREAM_ALIGN);
 const ATTENTION: TensorKind[] = ['attn_q', 'attn_k', 'attn_v', 'attn_output'];
 const FFN: TensorKind[] = ['ffn_gate', 'ffn_up', 'ffn_down'];
 
-/** Tensors that are always resident under a budget. */
+/** Tensors that are always resident under a budget (MoE routers: small, needed every token). */
 function alwaysResident(t: PlanTensorInput): boolean {
-  if (t.kind === 'norm' || t.kind === 'bias' || t.kind === 'output') return true;
+  if (t.kind === 'norm' || t.kind === 'bias' || t.kind === 'output' || t.kind === 'ffn_gate_inp') return true;
   return t.layer < 0 && t.kind === 'other';
 }
 

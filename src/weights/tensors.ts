@@ -6,7 +6,12 @@ import { InvalidModelError } from '../errors.js';
 import type { GgufFile, GgufTensorInfo } from '../gguf/reader.js';
 import type { WeightTensor } from './store.js';
 
-/** Tensor kinds the planner distinguishes (llama.cpp names without "blk.N." and ".weight"). */
+/**
+ * Tensor kinds the planner distinguishes (llama.cpp names without "blk.N." and ".weight").
+ * Mixture-of-Experts blocks have a router (ffn_gate_inp, [dim, numExperts]) and the experts'
+ * matrices stacked in ffn_{gate,up,down}_exps ([dim, ffnExp, numExperts] in ggml order: expert
+ * e is one contiguous byte range of each).
+ */
 export type TensorKind =
   | 'attn_q'
   | 'attn_k'
@@ -15,6 +20,10 @@ export type TensorKind =
   | 'ffn_gate'
   | 'ffn_up'
   | 'ffn_down'
+  | 'ffn_gate_inp'
+  | 'ffn_gate_exps'
+  | 'ffn_up_exps'
+  | 'ffn_down_exps'
   | 'norm'
   | 'bias'
   | 'token_embd'
@@ -38,7 +47,12 @@ export interface TensorEntry {
 }
 
 const BLOCK = /^blk\.(\d+)\.(.+)$/;
-const MATRIX_KINDS: ReadonlySet<string> = new Set(['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down']);
+const MATRIX_KINDS: ReadonlySet<string> = new Set([
+  'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down', 'ffn_gate_inp', 'ffn_gate_exps', 'ffn_up_exps', 'ffn_down_exps',
+]);
+
+/** The stacked expert tensors of a MoE block. */
+export const EXPERT_KINDS: readonly TensorKind[] = ['ffn_gate_exps', 'ffn_up_exps', 'ffn_down_exps'];
 
 /**
  * The kind of a tensor from its name. `tiedOutput` marks token_embd as the output matrix too
