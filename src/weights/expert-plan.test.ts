@@ -78,7 +78,11 @@ test('expert plan: below k slots per layer the global cache is the one that fits
   assert.equal(plan.experts.mode, 'global');
   assert.equal(plan.experts.numSlots, 5);
   assert.deepEqual(plan.experts.slots, [5]);
-  assert.throws(() => planMoe(tensors, { budget: dense + 5 * slot, hardware: IO, numExperts: 8, numExpertsUsed: 2, expertCache: 'per-layer' }), InsufficientMemoryError);
+  // Forced per-layer (k = 2 slots in each of 4 layers) streams attention to make room, and is predicted slower.
+  const forced = planMoe(tensors, { budget: dense + 5 * slot, hardware: IO, numExperts: 8, numExpertsUsed: 2, expertCache: 'per-layer' });
+  assert.ok(forced.experts.slots.every((n) => n >= 2) && forced.experts.slots.length === 4);
+  assert.ok(forced.streamedBytesPerToken > plan.streamedBytesPerToken);
+  assert.ok(forced.predictedSecPerToken > plan.predictedSecPerToken);
   // The global minimum is 2k = 4 slots. One byte less: attention streams instead.
   const tight = planMoe(tensors, { budget: dense + 4 * slot - 1, hardware: IO, numExperts: 8, numExpertsUsed: 2, window: 1 });
   assert.equal(tight.experts.numSlots, 4);

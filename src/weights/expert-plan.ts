@@ -3,7 +3,7 @@
  *
  * NOTE: how the budget is spent (pure function, like planResidency).
  *  1. Dense first: attention, norms, routers (ffn_gate_inp) and the output matrix, through
- *     planResidency over every tensor but the stacked experts, with the budget minus the
+ *     planWithWindow (planResidency, window chosen) over every tensor but the stacked experts, with the budget minus the
  *     smallest expert cache. A dense byte kept resident saves one byte of reads per token; an
  *     expert-cache byte saves k / E of one (uniform routing), so the dense tensors come first.
  *     Token embeddings are read by row, as for dense models.
@@ -22,7 +22,7 @@
  *                     (streamed dense_l + k (1 - h_l) expertBytes_l) / bw)
  */
 import { InsufficientMemoryError } from '../errors.js';
-import { planResidency, spreadOrder, streamFootprint, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
+import { planWithWindow, spreadOrder, streamFootprint, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
 import { EXPERT_KINDS } from './tensors.js';
 import type { ExpertPolicyName } from './expert-cache.js';
 
@@ -124,10 +124,10 @@ export function planMoe(tensors: readonly PlanTensorInput[], options: MoePlanOpt
 
   let densePlan: Plan;
   if (options.budget === Infinity) {
-    densePlan = planResidency(dense, options);
+    densePlan = planWithWindow(dense, options, options.window);
   } else {
     try {
-      densePlan = planResidency(dense, { ...options, budget: options.budget - minCache });
+      densePlan = planWithWindow(dense, { ...options, budget: options.budget - minCache }, options.window);
     } catch (e) {
       if (!(e instanceof InsufficientMemoryError)) throw e;
       throw new InsufficientMemoryError(options.budget, e.minimum + minCache, `it must hold the dense part (${e.hint}) and an expert cache of at least ${mode === 'per-layer' ? `${k} slots per layer` : `${Math.min(2 * k, numLayers * E)} slots`} (${mib(minCache)})`);
