@@ -20,6 +20,18 @@ export const CHATML_TEMPLATE =
   "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/** A chat message with OpenAI's tool fields (assistant `tool_calls`, `tool` results). */
+export interface ToolChatMessage {
+  role: string;
+  /** null for an assistant message that only calls tools. */
+  content: string | null;
+  /** Calls an assistant made; `arguments` as the JSON text OpenAI sends or as an object. */
+  tool_calls?: Array<{ id?: string; type?: 'function'; function: { name: string; arguments: string | object } }>;
+  /** The call a `tool` message answers. */
+  tool_call_id?: string;
+  name?: string;
+}
+
 /** A chat template that cannot be parsed or rendered. */
 export class ChatTemplateError extends FlexinferError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -32,14 +44,17 @@ export class ChatTemplate {
   private readonly template: Template;
   /** 'model' when the template came from the file, 'chatml-fallback' otherwise. */
   readonly source: 'model' | 'chatml-fallback';
+  /** The Jinja text that renders (the model's, or ChatML). */
+  readonly text: string;
 
   constructor(
     text: string | undefined,
     private readonly specialTokens: { bosToken?: string; eosToken?: string } = {},
   ) {
     this.source = text && text.trim() !== '' ? 'model' : 'chatml-fallback';
+    this.text = this.source === 'model' ? text! : CHATML_TEMPLATE;
     try {
-      this.template = new Template(this.source === 'model' ? text! : CHATML_TEMPLATE);
+      this.template = new Template(this.text);
     } catch (err) {
       throw new ChatTemplateError(`the model's template does not parse: ${(err as Error).message}`, { cause: err });
     }
@@ -55,9 +70,37 @@ export class ChatTemplate {
         throw new ChatTemplateError(`message ${i} needs a string 'role' and a string 'content'`);
       }
     }
+    return this.renderContext(messages.map((m) => ({ role: m.role, content: m.content })), undefined, options);
+  }
+
+  /**
+   * Renders messages with OpenAI's tool fields and a `tools` list (OpenAI tool definitions), for a
+   * template that renders tools itself (Qwen2.5, Llama 3.x, Mistral, Hermes). Tool-call arguments
+   * reach the template as objects (templates apply `tojson` to them), as in transformers.
+   */
+  renderWithTools(messages: readonly ToolChatMessage[], tools: readonly object[] | undefined, options: { addGenerationPrompt?: boolean } = {}): string {
+    const plain = messages.map((m, i) => {
+      const out: Record<string, unknown> = { role: m.role, content: m.content ?? '' };
+      // Only present keys: templates test `'tool_calls' in message`.
+      if (m.tool_calls) {
+        out.tool_calls = m.tool_calls.map((c, j) => ({
+          id: c.id,
+          type: 'function',
+          function: { name: c.function.name, arguments: argumentsObject(c.function.arguments, `message ${i} tool_calls[${j}]`) },
+        }));
+      }
+      if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id;
+      if (m.name !== undefined) out.name = m.name;
+      return out;
+    });
+    return this.renderContext(plain, tools && tools.length > 0 ? tools : undefined, options);
+  }
+
+  private renderContext(messages: object[], tools: readonly object[] | undefined, options: { addGenerationPrompt?: boolean }): string {
     try {
       return this.template.render({
-        messages: messages.map((m) => ({ role: m.role, content: m.content })),
+        messages,
+        ...(tools ? { tools } : {}),
         add_generation_prompt: options.addGenerationPrompt ?? true,
         bos_token: this.specialTokens.bosToken ?? '',
         eos_token: this.specialTokens.eosToken ?? '',
@@ -67,4 +110,16 @@ export class ChatTemplate {
       throw new ChatTemplateError(`rendering failed: ${(err as Error).message}`, { cause: err });
     }
   }
+}
+
+/** Tool-call arguments as an object: OpenAI sends a JSON string, templates want a mapping. */
+export function argumentsObject(args: string | object, where: string): object {
+  if (typeof args !== 'string') return args;
+  try {
+    const v: unknown = JSON.parse(args);
+    if (typeof v === 'object' && v !== null) return v;
+  } catch {
+    // fall through
+  }
+  throw new ChatTemplateError(`${where}: 'arguments' must be a JSON object, got ${JSON.stringify(args.slice(0, 80))}`);
 }

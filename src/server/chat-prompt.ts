@@ -3,8 +3,9 @@
  * BOS as the file says. Shared by /v1/chat/completions and /tokenize, so both count the same.
  */
 import { badRequest } from './errors.js';
-import { ChatTemplate, ChatTemplateError, type ChatMessage } from '../engine/chat-template.js';
-import type { ChatCompletionRequest } from './schemas.js';
+import { ChatTemplate, ChatTemplateError, type ToolChatMessage } from '../engine/chat-template.js';
+import type { ChatCompletionRequest, ToolDefinition } from './schemas.js';
+import { detectToolFormat, genericToolMessages, type ToolCallFormat } from './tool-calls.js';
 import type { ServableModel } from './server.js';
 
 /** Renders and tokenizes chat messages for one model (the template is compiled on first use). */
@@ -22,21 +23,42 @@ export class ChatPrompter {
     return this.template;
   }
 
-  /** The prompt tokens of chat messages. */
-  promptTokens(m: ServableModel, bodyMessages: ChatCompletionRequest['messages'], opts: { addGenerationPrompt: boolean } = { addGenerationPrompt: true }): Uint32Array {
-    const messages: ChatMessage[] = bodyMessages.map((msg, i) => ({
-      role: msg.role === 'developer' ? 'system' : msg.role,
-      content: typeof msg.content === 'string' ? msg.content : joinParts(msg.content, `messages[${i}].content`),
-    }));
+  /** The tool-call syntax of the model's template (`native` false: the template knows no tools). */
+  toolFormat(m: ServableModel): { format: ToolCallFormat; native: boolean } {
+    return detectToolFormat(this.templateOf(m).text);
+  }
+
+  /**
+   * The prompt tokens of chat messages. With `tools`, the tool list and the messages' tool fields
+   * are rendered by the model's template when it knows tools, else in the generic `<tool_call>`
+   * syntax (tool-calls.ts); `suffix` is appended after the generation prompt (a forced call's opener).
+   */
+  promptTokens(
+    m: ServableModel,
+    bodyMessages: ChatCompletionRequest['messages'],
+    opts: { addGenerationPrompt: boolean } = { addGenerationPrompt: true },
+    tools: readonly ToolDefinition[] = [],
+    suffix = '',
+  ): Uint32Array {
+    const messages: ToolChatMessage[] = bodyMessages.map((msg, i) => {
+      if (msg.content == null && !(msg.role === 'assistant' && msg.tool_calls?.length)) {
+        throw badRequest(`Missing required parameter: 'messages[${i}].content' (only an assistant message with tool_calls may omit it).`, `messages[${i}].content`, 'missing_required_parameter');
+      }
+      const content = msg.content == null ? null : typeof msg.content === 'string' ? msg.content : joinParts(msg.content, `messages[${i}].content`);
+      return { ...msg, role: msg.role === 'developer' ? 'system' : msg.role, content };
+    });
     const template = this.templateOf(m);
+    const withTools = tools.length > 0 || messages.some((msg) => msg.tool_calls || msg.role === 'tool');
     let text: string;
     try {
-      text = template.render(messages, opts);
+      if (!withTools) text = template.render(messages.map((msg) => ({ role: msg.role, content: msg.content ?? '' })), opts);
+      else if (detectToolFormat(template.text).native) text = template.renderWithTools(messages, tools, opts);
+      else text = template.render(genericToolMessages(messages, tools), opts);
     } catch (err) {
       if (err instanceof ChatTemplateError) throw badRequest(err.message, 'messages', 'chat_template_error');
       throw err;
     }
-    return this.tokenizeRendered(m, text);
+    return this.tokenizeRendered(m, text + suffix);
   }
 
   /** Tokenizes rendered template text with special tokens on. */

@@ -11,6 +11,7 @@ import { GrammarError, UnsupportedSchemaError } from '../errors.js';
 import type { Metrics } from './metrics.js';
 import { isShutdown, shutdownApiError, type Drain } from './drain.js';
 import type { ChatPrompter } from './chat-prompt.js';
+import { parseToolCalls, planTools, toolCallDeltas, ToolCallStream, type ToolPlan } from './tool-calls.js';
 import type { GenerateResult } from '../engine/model.js';
 import type { ServableModel } from './server.js';
 
@@ -35,9 +36,10 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
     const body = req.body as ChatCompletionRequest;
     const m = ctx.requireModel();
     ctx.checkModelId(body.model);
-    const prompt = ctx.prompter.promptTokens(m, body.messages);
+    const tools = planTools(body, ctx.prompter.toolFormat(m).format);
+    const prompt = ctx.prompter.promptTokens(m, body.messages, { addGenerationPrompt: true }, tools?.tools, tools?.prefix);
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
-    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body, constraintOf(body.response_format));
+    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body, tools?.constraint ?? constraintOf(body.response_format), tools?.parse ? tools : null);
   });
 
   ctx.app.post('/v1/completions', { schema: { body: completionSchema } }, async (req, reply) => {
@@ -68,6 +70,7 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
     maxTokens: number | undefined,
     body: SamplingFields,
     constraint: GrammarSpec | null = null,
+    tools: ToolPlan | null = null,
   ): Promise<unknown> {
     const contextSize = m.info.contextSize;
     if (prompt.length === 0) throw badRequest('The prompt is empty.', kind === 'chat' ? 'messages' : 'prompt', 'empty_prompt');
@@ -115,11 +118,16 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
         ctx.metrics.requestDone(kind, result, performance.now() - t0);
         if (isShutdown(abort.signal)) throw shutdownApiError();
         const usage = usageOf(result);
-        const finish = finishReason(result.finishReason);
-        const choice =
-          kind === 'chat'
-            ? { index: 0, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finish }
-            : { index: 0, text: result.text, logprobs: null, finish_reason: finish };
+        let finish = finishReason(result.finishReason);
+        let message: Record<string, unknown> = { role: 'assistant', content: result.text };
+        if (tools) {
+          const parsed = parseToolCalls(result.text, tools.format, tools.forced);
+          if (parsed.toolCalls.length > 0) {
+            message = { role: 'assistant', content: parsed.content, tool_calls: parsed.toolCalls };
+            finish = 'tool_calls';
+          }
+        }
+        const choice = kind === 'chat' ? { index: 0, message, logprobs: null, finish_reason: finish } : { index: 0, text: result.text, logprobs: null, finish_reason: finish };
         return { id, object, created, model: ctx.modelId, choices: [choice], usage, timings: timingsOf(result) };
       }
       // --- streaming: Server-Sent Events ---
@@ -130,27 +138,38 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
         if (!res.destroyed) res.write(`data: ${JSON.stringify(data)}\n\n`);
       };
       const chunkObject = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+      const chatChunk = (delta: object, finish: string | null): unknown => ({
+        id,
+        object: chunkObject,
+        created,
+        model: ctx.modelId,
+        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      });
       const chunk = (delta: string | null, finish: string | null, first = false): unknown =>
         kind === 'chat'
-          ? {
-              id,
-              object: chunkObject,
-              created,
-              model: ctx.modelId,
-              choices: [{ index: 0, delta: delta === null ? {} : first ? { role: 'assistant', content: delta } : { content: delta }, logprobs: null, finish_reason: finish }],
-            }
+          ? chatChunk(delta === null ? {} : first ? { role: 'assistant', content: delta } : { content: delta }, finish)
           : { id, object: chunkObject, created, model: ctx.modelId, choices: [{ index: 0, text: delta ?? '', logprobs: null, finish_reason: finish }] };
       if (kind === 'chat') send(chunk('', null, true));
+      // With tools, text that may open a call is held back and parsed at the end.
+      const toolStream = tools ? new ToolCallStream(tools.format, tools.forced) : null;
       try {
         for await (const piece of gen) {
           if (abort.signal.aborted) break;
-          if (piece.text) send(chunk(piece.text, null));
+          const text = toolStream ? toolStream.push(piece.text) : piece.text;
+          if (text) send(chunk(text, null));
         }
         const result = await gen.result;
         ctx.metrics.requestDone(kind, result, performance.now() - t0);
         if (!abort.signal.aborted) {
           const usage = usageOf(result);
-          const last = chunk(null, finishReason(result.finishReason)) as Record<string, unknown>;
+          let finish = finishReason(result.finishReason);
+          if (toolStream) {
+            const rest = toolStream.finish();
+            if (rest.content) send(chunk(rest.content, null));
+            for (const delta of toolCallDeltas(rest.toolCalls)) send(chatChunk(delta, null));
+            if (rest.toolCalls.length > 0) finish = 'tool_calls';
+          }
+          const last = chunk(null, finish) as Record<string, unknown>;
           send({ ...last, timings: timingsOf(result) });
           if (body.stream_options?.include_usage) send({ id, object: chunkObject, created, model: ctx.modelId, choices: [], usage });
           res.write('data: [DONE]\n\n');

@@ -59,6 +59,59 @@ const responseFormat = {
   },
 } as const;
 
+/** OpenAI's tools: function definitions (parameters: a JSON Schema object). */
+const toolsSchema = {
+  type: ['array', 'null'],
+  maxItems: 128,
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['type', 'function'],
+    properties: {
+      type: { const: 'function' },
+      function: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-zA-Z0-9_.-]{1,64}$' },
+          description: { type: 'string' },
+          parameters: { type: 'object' },
+          strict: { type: ['boolean', 'null'] },
+        },
+      },
+    },
+  },
+} as const;
+
+const toolChoiceSchema = {
+  anyOf: [
+    { enum: ['none', 'auto', 'required'] },
+    {
+      type: 'object',
+      additionalProperties: false,
+      required: ['type', 'function'],
+      properties: { type: { const: 'function' }, function: { type: 'object', additionalProperties: false, required: ['name'], properties: { name: { type: 'string' } } } },
+    },
+    { type: 'null' },
+  ],
+} as const;
+
+/** An assistant message's tool calls (arguments as JSON text). */
+const toolCallsSchema = {
+  type: 'array',
+  items: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['function'],
+    properties: {
+      id: { type: 'string' },
+      type: { const: 'function' },
+      function: { type: 'object', additionalProperties: false, required: ['name', 'arguments'], properties: { name: { type: 'string' }, arguments: { type: 'string' } } },
+    },
+  },
+} as const;
+
 export const chatCompletionSchema = {
   type: 'object',
   additionalProperties: false,
@@ -66,6 +119,9 @@ export const chatCompletionSchema = {
   properties: {
     ...samplingProperties,
     response_format: responseFormat,
+    tools: toolsSchema,
+    tool_choice: toolChoiceSchema,
+    parallel_tool_calls: { type: ['boolean', 'null'] },
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
     messages: {
       type: 'array',
@@ -73,11 +129,13 @@ export const chatCompletionSchema = {
       items: {
         type: 'object',
         additionalProperties: false,
-        required: ['role', 'content'],
+        required: ['role'],
         properties: {
           role: { enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
-          content: { anyOf: [{ type: 'string' }, { type: 'array', items: contentPart }] },
+          content: { anyOf: [{ type: 'string' }, { type: 'array', items: contentPart }, { type: 'null' }] },
           name: { type: 'string' },
+          tool_calls: toolCallsSchema,
+          tool_call_id: { type: 'string' },
         },
       },
     },
@@ -102,9 +160,24 @@ export const completionSchema = {
 
 /** The body of POST /v1/chat/completions after validation. */
 export interface ChatCompletionRequest extends SamplingFields {
-  messages: Array<{ role: string; content: string | Array<{ type: 'text'; text: string }>; name?: string }>;
+  messages: Array<{
+    role: string;
+    content?: string | Array<{ type: 'text'; text: string }> | null;
+    name?: string;
+    tool_calls?: Array<{ id?: string; type?: 'function'; function: { name: string; arguments: string } }>;
+    tool_call_id?: string;
+  }>;
   max_completion_tokens?: number | null;
   response_format?: ResponseFormat | null;
+  tools?: ToolDefinition[] | null;
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
+  parallel_tool_calls?: boolean | null;
+}
+
+/** An OpenAI tool definition. */
+export interface ToolDefinition {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: object; strict?: boolean | null };
 }
 
 export interface ResponseFormat {

@@ -237,6 +237,7 @@ const BAD: BadCase[] = [
   { name: 'messages empty', body: chat({ messages: [] }), status: 400, param: 'messages' },
   { name: 'message without role', body: chat({ messages: [{ content: 'hi' }] }), status: 400, param: 'messages[0].role' },
   { name: 'message with unknown role', body: chat({ messages: [{ role: 'wizard', content: 'hi' }] }), status: 400, param: 'messages[0].role' },
+  { name: 'user message without content', body: chat({ messages: [{ role: 'user' }] }), status: 400, param: 'messages[0].content' },
   { name: 'message content a number', body: chat({ messages: [{ role: 'user', content: 5 }] }), status: 400, param: 'messages[0].content' },
   { name: 'message with unknown field', body: chat({ messages: [{ role: 'user', content: 'hi', mood: 'happy' }] }), status: 400, param: 'messages[0].mood' },
   { name: 'temperature a string', body: chat({ temperature: 'hot' }), status: 400, param: 'temperature' },
