@@ -13,5 +13,5 @@ export type { FinishReason, GenerationTimings } from './engine/scheduler.js';
 export * from './errors.js';
 export { ChatSession, type ChatSessionOptions } from './engine/chat.js';
 export { ChatTemplate, type ChatMessage } from './engine/chat-template.js';
-export type { SamplingOptions } from './engine/sampling.js';
+export type { SamplingOptions, TokenLogprob } from './engine/sampling.js';
 export { createServer, type ServerOptions, type FlexinferServer } from './server/server.js';

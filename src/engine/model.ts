@@ -10,7 +10,7 @@ import type { ModelConfig } from '../models/config.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { ContextOverflowError, InvalidOptionError, ModelDisposedError } from '../errors.js';
 import { parseMemoryBudget } from '../weights/budget.js';
-import { resolveSamplingOptions, type SamplingOptions } from './sampling.js';
+import { resolveSamplingOptions, type SamplingOptions, type TokenLogprob } from './sampling.js';
 import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
 import type { FinishedGeneration } from './scheduler.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
@@ -65,6 +65,12 @@ export interface GenerateOptions {
   grammar?: string;
   /** The general form of the two options above (also `{ type: 'json_object' }`: any JSON object). */
   constraint?: GrammarSpec;
+  /**
+   * Log-probabilities of the generated tokens (in chunks and the result), with this many most
+   * likely alternatives per token (0-20; 0: the chosen token's only). From the model's logits
+   * before penalties, masks and temperature, as OpenAI reports them.
+   */
+  logprobs?: number;
   signal?: AbortSignal;
 }
 
@@ -72,6 +78,8 @@ export interface GenerateOptions {
 export interface GenerateChunk {
   text: string;
   tokens: number[];
+  /** With GenerateOptions.logprobs: one entry per token of `tokens`. */
+  logprobs?: TokenLogprob[];
 }
 
 /** The outcome of a generation. */
@@ -106,7 +114,8 @@ export interface ModelInfo {
 export interface Model {
   readonly info: ModelInfo;
   tokenize(text: string, options?: { addBos?: boolean; special?: boolean }): Uint32Array;
-  detokenize(tokens: ArrayLike<number>): string;
+  /** `continuation`: the tokens follow earlier text (keeps a SentencePiece first token's leading space). */
+  detokenize(tokens: ArrayLike<number>, options?: { continuation?: boolean }): string;
   generate(prompt: string | Uint32Array, options?: GenerateOptions): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> };
   complete(prompt: string | Uint32Array, options?: GenerateOptions): Promise<GenerateResult>;
   /** Logits of the last token, or of every token with allLogits: [n or 1, vocab]. */
@@ -273,8 +282,8 @@ class EngineModel implements Model {
     return this.tokenizer.encode(text, o);
   }
 
-  detokenize(tokens: ArrayLike<number>): string {
-    return this.tokenizer.decode(Array.from(tokens));
+  detokenize(tokens: ArrayLike<number>, options: { continuation?: boolean } = {}): string {
+    return this.tokenizer.decode(Array.from(tokens), options.continuation ? { continuation: true } : {});
   }
 
   generate(prompt: string | Uint32Array, options: GenerateOptions = {}): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> } {
@@ -292,6 +301,7 @@ class EngineModel implements Model {
     }
     const resolved = resolveSamplingOptions(sampling); // throws InvalidOptionError; fixes the seed here
     const grammar = grammarSpecOf(options);
+    const logprobs = options.logprobs === undefined ? -1 : checkInt('logprobs', options.logprobs, 0, 20);
 
     const id = this.nextId++;
     const p: Pending = { chunks: [], wake: null, finished: false, resolve: () => {}, reject: () => {} };
@@ -310,7 +320,7 @@ class EngineModel implements Model {
         void result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
       }
     }
-    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true, grammar });
+    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true, grammar, logprobs });
 
     const abortRequest = (): void => this.post({ type: 'abort', id });
     const iterate = async function* (): AsyncGenerator<GenerateChunk> {
@@ -412,7 +422,7 @@ class EngineModel implements Model {
     if (!p) return;
     switch (msg.type) {
       case 'chunk': {
-        const c = { text: msg.text, tokens: msg.tokens };
+        const c = { text: msg.text, tokens: msg.tokens, ...(msg.logprobs ? { logprobs: msg.logprobs } : {}) };
         if (c.text.length > 0 || c.tokens.length > 0) p.chunks.push(c);
         break;
       }

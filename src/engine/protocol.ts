@@ -4,7 +4,7 @@
  * @internal
  */
 import * as errors from '../errors.js';
-import type { SamplingOptions } from './sampling.js';
+import type { SamplingOptions, TokenLogprob } from './sampling.js';
 import type { FinishedGeneration } from './scheduler.js';
 import type { GrammarSpec } from '../grammar/engine.js';
 
@@ -25,7 +25,7 @@ export interface WorkerInit {
 
 /** Main -> worker. */
 export type ToWorker =
-  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean; grammar: GrammarSpec | null }
+  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean; grammar: GrammarSpec | null; logprobs: number }
   | { type: 'evaluate'; id: number; tokens: Uint32Array; allLogits: boolean }
   | { type: 'abort'; id: number }
   | { type: 'stats'; id: number }
@@ -35,7 +35,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'progress'; loadedBytes: number; totalBytes: number }
   | { type: 'ready'; weights: Record<string, unknown> }
-  | { type: 'chunk'; id: number; text: string; tokens: number[] }
+  | { type: 'chunk'; id: number; text: string; tokens: number[]; logprobs?: TokenLogprob[] }
   | { type: 'done'; id: number; result: FinishedGeneration }
   | { type: 'logits'; id: number; logits: Float32Array; numRows: number }
   | { type: 'stats'; id: number; stats: Record<string, unknown> }

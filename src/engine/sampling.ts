@@ -339,3 +339,41 @@ function keepMinP(ids: Int32Array, vals: Float32Array, n: number, minP: number):
   }
   return Math.max(m, 1);
 }
+
+/** A generated token's log-probability and the most likely tokens at its position (OpenAI's logprobs). */
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  /** The `numTop` most likely tokens, most likely first. */
+  top: Array<{ token: number; logprob: number }>;
+}
+
+/**
+ * log-softmax of `logits[offset, offset + vocabSize)` at `token`, and the `numTop` most likely
+ * tokens. NOTE: computed from the model's logits as the sampler received them, before
+ * penalties, masks and temperature, as OpenAI reports logprobs (of the model's distribution,
+ * not of the sampling settings).
+ */
+export function tokenLogprob(logits: Float32Array, vocabSize: number, offset: number, token: number, numTop: number): TokenLogprob {
+  let max = -Infinity;
+  for (let i = 0; i < vocabSize; i++) max = Math.max(max, logits[offset + i]!);
+  let sum = 0;
+  for (let i = 0; i < vocabSize; i++) sum += Math.exp(logits[offset + i]! - max);
+  const logZ = max + Math.log(sum);
+  // The numTop largest (numTop <= 20): a small sorted list, descending.
+  const topIds: number[] = [];
+  const topVals: number[] = [];
+  for (let i = 0; i < vocabSize && numTop > 0; i++) {
+    const v = logits[offset + i]!;
+    if (topIds.length === numTop && v <= topVals[numTop - 1]!) continue;
+    let k = topIds.length === numTop ? numTop - 1 : topIds.length;
+    while (k > 0 && topVals[k - 1]! < v) k--;
+    topIds.splice(k, 0, i);
+    topVals.splice(k, 0, v);
+    if (topIds.length > numTop) {
+      topIds.pop();
+      topVals.pop();
+    }
+  }
+  return { token, logprob: logits[offset + token]! - logZ, top: topIds.map((t, k) => ({ token: t, logprob: topVals[k]! - logZ })) };
+}

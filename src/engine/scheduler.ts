@@ -19,7 +19,7 @@
  */
 import type { KvManager, SeqId } from '../kv/index.js';
 import type { Batch } from '../models/transformer.js';
-import { Sampler, type SamplingOptions } from './sampling.js';
+import { Sampler, tokenLogprob, type SamplingOptions, type TokenLogprob } from './sampling.js';
 import { maskWords, type TokenConstraint } from './constraint.js';
 import { StopMatcher } from './stop.js';
 import { KvCapacityError } from '../errors.js';
@@ -58,12 +58,14 @@ export interface FinishedGeneration {
   promptTokens: number;
   cachedPromptTokens: number;
   timings: GenerationTimings;
+  /** Per generated token, when asked for (GenerateOptions.logprobs). */
+  logprobs?: TokenLogprob[];
 }
 
 /** Callbacks through which the scheduler reports progress. */
 export interface SchedulerEvents {
   /** New tokens of a generation and the text that became safe to emit (may be ''). */
-  chunk(id: number, text: string, tokens: number[]): void;
+  chunk(id: number, text: string, tokens: number[], logprobs?: TokenLogprob[]): void;
   done(id: number, result: FinishedGeneration): void;
   /** Logits of an evaluate request: [numRows, vocab]. */
   logits(id: number, logits: Float32Array, numRows: number): void;
@@ -101,6 +103,10 @@ interface Sequence {
   maxTokens: number;
   numGenerated: number;
   sampler: Sampler | null;
+  /** Alternatives per token in logprobs; -1: no logprobs. */
+  numLogprobs: number;
+  logprobs: TokenLogprob[];
+  numLogprobsSent: number;
   /** Allowed-token constraint (structured output), or null. */
   constraint: TokenConstraint | null;
   stop: StopMatcher | null;
@@ -167,12 +173,13 @@ export class Scheduler {
   submitGenerate(
     id: number,
     prompt: Uint32Array,
-    options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean; constraint?: TokenConstraint },
+    options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean; constraint?: TokenConstraint; logprobs?: number },
   ): void {
     const s = this.newSequence(id, 'generate', prompt);
     s.constraint = options.constraint ?? null;
     s.maxTokens = options.maxTokens;
     s.ignoreEos = options.ignoreEos ?? false;
+    s.numLogprobs = options.logprobs ?? -1;
     s.sampler = new Sampler(options.sampling);
     s.sampler.accept(prompt);
     s.stop = new StopMatcher(options.stop);
@@ -364,6 +371,7 @@ export class Scheduler {
     const c = s.constraint;
     if (c) c.fillMask(this.mask);
     const token = s.sampler!.sample(logits, this.o.vocabSize, offset, c ? this.mask : undefined);
+    const lp = s.numLogprobs >= 0 ? tokenLogprob(logits, this.o.vocabSize, offset, token, s.numLogprobs) : null;
     if (s.tFirstToken === 0) s.tFirstToken = now;
     if (c && !c.accept(token)) {
       // A bug in the constraint engine: fail this request, not the engine.
@@ -374,6 +382,7 @@ export class Scheduler {
     if ((!s.ignoreEos || c?.done) && this.o.tokenizer.isEog(token)) return this.finish(s, 'eog', []);
     s.sampler!.accept([token]);
     s.tokens[s.numTokens++] = token;
+    if (lp) s.logprobs.push(lp);
     s.numGenerated++;
     if (s.tLastToken !== 0) s.interTokenMs.push(now - s.tLastToken);
     s.tLastToken = now;
@@ -381,7 +390,7 @@ export class Scheduler {
     if (stopped) return this.finish(s, 'stop', [token], text);
     if (s.numGenerated >= s.maxTokens || s.numTokens >= this.o.contextSize) return this.finish(s, 'length', [token], text);
     s.text += text;
-    this.o.events.chunk(s.id, text, [token]);
+    this.emitChunk(s, text, [token]);
   }
 
   /** Ends a generation: flushes held text, caches its KV prefix, reports the result. */
@@ -394,9 +403,16 @@ export class Scheduler {
       if (tail.stopped) reason = 'stop';
     }
     s.text += text;
-    if (text.length > 0 || lastTokens.length > 0) this.o.events.chunk(s.id, text, lastTokens);
+    if (text.length > 0 || lastTokens.length > 0) this.emitChunk(s, text, lastTokens);
     this.remove(s, true);
     this.o.events.done(s.id, this.result(s, reason));
+  }
+
+  private emitChunk(s: Sequence, text: string, tokens: number[]): void {
+    if (s.numLogprobs < 0) return this.o.events.chunk(s.id, text, tokens);
+    const fresh = s.logprobs.slice(s.numLogprobsSent);
+    s.numLogprobsSent = s.logprobs.length;
+    this.o.events.chunk(s.id, text, tokens, fresh);
   }
 
   private result(s: Sequence, reason: FinishReason): FinishedGeneration {
@@ -408,6 +424,7 @@ export class Scheduler {
     return {
       text: s.text,
       tokens: Array.from(s.tokens.subarray(s.numPrompt, s.numTokens)),
+      ...(s.numLogprobs >= 0 ? { logprobs: s.logprobs } : {}),
       finishReason: reason,
       promptTokens: s.numPrompt,
       cachedPromptTokens: s.cachedPromptTokens,
@@ -433,7 +450,7 @@ export class Scheduler {
     return {
       id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
       maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, constraint: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
-      allLogits: false, logits: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
+      allLogits: false, logits: null, numLogprobs: -1, logprobs: [], numLogprobsSent: 0, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
     };
   }
 

@@ -60,7 +60,7 @@ async function start(): Promise<void> {
     maxRunning: init.parallel,
     prefixCache: init.prefixCache,
     events: {
-      chunk: (id, text, tokens) => post({ type: 'chunk', id, text, tokens }),
+      chunk: (id, text, tokens, logprobs) => post({ type: 'chunk', id, text, tokens, ...(logprobs ? { logprobs } : {}) }),
       done: (id, result) => post({ type: 'done', id, result }),
       logits: (id, logits, numRows) => post({ type: 'logits', id, logits, numRows }, [logits.buffer as ArrayBuffer]),
       failed: (id, error) => post({ type: 'error', id, error: serializeError(error) }),
@@ -132,7 +132,7 @@ async function start(): Promise<void> {
       switch (msg.type) {
         case 'generate': {
           const submit = (constraint?: Awaited<ReturnType<GrammarEngine['createConstraint']>>): void => {
-            scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop, ignoreEos: msg.ignoreEos, ...(constraint ? { constraint } : {}) });
+            scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop, ignoreEos: msg.ignoreEos, logprobs: msg.logprobs, ...(constraint ? { constraint } : {}) });
             kick();
           };
           if (!msg.grammar) {

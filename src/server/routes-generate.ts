@@ -13,6 +13,8 @@ import { isShutdown, shutdownApiError, type Drain } from './drain.js';
 import type { ChatPrompter } from './chat-prompt.js';
 import { parseToolCalls, planTools, toolCallDeltas, ToolCallStream, type ToolPlan } from './tool-calls.js';
 import type { GenerateResult } from '../engine/model.js';
+import type { TokenLogprob } from '../engine/sampling.js';
+import { chatLogprobContent, completionLogprobs } from './logprobs.js';
 import type { ServableModel } from './server.js';
 
 /** What the generation routes need of the server. */
@@ -30,6 +32,15 @@ export interface GenerationContext {
   admit(): () => void;
 }
 
+/** What a generation adds to plain sampling. */
+interface GenerationExtras {
+  constraint?: GrammarSpec | null;
+  /** Tools whose calls the output is parsed for. */
+  tools?: ToolPlan | null;
+  /** top logprobs per token (0-20), or null for none. */
+  logprobs?: number | null;
+}
+
 /** Registers /v1/chat/completions and /v1/completions. */
 export function registerGenerationRoutes(ctx: GenerationContext): void {
   ctx.app.post('/v1/chat/completions', { schema: { body: chatCompletionSchema } }, async (req, reply) => {
@@ -39,7 +50,9 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
     const tools = planTools(body, ctx.prompter.toolFormat(m).format);
     const prompt = ctx.prompter.promptTokens(m, body.messages, { addGenerationPrompt: true }, tools?.tools, tools?.prefix);
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
-    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body, tools?.constraint ?? constraintOf(body.response_format), tools?.parse ? tools : null);
+    if (body.top_logprobs != null && !body.logprobs) throw badRequest("'top_logprobs' needs 'logprobs': true.", 'top_logprobs', 'invalid_value');
+    const logprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
+    return runGeneration(req, reply, m, 'chat', prompt, maxTokens, body, { constraint: tools?.constraint ?? constraintOf(body.response_format), tools: tools?.parse ? tools : null, logprobs });
   });
 
   ctx.app.post('/v1/completions', { schema: { body: completionSchema } }, async (req, reply) => {
@@ -57,7 +70,7 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
       if (bad >= 0) throw badRequest(`prompt[${bad}] = ${prompt[bad]} is not a token id (vocabulary size ${vocab}).`, `prompt[${bad}]`, 'invalid_value');
     }
     // OpenAI's completions default is 16 tokens.
-    return runGeneration(req, reply, m, 'text', prompt, body.max_tokens ?? 16, body);
+    return runGeneration(req, reply, m, 'text', prompt, body.max_tokens ?? 16, body, { logprobs: body.logprobs ?? null });
   });
 
   /** Validates sizes, runs the generation, answers as JSON or as an SSE stream. */
@@ -69,9 +82,11 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
     prompt: Uint32Array,
     maxTokens: number | undefined,
     body: SamplingFields,
-    constraint: GrammarSpec | null = null,
-    tools: ToolPlan | null = null,
+    extra: GenerationExtras = {},
   ): Promise<unknown> {
+    const constraint = extra.constraint ?? null;
+    const tools = extra.tools ?? null;
+    const numLogprobs = extra.logprobs ?? null;
     const contextSize = m.info.contextSize;
     if (prompt.length === 0) throw badRequest('The prompt is empty.', kind === 'chat' ? 'messages' : 'prompt', 'empty_prompt');
     if (prompt.length >= contextSize) {
@@ -98,6 +113,7 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
       frequencyPenalty: body.frequency_penalty ?? undefined,
       repeatPenalty: body.repeat_penalty ?? undefined,
       ...(constraint ? { constraint } : {}),
+      ...(numLogprobs !== null ? { logprobs: numLogprobs } : {}),
       signal: abort.signal,
     };
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '').slice(0, 24)}`;
@@ -127,7 +143,11 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
             finish = 'tool_calls';
           }
         }
-        const choice = kind === 'chat' ? { index: 0, message, logprobs: null, finish_reason: finish } : { index: 0, text: result.text, logprobs: null, finish_reason: finish };
+        const lps = result.logprobs;
+        const choice =
+          kind === 'chat'
+            ? { index: 0, message, logprobs: lps ? { content: chatLogprobContent(m.detokenize.bind(m), lps), refusal: null } : null, finish_reason: finish }
+            : { index: 0, text: result.text, logprobs: lps ? completionLogprobs(m.detokenize.bind(m), lps) : null, finish_reason: finish };
         return { id, object, created, model: ctx.modelId, choices: [choice], usage, timings: timingsOf(result) };
       }
       // --- streaming: Server-Sent Events ---
@@ -138,17 +158,21 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
         if (!res.destroyed) res.write(`data: ${JSON.stringify(data)}\n\n`);
       };
       const chunkObject = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
-      const chatChunk = (delta: object, finish: string | null): unknown => ({
+      const detok = m.detokenize.bind(m);
+      let textAt = 0; // completions' text_offset
+      const chatChunk = (delta: object, finish: string | null, lps?: TokenLogprob[]): unknown => ({
         id,
         object: chunkObject,
         created,
         model: ctx.modelId,
-        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+        choices: [{ index: 0, delta, logprobs: lps ? { content: chatLogprobContent(detok, lps), refusal: null } : null, finish_reason: finish }],
       });
-      const chunk = (delta: string | null, finish: string | null, first = false): unknown =>
-        kind === 'chat'
-          ? chatChunk(delta === null ? {} : first ? { role: 'assistant', content: delta } : { content: delta }, finish)
-          : { id, object: chunkObject, created, model: ctx.modelId, choices: [{ index: 0, text: delta ?? '', logprobs: null, finish_reason: finish }] };
+      const chunk = (delta: string | null, finish: string | null, first = false, lps?: TokenLogprob[]): unknown => {
+        if (kind === 'chat') return chatChunk(delta === null ? {} : first ? { role: 'assistant', content: delta } : { content: delta }, finish, lps);
+        const logprobs = lps ? completionLogprobs(detok, lps, textAt) : null;
+        textAt += delta?.length ?? 0;
+        return { id, object: chunkObject, created, model: ctx.modelId, choices: [{ index: 0, text: delta ?? '', logprobs, finish_reason: finish }] };
+      };
       if (kind === 'chat') send(chunk('', null, true));
       // With tools, text that may open a call is held back and parsed at the end.
       const toolStream = tools ? new ToolCallStream(tools.format, tools.forced) : null;
@@ -156,7 +180,9 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
         for await (const piece of gen) {
           if (abort.signal.aborted) break;
           const text = toolStream ? toolStream.push(piece.text) : piece.text;
-          if (text) send(chunk(text, null));
+          // Every token's logprobs are sent, with the text that became safe to send (may be '').
+          const lps = toolStream ? undefined : piece.logprobs;
+          if (text || lps?.length) send(chunk(text, null, false, lps));
         }
         const result = await gen.result;
         ctx.metrics.requestDone(kind, result, performance.now() - t0);

@@ -122,6 +122,8 @@ export const chatCompletionSchema = {
     tools: toolsSchema,
     tool_choice: toolChoiceSchema,
     parallel_tool_calls: { type: ['boolean', 'null'] },
+    logprobs: { type: ['boolean', 'null'] },
+    top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
     messages: {
       type: 'array',
@@ -148,6 +150,7 @@ export const completionSchema = {
   required: ['model', 'prompt'],
   properties: {
     ...samplingProperties,
+    logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
     prompt: {
       anyOf: [
         { type: 'string' },
@@ -172,6 +175,8 @@ export interface ChatCompletionRequest extends SamplingFields {
   tools?: ToolDefinition[] | null;
   tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
   parallel_tool_calls?: boolean | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
 }
 
 /** An OpenAI tool definition. */
@@ -188,6 +193,7 @@ export interface ResponseFormat {
 /** The body of POST /v1/completions after validation. */
 export interface CompletionRequest extends SamplingFields {
   prompt: string | string[] | number[];
+  logprobs?: number | null;
 }
 
 export interface SamplingFields {
