@@ -85,6 +85,9 @@ export interface GenerateChunk {
 /** The outcome of a generation. */
 export type GenerateResult = FinishedGeneration;
 
+/** A running generation: its chunks as they come, and its result. */
+export type Generation = AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> };
+
 /** Facts about a loaded model. */
 export interface ModelInfo {
   path: string;
@@ -116,7 +119,12 @@ export interface Model {
   tokenize(text: string, options?: { addBos?: boolean; special?: boolean }): Uint32Array;
   /** `continuation`: the tokens follow earlier text (keeps a SentencePiece first token's leading space). */
   detokenize(tokens: ArrayLike<number>, options?: { continuation?: boolean }): string;
-  generate(prompt: string | Uint32Array, options?: GenerateOptions): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> };
+  generate(prompt: string | Uint32Array, options?: GenerateOptions): Generation;
+  /**
+   * `n` choices from one prompt (OpenAI's `n`): the prompt is computed once and its K/V forked
+   * for the other choices (shared chunks). Choice i > 0 samples with seed + i.
+   */
+  generateChoices(prompt: string | Uint32Array, n: number, options?: GenerateOptions): Generation[];
   complete(prompt: string | Uint32Array, options?: GenerateOptions): Promise<GenerateResult>;
   /** Logits of the last token, or of every token with allLogits: [n or 1, vocab]. */
   evaluate(tokens: Uint32Array, options?: { allLogits?: boolean }): Promise<Float32Array>;
@@ -286,7 +294,11 @@ class EngineModel implements Model {
     return this.tokenizer.decode(Array.from(tokens), options.continuation ? { continuation: true } : {});
   }
 
-  generate(prompt: string | Uint32Array, options: GenerateOptions = {}): AsyncIterable<GenerateChunk> & { result: Promise<GenerateResult> } {
+  generate(prompt: string | Uint32Array, options: GenerateOptions = {}): Generation {
+    return this.generateChoices(prompt, 1, options)[0]!;
+  }
+
+  generateChoices(prompt: string | Uint32Array, n: number, options: GenerateOptions = {}): Generation[] {
     this.checkUsable();
     const tokens = typeof prompt === 'string' ? this.tokenize(prompt, { special: true, ...(options.addBos !== undefined ? { addBos: options.addBos } : {}) }) : prompt;
     if (!(tokens instanceof Uint32Array)) throw new InvalidOptionError('prompt', 'must be a string or a Uint32Array of token ids');
@@ -300,10 +312,20 @@ class EngineModel implements Model {
       if (options[k] !== undefined) sampling[k] = options[k];
     }
     const resolved = resolveSamplingOptions(sampling); // throws InvalidOptionError; fixes the seed here
+    const numChoices = checkInt('n', n, 1, 64);
     const grammar = grammarSpecOf(options);
     const logprobs = options.logprobs === undefined ? -1 : checkInt('logprobs', options.logprobs, 0, 20);
 
-    const id = this.nextId++;
+    const ids = Array.from({ length: numChoices }, () => this.nextId++);
+    const choices = ids.map((id) => this.generationHandle(id, options.signal));
+    // Choice i > 0 draws with seed + i: with a seed, n choices are different and reproducible.
+    const forks = ids.slice(1).map((id, i) => ({ id, sampling: { ...resolved, seed: (resolved.seed + i + 1) % Number.MAX_SAFE_INTEGER } }));
+    this.post({ type: 'generate', id: ids[0]!, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true, grammar, logprobs, forks });
+    return choices;
+  }
+
+  /** The streaming handle of generation `id` (its chunks, result and abort wiring). */
+  private generationHandle(id: number, signal: AbortSignal | undefined): Generation {
     const p: Pending = { chunks: [], wake: null, finished: false, resolve: () => {}, reject: () => {} };
     const result = new Promise<GenerateResult>((resolve, reject) => {
       p.resolve = resolve as (v: unknown) => void;
@@ -311,7 +333,6 @@ class EngineModel implements Model {
     });
     result.catch(() => {}); // the iterator also reports failures; do not crash on an unobserved result
     this.track(id, p);
-    const signal = options.signal;
     if (signal) {
       const onAbort = (): void => this.post({ type: 'abort', id });
       if (signal.aborted) queueMicrotask(onAbort);
@@ -320,7 +341,6 @@ class EngineModel implements Model {
         void result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
       }
     }
-    this.post({ type: 'generate', id, prompt: tokens, maxTokens, sampling: resolved, stop, ignoreEos: options.ignoreEos === true, grammar, logprobs });
 
     const abortRequest = (): void => this.post({ type: 'abort', id });
     const iterate = async function* (): AsyncGenerator<GenerateChunk> {

@@ -25,7 +25,7 @@ export interface WorkerInit {
 
 /** Main -> worker. */
 export type ToWorker =
-  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean; grammar: GrammarSpec | null; logprobs: number }
+  | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean; grammar: GrammarSpec | null; logprobs: number; forks: Array<{ id: number; sampling: SamplingOptions }> }
   | { type: 'evaluate'; id: number; tokens: Uint32Array; allLogits: boolean }
   | { type: 'abort'; id: number }
   | { type: 'stats'; id: number }

@@ -107,6 +107,10 @@ interface Sequence {
   numLogprobs: number;
   logprobs: TokenLogprob[];
   numLogprobsSent: number;
+  /** n > 1: the other choices, forked from this sequence's KV once its prompt is computed. */
+  forks: Sequence[];
+  /** A fork waiting for its parent's prompt (not queued). */
+  forkParent: Sequence | null;
   /** Allowed-token constraint (structured output), or null. */
   constraint: TokenConstraint | null;
   stop: StopMatcher | null;
@@ -147,6 +151,8 @@ export class Scheduler {
   // cache held (vLLM's prefix_cache_queries / prefix_cache_hits, in tokens).
   private numPrefixQueryTokens = 0;
   private numPrefixHitTokens = 0;
+  /** Prompt tokens n > 1 choices took from their first choice by kv.fork instead of computing them. */
+  private numForkedPromptTokens = 0;
   /** Token bitmask scratch for constrained sequences. */
   private readonly mask: Int32Array;
 
@@ -173,8 +179,19 @@ export class Scheduler {
   submitGenerate(
     id: number,
     prompt: Uint32Array,
-    options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean; constraint?: TokenConstraint; logprobs?: number },
+    options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean; constraint?: TokenConstraint; logprobs?: number; forks?: Array<{ id: number; sampling: SamplingOptions; constraint?: TokenConstraint }> },
   ): void {
+    const s = this.newGeneration(id, prompt, options);
+    for (const f of options.forks ?? []) {
+      const child = this.newGeneration(f.id, prompt, { ...options, sampling: f.sampling, constraint: f.constraint });
+      child.forkParent = s;
+      s.forks.push(child);
+      this.byId.set(child.id, child);
+    }
+    this.enqueue(s);
+  }
+
+  private newGeneration(id: number, prompt: Uint32Array, options: { maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos?: boolean; constraint?: TokenConstraint; logprobs?: number }): Sequence {
     const s = this.newSequence(id, 'generate', prompt);
     s.constraint = options.constraint ?? null;
     s.maxTokens = options.maxTokens;
@@ -185,7 +202,7 @@ export class Scheduler {
     s.stop = new StopMatcher(options.stop);
     // Generated tokens continue the prompt: keep the first token's leading space.
     s.decoder = this.o.tokenizer.createDecoder({ continuation: true });
-    this.enqueue(s);
+    return s;
   }
 
   /** Queues an evaluation: logits of the last token, or of every token with allLogits. */
@@ -205,7 +222,7 @@ export class Scheduler {
   }
 
   /** Counters for stats(). */
-  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number; prefixQueryTokens: number; prefixHitTokens: number } {
+  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number; prefixQueryTokens: number; prefixHitTokens: number; forkedPromptTokens: number } {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
@@ -214,6 +231,7 @@ export class Scheduler {
       preemptions: this.numPreemptions,
       prefixQueryTokens: this.numPrefixQueryTokens,
       prefixHitTokens: this.numPrefixHitTokens,
+      forkedPromptTokens: this.numForkedPromptTokens,
     };
   }
 
@@ -361,7 +379,34 @@ export class Scheduler {
       return;
     }
     if (sl.numLogitRows === 0) return; // mid-prompt chunk
+    if (s.forks.length > 0) this.startForks(s, logits, sl.logitStart * V);
     this.sampleNext(s, logits, sl.logitStart * V);
+  }
+
+  /**
+   * n > 1: the prompt is computed once. Each fork maps the parent's prompt K/V (kv.fork: full
+   * chunks shared, the partial tail copied) and draws its first token from the same logits
+   * row with its own sampler; then it runs as a sequence of its own. A fork the pool cannot
+   * hold now is queued and computes its prompt itself (prefix cache permitting).
+   */
+  private startForks(s: Sequence, logits: Float32Array, offset: number): void {
+    const forks = s.forks;
+    s.forks = [];
+    for (const f of forks) {
+      f.forkParent = null;
+      const seq = this.o.kv.fork(s.seq!, s.numComputed);
+      if (seq === null) {
+        this.waiting.push(f);
+        continue;
+      }
+      f.seq = seq;
+      f.numComputed = s.numComputed;
+      f.tAdmit = performance.now();
+      f.cachedPromptTokens = f.numPrompt;
+      this.numForkedPromptTokens += f.numPrompt;
+      this.running.push(f);
+      this.sampleNext(f, logits, offset);
+    }
   }
 
   /** Samples s's next token from the logits at `offset`, emits it, checks stop conditions. */
@@ -450,7 +495,7 @@ export class Scheduler {
     return {
       id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
       maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, constraint: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
-      allLogits: false, logits: null, numLogprobs: -1, logprobs: [], numLogprobsSent: 0, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
+      allLogits: false, logits: null, numLogprobs: -1, logprobs: [], numLogprobsSent: 0, forks: [], forkParent: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
     };
   }
 
@@ -462,6 +507,16 @@ export class Scheduler {
   /** Takes s out of the queues; frees (or, with cachePrefix, parks) its KV. */
   private remove(s: Sequence, cachePrefix: boolean): void {
     this.byId.delete(s.id);
+    if (s.forkParent) {
+      s.forkParent.forks.splice(s.forkParent.forks.indexOf(s), 1);
+      s.forkParent = null;
+    }
+    // Forks that never started (their parent ended before its prompt was computed) run on their own.
+    for (const f of s.forks) {
+      f.forkParent = null;
+      this.waiting.push(f);
+    }
+    s.forks = [];
     s.constraint?.dispose();
     const w = this.waiting.indexOf(s);
     if (w >= 0) this.waiting.splice(w, 1);

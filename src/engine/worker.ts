@@ -131,27 +131,38 @@ async function start(): Promise<void> {
     try {
       switch (msg.type) {
         case 'generate': {
-          const submit = (constraint?: Awaited<ReturnType<GrammarEngine['createConstraint']>>): void => {
-            scheduler.submitGenerate(msg.id, msg.prompt, { maxTokens: msg.maxTokens, sampling: msg.sampling, stop: msg.stop, ignoreEos: msg.ignoreEos, logprobs: msg.logprobs, ...(constraint ? { constraint } : {}) });
+          // n > 1: the other choices' ids; each choice gets its own constraint instance.
+          const ids = [msg.id, ...msg.forks.map((f) => f.id)];
+          type Constraint = Awaited<ReturnType<GrammarEngine['createConstraint']>>;
+          const submit = (constraints: Constraint[] | null): void => {
+            scheduler.submitGenerate(msg.id, msg.prompt, {
+              maxTokens: msg.maxTokens,
+              sampling: msg.sampling,
+              stop: msg.stop,
+              ignoreEos: msg.ignoreEos,
+              logprobs: msg.logprobs,
+              ...(constraints ? { constraint: constraints[0]! } : {}),
+              forks: msg.forks.map((f, i) => ({ id: f.id, sampling: f.sampling, ...(constraints ? { constraint: constraints[i + 1]! } : {}) })),
+            });
             kick();
           };
           if (!msg.grammar) {
-            submit();
+            submit(null);
             break;
           }
           compiling.add(msg.id);
-          grammarEngine()
-            .createConstraint(msg.grammar)
+          const engine = grammarEngine();
+          Promise.all(ids.map(() => engine.createConstraint(msg.grammar!)))
             .then(
-              (constraint) => {
+              (constraints) => {
                 if (abortedEarly.delete(msg.id)) {
-                  constraint.dispose();
-                  post({ type: 'error', id: msg.id, error: serializeError(new DOMException('This operation was aborted', 'AbortError')) });
-                } else submit(constraint);
+                  for (const c of constraints) c.dispose();
+                  for (const id of ids) post({ type: 'error', id, error: serializeError(new DOMException('This operation was aborted', 'AbortError')) });
+                } else submit(constraints);
               },
               (err) => {
                 abortedEarly.delete(msg.id);
-                post({ type: 'error', id: msg.id, error: serializeError(err) });
+                for (const id of ids) post({ type: 'error', id, error: serializeError(err) });
               },
             )
             .finally(() => compiling.delete(msg.id));

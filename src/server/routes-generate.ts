@@ -12,7 +12,7 @@ import type { Metrics } from './metrics.js';
 import { isShutdown, shutdownApiError, type Drain } from './drain.js';
 import type { ChatPrompter } from './chat-prompt.js';
 import { parseToolCalls, planTools, toolCallDeltas, ToolCallStream, type ToolPlan } from './tool-calls.js';
-import type { GenerateResult } from '../engine/model.js';
+import type { GenerateResult, Generation } from '../engine/model.js';
 import type { TokenLogprob } from '../engine/sampling.js';
 import { chatLogprobContent, completionLogprobs } from './logprobs.js';
 import type { ServableModel } from './server.js';
@@ -128,29 +128,31 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
     ctx.metrics.requestStarted(kind);
     const t0 = performance.now();
     try {
-      const gen = m.generate(prompt, options);
+      const n = body.n ?? 1;
+      const gens = n > 1 ? m.generateChoices(prompt, n, options) : [m.generate(prompt, options)];
+      const detok = m.detokenize.bind(m);
       if (!body.stream) {
-        const result = await gen.result;
+        const results = await Promise.all(gens.map((g) => g.result));
+        const result = mergeChoices(results);
         ctx.metrics.requestDone(kind, result, performance.now() - t0);
         if (isShutdown(abort.signal)) throw shutdownApiError();
-        const usage = usageOf(result);
-        let finish = finishReason(result.finishReason);
-        let message: Record<string, unknown> = { role: 'assistant', content: result.text };
-        if (tools) {
-          const parsed = parseToolCalls(result.text, tools.format, tools.forced);
-          if (parsed.toolCalls.length > 0) {
-            message = { role: 'assistant', content: parsed.content, tool_calls: parsed.toolCalls };
-            finish = 'tool_calls';
+        const choices = results.map((r, index) => {
+          let finish = finishReason(r.finishReason);
+          const lps = r.logprobs;
+          if (kind === 'text') return { index, text: r.text, logprobs: lps ? completionLogprobs(detok, lps) : null, finish_reason: finish };
+          let message: Record<string, unknown> = { role: 'assistant', content: r.text };
+          if (tools) {
+            const parsed = parseToolCalls(r.text, tools.format, tools.forced);
+            if (parsed.toolCalls.length > 0) {
+              message = { role: 'assistant', content: parsed.content, tool_calls: parsed.toolCalls };
+              finish = 'tool_calls';
+            }
           }
-        }
-        const lps = result.logprobs;
-        const choice =
-          kind === 'chat'
-            ? { index: 0, message, logprobs: lps ? { content: chatLogprobContent(m.detokenize.bind(m), lps), refusal: null } : null, finish_reason: finish }
-            : { index: 0, text: result.text, logprobs: lps ? completionLogprobs(m.detokenize.bind(m), lps) : null, finish_reason: finish };
-        return { id, object, created, model: ctx.modelId, choices: [choice], usage, timings: timingsOf(result) };
+          return { index, message, logprobs: lps ? { content: chatLogprobContent(detok, lps), refusal: null } : null, finish_reason: finish };
+        });
+        return { id, object, created, model: ctx.modelId, choices, usage: usageOf(result), timings: timingsOf(result) };
       }
-      // --- streaming: Server-Sent Events ---
+      // --- streaming: Server-Sent Events (n > 1: the choices' chunks interleave, each with its index) ---
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
@@ -158,46 +160,46 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
         if (!res.destroyed) res.write(`data: ${JSON.stringify(data)}\n\n`);
       };
       const chunkObject = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
-      const detok = m.detokenize.bind(m);
-      let textAt = 0; // completions' text_offset
-      const chatChunk = (delta: object, finish: string | null, lps?: TokenLogprob[]): unknown => ({
-        id,
-        object: chunkObject,
-        created,
-        model: ctx.modelId,
-        choices: [{ index: 0, delta, logprobs: lps ? { content: chatLogprobContent(detok, lps), refusal: null } : null, finish_reason: finish }],
-      });
-      const chunk = (delta: string | null, finish: string | null, first = false, lps?: TokenLogprob[]): unknown => {
-        if (kind === 'chat') return chatChunk(delta === null ? {} : first ? { role: 'assistant', content: delta } : { content: delta }, finish, lps);
-        const logprobs = lps ? completionLogprobs(detok, lps, textAt) : null;
-        textAt += delta?.length ?? 0;
-        return { id, object: chunkObject, created, model: ctx.modelId, choices: [{ index: 0, text: delta ?? '', logprobs, finish_reason: finish }] };
-      };
-      if (kind === 'chat') send(chunk('', null, true));
-      // With tools, text that may open a call is held back and parsed at the end.
-      const toolStream = tools ? new ToolCallStream(tools.format, tools.forced) : null;
-      try {
+      const frame = (choice: object): Record<string, unknown> => ({ id, object: chunkObject, created, model: ctx.modelId, choices: [choice] });
+      /** Streams one choice; resolves to its result. */
+      const streamChoice = async (gen: Generation, index: number): Promise<GenerateResult> => {
+        let textAt = 0; // completions' text_offset
+        const chatChunk = (delta: object, finish: string | null, lps?: TokenLogprob[]): Record<string, unknown> =>
+          frame({ index, delta, logprobs: lps ? { content: chatLogprobContent(detok, lps), refusal: null } : null, finish_reason: finish });
+        const chunk = (delta: string | null, finish: string | null, lps?: TokenLogprob[]): Record<string, unknown> => {
+          if (kind === 'chat') return chatChunk(delta === null ? {} : { content: delta }, finish, lps);
+          const logprobs = lps ? completionLogprobs(detok, lps, textAt) : null;
+          textAt += delta?.length ?? 0;
+          return frame({ index, text: delta ?? '', logprobs, finish_reason: finish });
+        };
+        if (kind === 'chat') send(chatChunk({ role: 'assistant', content: '' }, null));
+        // With tools, text that may open a call is held back and parsed at the end.
+        const toolStream = tools ? new ToolCallStream(tools.format, tools.forced) : null;
         for await (const piece of gen) {
           if (abort.signal.aborted) break;
           const text = toolStream ? toolStream.push(piece.text) : piece.text;
           // Every token's logprobs are sent, with the text that became safe to send (may be '').
           const lps = toolStream ? undefined : piece.logprobs;
-          if (text || lps?.length) send(chunk(text, null, false, lps));
+          if (text || lps?.length) send(chunk(text, null, lps));
         }
         const result = await gen.result;
+        if (abort.signal.aborted) return result;
+        let finish = finishReason(result.finishReason);
+        if (toolStream) {
+          const rest = toolStream.finish();
+          if (rest.content) send(chunk(rest.content, null));
+          for (const delta of toolCallDeltas(rest.toolCalls)) send(chatChunk(delta, null));
+          if (rest.toolCalls.length > 0) finish = 'tool_calls';
+        }
+        send({ ...chunk(null, finish), timings: timingsOf(result) });
+        return result;
+      };
+      try {
+        const results = await Promise.all(gens.map((g, index) => streamChoice(g, index)));
+        const result = mergeChoices(results);
         ctx.metrics.requestDone(kind, result, performance.now() - t0);
         if (!abort.signal.aborted) {
-          const usage = usageOf(result);
-          let finish = finishReason(result.finishReason);
-          if (toolStream) {
-            const rest = toolStream.finish();
-            if (rest.content) send(chunk(rest.content, null));
-            for (const delta of toolCallDeltas(rest.toolCalls)) send(chatChunk(delta, null));
-            if (rest.toolCalls.length > 0) finish = 'tool_calls';
-          }
-          const last = chunk(null, finish) as Record<string, unknown>;
-          send({ ...last, timings: timingsOf(result) });
-          if (body.stream_options?.include_usage) send({ id, object: chunkObject, created, model: ctx.modelId, choices: [], usage });
+          if (body.stream_options?.include_usage) send({ id, object: chunkObject, created, model: ctx.modelId, choices: [], usage: usageOf(result) });
           res.write('data: [DONE]\n\n');
         } else if (isShutdown(abort.signal)) {
           send(shutdownApiError().toJSON());
@@ -228,6 +230,15 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
 
 function finishReason(reason: string): string {
   return reason === 'length' ? 'length' : 'stop';
+}
+
+/**
+ * n choices as one result for usage and metrics: the prompt once (it was computed once; the
+ * other choices forked its K/V), the completion tokens of all choices.
+ */
+function mergeChoices(results: GenerateResult[]): GenerateResult {
+  if (results.length === 1) return results[0]!;
+  return { ...results[0]!, tokens: results.flatMap((r) => r.tokens) };
 }
 
 function usageOf(result: GenerateResult): Record<string, unknown> {

@@ -27,7 +27,7 @@ const samplingProperties = {
     additionalProperties: false,
     properties: { include_usage: { type: 'boolean' } },
   },
-  n: { type: ['integer', 'null'], minimum: 1, maximum: 1 },
+  n: { type: ['integer', 'null'], minimum: 1, maximum: 16 },
   user: { type: 'string' },
 } as const;
 

@@ -257,7 +257,7 @@ const BAD: BadCase[] = [
   { name: 'repeat_penalty zero', body: chat({ repeat_penalty: 0 }), status: 400, param: 'repeat_penalty' },
   { name: 'stream a string', body: chat({ stream: 'yes' }), status: 400, param: 'stream' },
   { name: 'stream_options unknown field', body: chat({ stream: true, stream_options: { foo: 1 } }), status: 400, param: 'stream_options.foo' },
-  { name: 'n = 2 unsupported', body: chat({ n: 2 }), status: 400, param: 'n' },
+  { name: 'n above 16', body: chat({ n: 17 }), status: 400, param: 'n' },
   { name: 'unknown top-level field', body: chat({ best_of: 3 }), status: 400, param: 'best_of' },
   { name: 'unknown model', body: chat({ model: 'gpt-4' }), status: 404, param: 'model' },
   { name: 'prompt longer than the context', body: comp({ prompt: 'word '.repeat(700) }), path: '/v1/completions', status: 400 },

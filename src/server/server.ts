@@ -20,7 +20,7 @@ import { ChatPrompter } from './chat-prompt.js';
 import type { Model } from '../engine/model.js';
 
 /** The model a server serves (the engine's Model). */
-export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'stats'>;
+export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'generateChoices' | 'stats'>;
 
 export interface ServerOptions {
   /** Model id served at /v1/models and accepted in requests. */
