@@ -6,39 +6,27 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import OpenAI from 'openai';
-import { synthesize } from '../synth/synth.js';
 import { SYNTH_PRESETS } from '../synth/presets.js';
-import { loadModel, type Model } from '../index.js';
-import { createServer, type FlexinferServer } from './server.js';
+import type { Model } from '../index.js';
+import { startTestServer, type TestServer } from './server-testing.js';
 
 const MODEL_ID = 'tiny';
-let dir: string;
+let t: TestServer;
 let model: Model;
-let server: FlexinferServer;
 let base: string;
 let client: OpenAI;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'flexinfer-choices-'));
-  const path = join(dir, 'tiny.gguf');
   // tiny-15m with a 256-wide K/V row: 512-byte rows make 128-token chunks (tiny-15m's 288 make
   // 1024-token chunks, longer than this context), so a prompt spans full, shareable chunks.
   const preset = { ...SYNTH_PRESETS['tiny-15m']!, name: 'tiny-256', dim: 256, nHeads: 4, nKvHeads: 4, ffn: 512 };
-  await synthesize(path, preset, 'q8_0', { seed: 14 });
-  model = await loadModel(path, { threads: 2, contextSize: 512, parallel: 4 });
-  server = createServer(model, { modelId: MODEL_ID, port: 0, parallel: 4 });
-  base = await server.listen();
-  client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
+  t = await startTestServer({ modelId: MODEL_ID, seed: 14, preset });
+  ({ model, base, client } = t);
 });
 
 after(async () => {
-  await server?.close();
-  await model?.dispose();
-  rmSync(dir, { recursive: true, force: true });
+  await t?.close();
 });
 
 type Stats = { scheduler: { rows: number; forkedPromptTokens: number }; kv: { sharedBytes: number } };

@@ -5,33 +5,22 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import OpenAI from 'openai';
-import { synthesize } from '../synth/synth.js';
-import { loadModel, type Model } from '../index.js';
-import { createServer, type FlexinferServer } from './server.js';
+import type { Model } from '../index.js';
+import { startTestServer, type TestServer } from './server-testing.js';
 
 const MODEL_ID = 'tiny';
-let dir: string;
+let t: TestServer;
 let model: Model;
-let server: FlexinferServer;
 let client: OpenAI;
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'flexinfer-logprobs-'));
-  const path = join(dir, 'tiny.gguf');
-  await synthesize(path, 'tiny-15m', 'q8_0', { seed: 13 });
-  model = await loadModel(path, { threads: 2, contextSize: 256, parallel: 2 });
-  server = createServer(model, { modelId: MODEL_ID, port: 0, parallel: 2 });
-  client = new OpenAI({ baseURL: `${await server.listen()}/v1`, apiKey: 'unused', maxRetries: 0 });
+  t = await startTestServer({ modelId: MODEL_ID, seed: 13, contextSize: 256, parallel: 2 });
+  ({ model, client } = t);
 });
 
 after(async () => {
-  await server?.close();
-  await model?.dispose();
-  rmSync(dir, { recursive: true, force: true });
+  await t?.close();
 });
 
 describe('logprobs', () => {

@@ -5,22 +5,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import OpenAI from 'openai';
 import { Ajv } from 'ajv';
 import { generateText, stepCountIs, streamText, tool } from 'ai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { z } from 'zod';
-import { synthesize } from '../synth/synth.js';
-import { loadModel, type Model } from '../index.js';
-import { createServer, type FlexinferServer } from './server.js';
+import { startTestServer, type TestServer } from './server-testing.js';
 
 const MODEL_ID = 'tiny';
-let dir: string;
-let model: Model;
-let server: FlexinferServer;
+let t: TestServer;
 let client: OpenAI;
 let provider: ReturnType<typeof createOpenAICompatible>;
 
@@ -39,20 +32,13 @@ const ajv = new Ajv();
 const validators: Record<string, ReturnType<Ajv['compile']>> = { get_weather: ajv.compile(weatherParams), add: ajv.compile(addParams) };
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'flexinfer-tools-'));
-  const path = join(dir, 'tiny.gguf');
-  await synthesize(path, 'tiny-15m', 'q8_0', { seed: 12 });
-  model = await loadModel(path, { threads: 2, contextSize: 1024, parallel: 4 });
-  server = createServer(model, { modelId: MODEL_ID, port: 0, parallel: 4 });
-  const base = await server.listen();
-  client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
-  provider = createOpenAICompatible({ name: 'flexinfer', baseURL: `${base}/v1`, apiKey: 'unused' });
+  t = await startTestServer({ modelId: MODEL_ID, seed: 12, contextSize: 1024 });
+  client = t.client;
+  provider = createOpenAICompatible({ name: 'flexinfer', baseURL: `${t.base}/v1`, apiKey: 'unused' });
 });
 
 after(async () => {
-  await server?.close();
-  await model?.dispose();
-  rmSync(dir, { recursive: true, force: true });
+  await t?.close();
 });
 
 const checkCall = (c: OpenAI.ChatCompletionMessageToolCall, names: string[]): void => {
