@@ -122,7 +122,8 @@ async function compare(ours: Model, ref: { tokens: number[]; probs: Map<number, 
 // amax/127; measured on tiny-15m (2026-11-27), f32 file with ONE tensor kind made q8_0:
 // attn_q 4.4e-4, token_embd 4.6e-3, ffn_down 8.3e-3, all matrices 3.2e-2; full q8_0/q4_0/q4_k
 // files 7-9.5e-2 (1.5-1.9% of the largest logit). Near-ties are gaps below about twice that.
-type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'ffn'>>;
+type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'headDim' | 'ffn'>>;
+const QWEN3_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 128, ffn: 512 };
 const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance: number; tieTolerance: number }> = [
   { preset: 'tiny-15m', type: 'f32', relTolerance: 1e-3, tieTolerance: 1e-3 },
   { preset: 'tiny-15m', type: 'f16', relTolerance: 1e-2, tieTolerance: 0.05 },
@@ -141,6 +142,11 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   { preset: 'qwen2.5-0.5b', type: 'q8_0', shrink: { nLayers: 4 }, relTolerance: 3e-2, tieTolerance: 0.15 },
   // llama3: its tokenizer and rope_freqs (llama3 rope scaling) in f32, narrow and shallow.
   { preset: 'llama-3.2-1b', type: 'f32', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffn: 512 }, relTolerance: 1e-3, tieTolerance: 1e-3 },
+  // qwen3: per-head q/k RMSNorm, NeoX rope, head_dim 128 on a 256 residual (q 512 wide).
+  { preset: 'qwen3-0.6b', type: 'f16', shrink: QWEN3_SHRINK, relTolerance: 1e-2, tieTolerance: 0.05 },
+  { preset: 'qwen3-0.6b', type: 'q4_k_m', shrink: QWEN3_SHRINK, relTolerance: 3e-2, tieTolerance: 0.15 },
+  // smollm3: layer 3 has no RoPE.
+  { preset: 'smollm3-3b', type: 'q8_0', shrink: { dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, ffn: 512 }, relTolerance: 3e-2, tieTolerance: 0.15 },
 ];
 
 for (const c of CASES) {

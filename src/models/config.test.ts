@@ -51,8 +51,8 @@ test('qwen2 config: tied output, defaults for absent keys', () => {
 });
 
 test('unknown architecture, unsupported tensor type, missing keys and tensors: typed errors', () => {
-  assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2']);
-  assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2");
+  assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2', 'qwen3', 'smollm3']);
+  assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2, qwen3, smollm3");
   assert.throws(
     () => modelConfigFromGguf(fakeFile('llama', LLAMA, { types: { 'blk.1.ffn_down.weight': GgmlType.Q2_K } })),
     (e: unknown) => e instanceof UnsupportedTensorTypeError && e.tensor === 'blk.1.ffn_down.weight' && /type q2_k, which is not supported/.test(e.message),

@@ -101,9 +101,15 @@ export class LlamaModel extends Transformer {
   }
 }
 
+/** Tensors of a llama block. */
+export const LLAMA_LAYER_TENSORS: readonly string[] = [
+  'attn_norm.weight', 'attn_q.weight', 'attn_k.weight', 'attn_v.weight', 'attn_output.weight',
+  'ffn_norm.weight', 'ffn_gate.weight', 'ffn_up.weight', 'ffn_down.weight',
+];
+
 export const llama: Architecture = {
   name: 'llama',
   readConfig: (file) => readModelConfig(file, 'llama'),
-  requiredLayerTensors: ['attn_norm.weight', 'attn_q.weight', 'attn_k.weight', 'attn_v.weight', 'attn_output.weight', 'ffn_norm.weight', 'ffn_gate.weight', 'ffn_up.weight', 'ffn_down.weight'],
+  requiredLayerTensors: LLAMA_LAYER_TENSORS,
   create: (config, weights, kv, options) => new LlamaModel(config, weights, kv, options),
 };

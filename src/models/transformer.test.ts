@@ -32,9 +32,19 @@ const base: ModelConfig = {
 };
 
 /** What the reference must know of each architecture (the model files know it themselves). */
-const TRAITS: Record<string, { ropeMode: 'normal' | 'neox'; qkvBias: boolean }> = {
+interface Traits {
+  ropeMode: 'normal' | 'neox';
+  qkvBias: boolean;
+  /** RMSNorm over each head of q and k before RoPE (attn_q_norm / attn_k_norm). */
+  qkNorm?: boolean;
+  /** Layers l with (l + 1) % noRopeStep == 0 skip RoPE. */
+  noRopeStep?: number;
+}
+const TRAITS: Record<string, Traits> = {
   llama: { ropeMode: 'normal', qkvBias: false },
   qwen2: { ropeMode: 'neox', qkvBias: true },
+  qwen3: { ropeMode: 'neox', qkvBias: false, qkNorm: true },
+  smollm3: { ropeMode: 'normal', qkvBias: false, noRopeStep: 4 },
 };
 
 /** Random F32 weights in an in-memory store; `w` keeps them as Float32Array for the reference. */
@@ -64,6 +74,10 @@ function makeStore(c: ModelConfig, seed: number): { store: WeightStore; w: Map<s
       add(p + 'attn_q.bias', [qDim], 0.5);
       add(p + 'attn_k.bias', [kvDim], 0.5);
       add(p + 'attn_v.bias', [kvDim], 0.5);
+    }
+    if (TRAITS[c.architecture]!.qkNorm) {
+      add(p + 'attn_q_norm.weight', [c.headDim], 0.5, 1);
+      add(p + 'attn_k_norm.weight', [c.headDim], 0.5, 1);
     }
     add(p + 'attn_output.weight', [qDim, c.dim], 0.3);
     add(p + 'ffn_norm.weight', [c.dim], 0.5, 1);
@@ -130,6 +144,14 @@ class Reference {
     return x.map((v, i) => v * s * g[i]!);
   }
 
+  /** rmsnorm of every headDim-wide head of x on its own (weight [headDim]). */
+  private headNorm(x: number[], name: string): number[] {
+    const hd = this.c.headDim;
+    const out: number[] = [];
+    for (let h = 0; h < x.length / hd; h++) out.push(...this.rmsnorm(x.slice(h * hd, (h + 1) * hd), name));
+    return out;
+  }
+
   private rope(x: number[], numHeads: number, pos: number): void {
     const c = this.c;
     const ff = this.w.get('rope_freqs.weight');
@@ -157,8 +179,8 @@ class Reference {
     for (let l = 0; l < c.numLayers; l++) {
       const p = `blk.${l}.`;
       const xb = this.rmsnorm(x, p + 'attn_norm.weight');
-      const q = this.matvec(p + 'attn_q.weight', xb, qDim);
-      const k = this.matvec(p + 'attn_k.weight', xb, kvDim);
+      let q = this.matvec(p + 'attn_q.weight', xb, qDim);
+      let k = this.matvec(p + 'attn_k.weight', xb, kvDim);
       const v = this.matvec(p + 'attn_v.weight', xb, kvDim);
       if (TRAITS[c.architecture]!.qkvBias) {
         for (const [vec, n] of [[q, 'q'], [k, 'k'], [v, 'v']] as const) {
@@ -166,8 +188,15 @@ class Reference {
           vec.forEach((_, i) => (vec[i]! += b[i]!));
         }
       }
-      this.rope(q, c.numHeads, pos);
-      this.rope(k, c.numKvHeads, pos);
+      const t = TRAITS[c.architecture]!;
+      if (t.qkNorm) {
+        q = this.headNorm(q, p + 'attn_q_norm.weight');
+        k = this.headNorm(k, p + 'attn_k_norm.weight');
+      }
+      if (!t.noRopeStep || (l + 1) % t.noRopeStep !== 0) {
+        this.rope(q, c.numHeads, pos);
+        this.rope(k, c.numKvHeads, pos);
+      }
       this.kc[l]!.push(k.map(f16));
       this.vc[l]!.push(v.map(f16));
       const att = new Array<number>(qDim).fill(0);
@@ -223,6 +252,8 @@ for (const [label, overrides] of [
   ['llama (normal rope, GQA, untied)', {}],
   ['qwen2 (neox rope, qkv bias, tied output)', { architecture: 'qwen2', tiedOutput: true }],
   ['llama3 rope_freqs + linear rope scale', { hasRopeFreqs: true, ropeScale: 2, ropeFreqBase: 500000 }],
+  ['qwen3 (per-head q/k norm, head dim 32 on a 64 residual)', { architecture: 'qwen3', headDim: 32, tiedOutput: true }],
+  ['smollm3 (no rope in layer 3)', { architecture: 'smollm3', numLayers: 4 }],
 ] as const) {
   test(`forward matches the naive reference: ${label}`, () => {
     const c: ModelConfig = { ...base, ...overrides };

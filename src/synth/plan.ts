@@ -10,6 +10,7 @@ import { gv, type GgufValue } from '../gguf/value.js';
 import { layoutGguf } from '../gguf/writer.js';
 import { loadVocabSource, type VocabSource } from '../tokenizer/vocab-sources.js';
 import { SYNTH_PRESETS, SYNTH_PRESET_NAMES, llama3RopeFactors, type SynthPreset } from './presets.js';
+import { addLayerTensors, archMetadata, headDimOf } from './arch-tensors.js';
 
 /** Weight formats `flexinfer synth --type` accepts. */
 export const SYNTH_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k', 'q4_k_m', 'q5_k_m'] as const;
@@ -153,8 +154,7 @@ function tokenizerMetadata(v: VocabSource): Array<[string, GgufValue]> {
 export function planSynth(preset: SynthPreset | string, type: SynthType | string, alignment = 4096): SynthPlan {
   const p = typeof preset === 'string' ? synthPreset(preset) : preset;
   const t = synthType(type);
-  const headDim = p.dim / p.nHeads;
-  const kvDim = headDim * p.nKvHeads;
+  const headDim = headDimOf(p);
   const vocab = loadVocabSource(p.vocab);
   if (vocab.tokens.length !== p.nVocab) {
     throw new Error(`preset ${p.name}: vocabulary '${p.vocab}' has ${vocab.tokens.length} tokens, the model ${p.nVocab} rows`);
@@ -169,28 +169,11 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
     add(name, fitRows(matrixType(t, role, layer, p.nLayers, p.tiedOutput), dims[0]!), dims, { kind: 'normal', mean: 0, std });
   const vector = (name: string, n: number, mean: number, std: number) => add(name, GgmlType.F32, [n], { kind: 'normal', mean, std });
 
-  const residualStd = 1 / Math.sqrt(2 * p.nLayers);
   if (p.ropeScaling) {
     add('rope_freqs.weight', GgmlType.F32, [headDim / 2], { kind: 'values', values: llama3RopeFactors(headDim, p.ropeBase, p.ropeScaling) });
   }
   matrix('token_embd.weight', 'token_embd', 0, [p.dim, p.nVocab], 1 / Math.sqrt(p.dim));
-  for (let i = 0; i < p.nLayers; i++) {
-    const b = `blk.${i}`;
-    vector(`${b}.attn_norm.weight`, p.dim, 1, 0.02);
-    matrix(`${b}.attn_q.weight`, 'attn_q', i, [p.dim, p.dim], 1 / Math.sqrt(p.dim)); // [dim, nHeads*headDim]
-    matrix(`${b}.attn_k.weight`, 'attn_k', i, [p.dim, kvDim], 1 / Math.sqrt(p.dim));
-    matrix(`${b}.attn_v.weight`, 'attn_v', i, [p.dim, kvDim], 1 / Math.sqrt(p.dim));
-    if (p.qkvBias) {
-      vector(`${b}.attn_q.bias`, p.dim, 0, 0.1);
-      vector(`${b}.attn_k.bias`, kvDim, 0, 0.1);
-      vector(`${b}.attn_v.bias`, kvDim, 0, 0.1);
-    }
-    matrix(`${b}.attn_output.weight`, 'attn_output', i, [p.dim, p.dim], residualStd / Math.sqrt(p.dim));
-    vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
-    matrix(`${b}.ffn_gate.weight`, 'ffn_gate', i, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
-    matrix(`${b}.ffn_up.weight`, 'ffn_up', i, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
-    matrix(`${b}.ffn_down.weight`, 'ffn_down', i, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
-  }
+  for (let i = 0; i < p.nLayers; i++) addLayerTensors(p, i, { matrix, vector });
   vector('output_norm.weight', p.dim, 1, 0.02);
   if (!p.tiedOutput) matrix('output.weight', 'output', p.nLayers, [p.dim, p.nVocab], 1 / Math.sqrt(p.dim));
 
@@ -213,6 +196,7 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
     [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(p.rmsEps)],
     [`${a}.rope.freq_base`, gv.f32(p.ropeBase)],
     [`${a}.rope.dimension_count`, gv.u32(headDim)],
+    ...archMetadata(p),
     ...tokenizerMetadata(vocab),
   );
 

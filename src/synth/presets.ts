@@ -15,6 +15,9 @@ export interface Llama3RopeScaling {
   originalContext: number;
 }
 
+/** Architectures flexinfer can synthesize (each has its tensor list in arch-tensors.ts). */
+export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'smollm3';
+
 /** Hyperparameters of one public model. */
 export interface SynthPreset {
   /** Preset name (`--preset`). */
@@ -22,7 +25,7 @@ export interface SynthPreset {
   /** general.name written to the file. */
   modelName: string;
   /** llama.cpp architecture name (general.architecture). */
-  arch: 'llama' | 'qwen2';
+  arch: SynthArch;
   vocab: VocabSourceName;
   /** Rows of token_embd (and output): the model's vocab_size, which may exceed the tokenizer's. */
   nVocab: number;
@@ -34,6 +37,8 @@ export interface SynthPreset {
   nHeads: number;
   /** attention.head_count_kv */
   nKvHeads: number;
+  /** attention.key_length (= value_length) when it is not dim / nHeads (qwen3, gemma). */
+  headDim?: number;
   /** feed_forward_length */
   ffn: number;
   /** context_length */
@@ -75,6 +80,24 @@ export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
     name: 'qwen2.5-0.5b', modelName: 'Qwen2.5-0.5B (synthetic)', arch: 'qwen2', vocab: 'qwen2', nVocab: 151936,
     dim: 896, nLayers: 24, nHeads: 14, nKvHeads: 2, ffn: 4864, context: 32768, ropeBase: 1000000, rmsEps: 1e-6,
     tiedOutput: true, qkvBias: true, publishedParams: 0.49e9,
+  },
+  // Qwen/Qwen3-0.6B: head_dim 128 (q is 2048 wide on a 1024 residual), q/k norms, tied output.
+  'qwen3-0.6b': {
+    name: 'qwen3-0.6b', modelName: 'Qwen3-0.6B (synthetic)', arch: 'qwen3', vocab: 'qwen3', nVocab: 151936,
+    dim: 1024, nLayers: 28, nHeads: 16, nKvHeads: 8, headDim: 128, ffn: 3072, context: 40960, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, publishedParams: 0.6e9,
+  },
+  // Qwen/Qwen3-4B
+  'qwen3-4b': {
+    name: 'qwen3-4b', modelName: 'Qwen3-4B (synthetic)', arch: 'qwen3', vocab: 'qwen3', nVocab: 151936,
+    dim: 2560, nLayers: 36, nHeads: 32, nKvHeads: 8, headDim: 128, ffn: 9728, context: 40960, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, publishedParams: 4.0e9,
+  },
+  // HuggingFaceTB/SmolLM3-3B: llama shapes, no RoPE in every 4th layer, tied output.
+  'smollm3-3b': {
+    name: 'smollm3-3b', modelName: 'SmolLM3-3B (synthetic)', arch: 'smollm3', vocab: 'smollm3', nVocab: 128256,
+    dim: 2048, nLayers: 36, nHeads: 16, nKvHeads: 4, ffn: 11008, context: 65536, ropeBase: 5000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, publishedParams: 3.08e9,
   },
   'llama-2-7b': {
     name: 'llama-2-7b', modelName: 'Llama-2-7B (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,

