@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { synthesize } from '../synth/synth.js';
 import { writeGguf } from '../gguf/writer.js';
+import { supportedArchitectures } from '../models/registry.js';
 import { gv } from '../gguf/value.js';
 import { loadModel, type Model, ContextOverflowError, InvalidOptionError, UnsupportedArchitectureError, ModelDisposedError, InsufficientMemoryError } from '../index.js';
 
@@ -193,7 +194,8 @@ test('bad input: typed errors with clear messages', async () => {
   await writeGguf(mamba, [['general.architecture', gv.str('mamba')]], []);
   await assert.rejects(loadModel(mamba), (e: unknown) => {
     assert.ok(e instanceof UnsupportedArchitectureError);
-    assert.equal(e.message, "architecture 'mamba' is not supported; supported: llama, qwen2");
+    assert.equal(e.message, `architecture 'mamba' is not supported; supported: ${supportedArchitectures().join(', ')}`);
+    assert.ok(['llama', 'qwen2', 'qwen3', 'smollm3'].every((a) => supportedArchitectures().includes(a)));
     return true;
   });
   // Prompt longer than the context.
