@@ -14,4 +14,5 @@ export * from './errors.js';
 export { ChatSession, type ChatSessionOptions } from './engine/chat.js';
 export { ChatTemplate, type ChatMessage } from './engine/chat-template.js';
 export type { SamplingOptions, TokenLogprob } from './engine/sampling.js';
+export type { Pooling } from './engine/scheduler.js';
 export { createServer, type ServerOptions, type FlexinferServer } from './server/server.js';

@@ -12,7 +12,7 @@ import { ContextOverflowError, InvalidOptionError, ModelDisposedError } from '..
 import { parseMemoryBudget } from '../weights/budget.js';
 import { resolveSamplingOptions, type SamplingOptions, type TokenLogprob } from './sampling.js';
 import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
-import type { FinishedGeneration } from './scheduler.js';
+import type { FinishedGeneration, Pooling } from './scheduler.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
 type Tokenizer = ReturnType<typeof tokenizerFromGguf>;
@@ -111,6 +111,11 @@ export interface ModelInfo {
   bosId: number | null;
   eosId: number | null;
   chatTemplate: string | null;
+  /**
+   * How embed() pools token states: the file's `<arch>.pooling_type` (1 mean, 2 cls, 3 last),
+   * else 'last' (decoder models, as llama.cpp's last-token embeddings).
+   */
+  pooling: Pooling;
 }
 
 /** A loaded model (see loadModel). */
@@ -126,6 +131,11 @@ export interface Model {
    */
   generateChoices(prompt: string | Uint32Array, n: number, options?: GenerateOptions): Generation[];
   complete(prompt: string | Uint32Array, options?: GenerateOptions): Promise<GenerateResult>;
+  /**
+   * The embedding of a text: the final-normed hidden states of its tokens pooled as
+   * `info.pooling` says (or `pooling`), L2-normalized unless `normalize` is false. [dim]
+   */
+  embed(input: string | Uint32Array, options?: { pooling?: Pooling; normalize?: boolean }): Promise<Float32Array>;
   /** Logits of the last token, or of every token with allLogits: [n or 1, vocab]. */
   evaluate(tokens: Uint32Array, options?: { allLogits?: boolean }): Promise<Float32Array>;
   stats(): Promise<Record<string, unknown>>;
@@ -246,8 +256,14 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     bosId: tokenizer.bosId ?? null,
     eosId: tokenizer.eosId ?? null,
     chatTemplate: tokenizer.chatTemplate ?? null,
+    pooling: poolingOf(file.get(`${config.architecture}.pooling_type`)),
   };
   return new EngineModel(worker, info, tokenizer, config, file);
+}
+
+/** GGUF pooling_type -> Pooling (0 = none and absent: last token, for decoder models). */
+function poolingOf(v: unknown): Pooling {
+  return v === 1 ? 'mean' : v === 2 ? 'cls' : 'last';
 }
 
 /** Per-request state on the main thread. */
@@ -372,6 +388,27 @@ class EngineModel implements Model {
       this.track(id, { chunks: [], wake: null, finished: false, resolve: resolve as (v: unknown) => void, reject });
       this.post({ type: 'evaluate', id, tokens, allLogits: options.allLogits === true });
     });
+  }
+
+  async embed(input: string | Uint32Array, options: { pooling?: Pooling; normalize?: boolean } = {}): Promise<Float32Array> {
+    this.checkUsable();
+    const tokens = typeof input === 'string' ? this.tokenize(input, { special: true }) : input;
+    if (!(tokens instanceof Uint32Array)) throw new InvalidOptionError('input', 'must be a string or a Uint32Array of token ids');
+    this.checkTokens(tokens);
+    const pooling = options.pooling ?? this.info.pooling;
+    if (!['mean', 'cls', 'last'].includes(pooling)) throw new InvalidOptionError('pooling', `must be 'mean', 'cls' or 'last', got ${JSON.stringify(pooling)}`);
+    const id = this.nextId++;
+    const v = await new Promise<Float32Array>((resolve, reject) => {
+      this.track(id, { chunks: [], wake: null, finished: false, resolve: resolve as (v: unknown) => void, reject });
+      this.post({ type: 'embed', id, tokens, pooling });
+    });
+    if (options.normalize === false) return v;
+    // L2-normalized, as llama-server's embeddings are by default.
+    let norm = 0;
+    for (const x of v) norm += x * x;
+    norm = Math.sqrt(norm);
+    if (norm > 0) for (let i = 0; i < v.length; i++) v[i]! /= norm;
+    return v;
   }
 
   async stats(): Promise<Record<string, unknown>> {

@@ -5,7 +5,7 @@
  */
 import * as errors from '../errors.js';
 import type { SamplingOptions, TokenLogprob } from './sampling.js';
-import type { FinishedGeneration } from './scheduler.js';
+import type { FinishedGeneration, Pooling } from './scheduler.js';
 import type { GrammarSpec } from '../grammar/engine.js';
 
 /** workerData of the engine worker. */
@@ -27,6 +27,7 @@ export interface WorkerInit {
 export type ToWorker =
   | { type: 'generate'; id: number; prompt: Uint32Array; maxTokens: number; sampling: SamplingOptions; stop: string[]; ignoreEos: boolean; grammar: GrammarSpec | null; logprobs: number; forks: Array<{ id: number; sampling: SamplingOptions }> }
   | { type: 'evaluate'; id: number; tokens: Uint32Array; allLogits: boolean }
+  | { type: 'embed'; id: number; tokens: Uint32Array; pooling: Pooling }
   | { type: 'abort'; id: number }
   | { type: 'stats'; id: number }
   | { type: 'dispose' };

@@ -29,6 +29,8 @@ export interface ForwardModel {
   readonly maxRows: number;
   readonly maxLogitRows: number;
   forward(batch: Batch): Float32Array;
+  /** The final-normed hidden states of the last forward's logit rows [numLogitRows, dim] (embeddings). */
+  hiddenStates?(numLogitRows: number): Float32Array;
 }
 
 /** What the scheduler needs of the tokenizer. */
@@ -61,6 +63,9 @@ export interface FinishedGeneration {
   /** Per generated token, when asked for (GenerateOptions.logprobs). */
   logprobs?: TokenLogprob[];
 }
+
+/** How an embedding pools its tokens' hidden states (GGUF `<arch>.pooling_type`: 1 mean, 2 cls, 3 last). */
+export type Pooling = 'mean' | 'cls' | 'last';
 
 /** Callbacks through which the scheduler reports progress. */
 export interface SchedulerEvents {
@@ -120,6 +125,8 @@ interface Sequence {
   // evaluate
   allLogits: boolean;
   logits: Float32Array | null; // [numTokens or 1, vocab]
+  /** An embedding request: how its rows' hidden states are pooled into `logits` ([dim]). */
+  pooling: Pooling | null;
   // timings (performance.now())
   tSubmit: number;
   tAdmit: number;
@@ -210,6 +217,18 @@ export class Scheduler {
     const s = this.newSequence(id, 'evaluate', tokens);
     s.allLogits = allLogits;
     s.logits = new Float32Array((allLogits ? tokens.length : 1) * this.o.vocabSize);
+    this.enqueue(s);
+  }
+
+  /**
+   * Queues an embedding: the final-normed hidden states of `tokens`, pooled (mean: every row;
+   * cls: the first; last: the last), reported through events.logits as one [dim] row.
+   */
+  submitEmbed(id: number, tokens: Uint32Array, pooling: Pooling): void {
+    if (!this.o.model.hiddenStates) throw new Error('this forward model has no hidden states');
+    const s = this.newSequence(id, 'evaluate', tokens);
+    s.pooling = pooling;
+    s.allLogits = pooling !== 'last';
     this.enqueue(s);
   }
 
@@ -366,6 +385,7 @@ export class Scheduler {
     const V = this.o.vocabSize;
     s.numComputed += sl.numRows;
     this.o.kv.commit(s.seq!, s.tokens.subarray(0, s.numComputed));
+    if (s.pooling) return this.poolRows(s, sl);
     if (s.kind === 'evaluate') {
       if (sl.numLogitRows > 0) {
         // allLogits: rows land at their positions; otherwise the one row is the last token's.
@@ -381,6 +401,24 @@ export class Scheduler {
     if (sl.numLogitRows === 0) return; // mid-prompt chunk
     if (s.forks.length > 0) this.startForks(s, logits, sl.logitStart * V);
     this.sampleNext(s, logits, sl.logitStart * V);
+  }
+
+  /** Embeddings: adds the slice's hidden states to s's pooled vector; reports it when complete. */
+  private poolRows(s: Sequence, sl: Slice): void {
+    const h = this.o.model.hiddenStates!(sl.logitStart + sl.numLogitRows).subarray();
+    const dim = h.length / (sl.logitStart + sl.numLogitRows);
+    s.logits ??= new Float32Array(dim);
+    const out = s.logits;
+    for (let r = 0; r < sl.numLogitRows; r++) {
+      const pos = s.allLogits ? sl.firstPos + r : s.numTokens - 1;
+      const row = h.subarray((sl.logitStart + r) * dim, (sl.logitStart + r + 1) * dim);
+      if (s.pooling === 'mean') for (let i = 0; i < dim; i++) out[i] += row[i]! / s.numTokens;
+      else if ((s.pooling === 'cls' && pos === 0) || (s.pooling === 'last' && pos === s.numTokens - 1)) out.set(row);
+    }
+    if (s.numComputed === s.numTokens) {
+      this.remove(s, false);
+      this.o.events.logits(s.id, out, 1);
+    }
   }
 
   /**
@@ -495,7 +533,7 @@ export class Scheduler {
     return {
       id, kind, tokens, numTokens: prompt.length, numPrompt: prompt.length, numComputed: 0, seq: null,
       maxTokens: 0, ignoreEos: false, numGenerated: 0, sampler: null, constraint: null, stop: null, decoder: null, text: '', cachedPromptTokens: 0,
-      allLogits: false, logits: null, numLogprobs: -1, logprobs: [], numLogprobsSent: 0, forks: [], forkParent: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
+      allLogits: false, logits: null, pooling: null, numLogprobs: -1, logprobs: [], numLogprobsSent: 0, forks: [], forkParent: null, tSubmit: performance.now(), tAdmit: 0, tFirstToken: 0, tLastToken: 0, interTokenMs: [],
     };
   }
 

@@ -172,6 +172,10 @@ async function start(): Promise<void> {
           scheduler.submitEvaluate(msg.id, msg.tokens, msg.allLogits);
           kick();
           break;
+        case 'embed':
+          scheduler.submitEmbed(msg.id, msg.tokens, msg.pooling);
+          kick();
+          break;
         case 'abort':
           if (compiling.has(msg.id)) abortedEarly.add(msg.id);
           scheduler.abort(msg.id);

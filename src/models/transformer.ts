@@ -119,6 +119,14 @@ export abstract class Transformer {
    */
   abstract forward(batch: Batch): Float32Array;
 
+  /**
+   * The final-normed hidden states the last forward() computed logits from (its logit rows):
+   * the model's embeddings of those rows. A view into scratch memory. [numLogitRows, dim]
+   */
+  hiddenStates(numLogitRows: number): Float32Array {
+    return this.s.xLogit.subarray(0, numLogitRows * this.config.dim);
+  }
+
   /** Checks the batch against the limits and splits it into per-sequence runs. */
   protected begin(batch: Batch): SeqRun[] {
     const m = batch.numRows;

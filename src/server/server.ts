@@ -16,11 +16,12 @@ import { ServerHealth } from './health.js';
 import { Drain, type DrainResult } from './drain.js';
 import { registerOpsRoutes } from './routes-ops.js';
 import { registerGenerationRoutes } from './routes-generate.js';
+import { registerEmbeddingRoutes } from './routes-embeddings.js';
 import { ChatPrompter } from './chat-prompt.js';
 import type { Model } from '../engine/model.js';
 
 /** The model a server serves (the engine's Model). */
-export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'generateChoices' | 'stats'>;
+export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'generateChoices' | 'embed' | 'stats'>;
 
 export interface ServerOptions {
   /** Model id served at /v1/models and accepted in requests. */
@@ -165,6 +166,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
     parallel,
   });
   registerGenerationRoutes({ app, modelId: options.modelId, metrics, drainer, prompter, requireModel, checkModelId, admit });
+  registerEmbeddingRoutes({ app, modelId: options.modelId, requireModel, checkModelId, admit });
 
   return {
     app,
