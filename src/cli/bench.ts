@@ -5,6 +5,7 @@
  *   --budget-sweep   generation tokens/s at 100/75/50/25% memory budgets, in cgroups, cold cache
  *   --kv-sweep       KV memory and decode speed, vtensor vs contiguous; multi-turn TTFT
  *   --serve-sweep    aggregate tokens/s and TTFT with 1/4/8/16 concurrent streams
+ *   --json-schema    decode tokens/s with a JSON-Schema constraint vs without; llama.cpp GBNF
  *
  * Every mode prints a table, writes JSON (--json prints it to stdout instead of the table;
  * --out FILE also saves it) and, for sweeps, an SVG plot (--plot FILE).
@@ -30,6 +31,7 @@ Options:
   --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache)
   --kv-sweep           KV cache memory and speed: vtensor vs contiguous
   --serve-sweep        concurrent streams 1/4/8/16, without a budget and at 50%
+  --json-schema        decode tok/s constrained by a JSON Schema vs free; mask share; llama.cpp GBNF
   --json               print the JSON result instead of the table
   --out FILE           also write the JSON result to FILE
   --plot FILE          SVG plot for sweeps (default: <mode>.svg next to --out, else ./bench-<mode>.svg)
@@ -55,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
       'budget-sweep': { type: 'boolean' },
       'kv-sweep': { type: 'boolean' },
       'serve-sweep': { type: 'boolean' },
+      'json-schema': { type: 'boolean' },
       json: { type: 'boolean' },
       out: { type: 'string' },
       plot: { type: 'string' },
@@ -73,8 +76,8 @@ export async function run(argv: string[]): Promise<number> {
   const log = (line: string): void => {
     process.stderr.write(`${line}\n`);
   };
-  const modes = (['budget-sweep', 'kv-sweep', 'serve-sweep'] as const).filter((m) => values[m]);
-  if (modes.length > 1) throw new InvalidOptionError('--*-sweep', 'choose one sweep per run');
+  const modes = (['budget-sweep', 'kv-sweep', 'serve-sweep', 'json-schema'] as const).filter((m) => values[m]);
+  if (modes.length > 1) throw new InvalidOptionError('--*-sweep', 'choose one mode per run');
   const mode = (modes[0] ?? 'speed') as 'speed' | (typeof modes)[number];
 
   let result: unknown;
@@ -94,6 +97,17 @@ export async function run(argv: string[]): Promise<number> {
     });
     result = r;
     table = speedTable(r);
+  } else if (mode === 'json-schema') {
+    const { runJsonSchemaBench, jsonSchemaTable } = await import('../bench/json-schema.js');
+    const r = await runJsonSchemaBench(path, {
+      threads,
+      runs: int('runs', values.runs, 3, 1),
+      genTokens: int('gen-tokens', values['gen-tokens'], 48, 2),
+      noLlamaCpp: values['no-llamacpp'] ?? false,
+      onLog: log,
+    });
+    result = r;
+    table = jsonSchemaTable(r);
   } else {
     const sweeps = await import('../bench/sweeps.js');
     const out = await sweeps.runSweep(mode, path, {
