@@ -6,17 +6,15 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { synthesize } from '../synth/synth.js';
 import { loadModel, type Model } from '../index.js';
 import { createServer } from './server.js';
+import { startServe, type ServeProcess } from './serve-testing.js';
 
 const MODEL_ID = 'tiny-drain';
-const BIN = fileURLToPath(new URL('../../bin/flexinfer.js', import.meta.url));
 let dir: string;
 let path: string;
 let model: Model;
@@ -147,22 +145,8 @@ test('forceDrain() cuts the wait short', async () => {
   assert.equal(a.error()?.code, 'server_shutting_down');
 });
 
-/** Starts `flexinfer serve` on a free port; resolves with its base URL once the model is loaded. */
-async function startCli(extra: string[]): Promise<{ proc: ChildProcess; base: string; stderr: () => string; exit: Promise<number | null> }> {
-  const proc = spawn(process.execPath, [BIN, 'serve', path, '--port', '0', '--alias', MODEL_ID, '--threads', '1', '--ctx-size', '2048', '--parallel', '2', ...extra], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  const base = await new Promise<string>((resolve, reject) => {
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /at (http:\/\/[^\s]+)\/v1/.exec(err);
-      if (m && err.includes('flexinfer: ready')) resolve(m[1]!);
-    });
-    void exit.then((code) => reject(new Error(`serve exited (${code}) before it was ready:\n${err}`)));
-  });
-  return { proc, base, stderr: () => err, exit };
+async function startCli(extra: string[]): Promise<ServeProcess> {
+  return startServe(path, ['--alias', MODEL_ID, '--threads', '1', '--ctx-size', '2048', '--parallel', '2', ...extra]);
 }
 
 test('CLI: SIGTERM drains (stream completes, new requests 503, /health 503) and the process exits 0', async () => {

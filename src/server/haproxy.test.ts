@@ -24,9 +24,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { synthesize } from '../synth/synth.js';
+import { startServe, type ServeProcess } from './serve-testing.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = join(ROOT, 'bin', 'flexinfer.js');
 const CONFIG = join(ROOT, 'deploy', 'haproxy', 'haproxy.cfg');
 const MODEL_ID = 'tiny';
 const NUM_CONVERSATIONS = 30;
@@ -34,12 +34,8 @@ const NUM_TURNS = 5;
 const haproxyMissing = spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).error !== undefined;
 const SKIP = haproxyMissing ? 'haproxy is not on PATH: the HAProxy session-affinity test did NOT run (apt-get install haproxy; .ci/run does)' : false;
 
-interface Replica {
+interface Replica extends ServeProcess {
   name: string;
-  proc: ChildProcess;
-  addr: string;
-  exit: Promise<number | null>;
-  stderr: () => string;
 }
 
 let dir: string;
@@ -56,20 +52,7 @@ async function freePort(): Promise<number> {
 }
 
 async function startReplica(name: string): Promise<Replica> {
-  const proc = spawn(process.execPath, [BIN, 'serve', modelPath, '--port', '0', '--alias', MODEL_ID, '--threads', '1', '--ctx-size', '8192', '--parallel', '4', '--drain-timeout', '30'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let err = '';
-  const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  const addr = await new Promise<string>((resolve, reject) => {
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /at http:\/\/([^\s/]+)\/v1/.exec(err);
-      if (m && err.includes('flexinfer: ready')) resolve(m[1]!);
-    });
-    void exit.then((code) => reject(new Error(`replica ${name} exited (${code}):\n${err}`)));
-  });
-  return { name, proc, addr, exit, stderr: () => err };
+  return { name, ...(await startServe(modelPath, ['--alias', MODEL_ID, '--threads', '1', '--ctx-size', '8192', '--parallel', '4', '--drain-timeout', '30'])) };
 }
 
 /** Starts HAProxy on the deploy config (balance line swapped for round robin when asked). */
