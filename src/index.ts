@@ -15,4 +15,6 @@ export { ChatSession, type ChatSessionOptions } from './engine/chat.js';
 export { ChatTemplate, type ChatMessage } from './engine/chat-template.js';
 export type { SamplingOptions, TokenLogprob } from './engine/sampling.js';
 export type { Pooling } from './engine/scheduler.js';
+export { pullModel, resolveModelFile, ModelNotFoundError, DownloadError, type PullOptions, type PullResult } from './hub/pull.js';
+export { mergeSplitGguf } from './gguf/split.js';
 export { createServer, type ServerOptions, type FlexinferServer } from './server/server.js';

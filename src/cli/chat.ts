@@ -13,6 +13,7 @@ import { loadModel, type GenerateOptions, type GenerateResult, type LoadModelOpt
 import { ChatSession } from '../engine/chat.js';
 import { ContextOverflowError, InvalidOptionError } from '../errors.js';
 import { MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
+import { resolveModelArg } from './model-arg.js';
 
 const HELP = `Usage: flexinfer chat MODEL [options]
 
@@ -144,7 +145,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   let model: Model;
   try {
-    model = await loadModel(args.modelPath, load);
+    model = await loadModel(await resolveModelArg(args.modelPath), load);
   } finally {
     process.off('SIGINT', onLoadSigint);
   }

@@ -11,11 +11,16 @@ import { gv, type GgufValue } from '../gguf/value.js';
 import { writeGguf } from '../gguf/writer.js';
 import { readInto } from '../native/index.js';
 import { createProgress } from './progress.js';
+import { basename, dirname, join } from 'node:path';
+import { mergeSplitGguf, splitCount } from '../gguf/split.js';
+import { splitPartNames } from '../hub/uri.js';
 
 const HELP = `Usage: flexinfer convert [--align N] IN OUT
 
 Rewrites the GGUF file IN as OUT with tensor data aligned to N bytes (default 4096), so
 tensors can be streamed with direct I/O (O_DIRECT). Metadata and tensor bytes are unchanged.
+When IN is the first part of a split model (NAME-00001-of-0000N.gguf), all parts are merged
+into OUT.
 
 Options:
   --align N   data alignment, a power of two from 32 to 1048576 (default 4096)
@@ -29,6 +34,12 @@ export async function convertAlign(input: string, output: string, alignment: num
     throw new InvalidOptionError('--align', `must be a power of two from 32 to 1048576, got ${alignment}`);
   }
   const file = readGgufSync(input);
+  if (splitCount(file) > 1) {
+    const names = splitPartNames(basename(input));
+    if (!names) throw new InvalidOptionError('convert', `${input} is part of a split model but not named NAME-00001-of-0000N.gguf; rename the parts as gguf-split wrote them`);
+    await mergeSplitGguf(names.map((n) => join(dirname(input), n)), output, { alignment, ...options });
+    return;
+  }
   const metadata = new Map<string, GgufValue>(file.metadata);
   metadata.set('general.alignment', gv.u32(alignment));
   const tensors = file.tensors.map((t) => ({

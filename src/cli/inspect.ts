@@ -8,6 +8,7 @@ import { InvalidOptionError } from '../errors.js';
 import { ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { readGguf, type GgufFile, type GgufTensorInfo } from '../gguf/reader.js';
 import { GgufValueType } from '../gguf/value.js';
+import { resolveModelArg } from './model-arg.js';
 
 const HELP = `Usage: flexinfer inspect FILE [--json]
 
@@ -228,7 +229,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new InvalidOptionError('FILE', `expected one GGUF file, got ${positionals.length} (see flexinfer inspect --help)`);
-  const report = inspectReport(await readGguf(positionals[0]!));
+  const report = inspectReport(await readGguf(await resolveModelArg(positionals[0]!)));
   process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : text(report));
   return 0;
 }

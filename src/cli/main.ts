@@ -25,6 +25,7 @@ command('chat', 'interactive multi-turn chat that reuses earlier turns\' KV', ()
 command('serve', 'OpenAI-compatible HTTP server with continuous batching', () => import('./serve.js'));
 command('plan', 'show how a memory budget is spent: resident vs streamed tensors, predicted speed', () => import('./plan.js'));
 command('convert', 'rewrite a GGUF file with tensors aligned for direct I/O (--align 4096)', () => import('./convert.js'));
+command('pull', 'download a model from the Hugging Face hub (hf:OWNER/REPO/FILE.gguf) into the cache', () => import('./pull.js'));
 command('bench', 'flexinfer vs llama.cpp on the same file: speed, budget, KV and serving sweeps', () => import('./bench.js'));
 
 export async function main(argv: string[]): Promise<number> {

@@ -15,6 +15,7 @@ import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
 import { kvPoolSize } from '../kv/pool-size.js';
+import { resolveModelArg } from './model-arg.js';
 
 // The engine's largest batch (engine/model.ts MAX_BATCH_ROWS) and logit rows for one sequence.
 const ENGINE_BATCH_ROWS = 512;
@@ -146,7 +147,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new InvalidOptionError('plan', `expected one MODEL file, got ${positionals.length}; see flexinfer plan --help`);
-  const path = positionals[0]!;
+  const path = await resolveModelArg(positionals[0]!);
   if (values['memory-budget'] === undefined) throw new InvalidOptionError('--memory-budget', 'is required (e.g. --memory-budget 2GiB or 50%)');
   const file = readGgufSync(path);
   const budget = parseMemoryBudget(values['memory-budget'], file.fileSize);

@@ -7,6 +7,7 @@ import { loadModel, type GenerateOptions, type LoadModelOptions } from '../index
 import { InvalidOptionError } from '../errors.js';
 import { MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
 import { createProgress, type Progress } from './progress.js';
+import { resolveModelArg } from './model-arg.js';
 
 const HELP = `Usage: flexinfer run MODEL -p PROMPT [options]
 
@@ -73,7 +74,7 @@ export async function run(argv: string[]): Promise<number> {
   const gen: GenerateOptions = { ...generateOptionsFrom(values, 128), signal: controller.signal };
 
   try {
-    const loading = loadModel(modelPath, loadOptions);
+    const loading = loadModel(await resolveModelArg(modelPath, { signal: controller.signal }), loadOptions);
     await loading.finally(() => progress?.done());
     await using model = await loading;
     const stream = model.generate(values.prompt, gen);

@@ -7,6 +7,7 @@ import { InvalidOptionError } from '../errors.js';
 import { MODEL_FLAGS, loadOptionsFrom, numberOption } from './args.js';
 import { loadModel } from '../index.js';
 import { createServer } from '../server/server.js';
+import { resolveModelArg } from './model-arg.js';
 
 const HELP = `Usage: flexinfer serve MODEL [options]
 
@@ -52,7 +53,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   if (positionals.length !== 1) throw new InvalidOptionError('MODEL', `expected one model file, got ${positionals.length}\n\n${HELP}`);
-  const path = positionals[0]!;
+  const path = await resolveModelArg(positionals[0]!);
   const load = loadOptionsFrom(values);
   const kv = load.kv ?? 'vtensor';
   const parallel = numberOption('parallel', values.parallel, { min: 1, max: 256, integer: true }) ?? 4;

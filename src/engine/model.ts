@@ -14,6 +14,8 @@ import { resolveSamplingOptions, type SamplingOptions, type TokenLogprob } from 
 import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
 import type { FinishedGeneration, Pooling } from './scheduler.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
+import { isHubUri, pullModel, type PullOptions } from '../hub/pull.js';
+import { assertNotSplit } from '../gguf/split.js';
 
 type Tokenizer = ReturnType<typeof tokenizerFromGguf>;
 
@@ -33,6 +35,11 @@ export interface LoadModelOptions {
   prefixCache?: boolean;
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
   signal?: AbortSignal;
+  /**
+   * How `hf:OWNER/REPO/FILE.gguf` paths are pulled (cache directory, token, progress, offline);
+   * see pullModel. A local path ignores it.
+   */
+  pull?: PullOptions;
 }
 
 /** Options of one generation. */
@@ -190,7 +197,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const signal = options.signal;
   signal?.throwIfAborted();
 
+  if (isHubUri(path)) path = (await pullModel(path, { ...(signal ? { signal } : {}), ...options.pull })).path;
   const file = await readGguf(path);
+  assertNotSplit(file);
   const config = modelConfigFromGguf(file);
   const tokenizer = tokenizerFromGguf(file);
   const contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
