@@ -3,24 +3,10 @@ import assert from 'node:assert/strict';
 import { GgmlType } from './ggml-type.js';
 import { dequantize, quantize, quantizeRows, quantizedBytes } from './quant.js';
 import { ggmlDequantize, ggmlQuantize, ggmlQuantizeActivations, ggmlVecDot } from './quant/ggml-oracle.js';
+import { gaussian, oracleInputs } from './quant/testing.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const u16 = (b: Uint8Array, o: number) => b[o]! | (b[o + 1]! << 8);
-
-/** Deterministic approximately-normal values (sum of 4 uniforms), independent of the synth PRNG. */
-function gaussian(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    let g = 0;
-    for (let k = 0; k < 4; k++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      g += s / 2 ** 32;
-    }
-    out[i] = (g - 2) * Math.sqrt(3) * scale;
-  }
-  return out;
-}
 
 // ---- hand-computed block bytes -------------------------------------------------------------
 
@@ -162,27 +148,6 @@ test('Q8_K hand vector: d = max/-127 as f32, RNE levels, bsums', () => {
 
 const ORACLE_TYPES = [GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.Q8_K];
 
-function oracleInputs(): Float32Array {
-  // 48 super-blocks of varied data: gaussian at several scales, heavy outliers, all-zero,
-  // constant, all-positive, all-negative, tiny values, f16-overflowing values.
-  const parts: Float32Array[] = [];
-  for (let k = 0; k < 24; k++) parts.push(gaussian(256, 100 + k, 10 ** ((k % 7) - 3)));
-  const spiky = gaussian(256, 7, 0.02);
-  spiky[13] = 3;
-  spiky[200] = -5;
-  parts.push(spiky, new Float32Array(256), new Float32Array(256).fill(0.7), new Float32Array(256).fill(-2));
-  parts.push(gaussian(256, 9).map(Math.abs), gaussian(256, 10).map((v) => -Math.abs(v)), gaussian(256, 11, 1e-6));
-  const big = gaussian(256, 12, 3e4);
-  parts.push(big);
-  const half = gaussian(256, 13);
-  half.fill(0, 0, 128);
-  parts.push(half);
-  for (let k = 0; k < 15; k++) parts.push(gaussian(256, 200 + k, 0.05));
-  const x = new Float32Array(parts.length * 256);
-  parts.forEach((p, i) => x.set(p, i * 256));
-  return x;
-}
-
 test('quantize is bit-exact with llama.cpp quantize_row_*_ref (libggml-base from node-llama-cpp)', () => {
   const x = oracleInputs();
   for (const type of ORACLE_TYPES) {
@@ -300,7 +265,7 @@ test('lengths that are not whole blocks are rejected; unsupported types too', ()
   assert.throws(() => quantize(GgmlType.Q4_K, new Float32Array(255)), /q4_k blocks of 256/);
   assert.throws(() => dequantize(GgmlType.Q6_K, new Uint8Array(210), 128), /q6_k blocks of 256/);
   assert.throws(() => dequantize(GgmlType.Q6_K, new Uint8Array(209), 256), /209 bytes, 210 needed/);
-  assert.throws(() => quantize(GgmlType.Q2_K, new Float32Array(256)), /not supported/);
+  assert.throws(() => quantize(GgmlType.IQ2_XXS, new Float32Array(256)), /not supported/);
   assert.throws(() => quantizeRows(GgmlType.Q4_0, new Float32Array(96), 48), /q4_0 blocks of 32/);
   assert.equal(quantizedBytes(GgmlType.Q4_K, 4096), 16 * 144);
   // rows: the same bytes as quantizing the whole buffer when rows are whole blocks

@@ -9,9 +9,14 @@
  */
 import { bf16ToF32Array, f16ToF32Array, f32ToBf16Array, f32ToF16Array } from './f16.js';
 import { GgmlType, ggmlTypeInfo } from './ggml-type.js';
+import { dequantizeIQ4_NL, dequantizeIQ4_XS, quantizeIQ4_NL, quantizeIQ4_XS } from './quant/iq4.js';
+import { dequantizeQ2_K, dequantizeQ3_K, quantizeQ2_K, quantizeQ3_K } from './quant/k-quants-23.js';
 import { dequantizeQ4_K, dequantizeQ5_K, quantizeQ4_K, quantizeQ5_K } from './quant/k-quants-45.js';
 import { dequantizeQ6_K, dequantizeQ8_K, quantizeQ6_K, quantizeQ8_K } from './quant/k-quants-68.js';
-import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from './quant/legacy.js';
+import {
+  dequantizeQ4_0, dequantizeQ4_1, dequantizeQ5_0, dequantizeQ5_1, dequantizeQ8_0, dequantizeQ8_1,
+  quantizeQ4_0, quantizeQ4_1, quantizeQ5_0, quantizeQ5_1, quantizeQ8_0, quantizeQ8_1,
+} from './quant/legacy.js';
 
 type BlockFn = (x: Float32Array, xo: number, nb: number, y: Uint8Array, yo: number, fast?: boolean) => void;
 type DeBlockFn = (y: Uint8Array, yo: number, nb: number, out: Float32Array, oo: number) => void;
@@ -19,10 +24,19 @@ type DeBlockFn = (y: Uint8Array, yo: number, nb: number, out: Float32Array, oo: 
 const BLOCK_CODECS = new Map<GgmlType, [BlockFn, DeBlockFn]>([
   [GgmlType.Q8_0, [quantizeQ8_0, dequantizeQ8_0]],
   [GgmlType.Q4_0, [quantizeQ4_0, dequantizeQ4_0]],
+  [GgmlType.Q4_1, [quantizeQ4_1, dequantizeQ4_1]],
+  [GgmlType.Q5_0, [quantizeQ5_0, dequantizeQ5_0]],
+  [GgmlType.Q5_1, [quantizeQ5_1, dequantizeQ5_1]],
+  [GgmlType.Q2_K, [quantizeQ2_K, dequantizeQ2_K]],
+  [GgmlType.Q3_K, [quantizeQ3_K, dequantizeQ3_K]],
   [GgmlType.Q4_K, [quantizeQ4_K, dequantizeQ4_K]],
   [GgmlType.Q5_K, [quantizeQ5_K, dequantizeQ5_K]],
   [GgmlType.Q6_K, [quantizeQ6_K, dequantizeQ6_K]],
+  // IQ4_NL: the reference (quantize_row_iq4_nl_ref) has no scale search; `fast` is ignored
+  [GgmlType.IQ4_NL, [(x, xo, nb, y, yo) => quantizeIQ4_NL(x, xo, nb, y, yo), dequantizeIQ4_NL]],
+  [GgmlType.IQ4_XS, [quantizeIQ4_XS, dequantizeIQ4_XS]],
   [GgmlType.Q8_K, [quantizeQ8_K, dequantizeQ8_K]],
+  [GgmlType.Q8_1, [quantizeQ8_1, dequantizeQ8_1]],
 ]);
 
 /** Types quantize()/dequantize() handle. */
@@ -59,10 +73,11 @@ function u16Over(bytes: Uint8Array, n: number): Uint16Array | undefined {
 /** Options of the quantizers. */
 export interface QuantizeOptions {
   /**
-   * Q4_K/Q5_K/Q6_K: skip llama.cpp's search for the best scale per sub-block and use the
-   * plain min/max (Q6_K: absmax) fit. Same block layout, ~10x faster, somewhat larger error;
-   * the bytes are then NOT those llama.cpp's quantize_row_*_ref writes. Other types ignore it.
-   * Meant for synthetic weights, where the fit quality does not matter. Default false.
+   * Q2_K..Q6_K, IQ4_XS: skip llama.cpp's search for the best scale per (sub-)block and use the
+   * plain min/max (Q3_K, Q6_K, IQ4_XS: absmax) fit. Same block layout, ~10x faster, somewhat
+   * larger error; the bytes are then NOT those llama.cpp's quantize_row_*_ref writes. Other
+   * types ignore it. Meant for synthetic weights, where the fit quality does not matter.
+   * Default false.
    */
   fast?: boolean;
 }

@@ -27,6 +27,19 @@ export function nearestInt(v: number): number {
   return Math.fround(v + 12582912) - 12582912;
 }
 
+const nearestScratch = new Float32Array(1);
+const nearestBits = new Int32Array(nearestScratch.buffer);
+
+/**
+ * ggml's nearest_int() bit for bit at any magnitude: the low 23 bits of the f32 v + 1.5 * 2^23,
+ * minus 2^22. Equal to nearestInt for |v| < 2^22; beyond that ggml returns a wrapped value
+ * (its assert is compiled out), which callers that can see such inputs must reproduce.
+ */
+export function nearestIntWrapped(v: number): number {
+  nearestScratch[0] = v + 12582912;
+  return (nearestBits[0]! & 0x7fffff) - 0x400000;
+}
+
 /** Writes f16 bits of `x` little-endian at dst[o]. */
 export function putF16(dst: Uint8Array, o: number, x: number): void {
   const h = f32ToF16(x);

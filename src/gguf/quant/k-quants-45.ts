@@ -29,7 +29,7 @@ const weights = new Float32Array(32);
 const scales = new Float32Array(QK_K / 32);
 const mins = new Float32Array(QK_K / 32);
 /** Second result of makeQkx2Quants (the negated min), to avoid allocating a pair. */
-let theMin = 0;
+export let theMin = 0;
 
 /** x - min per element (as float), refreshed when min moves. */
 const xm = new Float32Array(32);
@@ -37,16 +37,16 @@ const xm = new Float32Array(32);
 const levelValue = new Float64Array(32);
 
 /**
- * make_qkx2_quants with use_mad = false (all K-quant reference callers here): fits
- * x[xo..xo+n) ~ scale * L + min (min <= 0) with L in [0, nmax], trying nstep+1 candidate
- * inverse scales around nmax / (max - min) and keeping the one with the smallest weighted
- * squared error. Writes L[lo..lo+n), sets theMin = -min and returns the scale.
- * (n <= 32.) Same float operations as ggml, in the same order; two values ggml recomputes
- * per element, x - min and scale * l + min, are tabulated (same bits, fewer operations).
+ * make_qkx2_quants: fits x[xo..xo+n) ~ scale * L + min (min <= 0) with L in [0, nmax], trying
+ * nstep+1 candidate inverse scales around nmax / (max - min) and keeping the one with the
+ * smallest weighted error (squared, or absolute with `useMad`: Q2_K). Writes L[lo..lo+n), sets
+ * theMin = -min and returns the scale. (n <= 32.) Same float operations as ggml, in the same
+ * order; two values ggml recomputes per element, x - min and scale * l + min, are tabulated
+ * (same bits, fewer operations).
  */
-function makeQkx2Quants(
-  n: number, nmax: number, x: Float32Array, xo: number, w: Float32Array, lo: number,
-  rmin: number, rdelta: number, nstep: number,
+export function makeQkx2Quants(
+  n: number, nmax: number, x: Float32Array, xo: number, w: Float32Array, L: Uint8Array, lo: number,
+  rmin: number, rdelta: number, nstep: number, useMad = false,
 ): number {
   let min = x[xo]!;
   let max = min;
@@ -75,7 +75,7 @@ function makeQkx2Quants(
     const l = Math.max(0, Math.min(nmax, nearestInt(f(iscale * xm[i]!))));
     L[lo + i] = l;
     const diff = f(f(f(scale * l) + min) - x[xo + i]!);
-    bestError = f(bestError + f(w[i]! * f(diff * diff)));
+    bestError = f(bestError + f(w[i]! * (useMad ? Math.abs(diff) : f(diff * diff))));
   }
   if (nstep < 1) {
     theMin = -min;
@@ -112,7 +112,7 @@ function makeQkx2Quants(
       let curError = 0;
       for (let i = 0; i < n; i++) {
         const diff = f(levelValue[Laux[i]!]! - x[xo + i]!);
-        curError = f(curError + f(w[i]! * f(diff * diff)));
+        curError = f(curError + f(w[i]! * (useMad ? Math.abs(diff) : f(diff * diff))));
       }
       if (curError < bestError) {
         for (let i = 0; i < n; i++) L[lo + i] = Laux[i]!;
@@ -172,7 +172,7 @@ function quantizeSuperBlockK(
     for (let l = 0; l < 32; l++) sumX2 = f(sumX2 + f(x[bo + l]! * x[bo + l]!));
     const avX = f(Math.sqrt(f(sumX2 / 32)));
     for (let l = 0; l < 32; l++) weights[l] = avX + Math.abs(x[bo + l]!); // stored as float: one rounding
-    scales[j] = makeQkx2Quants(32, nmax, x, bo, weights, 32 * j, rmin, f(0.1), nstep);
+    scales[j] = makeQkx2Quants(32, nmax, x, bo, weights, L, 32 * j, rmin, f(0.1), nstep);
     mins[j] = theMin;
     if (scales[j]! > maxScale) maxScale = scales[j]!;
     if (mins[j]! > maxMin) maxMin = mins[j]!;
