@@ -3,6 +3,7 @@
  * is a FlexinferError subclass with a message that says what is wrong and what to do;
  * `userFacing` tells the CLI and server to print the message, not a stack.
  */
+import { supportedGgmlTypes } from './gguf/ggml-type.js';
 
 /** Base class of errors caused by input or environment, not by a bug. */
 export class FlexinferError extends Error {
@@ -75,13 +76,17 @@ export class UnsupportedArchitectureError extends FlexinferError {
   }
 }
 
-/** A weight tensor uses a ggml type the kernels cannot compute with (IQ*, Q2_K, ...). */
+/** A weight tensor uses a ggml type the kernels cannot compute with (IQ2_*, IQ3_*, TQ*, ...). */
 export class UnsupportedTensorTypeError extends FlexinferError {
   constructor(
     readonly tensor: string,
     readonly typeName: string,
+    supported: readonly string[] = supportedGgmlTypes().map((t) => t.name),
   ) {
-    super(`tensor '${tensor}' has type ${typeName}, which is not supported (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k); use a file quantized to one of these`);
+    super(
+      `tensor '${tensor}' has type ${typeName}, which is not supported (supported: ${supported.join(', ')})` +
+        '; use a file quantized to one of these (e.g. a Q4_K_M, Q3_K_M or IQ4_XS download)',
+    );
   }
 }
 

@@ -39,29 +39,11 @@
 #include "quants.h"
 #include "registry.h"
 #include "threadpool.h"
+#include "type_traits.h"
 
 namespace flexinfer {
 
 namespace {
-
-struct TypeFacts {
-  int blockSize;
-  int typeSize;
-};
-
-bool typeFacts(int type, TypeFacts* f) {
-  switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32: *f = {1, 4}; return true;
-    case GgmlType::F16: *f = {1, 2}; return true;
-    case GgmlType::BF16: *f = {1, 2}; return true;
-    case GgmlType::Q4_0: *f = {QK4_0, sizeof(BlockQ4_0)}; return true;
-    case GgmlType::Q8_0: *f = {QK8_0, sizeof(BlockQ8_0)}; return true;
-    case GgmlType::Q4_K: *f = {QK_K, sizeof(BlockQ4K)}; return true;
-    case GgmlType::Q5_K: *f = {QK_K, sizeof(BlockQ5K)}; return true;
-    case GgmlType::Q6_K: *f = {QK_K, sizeof(BlockQ6K)}; return true;
-  }
-  return false;
-}
 
 thread_local AlignedScratch tlsScratch;  // packed activations
 
@@ -76,15 +58,9 @@ constexpr int64_t kRowUnit = 8;
 
 }  // namespace
 
-int blockSize(int type) {
-  TypeFacts f;
-  return typeFacts(type, &f) ? f.blockSize : 0;
-}
-
 size_t rowBytes(GgmlType type, int64_t k) {
-  TypeFacts f{1, 4};
-  typeFacts(static_cast<int>(type), &f);
-  return static_cast<size_t>(k / f.blockSize) * static_cast<size_t>(f.typeSize);
+  const TypeTraits* t = typeTraits(static_cast<int>(type));
+  return static_cast<size_t>(k / t->blockSize) * t->typeSize;
 }
 
 void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, const float* x, int64_t m) {
@@ -93,13 +69,13 @@ void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, c
     std::fill(out, out + m * n, 0.0f);
     return;
   }
+  const TypeTraits& traits = *typeTraits(static_cast<int>(type));
   MatmulKernel kernel = nullptr;
   if (!useScalarKernels()) {
-    kernel = repackedKernel(type, m);
-    if (!kernel && type == GgmlType::Q8_0) kernel = batchKernelQ8_0(m);
-    if (!kernel) kernel = simdKernel(type);
+    if (traits.k.batch) kernel = traits.k.batch(m);
+    if (!kernel) kernel = traits.k.simd;
   }
-  if (!kernel) kernel = scalarKernel(type);
+  if (!kernel) kernel = traits.k.scalar;
 
   // 1. Activations -> vec_dot_type, once per call.
   const ActLayout layout = actLayout(type, k);
@@ -176,11 +152,12 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   auto x = typedArg<float>(info, 5, napi_float32_array, "x must be a Float32Array");
   const int64_t m = intArg(info, 6, "m");
 
-  const int bs = flexinfer::blockSize(static_cast<int>(std::min<int64_t>(type, 1 << 20)));
-  if (bs == 0) {
-    throw Napi::TypeError::New(env, "matmul: weight type " + std::to_string(type) +
-                                        " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+  const flexinfer::TypeTraits* traits = flexinfer::typeTraits(static_cast<int>(std::min<int64_t>(type, 1 << 20)));
+  if (!traits) {
+    throw Napi::TypeError::New(env, "matmul: weight type " + std::to_string(type) + " is not supported (supported: " +
+                                        flexinfer::supportedTypeNames() + ")");
   }
+  const int bs = traits->blockSize;
   const int64_t kLimit = int64_t(1) << 31;
   if (n >= kLimit || m >= kLimit) {
     throw Napi::RangeError::New(env, "matmul: n and m must each be below 2^31");

@@ -60,10 +60,17 @@ enum class GgmlType : int {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
   Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
   BF16 = 30,
 };
 
@@ -126,8 +133,9 @@ void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, con
 using MatmulKernel = void (*)(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx,
                               int64_t k, float* out, int64_t ldo);
 
-// Kernel for a type (nullptr if none on this path). The SIMD table may be empty in portable
-// builds without AVX2; the caller falls back to the scalar kernel then.
+// Kernel for one of the first types (F32..Q6_K; nullptr if none on this path): the providers
+// type_traits.cc builds the type table from. The SIMD table may be empty in portable builds
+// without AVX2; matmul falls back to the scalar kernel then. Other types: type_traits.h.
 MatmulKernel scalarKernel(GgmlType type);
 MatmulKernel simdKernel(GgmlType type);
 // Kernel for several activation rows (prompt processing, batches) that repacks weight rows
@@ -151,9 +159,7 @@ const char* simdPathName();
 // Sizes must be valid (checked by the JS binding); runs on the thread pool.
 void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, const float* x, int64_t m);
 
-// Bytes of one row of k elements of `type` (k a multiple of the block size).
+// Bytes of one row of k elements of `type` (k a multiple of the block size; type supported).
 size_t rowBytes(GgmlType type, int64_t k);
-// Elements per block of `type`, 0 if matmul does not support it.
-int blockSize(int type);
 
 }  // namespace flexinfer

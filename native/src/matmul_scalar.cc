@@ -7,35 +7,20 @@
 
 #include "matmul.h"
 #include "quants.h"
+#include "matmul_ref.h"
+#include "type_traits.h"
 
 namespace flexinfer {
-
-namespace {
-
-// Which packed format a weight type's activations take.
-enum class ActKind { F32, F16, BF16, Q8_0, Q8_K };
-
-ActKind actKind(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return ActKind::F32;
-    case GgmlType::F16: return ActKind::F16;
-    case GgmlType::BF16: return ActKind::BF16;
-    case GgmlType::Q4_0:
-    case GgmlType::Q8_0: return ActKind::Q8_0;
-    default: return ActKind::Q8_K;
-  }
-}
-
-}  // namespace
 
 ActLayout actLayout(GgmlType type, int64_t k) {
   ActLayout l;
   const size_t uk = static_cast<size_t>(k);
-  switch (actKind(type)) {
+  switch (typeTraits(static_cast<int>(type))->act) {
     case ActKind::F32:
     case ActKind::F16:
     case ActKind::BF16: l.rowBytes = alignUp64(uk * 4); break;
-    case ActKind::Q8_0: {
+    case ActKind::Q8_0:
+    case ActKind::Q8_1: {  // Q8_0: int32 lane correction per block; Q8_1: f32 s per block
       const size_t nb = uk / QK8_0;
       l.dOff = alignUp64(uk);
       l.sumOff = alignUp64(l.dOff + nb * 4);
@@ -58,10 +43,13 @@ ActLayout actLayout(GgmlType type, int64_t k) {
 // Also stores, per block, laneCorr = corrMul * sum(q): the SIMD kernels start each block's
 // 8 int32 dot lanes at laneCorr, which takes back the unsigned offset of the weights
 // (Q4_0: q - 8 -> -8 * sum / 8 lanes = -sum; Q8_0 via q + 128: -128 * sum / 8 = -16 * sum).
-static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l, int corrMul) {
+// Q8_1 (ggml's x86 quantize_row_q8_1): the same quants and d, and s = f16(d * sum(q)) with the
+// unrounded d, stored as f32 in place of the lane correction.
+static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l, int corrMul, bool q8_1) {
   int8_t* qs = reinterpret_cast<int8_t*>(dst + l.qsOff);
   float* ds = reinterpret_cast<float*>(dst + l.dOff);
   int32_t* sums = reinterpret_cast<int32_t*>(dst + l.sumOff);
+  float* ss = reinterpret_cast<float*>(dst + l.sumOff);
   for (int64_t b = 0; b < k / QK8_0; b++) {
     const float* xb = x + b * QK8_0;
     float amax = 0.0f;
@@ -76,7 +64,8 @@ static void packQ8_0(const float* x, int64_t k, uint8_t* dst, const ActLayout& l
       sum += q;
     }
     ds[b] = f16ToF32(f32ToF16(d));
-    sums[b] = corrMul * sum;
+    if (q8_1) ss[b] = f16ToF32(f32ToF16(d * static_cast<float>(sum)));
+    else sums[b] = corrMul * sum;
   }
 }
 
@@ -120,7 +109,8 @@ static void packQ8_K(const float* x, int64_t k, uint8_t* dst, const ActLayout& l
 
 void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, const ActLayout& l) {
   float* f = reinterpret_cast<float*>(dst);
-  switch (actKind(type)) {
+  const TypeTraits& t = *typeTraits(static_cast<int>(type));
+  switch (t.act) {
     case ActKind::F32: std::memcpy(dst, x, static_cast<size_t>(k) * 4); break;
     case ActKind::F16:
       for (int64_t i = 0; i < k; i++) f[i] = f16ToF32(f32ToF16(x[i]));
@@ -128,7 +118,8 @@ void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, con
     case ActKind::BF16:
       for (int64_t i = 0; i < k; i++) f[i] = bf16ToF32(f32ToBf16(x[i]));
       break;
-    case ActKind::Q8_0: packQ8_0(x, k, dst, l, type == GgmlType::Q4_0 ? -1 : -16); break;
+    case ActKind::Q8_0: packQ8_0(x, k, dst, l, t.actCorr, false); break;
+    case ActKind::Q8_1: packQ8_0(x, k, dst, l, 0, true); break;
     case ActKind::Q8_K: packQ8_K(x, k, dst, l); break;
   }
 }
@@ -137,18 +128,7 @@ void packActivations(GgmlType type, const float* x, int64_t k, uint8_t* dst, con
 
 namespace {
 
-struct ActRow {
-  const int8_t* qs;
-  const float* d;
-  const void* sums;
-  const void* raw;
-};
-
-inline ActRow actRow(const ActRows& a, int64_t i) {
-  const uint8_t* p = a.base + static_cast<size_t>(i) * a.stride;
-  return {reinterpret_cast<const int8_t*>(p + a.layout.qsOff), reinterpret_cast<const float*>(p + a.layout.dOff),
-          p + a.layout.sumOff, p};
-}
+using namespace ref;
 
 // Float weights: w[i] converted to f32 times the (already rounded) activation, summed in double.
 template <typename W, float (*toF32)(W)>
@@ -236,10 +216,6 @@ float dotQ4_K(const uint8_t* w, const ActRow& a, int64_t k) {
 // no repacked layout for them), which the SIMD kernels share (matmul.h): per super-block 8 exact
 // int32 lanes, lane l = sum over the 8 groups of 32 quants of scale * dot(quants 4l..4l+3);
 // then acc_l = fma(d_w * d_x, float(lane l), acc_l) and one hsumLanes at the end.
-inline float hsumLanes(const float* a) {
-  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-
 // The Q5_K min term as llama.cpp's scalar chain: summs = fma(-(d_x * dmin_w), float(mins), summs).
 inline float minsStep(float summs, float dx, uint16_t dminw, int mins) {
   return std::fma(-(dx * f16ToF32(dminw)), static_cast<float>(mins), summs);
@@ -303,17 +279,6 @@ float dotQ6_K(const uint8_t* w, const ActRow& a, int64_t k) {
   return hsumLanes(acc);
 }
 
-using RowDot = float (*)(const uint8_t* w, const ActRow& a, int64_t k);
-
-template <RowDot Dot>
-void scalarTile(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k, float* out,
-                int64_t ldo) {
-  for (int64_t r = 0; r < nw; r++) {
-    const uint8_t* wr = w + static_cast<size_t>(r) * wStride;
-    for (int64_t i = 0; i < nx; i++) out[i * ldo + r] = Dot(wr, actRow(a, i), k);
-  }
-}
-
 }  // namespace
 
 MatmulKernel scalarKernel(GgmlType type) {
@@ -326,8 +291,8 @@ MatmulKernel scalarKernel(GgmlType type) {
     case GgmlType::Q4_K: return scalarTile<dotQ4_K>;
     case GgmlType::Q5_K: return scalarTile<dotQ5_K>;
     case GgmlType::Q6_K: return scalarTile<dotQ6_K>;
+    default: return nullptr;
   }
-  return nullptr;
 }
 
 }  // namespace flexinfer

@@ -10,6 +10,7 @@
 #include "ops_common.h"
 #include "registry.h"
 #include "threadpool.h"
+#include "type_traits.h"
 
 // One rounding per operation, as ggml-base's dequantize_row_* (compiled without FMA
 // contraction): without this, g++ -march=native fuses d1 * q - m1 into an FMA and the
@@ -19,7 +20,7 @@
 namespace flexinfer {
 namespace ops {
 
-static void dequantQ4_0(float* y, const uint8_t* src, int64_t nb) {
+void dequantQ4_0(float* y, const uint8_t* src, int64_t nb) {
   for (int64_t i = 0; i < nb; i++) {
     BlockQ4_0 b;
     std::memcpy(&b, src + i * sizeof(BlockQ4_0), sizeof b);
@@ -32,7 +33,7 @@ static void dequantQ4_0(float* y, const uint8_t* src, int64_t nb) {
   }
 }
 
-static void dequantQ8_0(float* y, const uint8_t* src, int64_t nb) {
+void dequantQ8_0(float* y, const uint8_t* src, int64_t nb) {
   for (int64_t i = 0; i < nb; i++) {
     BlockQ8_0 b;
     std::memcpy(&b, src + i * sizeof(BlockQ8_0), sizeof b);
@@ -42,7 +43,7 @@ static void dequantQ8_0(float* y, const uint8_t* src, int64_t nb) {
   }
 }
 
-static void dequantQ4K(float* y, const uint8_t* src, int64_t nb) {
+void dequantQ4K(float* y, const uint8_t* src, int64_t nb) {
   for (int64_t i = 0; i < nb; i++) {
     BlockQ4K b;
     std::memcpy(&b, src + i * sizeof(BlockQ4K), sizeof b);
@@ -60,7 +61,7 @@ static void dequantQ4K(float* y, const uint8_t* src, int64_t nb) {
   }
 }
 
-static void dequantQ5K(float* y, const uint8_t* src, int64_t nb) {
+void dequantQ5K(float* y, const uint8_t* src, int64_t nb) {
   for (int64_t i = 0; i < nb; i++) {
     BlockQ5K b;
     std::memcpy(&b, src + i * sizeof(BlockQ5K), sizeof b);
@@ -79,7 +80,7 @@ static void dequantQ5K(float* y, const uint8_t* src, int64_t nb) {
   }
 }
 
-static void dequantQ6K(float* y, const uint8_t* src, int64_t nb) {
+void dequantQ6K(float* y, const uint8_t* src, int64_t nb) {
   for (int64_t i = 0; i < nb; i++) {
     BlockQ6K b;
     std::memcpy(&b, src + i * sizeof(BlockQ6K), sizeof b);
@@ -103,31 +104,11 @@ static void dequantQ6K(float* y, const uint8_t* src, int64_t nb) {
   }
 }
 
-struct TypeFacts {
-  int64_t blockSize, typeSize;
-  const char* name;
-};
-
-// Block facts of the types we dequantize; false for any other type.
-static bool typeFacts(int64_t type, TypeFacts* f) {
-  switch (type) {
-    case kGgmlF32: *f = {1, 4, "f32"}; return true;
-    case kGgmlF16: *f = {1, 2, "f16"}; return true;
-    case kGgmlBF16: *f = {1, 2, "bf16"}; return true;
-    case kGgmlQ4_0: *f = {QK4_0, sizeof(BlockQ4_0), "q4_0"}; return true;
-    case kGgmlQ8_0: *f = {QK8_0, sizeof(BlockQ8_0), "q8_0"}; return true;
-    case kGgmlQ4_K: *f = {QK_K, sizeof(BlockQ4K), "q4_k"}; return true;
-    case kGgmlQ5_K: *f = {QK_K, sizeof(BlockQ5K), "q5_k"}; return true;
-    case kGgmlQ6_K: *f = {QK_K, sizeof(BlockQ6K), "q6_k"}; return true;
-    default: return false;
-  }
-}
-
 // Dequantizes n elements (whole blocks) of `type` at src into y.
-static void dequantize(float* y, const uint8_t* src, int64_t type, int64_t n, bool scalar) {
-  switch (type) {
-    case kGgmlF32: std::memcpy(y, src, n * 4); break;
-    case kGgmlF16: {
+static void dequantize(float* y, const uint8_t* src, const TypeTraits& t, int64_t n, bool scalar) {
+  switch (t.type) {
+    case GgmlType::F32: std::memcpy(y, src, n * 4); break;
+    case GgmlType::F16: {
       // src may be unaligned for uint16_t inside a byte table: copy through a small buffer.
       uint16_t buf[256];
       for (int64_t i = 0; i < n; i += 256) {
@@ -137,30 +118,26 @@ static void dequantize(float* y, const uint8_t* src, int64_t type, int64_t n, bo
       }
       break;
     }
-    case kGgmlBF16:
+    case GgmlType::BF16:
       for (int64_t i = 0; i < n; i++) {
         uint16_t h;
         std::memcpy(&h, src + 2 * i, 2);
         y[i] = bf16ToF32(h);
       }
       break;
-    case kGgmlQ4_0: dequantQ4_0(y, src, n / QK4_0); break;
-    case kGgmlQ8_0: dequantQ8_0(y, src, n / QK8_0); break;
-    case kGgmlQ4_K: dequantQ4K(y, src, n / QK_K); break;
-    case kGgmlQ5_K: dequantQ5K(y, src, n / QK_K); break;
-    case kGgmlQ6_K: dequantQ6K(y, src, n / QK_K); break;
+    default: t.k.dequant(y, src, n / t.blockSize); break;
   }
 }
 
-static TypeFacts checkType(const Napi::Env& env, const char* fn, int64_t type, int64_t n) {
-  TypeFacts f;
-  if (!typeFacts(type, &f))
-    throwRange(env, fn, "ggml type " + std::to_string(type) +
-                            " cannot be dequantized (supported: f32, f16, bf16, q4_0, q8_0, q4_k, q5_k, q6_k)");
-  if (n % f.blockSize != 0)
-    throwRange(env, fn, "row length " + std::to_string(n) + " is not a multiple of " + f.name + "'s block size " +
-                            std::to_string(f.blockSize));
-  return f;
+static const TypeTraits& checkType(const Napi::Env& env, const char* fn, int64_t type, int64_t n) {
+  const TypeTraits* t = typeTraits(static_cast<int>(type));
+  if (!t)
+    throwRange(env, fn, "ggml type " + std::to_string(type) + " cannot be dequantized (supported: " +
+                            supportedTypeNames() + ")");
+  if (n % t->blockSize != 0)
+    throwRange(env, fn, "row length " + std::to_string(n) + " is not a multiple of " + t->name + "'s block size " +
+                            std::to_string(t->blockSize));
+  return *t;
 }
 
 // getRows(out, table, type, rowLen, numRows, rows)
@@ -173,8 +150,8 @@ static Napi::Value GetRows(const Napi::CallbackInfo& info) {
   int64_t rowLen = argInt(info, 3, fn, "rowLen");
   int64_t numRows = argInt(info, 4, fn, "numRows");
   auto rows = argArray<int32_t>(info, 5, fn, "rows");
-  TypeFacts f = checkType(env, fn, type, rowLen);
-  const int64_t rowBytes = rowLen / f.blockSize * f.typeSize;
+  const TypeTraits& f = checkType(env, fn, type, rowLen);
+  const int64_t rowBytes = rowLen / f.blockSize * static_cast<int64_t>(f.typeSize);
   requireLength(env, fn, "table", table, uint64_t(numRows) * rowBytes, "numRows * row bytes");
   requireLength(env, fn, "out", out, uint64_t(rows.length) * rowLen, "rows.length * rowLen");
   for (size_t i = 0; i < rows.length; i++)
@@ -184,7 +161,7 @@ static Napi::Value GetRows(const Napi::CallbackInfo& info) {
   const bool scalar = useScalarKernels();
   auto work = [&](int64_t b, int64_t e, int) {
     for (int64_t i = b; i < e; i++)
-      dequantize(out.data + i * rowLen, table.data + int64_t(rows.data[i]) * rowBytes, type, rowLen, scalar);
+      dequantize(out.data + i * rowLen, table.data + int64_t(rows.data[i]) * rowBytes, f, rowLen, scalar);
   };
   const int64_t nr = static_cast<int64_t>(rows.length);
   if (nr > 1 && nr * rowLen >= (1 << 16)) parallelFor(nr, 1, work);
@@ -200,14 +177,26 @@ static Napi::Value DequantizeRow(const Napi::CallbackInfo& info) {
   auto src = argArray<uint8_t>(info, 1, fn, "src");
   int64_t type = argInt(info, 2, fn, "type", 1000);
   int64_t n = argInt(info, 3, fn, "n");
-  TypeFacts f = checkType(env, fn, type, n);
+  const TypeTraits& f = checkType(env, fn, type, n);
   requireLength(env, fn, "src", src, uint64_t(n / f.blockSize * f.typeSize), "bytes of n elements");
   requireLength(env, fn, "out", out, uint64_t(n), "n");
-  dequantize(out.data, src.data, type, n, useScalarKernels());
+  dequantize(out.data, src.data, f, n, useScalarKernels());
   return env.Undefined();
 }
 
 }  // namespace ops
+
+DequantFn baseDequant(GgmlType type) {
+  switch (type) {
+    case GgmlType::Q4_0: return ops::dequantQ4_0;
+    case GgmlType::Q8_0: return ops::dequantQ8_0;
+    case GgmlType::Q4_K: return ops::dequantQ4K;
+    case GgmlType::Q5_K: return ops::dequantQ5K;
+    case GgmlType::Q6_K: return ops::dequantQ6K;
+    default: return nullptr;  // F32 / F16 / BF16: converted in place (dequantize above)
+  }
+}
+
 }  // namespace flexinfer
 
 FLEXINFER_MODULE(ops_dequant) {

@@ -1,8 +1,9 @@
 // ggml block layouts and scalar conversions shared by the compute kernels.
 //
 // Layouts follow ggml-common.h byte for byte (GGUF files store these blocks as-is). Weights
-// come in Q4_0 / Q8_0 / Q4_K / Q5_K / Q6_K; activations are quantized to Q8_0 (for Q4_0,
-// Q8_0 weights) or Q8_K (for the K-quants), as llama.cpp's CPU backend does.
+// come in the legacy 32-element types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0), the 256-element K-quants
+// (Q2_K .. Q6_K) and the non-linear IQ4_NL / IQ4_XS; activations are quantized to the weight
+// type's vec_dot_type, Q8_0, Q8_1 or Q8_K, as llama.cpp's CPU backend does (type_traits.h).
 #pragma once
 
 #include <cmath>
@@ -51,6 +52,61 @@ struct BlockQ6K {
   int8_t scales[QK_K / 16];
   uint16_t d;  // f16
 };
+// 32 weights: w = d * q + m, q in [0, 15] (nibbles as Q4_0).
+struct BlockQ4_1 {
+  uint16_t d;  // f16
+  uint16_t m;  // f16
+  uint8_t qs[16];
+};
+// 32 weights: w = d * (q - 16), q in [0, 31]: low 4 bits as Q4_0, bit 4 of element j in bit j of qh.
+struct BlockQ5_0 {
+  uint16_t d;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+// 32 weights: w = d * q + m, q in [0, 31] (bits as Q5_0).
+struct BlockQ5_1 {
+  uint16_t d;
+  uint16_t m;
+  uint8_t qh[4];
+  uint8_t qs[16];
+};
+// Activation block for Q4_1 / Q5_1: v = d * q; s = d * sum(q) (f16).
+struct BlockQ8_1 {
+  uint16_t d;
+  uint16_t s;
+  int8_t qs[32];
+};
+// 256 weights in 16 sub-blocks of 16: w = d * (scales[j] & 15) * q - dmin * (scales[j] >> 4),
+// q in [0, 3]; element 128h + 32g + l in bits 2g.. of qs[32h + l].
+struct BlockQ2K {
+  uint8_t scales[QK_K / 16];
+  uint8_t qs[QK_K / 4];
+  uint16_t d;
+  uint16_t dmin;
+};
+// 256 weights in 16 sub-blocks of 16: w = d * (sc[j] - 32) * (q - 4), q in [0, 7]: 2 bits as
+// Q2_K, the third in bit (e / 32) of hmask[e % 32] (the same 32 bytes for both halves); sc 6 bits
+// packed in `scales` (see q3Scales).
+struct BlockQ3K {
+  uint8_t hmask[QK_K / 8];
+  uint8_t qs[QK_K / 4];
+  uint8_t scales[12];
+  uint16_t d;
+};
+// 32 weights: w = d * kIQ4Values[q] (nibbles as Q4_0).
+struct BlockIQ4NL {
+  uint16_t d;
+  uint8_t qs[16];
+};
+// 256 weights in 8 blocks of 32: w = d * (ls - 32) * kIQ4Values[q], ls 6 bits: low 4 in
+// scales_l[ib / 2] >> 4 (ib % 2), high 2 in scales_h >> 2 ib; nibbles per block of 32 as Q4_0.
+struct BlockIQ4XS {
+  uint16_t d;
+  uint16_t scalesH;
+  uint8_t scalesL[QK_K / 64];
+  uint8_t qs[QK_K / 2];
+};
 // Activation block for the K-quants: v = d * q, bsums[j] = sum of qs[16j .. 16j+15].
 struct BlockQ8K {
   float d;
@@ -65,6 +121,18 @@ static_assert(sizeof(BlockQ4K) == 144, "block_q4_K size");
 static_assert(sizeof(BlockQ5K) == 176, "block_q5_K size");
 static_assert(sizeof(BlockQ6K) == 210, "block_q6_K size");
 static_assert(sizeof(BlockQ8K) == 292, "block_q8_K size");
+static_assert(sizeof(BlockQ4_1) == 20, "block_q4_1 size");
+static_assert(sizeof(BlockQ5_0) == 22, "block_q5_0 size");
+static_assert(sizeof(BlockQ5_1) == 24, "block_q5_1 size");
+static_assert(sizeof(BlockQ8_1) == 36, "block_q8_1 size");
+static_assert(sizeof(BlockQ2K) == 84, "block_q2_K size");
+static_assert(sizeof(BlockQ3K) == 110, "block_q3_K size");
+static_assert(sizeof(BlockIQ4NL) == 18, "block_iq4_nl size");
+static_assert(sizeof(BlockIQ4XS) == 136, "block_iq4_xs size");
+
+// kvalues_iq4nl: the 16 levels of IQ4_NL / IQ4_XS.
+alignas(16) inline constexpr int8_t kIQ4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                       1,    13,   25,  38,  53,  69,  89,  113};
 
 // ---- f16 / bf16 <-> f32 (scalar; round to nearest even, as ggml) ----
 
@@ -127,6 +195,25 @@ inline void scaleMinK4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
     *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
     *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
+}
+
+// The 16 scales of a Q3_K block (6 bits each, minus 32), as ggml's dequantize_row_q3_K unpacks them.
+inline void q3Scales(const uint8_t* packed, int8_t* sc) {
+  constexpr uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+  uint32_t aux[4];
+  std::memcpy(aux, packed, 12);
+  const uint32_t tmp = aux[2];
+  aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+  aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+  aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+  aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+  std::memcpy(sc, aux, 16);
+  for (int j = 0; j < 16; j++) sc[j] = static_cast<int8_t>(sc[j] - 32);
+}
+
+// 6-bit scale of block ib of an IQ4_XS super-block, minus 32.
+inline int iq4xsScale(const BlockIQ4XS& b, int ib) {
+  return (((b.scalesL[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scalesH >> (2 * ib)) & 3) << 4)) - 32;
 }
 
 }  // namespace flexinfer

@@ -28,7 +28,7 @@ async function tinyModel(path: string): Promise<void> {
     tensors.push(t(`blk.${l}.ffn_down.weight`, GgmlType.F16, [ff, dim], ff * 2 * dim));
   }
   tensors.push(t('output_norm.weight', GgmlType.F32, [dim], dim * 4));
-  tensors.push(t('output.weight', GgmlType.IQ4_NL, [dim, vocab], (dim / 32) * 18 * vocab));
+  tensors.push(t('output.weight', GgmlType.MXFP4, [dim, vocab], (dim / 32) * 17 * vocab));
   await writeGguf(path, [
     ['general.architecture', gv.str('llama')],
     ['general.name', gv.str('tiny')],
@@ -80,7 +80,7 @@ test('inspect --json reports format, hyperparameters, tokenizer and tensor bytes
       q8_0: { tensors: 3, bytes: 2176 + 2 * 4352, supported: true },
       f32: { tensors: 3, bytes: 3 * 256, supported: true },
       f16: { tensors: 2, bytes: 2 * 16384, supported: true },
-      iq4_nl: { tensors: 1, bytes: 2 * 18 * 32, supported: false },
+      mxfp4: { tensors: 1, bytes: 2 * 17 * 32, supported: false },
     });
     assert.deepEqual(r.layers, [
       { layer: 0, tensors: 3, bytes: 256 + 4352 + 16384 },
@@ -94,7 +94,7 @@ test('inspect --json reports format, hyperparameters, tokenizer and tensor bytes
     assert.match(txt.stdout, /GGUF v3/);
     assert.match(txt.stdout, /file_type 15 \(Q4_K_M\)/);
     assert.match(txt.stdout, /llama\.attention\.head_count_kv\s+2/);
-    assert.match(txt.stdout, /iq4_nl \(not supported\)/);
+    assert.match(txt.stdout, /mxfp4 \(not supported\)/);
     assert.match(txt.stdout, /blk\.1\s+20\.5 KiB\s+3 tensors/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

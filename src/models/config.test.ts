@@ -54,8 +54,8 @@ test('unknown architecture, unsupported tensor type, missing keys and tensors: t
   assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2', 'qwen3', 'smollm3']);
   assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2, qwen3, smollm3");
   assert.throws(
-    () => modelConfigFromGguf(fakeFile('llama', LLAMA, { types: { 'blk.1.ffn_down.weight': GgmlType.Q2_K } })),
-    (e: unknown) => e instanceof UnsupportedTensorTypeError && e.tensor === 'blk.1.ffn_down.weight' && /type q2_k, which is not supported/.test(e.message),
+    () => modelConfigFromGguf(fakeFile('llama', LLAMA, { types: { 'blk.1.ffn_down.weight': GgmlType.IQ2_XXS } })),
+    (e: unknown) => e instanceof UnsupportedTensorTypeError && e.tensor === 'blk.1.ffn_down.weight' && /type iq2_xxs, which is not supported/.test(e.message),
   );
   assert.throws(() => modelConfigFromGguf(fakeFile('llama', LLAMA, { types: { 'blk.0.attn_q.weight': GgmlType.IQ2_XS } })), /iq2_xs/);
   const noFfn: Record<string, unknown> = { ...LLAMA };

@@ -94,8 +94,26 @@ const CASES: Array<[GgmlType, boolean, Array<[number, number, number]>]> = [
 CASES.push([GgmlType.Q5_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17], [20, 512, 33]]]);
 CASES.push([GgmlType.Q6_K, false, [[32, 768, 1], [16, 256, 3], [24, 512, 17], [20, 512, 33]]]);
 
+// The new types (matmul_legacy.cc, matmul_k23.cc, matmul_iq4.cc). Q4_1, Q5_1, Q3_K: vec_dot for
+// every row of any m. Q5_0: vec_dot at m = 1, tinyBLAS for m >= 2 (the same lanes). IQ4_NL, Q2_K:
+// the REPACK buffer (n % 8 == 0); Q2_K's GEMM (m >= 4 in groups of 4) sums per 128 quants and
+// differs from its own GEMV, so only m < 4 is compared (as Q4_K). IQ4_XS: vec_dot below m = 8
+// (its IQ panel GEMM from 8 rows on sums otherwise: m < 8 compared).
+const LEGACY_SHAPES: Array<[number, number, number]> = [[64, 288, 1], [48, 288, 2], [40, 768, 3], [64, 288, 4], [24, 512, 7], [16, 1024, 9], [24, 512, 33]];
+const K_SHAPES: Array<[number, number, number]> = [[32, 768, 1], [16, 256, 3], [24, 512, 17], [24, 512, 33]];
+CASES.push([GgmlType.Q4_1, false, LEGACY_SHAPES]);
+CASES.push([GgmlType.Q5_0, false, LEGACY_SHAPES]);
+CASES.push([GgmlType.Q5_1, false, LEGACY_SHAPES]);
+CASES.push([GgmlType.IQ4_NL, true, LEGACY_SHAPES]);
+CASES.push([GgmlType.Q3_K, false, K_SHAPES]);
+CASES.push([GgmlType.Q2_K, true, [[64, 256, 1], [48, 768, 2], [40, 512, 3]]]);
+CASES.push([GgmlType.IQ4_XS, false, [[32, 768, 1], [16, 256, 3], [24, 512, 7]]]);
+
 /** Types whose scalar kernels do llama.cpp's steps too (Q4_K's scalar kernel does not). */
-const SCALAR_EXACT = new Set([GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_K, GgmlType.Q6_K]);
+const SCALAR_EXACT = new Set([
+  GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_K, GgmlType.Q6_K,
+  GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS,
+]);
 
 for (const [type, repack, shapes] of CASES) {
   test(`matmul ${GgmlType[type]} equals llama.cpp's CPU backend bit for bit`, (t) => {

@@ -4,7 +4,7 @@ import { GgmlType, ggmlRowBytes, ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
 import { bf16ToF32Array, f16ToF32, f16ToF32Array, f32ToBf16Array, f32ToF16, f32ToF16Array } from '../gguf/f16.js';
 import { getKernelPath, getThreads, matmul, MATMUL_TYPES, setKernelPath, setThreads } from './matmul.js';
-import { q8_0RoundTrip, rng } from './ops-testing.js';
+import { q8_0RoundTrip, rng, roundEven } from './ops-testing.js';
 
 // Independent reference: W dequantized by the TypeScript reference codecs (src/gguf/quant.ts),
 // x converted to the weight type's vec_dot_type in TypeScript, dots in float64. The native
@@ -18,7 +18,7 @@ function randomArray(n: number, next: () => number, scale = 1): Float32Array {
 
 /** One activation row as the kernels see it after conversion to the vec_dot_type. */
 function activationRow(type: GgmlType, x: Float32Array): Float32Array {
-  switch (type) {
+  switch (ggmlTypeInfo(type)!.vecDotType) {
     case GgmlType.F32:
       return x;
     case GgmlType.F16:
@@ -26,7 +26,7 @@ function activationRow(type: GgmlType, x: Float32Array): Float32Array {
     case GgmlType.BF16:
       return bf16ToF32Array(f32ToBf16Array(x));
     case GgmlType.Q8_0:
-    case GgmlType.Q4_0:
+    case GgmlType.Q8_1: // the same quants as Q8_0 (ggml-cpu's rounding), plus a sum
       return q8_0RoundTrip(x);
     default:
       return dequantize(GgmlType.Q8_K, quantize(GgmlType.Q8_K, x), x.length);
@@ -40,16 +40,38 @@ interface Case {
   mag: Float64Array; // [m, n] sum |w * x|
 }
 
+/**
+ * Q8_1 activations (Q4_1, Q5_1 weights): ggml takes a block's min term m_w * sum(x) as m_w * s
+ * with s = f16(d_x * sum(q_x)) (d_x unrounded). Per block of row x, s - sum(x as quantized),
+ * for the reference to add m_w times it.
+ */
+function q8_1SumErrors(x: Float32Array): Float64Array {
+  const out = new Float64Array(x.length / 32);
+  for (let b = 0; b < out.length; b++) {
+    let amax = 0;
+    for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[32 * b + j]!));
+    const d = Math.fround(amax / 127);
+    const id = amax !== 0 ? Math.fround(127 / amax) : 0;
+    let qsum = 0;
+    for (let j = 0; j < 32; j++) qsum += roundEven(Math.fround(x[32 * b + j]! * id));
+    out[b] = f16ToF32(f32ToF16(Math.fround(d * qsum))) - f16ToF32(f32ToF16(d)) * qsum;
+  }
+  return out;
+}
+
 function makeCase(type: GgmlType, n: number, k: number, m: number, seed: number): Case {
   const next = rng(seed);
   const w = quantize(type, randomArray(n * k, next, 0.5));
   const wd = dequantize(type, w, n * k);
   const x = randomArray(m * k, next, 2);
   if (m > 2) x.fill(0, k, 2 * k); // an all-zero row (zero scales)
+  const q8_1 = ggmlTypeInfo(type)!.vecDotType === GgmlType.Q8_1;
+  const typeSize = ggmlTypeInfo(type)!.typeSize;
   const ref = new Float64Array(m * n);
   const mag = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     const xa = activationRow(type, x.subarray(i * k, (i + 1) * k));
+    const sumErr = q8_1 ? q8_1SumErrors(x.subarray(i * k, (i + 1) * k)) : undefined;
     for (let r = 0; r < n; r++) {
       let s = 0;
       let a = 0;
@@ -58,6 +80,8 @@ function makeCase(type: GgmlType, n: number, k: number, m: number, seed: number)
         s += p;
         a += Math.abs(p);
       }
+      // Q4_1 / Q5_1: the block min m_w (f16 at bytes 2..3) times the s rounding
+      for (let b = 0; sumErr && b < k / 32; b++) s += f16ToF32(w[(r * k) / 32 * typeSize + b * typeSize + 2]! | (w[(r * k) / 32 * typeSize + b * typeSize + 3]! << 8)) * sumErr[b]!;
       ref[i * n + r] = s;
       mag[i * n + r] = a;
     }
@@ -190,7 +214,7 @@ test('matmul rejects bad sizes and types with clear errors', () => {
   assert.throws(() => matmul(out, w.subarray(1), GgmlType.Q8_0, n, k, x, m), { name: 'RangeError', message: /w holds/ });
   assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, k, x.subarray(1), m), { name: 'RangeError', message: /x has/ });
   assert.throws(() => matmul(out.subarray(1), w, GgmlType.Q8_0, n, k, x, m), { name: 'RangeError', message: /out has/ });
-  assert.throws(() => matmul(out, w, GgmlType.Q4_1, n, k, x, m), { name: 'TypeError', message: /not supported/ });
+  assert.throws(() => matmul(out, w, GgmlType.IQ2_XXS, n, k, x, m), { name: 'TypeError', message: /not supported/ });
   assert.throws(() => matmul(out, w, GgmlType.Q8_K, n, k, x, m), { name: 'TypeError', message: /not supported/ });
   assert.throws(() => matmul(out, w, GgmlType.Q8_0, -1, k, x, m), { name: 'RangeError', message: /non-negative integer/ });
   assert.throws(() => matmul(out, w, GgmlType.Q8_0, n, k, x, 1.5), { name: 'RangeError', message: /non-negative integer/ });

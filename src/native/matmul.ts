@@ -4,22 +4,13 @@
  * vec_dot_type: f32, f16, bf16, Q8_0 or Q8_K, then per-block integer dots).
  */
 import { addon } from './addon.js';
-import { GgmlType } from '../gguf/ggml-type.js';
+import { GgmlType, supportedGgmlTypes } from '../gguf/ggml-type.js';
 import { kernelPath, setKernelPath } from './ops.js';
 
 export { setKernelPath };
 
-/** Weight types matmul computes with. */
-export const MATMUL_TYPES: readonly GgmlType[] = [
-  GgmlType.F32,
-  GgmlType.F16,
-  GgmlType.BF16,
-  GgmlType.Q8_0,
-  GgmlType.Q4_0,
-  GgmlType.Q4_K,
-  GgmlType.Q5_K,
-  GgmlType.Q6_K,
-];
+/** Weight types matmul computes with (ggml-type.ts: the supported ones). */
+export const MATMUL_TYPES: readonly GgmlType[] = supportedGgmlTypes().map((t) => t.type);
 
 /**
  * out[m, n] = x[m, k] · W[n, k]^T. `w` holds n rows of k elements in ggml layout of `type`

@@ -51,7 +51,7 @@ export function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: num
 }
 
 /** Round half to even, as _mm256_round_ps(_MM_ROUND_NEAREST). */
-function roundEven(v: number): number {
+export function roundEven(v: number): number {
   const r = Math.round(v);
   return Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }

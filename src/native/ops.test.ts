@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { f16ToF32Array, f32ToF16Array } from '../gguf/f16.js';
+import { MATMUL_TYPES } from './matmul.js';
 import { GgmlType } from '../gguf/ggml-type.js';
 import { dequantize, quantizeRows, quantizedBytes } from '../gguf/quant.js';
 import {
@@ -147,7 +148,7 @@ test('rope: random shapes, positions, freq factors and scale against a reference
 
 test('getRows and dequantizeRow agree bit for bit with the reference dequantizer for every type', () => {
   const r = rng(4);
-  const types = [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K];
+  const types = MATMUL_TYPES; // every supported type
   forEachPath((path) => {
     for (const type of types) {
       for (const rowLen of [256, 512]) {
@@ -185,7 +186,7 @@ test('getRows / dequantizeRow reject bad types, sizes and ids', () => {
   assert.throws(() => getRows(out, table, GgmlType.Q8_0, 32, 4, new Int32Array([-1])), RangeError);
   assert.throws(() => getRows(out, table, GgmlType.Q8_0, 32, 5, new Int32Array([0])), /table holds 136/);
   assert.throws(() => getRows(out, table, GgmlType.Q8_0, 33, 1, new Int32Array([0])), /block size 32/);
-  assert.throws(() => getRows(out, table, GgmlType.Q2_K, 256, 0, new Int32Array([])), /cannot be dequantized/);
+  assert.throws(() => getRows(out, table, GgmlType.IQ2_XXS, 256, 0, new Int32Array([])), /cannot be dequantized/);
   assert.throws(() => getRows(new Float32Array(31), table, GgmlType.Q8_0, 32, 4, new Int32Array([0])), /out holds 31/);
   assert.throws(() => dequantizeRow(out, table.subarray(0, 33), GgmlType.Q8_0, 32), /src holds 33/);
   assert.throws(() => getRows(out, new Uint16Array(8) as unknown as Uint8Array, GgmlType.F16, 4, 1, new Int32Array([0])), TypeError);
