@@ -17,14 +17,16 @@ public model (for measuring memory, streaming and speed without downloading it).
 
 Options:
   --preset NAME   ${SYNTH_PRESET_NAMES.join(', ')}
-  --type TYPE     ${SYNTH_TYPES.join(', ')} (q4_k_m: llama.cpp-like Q4_K/Q5_K/Q6_K mix;
-                  q5_k_m: llama.cpp's Q5_K_M, Q5_K with Q6_K output/attn_v/ffn_down)
+  --type TYPE     a llama.cpp file type: ${SYNTH_TYPES.join(', ')}.
+                  Each tensor gets the type llama-quantize gives it (its Q4_K_M, Q3_K_M,
+                  IQ4_XS... mixes, fallbacks included: rows that are not whole 256-blocks
+                  become Q5_0 / Q5_1 / Q8_0 / Q4_0 / IQ4_NL); q4_k: --pure Q4_K
   -o, --output F  file to write (written under a temporary name, renamed when complete)
   --seed N        PRNG seed (default 1; same seed, same bytes)
   --align N       tensor data alignment in bytes, a power of two (default 4096)
   --threads N     worker threads generating tensors (default: cores, at most 4)
-  --ref-quant     K-quants with llama.cpp's reference scale search (bit-exact with
-                  quantize_row_*_ref, 3-6x slower); default: search-free fit, same layout
+  --ref-quant     K-quants and IQ4_XS with llama.cpp's reference scale search (bit-exact
+                  with quantize_row_*_ref, 3-6x slower); default: search-free fit, same layout
   --json          print a JSON summary on stdout
   -h, --help      this help
 

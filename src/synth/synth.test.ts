@@ -39,24 +39,50 @@ function stats(x: Float32Array): { mean: number; std: number } {
   return { mean, std: Math.sqrt(s2 / x.length - mean * mean) };
 }
 
-// Expected ggml type of each tiny-15m tensor, derived by hand from the rules: rows of 288 are
-// not whole 256-blocks, so K-quants fall back (Q4_K -> Q4_0, Q5_K/Q6_K -> Q8_0); only
-// ffn_down (rows of 768 = 3 * 256) keeps its K-quant. use_more_bits(i, 6) is true for
-// layers 0 (i < 6/8), 2 ((2 - 0) % 3 == 2) and 5 (i >= 5.25).
+// Expected ggml type of each tiny-15m tensor, derived by hand from llama.cpp's rules
+// (llama_tensor_get_type, mixes.ts): dim 288, ffn 768, 6 layers, 6/6 heads (n_gqa 1), tied
+// token_embd (quantized as the output). Rows of 288 are not whole 256-blocks, so K-quants fall
+// back (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K / Q3_K -> Q4_0, IQ4_XS -> IQ4_NL); only
+// ffn_down (rows of 768 = 3 * 256) keeps its K-quant. The output's Q6_K (Q8_0 when 288 is not a
+// whole block of the file's type) falls back to Q8_0 too. use_more_bits(i, 6), in C's integer
+// arithmetic, is true for layers 2 ((2 - 6/8) % 3 == 2) and 5 (i >= 7*6/8 = 5); 6/8 = 0.
 function expectedTiny(type: string, name: string): GgmlType {
-  if (!name.endsWith('.weight') || /norm|rope_freqs/.test(name)) return GgmlType.F32;
-  const fixed: Record<string, GgmlType> = { f32: GgmlType.F32, f16: GgmlType.F16, bf16: GgmlType.BF16, q8_0: GgmlType.Q8_0, q4_0: GgmlType.Q4_0 };
-  if (fixed[type] !== undefined) return fixed[type]!;
+  const G = GgmlType;
+  if (!name.endsWith('.weight') || /norm|rope_freqs/.test(name)) return G.F32;
+  const plain: Record<string, GgmlType> = { f32: G.F32, f16: G.F16, bf16: G.BF16, q8_0: G.Q8_0 };
+  if (plain[type] !== undefined) return plain[type]!;
   const layer = Number(/^blk\.(\d+)\./.exec(name)?.[1] ?? -1);
-  const more = layer === 0 || layer === 2 || layer === 5;
-  if (type === 'q5_k_m') {
-    // Q5_K / Q6_K on 288-wide rows (token_embd included: tied, so the output's Q6_K) -> Q8_0
-    if (name.endsWith('ffn_down.weight')) return more ? GgmlType.Q6_K : GgmlType.Q5_K;
-    return GgmlType.Q8_0;
+  const more = layer === 2 || layer === 5;
+  const is = (role: string) => name.endsWith(`${role}.weight`);
+  if (type === 'q4_k') return is('ffn_down') ? G.Q4_K : G.Q5_0; // --pure: no output rule either
+  if (is('token_embd')) return G.Q8_0;
+  const legacy: Record<string, GgmlType> = { q4_0: G.Q4_0, q4_1: G.Q4_1, q5_0: G.Q5_0, q5_1: G.Q5_1, iq4_nl: G.IQ4_NL };
+  if (legacy[type] !== undefined) return legacy[type]!;
+  switch (type) {
+    case 'q6_k': return is('ffn_down') ? G.Q6_K : G.Q8_0;
+    case 'q5_k_s': return is('ffn_down') ? G.Q5_K : G.Q5_1;
+    case 'q5_k_m':
+      if (is('ffn_down')) return more ? G.Q6_K : G.Q5_K;
+      return is('attn_v') && more ? G.Q8_0 : G.Q5_1;
+    case 'q4_k_s':
+      if (is('ffn_down')) return G.Q4_K; // layer < 6/8: none
+      return is('attn_v') && layer < 4 ? G.Q5_1 : G.Q5_0;
+    case 'q4_k_m':
+      if (is('ffn_down')) return more ? G.Q6_K : G.Q4_K;
+      return is('attn_v') && more ? G.Q8_0 : G.Q5_0;
+    case 'iq4_xs': return is('ffn_down') ? G.IQ4_XS : G.IQ4_NL; // n_gqa < 4: attn_v keeps IQ4_XS
+    case 'q3_k_s': return is('ffn_down') ? G.Q3_K : G.Q4_0;
+    case 'q3_k_m':
+      if (is('ffn_down')) return G.Q4_K; // layer < 6/16: none
+      if (is('attn_v')) return layer < 2 ? G.Q5_1 : G.Q5_0;
+      return is('attn_output') ? G.Q5_0 : G.Q4_0;
+    case 'q3_k_l':
+      if (is('ffn_down')) return G.Q5_K;
+      return is('attn_v') || is('attn_output') ? G.Q5_1 : G.Q4_0;
+    case 'q2_k':
+      return is('ffn_down') ? G.Q3_K : G.Q4_0; // attn_v (n_gqa < 4) and attn_output: Q3_K -> Q4_0
+    default: throw new Error(`no expectation for ${type}`);
   }
-  if (name.endsWith('ffn_down.weight')) return type === 'q4_k_m' && more ? GgmlType.Q6_K : GgmlType.Q4_K;
-  if (type === 'q4_k_m' && (name.endsWith('attn_v.weight') || name.endsWith('attn_k.weight')) && more) return GgmlType.Q8_0;
-  return GgmlType.Q4_0;
 }
 
 test('tiny-15m synthesizes in every type; the file reads back with the planned tensors and metadata', async () => {
@@ -90,7 +116,11 @@ test('tiny-15m synthesizes in every type; the file reads back with the planned t
     assert.equal(f.get('llama.rope.freq_base'), 10000);
     assert.equal(f.get('llama.attention.layer_norm_rms_epsilon'), Math.fround(1e-5));
     assert.equal(f.get('llama.vocab_size'), 32000);
-    assert.equal(f.get('general.file_type'), { f32: 0, f16: 1, q4_0: 2, q8_0: 7, q4_k: 14, q4_k_m: 15, q5_k_m: 17, bf16: 32 }[type]);
+    const ftypes: Record<string, number> = {
+      f32: 0, f16: 1, q4_0: 2, q4_1: 3, q8_0: 7, q5_0: 8, q5_1: 9, q2_k: 10, q3_k_s: 11, q3_k_m: 12, q3_k_l: 13,
+      q4_k: 14, q4_k_s: 14, q4_k_m: 15, q5_k_s: 16, q5_k_m: 17, q6_k: 18, iq4_nl: 25, iq4_xs: 30, bf16: 32,
+    }; // llama.h's llama_ftype
+    assert.equal(f.get('general.file_type'), ftypes[type]);
     assert.equal(f.get('tokenizer.ggml.model'), 'llama');
     assert.equal(f.getStringArray('tokenizer.ggml.tokens')!.length, 32000);
     assert.equal(f.getStringArray('tokenizer.ggml.tokens')![1], '<s>');
@@ -175,13 +205,13 @@ const PUBLISHED: Array<[string, number, number]> = [
 
 test('plans of the big presets match the published parameter counts, shapes and byte sizes', () => {
   for (const [name, params, count] of PUBLISHED) {
-    const plan = planSynth(name, 'q4_0');
+    const plan = planSynth(name, 'f16');
     const ropeFreqs = plan.tensors.find((t) => t.name === 'rope_freqs.weight')?.numElements ?? 0;
     assert.equal(plan.numParams - ropeFreqs, params, name);
     assert.equal(plan.tensors.length, count, name);
-    // q4_0 pure: 18 bytes per 32 weights for every matrix, 4 bytes per f32 vector value
+    // f16: 2 bytes per weight for every matrix, 4 bytes per f32 vector value
     let bytes = 0;
-    for (const t of plan.tensors) bytes += t.dims.length === 2 ? (t.numElements / 32) * 18 : t.numElements * 4;
+    for (const t of plan.tensors) bytes += t.dims.length === 2 ? t.numElements * 2 : t.numElements * 4;
     assert.equal(plan.tensors.reduce((s, t) => s + t.byteSize, 0), bytes, name);
     assert.ok(plan.fileSize >= bytes && plan.fileSize < bytes + plan.tensors.length * 4096 + (32 << 20), name); // + padding + header
   }
@@ -189,20 +219,21 @@ test('plans of the big presets match the published parameter counts, shapes and 
   assert.deepEqual(q.tensors.find((t) => t.name === 'token_embd.weight')!.dims, [896, 151936]);
   assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_k.weight')!.dims, [896, 128]);
   assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_k.bias')!.dims, [128]);
-  assert.equal(q.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!.type, GgmlType.Q4_0); // 896-wide rows
+  assert.equal(q.tensors.find((t) => t.name === 'blk.0.attn_q.weight')!.type, GgmlType.Q5_0); // 896-wide rows: Q4_K -> Q5_0
+  assert.equal(q.tensors.find((t) => t.name === 'token_embd.weight')!.type, GgmlType.Q8_0); // tied: the output's Q6_K -> Q8_0
   assert.equal(q.tensors.find((t) => t.name === 'blk.0.ffn_down.weight')!.type, GgmlType.Q6_K); // 4864 = 19 * 256
   assert.equal(q.metadata.find(([k]) => k === 'qwen2.rope.freq_base')![1].value, 1e6);
   assert.equal(q.metadata.find(([k]) => k === 'general.architecture')![1].value, 'qwen2');
 });
 
-test('q4_k_m on llama-2-7b: Q6_K output, Q6_K attn_v/ffn_down and Q5_K attn_k in 16 of 32 layers', () => {
+test('q4_k_m on llama-2-7b: Q6_K output, Q6_K attn_v/ffn_down in 16 of 32 layers, Q4_K elsewhere', () => {
   const plan = planSynth('llama-2-7b', 'q4_k_m');
   const byType = (suffix: string, type: GgmlType) => plan.tensors.filter((t) => t.name.endsWith(suffix) && t.type === type).length;
   // use_more_bits(i, 32): i < 4, i >= 28, and (i - 4) % 3 == 2 -> 6, 9, ..., 27 (8 layers): 16 in all
   assert.equal(byType('attn_v.weight', GgmlType.Q6_K), 16);
   assert.equal(byType('attn_v.weight', GgmlType.Q4_K), 16);
   assert.equal(byType('ffn_down.weight', GgmlType.Q6_K), 16);
-  assert.equal(byType('attn_k.weight', GgmlType.Q5_K), 16);
+  assert.equal(byType('attn_k.weight', GgmlType.Q4_K), 32);
   assert.equal(byType('attn_q.weight', GgmlType.Q4_K), 32);
   assert.equal(plan.tensors.find((t) => t.name === 'output.weight')!.type, GgmlType.Q6_K);
   assert.equal(plan.tensors.find((t) => t.name === 'token_embd.weight')!.type, GgmlType.Q4_K);
@@ -224,10 +255,11 @@ test('q5_k_m (llama.cpp Q5_K_M) on llama-2-7b and tinyllama: Q6_K output, attn_v
   assert.equal(plan.tensors.find((t) => t.name === 'blk.27.ffn_down.weight')!.type, GgmlType.Q6_K);
   assert.equal(plan.tensors.find((t) => t.name === 'blk.26.ffn_down.weight')!.type, GgmlType.Q5_K);
   assert.equal(plan.metadata.find(([k]) => k === 'general.file_type')![1].value, 17); // LLAMA_FTYPE_MOSTLY_Q5_K_M
-  // tinyllama: 22 layers; use_more_bits(i, 22): i < 2.75 (0, 1, 2), i >= 19.25 (20, 21), (i - 2) % 3 == 2 (4, 7, ..., 19)
+  // tinyllama: 22 layers; use_more_bits(i, 22) in C's integer arithmetic: i < 22/8 = 2 (0, 1),
+  // i >= 7*22/8 = 19 (19, 20, 21), (i - 2) % 3 == 2 (4, 7, ..., 19)
   const tl = planSynth('tinyllama-1.1b', 'q5_k_m');
   const more = tl.tensors.filter((t) => t.name.endsWith('attn_v.weight') && t.type === GgmlType.Q6_K).map((t) => Number(t.name.split('.')[1]));
-  assert.deepEqual(more, [0, 1, 2, 4, 7, 10, 13, 16, 19, 20, 21]);
+  assert.deepEqual(more, [0, 1, 4, 7, 10, 13, 16, 19, 20, 21]);
 });
 
 test('llama-3.2-1b rope_freqs: 15 ones, 3 interpolated, 14 x32 (hand-derived band edges)', () => {
