@@ -146,7 +146,7 @@ MatmulKernel simdKernel(GgmlType type);
 // 2 multiply ops per dword; 1 thread, n = k = 2048, CPU time, panels with prefetch): Q5_K
 // m=8 104-106 -> 104-105, m=16 104-105 -> 120, m=32 103-105 -> 137-140; Q6_K m=16 111-120 ->
 // 117-120, m=32 112-119 -> 127-131, m=64 113-121 -> 145-153.
-MatmulKernel repackedKernel(GgmlType type, int64_t m);
+MatmulKernel repackedKernel(GgmlType type, int64_t m);  // Q4_0, IQ4_NL, then the K-quants
 MatmulKernel repackedKernelK(GgmlType type, int64_t m);  // the K-quant half
 // Q8_0 register tiles of up to 4 weight x 4 activation rows for m >= 2 (matmul_x86_q8_0.cc);
 // nullptr below m = 2 or without AVX512-VNNI.

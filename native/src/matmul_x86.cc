@@ -15,6 +15,7 @@
 #include "matmul.h"
 
 #include "matmul_x86.h"
+#include "matmul_x86_nib.h"
 
 #include <cmath>
 #include <cstddef>
@@ -157,91 +158,6 @@ void runFloat(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows,
 }
 
 // ---- Q4_0 · Q8_0 and Q8_0 · Q8_0 ----
-// Q4_0 weights enter vpdpbusd unsigned as 0..15 (q - 8 wanted); each block's 8 dot lanes start
-// from the activation row's lane correction (packQ8_0: -sum(x) per lane), which takes the
-// offset back exactly, and the lanes are summed to the exact int32 block dot. Q8_0 needs exact
-// per-lane dots instead (its f32 steps keep 8 lanes, see tileQ8_0), so it uses ggml's sign
-// trick. The f32 steps of both are llama.cpp's, bit for bit (matmul.h).
-// (Tiles of 2 weight rows x 4 activation rows measured slower than 1 x 4: 89 vs 157 GFLOP/s at
-// m = 128, 12 vs 21 GB/s at m = 1 from L2. With VNNI the Q4_0 tile serves m = 1 only; m >= 2
-// takes the repacked panels, which at m = 1 streamed only 8 GB/s from DRAM against 14 here.)
-// Block b's dot as 8 int32 lanes whose sum is the exact integer dot.
-template <bool Q8>
-inline __m256i legacyBlockDotLanes(__m256i q, const Act& a, int64_t b) {
-  const __m256i xv = loadu(a.qs() + b * QK8_0);
-#if !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
-  if constexpr (Q8) {
-    // No VNNI: sign trick (|q| unsigned, sign moved onto x); maddubs pairs < 2 * 128 * 127.
-    const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-  }
-#endif
-  return dpbusd(_mm256_set1_epi32(a.sums32()[b]), q, xv);
-}
-
-template <bool Q8>
-inline __m256i legacyQuants(const uint8_t* w, int64_t b, float* dw) {
-  if constexpr (Q8) {
-    const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(w)[b];
-    *dw = h2f(blk.d);
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_xor_si256(loadu(blk.qs), _mm256_set1_epi8(static_cast<char>(0x80)));
-#else
-    return loadu(blk.qs);
-#endif
-  } else {
-    const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(w)[b];
-    *dw = h2f(blk.d);
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
-  }
-}
-
-// Lane sums of four int32 vectors: [sum(d0), sum(d1), sum(d2), sum(d3)] (exact).
-inline __m128i hsum4Epi32(__m256i d0, __m256i d1, __m256i d2, __m256i d3) {
-  const __m256i s0 = _mm256_add_epi32(_mm256_unpacklo_epi32(d0, d1), _mm256_unpackhi_epi32(d0, d1));
-  const __m256i s1 = _mm256_add_epi32(_mm256_unpacklo_epi32(d2, d3), _mm256_unpackhi_epi32(d2, d3));
-  const __m256i v = _mm256_add_epi32(_mm256_unpacklo_epi64(s0, s1), _mm256_unpackhi_epi64(s0, s1));
-  return _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-}
-
-// Q4_0: llama.cpp's x86 backend runs Q4_0 through its repacked q4_0x8 GEMV/GEMM (REPACK
-// buffer): per output one f32 accumulator, acc = fma(float(block dot), d_w * d_x, acc) over the
-// blocks in order. We do the same steps, so the results are bitwise llama.cpp's.
-template <int NX>
-void tileQ4_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
-  float acc[NX];
-  for (int i = 0; i < NX; i++) acc[i] = 0.0f;
-  const int64_t nb = k / QK8_0;
-  int64_t b = 0;
-  // Four blocks at a time: four lane sums in one reduction, then four FMAs in block order.
-  for (; b + 4 <= nb; b += 4) {
-    float dw[4];
-    __m256i q[4];
-    for (int t = 0; t < 4; t++) q[t] = legacyQuants<false>(w, b + t, &dw[t]);
-    const __m128 dw4 = _mm_loadu_ps(dw);
-    for (int i = 0; i < NX; i++) {
-      __m256i d[4];
-      for (int t = 0; t < 4; t++) d[t] = legacyBlockDotLanes<false>(q[t], a[i], b + t);
-      alignas(16) float f[4], sc[4];
-      _mm_store_ps(f, _mm_cvtepi32_ps(hsum4Epi32(d[0], d[1], d[2], d[3])));
-      _mm_store_ps(sc, _mm_mul_ps(dw4, _mm_loadu_ps(a[i].d() + b)));
-      float ac = acc[i];
-      for (int t = 0; t < 4; t++) ac = std::fma(f[t], sc[t], ac);
-      acc[i] = ac;
-    }
-  }
-  for (; b < nb; b++) {
-    float dwt;
-    const __m256i qt = legacyQuants<false>(w, b, &dwt);
-    for (int i = 0; i < NX; i++) {
-      const float v = static_cast<float>(hsumEpi32(legacyBlockDotLanes<false>(qt, a[i], b)));
-      acc[i] = std::fma(v, dwt * a[i].d()[b], acc[i]);
-    }
-  }
-  for (int i = 0; i < NX; i++) out[i * ldo] = acc[i];
-}
-
 // Q8_0: llama.cpp's x86 backend has no repacked Q8_0 layout; both its prompt path (llamafile
 // tinyBLAS_Q0_AVX) and its decode path (ggml_vec_dot_q8_0_q8_0) keep 8 f32 lanes, lane l taking
 // the exact dot of bytes 4l..4l+3 of each block: acc_l = fma(d_w * d_x, float(dot_l), acc_l),
@@ -272,54 +188,7 @@ void tileQ8_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
   for (int i = 0; i < NX; i++) out[i * ldo] = hsum(acc[i]);
 }
 
-// ---- Q4_0, m = 1: eight weight rows at a time, one f32 lane per row ----
-// tileQ4_0<1> spends most of its ops per block on one row's horizontal reduction, the f16
-// scale (scalar convert, store, reload) and scalar FMAs. Here 8 consecutive weight rows share
-// each activation block load; their 8 lane vectors are reduced together by a transpose-add
-// (lane r = row r's exact block dot), the 8 row scales are widened by one vcvtph2ps, and one
-// 8-lane FMA per block does every row's step acc = fma(float(dot), d_w * d_x, acc) in block
-// order, so the result is bitwise that of tileQ4_0<1> (and llama.cpp's, matmul.h).
-// Measured (H13, 1 thread, process CPU time, loaded machine; Q4_0 5632x2048, m = 1):
-//   weights in L2: tileQ4_0<1> 12.4 GB/s, this kernel 21 GB/s;
-//   from DRAM (40 rotated copies): tileQ4_0<1> 11.7-11.9, this kernel without software
-//   prefetch 7.0, with the next 8 rows prefetched to L2 15.6 (T0 hint: 10.7).
-//   Whole tinyllama Q4_0 decode, 1 thread: 49 -> 40-41 ms CPU per token.
-
-void gemv8Q4_0(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float* out, const uint8_t* next) {
-  __m256 acc = _mm256_setzero_ps();  // lane r = weight row r
-  const __m256i shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  const int64_t nb = k / QK8_0;
-  for (int64_t b = 0; b < nb; b++) {
-    const uint8_t* blk = w + static_cast<size_t>(b) * sizeof(BlockQ4_0);
-    // The next 8 rows (8 * 18 * nb bytes = 2.25 cache lines per block) into L2, 3 lines per
-    // block: the hardware prefetcher does not follow 8 interleaved row streams well.
-    const char* pf = reinterpret_cast<const char*>(next) + b * 192;
-    _mm_prefetch(pf, _MM_HINT_T1);
-    _mm_prefetch(pf + 64, _MM_HINT_T1);
-    _mm_prefetch(pf + 128, _MM_HINT_T1);
-    const __m256i xv = loadu(a.qs() + b * QK8_0);
-    const __m256i corr = _mm256_set1_epi32(a.sums32()[b]);
-    __m256i d[8];
-    __m128i head[8];  // the first 16 bytes of each row's block: f16 scale in word 0
-    for (int r = 0; r < 8; r++) {
-      const uint8_t* q = blk + r * wStride;
-      head[r] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
-      // nibbles 0..15: both 128-bit halves hold the 16 bytes, the high half shifted down by 4
-      const __m256i raw = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 2)));
-      d[r] = dpbusd(corr, _mm256_and_si256(_mm256_srlv_epi32(raw, shift), mask), xv);
-    }
-    const __m256 f = _mm256_cvtepi32_ps(hsum8Epi32(d));
-    // word 0 of the 8 heads -> [d0, ..., d7] in 7 unpacks. Against 8 scalar loads + vpinsrw
-    // (same binary, alternating runs): L2 18.0 -> 19.5 GB/s, DRAM 13.3-14.2 -> 13.7-15.0.
-    const __m128i h01 = _mm_unpacklo_epi16(head[0], head[1]), h23 = _mm_unpacklo_epi16(head[2], head[3]);
-    const __m128i h45 = _mm_unpacklo_epi16(head[4], head[5]), h67 = _mm_unpacklo_epi16(head[6], head[7]);
-    const __m128i h0123 = _mm_unpacklo_epi32(h01, h23), h4567 = _mm_unpacklo_epi32(h45, h67);
-    const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(h0123, h4567));
-    acc = _mm256_fmadd_ps(f, _mm256_mul_ps(dw, _mm256_set1_ps(a.d()[b])), acc);
-  }
-  _mm256_storeu_ps(out, acc);
-}
+// ---- Q4_0, m = 1 and row tiles: matmul_x86_nib.h (shared with IQ4_NL) ----
 
 // ---- Q4_K / Q5_K · Q8_K ----
 // Per super-block: sumi = sum_j sc[j] * dot(q_j, x_j) over 8 sub-blocks of 32 (q unsigned),
@@ -731,6 +600,11 @@ void gemv8Q6_K(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float*
 
 
 template <int NX>
+void tileQ4_0(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
+  tileNib<NibQ4_0, NX>(w, a, k, out, ldo);
+}
+
+template <int NX>
 void tileF32(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo) {
   tileFloat<0, NX>(w, a, k, out, ldo);
 }
@@ -764,7 +638,7 @@ MatmulKernel simdKernel(GgmlType type) {
     case GgmlType::F32: return floatKernel<0>;
     case GgmlType::F16: return floatKernel<1>;
     case GgmlType::BF16: return floatKernel<2>;
-    case GgmlType::Q4_0: return FLEXINFER_GEMV8(gemv8Q4_0, tileQ4_0);
+    case GgmlType::Q4_0: return FLEXINFER_GEMV8(gemv8Nib<NibQ4_0>, tileQ4_0);
     case GgmlType::Q8_0: return FLEXINFER_TILES(tileQ8_0);
     case GgmlType::Q4_K: return FLEXINFER_GEMV8(gemv8Q4_K, tileQ4_K);
     case GgmlType::Q5_K: return FLEXINFER_GEMV8(gemv8Q5_K, tileQ5_K);

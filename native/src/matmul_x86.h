@@ -60,6 +60,7 @@ struct Act {
   const float* d() const { return reinterpret_cast<const float*>(p + l->dOff); }
   const int32_t* sums32() const { return reinterpret_cast<const int32_t*>(p + l->sumOff); }
   const int16_t* sums16() const { return reinterpret_cast<const int16_t*>(p + l->sumOff); }
+  const float* sumsF() const { return reinterpret_cast<const float*>(p + l->sumOff); }  // Q8_1: s per block
 };
 
 

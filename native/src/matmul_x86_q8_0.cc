@@ -1,5 +1,7 @@
 // Q8_0 weights against several activation rows (prompt processing, batches), AVX512-VNNI:
 // register tiles of R weight rows x C activation rows (up to 4 x 4), 8 f32 lanes per output.
+// The tile itself is generic over the 8-lane block types (matmul_x86_tiles8.h; Q5_0, Q4_1,
+// Q5_1 use it too); what follows is its design and the measurements made on Q8_0.
 //
 // The f32 steps per output are those of tileQ8_0 (matmul_x86.cc) and of llama.cpp's Q8_0 paths
 // (matmul.h): lane l of block b holds the exact int32 dot of bytes 4l..4l+3,
@@ -54,141 +56,23 @@
 // Q8_0 steps, 8 lanes per output, do not allow.)
 #include "matmul.h"
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__) && defined(__AVX512VNNI__) && defined(__AVX512VL__)
-#define FLEXINFER_MATMUL_Q8_0_TILES 1
-#include <immintrin.h>
-#endif
-
-#include <cstdint>
-#include <cstring>
-
-#include "quants.h"
+#include "matmul_x86_tiles8.h"
 
 namespace flexinfer {
 
-#ifdef FLEXINFER_MATMUL_Q8_0_TILES
+#ifdef FLEXINFER_MATMUL_TILES8
 
 namespace {
 
-constexpr int kR = 4;  // weight rows per tile
-constexpr int kC = 4;  // activation rows per tile
-
-inline __m256i loadu(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// The horizontal sum of tileQ8_0 / llama.cpp's hsum_float_8, same order.
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// Blocks per chunk: the scales of a chunk are formed first, then its dots (see tile).
-constexpr int kChunk = 32;
-
-// out[i * ldo + r] for weight rows r < R (row r at w + r * wStride) and activation rows i < C.
-template <int R, int C>
-void tile(const uint8_t* w, size_t wStride, const int8_t* const* xq, const float* const* xd, int64_t nb, float* out,
-          int64_t ldo) {
-  __m256 acc[R][C];
-  for (int r = 0; r < R; r++)
-    for (int i = 0; i < C; i++) acc[r][i] = _mm256_setzero_ps();
-  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-  const __m256i bias = _mm256_set1_epi32(4 * 128 * 128);
-  // The rows after this tile's, for prefetches only (may lie past the matrix: never read).
-  const char* next = reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(w) + R * wStride);
-  alignas(64) float s[kChunk][C][4];  // s[c][i][r] = d_w(r) * d_x(i) of block b0 + c, f32 as in tileQ8_0
-  for (int64_t b0 = 0; b0 < nb; b0 += kChunk) {
-    const int nc = static_cast<int>(nb - b0 < kChunk ? nb - b0 : kChunk);
-    // 1. The chunk's scale products, ahead of its dots. Formed inside the block loop, their
-    // chain (f16 loads, widening, multiply, store, broadcast load) apparently held the FMAs
-    // back: standalone 4 x 4 tile on cached data, 1 thread, 130 -> 154 GFLOP/s with chunks
-    // (16 to 64 blocks per chunk within 1%).
-    for (int c = 0; c < nc; c++) {
-      const int64_t b = b0 + c;
-      uint64_t dh = 0;  // the R f16 weight scales (rows past R: 0)
-      for (int r = 0; r < R; r++) {
-        uint16_t h;
-        std::memcpy(&h, w + static_cast<size_t>(r) * wStride + static_cast<size_t>(b) * sizeof(BlockQ8_0), 2);
-        dh |= static_cast<uint64_t>(h) << (16 * r);
-      }
-      const __m128 dw = _mm_cvtph_ps(_mm_cvtsi64_si128(static_cast<int64_t>(dh)));
-      for (int i = 0; i < C; i++) _mm_store_ps(s[c][i], _mm_mul_ps(dw, _mm_set1_ps(xd[i][b])));
-    }
-    // Read back through a pointer the compiler cannot trace to s: the FMAs then broadcast
-    // s[c][i][r] by their load ({1to8}), where GCC would otherwise pick lane r out of a
-    // register with two shuffles per output.
-    const float* sp = &s[0][0][0];
-    asm("" : "+r"(sp));
-    // 2. The dots.
-    for (int c = 0; c < nc; c++, sp += C * 4) {
-      const int64_t b = b0 + c;
-      __m256i q[R], corr[R];
-      for (int r = 0; r < R; r++) {
-        q[r] = loadu(w + static_cast<size_t>(r) * wStride + static_cast<size_t>(b) * sizeof(BlockQ8_0) + 2);
-        // In a register: vpdpbusd with its weight operand from memory (GCC's choice when
-        // it may) measured slower, also with the weights repacked aligned (standalone 4 x 4
-        // tile: 109-121 vs 132-154 GFLOP/s).
-        asm("" : "+v"(q[r]));
-        // (q + 128) * -128 summed per lane, + 4 * 128 * 128 = -128 * sum(q): exact. Loading it
-        // instead from a table made once per call (or interleaved with the quants in a repacked
-        // panel) was no faster, standalone 149-155 vs 153 GFLOP/s; without any correction work
-        // the tile would run at ~168, so this is the one overhead left that would pay to remove.
-        corr[r] = _mm256_dpbusd_epi32(bias, _mm256_xor_si256(q[r], flip), flip);
-      }
-      {
-        // The next R rows (contiguous, R * wStride bytes) over this tile's nb blocks, 3 lines
-        // per block: kR * 34 = 136 bytes, into L2 (better than L1, table above). Only the
-        // first activation tile needs it (then the lines are cached), but skipping it for the
-        // others measured no faster. Prefetching the same rows a chunk or more ahead instead
-        // did not help (m = 2 from DRAM: 32 GFLOP/s either way).
-        const char* pf = next + static_cast<size_t>(b) * kR * sizeof(BlockQ8_0);
-        _mm_prefetch(pf, _MM_HINT_T1);
-        _mm_prefetch(pf + 64, _MM_HINT_T1);
-        _mm_prefetch(pf + 128, _MM_HINT_T1);
-      }
-      for (int i = 0; i < C; i++) {
-        const __m256i xu = _mm256_xor_si256(loadu(xq[i] + b * QK8_0), flip);  // x + 128, unsigned
-        for (int r = 0; r < R; r++) {
-          const __m256i lanes = _mm256_dpbusd_epi32(corr[r], xu, q[r]);
-          acc[r][i] = _mm256_fmadd_ps(_mm256_set1_ps(sp[4 * i + r]), _mm256_cvtepi32_ps(lanes), acc[r][i]);
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; r++)
-    for (int i = 0; i < C; i++) out[i * ldo + r] = hsum(acc[r][i]);
-}
-
-using TileFn = void (*)(const uint8_t*, size_t, const int8_t* const*, const float* const*, int64_t, float*, int64_t);
-
-template <int R>
-constexpr TileFn kRow[kC] = {tile<R, 1>, tile<R, 2>, tile<R, 3>, tile<R, 4>};
-const TileFn* const kTiles[kR] = {kRow<1>, kRow<2>, kRow<3>, kRow<4>};
-
-// Activation tiles outer (C rows, ~9 KiB at k = 2048, stay in L1), weight rows inner.
-void kernelQ8_0Tiles(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k,
-                     float* out, int64_t ldo) {
-  const int64_t nb = k / QK8_0;
-  for (int64_t i = 0; i < nx; i += kC) {
-    const int cnt = static_cast<int>(nx - i < kC ? nx - i : kC);
-    const int8_t* xq[kC];
-    const float* xd[kC];
-    for (int t = 0; t < cnt; t++) {
-      const uint8_t* p = a.base + static_cast<size_t>(i + t) * a.stride;
-      xq[t] = reinterpret_cast<const int8_t*>(p + a.layout.qsOff);
-      xd[t] = reinterpret_cast<const float*>(p + a.layout.dOff);
-    }
-    for (int64_t r = 0; r < nw; r += kR) {
-      const int rows = static_cast<int>(nw - r < kR ? nw - r : kR);
-      kTiles[rows - 1][cnt - 1](w + static_cast<size_t>(r) * wStride, wStride, xq, xd, nb, out + i * ldo + r, ldo);
-    }
-  }
-}
+struct WQ8_0 {
+  using Block = BlockQ8_0;
+  static constexpr bool kMin = false;
+  static __m256i quants(const Block& b) { return x86::loadu(b.qs); }
+};
 
 }  // namespace
 
-MatmulKernel batchKernelQ8_0(int64_t m) { return m >= 2 ? kernelQ8_0Tiles : nullptr; }
+MatmulKernel batchKernelQ8_0(int64_t m) { return m >= 2 ? x86::tiles8Kernel<WQ8_0> : nullptr; }
 
 #else
 

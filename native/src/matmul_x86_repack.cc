@@ -1,10 +1,11 @@
-// Prompt-processing path (many activation rows) for Q4_0 weights with AVX512-VNNI (the Q8_0
-// variant below is kept but not dispatched: see repackedKernel):
+// Prompt-processing path (many activation rows) for Q4_0 and IQ4_NL weights with AVX512-VNNI
+// (the Q8_0 variant below is kept but not dispatched: see repackedKernel):
 // weight rows are repacked, 8 at a time, so that each int32 lane of a vector belongs to one
 // weight row.
 //
 //   panel block b (288 bytes):  W_t (t = 0..7), 32 bytes each: lane r = bytes 4t..4t+3 of
-//                               row r's 32 unsigned quants (Q4_0: q, Q8_0: q + 128)
+//                               row r's 32 unsigned quants (Q4_0: q, Q8_0: q + 128, IQ4_NL:
+//                               its table value + 128)
 //                               then 8 f32: the 8 rows' block scales.
 //
 // A block's dot for 8 rows and one activation row is then 8 vpdpbusd against the activation's
@@ -36,9 +37,14 @@ constexpr size_t kPanelBlockBytes = 8 * 32 + 8 * 4;
 
 thread_local AlignedScratch tlsPanel;
 
-// Repacks rows [0, rows) (rows <= 8) of a Q4_0 / Q8_0 matrix into `panel`; missing rows are zero
-// (scale 0, so their lanes compute 0 and are not stored).
-template <bool Q8>
+enum class Kind { Q4_0, Q8_0, IQ4_NL };
+
+// kIQ4Values + 128 (unsigned), for vpshufb.
+alignas(16) constexpr uint8_t kIQ4Values128[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
+
+// Repacks rows [0, rows) (rows <= 8) of a Q4_0 / Q8_0 / IQ4_NL matrix into `panel`; missing rows
+// are zero (scale 0, so their lanes compute 0 and are not stored).
+template <Kind K>
 void repack(const uint8_t* w, size_t wStride, int rows, int64_t nb, uint8_t* panel) {
   const __m256i mask = _mm256_set1_epi8(0x0F);
   for (int64_t b = 0; b < nb; b++) {
@@ -49,15 +55,19 @@ void repack(const uint8_t* w, size_t wStride, int rows, int64_t nb, uint8_t* pan
       __m256i v = _mm256_setzero_si256();
       float d = 0.0f;
       if (r < rows) {
-        if constexpr (Q8) {
+        if constexpr (K == Kind::Q8_0) {
           const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(w + r * wStride)[b];
           v = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs)),
                                _mm256_set1_epi8(static_cast<char>(0x80)));
           d = _cvtsh_ss(blk.d);
-        } else {
+        } else {  // Q4_0 and IQ4_NL share the block layout
           const BlockQ4_0& blk = reinterpret_cast<const BlockQ4_0*>(w + r * wStride)[b];
           const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
           v = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
+          if constexpr (K == Kind::IQ4_NL) {
+            const __m256i lut = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4Values128)));
+            v = _mm256_shuffle_epi8(lut, v);
+          }
           d = _cvtsh_ss(blk.d);
         }
       }
@@ -108,14 +118,14 @@ void panelTile(const uint8_t* panel, int64_t nb, const uint8_t* const* xq, const
   }
 }
 
-template <bool Q8>
+template <Kind K>
 void runRepacked(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k, float* out,
                  int64_t ldo) {
   const int64_t nb = k / QK8_0;
   uint8_t* panel = tlsPanel.get(static_cast<size_t>(nb) * kPanelBlockBytes);
   for (int64_t r0 = 0; r0 < nw; r0 += kPanelRows) {
     const int rows = static_cast<int>(nw - r0 < kPanelRows ? nw - r0 : kPanelRows);
-    repack<Q8>(w + static_cast<size_t>(r0) * wStride, wStride, rows, nb, panel);
+    repack<K>(w + static_cast<size_t>(r0) * wStride, wStride, rows, nb, panel);
     for (int64_t i = 0; i < nx; i += 4) {
       const int cnt = static_cast<int>(nx - i < 4 ? nx - i : 4);
       const uint8_t* xq[4];
@@ -144,7 +154,9 @@ MatmulKernel repackedKernel(GgmlType type, int64_t m) {
   switch (type) {
     // From m = 2 (m = 1 streams weights faster through the row tiles: 14 vs 8 GB/s from DRAM);
     // both do the same canonical f32 steps, so rows stay batch-invariant.
-    case GgmlType::Q4_0: return m >= 2 ? runRepacked<false> : nullptr;
+    case GgmlType::Q4_0: return m >= 2 ? runRepacked<Kind::Q4_0> : nullptr;
+    // IQ4_NL: the same steps (llama.cpp's iq4_nl_8x8 kernels are its q4_0x8 ones with a table)
+    case GgmlType::IQ4_NL: return m >= 2 ? runRepacked<Kind::IQ4_NL> : nullptr;
     // Q8_0 keeps the row tiles at every m: llama.cpp's Q8_0 sums 8 lanes per block (see
     // tileQ8_0), which a panel holding one lane per weight row cannot reproduce.
     case GgmlType::Q8_0: return nullptr;

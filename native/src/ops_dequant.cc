@@ -1,10 +1,13 @@
 // Row dequantization for embeddings: getRows (token ids -> f32 rows of a ggml tensor) and
-// dequantizeRow (one contiguous run of bytes, for tables streamed row by row).
+// dequantizeRow (one contiguous run of bytes, for tables streamed row by row); the row
+// dequantizer of every type (the `dequant` of type_traits.h).
 //
 // Each type's formula and operation order follow ggml's dequantize_row_* (ggml-quants.c), so
 // values match llama.cpp's get_rows: Q4_K/Q5_K compute d1 = d * sc and m1 = dmin * m first,
-// then d1 * q - m1; Q6_K computes d * sc * q left to right.
+// then d1 * q - m1; Q6_K computes d * sc * q left to right; Q2_K dl * q - ml; Q4_1 / Q5_1
+// q * d + m.
 #include <algorithm>
+#include <type_traits>
 #include <string>
 
 #include "ops_common.h"
@@ -104,6 +107,77 @@ void dequantQ6K(float* y, const uint8_t* src, int64_t nb) {
   }
 }
 
+// Q4_1 / Q5_0 / Q5_1: x = q * d + m (two roundings) or (q - 16) * d.
+template <GgmlType T>
+void dequantLegacy(float* y, const uint8_t* src, int64_t nb) {
+  using B = std::conditional_t<T == GgmlType::Q4_1, BlockQ4_1, std::conditional_t<T == GgmlType::Q5_0, BlockQ5_0, BlockQ5_1>>;
+  for (int64_t i = 0; i < nb; i++, y += 32) {
+    B b;
+    std::memcpy(&b, src + i * sizeof(B), sizeof b);
+    int q[32];
+    if constexpr (T == GgmlType::Q4_1) legacyQuants32(b.qs, nullptr, q);
+    else legacyQuants32(b.qs, b.qh, q);
+    const float d = f16ToF32(b.d);
+    if constexpr (T == GgmlType::Q5_0) {
+      for (int j = 0; j < 32; j++) y[j] = static_cast<float>(q[j] - 16) * d;
+    } else {
+      const float m = f16ToF32(b.m);
+      for (int j = 0; j < 32; j++) y[j] = static_cast<float>(q[j]) * d + m;
+    }
+  }
+}
+
+
+void dequantQ2K(float* y, const uint8_t* src, int64_t nb) {
+  for (int64_t i = 0; i < nb; i++) {
+    BlockQ2K b;
+    std::memcpy(&b, src + i * sizeof b, sizeof b);
+    const float d = f16ToF32(b.d), min = f16ToF32(b.dmin);
+    for (int e = 0; e < QK_K; e += 16) {
+      const uint8_t sc = b.scales[e >> 4];  // ggml walks the sub-blocks in element order
+      const float dl = d * static_cast<float>(sc & 0xF), ml = min * static_cast<float>(sc >> 4);
+      for (int l = 0; l < 16; l++) *y++ = dl * static_cast<float>(q2At(b.qs, e + l)) - ml;
+    }
+  }
+}
+
+void dequantQ3K(float* y, const uint8_t* src, int64_t nb) {
+  for (int64_t i = 0; i < nb; i++) {
+    BlockQ3K b;
+    std::memcpy(&b, src + i * sizeof b, sizeof b);
+    int8_t sc[16];
+    q3Scales(b.scales, sc);
+    const float d = f16ToF32(b.d);
+    for (int e = 0; e < QK_K; e += 16) {
+      // ggml walks the sub-blocks in element order: is = e / 16
+      const float dl = d * static_cast<float>(sc[e >> 4]);
+      for (int l = 0; l < 16; l++) *y++ = dl * static_cast<float>(q3At(b, e + l));
+    }
+  }
+}
+
+
+void dequantIQ4NL(float* y, const uint8_t* src, int64_t nb) {
+  for (int64_t i = 0; i < nb; i++, y += 32) {
+    BlockIQ4NL b;
+    std::memcpy(&b, src + i * sizeof b, sizeof b);
+    const float d = f16ToF32(b.d);
+    for (int j = 0; j < 32; j++) y[j] = d * static_cast<float>(iq4At(b.qs, j));
+  }
+}
+
+void dequantIQ4XS(float* y, const uint8_t* src, int64_t nb) {
+  for (int64_t i = 0; i < nb; i++) {
+    BlockIQ4XS b;
+    std::memcpy(&b, src + i * sizeof b, sizeof b);
+    const float d = f16ToF32(b.d);
+    for (int ib = 0; ib < 8; ib++, y += 32) {
+      const float dl = d * static_cast<float>(iq4xsScale(b, ib));
+      for (int j = 0; j < 32; j++) y[j] = dl * static_cast<float>(iq4At(b.qs + 16 * ib, j));
+    }
+  }
+}
+
 // Dequantizes n elements (whole blocks) of `type` at src into y.
 static void dequantize(float* y, const uint8_t* src, const TypeTraits& t, int64_t n, bool scalar) {
   switch (t.type) {
@@ -125,7 +199,7 @@ static void dequantize(float* y, const uint8_t* src, const TypeTraits& t, int64_
         y[i] = bf16ToF32(h);
       }
       break;
-    default: t.k.dequant(y, src, n / t.blockSize); break;
+    default: t.dequant(y, src, n / t.blockSize); break;
   }
 }
 
@@ -186,13 +260,21 @@ static Napi::Value DequantizeRow(const Napi::CallbackInfo& info) {
 
 }  // namespace ops
 
-DequantFn baseDequant(GgmlType type) {
+DequantFn dequantRow(GgmlType type) {
+  using G = GgmlType;
   switch (type) {
-    case GgmlType::Q4_0: return ops::dequantQ4_0;
-    case GgmlType::Q8_0: return ops::dequantQ8_0;
-    case GgmlType::Q4_K: return ops::dequantQ4K;
-    case GgmlType::Q5_K: return ops::dequantQ5K;
-    case GgmlType::Q6_K: return ops::dequantQ6K;
+    case G::Q4_0: return ops::dequantQ4_0;
+    case G::Q4_1: return ops::dequantLegacy<G::Q4_1>;
+    case G::Q5_0: return ops::dequantLegacy<G::Q5_0>;
+    case G::Q5_1: return ops::dequantLegacy<G::Q5_1>;
+    case G::Q8_0: return ops::dequantQ8_0;
+    case G::Q2_K: return ops::dequantQ2K;
+    case G::Q3_K: return ops::dequantQ3K;
+    case G::Q4_K: return ops::dequantQ4K;
+    case G::Q5_K: return ops::dequantQ5K;
+    case G::Q6_K: return ops::dequantQ6K;
+    case G::IQ4_NL: return ops::dequantIQ4NL;
+    case G::IQ4_XS: return ops::dequantIQ4XS;
     default: return nullptr;  // F32 / F16 / BF16: converted in place (dequantize above)
   }
 }

@@ -216,4 +216,26 @@ inline int iq4xsScale(const BlockIQ4XS& b, int ib) {
   return (((b.scalesL[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scalesH >> (2 * ib)) & 3) << 4)) - 32;
 }
 
+// The 32 quants of a Q4_1 / Q5_0 / Q5_1 block in element order (low nibbles = elements 0..15,
+// high = 16..31), with the fifth bit of element j from bit j of qh (Q5_*; qh null for Q4_1).
+inline void legacyQuants32(const uint8_t* qs, const uint8_t* qh, int* q) {
+  uint32_t h = 0;
+  if (qh) std::memcpy(&h, qh, 4);
+  for (int j = 0; j < 16; j++) {
+    q[j] = (qs[j] & 0xF) | static_cast<int>(((h >> j) & 1) << 4);
+    q[j + 16] = (qs[j] >> 4) | static_cast<int>(((h >> (j + 16)) & 1) << 4);
+  }
+}
+
+// Quant of element e (0..255) of a Q2_K / Q3_K block's 2-bit field: element 128h + 32g + l sits
+// in bits 2g.. of qs[32h + l].
+inline int q2At(const uint8_t* qs, int e) { return (qs[32 * (e >> 7) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3; }
+
+// Q3_K quant of element e, -4..3: the high bit of element e is bit e / 32 of hmask[e % 32];
+// without it the quant is q - 4.
+inline int q3At(const BlockQ3K& b, int e) { return q2At(b.qs, e) - ((b.hmask[e & 31] >> (e >> 5)) & 1 ? 0 : 4); }
+
+// Table value of element j (0..31) of an IQ4 block of 32 (16 nibble bytes, as Q4_0).
+inline int iq4At(const uint8_t* qs, int j) { return kIQ4Values[j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4]; }
+
 }  // namespace flexinfer

@@ -28,7 +28,6 @@ using BatchKernelFn = MatmulKernel (*)(int64_t m);
 
 // What a family file provides for one type.
 struct TypeKernels {
-  DequantFn dequant;
   MatmulKernel scalar;  // portable reference: the SIMD paths are tested against it
   MatmulKernel simd;    // row tiles and 8-row m = 1 kernels; nullptr where the build has none
   BatchKernelFn batch;  // repacked panels / register tiles for m rows; nullptr if none
@@ -43,6 +42,7 @@ struct TypeTraits {
   // Q8_0 activations: the per-block lane correction packQ8_0 stores is actCorr * sum(q)
   // (the unsigned offset of weights fed to vpdpbusd, spread over 8 lanes); 0 if unused.
   int actCorr;
+  DequantFn dequant;  // ggml's dequantize_row_* (ops_dequant.cc); nullptr for F32 / F16 / BF16
   TypeKernels k;
 };
 
@@ -55,7 +55,7 @@ const char* supportedTypeNames();
 TypeKernels legacyKernels(GgmlType type);  // matmul_legacy.cc
 TypeKernels k23Kernels(GgmlType type);     // matmul_k23.cc
 TypeKernels iq4Kernels(GgmlType type);     // matmul_iq4.cc
-// The first types' dequantizers (ops_dequant.cc).
-DequantFn baseDequant(GgmlType type);
+// The row dequantizer of a block type (ops_dequant.cc).
+DequantFn dequantRow(GgmlType type);
 
 }  // namespace flexinfer
