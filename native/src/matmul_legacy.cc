@@ -195,7 +195,7 @@ struct Tile8W {
 };
 template <GgmlType T>
 MatmulKernel batchLegacy(int64_t m) {
-  return m >= 2 ? tiles8Kernel<Tile8W<T>> : nullptr;
+  return m >= 2 ? decodedTilesKernel<Tile8W<T>> : nullptr;
 }
 #endif
 
