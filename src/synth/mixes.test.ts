@@ -139,6 +139,17 @@ test("the main K mixes equal llama_model_quantize on a narrow Qwen2 (rows of 384
   checkPreset(p, await llamaCppTypes(p, ['q4_k_m', 'q3_k_m', 'q2_k']));
 });
 
+// Opt-in (FLEXINFER_FULL_MIXES=1): every mix at the full shapes of qwen2.5-0.5b and
+// tinyllama-1.1b (F16 files of 1 and 2.2 GB, quantized 18 times by llama.cpp: ~15 min here).
+if (process.env.FLEXINFER_FULL_MIXES) {
+  for (const name of ['qwen2.5-0.5b', 'tinyllama-1.1b']) {
+    test(`every mix equals llama_model_quantize on full-size ${name}`, { timeout: 3_600_000 }, async () => {
+      const p = SYNTH_PRESETS[name]!;
+      checkPreset(p, await llamaCppTypes(p, MIXES));
+    });
+  }
+}
+
 // ---- the rules by hand, for the branches the files above do not reach ----
 
 test('use_more_bits and the fallbacks, hand-computed', () => {
