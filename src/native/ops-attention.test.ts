@@ -4,40 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { f16ToF32Array, f32ToF16, f32ToF16Array } from '../gguf/f16.js';
 import { attention, setKernelPath, storeKv } from './ops.js';
-import { assertClose, forEachPath, randomArray, rng } from './ops-testing.js';
-
-const f16Round = (x: number): number => f16ToF32Array(new Uint16Array([f32ToF16(x)]))[0]!;
-
-/** Naive attention: per (row, head) scores over [0, pos], softmax in float64, weighted V sum. */
-function attentionRef(
-  q: Float32Array, k: Uint16Array, v: Uint16Array, m: number, pos: Int32Array,
-  heads: number, kvHeads: number, hd: number, scale: number,
-): Float64Array {
-  const kf = f16ToF32Array(k), vf = f16ToF32Array(v);
-  const kvDim = kvHeads * hd, qDim = heads * hd, group = heads / kvHeads;
-  const out = new Float64Array(m * qDim);
-  for (let i = 0; i < m; i++) {
-    for (let h = 0; h < heads; h++) {
-      const qo = i * qDim + h * hd, ko = Math.floor(h / group) * hd;
-      const n = pos[i]! + 1;
-      const s = new Float64Array(n);
-      for (let j = 0; j < n; j++) {
-        let dot = 0;
-        for (let d = 0; d < hd; d++) dot += f16Round(q[qo + d]!) * kf[j * kvDim + ko + d]!;
-        s[j] = Math.fround(dot) * scale;
-      }
-      let max = -Infinity;
-      for (const x of s) max = Math.max(max, x);
-      let sum = 0;
-      for (let j = 0; j < n; j++) sum += (s[j] = Math.exp(s[j]! - max));
-      for (let j = 0; j < n; j++) {
-        const p = f16Round(s[j]! / sum);
-        for (let d = 0; d < hd; d++) out[qo + d] += p * vf[j * kvDim + ko + d]!;
-      }
-    }
-  }
-  return out;
-}
+import { assertClose, attentionRef, forEachPath, randomArray, rng } from './ops-testing.js';
 
 function randomF16(r: () => number, n: number, scale: number): Uint16Array {
   return f32ToF16Array(randomArray(r, n, scale));

@@ -90,6 +90,48 @@ export function attention(
   addon.opsAttention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale);
 }
 
+/** Tokens per block of the paged KV layout (vLLM's default block size). */
+export const PAGED_BLOCK_TOKENS = 16;
+
+/**
+ * Writes rows of K or V into a paged pool (vLLM's reshape_and_cache): row i goes to block
+ * slots[i] / 16, token slots[i] % 16. The pool is [numBlocks, numKvHeads, 16, headDim] f16.
+ */
+export function pagedStoreKv(
+  pool: Uint16Array, // [numBlocks, numKvHeads, 16, headDim] f16 bits
+  src: Float32Array, // [m, numKvHeads * headDim]
+  m: number,
+  numKvHeads: number,
+  headDim: number,
+  slots: Int32Array, // [m] block * 16 + offset
+): void {
+  addon.opsPagedStoreKv(pool, src, m, numKvHeads, headDim, slots);
+}
+
+/**
+ * Causal grouped-query attention for m query rows of any number of sequences whose K/V live in
+ * paged pools: row i attends kv positions [0, positions[i]] of the sequence whose block table is
+ * tables[rowTables[i] * tableStride, ... + tableStride). Same numerics as attention(): the
+ * results are bitwise equal to attention() over the same K/V stored contiguously.
+ */
+export function pagedAttention(
+  out: Float32Array, // [m, numHeads * headDim]
+  q: Float32Array, // [m, numHeads * headDim]
+  kPool: Uint16Array, // [numBlocks, numKvHeads, 16, headDim] f16 bits
+  vPool: Uint16Array, // [numBlocks, numKvHeads, 16, headDim] f16 bits
+  m: number,
+  positions: Int32Array, // [m]
+  rowTables: Int32Array, // [m] which table each row reads
+  tables: Int32Array, // [numTables, tableStride] block ids
+  tableStride: number,
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  scale: number,
+): void {
+  addon.opsPagedAttention(out, q, kPool, vPool, m, positions, rowTables, tables, tableStride, numHeads, numKvHeads, headDim, scale);
+}
+
 /** out[i] = silu(gate[i]) * up[i] (SwiGLU). out may be gate or up. */
 export function siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
   addon.opsSiluMul(out, gate, up, n);
