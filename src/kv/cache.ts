@@ -32,3 +32,29 @@ export interface KvCache {
   /** V of `seq` at `layer`: f16 bits, [maxContext, kvDim]. */
   values(seq: SeqId, layer: number): Uint16Array;
 }
+
+/**
+ * A KV cache whose K/V live in fixed blocks of one pool per layer (vLLM's PagedAttention), with
+ * no contiguous view of a sequence: keys()/values() throw, and the model reaches a sequence's
+ * rows through its block table (paged attention kernels; src/native/ops.ts).
+ *
+ * Pool of one layer's K (or V): [numBlocks, numKvHeads, blockTokens, headDim] f16 bits, where
+ * numKvHeads = kvDim / headDim. Position p of a sequence lives in block blockTable(seq)[p / 16].
+ */
+export interface PagedKvCache extends KvCache {
+  /** Tokens per block (16). */
+  readonly blockTokens: number;
+  /** Elements of one kv head's row in a block run. */
+  readonly headDim: number;
+  /** K pool of `layer`. */
+  keyPool(layer: number): Uint16Array;
+  /** V pool of `layer`. */
+  valuePool(layer: number): Uint16Array;
+  /** Block ids of `seq` in order; a view that is valid until the sequence's next ensure/truncate/release. */
+  blockTable(seq: SeqId): Int32Array;
+}
+
+/** Whether the cache is paged (reach K/V through block tables, not keys()/values()). */
+export function isPagedKvCache(cache: KvCache): cache is PagedKvCache {
+  return typeof (cache as Partial<PagedKvCache>).blockTable === 'function';
+}

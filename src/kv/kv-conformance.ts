@@ -1,5 +1,5 @@
 /**
- * One conformance suite run against every KvManager implementation (contiguous, vTensor).
+ * One conformance suite run against every KvManager implementation (contiguous, vTensor, paged).
  *
  * The reference model is deliberately independent of any layout: the K/V a sequence must hold
  * at position p is a pure function of its committed tokens [0, p] (as in a real model, where
@@ -9,7 +9,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { KvShape, SeqId } from './cache.js';
+import { isPagedKvCache, type KvShape, type SeqId } from './cache.js';
 import type { KvManager } from './manager.js';
 import { mulberry32 } from './random.js';
 
@@ -41,17 +41,32 @@ function expectedElem(stamp: number, layer: number, kv: number, i: number): numb
   return (Math.imul(stamp ^ (layer * 131 + kv * 7919 + i * 31), 0x9e3779b1) >>> 16) & 0xffff;
 }
 
+/**
+ * One layer's K and V of `seq` and where element i of position p sits in them: the sequence's
+ * own arrays (contiguous, vTensor), or the layer's pools through the block table (paged).
+ */
+function layerElements(m: KvManager, seq: SeqId, layer: number): { k: Uint16Array; v: Uint16Array; at: (p: number, i: number) => number } {
+  if (isPagedKvCache(m)) {
+    const table = m.blockTable(seq);
+    const { blockTokens: B, headDim: hd } = m;
+    const numKvHeads = m.shape.kvDim / hd;
+    const at = (p: number, i: number) => ((table[Math.floor(p / B)]! * numKvHeads + Math.floor(i / hd)) * B + (p % B)) * hd + (i % hd);
+    return { k: m.keyPool(layer), v: m.valuePool(layer), at };
+  }
+  const d = m.shape.kvDim;
+  return { k: m.keys(seq, layer), v: m.values(seq, layer), at: (p, i) => p * d + i };
+}
+
 /** Writes the expected K/V of positions [from, to) of `seq` (whose tokens are `tokens`). */
 export function writePattern(m: KvManager, seq: SeqId, tokens: Uint32Array, from: number, to: number): void {
   const stamps = prefixStamps(tokens);
   const d = m.shape.kvDim;
   for (let l = 0; l < m.shape.numLayers; l++) {
-    const k = m.keys(seq, l);
-    const v = m.values(seq, l);
+    const { k, v, at } = layerElements(m, seq, l);
     for (let p = from; p < to; p++) {
       for (let i = 0; i < d; i++) {
-        k[p * d + i] = expectedElem(stamps[p]!, l, 0, i);
-        v[p * d + i] = expectedElem(stamps[p]!, l, 1, i);
+        k[at(p, i)] = expectedElem(stamps[p]!, l, 0, i);
+        v[at(p, i)] = expectedElem(stamps[p]!, l, 1, i);
       }
     }
   }
@@ -62,14 +77,13 @@ export function checkPattern(m: KvManager, seq: SeqId, tokens: Uint32Array, what
   const stamps = prefixStamps(tokens);
   const d = m.shape.kvDim;
   for (let l = 0; l < m.shape.numLayers; l++) {
-    const k = m.keys(seq, l);
-    const v = m.values(seq, l);
+    const { k, v, at } = layerElements(m, seq, l);
     for (let p = 0; p < tokens.length; p++) {
       for (let i = 0; i < d; i++) {
         const ek = expectedElem(stamps[p]!, l, 0, i);
         const ev = expectedElem(stamps[p]!, l, 1, i);
-        if (k[p * d + i] !== ek || v[p * d + i] !== ev) {
-          assert.fail(`${what}: seq ${seq} layer ${l} pos ${p} elem ${i}: K ${k[p * d + i]} (want ${ek}), V ${v[p * d + i]} (want ${ev})`);
+        if (k[at(p, i)] !== ek || v[at(p, i)] !== ev) {
+          assert.fail(`${what}: seq ${seq} layer ${l} pos ${p} elem ${i}: K ${k[at(p, i)]} (want ${ek}), V ${v[at(p, i)]} (want ${ev})`);
         }
       }
     }
