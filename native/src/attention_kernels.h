@@ -41,6 +41,9 @@ struct AttnScratch {
 // Up to this many query heads of one kv head are processed together (one work item): enough
 // to amortize the K/V conversion, while leaving items for every thread at decode (m = 1).
 static constexpr int64_t kMaxGroupHeads = 4;
+// When a call has work items enough for every thread anyway (a batch of sequences, a prompt),
+// up to this many: each K/V row is then converted once for up to 8 query heads.
+static constexpr int64_t kMaxGroupHeadsBusy = 8;
 
 // Keys per block of the grouped kernel: a block of K (then V) rows is converted to f32 once
 // and reused by every query head of the group (block = 64 rows * 128 dims * 4 B = 32 KiB max).
@@ -338,7 +341,10 @@ static void runAttention(float* out, const float* q, int64_t m, const int32_t* p
                          const AttnShape& s, const RowsOf& rowsOf) {
   const AttendGroupFn<Rows> attend = pickAttend<Rows>(s.headDim, useScalarKernels());
   const int64_t group = s.numHeads / s.numKvHeads;
-  const int64_t numSub = (group + kMaxGroupHeads - 1) / kMaxGroupHeads;
+  const bool busy = m * s.numKvHeads >= 4 * static_cast<int64_t>(ThreadPool::instance().threads());
+  const int64_t maxHeads = busy ? kMaxGroupHeadsBusy : kMaxGroupHeads;
+  const int64_t numSub = (group + maxHeads - 1) / maxHeads;
+  const size_t heads = static_cast<size_t>((group + numSub - 1) / numSub);  // most heads of an item
   const int64_t itemsPerRow = s.numKvHeads * numSub;
   // Grain 1: an item's cost grows with its position, dynamic chunks balance it. Small calls
   // (decode at short positions: m * numHeads * (maxPos + 1) * headDim below 2^17 multiply-adds
@@ -352,7 +358,6 @@ static void runAttention(float* out, const float* q, int64_t m, const int32_t* p
   parallelFor(items, grain, [&](int64_t b, int64_t e, int) {
     thread_local AttnScratch t;
     const int64_t stride = maxPos + 1;
-    const size_t heads = static_cast<size_t>(kMaxGroupHeads);
     if (t.scores.size() < heads * stride) t.scores.resize(heads * stride);
     t.scoresStride = stride;
     if (t.q.size() < heads * s.headDim) {

@@ -27,6 +27,8 @@
 // per head: scores over kv positions [0, pos], softmax, weighted sum of V rows. The heads
 // of a sub-group share each f16 -> f32 conversion of K and V. The kernels themselves are in
 // attention_kernels.h, shared with the paged layout (ops_attention_paged.cc).
+#include <vector>
+
 #include "attention_kernels.h"
 #include "registry.h"
 
@@ -68,6 +70,71 @@ static Napi::Value Attention(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// The typed arrays of a JS array argument (one per sequence).
+static std::vector<Span<uint16_t>> argArrayList(const Napi::CallbackInfo& info, size_t i, const char* fn,
+                                                const char* name) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsArray()) throwType(env, fn, std::string(name) + " must be an array of Uint16Array");
+  Napi::Array a = info[i].As<Napi::Array>();
+  std::vector<Span<uint16_t>> out;
+  for (uint32_t j = 0; j < a.Length(); j++) {
+    Napi::Value v = a.Get(j);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)
+      throwType(env, fn, std::string(name) + "[" + std::to_string(j) + "] must be a Uint16Array");
+    Napi::Uint16Array t = v.As<Napi::Uint16Array>();
+    out.push_back(Span<uint16_t>{t.Data(), t.ElementLength()});
+  }
+  return out;
+}
+
+// attentionBatch(out, q, ks, vs, m, positions, rowSeqs, numHeads, numKvHeads, headDim, scale):
+// attention() for the rows of several sequences in one call; row i reads ks[rowSeqs[i]] and
+// vs[rowSeqs[i]]. The batch entry of the dense layouts, as pagedAttention is the paged one.
+static Napi::Value AttentionBatch(const Napi::CallbackInfo& info) {
+  const char* fn = "attentionBatch";
+  Napi::Env env = info.Env();
+  auto out = argArray<float>(info, 0, fn, "out");
+  auto q = argArray<float>(info, 1, fn, "q");
+  const std::vector<Span<uint16_t>> ks = argArrayList(info, 2, fn, "ks");
+  const std::vector<Span<uint16_t>> vs = argArrayList(info, 3, fn, "vs");
+  const int64_t m = argInt(info, 4, fn, "m");
+  auto positions = argArray<int32_t>(info, 5, fn, "positions");
+  auto rowSeqs = argArray<int32_t>(info, 6, fn, "rowSeqs");
+  const int64_t numHeads = argInt(info, 7, fn, "numHeads", 1 << 16);
+  const int64_t numKvHeads = argInt(info, 8, fn, "numKvHeads", 1 << 16);
+  const int64_t headDim = argInt(info, 9, fn, "headDim", 1 << 16);
+  const AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 10, fn, "scale"));
+  requireLength(env, fn, "q", q, uint64_t(m) * s.qDim, "m * numHeads * headDim");
+  requireLength(env, fn, "out", out, uint64_t(m) * s.qDim, "m * numHeads * headDim");
+  requireLength(env, fn, "positions", positions, m, "m");
+  requireLength(env, fn, "rowSeqs", rowSeqs, m, "m");
+  if (vs.size() != ks.size())
+    throwRange(env, fn, "ks has " + std::to_string(ks.size()) + " sequences, vs " + std::to_string(vs.size()));
+  if (out.data == q.data) throwRange(env, fn, "out must not alias q");
+  int64_t maxPos = -1;
+  for (int64_t i = 0; i < m; i++) {
+    const int64_t p = positions.data[i], seq = rowSeqs.data[i];
+    if (p < 0) throwRange(env, fn, "positions[" + std::to_string(i) + "] is negative");
+    if (seq < 0 || seq >= static_cast<int64_t>(ks.size()))
+      throwRange(env, fn, "rowSeqs[" + std::to_string(i) + "] = " + std::to_string(seq) + " is not a sequence (there are " +
+                              std::to_string(ks.size()) + ")");
+    for (const auto* kv : {&ks[seq], &vs[seq]})
+      if (kv->length < uint64_t(p + 1) * s.kvDim)
+        throwRange(env, fn, std::string(kv == &ks[seq] ? "ks[" : "vs[") + std::to_string(seq) + "] holds " +
+                                std::to_string(kv->length) + " elements, row " + std::to_string(i) + " needs " +
+                                std::to_string(uint64_t(p + 1) * s.kvDim) + " ((position + 1) * numKvHeads * headDim)");
+    maxPos = std::max(maxPos, p);
+  }
+  if (m == 0) return env.Undefined();
+  runAttention<DenseRows>(out.data, q.data, m, positions.data, maxPos, s,
+                          [&](int64_t row, int64_t kvHead, DenseRows* kr, DenseRows* vr) {
+                            const int64_t seq = rowSeqs.data[row];
+                            *kr = DenseRows{ks[seq].data + kvHead * s.headDim, s.kvDim};
+                            *vr = DenseRows{vs[seq].data + kvHead * s.headDim, s.kvDim};
+                          });
+  return env.Undefined();
+}
+
 // storeKv(cache, src, m, kvDim, positions): cache[positions[i] * kvDim + j] = f16(src[i * kvDim + j])
 static Napi::Value StoreKv(const Napi::CallbackInfo& info) {
   const char* fn = "storeKv";
@@ -97,5 +164,6 @@ static Napi::Value StoreKv(const Napi::CallbackInfo& info) {
 
 FLEXINFER_MODULE(ops_attention) {
   exports.Set("opsAttention", Napi::Function::New(env, flexinfer::ops::Attention, "opsAttention"));
+  exports.Set("opsAttentionBatch", Napi::Function::New(env, flexinfer::ops::AttentionBatch, "opsAttentionBatch"));
   exports.Set("opsStoreKv", Napi::Function::New(env, flexinfer::ops::StoreKv, "opsStoreKv"));
 }

@@ -6,6 +6,7 @@
  */
 import { loadModel } from '../index.js';
 import { benchPromptTokens } from './speed.js';
+import type { KvLayout } from '../kv/layouts.js';
 
 async function main(): Promise<void> {
   const [path, threads, ctx, promptTokens, genTokens, budget, kv] = process.argv.slice(2);
@@ -20,7 +21,7 @@ async function main(): Promise<void> {
     contextSize: Number(ctx),
     parallel: 1,
     ...(budget && budget !== '-' ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
-    ...(kv ? { kv: kv as 'vtensor' | 'contiguous' } : {}),
+    ...(kv ? { kv: kv as KvLayout } : {}),
   });
   const loadMs = performance.now() - t0;
   // Same prompt ids as the llama.cpp child.

@@ -8,6 +8,7 @@ import { loadModel, type Model } from '../index.js';
 import { median, ratio, round } from './stats.js';
 import { loadLlamaCpp, openLlamaCpp, type LlamaCppSession } from './llamacpp.js';
 import { Rng } from '../engine/sampling.js';
+import type { KvLayout } from '../kv/layouts.js';
 
 export interface SpeedBenchOptions {
   threads: number;
@@ -17,7 +18,7 @@ export interface SpeedBenchOptions {
   /** Skip the llama.cpp half. */
   noLlamaCpp?: boolean;
   memoryBudget?: string | number;
-  kv?: 'vtensor' | 'contiguous';
+  kv?: KvLayout;
   onLog?: (line: string) => void;
 }
 

@@ -1,3 +1,5 @@
+import type { KvLayout } from '../kv/layouts.js';
+
 /**
  * Parameter sweeps of `flexinfer bench`: each returns its JSON result, a printable table and
  * an SVG plot.
@@ -9,7 +11,7 @@ export interface SweepOptions {
   genTokens: number;
   promptTokens: number;
   noLlamaCpp: boolean;
-  kv?: 'vtensor' | 'contiguous';
+  kv?: KvLayout;
   onLog: (line: string) => void;
 }
 

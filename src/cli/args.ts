@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import type { GenerateOptions, LoadModelOptions } from '../index.js';
+import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
 /**
  * A numeric flag's value, or undefined when absent. Errors name the flag and say what is
@@ -56,8 +57,8 @@ export function loadOptionsFrom(values: FlagValues): LoadModelOptions {
   if (ctx !== undefined) load.contextSize = ctx;
   const kv = values.kv as string | undefined;
   if (kv !== undefined) {
-    if (kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
-    load.kv = kv;
+    if (!(KV_LAYOUTS as readonly string[]).includes(kv)) throw new InvalidOptionError('--kv', `must be one of ${KV_LAYOUTS.join(', ')}, got '${kv}'`);
+    load.kv = kv as KvLayout;
   }
   const budget = values['memory-budget'] as string | undefined;
   if (budget !== undefined) {

@@ -3,7 +3,7 @@
  *
  *   (default)        prompt processing + generation tokens/s, medians of --runs, ratios
  *   --budget-sweep   generation tokens/s at 100/75/50/25% memory budgets, in cgroups, cold cache
- *   --kv-sweep       KV memory and decode speed, vtensor vs contiguous; multi-turn TTFT
+ *   --kv-sweep       KV memory, attention kernels and decode speed, vtensor vs paged vs contiguous; multi-turn TTFT
  *   --serve-sweep    aggregate tokens/s and TTFT with 1/4/8/16 concurrent streams
  *   --json-schema    decode tokens/s with a JSON-Schema constraint vs without; llama.cpp GBNF
  *
@@ -15,6 +15,7 @@ import { availableParallelism } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.js';
 import { numberOption } from './args.js';
+import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
 const HELP = `Usage: flexinfer bench MODEL [options]
 
@@ -26,10 +27,10 @@ Options:
   --gen-tokens G       tokens to generate (default 64)
   --runs R             runs per engine; medians are reported (default 5)
   --memory-budget X    flexinfer memory budget (bytes, 1.5GiB, 60%)
-  --kv LAYOUT          vtensor | contiguous
+  --kv LAYOUT          vtensor | paged | contiguous
   --no-llamacpp        measure flexinfer only
   --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache)
-  --kv-sweep           KV cache memory and speed: vtensor vs contiguous
+  --kv-sweep           KV cache memory, kernel and engine speed: vtensor vs paged vs contiguous
   --serve-sweep        concurrent streams 1/4/8/16, without a budget and at 50%
   --json-schema        decode tok/s constrained by a JSON Schema vs free; mask share; llama.cpp GBNF
   --json               print the JSON result instead of the table
@@ -71,8 +72,8 @@ export async function run(argv: string[]): Promise<number> {
   if (positionals.length !== 1) throw new InvalidOptionError('MODEL', `expected one model file, got ${positionals.length}\n\n${HELP}`);
   const path = positionals[0]!;
   const threads = int('threads', values.threads, availableParallelism(), 1);
-  const kv = values.kv as 'vtensor' | 'contiguous' | undefined;
-  if (kv !== undefined && kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
+  const kv = values.kv as KvLayout | undefined;
+  if (kv !== undefined && !(KV_LAYOUTS as readonly string[]).includes(kv)) throw new InvalidOptionError('--kv', `must be one of ${KV_LAYOUTS.join(', ')}, got '${kv}'`);
   const log = (line: string): void => {
     process.stderr.write(`${line}\n`);
   };

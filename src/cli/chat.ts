@@ -41,7 +41,7 @@ Options:
       --grammar FILE       constrain each reply to this GBNF / EBNF grammar
   -t, --threads N          compute threads (default: all cores)
   -c, --ctx-size N         context size (default: min(model's, 4096))
-      --kv LAYOUT          KV cache layout: vtensor | contiguous
+      --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
       --memory-budget X    memory budget, e.g. 2GiB or 75%
   -h, --help               show this help
 `;

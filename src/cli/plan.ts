@@ -16,6 +16,7 @@ import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
 import { kvPoolSize } from '../kv/pool-size.js';
 import { resolveModelArg } from './model-arg.js';
+import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
 // The engine's largest batch (engine/model.ts MAX_BATCH_ROWS) and logit rows for one sequence.
 const ENGINE_BATCH_ROWS = 512;
@@ -30,7 +31,7 @@ Options:
   --memory-budget X     bytes, 1.5GiB, 512MiB, 2GB or 60% (of the model file); required
   --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
   --parallel N          sequences (default 1)
-  --kv LAYOUT           vtensor (default) or contiguous: how the KV pool is sized
+  --kv LAYOUT           vtensor (default), paged or contiguous: how the KV pool is sized
   --window N            prefetch window in layers (default 3, or less if the budget needs it)
   --scratch BYTES       activation scratch (default: what the engine allocates for this model)
   --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
@@ -183,10 +184,10 @@ export async function run(argv: string[]): Promise<number> {
   if (values['compute-bandwidth'] !== undefined) hardware = { ...hardware, computeBytesPerSec: parseMemoryBudget(values['compute-bandwidth'], 0, '--compute-bandwidth') };
 
   const kv = values.kv!;
-  if (kv !== 'vtensor' && kv !== 'contiguous') throw new InvalidOptionError('--kv', `must be vtensor or contiguous, got '${kv}'`);
+  if (!(KV_LAYOUTS as readonly string[]).includes(kv)) throw new InvalidOptionError('--kv', `must be one of ${KV_LAYOUTS.join(', ')}, got '${kv}'`);
   // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
   const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
-  const { kvBytes } = kvPoolSize(kvShape, parallel, kv);
+  const { kvBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
   const plan = planWithWindow(planInputs(file), { budget, kvBytes, scratchBytes: scratch, hardware }, window);
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan }, null, 2) + '\n');

@@ -28,7 +28,7 @@ Options:
   -t, --threads N          compute threads (default: all cores)
   -c, --ctx-size N         context size (default: min(model's, 4096))
       --memory-budget X    memory budget, e.g. 2GiB or 75%
-      --kv LAYOUT          KV cache layout: vtensor | contiguous
+      --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
       --json               print one JSON object (tokens, text, timings) instead of streaming
   -h, --help               show this help
 `;

@@ -25,7 +25,7 @@ Options:
   --parallel N           sequences decoded together (default 4)
   --max-queue N          requests allowed to wait beyond --parallel; more get 429 (default 64)
   --ctx-size N           tokens per sequence (default min(model's, 4096))
-  --kv LAYOUT            vtensor (default) | contiguous
+  --kv LAYOUT            vtensor (default) | paged | contiguous
   --threads N            compute threads (default: all cores)
   --api-key KEY          require Authorization: Bearer KEY on /v1/*
   --alias NAME           model id to serve (default: the file name)

@@ -13,6 +13,7 @@ import { parseMemoryBudget } from '../weights/budget.js';
 import { resolveSamplingOptions, type SamplingOptions, type TokenLogprob } from './sampling.js';
 import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
 import type { FinishedGeneration, Pooling } from './scheduler.js';
+import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 import { isHubUri, pullModel, type PullOptions } from '../hub/pull.js';
 import { assertNotSplit } from '../gguf/split.js';
@@ -29,8 +30,8 @@ export interface LoadModelOptions {
   parallel?: number;
   /** Memory budget: bytes, or a string like "2GiB" / "75%". */
   memoryBudget?: string | number;
-  /** KV cache layout (default 'vtensor': memory mapped as sequences grow). */
-  kv?: 'vtensor' | 'contiguous';
+  /** KV cache layout (default 'vtensor': memory mapped as sequences grow; 'paged': vLLM's blocks; 'contiguous': max-context slots). */
+  kv?: KvLayout;
   /** Reuse the KV of cached prompt prefixes across requests (default true). */
   prefixCache?: boolean;
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
@@ -114,7 +115,7 @@ export interface ModelInfo {
   contextSize: number;
   parallel: number;
   threads: number;
-  kv: 'vtensor' | 'contiguous';
+  kv: KvLayout;
   bosId: number | null;
   eosId: number | null;
   chatTemplate: string | null;
@@ -151,7 +152,6 @@ export interface Model {
 }
 
 const MAX_BATCH_ROWS = 512;
-const KV_LAYOUTS = ['vtensor', 'contiguous'] as const;
 
 function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
@@ -191,7 +191,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const kv = options.kv ?? 'vtensor';
   const prefixCache = options.prefixCache ?? true;
   if (typeof prefixCache !== 'boolean') throw new InvalidOptionError('prefixCache', `must be a boolean, got ${JSON.stringify(prefixCache)}`);
-  if (!KV_LAYOUTS.includes(kv)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
+  if (!KV_LAYOUTS.includes(kv as KvLayout)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
   if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, 1 << 22);
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
   const signal = options.signal;

@@ -5,6 +5,7 @@
  */
 import * as errors from '../errors.js';
 import type { SamplingOptions, TokenLogprob } from './sampling.js';
+import type { KvLayout } from '../kv/layouts.js';
 import type { FinishedGeneration, Pooling } from './scheduler.js';
 import type { GrammarSpec } from '../grammar/engine.js';
 
@@ -14,7 +15,7 @@ export interface WorkerInit {
   threads: number;
   contextSize: number;
   parallel: number;
-  kv: 'vtensor' | 'contiguous';
+  kv: KvLayout;
   /** As given to loadModel ("2GiB", "75%", bytes), or null for no budget (all resident). */
   memoryBudget: string | number | null;
   /** Rows per forward pass (decode rows + prefill chunk). */

@@ -47,7 +47,7 @@ async function start(): Promise<void> {
     layout: init.kv,
     shape,
     capacityBytes: kvBytes,
-    ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : { chunkBytes }),
+    ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : init.kv === 'paged' ? { headDim: config.headDim } : { chunkBytes }),
   });
   const model = createTransformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
 

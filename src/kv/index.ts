@@ -4,18 +4,23 @@
  */
 import type { KvShape } from './cache.js';
 import type { KvManager } from './manager.js';
+import { KV_LAYOUTS, type KvLayout } from './layouts.js';
 import { ContiguousKvManager } from './contiguous.js';
 import { VTensorKvManager } from './vtensor-manager.js';
+import { PagedKvManager } from './paged-manager.js';
 
 export type { KvCache, KvShape, SeqId } from './cache.js';
 export type { KvManager, KvStats, PrefixMatch } from './manager.js';
 export { ContiguousKvManager } from './contiguous.js';
 export { VTensorKvManager } from './vtensor-manager.js';
+export { PagedKvManager } from './paged-manager.js';
 export { kvPoolSize } from './pool-size.js';
+export { isPagedKvCache, type PagedKvCache } from './cache.js';
+export { KV_LAYOUTS, type KvLayout } from './layouts.js';
 
 /** Options of createKvManager(). */
 export interface KvManagerOptions {
-  layout: 'vtensor' | 'contiguous';
+  layout: KvLayout;
   shape: KvShape;
   /** KV share of the memory budget, bytes. */
   capacityBytes: number;
@@ -23,8 +28,10 @@ export interface KvManagerOptions {
   chunkBytes?: number;
   /** vTensor: back the chunk pool with 2 MiB huge pages when the system has them. */
   hugePages?: boolean;
-  /** Contiguous: number of slots (default capacity / slot bytes). vTensor: live sequences (default unlimited). */
+  /** Contiguous: number of slots (default capacity / slot bytes). vTensor, paged: live sequences (default unlimited). */
   maxSequences?: number;
+  /** Paged: elements per kv head (a block holds kvDim / headDim runs of 16 rows); default kvDim. */
+  headDim?: number;
 }
 
 /** A KV manager of the requested layout. */
@@ -34,8 +41,10 @@ export function createKvManager(options: KvManagerOptions): KvManager {
       return new ContiguousKvManager(options);
     case 'vtensor':
       return new VTensorKvManager(options);
+    case 'paged':
+      return new PagedKvManager(options);
     default:
-      throw new RangeError(`KV layout '${String(options.layout)}' is not supported; supported: vtensor, contiguous`);
+      throw new RangeError(`KV layout '${String(options.layout)}' is not supported; supported: ${KV_LAYOUTS.join(', ')}`);
   }
 }
 export { runKvMemoryBench, formatKvMemoryBench, TINYLLAMA_KV_SHAPE } from './bench-memory.js';

@@ -1,8 +1,9 @@
 /**
  * The engine-facing interface of the KV cache: sequences, room for tokens, prefix reuse.
- * Implementations: contiguous (max-context preallocation per sequence, the llama.cpp way) and
- * vTensor (virtually contiguous per-sequence K/V over chunks mapped on demand). Both hand the
- * model plain contiguous f16 arrays through KvCache.
+ * Implementations: contiguous (max-context preallocation per sequence, the llama.cpp way),
+ * vTensor (virtually contiguous per-sequence K/V over chunks mapped on demand), both handing the
+ * model plain contiguous f16 arrays through KvCache, and paged (16-token blocks of one pool
+ * through block tables, vLLM's PagedAttention; the model reads it as a PagedKvCache).
  *
  * Running short of memory is a return value (false / null) the scheduler handles, never an
  * exception. Broken invariants (unknown sequence, released twice) are exceptions.
@@ -52,7 +53,7 @@ export interface PrefixMatch {
 }
 
 export interface KvManager extends KvCache {
-  readonly layout: 'contiguous' | 'vtensor' | string;
+  readonly layout: 'contiguous' | 'vtensor' | 'paged' | string;
   /** A new empty sequence, or null if the pool cannot hold even an empty one. */
   createSequence(): SeqId | null;
   /**

@@ -1,6 +1,6 @@
 /**
  * The KV pool the engine sizes for `parallel` sequences: hand-computed sizes, and a real
- * vTensor manager of exactly that size doing what the engine needs from it: every sequence at
+ * vTensor (and paged) manager of exactly that size doing what the engine needs from it: every sequence at
  * full context at once, and a chat's next turn that reuses a cached prefix ending mid-chunk
  * and then grows to full context.
  */
@@ -9,11 +9,13 @@ import assert from 'node:assert/strict';
 import type { KvShape } from './cache.js';
 import { kvPoolSize } from './pool-size.js';
 import { VTensorKvManager } from './vtensor-manager.js';
+import { PagedKvManager } from './paged-manager.js';
+import type { KvManager } from './manager.js';
 
 // 2 layers x kvDim 64 (128-byte rows): a 64 KiB chunk holds 512 tokens of one layer's K or V.
 const shape: KvShape = { numLayers: 2, kvDim: 64, maxContext: 1000 };
 
-test('kvPoolSize: contiguous slots, vTensor whole chunks plus one spare tail per (sequence, layer, K/V), by hand', () => {
+test('kvPoolSize: contiguous slots, vTensor whole chunks plus one spare tail per (sequence, layer, K/V), paged blocks plus a spare, by hand', () => {
   // contiguous: 3 sequences x 1000 tokens x (2 layers x K,V x 128 bytes)
   assert.deepEqual(kvPoolSize(shape, 3, 'contiguous'), { kvBytes: 3 * 1000 * 512, chunkBytes: 0 });
   // vTensor: ceil(1000 / 512) = 2 chunks per (layer, K/V) = 8 per sequence; 3 sequences = 24,
@@ -21,6 +23,8 @@ test('kvPoolSize: contiguous slots, vTensor whole chunks plus one spare tail per
   assert.deepEqual(kvPoolSize(shape, 3, 'vtensor'), { kvBytes: 36 * 65536, chunkBytes: 65536 });
   assert.deepEqual(kvPoolSize(shape, 1, 'vtensor'), { kvBytes: 12 * 65536, chunkBytes: 65536 });
   assert.throws(() => kvPoolSize(shape, 0, 'vtensor'), RangeError);
+  // paged: ceil(1000 / 16) = 63 blocks + 1 spare per sequence, 16 tokens x 512 bytes each
+  assert.deepEqual(kvPoolSize(shape, 3, 'paged'), { kvBytes: 3 * 64 * 8192, chunkBytes: 0 });
 });
 
 function tokens(n: number, seed: number): Uint32Array {
@@ -28,14 +32,17 @@ function tokens(n: number, seed: number): Uint32Array {
 }
 
 test('a pool of that size holds every sequence at full context, and a chat turn reusing a mid-chunk prefix grows to full context', () => {
-  for (const parallel of [1, 3]) {
-    const { kvBytes, chunkBytes } = kvPoolSize(shape, parallel, 'vtensor');
-    const m = new VTensorKvManager({ shape, capacityBytes: kvBytes, chunkBytes, backgroundMapping: false });
+  for (const [layout, parallel] of [['vtensor', 1], ['vtensor', 3], ['paged', 1], ['paged', 3]] as const) {
+    const { kvBytes, chunkBytes } = kvPoolSize(shape, parallel, layout);
+    const m: KvManager =
+      layout === 'vtensor'
+        ? new VTensorKvManager({ shape, capacityBytes: kvBytes, chunkBytes, backgroundMapping: false })
+        : new PagedKvManager({ shape, capacityBytes: kvBytes });
     try {
       // All sequences at full context at the same time.
       const seqs = Array.from({ length: parallel }, () => m.createSequence()!);
       for (const [i, s] of seqs.entries()) {
-        assert.ok(m.ensure(s, shape.maxContext), `parallel ${parallel}: sequence ${i} reaches full context`);
+        assert.ok(m.ensure(s, shape.maxContext), `${layout} parallel ${parallel}: sequence ${i} reaches full context`);
         m.commit(s, tokens(shape.maxContext, i));
       }
       for (const s of seqs) m.release(s, false);
@@ -59,9 +66,9 @@ test('a pool of that size holds every sequence at full context, and a chat turn 
       turn2.set(turn1);
       turn2.set(tokens(200, 7), 700);
       const hit = m.matchPrefix(turn2);
-      assert.ok(hit, `parallel ${parallel}: prefix cache hit`);
+      assert.ok(hit, `${layout} parallel ${parallel}: prefix cache hit`);
       assert.equal(hit.numTokens, 700, 'the whole first turn is reused');
-      assert.ok(m.ensure(hit.seq, shape.maxContext), `parallel ${parallel}: turn 2 reaches full context`);
+      assert.ok(m.ensure(hit.seq, shape.maxContext), `${layout} parallel ${parallel}: turn 2 reaches full context`);
       m.release(hit.seq, false);
       for (const s of others) m.release(s, false);
     } finally {

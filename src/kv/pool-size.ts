@@ -5,6 +5,8 @@
 import type { KvShape } from './cache.js';
 import { chooseChunkBytes } from './chunk-size.js';
 import { bytesPerToken } from './shape.js';
+import { PAGED_BLOCK_TOKENS, pagedPoolGeometry } from './paged-manager.js';
+import type { KvLayout } from './layouts.js';
 
 /**
  * Contiguous: `parallel` max-context slots. vTensor: `parallel` full-context sequences, each
@@ -14,10 +16,18 @@ import { bytesPerToken } from './shape.js';
  * and copies only the tail chunk, and cached chunks nobody maps are evicted (LRU) when a
  * running sequence needs the room. (A whole spare sequence, as before, doubled the KV share of
  * a budget at parallel 1: 256 MiB of a 904 MiB budget for Llama-2-7B at 512 tokens.)
+ *
+ * Paged: `parallel` full-context sequences in whole 16-token blocks, plus one spare block per
+ * sequence for the copy-on-write of a shared last block (a fork, or a prefix hit that ends
+ * inside a cached block); cached blocks nobody holds are evicted (LRU) as for vTensor.
  */
-export function kvPoolSize(shape: KvShape, parallel: number, layout: 'vtensor' | 'contiguous'): { kvBytes: number; chunkBytes: number } {
+export function kvPoolSize(shape: KvShape, parallel: number, layout: KvLayout): { kvBytes: number; chunkBytes: number } {
   if (!(Number.isInteger(parallel) && parallel >= 1)) throw new RangeError(`parallel must be an integer >= 1, got ${parallel}`);
   if (layout === 'contiguous') return { kvBytes: parallel * shape.maxContext * bytesPerToken(shape), chunkBytes: 0 };
+  if (layout === 'paged') {
+    const numBlocks = parallel * (Math.ceil(shape.maxContext / PAGED_BLOCK_TOKENS) + 1);
+    return { kvBytes: numBlocks * pagedPoolGeometry(shape, 0).blockBytes, chunkBytes: 0 };
+  }
   const chunkBytes = chooseChunkBytes(shape, parallel * shape.maxContext * bytesPerToken(shape));
   const tokensPerChunk = chunkBytes / (shape.kvDim * 2);
   const chunksPerSequence = 2 * shape.numLayers * Math.ceil(shape.maxContext / tokensPerChunk);

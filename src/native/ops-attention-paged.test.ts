@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { f32ToF16Array } from '../gguf/f16.js';
-import { attention, pagedAttention, pagedStoreKv, PAGED_BLOCK_TOKENS as B, setKernelPath } from './ops.js';
+import { attention, attentionBatch, pagedAttention, pagedStoreKv, PAGED_BLOCK_TOKENS as B, setKernelPath } from './ops.js';
 import { assertClose, attentionRef, forEachPath, randomArray, rng } from './ops-testing.js';
 
 /** Index of element d of kv head h of token t of block b in a pool [blocks, kvHeads, 16, hd]. */
@@ -54,7 +54,7 @@ test('pagedStoreKv writes each kv head of a row into its block run, and nothing 
   });
 });
 
-test('pagedAttention over shuffled blocks of several sequences is bitwise the dense kernel, and close to the reference', () => {
+test('pagedAttention over shuffled blocks of several sequences, and attentionBatch over their dense K/V, are bitwise the per-sequence dense kernel', () => {
   const r = rng(22);
   // [heads, kvHeads, headDim]: the AVX-512 grouped sizes, generic sizes, MHA and GQA
   const shapes: Array<[number, number, number]> = [[4, 2, 16], [14, 2, 64], [8, 4, 128], [6, 3, 80], [3, 3, 33], [2, 1, 7], [12, 4, 48], [2, 2, 256]];
@@ -87,7 +87,7 @@ test('pagedAttention over shuffled blocks of several sequences is bitwise the de
         const out = new Float32Array(s.rows * qDim);
         attention(out, q, k, v, s.rows, pos, heads, kvHeads, hd, scale);
         assertClose(out, attentionRef(q, k, v, s.rows, pos, heads, kvHeads, hd, scale), 5e-4, `${path} dense reference`);
-        return { q, pos, out };
+        return { q, pos, out, k, v };
       });
       // All rows in one call, in a shuffled order.
       const rows = seqs.flatMap((s, i) => Array.from({ length: s.rows }, (_, j) => [i, j] as const));
@@ -102,9 +102,13 @@ test('pagedAttention over shuffled blocks of several sequences is bitwise the de
       });
       const out = new Float32Array(m * qDim);
       pagedAttention(out, q, kPool, vPool, m, positions, rowTables, tables, stride, heads, kvHeads, hd, scale);
+      const batched = new Float32Array(m * qDim);
+      attentionBatch(batched, q, dense.map((d) => d.k), dense.map((d) => d.v), m, positions, rowTables, heads, kvHeads, hd, scale);
       order.forEach((o, i) => {
         const [s, j] = rows[o]!;
-        bitsEqual(out.subarray(i * qDim, (i + 1) * qDim), dense[s]!.out.subarray(j * qDim, (j + 1) * qDim), `${path} heads ${heads}/${kvHeads} hd ${hd} seq ${s} row ${j}`);
+        const want = dense[s]!.out.subarray(j * qDim, (j + 1) * qDim);
+        bitsEqual(out.subarray(i * qDim, (i + 1) * qDim), want, `paged ${path} heads ${heads}/${kvHeads} hd ${hd} seq ${s} row ${j}`);
+        bitsEqual(batched.subarray(i * qDim, (i + 1) * qDim), want, `batched ${path} heads ${heads}/${kvHeads} hd ${hd} seq ${s} row ${j}`);
       });
     }
   });
@@ -140,7 +144,7 @@ test('pagedAttention: a sequence that shares its prefix blocks with another read
   for (let s = 0; s < 2; s++) bitsEqual(outs[s]!, wants[s]!, `sequence ${s}`);
 });
 
-test('pagedAttention and pagedStoreKv reject bad pools, tables and slots', () => {
+test('pagedAttention, attentionBatch and pagedStoreKv reject bad pools, tables, sequences and slots', () => {
   setKernelPath('auto');
   const [heads, kvHeads, hd] = [4, 2, 8];
   const be = kvHeads * B * hd;
@@ -163,6 +167,12 @@ test('pagedAttention and pagedStoreKv reject bad pools, tables and slots', () =>
   assert.throws(() => call({ stride: 0 }), /tableStride must be at least 1/);
   assert.throws(() => pagedAttention(q, q, pool, pool, 2, pos, rowT, tables, 2, heads, kvHeads, hd, 0.3), /alias/);
   assert.throws(() => pagedAttention(out, q, pool, pool, 2, pos, rowT, tables, 2, heads, 3, hd, 0.3), /multiple of numKvHeads/);
+  const ks = [pool.subarray(0, 21 * kvHeads * hd), pool.subarray(0, 6 * kvHeads * hd)];
+  assert.doesNotThrow(() => attentionBatch(out, q, ks, ks, 2, pos, rowT, heads, kvHeads, hd, 0.3));
+  assert.throws(() => attentionBatch(out, q, ks, ks, 2, new Int32Array([21, 5]), rowT, heads, kvHeads, hd, 0.3), /ks\[0\] holds 336 elements, row 0 needs 352/);
+  assert.throws(() => attentionBatch(out, q, ks, ks.slice(1), 2, pos, rowT, heads, kvHeads, hd, 0.3), /ks has 2 sequences, vs 1/);
+  assert.throws(() => attentionBatch(out, q, ks, ks, 2, pos, new Int32Array([0, 2]), heads, kvHeads, hd, 0.3), /rowSeqs\[1\] = 2 is not a sequence/);
+  assert.throws(() => attentionBatch(out, q, [new Float32Array(4) as unknown as Uint16Array, ks[1]!], ks, 2, pos, rowT, heads, kvHeads, hd, 0.3), /ks\[0\] must be a Uint16Array/);
   assert.throws(() => pagedStoreKv(pool, new Float32Array(2 * kvHeads * hd), 2, kvHeads, hd, new Int32Array([0, 48])), /slots\[1\] = 48 is outside the pool \(3 blocks of 16 tokens\)/);
   assert.throws(() => pagedStoreKv(pool, new Float32Array(2 * kvHeads * hd - 1), 2, kvHeads, hd, new Int32Array([0, 1])), /src holds 31/);
   assert.throws(() => pagedStoreKv(pool.subarray(2), new Float32Array(kvHeads * hd), 1, kvHeads, hd, new Int32Array([0])), /not a whole number of blocks/);

@@ -90,6 +90,27 @@ export function attention(
   addon.opsAttention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale);
 }
 
+/**
+ * attention() for the rows of several sequences in one call (the batch entry of the dense KV
+ * layouts): row i attends kv positions [0, positions[i]] of ks[rowSeqs[i]] / vs[rowSeqs[i]].
+ * Bitwise the same results as one attention() call per sequence.
+ */
+export function attentionBatch(
+  out: Float32Array, // [m, numHeads * headDim]
+  q: Float32Array, // [m, numHeads * headDim]
+  ks: Uint16Array[], // per sequence [>= its max position + 1, numKvHeads * headDim] f16 bits
+  vs: Uint16Array[],
+  m: number,
+  positions: Int32Array, // [m]
+  rowSeqs: Int32Array, // [m] index into ks / vs
+  numHeads: number,
+  numKvHeads: number,
+  headDim: number,
+  scale: number,
+): void {
+  addon.opsAttentionBatch(out, q, ks, vs, m, positions, rowSeqs, numHeads, numKvHeads, headDim, scale);
+}
+
 /** Tokens per block of the paged KV layout (vLLM's default block size). */
 export const PAGED_BLOCK_TOKENS = 16;
 
