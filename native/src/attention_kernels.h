@@ -54,6 +54,8 @@ struct DenseRows {
   const uint16_t* base;  // K or V + kvHead * headDim
   int64_t stride;        // kvDim
   const uint16_t* row(int64_t j) const { return base + j * stride; }
+  // Strided rows of one tensor: the hardware prefetcher follows them.
+  static constexpr bool kPrefetch = true;
 };
 
 // Tokens per block of the paged layout (vLLM's default block size).
@@ -70,7 +72,21 @@ struct PagedRows {
   const uint16_t* row(int64_t j) const {
     return pool + static_cast<int64_t>(table[j >> 4]) * blockElems + (j & (kPagedBlockTokens - 1)) * headDim;
   }
+  // Every block is a new stream somewhere else in the pool: the kernel prefetches the rows of
+  // the blocks it reads next (the table says where they are).
+  static constexpr bool kPrefetch = true;
 };
+
+#if FLEXINFER_OPS_AVX512
+// Prefetches key j's row (headDim f16) into L2 when the accessor asks for it.
+template <class Rows>
+static inline void prefetchRow(const Rows& rows, int64_t j, int64_t headDim) {
+  if constexpr (Rows::kPrefetch) {
+    const char* p = reinterpret_cast<const char*>(rows.row(j));
+    for (int64_t off = 0; off < headDim * 2; off += 64) _mm_prefetch(p + off, _MM_HINT_T1);
+  }
+}
+#endif
 
 // ---- scalar path ----
 
@@ -181,6 +197,7 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows
     for (int64_t r = 0; r < nb; r++) {
       const uint16_t* kr = k.row(jb + r);
       for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(kr + 16 * b));
+      if (jb + kKeyBlockRows + r < n) prefetchRow(k, jb + kKeyBlockRows + r, HD);
     }
     for (int64_t g = 0; g < gs; g++) {
       __m512 qv[NB];
@@ -226,6 +243,7 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows
     for (int64_t r = 0; r < nb; r++) {
       const uint16_t* vr = v.row(jb + r);
       for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(vr + 16 * b));
+      if (jb + kKeyBlockRows + r < n) prefetchRow(v, jb + kKeyBlockRows + r, HD);
     }
     for (int64_t g = 0; g < gs; g++) {
       const float* p = t.scores.data() + g * stride + jb;
