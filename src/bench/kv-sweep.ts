@@ -1,174 +1,173 @@
 /**
- * `flexinfer bench MODEL --kv-sweep`: what virtual-tensor KV buys.
+ * `flexinfer bench MODEL --kv-sweep`: the three KV layouts measured in one run, the comparison
+ * the vTensor paper makes (vTensor against vLLM's PagedAttention), plus the contiguous baseline.
  *
- *   (a) memory: peak KV bytes for N = 1, 4, 16, 64 concurrent sequences with lognormal
- *       lengths (maxContext 4096), vtensor vs contiguous, with real mappings (src/kv);
- *       and decode tokens/s of the real engine with N sequences, vtensor vs contiguous.
- *   (b) multi-turn chat, 10 turns of ~100 tokens: time to first token per turn with prefix
- *       reuse vs recompute, and llama.cpp (node-llama-cpp) holding the same conversation.
- *   (c) mapping time left on the critical path, per generated token.
+ *   (a) memory: peak KV bytes for N = 1, 4, 16, 64 concurrent sequences with lognormal lengths
+ *       (maxContext 4096), with real mappings / blocks / slots (src/kv/bench-memory.ts);
+ *   (k) attention kernels: decode at context 512 .. 32k for 1 and 16 sequences, and the
+ *       prefix-prefill case, over each layout's real memory (bench/kv-kernels.ts);
+ *   (e) end to end: decode throughput of the engine with 1, 4, 16 sequences and 16 sequences
+ *       sharing a system prompt; time to first token of a 10-turn chat with prefix reuse, per
+ *       layout, against recomputing and llama.cpp (bench/kv-engine.ts);
+ *   (m) KV management cost: vTensor's chunk mapping against paged block-table upkeep (ensure
+ *       and commit per token in (a), and what the engine waited for per token in (e)).
  */
 import { readGgufSync } from '../gguf/reader.js';
 import { modelConfigFromGguf } from '../models/registry.js';
-import { runKvMemoryBench } from '../kv/index.js';
-import { loadModel, type Model } from '../index.js';
+import { runKvMemoryBench, type KvMemoryBenchRow } from '../kv/index.js';
 import { median, ratio, round } from './stats.js';
-import { renderLinePlot } from './svg.js';
-import { benchPromptTokens } from './speed.js';
-import { loadLlamaCpp, openLlamaCpp } from './llamacpp.js';
+import { composePlots, renderLinePlot } from './svg.js';
+import { runKernelBench } from './kv-kernels.js';
+import { runChatTtft, runEngineDecode, TURNS } from './kv-engine.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
 
 const CONCURRENCY = [1, 4, 16, 64];
-const TURNS = 10;
-const USER_TOKENS = 50;
-const REPLY_TOKENS = 50;
+const MiB = 1024 * 1024;
 
-/** Aggregate decode tokens/s of N concurrent greedy generations. */
-async function decodeSpeed(model: Model, n: number, genTokens: number): Promise<{ tps: number; mapMsPerToken: number | null }> {
-  const before = await model.stats();
-  const jobs = Array.from({ length: n }, (_, i) =>
-    model.complete(benchPromptTokens(32, model.info.vocabSize, 100 + i), { maxTokens: genTokens, temperature: 0, ignoreEos: true }),
-  );
-  const results = await Promise.all(jobs);
-  const after = await model.stats();
-  // In one batch every sequence advances once per step: the sum of per-sequence rates is the aggregate.
-  const tps = results.reduce((a, r) => a + r.timings.genTokensPerSec, 0);
-  const tokens = results.reduce((a, r) => a + r.tokens.length, 0);
-  const mapMs = numberAt(after, 'mapMsOnCriticalPath');
-  const mapMs0 = numberAt(before, 'mapMsOnCriticalPath');
-  return { tps, mapMsPerToken: mapMs != null && mapMs0 != null && tokens > 0 ? (mapMs - mapMs0) / tokens : null };
+function memoryRows(mem: KvMemoryBenchRow[]) {
+  return CONCURRENCY.map((n) => {
+    const at = (layout: string) => mem.find((r) => r.layout === layout && r.numSequences === n)!;
+    const v = at('vtensor');
+    const p = at('paged');
+    const c = at('contiguous');
+    const perToken = (r: KvMemoryBenchRow) => round((r.ensureMs + r.commitMs) / r.totalTokens, 5);
+    return {
+      sequences: n,
+      tokens: v.totalTokens,
+      live_bytes: v.liveBytes,
+      vtensor_bytes: v.peakMappedBytes,
+      paged_bytes: p.peakMappedBytes,
+      contiguous_bytes: c.peakMappedBytes,
+      vtensor_vs_contiguous: ratio(v.peakMappedBytes, c.peakMappedBytes),
+      paged_vs_vtensor: ratio(p.peakMappedBytes, v.peakMappedBytes),
+      vtensor_fragmentation_percent: round(v.fragmentationPercent),
+      paged_fragmentation_percent: round(p.fragmentationPercent),
+      // KV management per token while the sequences grow (ensure + commit), ms.
+      vtensor_ms_per_token: perToken(v),
+      paged_ms_per_token: perToken(p),
+      contiguous_ms_per_token: perToken(c),
+    };
+  });
 }
 
-/** TTFT (ms) of each turn of a synthetic 10-turn chat held on one model. */
-async function chatTtft(model: Model, seedBase: number): Promise<number[]> {
-  let history: Uint32Array = new Uint32Array(0);
-  const out: number[] = [];
-  for (let t = 0; t < TURNS; t++) {
-    const user = benchPromptTokens(USER_TOKENS, model.info.vocabSize, seedBase + t);
-    const prompt = concat(history, user);
-    const r = await model.complete(prompt, { maxTokens: REPLY_TOKENS, temperature: 0, ignoreEos: true });
-    out.push(r.timings.timeToFirstTokenMs);
-    history = concat(prompt, Uint32Array.from(r.tokens));
-  }
-  return out;
-}
-
-function concat(a: Uint32Array, b: Uint32Array): Uint32Array {
-  const out = new Uint32Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
-function numberAt(obj: unknown, key: string): number | null {
-  if (!obj || typeof obj !== 'object') return null;
-  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
-    if (k === key && typeof v === 'number') return v;
-    const inner = numberAt(v, key);
-    if (inner != null) return inner;
-  }
-  return null;
-}
+const pad = (s: string | number | null, n: number) => String(s ?? '-').padStart(n);
 
 export async function runKvSweep(path: string, o: SweepOptions): Promise<SweepOutput> {
   const config = modelConfigFromGguf(readGgufSync(path));
-  const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: 4096 };
+  const kvDim = config.numKvHeads * config.headDim;
+  const shape = { numLayers: config.numLayers, kvDim, maxContext: 4096 };
 
-  // (a) memory, with real mappings.
-  o.onLog('(a) KV memory: vtensor vs contiguous ...');
-  const mem = runKvMemoryBench({ shape, concurrency: CONCURRENCY });
-  const memRows = CONCURRENCY.map((n) => {
-    const v = mem.find((r) => r.layout === 'vtensor' && r.numSequences === n)!;
-    const c = mem.find((r) => r.layout === 'contiguous' && r.numSequences === n)!;
-    return { sequences: n, tokens: v.totalTokens, vtensor_bytes: v.peakMappedBytes, contiguous_bytes: c.peakMappedBytes, ratio: ratio(v.peakMappedBytes, c.peakMappedBytes), vtensor_fragmentation_percent: round(v.fragmentationPercent) };
+  o.onLog('(a) KV memory: vtensor vs paged vs contiguous ...');
+  const mem = memoryRows(runKvMemoryBench({ shape, concurrency: CONCURRENCY, headDim: config.headDim }));
+
+  o.onLog('(k) attention kernels ...');
+  const kernels = runKernelBench({
+    attn: { numHeads: config.numHeads, numKvHeads: config.numKvHeads, headDim: config.headDim },
+    runs: Math.max(5, o.runs),
+    onLog: o.onLog,
   });
 
-  // (a') decode speed of the real engine, both layouts (N up to 16: 64 prompts take minutes on 2 cores).
-  const speedRows: Array<{ sequences: number; vtensor_tps: number; contiguous_tps: number; ratio: number | null; map_ms_per_token: number | null }> = [];
-  const decodeN = [1, 4, 16];
-  const speeds: Record<string, Record<number, number[]>> = { vtensor: {}, contiguous: {} };
-  const mapPerToken: number[] = [];
-  for (const layout of ['vtensor', 'contiguous'] as const) {
-    const model = await loadModel(path, { threads: o.threads, kv: layout, parallel: 16, contextSize: 512 });
-    try {
-      await decodeSpeed(model, 1, 4); // warm-up
-      for (const n of decodeN) {
-        speeds[layout]![n] = [];
-        for (let r = 0; r < o.runs; r++) {
-          const s = await decodeSpeed(model, n, o.genTokens);
-          speeds[layout]![n]!.push(s.tps);
-          if (layout === 'vtensor' && s.mapMsPerToken != null) mapPerToken.push(s.mapMsPerToken);
-          o.onLog(`(a) decode ${layout} N=${n}: ${s.tps.toFixed(1)} tok/s`);
-        }
-      }
-    } finally {
-      await model.dispose();
-    }
-  }
-  for (const n of decodeN) {
-    const v = median(speeds.vtensor![n]!);
-    const c = median(speeds.contiguous![n]!);
-    speedRows.push({ sequences: n, vtensor_tps: round(v), contiguous_tps: round(c), ratio: ratio(v, c), map_ms_per_token: null });
-  }
+  o.onLog('(e) engine decode ...');
+  const engine = { threads: o.threads, runs: o.runs, genTokens: o.genTokens, noLlamaCpp: o.noLlamaCpp, onLog: o.onLog };
+  const decode = await runEngineDecode(path, engine);
+  o.onLog('(e) multi-turn chat ...');
+  const chat = await runChatTtft(path, engine);
 
-  // (b) multi-turn chat: reuse vs recompute vs llama.cpp.
-  o.onLog('(b) multi-turn chat ...');
-  const ctx = (USER_TOKENS + REPLY_TOKENS) * TURNS + 64;
-  const reuseModel = await loadModel(path, { threads: o.threads, kv: o.kv ?? 'vtensor', parallel: 1, contextSize: ctx });
-  const reuse = await chatTtft(reuseModel, 500).finally(() => reuseModel.dispose());
-  const recomputeModel = await loadModel(path, { threads: o.threads, kv: o.kv ?? 'vtensor', parallel: 1, contextSize: ctx, prefixCache: false });
-  const recompute = await chatTtft(recomputeModel, 500).finally(() => recomputeModel.dispose());
-  let llama: number[] | null = null;
-  let llamaError: string | undefined;
-  if (!o.noLlamaCpp) {
-    const h = await loadLlamaCpp();
-    if ('error' in h) llamaError = h.error;
-    else {
-      // llama.cpp keeps the conversation in one sequence and evaluates only each turn's new tokens.
-      const s = await openLlamaCpp(h, path, { threads: o.threads, contextSize: ctx });
-      llama = [];
-      try {
-        for (let t = 0; t < TURNS; t++) {
-          const user = Array.from(benchPromptTokens(USER_TOKENS, 32000, 500 + t));
-          const r = await s.generateGreedy(user, REPLY_TOKENS);
-          llama.push(r.promptSec * 1000);
-        }
-      } finally {
-        await s.dispose();
-      }
-    }
-  }
-  const turns = reuse.map((ms, i) => ({ turn: i + 1, reuse_ttft_ms: round(ms), recompute_ttft_ms: round(recompute[i]!), llamacpp_ttft_ms: llama ? round(llama[i]!) : null }));
-
+  const later = chat.turns.slice(1); // turns that reuse a prefix
+  const summary = {
+    // The paper: attention kernels 3.15x (decode, vs vLLM's paged kernel) and 2.12x (prefix-prefill, vs SGLang's Triton kernel).
+    kernel_decode_vtensor_vs_paged: kernels.decode.map((r) => ({ context: r.context, sequences: r.sequences, speedup: r.vtensor_speedup_vs_paged })),
+    kernel_prefix_prefill_vtensor_vs_paged: kernels.prefix_prefill.map((r) => ({ prefix: r.prefix, speedup: r.vtensor_speedup_vs_paged })),
+    // The paper: 1.86x end to end and 2.42x in multi-turn chat.
+    decode_16_vtensor_vs_paged: decode.filter((r) => r.sequences === 16).map((r) => ({ case: r.case, speedup: r.vtensor_vs_paged })),
+    chat_ttft_paged_over_vtensor_turns_2_10: ratio(median(later.map((t) => t.paged_ttft_ms / t.vtensor_ttft_ms)), 1),
+    chat_ttft_turn10_recompute_over_vtensor: ratio(chat.turns[TURNS - 1]!.recompute_ttft_ms, chat.turns[TURNS - 1]!.vtensor_ttft_ms),
+    memory_paged_over_vtensor_at_16: mem.find((r) => r.sequences === 16)!.paged_vs_vtensor,
+  };
   const result = {
     model: path,
     shape,
-    memory: memRows,
-    decode: speedRows,
-    multi_turn: turns,
-    turn10_speedup_reuse_vs_recompute: ratio(recompute[TURNS - 1], reuse[TURNS - 1]),
-    mapping_ms_per_token_on_critical_path: mapPerToken.length ? round(median(mapPerToken), 4) : null,
-    ...(llamaError ? { llamacpp_error: llamaError } : {}),
+    attention: kernels.attention,
+    memory: mem,
+    kernel_decode: kernels.decode,
+    kernel_prefix_prefill: kernels.prefix_prefill,
+    engine_decode: decode,
+    multi_turn: chat.turns,
+    summary,
+    ...(kernels.skipped.length ? { skipped: kernels.skipped } : {}),
+    ...(chat.llamacppError ? { llamacpp_error: chat.llamacppError } : {}),
   };
-  const MiB = 1024 * 1024;
-  let table = `${path}: KV cache, vtensor vs contiguous (maxContext 4096)\n`;
-  table += 'seqs  tokens   vtensor MiB  contiguous MiB  ratio\n';
-  for (const r of memRows) table += `${String(r.sequences).padEnd(5)} ${String(r.tokens).padStart(6)} ${(r.vtensor_bytes / MiB).toFixed(1).padStart(12)} ${(r.contiguous_bytes / MiB).toFixed(1).padStart(15)} ${String(r.ratio).padStart(6)}\n`;
-  table += '\nseqs  decode tok/s vtensor  contiguous  ratio\n';
-  for (const r of speedRows) table += `${String(r.sequences).padEnd(5)} ${r.vtensor_tps.toFixed(1).padStart(20)} ${r.contiguous_tps.toFixed(1).padStart(11)} ${String(r.ratio).padStart(6)}\n`;
-  table += '\nturn  TTFT ms: reuse  recompute  llama.cpp\n';
-  for (const t of turns) table += `${String(t.turn).padEnd(5)} ${t.reuse_ttft_ms.toFixed(1).padStart(14)} ${t.recompute_ttft_ms.toFixed(1).padStart(10)} ${(t.llamacpp_ttft_ms?.toFixed(1) ?? '-').padStart(10)}\n`;
-  table += `turn 10: reuse is ${result.turn10_speedup_reuse_vs_recompute}x faster than recompute; mapping on the critical path: ${result.mapping_ms_per_token_on_critical_path ?? '-'} ms/token\n`;
-  const svg = renderLinePlot({
-    title: 'KV cache bytes at peak (maxContext 4096)',
-    xLabel: 'concurrent sequences',
-    yLabel: 'MiB',
-    xTicks: memRows.map((r) => String(r.sequences)),
-    series: [
-      { name: 'vtensor', values: memRows.map((r) => r.vtensor_bytes / MiB) },
-      { name: 'contiguous', values: memRows.map((r) => r.contiguous_bytes / MiB) },
+
+  let table = `${path}: KV layouts, vtensor vs paged vs contiguous\n\n(a) KV bytes at peak, lognormal lengths, maxContext 4096\n`;
+  table += 'seqs  tokens   live MiB  vtensor MiB  paged MiB  contiguous MiB  paged/vtensor\n';
+  for (const r of mem) table += `${String(r.sequences).padEnd(5)} ${pad(r.tokens, 6)} ${pad((r.live_bytes / MiB).toFixed(1), 10)} ${pad((r.vtensor_bytes / MiB).toFixed(1), 12)} ${pad((r.paged_bytes / MiB).toFixed(1), 10)} ${pad((r.contiguous_bytes / MiB).toFixed(1), 15)} ${pad(r.paged_vs_vtensor, 14)}\n`;
+  table += `\n(k) decode attention, one layer (${config.numHeads} heads, ${config.numKvHeads} kv heads, headDim ${config.headDim}), ms per step\n`;
+  table += 'context  seqs  vtensor    paged  contiguous  vtensor speed-up vs paged\n';
+  for (const r of kernels.decode) table += `${pad(r.context, 7)} ${pad(r.sequences, 5)} ${pad(r.vtensor_ms.toFixed(3), 8)} ${pad(r.paged_ms.toFixed(3), 8)} ${pad(r.contiguous_ms.toFixed(3), 11)} ${pad(r.vtensor_speedup_vs_paged, 10)}x\n`;
+  table += `\n(k) prefix-prefill attention (sequences x new rows over a cached prefix), ms; reuse = matchPrefix + ensure, ms\n`;
+  table += 'prefix  rows     vtensor    paged  contiguous  speed-up  reuse: vtensor  paged  contiguous\n';
+  for (const r of kernels.prefix_prefill) table += `${pad(r.prefix, 6)} ${pad(`${r.sequences}x${r.new_rows}`, 5)} ${pad(r.vtensor_ms.toFixed(2), 11)} ${pad(r.paged_ms.toFixed(2), 8)} ${pad(r.contiguous_ms.toFixed(2), 11)} ${pad(r.vtensor_speedup_vs_paged, 8)}x ${pad(r.vtensor_reuse_ms.toFixed(2), 15)} ${pad(r.paged_reuse_ms.toFixed(2), 6)} ${pad(r.contiguous_reuse_ms.toFixed(2), 11)}\n`;
+  table += '\n(e) engine decode, tokens/s (KV management on the critical path, ms per token)\n';
+  for (const r of decode) table += `${r.case.padEnd(48)} vtensor ${r.vtensor_tps.toFixed(1)} (${r.vtensor_kv_ms_per_token ?? '-'})  paged ${r.paged_tps.toFixed(1)} (${r.paged_kv_ms_per_token ?? '-'})  contiguous ${r.contiguous_tps.toFixed(1)}  vtensor/paged ${r.vtensor_vs_paged}\n`;
+  table += '\n(e) multi-turn chat, TTFT ms\nturn  vtensor    paged  contiguous  recompute  llama.cpp\n';
+  for (const t of chat.turns) table += `${String(t.turn).padEnd(5)} ${pad(t.vtensor_ttft_ms.toFixed(1), 7)} ${pad(t.paged_ttft_ms.toFixed(1), 8)} ${pad(t.contiguous_ttft_ms.toFixed(1), 11)} ${pad(t.recompute_ttft_ms.toFixed(1), 10)} ${pad(t.llamacpp_ttft_ms?.toFixed(1) ?? null, 10)}\n`;
+  table += `turns 2-10: paged TTFT / vtensor TTFT = ${summary.chat_ttft_paged_over_vtensor_turns_2_10} (median); turn 10: recompute / vtensor reuse = ${summary.chat_ttft_turn10_recompute_over_vtensor}\n`;
+  if (kernels.skipped.length) table += `skipped: ${kernels.skipped.join('; ')}\n`;
+
+  const layoutSeries = <T>(rows: T[], get: (r: T, layout: 'vtensor' | 'paged' | 'contiguous') => number | null) =>
+    (['vtensor', 'paged', 'contiguous'] as const).map((l) => ({ name: l, values: rows.map((r) => get(r, l)) }));
+  const decodePanel = (n: number) => {
+    const rows = kernels.decode.filter((r) => r.sequences === n);
+    return renderLinePlot({
+      title: `Decode attention kernel, ${n} sequence${n > 1 ? 's' : ''}`,
+      xLabel: 'context (tokens)',
+      yLabel: 'ms per step (one layer)',
+      xTicks: rows.map((r) => String(r.context)),
+      series: layoutSeries(rows, (r, l) => r[`${l}_ms`]),
+      logY: true,
+    });
+  };
+  const svg = composePlots(
+    [
+      decodePanel(1),
+      decodePanel(16),
+      renderLinePlot({
+        title: 'Prefix-prefill attention kernel',
+        xLabel: 'cached prefix (tokens)',
+        yLabel: 'ms per call',
+        xTicks: kernels.prefix_prefill.map((r) => String(r.prefix)),
+        series: layoutSeries(kernels.prefix_prefill, (r, l) => r[`${l}_ms`]),
+        logY: true,
+      }),
+      renderLinePlot({
+        title: 'KV bytes at peak (lognormal lengths, maxContext 4096)',
+        xLabel: 'concurrent sequences',
+        yLabel: 'MiB',
+        xTicks: mem.map((r) => String(r.sequences)),
+        series: [...layoutSeries(mem, (r, l) => r[`${l}_bytes`] / MiB), { name: 'tokens', values: mem.map((r) => r.live_bytes / MiB), dashed: true }],
+        logY: true,
+      }),
+      renderLinePlot({
+        title: 'Multi-turn chat: time to first token',
+        xLabel: 'turn',
+        yLabel: 'ms',
+        xTicks: chat.turns.map((t) => String(t.turn)),
+        series: [
+          ...layoutSeries(chat.turns, (t, l) => t[`${l}_ttft_ms`]),
+          { name: 'recompute', values: chat.turns.map((t) => t.recompute_ttft_ms), dashed: true },
+          ...(chat.turns[0]!.llamacpp_ttft_ms != null ? [{ name: 'llama.cpp', values: chat.turns.map((t) => t.llamacpp_ttft_ms) }] : []),
+        ],
+        logY: true,
+      }),
+      renderLinePlot({
+        title: 'KV management per token (ensure + commit)',
+        xLabel: 'concurrent sequences',
+        yLabel: 'ms per token',
+        xTicks: mem.map((r) => String(r.sequences)),
+        series: layoutSeries(mem, (r, l) => r[`${l}_ms_per_token`]),
+      }),
     ],
-    logY: true,
-  });
+    2,
+  );
   return { result, table, svg };
 }

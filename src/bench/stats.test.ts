@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { median, percentile, ratio } from './stats.js';
-import { renderLinePlot } from './svg.js';
+import { composePlots, renderLinePlot } from './svg.js';
 
 test('median and percentiles (hand-computed)', () => {
   assert.equal(median([5, 1, 3]), 3);
@@ -33,4 +33,13 @@ test('SVG plot: one polyline per series with >1 point, a legend entry each, esca
   assert.ok(svg.includes('tokens/s &lt;vs&gt; budget'));
   assert.ok(svg.includes('>OOM<'));
   assert.ok(svg.trim().endsWith('</svg>'));
+});
+
+test('SVG panels: composePlots places each plot at its cell of one document', () => {
+  const plot = (title: string, width: number) => renderLinePlot({ title, xLabel: 'x', yLabel: 'y', xTicks: ['a', 'b'], series: [{ name: 's', values: [1, 2] }], width, height: 300 });
+  const svg = composePlots([plot('one', 600), plot('two', 700), plot('three', 600)], 2);
+  assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg" width="1400" height="600"/);
+  assert.deepEqual([...svg.matchAll(/<svg x="(\d+)" y="(\d+)"/g)].map((m) => [Number(m[1]), Number(m[2])]), [[0, 0], [700, 0], [0, 300]]);
+  assert.equal((svg.match(/<\/svg>/g) ?? []).length, 4);
+  for (const t of ['one', 'two', 'three']) assert.ok(svg.includes(`>${t}<`));
 });

@@ -127,3 +127,28 @@ export function renderLinePlot(spec: PlotSpec): string {
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
+
+/**
+ * Several plots (renderLinePlot documents) as panels of one SVG, `columns` per row, so a sweep
+ * that measures several things writes one picture.
+ */
+export function composePlots(plots: string[], columns = 2): string {
+  const sizes = plots.map((p) => {
+    const m = /<svg[^>]*width="(\d+)"[^>]*height="(\d+)"/.exec(p);
+    if (!m) throw new Error('composePlots: not a renderLinePlot document');
+    return { w: Number(m[1]), h: Number(m[2]) };
+  });
+  const cellW = Math.max(...sizes.map((s) => s.w));
+  const cellH = Math.max(...sizes.map((s) => s.h));
+  const rows = Math.ceil(plots.length / columns);
+  const W = cellW * Math.min(columns, plots.length);
+  const H = cellH * rows;
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">`, `<rect width="${W}" height="${H}" fill="white"/>`];
+  plots.forEach((p, i) => {
+    const x = (i % columns) * cellW;
+    const y = Math.floor(i / columns) * cellH;
+    out.push(p.trim().replace('<svg xmlns="http://www.w3.org/2000/svg" ', `<svg x="${x}" y="${y}" `));
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}

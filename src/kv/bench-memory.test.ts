@@ -2,14 +2,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runKvMemoryBench, sampleLengths } from './bench-memory.js';
 
-test('kv memory sweep: vtensor maps about what the tokens need, contiguous maxContext per sequence', () => {
+test('kv memory sweep: vtensor maps about what the tokens need, paged less than a block more, contiguous maxContext per sequence', () => {
   const shape = { numLayers: 2, kvDim: 64, maxContext: 1024 };
   const rows = runKvMemoryBench({ shape, concurrency: [1, 4], chunkBytes: 4096, medianPromptTokens: 100, medianOutputTokens: 50 });
-  assert.equal(rows.length, 4);
+  assert.equal(rows.length, 6);
   const perToken = 2 * 2 * 64 * 2;
   for (const n of [1, 4]) {
     const c = rows.find((r) => r.layout === 'contiguous' && r.numSequences === n)!;
     const v = rows.find((r) => r.layout === 'vtensor' && r.numSequences === n)!;
+    const p = rows.find((r) => r.layout === 'paged' && r.numSequences === n)!;
     const lengths = sampleLengths(n, { medianPromptTokens: 100, medianOutputTokens: 50 }, shape.maxContext);
     const total = lengths.reduce((a, l) => a + l.total, 0);
     assert.equal(c.totalTokens, total);
@@ -18,5 +19,8 @@ test('kv memory sweep: vtensor maps about what the tokens need, contiguous maxCo
     assert.equal(c.peakMappedBytes, n * shape.maxContext * perToken);
     // vTensor: at most one partly used chunk per (sequence, tensor).
     assert.ok(v.peakMappedBytes >= v.liveBytes && v.peakMappedBytes <= v.liveBytes + n * 4 * 4096);
+    // Paged: whole 16-token blocks, at most one partly used per sequence.
+    assert.equal(p.liveBytes, total * perToken);
+    assert.equal(p.peakMappedBytes, lengths.reduce((a, l) => a + Math.ceil(l.total / 16), 0) * 16 * perToken);
   }
 });

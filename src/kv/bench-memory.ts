@@ -1,17 +1,22 @@
 /**
  * KV memory benchmark without a model: peak KV bytes for N concurrent sequences, vTensor vs
- * contiguous, by really creating the sequences in both managers (real chunk mappings for
- * vTensor, real max-context slots for contiguous). Lengths follow a lognormal prompt length
+ * paged vs contiguous, by really creating the sequences in the managers (real chunk mappings
+ * for vTensor, real 16-token blocks of one pool for paged, real max-context slots for
+ * contiguous). Lengths follow a lognormal prompt length
  * plus a lognormal output length, capped at maxContext, the shape of chat traffic.
  * Wired into `flexinfer bench --kv-sweep` by the CLI.
  *
  * Sequences grow as in decoding: ensure() for the prompt, then one ensure() per generated
- * token, so the critical-path mapping time is the one a real run would see without prepare().
+ * token, so the critical-path mapping time is the one a real run would see without prepare();
+ * commit() is timed too (the paged layout hashes every block that fills there, for its prefix
+ * cache: part of its block-table upkeep).
  */
 import type { KvShape } from './cache.js';
 import type { KvManager } from './manager.js';
 import { ContiguousKvManager } from './contiguous.js';
 import { VTensorKvManager } from './vtensor-manager.js';
+import { PagedKvManager } from './paged-manager.js';
+import { kvPoolSize } from './pool-size.js';
 import { mulberry32 } from './random.js';
 import { bytesPerToken } from './shape.js';
 
@@ -25,6 +30,8 @@ export interface KvMemoryBenchOptions {
   concurrency?: number[];
   /** vTensor chunk size (default 64 KiB). */
   chunkBytes?: number;
+  /** Paged: elements per kv head (default kvDim). */
+  headDim?: number;
   /** Median prompt / output lengths in tokens (defaults 512 / 256), lognormal sigma (default 1). */
   medianPromptTokens?: number;
   medianOutputTokens?: number;
@@ -45,6 +52,8 @@ export interface KvMemoryBenchRow {
   fragmentationPercent: number;
   /** Wall time of all ensure() calls, milliseconds. */
   ensureMs: number;
+  /** Wall time of all commit() calls, milliseconds. */
+  commitMs: number;
   mapMsOnCriticalPath: number;
 }
 
@@ -73,11 +82,21 @@ function measure(m: KvManager, lengths: { prompt: number; total: number }[]): Kv
     return s;
   });
   let totalTokens = 0;
-  const t0 = performance.now();
+  let ensureMs = 0;
+  let commitMs = 0;
+  // Distinct token ids per sequence (a prefix cache must not find one sequence in another).
+  const tokens = lengths.map((l, i) => Uint32Array.from({ length: l.total }, (_, p) => 1 + ((p * 31 + i * 7919) % 32000)));
+  const grow = (i: number, n: number, what: string) => {
+    const t0 = performance.now();
+    if (!m.ensure(seqs[i]!, n)) throw new Error(`${m.layout}: pool short ${what}`);
+    const t1 = performance.now();
+    m.commit(seqs[i]!, tokens[i]!.subarray(0, n));
+    commitMs += performance.now() - t1;
+    ensureMs += t1 - t0;
+  };
   // Prefill every prompt, then decode round-robin one token per sequence per step.
   lengths.forEach((l, i) => {
-    if (!m.ensure(seqs[i]!, l.prompt)) throw new Error(`${m.layout}: pool short at prefill`);
-    m.commit(seqs[i]!, new Uint32Array(l.prompt));
+    grow(i, l.prompt, 'at prefill');
     totalTokens += l.total;
   });
   for (let step = 1; ; step++) {
@@ -86,12 +105,10 @@ function measure(m: KvManager, lengths: { prompt: number; total: number }[]): Kv
       const n = l.prompt + step;
       if (n > l.total) return;
       active++;
-      if (!m.ensure(seqs[i]!, n)) throw new Error(`${m.layout}: pool short while decoding`);
-      m.commit(seqs[i]!, new Uint32Array(n));
+      grow(i, n, 'while decoding');
     });
     if (active === 0) break;
   }
-  const ensureMs = performance.now() - t0;
   const st = m.stats();
   for (const s of seqs) m.release(s);
   return {
@@ -102,11 +119,12 @@ function measure(m: KvManager, lengths: { prompt: number; total: number }[]): Kv
     liveBytes: st.liveBytes,
     fragmentationPercent: st.fragmentationPercent,
     ensureMs,
+    commitMs,
     mapMsOnCriticalPath: st.mapMsOnCriticalPath,
   };
 }
 
-/** Runs the sweep: for every N, both layouts over the same sampled lengths. */
+/** Runs the sweep: for every N, the three layouts over the same sampled lengths. */
 export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBenchRow[] {
   const shape = opts.shape ?? TINYLLAMA_KV_SHAPE;
   const rows: KvMemoryBenchRow[] = [];
@@ -121,6 +139,9 @@ export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBench
     const v = new VTensorKvManager({ shape, capacityBytes: capacityBytes + n * 2 * shape.numLayers * chunkBytes, chunkBytes });
     rows.push(measure(v, lengths));
     v.dispose();
+    const p = new PagedKvManager({ shape, capacityBytes: kvPoolSize(shape, n, 'paged').kvBytes, ...(opts.headDim ? { headDim: opts.headDim } : {}) });
+    rows.push(measure(p, lengths));
+    p.dispose();
   }
   return rows;
 }
@@ -129,12 +150,12 @@ const MiB = 1 << 20;
 
 /** The sweep as a plain-text table. */
 export function formatKvMemoryBench(rows: KvMemoryBenchRow[]): string {
-  const lines = ['layout       N   tokens   peak MiB   live MiB   frag %   ensure ms'];
+  const lines = ['layout       N   tokens   peak MiB   live MiB   frag %   ensure ms   commit ms'];
   for (const r of rows) {
     lines.push(
       `${r.layout.padEnd(10)} ${String(r.numSequences).padStart(3)} ${String(r.totalTokens).padStart(8)} ` +
         `${(r.peakMappedBytes / MiB).toFixed(1).padStart(10)} ${(r.liveBytes / MiB).toFixed(1).padStart(10)} ` +
-        `${r.fragmentationPercent.toFixed(1).padStart(8)} ${r.ensureMs.toFixed(1).padStart(11)}`,
+        `${r.fragmentationPercent.toFixed(1).padStart(8)} ${r.ensureMs.toFixed(1).padStart(11)} ${r.commitMs.toFixed(1).padStart(11)}`,
     );
   }
   return lines.join('\n');
