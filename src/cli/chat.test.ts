@@ -42,8 +42,8 @@ function runCli(args: string[], input: string): Promise<{ code: number | null; s
 
 const STATUS = /^\[prompt: (\d+) tokens \((\d+) reused, (\d+) computed\) \| first token: \d+ ms \| reply: (\d+) tokens, [\d.]+ tokens\/s\]$/;
 
-test('chat on a pipe: three replies, later turns reuse the cached conversation', async () => {
-  const { code, stdout, stderr } = await runCli(['chat', path, '--temp', '0', '-n', '8', '-t', '2', '-c', '1024'], `${LINES.join('\n')}\n`);
+test('chat on a pipe (paged KV): three replies, later turns reuse the cached conversation', async () => {
+  const { code, stdout, stderr } = await runCli(['chat', path, '--temp', '0', '-n', '8', '-t', '2', '-c', '1024', '--kv', 'paged'], `${LINES.join('\n')}\n`);
   assert.equal(code, 0, stderr);
   const status = stderr
     .split('\n')
@@ -68,7 +68,8 @@ test('chat on a pipe: three replies, later turns reuse the cached conversation',
     assert.ok(s.reused >= prev.prompt, `turn ${i}: reused ${s.reused} after ${JSON.stringify(prev)}`);
   }
 
-  // The replies are what the engine's ChatSession gives for the same conversation.
+  // The replies are what the engine's ChatSession gives for the same conversation (on the
+  // default vtensor layout: the layout never changes the tokens).
   const model = await loadModel(path, { threads: 2, contextSize: 1024, parallel: 1 });
   let expected = '';
   try {
@@ -101,7 +102,7 @@ test('chat commands: /stats shows KV and prefix-cache counters, /reset starts ov
 test('chat: bad options are one-line errors', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['chat'], /MODEL: missing model path/],
-    [['chat', path, '--kv', 'paged'], /--kv: must be vtensor or contiguous/],
+    [['chat', path, '--kv', 'pages'], /--kv: must be one of vtensor, paged, contiguous, got 'pages'/],
     [['chat', path, '-n', '0'], /--n-predict: must be at least 1/],
     [['chat', path, '--temp', 'hot'], /--temp: must be a number/],
     [['chat', path, '--top-p', '2'], /--top-p: must be in \[0, 1\]/],

@@ -54,8 +54,8 @@ test('bad arguments: one-line messages and non-zero exit codes', () => {
   r = cli(model, '-p', 'x', '--top-k', 'many');
   assert.equal(r.code, 1);
   assert.match(r.stderr, /--top-k: must be a number/);
-  r = cli(model, '-p', 'x', '--kv', 'paged');
-  assert.match(r.stderr, /--kv: must be vtensor or contiguous/);
+  r = cli(model, '-p', 'x', '--kv', 'pages');
+  assert.match(r.stderr, /--kv: must be one of vtensor, paged, contiguous, got 'pages'/);
   r = cli(join(dir, 'missing.gguf'), '-p', 'x');
   assert.equal(r.code, 1);
   assert.equal(r.stderr.split('\n').filter(Boolean).length, 1, r.stderr);

@@ -53,7 +53,7 @@ async function uncachedReplies(systemPrompt: string, turns: number): Promise<{ t
   return { texts, prompts };
 }
 
-for (const kv of ['vtensor', 'contiguous'] as const) {
+for (const kv of ['vtensor', 'paged', 'contiguous'] as const) {
   test(`ChatSession (${kv}): four turns reuse the earlier turns' K/V and reply as an uncached model does`, async () => {
     const system = 'You are a friendly storyteller.';
     const model: Model = await loadModel(path, { ...LOAD, parallel: 2, kv });

@@ -1,13 +1,14 @@
 /**
  * The issue-5 invariant: the KV layout and prefix reuse change memory, never results. Greedy
- * tokens and logits are bit-identical with `vtensor` and `contiguous`, with and without a
- * reused prefix, for one sequence alone and for several in one batch.
+ * tokens and logits are bit-identical with `vtensor`, `paged` and `contiguous`, with and
+ * without a reused prefix, for one sequence alone and for several in one batch.
  *
  * Two levels:
  * - Forward pass over a KvManager (in this thread): logits of suffix rows computed on top of
  *   a prefix taken from the prefix cache (matchPrefix) equal the logits of the same rows
- *   computed from scratch, alone or four sequences in one batch, for both layouts; vTensor uses
- *   small chunks here so the prefix spans shared full chunks and a copied tail.
+ *   computed from scratch, alone or four sequences in one batch, for every layout; vTensor uses
+ *   small chunks here so the prefix spans shared full chunks and a copied tail (paged: shared
+ *   16-token blocks and a copy-on-write of the partly matched one).
  * - Public API (engine worker, scheduler): evaluate(allLogits) logits and greedy complete()
  *   tokens equal across layouts; rounds with prefix-cache hits (checked: cachedPromptTokens > 0)
  *   give the same tokens as the cold round; the tokens are the argmax of no-reuse logits.
@@ -31,7 +32,7 @@ import { setThreads } from '../native/index.js';
 import { loadModel, type Model } from '../index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-kv-invariants-'));
-const LAYOUTS = ['vtensor', 'contiguous'] as const;
+const LAYOUTS = ['vtensor', 'paged', 'contiguous'] as const;
 
 interface Case {
   name: string;
@@ -132,7 +133,7 @@ function forwardParts(tf: Transformer, kv: KvManager, parts: Part[], vocab: numb
 }
 
 for (const c of CASES) {
-  test(`${c.name}: forward logits with a reused prefix equal recomputed ones, alone and batched, vtensor == contiguous`, async () => {
+  test(`${c.name}: forward logits with a reused prefix equal recomputed ones, alone and batched, vtensor == paged == contiguous`, async () => {
     setThreads(2);
     const file = readGgufSync(c.path);
     const config = modelConfigFromGguf(file);
@@ -157,7 +158,7 @@ for (const c of CASES) {
     const suffixLogits: Record<string, Float32Array[]> = {};
     try {
       for (const layout of LAYOUTS) {
-        const kv = createKvManager({ layout, shape, capacityBytes, ...(layout === 'vtensor' ? { chunkBytes } : { maxSequences: 3 * N }) });
+        const kv = createKvManager({ layout, shape, capacityBytes, ...(layout === 'vtensor' ? { chunkBytes } : layout === 'paged' ? { headDim: config.headDim } : { maxSequences: 3 * N }) });
         const tf = createTransformer(config, store, kv, { maxRows, maxLogitRows: maxRows });
         try {
           // (1) Each sequence alone, from scratch, not cached.
@@ -186,7 +187,7 @@ for (const c of CASES) {
           const matches = seqTokens.map((t) => kv.matchPrefix(t)!);
           assert.ok(matches.every((m) => m !== null && m.numTokens >= PREFIX), `${layout}: batched prefix hits`);
           // vTensor maps the prefix's full chunks into every match instead of copying them.
-          if (layout === 'vtensor') assert.ok(kv.stats().sharedBytes > 0, 'vtensor: prefix chunks shared');
+          if (layout !== 'contiguous') assert.ok(kv.stats().sharedBytes > 0, `${layout}: prefix chunks / blocks shared`);
           const reused = forwardParts(tf, kv, seqTokens.map((t, i) => ({ seq: matches[i]!.seq, tokens: t, from: PREFIX })), vocab, PREFIX);
           for (let i = 1; i < N; i++) assertBitEqual(reused[i]!, alone[i]!, `${layout}: sequence ${i} batched on a reused prefix`);
           for (const m of matches) kv.release(m.seq, false);
@@ -197,7 +198,10 @@ for (const c of CASES) {
           kv.dispose();
         }
       }
-      for (let i = 0; i < N; i++) assertBitEqual(suffixLogits.vtensor![i]!, suffixLogits.contiguous![i]!, `sequence ${i}: vtensor vs contiguous`);
+      for (let i = 0; i < N; i++) {
+        assertBitEqual(suffixLogits.vtensor![i]!, suffixLogits.contiguous![i]!, `sequence ${i}: vtensor vs contiguous`);
+        assertBitEqual(suffixLogits.paged![i]!, suffixLogits.vtensor![i]!, `sequence ${i}: paged vs vtensor`);
+      }
     } finally {
       store.dispose();
     }
@@ -254,12 +258,16 @@ for (const c of CASES) {
     for (const layout of LAYOUTS) runs[layout] = await apiRun(c, layout);
     const v = runs.vtensor!;
     const k = runs.contiguous!;
+    const p = runs.paged!;
     assertBitEqual(v.logits, k.logits, 'evaluate(allLogits) vtensor vs contiguous');
-    for (const run of [v, k]) {
+    assertBitEqual(p.logits, v.logits, 'evaluate(allLogits) paged vs vtensor');
+    for (const run of [v, p, k]) {
       assert.deepEqual(run.warmAlone, run.cold, 'alone on a reused prefix vs batched cold');
     }
-    assert.deepEqual(v.cold, k.cold, 'batched cold: vtensor vs contiguous');
-    assert.deepEqual(v.followUp, k.followUp, 'batched follow-ups on reused prefixes: vtensor vs contiguous');
+    for (const [other, name] of [[k, 'contiguous'], [p, 'paged']] as const) {
+      assert.deepEqual(other.cold, v.cold, `batched cold: vtensor vs ${name}`);
+      assert.deepEqual(other.followUp, v.followUp, `batched follow-ups on reused prefixes: vtensor vs ${name}`);
+    }
 
     // Independent check: the generated tokens are the argmax of logits computed without any
     // reuse or batching (one evaluate over prompt + generated tokens, teacher-forced).
@@ -284,7 +292,7 @@ for (const c of CASES) {
 // vTensor used to miss here: matchPrefix copied the cached tail into fresh chunks and, with no
 // free chunk, gave up, where contiguous hands the parked slot over. Now a tail block that only
 // the cache holds is handed over too (src/kv/vtensor-manager.ts).
-test('prefix reuse when the pool holds one sequence: vtensor hits as contiguous does, and the logits equal recomputed ones', async () => {
+test('prefix reuse when the pool holds one sequence: vtensor and paged hit as contiguous does, and the logits equal recomputed ones', async () => {
   setThreads(2);
   const c = CASES[0]!; // tiny-15m: 576-byte rows, so a default chunk (lcm(64 KiB, row)) holds 1024 tokens
   const file = readGgufSync(c.path);
@@ -297,11 +305,11 @@ test('prefix reuse when the pool holds one sequence: vtensor hits as contiguous 
   const reused: Record<string, Float32Array> = {};
   try {
     for (const layout of LAYOUTS) {
-      // Room for exactly one sequence: one chunk per layer tensor (the whole context), or one slot.
+      // Room for exactly one sequence: one chunk per layer tensor (the whole context), 4 blocks, or one slot.
       const kv =
         layout === 'vtensor'
           ? createKvManager({ layout, shape, capacityBytes: 2 * shape.numLayers * 1024 * rowBytes(shape) })
-          : createKvManager({ layout, shape, capacityBytes: shape.maxContext * shape.numLayers * 2 * rowBytes(shape) });
+          : createKvManager({ layout, shape, capacityBytes: shape.maxContext * shape.numLayers * 2 * rowBytes(shape), ...(layout === 'paged' ? { headDim: config.headDim } : {}) });
       const tf = createTransformer(config, store, kv, { maxRows: turn2.length, maxLogitRows: turn2.length });
       try {
         if (layout === 'vtensor') assert.equal((kv as VTensorKvManager).pool.capacityChunks, 2 * shape.numLayers, 'one chunk per tensor');
@@ -329,6 +337,7 @@ test('prefix reuse when the pool holds one sequence: vtensor hits as contiguous 
       }
     }
     assertBitEqual(reused.vtensor!, reused.contiguous!, 'turn 2 logits: vtensor vs contiguous');
+    assertBitEqual(reused.paged!, reused.vtensor!, 'turn 2 logits: paged vs vtensor');
   } finally {
     store.dispose();
   }

@@ -96,8 +96,13 @@ test('paged: prefix hits share the cached blocks by hash chain; a different firs
   const a = tokensOf(50, 2); // 3 full blocks + a 2-token tail
   const s = filled(m, a);
   const table = [...m.blockTable(s)];
+  assert.equal(m.stats().activeBytes, 4 * B * perToken(shape));
   m.release(s, true);
   assert.equal(m.numCachedBlocks, 4, '3 full blocks and the tail');
+  const st = m.stats();
+  assert.equal(st.activeBytes, 0, 'blocks held by the prefix cache alone are not in use');
+  assert.equal(st.mappedBytes, 4 * B * perToken(shape), 'but they still hold the prefix');
+  assert.deepEqual([st.blockTokens, st.numBlocks], [16, 16]);
   const hit = m.matchPrefix(Uint32Array.from([...a, 1]))!;
   assert.equal(hit.numTokens, 50);
   assert.deepEqual([...m.blockTable(hit.seq)], table, 'the very same blocks');

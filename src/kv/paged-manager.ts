@@ -33,9 +33,10 @@ import { BlockPool, type KvBlock } from './block-pool.js';
 import { ROOT_BLOCK_HASH, hashBlockTokens } from './block-hash.js';
 import { F16_BYTES, UnknownSequenceError, bytesPerToken, checkTokenCount, validateShape } from './shape.js';
 import { allocAligned } from '../native/memory.js';
+import { PAGED_BLOCK_TOKENS } from '../native/ops.js';
 
 /** Tokens per block (vLLM's default block size; the native kernels are built for it). */
-export const PAGED_BLOCK_TOKENS = 16;
+export { PAGED_BLOCK_TOKENS };
 
 /** Options of the paged layout. */
 export interface PagedKvOptions {
@@ -266,8 +267,10 @@ export class PagedKvManager implements KvManager, PagedKvCache {
     const bb = this.geometry.blockBytes;
     let used = 0;
     let shared = 0;
+    let active = 0;
     for (const b of this.pool.blocks) {
       if (b.refCount > 0 || b.hash !== null) used++;
+      if (b.refCount > 0) active++;
       if (b.refCount > 1) shared++;
     }
     let liveTokens = 0;
@@ -292,6 +295,9 @@ export class PagedKvManager implements KvManager, PagedKvCache {
       prefixHits: this.prefixHits,
       prefixMisses: this.prefixMisses,
       prefixTokensReused: this.prefixTokensReused,
+      activeBytes: active * bb,
+      blockTokens: PAGED_BLOCK_TOKENS,
+      numBlocks: this.geometry.numBlocks,
     };
   }
 

@@ -2,14 +2,16 @@
  * Attention blocks: rotary position embedding with its options, and causal attention of a
  * sequence's query rows over its K/V in the cache.
  *
- * NOTE (where the KV layout meets the model): attendSequence() is the ONE place the forward
- * pass touches the KV cache. It writes the run's new K/V rows at their positions and runs the
- * attention kernel over the sequence's K/V. A layout that stores K/V differently (a paged
- * cache read through a block table) plugs in here; architectures never see the cache.
+ * NOTE (where the KV layout meets the model): attention() (and attendSequence() for one run)
+ * is the ONE place the forward pass touches the KV cache. It writes the runs' new K/V rows at
+ * their positions and runs the attention kernel over each sequence's K/V: one call for the
+ * whole batch, through contiguous K/V (vtensor, contiguous) or block tables (paged; see
+ * batch-attention.ts). Architectures never see the cache.
  */
 import type { KvCache } from '../../kv/cache.js';
 import type { SeqRun } from '../transformer.js';
-import { attention as attentionKernel, rope as ropeKernel, storeKv } from '../../native/index.js';
+import { rope as ropeKernel } from '../../native/index.js';
+import { attentionOverBatch } from './batch-attention.js';
 
 /** RoPE layout: 'normal' rotates pairs (2i, 2i+1) (llama); 'neox' rotates (i, i + d/2) (qwen2 and later). */
 export type RopeMode = 'normal' | 'neox';
@@ -52,15 +54,13 @@ export function rope(x: Float32Array, m: number, numHeads: number, headDim: numb
  * positions, then causal attention of each query row over kv positions [0, pos] into run.att.
  */
 export function attendSequence(kv: KvCache, layer: number, run: SeqRun, a: AttentionOptions): void {
-  const kvDim = a.numKvHeads * a.headDim;
-  const keys = kv.keys(run.seq, layer); // [maxContext, kvDim] f16
-  const values = kv.values(run.seq, layer); // [maxContext, kvDim] f16
-  storeKv(keys, run.k, run.n, kvDim, run.positions);
-  storeKv(values, run.v, run.n, kvDim, run.positions);
-  attentionKernel(run.att, run.q, keys, values, run.n, run.positions, a.numHeads, a.numKvHeads, a.headDim, a.scale);
+  attentionOverBatch(kv, layer, [run], a);
 }
 
-/** attendSequence() for every run of the batch (runs cover the batch's rows in order). */
+/**
+ * attendSequence() for every run of the batch (runs cover the batch's rows in order), as one
+ * kernel call for the layer: bitwise the same results, any KV layout (batch-attention.ts).
+ */
 export function attention(kv: KvCache, layer: number, runs: readonly SeqRun[], a: AttentionOptions): void {
-  for (const r of runs) attendSequence(kv, layer, r, a);
+  attentionOverBatch(kv, layer, runs, a);
 }
