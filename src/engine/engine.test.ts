@@ -213,7 +213,7 @@ test('bad input: typed errors with clear messages', async () => {
     [{ threads: 0 }, 'threads'],
     [{ parallel: 1.5 }, 'parallel'],
     [{ contextSize: -1 }, 'contextSize'],
-    [{ kv: 'paged' }, 'kv'],
+    [{ kv: 'radix' }, 'kv'],
   ] as const) {
     await assert.rejects(loadModel(path, opts as never), (e: unknown) => e instanceof InvalidOptionError && e.option === name && e.message.startsWith(`${name}: `));
   }
