@@ -12,6 +12,10 @@ export interface SweepOptions {
   promptTokens: number;
   noLlamaCpp: boolean;
   kv?: KvLayout;
+  /** --kv-sweep: the parts to measure in this run (default all). */
+  kvParts?: import('./kv-sweep.js').KvSweepPart[];
+  /** --kv-sweep: earlier partial results (JSON files) merged into this run's output. */
+  kvMerge?: string[];
   onLog: (line: string) => void;
 }
 

@@ -31,6 +31,9 @@ Options:
   --no-llamacpp        measure flexinfer only
   --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache)
   --kv-sweep           KV cache memory, kernel and engine speed: vtensor vs paged vs contiguous
+  --kv-parts LIST      with --kv-sweep: measure only these parts (memory,kernels,decode,chat)
+  --kv-merge FILES     with --kv-sweep: merge earlier partial results (comma-separated JSON files)
+                       into this run's JSON, table and plot (e.g. a sweep split into short runs)
   --serve-sweep        concurrent streams 1/4/8/16, without a budget and at 50%
   --json-schema        decode tok/s constrained by a JSON Schema vs free; mask share; llama.cpp GBNF
   --json               print the JSON result instead of the table
@@ -57,6 +60,8 @@ export async function run(argv: string[]): Promise<number> {
       'no-llamacpp': { type: 'boolean' },
       'budget-sweep': { type: 'boolean' },
       'kv-sweep': { type: 'boolean' },
+      'kv-parts': { type: 'string' },
+      'kv-merge': { type: 'string' },
       'serve-sweep': { type: 'boolean' },
       'json-schema': { type: 'boolean' },
       json: { type: 'boolean' },
@@ -80,6 +85,9 @@ export async function run(argv: string[]): Promise<number> {
   const modes = (['budget-sweep', 'kv-sweep', 'serve-sweep', 'json-schema'] as const).filter((m) => values[m]);
   if (modes.length > 1) throw new InvalidOptionError('--*-sweep', 'choose one mode per run');
   const mode = (modes[0] ?? 'speed') as 'speed' | (typeof modes)[number];
+  if ((values['kv-parts'] !== undefined || values['kv-merge'] !== undefined) && mode !== 'kv-sweep') {
+    throw new InvalidOptionError('--kv-parts / --kv-merge', 'only apply to --kv-sweep');
+  }
 
   let result: unknown;
   let table: string;
@@ -111,6 +119,9 @@ export async function run(argv: string[]): Promise<number> {
     table = jsonSchemaTable(r);
   } else {
     const sweeps = await import('../bench/sweeps.js');
+    const kvMerge = values['kv-merge']?.split(',').filter((f) => f !== '');
+    const kvParts = mode === 'kv-sweep' ? (await import('../bench/kv-sweep.js')).parseKvParts(values['kv-parts'] ?? (kvMerge?.length ? '' : undefined)) : undefined;
+    if (kvParts?.length === 0 && !kvMerge?.length) throw new InvalidOptionError('--kv-parts', `choose at least one of memory, kernels, decode, chat`);
     const out = await sweeps.runSweep(mode, path, {
       threads,
       runs: int('runs', values.runs, 3, 1),
@@ -118,6 +129,8 @@ export async function run(argv: string[]): Promise<number> {
       promptTokens: int('prompt-tokens', values['prompt-tokens'], 128, 1),
       noLlamaCpp: values['no-llamacpp'] ?? false,
       kv,
+      ...(kvParts && { kvParts }),
+      ...(kvMerge && { kvMerge }),
       onLog: log,
     });
     result = out.result;

@@ -17,6 +17,7 @@ import { ContiguousKvManager } from './contiguous.js';
 import { VTensorKvManager } from './vtensor-manager.js';
 import { PagedKvManager } from './paged-manager.js';
 import { kvPoolSize } from './pool-size.js';
+import { chooseChunkBytes } from './chunk-size.js';
 import { mulberry32 } from './random.js';
 import { bytesPerToken } from './shape.js';
 
@@ -28,7 +29,7 @@ export interface KvMemoryBenchOptions {
   shape?: KvShape;
   /** Concurrent sequence counts (default 1, 4, 16, 64). */
   concurrency?: number[];
-  /** vTensor chunk size (default 64 KiB). */
+  /** vTensor chunk size (default 64 KiB, or lcm(64 KiB, token row)). */
   chunkBytes?: number;
   /** Paged: elements per kv head (default kvDim). */
   headDim?: number;
@@ -135,7 +136,8 @@ export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBench
     const c = new ContiguousKvManager({ shape, capacityBytes, maxSequences: n });
     rows.push(measure(c, lengths));
     c.dispose();
-    const chunkBytes = opts.chunkBytes ?? 64 << 10;
+    // 64 KiB, or lcm(64 KiB, token row) when a row does not divide it (tiny-15m's 576 B rows).
+    const chunkBytes = opts.chunkBytes ?? chooseChunkBytes(shape, 0);
     const v = new VTensorKvManager({ shape, capacityBytes: capacityBytes + n * 2 * shape.numLayers * chunkBytes, chunkBytes });
     rows.push(measure(v, lengths));
     v.dispose();
