@@ -148,10 +148,15 @@ test('a dropped connection is resumed with Range and gives the same sha256', asy
   assert.equal(sha256(readFileSync(r.path)), sha256(blobA));
   const ranges = hub.storage.ranges.slice(ranges0);
   assert.equal(ranges.length, 2, 'two resumed requests');
-  // Each resume starts where the bytes on disk end (nothing is downloaded twice).
+  // Each resume starts where the bytes on disk end: it keeps what arrived before the drop (more
+  // than nothing, at most the 1,000,000 bytes the storage sent) and asks only for the rest. The
+  // storage may send a little more than the file in total: bytes it wrote into the socket that
+  // never reached the client before the cut (undici drops what it had not handed over yet, more
+  // of it on a loaded machine) are asked for again; that is the only repetition allowed.
   const starts = ranges.map((s) => Number(/bytes=(\d+)-/.exec(s)![1]));
-  assert.ok(starts[0]! > 0 && starts[1]! > starts[0]!, `range starts ${starts}`);
-  assert.equal(hub.storage.bytesSent - sent0, blobA.length);
+  const kept = [starts[0]!, starts[1]! - starts[0]!];
+  assert.ok(kept.every((k) => k > 0 && k <= 1_000_000), `range starts ${starts}`);
+  assert.equal(hub.storage.bytesSent - sent0, blobA.length + (1_000_000 - kept[0]!) + (1_000_000 - kept[1]!));
 });
 
 test('an interrupted pull keeps its partial file; the next pull resumes it', async () => {
