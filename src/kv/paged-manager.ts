@@ -31,7 +31,7 @@ import type { KvShape, PagedKvCache, SeqId } from './cache.js';
 import type { KvManager, KvStats, PrefixMatch } from './manager.js';
 import { BlockPool, type KvBlock } from './block-pool.js';
 import { ROOT_BLOCK_HASH, hashBlockTokens } from './block-hash.js';
-import { F16_BYTES, UnknownSequenceError, bytesPerToken, checkTokenCount, validateShape } from './shape.js';
+import { F16_BYTES, UnknownSequenceError, bytesPerToken, checkLayer, checkTokenCount, commonPrefixLength, validateShape } from './shape.js';
 import { allocAligned } from '../native/memory.js';
 import { PAGED_BLOCK_TOKENS } from '../native/ops.js';
 
@@ -133,11 +133,11 @@ export class PagedKvManager implements KvManager, PagedKvCache {
   }
 
   keyPool(layer: number): Uint16Array {
-    return this.kPools[this.checkLayer(layer)]!;
+    return this.kPools[checkLayer(layer, this.shape.numLayers)]!;
   }
 
   valuePool(layer: number): Uint16Array {
-    return this.vPools[this.checkLayer(layer)]!;
+    return this.vPools[checkLayer(layer, this.shape.numLayers)]!;
   }
 
   blockTable(seq: SeqId): Int32Array {
@@ -236,7 +236,7 @@ export class PagedKvManager implements KvManager, PagedKvCache {
     let partial: KvBlock | null = null;
     let partialTokens = 0;
     for (const b of this.pool.cachedChildren(parent)) {
-      const n = commonLength(b.tokens!, rest);
+      const n = commonPrefixLength(b.tokens!, rest);
       if (n > partialTokens) {
         partial = b;
         partialTokens = n;
@@ -416,18 +416,4 @@ export class PagedKvManager implements KvManager, PagedKvCache {
     if (s === undefined) throw new UnknownSequenceError(seq);
     return s;
   }
-
-  private checkLayer(layer: number): number {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.numLayers) {
-      throw new RangeError(`layer must be in [0, ${this.shape.numLayers}), got ${layer}`);
-    }
-    return layer;
-  }
-}
-
-function commonLength(a: Uint32Array, b: Uint32Array): number {
-  const n = Math.min(a.length, b.length);
-  let i = 0;
-  while (i < n && a[i] === b[i]) i++;
-  return i;
 }

@@ -42,6 +42,14 @@ export function checkTokenCount(what: string, n: number, max: number): void {
   }
 }
 
+/** Returns layer, or throws a RangeError unless it is an integer in [0, numLayers). */
+export function checkLayer(layer: number, numLayers: number): number {
+  if (!Number.isInteger(layer) || layer < 0 || layer >= numLayers) {
+    throw new RangeError(`layer must be in [0, ${numLayers}), got ${layer}`);
+  }
+  return layer;
+}
+
 /** Length of the common prefix of two token arrays. */
 export function commonPrefixLength(a: Uint32Array, b: Uint32Array): number {
   const n = Math.min(a.length, b.length);

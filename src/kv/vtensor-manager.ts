@@ -34,7 +34,7 @@ import { ChunkPool } from '../native/vmem.js';
 import { ChunkRadixCache, type RadixNode } from './radix.js';
 import { chooseChunkBytes } from './chunk-size.js';
 import { VTensor, vtensorGeometry, type VTensorGeometry } from './vtensor.js';
-import { UnknownSequenceError, bytesPerToken, checkTokenCount, rowBytes, validateShape } from './shape.js';
+import { UnknownSequenceError, bytesPerToken, checkLayer, checkTokenCount, rowBytes, validateShape } from './shape.js';
 
 /** Options of the vTensor layout. */
 export interface VTensorKvOptions {
@@ -113,11 +113,11 @@ export class VTensorKvManager implements KvManager {
   }
 
   keys(seq: SeqId, layer: number): Uint16Array {
-    return this.get(seq).vt.keys[this.checkLayer(layer)]!;
+    return this.get(seq).vt.keys[checkLayer(layer, this.shape.numLayers)]!;
   }
 
   values(seq: SeqId, layer: number): Uint16Array {
-    return this.get(seq).vt.values[this.checkLayer(layer)]!;
+    return this.get(seq).vt.values[checkLayer(layer, this.shape.numLayers)]!;
   }
 
   createSequence(): SeqId | null {
@@ -508,13 +508,6 @@ export class VTensorKvManager implements KvManager {
     const s = this.seqs.get(seq);
     if (s === undefined) throw new UnknownSequenceError(seq);
     return s;
-  }
-
-  private checkLayer(layer: number): number {
-    if (!Number.isInteger(layer) || layer < 0 || layer >= this.shape.numLayers) {
-      throw new RangeError(`layer must be in [0, ${this.shape.numLayers}), got ${layer}`);
-    }
-    return layer;
   }
 }
 
