@@ -617,12 +617,53 @@ void tileBF16(const uint8_t* w, const Act* a, int64_t k, float* out, int64_t ldo
   tileFloat<2, NX>(w, a, k, out, ldo);
 }
 
+// F32 rows whose length is not a multiple of 16: llama.cpp's CPU backend leaves its tinyBLAS
+// kernel (the 16-lane steps tileFloat follows) for ggml_vec_dot_f32, and so do we, for every m
+// (row invariance holds: one dot per (weight row, activation row)). Its AVX-512 steps, emulated
+// with 256-bit halves: four 16-lane accumulators over each 64 elements (acc_j += x * y for
+// elements 16j..16j+15), then acc0 + acc2, acc1 + acc3, their sum, _mm512_reduce_add_ps's tree
+// (the same as hsum of the two halves' sum), and the leftover elements one by one, s += x * y.
+// Measured bitwise equal to the libggml node-llama-cpp ships
+// (matmul-llamacpp.test.ts); a tiny F32 file with 168-wide FFN rows differed by 3e-4 before.
+inline float dotF32Ggml(const float* x, const float* y, int64_t n) {
+  const int64_t np = n & ~int64_t(63);
+  __m256 lo[4], hi[4];
+  for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < np; i += 64) {
+    for (int j = 0; j < 4; j++) {
+      lo[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16 * j), _mm256_loadu_ps(y + i + 16 * j), lo[j]);
+      hi[j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16 * j + 8), _mm256_loadu_ps(y + i + 16 * j + 8), hi[j]);
+    }
+  }
+  lo[0] = _mm256_add_ps(lo[0], lo[2]);
+  hi[0] = _mm256_add_ps(hi[0], hi[2]);
+  lo[1] = _mm256_add_ps(lo[1], lo[3]);
+  hi[1] = _mm256_add_ps(hi[1], hi[3]);
+  lo[0] = _mm256_add_ps(lo[0], lo[1]);
+  hi[0] = _mm256_add_ps(hi[0], hi[1]);
+  float s = hsum(_mm256_add_ps(lo[0], hi[0]));
+  // Unfused (-std=c++17 keeps GCC at -ffp-contract=off), as libggml: measured, an fma differs.
+  for (int64_t i = np; i < n; i++) s += x[i] * y[i];
+  return s;
+}
+
+void f32RowsGgml(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
+                 int64_t ldo) {
+  for (int64_t i = 0; i < nx; i++) {
+    const Act a{rows.base + static_cast<size_t>(i) * rows.stride, &rows.layout};
+    for (int64_t r = 0; r < nw; r++)
+      out[i * ldo + r] = dotF32Ggml(reinterpret_cast<const float*>(w + static_cast<size_t>(r) * wStride), a.f(), k);
+  }
+}
+
 // Float weights: one weight row per tile for m = 1 (measured 20 vs 12 GB/s for f16 from DRAM),
 // pairs of rows for m > 1 (f32 / f16 / bf16 at m = 128: 41 / 57 / 60 -> 59 / 69 / 70 GFLOP/s).
 template <int Kind>
 void floatKernel(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& rows, int64_t nx, int64_t k, float* out,
                  int64_t ldo) {
-  if (nx == 1) {
+  if (Kind == 0 && k % 16 != 0) {
+    f32RowsGgml(w, wStride, nw, rows, nx, k, out, ldo);
+  } else if (nx == 1) {
     const Act a[1] = {{rows.base, &rows.layout}};
     for (int64_t r = 0; r < nw; r++) tileFloat<Kind, 1>(w + static_cast<size_t>(r) * wStride, a, k, out + r, ldo);
   } else {

@@ -126,8 +126,33 @@ static Napi::Value binaryElementwise(const Napi::CallbackInfo& info, const char*
   return env.Undefined();
 }
 
-// siluMul(out, gate, up, n)
-static Napi::Value SiluMul(const Napi::CallbackInfo& info) { return binaryElementwise(info, "siluMul", "gate", "up", siluMulRange); }
+// siluMul(out, gate, up, n[, rowLength]): n / rowLength rows. llama.cpp's ggml_vec_swiglu_f32 runs
+// its 16-lane body per row and the scalar silu on each row's last rowLength % 16 elements, so
+// rows whose length is not a multiple of 16 (a 168-wide FFN) run row by row to match it; the
+// other rows are one flat range (every row boundary falls on a 16-element step).
+static Napi::Value SiluMul(const Napi::CallbackInfo& info) {
+  const char* fn = "siluMul";
+  if (info.Length() <= 4 || info[4].IsUndefined()) return binaryElementwise(info, fn, "gate", "up", siluMulRange);
+  Napi::Env env = info.Env();
+  const int64_t n = argInt(info, 3, fn, "n");
+  const int64_t rowLength = argInt(info, 4, fn, "rowLength");
+  if (rowLength == 0 || n % rowLength != 0) throwRange(env, fn, "rowLength must be at least 1 and divide n");
+  if (rowLength % 16 == 0) return binaryElementwise(info, fn, "gate", "up", siluMulRange);
+  auto out = argArray<float>(info, 0, fn, "out");
+  auto g = argArray<float>(info, 1, fn, "gate");
+  auto u = argArray<float>(info, 2, fn, "up");
+  requireLength(env, fn, "out", out, n, "n");
+  requireLength(env, fn, "gate", g, n, "n");
+  requireLength(env, fn, "up", u, n, "n");
+  const bool scalar = useScalarKernels();
+  runRows(n / rowLength, rowLength, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; r++) {
+      const int64_t o = r * rowLength;
+      siluMulRange(out.data + o, g.data + o, u.data + o, 0, rowLength, scalar);
+    }
+  });
+  return env.Undefined();
+}
 
 // ---- add / addBias ----
 

@@ -117,7 +117,9 @@ async function compare(ours: Model, ref: { tokens: number[]; probs: Map<number, 
   return a;
 }
 
-// Tolerances. F32: 1e-3 relative (measured: 3-5e-4 absolute, 7e-5..9e-5 relative). Quantized
+// Tolerances. F32: 1e-5 relative (measured 1.4e-7 absolute, 3e-8 relative, once F32 rows of
+// other lengths than multiples of 16 and the SwiGLU tails followed llama.cpp; 3e-4 absolute on a
+// 168-wide FFN before). Quantized
 // types: flexinfer quantizes activations to 8 bits exactly as llama.cpp does, but a float
 // difference of 1e-5 upstream flips the rounding of a few activation quanta, each worth
 // amax/127; measured on tiny-15m (2026-11-27), f32 file with ONE tensor kind made q8_0:
@@ -127,7 +129,7 @@ type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads
 const NARROW_TINYLLAMA: Shrink = { dim: 256, nLayers: 4, nHeads: 8, nKvHeads: 2, ffn: 512 };
 const QWEN3_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 128, ffn: 512 };
 const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance: number; tieTolerance: number }> = [
-  { preset: 'tiny-15m', type: 'f32', relTolerance: 1e-3, tieTolerance: 1e-3 },
+  { preset: 'tiny-15m', type: 'f32', relTolerance: 1e-5, tieTolerance: 1e-3 },
   { preset: 'tiny-15m', type: 'f16', relTolerance: 1e-2, tieTolerance: 0.05 },
   { preset: 'tiny-15m', type: 'q8_0', relTolerance: 3e-2, tieTolerance: 0.15 },
   { preset: 'tiny-15m', type: 'q4_0', relTolerance: 3e-2, tieTolerance: 0.15 },
@@ -142,15 +144,16 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   { preset: 'tiny-15m', type: 'q4_k_m', shrink: { nLayers: 1 }, relTolerance: 1e-5, tieTolerance: 1e-3 },
   // qwen2: its tokenizer, widths, heads, biases and NeoX rope; 4 layers keep the test short.
   { preset: 'qwen2.5-0.5b', type: 'q8_0', shrink: { nLayers: 4 }, relTolerance: 3e-2, tieTolerance: 0.15 },
-  // llama3: its tokenizer and rope_freqs (llama3 rope scaling) in f32, narrow and shallow.
-  { preset: 'llama-3.2-1b', type: 'f32', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffn: 512 }, relTolerance: 1e-3, tieTolerance: 1e-3 },
+  // llama3: its tokenizer and rope_freqs (llama3 rope scaling) in f32, narrow and shallow; a
+  // 520-wide FFN (not a multiple of 16: llama.cpp's ggml_vec_dot_f32 and scalar SiLU tails).
+  { preset: 'llama-3.2-1b', type: 'f32', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, ffn: 520 }, relTolerance: 1e-5, tieTolerance: 1e-3 },
   // qwen3: per-head q/k RMSNorm, NeoX rope, head_dim 128 on a 256 residual (q 512 wide).
   { preset: 'qwen3-0.6b', type: 'f16', shrink: QWEN3_SHRINK, relTolerance: 1e-2, tieTolerance: 0.05 },
   { preset: 'qwen3-0.6b', type: 'q4_k_m', shrink: QWEN3_SHRINK, relTolerance: 3e-2, tieTolerance: 0.15 },
   // smollm3: layer 3 has no RoPE.
   { preset: 'smollm3-3b', type: 'q8_0', shrink: { dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, ffn: 512 }, relTolerance: 3e-2, tieTolerance: 0.15 },
-  // llama.cpp's mixes (synth/mixes.ts) with the types of matmul_legacy/k23/iq4.cc, one file per
-  // new type. Where every matmul is bitwise llama.cpp's at every batch size (Q4_1, Q5_0, Q5_1,
+  // llama.cpp's mixes (synth/mixes.ts) with the types of matmul_legacy/k23/iq4.cc (Q5_1 and Q3_K
+  // bitwise in the opt-in cases below: kept out of the suite for its run time). Where every matmul is bitwise llama.cpp's at every batch size (Q4_1, Q5_0, Q5_1,
   // Q8_0, Q3_K, Q5_K, Q6_K, IQ4_NL), the logits agree to f32 noise: 1e-5 (measured 1.1-1.4e-7
   // absolute, 2.4-3.2e-8 relative). Q2_K (llama.cpp's GEMM for 4+ rows), IQ4_XS (its IQ panels
   // for 8+ rows) and Q4_K (GEMM) keep 3e-2, as q4_k_m above (measured: tiny-15m iq4_xs 4.8e-3,
@@ -158,11 +161,9 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   // tiny-15m's 288-wide rows: the fallbacks (Q5_0, Q4_1, Q5_1, IQ4_NL; Q8_0 token_embd).
   { preset: 'tiny-15m', type: 'q5_0', relTolerance: 1e-5, tieTolerance: 1e-3 },
   { preset: 'tiny-15m', type: 'q4_1', relTolerance: 1e-5, tieTolerance: 1e-3 },
-  { preset: 'tiny-15m', type: 'q5_k_s', relTolerance: 1e-5, tieTolerance: 1e-3 }, // Q5_1, ffn_down Q5_K
   { preset: 'tiny-15m', type: 'iq4_xs', relTolerance: 3e-2, tieTolerance: 0.15 }, // IQ4_NL, ffn_down IQ4_XS
   // a narrow TinyLlama (256-wide rows, n_gqa 4): the K-quants themselves
   { preset: 'tinyllama-1.1b', type: 'q2_k', shrink: NARROW_TINYLLAMA, relTolerance: 3e-2, tieTolerance: 0.15 }, // Q2_K, Q3_K, Q4_K, Q6_K
-  { preset: 'tinyllama-1.1b', type: 'q3_k_s', shrink: NARROW_TINYLLAMA, relTolerance: 1e-5, tieTolerance: 1e-3 }, // Q3_K, Q6_K output
   { preset: 'tinyllama-1.1b', type: 'iq4_nl', shrink: NARROW_TINYLLAMA, relTolerance: 1e-5, tieTolerance: 1e-3 }, // IQ4_NL, Q5_K attn_v
 ];
 
@@ -171,6 +172,8 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
 // up to 1.2 GB: ~1 hour here). Kept out of `npm test` for its run time (the suite budget).
 if (process.env.FLEXINFER_FULL_MIXES) {
   CASES.push(
+    { preset: 'tiny-15m', type: 'q5_k_s', relTolerance: 1e-5, tieTolerance: 1e-3 }, // Q5_1, ffn_down Q5_K
+    { preset: 'tinyllama-1.1b', type: 'q3_k_s', shrink: NARROW_TINYLLAMA, relTolerance: 1e-5, tieTolerance: 1e-3 }, // Q3_K, Q6_K output
     { preset: 'tiny-15m', type: 'q3_k_m', relTolerance: 3e-2, tieTolerance: 0.15 }, // Q4_0, Q5_0, Q5_1, ffn_down Q4_K
     { preset: 'tinyllama-1.1b', type: 'q3_k_m', shrink: NARROW_TINYLLAMA, relTolerance: 3e-2, tieTolerance: 0.15 },
     // Qwen2.5-0.5B's real Q4_K_M mix: Q5_0 on the 896-wide rows, Q8_0 token_embd and attn_v, Q6_K / Q4_K ffn_down

@@ -109,6 +109,13 @@ CASES.push([GgmlType.Q3_K, false, K_SHAPES]);
 CASES.push([GgmlType.Q2_K, true, [[64, 256, 1], [48, 768, 2], [40, 512, 3]]]);
 CASES.push([GgmlType.IQ4_XS, false, [[32, 768, 1], [16, 256, 3], [24, 512, 7]]]);
 
+// F32: llama.cpp runs tinyBLAS (16 lanes) for m >= 2 when k % 16 == 0, ggml_vec_dot_f32 (64
+// elements per step, leftovers one by one) for m = 1 and for every m when k % 16 != 0. We follow
+// tinyBLAS where it runs and vec_dot where it always runs, so every m is compared for rows of
+// other lengths, and m >= 2 for multiples of 16 (m = 1 there: rounding-level differences, the
+// price of batch invariance, as Q4_K's GEMM the other way round).
+CASES.push([GgmlType.F32, false, [[32, 256, 2], [24, 288, 5], [32, 168, 1], [24, 172, 3], [16, 100, 6], [16, 40, 2], [8, 1000, 4], [64, 172, 45]]]);
+
 /** Types whose scalar kernels do llama.cpp's steps too (Q4_K's scalar kernel does not). */
 const SCALAR_EXACT = new Set([
   GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_K, GgmlType.Q6_K,

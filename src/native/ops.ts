@@ -153,9 +153,12 @@ export function pagedAttention(
   addon.opsPagedAttention(out, q, kPool, vPool, m, positions, rowTables, tables, tableStride, numHeads, numKvHeads, headDim, scale);
 }
 
-/** out[i] = silu(gate[i]) * up[i] (SwiGLU). out may be gate or up. */
-export function siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
-  addon.opsSiluMul(out, gate, up, n);
+/**
+ * out[i] = silu(gate[i]) * up[i] (SwiGLU). out may be gate or up. rowLength (the FFN width;
+ * default n): llama.cpp computes each row's last rowLength % 16 elements another way, and so do we.
+ */
+export function siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number, rowLength?: number): void {
+  addon.opsSiluMul(out, gate, up, n, rowLength);
 }
 
 /** out[i] = a[i] + b[i] (residual). out may be a or b. */

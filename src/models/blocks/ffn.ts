@@ -18,9 +18,9 @@ export interface FfnScratch {
  */
 export function swiglu(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch): void {
   const up = w.get('ffn_up.weight');
-  const n = m * up.dims[1]!;
+  const ffnDim = up.dims[1]!;
   linear(s.hb, w.get('ffn_gate.weight'), x, m);
   linear(s.hb2, up, x, m);
-  siluMul(s.hb, s.hb, s.hb2, n);
+  siluMul(s.hb, s.hb, s.hb2, m * ffnDim, ffnDim);
   linear(out, w.get('ffn_down.weight'), s.hb, m);
 }
