@@ -23,6 +23,7 @@ export function nativeBuildInfo(): NativeBuildInfo {
   return addon.buildInfo() as NativeBuildInfo;
 }
 export * from './memory.js';
+export * from './memory-region.js';
 export * from './io.js';
 export * from './vmem.js';
 export * from './ops.js';
