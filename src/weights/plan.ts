@@ -493,3 +493,76 @@ function allResident(tensors: readonly PlanTensorInput[], numLayers: number, opt
   plan.predictedTokensPerSec = plan.predictedSecPerToken > 0 ? 1 / plan.predictedSecPerToken : Infinity;
   return plan;
 }
+
+/**
+ * Nested residency plans for the elastic memory pool (engine/memory-pool.ts): one candidate
+ * order and one window, and for every k the plan with the first k steps of that order
+ * resident. Moving down the ladder demotes the last resident steps (the ones the cost model
+ * ranked last, taken back layer by layer, so the layers stay balanced: flexible tensor
+ * preservation run in reverse); moving up promotes them again. Prefixes are nested, so a
+ * level change only ever demotes or only ever promotes.
+ */
+export interface PlanLadder {
+  /** The candidate order and window the planner chose at the ladder's budget. */
+  strategy: string;
+  window: number;
+  /** Streamable tensors (indices into the planner's input) in promotion order. */
+  steps: readonly number[];
+  /** Weight memory (resident footprints + ring) with the first k steps resident, k = 0..steps.length. */
+  weightBytes: readonly number[];
+  /** Smallest k of least weight memory: the minimum resident set. */
+  minLevel: number;
+  /** The level the planner's rule gives `bytes` of weight memory (longest fitting prefix), or -1. */
+  levelFor(bytes: number): number;
+  /** The Plan with the first k steps resident. */
+  planAt(k: number): Plan;
+}
+
+/**
+ * The ladder through the plan planWithWindow picks for `options` (the budget with the KV
+ * cache at its floor): same candidate order, same window. Throws InsufficientMemoryError as
+ * planWithWindow does.
+ */
+export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): PlanLadder {
+  const top = planWithWindow(tensors, options, window);
+  const numLayers = tensors.reduce((m, t) => Math.max(m, t.layer + 1), 0);
+  const streamable: number[] = [];
+  let fixedBytes = 0;
+  tensors.forEach((t, i) => {
+    if (t.kind === 'token_embd') return;
+    if (alwaysResident(t)) fixedBytes += residentFootprint(t.bytes);
+    else streamable.push(i);
+  });
+  // Without a budget the planner keeps everything resident: the ladder is the first order.
+  const c = buildCandidates(tensors, streamable, numLayers).find((x) => x.name === top.strategy) ?? buildCandidates(tensors, streamable, numLayers)[0]!;
+  const baseStreamed = new Array<number>(numLayers).fill(0);
+  for (const i of streamable) baseStreamed[tensors[i]!.layer]! += streamFootprint(tensors[i]!.bytes);
+  const weightBytes = memoryCurve(tensors, c, baseStreamed, fixedBytes, Math.min(top.window + 1, numLayers), 0);
+  let minLevel = 0;
+  for (let k = 1; k < weightBytes.length; k++) if (weightBytes[k]! < weightBytes[minLevel]!) minLevel = k;
+  const model = costModel(tensors, numLayers, options.hardware);
+  const kv = options.kvBytes ?? 0;
+  const scratch = options.scratchBytes ?? 0;
+  const plans = new Map<number, Plan>();
+  return {
+    strategy: c.name,
+    window: top.window,
+    steps: c.steps,
+    weightBytes,
+    minLevel,
+    levelFor(bytes: number): number {
+      for (let k = weightBytes.length - 1; k >= 0; k--) if (weightBytes[k]! <= bytes) return k;
+      return -1;
+    },
+    planAt(k: number): Plan {
+      if (!(Number.isInteger(k) && k >= 0 && k <= c.steps.length)) throw new RangeError(`ladder level must be an integer in [0, ${c.steps.length}], got ${k}`);
+      let p = plans.get(k);
+      if (!p) {
+        const resident = new Set(c.steps.slice(0, k));
+        p = buildPlan(tensors, numLayers, (i) => resident.has(i), top.window, c.name, { ...options, budget: options.budget }, kv, scratch, model);
+        plans.set(k, p);
+      }
+      return p;
+    },
+  };
+}
