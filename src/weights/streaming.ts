@@ -60,6 +60,20 @@ export interface StreamingStats {
 
 const ALIGN = 4096;
 
+/**
+ * Memory a store works in: its own (open() loads the resident tensors into one buffer it
+ * locks and unlocks) or its caller's (over(): the elastic store's arena, which loads, locks
+ * and frees it).
+ */
+interface StoreMemory {
+  /** The bytes of resident tensor `t`. */
+  resident(t: TensorEntry): Uint8Array;
+  /** The buffer open() loaded; undefined when the caller owns the memory. */
+  owned?: ArrayBuffer;
+  /** The caller's ring memory (at least numSlots * slotBytes); undefined: allocate one here. */
+  ring?: ArrayBuffer;
+}
+
 interface StreamedSlice {
   shortName: string;
   entry: TensorEntry;
@@ -76,7 +90,10 @@ export class StreamingWeightStore implements WeightStore {
   readonly #numSlots: number;
   readonly #slotBytes: number;
   readonly #ring: ArrayBuffer;
-  readonly #resident: ArrayBuffer;
+  /** The resident buffer when this store owns it (open()), else undefined (over()). */
+  readonly #resident: ArrayBuffer | undefined;
+  readonly #residentBytes: number;
+  readonly #ringBytes: number;
   /** Per layer: resident tensors by short name. */
   readonly #residentLayer: Map<string, WeightTensor>[];
   /** Per layer: streamed tensors and where they go in a slot. */
@@ -98,7 +115,7 @@ export class StreamingWeightStore implements WeightStore {
   #locked: { resident: boolean; ring: boolean; error?: string };
   #disposed = false;
 
-  private constructor(file: GgufFile, plan: Plan, resident: ArrayBuffer, residentOffsets: Map<string, number>, options: StreamingOptions) {
+  private constructor(file: GgufFile, plan: Plan, memory: StoreMemory, options: StreamingOptions) {
     this.#file = file;
     this.plan = plan;
     const tensors = listTensors(file);
@@ -107,7 +124,8 @@ export class StreamingWeightStore implements WeightStore {
       throw new InvalidModelError(`the plan has ${plan.numLayers} layers but the file has ${this.numLayers}`);
     }
     this.#waitTimeoutMs = options.waitTimeoutMs ?? 120_000;
-    this.#resident = resident;
+    this.#resident = memory.owned;
+    let residentBytes = 0;
     const placement = new Map(plan.tensors.map((t) => [t.name, t.placement]));
     this.#residentLayer = Array.from({ length: this.numLayers }, () => new Map());
     this.#streamedLayer = Array.from({ length: this.numLayers }, () => []);
@@ -116,7 +134,8 @@ export class StreamingWeightStore implements WeightStore {
       const p = placement.get(t.name);
       if (p === undefined) throw new InvalidModelError(`the plan does not place tensor '${t.name}' (plan made for another file?)`);
       if (p === 'resident') {
-        const w = view(t, new Uint8Array(resident, residentOffsets.get(t.name)!, t.bytes));
+        const w = view(t, memory.resident(t));
+        residentBytes += t.bytes;
         if (t.layer >= 0) this.#residentLayer[t.layer]!.set(t.shortName, w);
         else this.#globals.set(t.name, w);
       } else if (p === 'streamed') {
@@ -127,10 +146,13 @@ export class StreamingWeightStore implements WeightStore {
     }
     this.#slotBytes = Math.max(0, ...slotUse);
     this.#numSlots = this.#slotBytes > 0 ? Math.min(plan.window + 1, this.numLayers) : 0;
-    this.#ring = allocAligned(this.#numSlots * this.#slotBytes, ALIGN);
+    this.#ringBytes = this.#numSlots * this.#slotBytes;
+    this.#residentBytes = memory.owned?.byteLength ?? residentBytes;
+    if (memory.ring && memory.ring.byteLength < this.#ringBytes) throw new RangeError(`the ring memory given holds ${memory.ring.byteLength} bytes; this plan needs ${this.#ringBytes}`);
+    this.#ring = memory.ring ?? allocAligned(this.#ringBytes, ALIGN);
     this.#locked = { resident: false, ring: false };
-    if (options.lock !== false) {
-      const a = lockMemory(resident);
+    if (options.lock !== false && memory.owned) {
+      const a = lockMemory(memory.owned);
       const b = lockMemory(this.#ring);
       this.#locked = { resident: a.locked, ring: b.locked, ...(a.error || b.error ? { error: a.error ?? b.error } : {}) };
     }
@@ -162,7 +184,16 @@ export class StreamingWeightStore implements WeightStore {
     }
     const resident = allocAligned(total, ALIGN);
     await loadTensors(file.path, toLoad, resident, offsets, options);
-    return new StreamingWeightStore(file, plan, resident, offsets, options);
+    return new StreamingWeightStore(file, plan, { owned: resident, resident: (t) => new Uint8Array(resident, offsets.get(t.name)!, t.bytes) }, options);
+  }
+
+  /**
+   * A store over memory its caller owns (the elastic store's arena): resident tensors are the
+   * views `residentView` gives, streamed ones go to the first numSlots * slotBytes of `ring`.
+   * Nothing is loaded, locked or freed here; the reads of the first layers start at once.
+   */
+  static over(file: GgufFile, plan: Plan, memory: { residentView(t: TensorEntry): Uint8Array; ring: ArrayBuffer }, options: StreamingOptions = {}): StreamingWeightStore {
+    return new StreamingWeightStore(file, plan, { resident: memory.residentView, ring: memory.ring }, options);
   }
 
   acquire(layer: number): LayerWeights {
@@ -223,7 +254,7 @@ export class StreamingWeightStore implements WeightStore {
     const io = this.#streamer.stats();
     const threads = this.#streamer.info().threads;
     const tokens = this.#tokens;
-    const lockedBytes = (this.#locked.resident ? this.#resident.byteLength : 0) + (this.#locked.ring ? this.#ring.byteLength : 0);
+    const lockedBytes = (this.#locked.resident ? this.#residentBytes : 0) + (this.#locked.ring ? this.#ringBytes : 0);
     return {
       tokens,
       bytesRead: this.#bytesRead,
@@ -233,8 +264,8 @@ export class StreamingWeightStore implements WeightStore {
       readBytesPerSec: io.busyNs > 0 ? ((io.directBytes + io.bufferedBytes) / (io.busyNs / 1e9)) * threads : 0,
       directBytes: io.directBytes,
       bufferedBytes: io.bufferedBytes,
-      residentBytes: this.#resident.byteLength,
-      ringBytes: this.#ring.byteLength,
+      residentBytes: this.#residentBytes,
+      ringBytes: this.#ringBytes,
       lockedBytes,
       ...(this.#locked.error ? { lockError: this.#locked.error } : {}),
     };
@@ -247,7 +278,7 @@ export class StreamingWeightStore implements WeightStore {
     this.#streamer.close();
     if (this.#rowFd >= 0) closeFile(this.#rowFd);
     this.#rowFd = -1;
-    if (this.#locked.resident) unlockMemory(this.#resident);
+    if (this.#locked.resident && this.#resident) unlockMemory(this.#resident);
     if (this.#locked.ring) unlockMemory(this.#ring);
   }
 
@@ -288,8 +319,8 @@ function view(t: TensorEntry, data: Uint8Array): WeightTensor {
   return { name: t.name, type: t.info.type, dims: t.info.dims, data };
 }
 
-/** Reads `tensors` into `buffer` at their offsets with the I/O threads, with progress and abort. */
-async function loadTensors(path: string, tensors: TensorEntry[], buffer: ArrayBuffer, offsets: Map<string, number>, options: StreamingOptions): Promise<void> {
+/** Reads `tensors` into `buffer` at their offsets with the I/O threads, with progress and abort. @internal */
+export async function loadTensors(path: string, tensors: TensorEntry[], buffer: ArrayBuffer, offsets: Map<string, number>, options: StreamingOptions): Promise<void> {
   const { signal, onProgress } = options;
   signal?.throwIfAborted();
   const total = tensors.reduce((a, t) => a + t.bytes, 0);

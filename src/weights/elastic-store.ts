@@ -1,0 +1,281 @@
+/**
+ * ElasticWeightStore: a streaming weight store whose resident set can change while the model
+ * runs, along a PlanLadder (nested plans). The elastic memory pool (engine/memory-pool.ts)
+ * moves it down when the KV cache needs memory and up when memory frees again:
+ *
+ *   demoteTo(k)   between forward passes: the steps [k, level) leave the resident set, their
+ *                 pages are given back at once (munlock + MADV_DONTNEED), the ring grows
+ *   promoteTo(k)  starts reading steps [level, k) into their places in the background (one
+ *                 I/O thread beside the streaming reads); until settle() sees them all read,
+ *                 the forward passes keep streaming them
+ *   settle()      between forward passes: a finished promotion becomes the resident set and
+ *                 the ring shrinks
+ *
+ * Each level runs a StreamingWeightStore over the arena's memory (StreamingWeightStore.over):
+ * a level change retires the current one (its reads in flight finish) and starts the next.
+ * The forward pass sees one WeightStore throughout and cannot tell (the tokens and logits do
+ * not depend on the level: engine/elastic.test.ts).
+ */
+import type { GgufFile } from '../gguf/reader.js';
+import { WeightArena, demotableFootprint, type ArenaMemory } from './arena.js';
+import { residentFootprint, type Plan, type PlanLadder } from './plan.js';
+import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
+import { StreamingWeightStore, type StreamingOptions, type StreamingStats } from './streaming.js';
+import { listTensors, type TensorEntry } from './tensors.js';
+
+/** Level changes of an elastic store since it opened. */
+export interface ElasticWeightEvents {
+  demotions: number;
+  promotions: number;
+  /** Promotions given up before they finished (KV needed the memory first). */
+  cancelledPromotions: number;
+  demotedBytes: number;
+  promotedBytes: number;
+  /** Time level changes took between forward passes (the critical path), ms. */
+  switchMs: number;
+}
+
+/** StreamingStats over every level the store ran, plus the elastic figures. */
+export interface ElasticWeightStats extends StreamingStats {
+  level: number;
+  /** Level a background promotion is reading towards (= level when none runs). */
+  targetLevel: number;
+  numLevels: number;
+  loadingBytes: number;
+  /** Bytes a forward pass reads at the current level. */
+  streamedBytesPerPass: number;
+  events: ElasticWeightEvents;
+}
+
+const COUNTERS = ['tokens', 'bytesRead', 'ioWaitSec', 'directBytes', 'bufferedBytes'] as const;
+
+/** See the file comment. */
+export class ElasticWeightStore implements WeightStore {
+  readonly numLayers: number;
+  readonly ladder: PlanLadder;
+  /** Weight memory of each level as the arena holds it (resident pages + ring), bytes. */
+  readonly bytesAt: readonly number[];
+  /** Ring bytes of each level. */
+  readonly ringAt: readonly number[];
+  /** Highest level the arena has room for. */
+  readonly maxLevel: number;
+  readonly #file: GgufFile;
+  readonly #entries: TensorEntry[];
+  readonly #arena: WeightArena;
+  readonly #options: StreamingOptions;
+  #inner: StreamingWeightStore;
+  #level: number;
+  #target: number;
+  #held = 0;
+  /** Counters of retired levels' stores. */
+  readonly #retired: Record<(typeof COUNTERS)[number], number> = { tokens: 0, bytesRead: 0, ioWaitSec: 0, directBytes: 0, bufferedBytes: 0 };
+  readonly #events: ElasticWeightEvents = { demotions: 0, promotions: 0, cancelledPromotions: 0, demotedBytes: 0, promotedBytes: 0, switchMs: 0 };
+  #disposed = false;
+
+  private constructor(file: GgufFile, ladder: PlanLadder, entries: TensorEntry[], arena: WeightArena, level: number, maxLevel: number, bytesAt: number[], ringAt: number[], options: StreamingOptions) {
+    this.#file = file;
+    this.maxLevel = maxLevel;
+    this.ladder = ladder;
+    this.#entries = entries;
+    this.#arena = arena;
+    this.#options = options;
+    this.bytesAt = bytesAt;
+    this.ringAt = ringAt;
+    this.#level = this.#target = level;
+    this.#inner = this.#storeAt(level);
+    this.numLayers = this.#inner.numLayers;
+  }
+
+  /**
+   * Opens `file` at ladder level `level`: reserves the arena for every level from
+   * `minLevel` up to `maxLevel` (default: the ladder's minimum and top), loads the fixed
+   * tensors and the level's steps, and starts streaming.
+   */
+  static async open(file: GgufFile, ladder: PlanLadder, level: number, options: StreamingOptions & { maxLevel?: number } = {}): Promise<ElasticWeightStore> {
+    const entries = listTensors(file);
+    const maxLevel = options.maxLevel ?? ladder.steps.length;
+    if (!(level >= ladder.minLevel && level <= maxLevel)) throw new RangeError(`elastic store: level ${level} outside [${ladder.minLevel}, ${maxLevel}]`);
+    const top = ladder.planAt(0);
+    const fixed = entries.filter((_, i) => top.tensors[i]!.placement === 'resident');
+    const demotable = ladder.steps.slice(0, maxLevel).map((i) => entries[i]!);
+    // Arena bytes of each level: the fixed block, the level's steps on whole pages, the ring.
+    const pageRoundFixed = demotableFootprint(fixed.reduce((a, t) => a + residentFootprint(t.bytes), 0));
+    const bytesAt: number[] = [];
+    const ringAt: number[] = [];
+    let resident = fixed.reduce((a, t) => a + residentFootprint(t.bytes), 0);
+    let pages = pageRoundFixed;
+    for (let k = 0; k <= ladder.steps.length; k++) {
+      const ring = ladder.weightBytes[k]! - resident; // the planner's memory = resident + ring
+      ringAt.push(ring);
+      bytesAt.push(pages + ring);
+      if (k < ladder.steps.length) {
+        const t = entries[ladder.steps[k]!]!;
+        resident += residentFootprint(t.bytes);
+        pages += demotableFootprint(t.bytes);
+      }
+    }
+    const maxRing = Math.max(0, ...ringAt.slice(ladder.minLevel, maxLevel + 1));
+    const arena = new WeightArena(file, fixed, demotable, maxRing, options);
+    try {
+      await arena.load([...fixed, ...demotable.slice(0, level)], options);
+      return new ElasticWeightStore(file, ladder, entries, arena, level, maxLevel, bytesAt, ringAt, options);
+    } catch (err) {
+      arena.dispose();
+      throw err;
+    }
+  }
+
+  /** The level whose resident set the forward passes use. */
+  get level(): number {
+    return this.#level;
+  }
+
+  /** Where a background promotion is heading (= level when none runs). */
+  get targetLevel(): number {
+    return this.#target;
+  }
+
+  /** The plan of the current level. */
+  get plan(): Plan {
+    return this.ladder.planAt(this.#level);
+  }
+
+  acquire(layer: number): LayerWeights {
+    const l = this.#inner.acquire(layer);
+    this.#held++;
+    return l;
+  }
+
+  release(layer: number): void {
+    this.#inner.release(layer);
+    this.#held--;
+  }
+
+  global(name: string): WeightTensor | undefined {
+    return this.#inner.global(name);
+  }
+
+  embed(tokens: Int32Array, out: Float32Array): void {
+    this.#inner.embed(tokens, out);
+  }
+
+  /** Weight memory now: resident pages (those being read in included) and the ring. */
+  memory(): ArenaMemory {
+    return this.#arena.memory();
+  }
+
+  /**
+   * Demotes to level `k` (< level) now, between forward passes: cancels a promotion in
+   * flight, gives the demoted tensors' pages back and restarts streaming with the larger ring.
+   */
+  demoteTo(k: number): void {
+    this.#checkBetweenPasses('demoteTo');
+    if (!(Number.isInteger(k) && k >= this.ladder.minLevel && k <= this.#level)) throw new RangeError(`demoteTo(${k}): level must be in [${this.ladder.minLevel}, ${this.#level}]`);
+    const t0 = performance.now();
+    this.cancelPromotion();
+    if (k === this.#level) return;
+    const demoted = this.#stepsIn(k, this.#level);
+    this.#retire();
+    this.#arena.discard(demoted);
+    this.#level = this.#target = k;
+    this.#inner = this.#storeAt(k);
+    this.#events.demotions++;
+    this.#events.demotedBytes += demoted.reduce((a, t) => a + demotableFootprint(t.bytes), 0);
+    this.#events.switchMs += performance.now() - t0;
+  }
+
+  /** Starts reading the steps up to level `k` (> level) in the background; settle() applies them. */
+  promoteTo(k: number): void {
+    if (this.#disposed) throw new Error('promoteTo: the weight store is disposed');
+    if (this.#target !== this.#level) throw new Error('promoteTo: a promotion is already running (bug)');
+    const max = this.maxLevel;
+    if (!(Number.isInteger(k) && k > this.#level && k <= max)) throw new RangeError(`promoteTo(${k}): level must be in (${this.#level}, ${max}]`);
+    this.#arena.startLoad(this.#stepsIn(this.#level, k));
+    this.#target = k;
+  }
+
+  /** Gives up a promotion in flight (its reads finish, its pages are given back). */
+  cancelPromotion(): void {
+    if (this.#target === this.#level) return;
+    this.#arena.cancelLoad();
+    this.#target = this.#level;
+    this.#events.cancelledPromotions++;
+  }
+
+  /**
+   * Between forward passes: if the promotion's reads are done, its tensors join the resident
+   * set, the ring shrinks and streaming restarts without them. Returns whether the level changed.
+   */
+  settle(): boolean {
+    if (this.#target === this.#level || this.#held > 0) return false;
+    const loaded = this.#arena.pollLoad();
+    if (loaded.length === 0) return false;
+    const t0 = performance.now();
+    this.#retire();
+    const k = this.#target;
+    this.#level = k;
+    this.#inner = this.#storeAt(k);
+    this.#events.promotions++;
+    this.#events.promotedBytes += loaded.reduce((a, t) => a + demotableFootprint(t.bytes), 0);
+    this.#events.switchMs += performance.now() - t0;
+    return true;
+  }
+
+  /** Memory the arena's regions really hold now (mincore). @internal */
+  physicalBytes(): { region: number; ring: number } {
+    return this.#arena.physicalBytes();
+  }
+
+  stats(): ElasticWeightStats {
+    const s = this.#inner.stats();
+    for (const k of COUNTERS) s[k] += this.#retired[k];
+    s.bytesReadPerToken = s.tokens > 0 ? s.bytesRead / s.tokens : 0;
+    s.ioWaitSecPerToken = s.tokens > 0 ? s.ioWaitSec / s.tokens : 0;
+    const m = this.#arena.memory();
+    s.residentBytes = m.residentBytes;
+    s.ringBytes = m.ringBytes;
+    s.lockedBytes = m.lockedBytes;
+    if (m.lockError) s.lockError = m.lockError;
+    return {
+      ...s,
+      level: this.#level,
+      targetLevel: this.#target,
+      numLevels: this.bytesAt.length,
+      loadingBytes: m.loadingBytes,
+      streamedBytesPerPass: this.plan.streamedBytesPerToken,
+      events: { ...this.#events },
+    };
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#inner.dispose();
+    this.#arena.dispose();
+  }
+
+  // --- internals ---
+
+  #checkBetweenPasses(what: string): void {
+    if (this.#disposed) throw new Error(`${what}: the weight store is disposed`);
+    if (this.#held > 0) throw new Error(`${what}: ${this.#held} layers are acquired; level changes happen between forward passes (bug)`);
+  }
+
+  /** Tensors of ladder steps [from, to). */
+  #stepsIn(from: number, to: number): TensorEntry[] {
+    return this.ladder.steps.slice(from, to).map((i) => this.#entries[i]!);
+  }
+
+  /** A streaming store for level k over the arena (the ring sized for k). */
+  #storeAt(k: number): StreamingWeightStore {
+    this.#arena.setRingBytes(this.ringAt[k]!);
+    return StreamingWeightStore.over(this.#file, this.ladder.planAt(k), { residentView: (t) => this.#arena.view(t), ring: this.#arena.ring }, { ...this.#options, lock: false });
+  }
+
+  /** Ends the current level's store, keeping its counters. */
+  #retire(): void {
+    const s = this.#inner.stats();
+    for (const k of COUNTERS) this.#retired[k] += s[k];
+    this.#inner.dispose();
+  }
+}
