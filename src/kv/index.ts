@@ -5,6 +5,7 @@
 import type { KvShape } from './cache.js';
 import type { KvManager } from './manager.js';
 import { KV_LAYOUTS, type KvLayout } from './layouts.js';
+import type { KvChunkGrant } from './grant.js';
 import { ContiguousKvManager } from './contiguous.js';
 import { VTensorKvManager } from './vtensor-manager.js';
 import { PagedKvManager } from './paged-manager.js';
@@ -17,6 +18,7 @@ export { PagedKvManager } from './paged-manager.js';
 export { kvPoolSize } from './pool-size.js';
 export { isPagedKvCache, type PagedKvCache } from './cache.js';
 export { KV_LAYOUTS, type KvLayout } from './layouts.js';
+export type { KvChunkGrant } from './grant.js';
 
 /** Options of createKvManager(). */
 export interface KvManagerOptions {
@@ -32,6 +34,8 @@ export interface KvManagerOptions {
   maxSequences?: number;
   /** Paged: elements per kv head (a block holds kvDim / headDim runs of 16 rows); default kvDim. */
   headDim?: number;
+  /** vTensor: chunks come from an elastic pool shared with the weights (capacityBytes is the ceiling). */
+  grant?: KvChunkGrant;
 }
 
 /** A KV manager of the requested layout. */

@@ -43,6 +43,10 @@ export interface KvStats {
   blockTokens: number;
   /** Blocks the pool holds for every layer's K and V at once: tokens = blockTokens * numBlocks. */
   numBlocks: number;
+  /** Bytes held by the prefix cache alone (mappedBytes - activeBytes), where the layout knows. */
+  cachedBytes?: number;
+  /** Bytes the layout may hold now (an elastic grant; the capacity otherwise), where it knows. */
+  limitBytes?: number;
 }
 
 /** Result of looking a prompt up in the prefix cache. */

@@ -30,6 +30,7 @@
  */
 import type { KvShape, SeqId } from './cache.js';
 import type { KvManager, KvStats, PrefixMatch } from './manager.js';
+import type { KvChunkGrant } from './grant.js';
 import { ChunkPool } from '../native/vmem.js';
 import { ChunkRadixCache, type RadixNode } from './radix.js';
 import { chooseChunkBytes } from './chunk-size.js';
@@ -58,6 +59,11 @@ export interface VTensorKvOptions {
    * forward pass. Default true. The next ensure() (or any other call) waits for them.
    */
   backgroundMapping?: boolean;
+  /**
+   * Elastic capacity: the chunks this layout may hold come from a memory pool shared with the
+   * weights (see grant.ts); capacityBytes is then the address-space ceiling of the chunk pool.
+   */
+  grant?: KvChunkGrant;
 }
 
 interface Sequence {
@@ -78,6 +84,7 @@ export class VTensorKvManager implements KvManager {
   private readonly maxSequences: number;
   private readonly lookaheadChunks: number;
   private readonly backgroundMapping: boolean;
+  private readonly grant: KvChunkGrant | undefined;
   private nextSeq = 1;
   private mapMsCritical = 0;
   private mapMsAhead = 0;
@@ -106,6 +113,7 @@ export class VTensorKvManager implements KvManager {
     this.maxSequences = options.maxSequences ?? Infinity;
     this.lookaheadChunks = options.lookaheadChunks ?? 0;
     this.backgroundMapping = options.backgroundMapping ?? true;
+    this.grant = options.grant;
     this.cache = new ChunkRadixCache(this.geometry.tokensPerChunk, this.geometry.numTensors, {
       ref: (c) => this.refs[c]!++,
       unref: (c) => this.unref(c),
@@ -257,7 +265,7 @@ export class VTensorKvManager implements KvManager {
       mappedBytes,
       liveBytes,
       sharedBytes: shared * cb,
-      capacityBytes: this.pool.capacityChunks * cb,
+      capacityBytes: (this.grant ? Math.min(this.grant.maxChunks, this.pool.capacityChunks) : this.pool.capacityChunks) * cb,
       fragmentationPercent: mappedBytes === 0 ? 0 : (Math.max(0, mappedBytes - liveBytes) / mappedBytes) * 100,
       numSequences: this.seqs.size,
       numMappings: mappings,
@@ -267,9 +275,11 @@ export class VTensorKvManager implements KvManager {
       prefixMisses: this.prefixMisses,
       prefixTokensReused: this.prefixTokensReused,
       activeBytes: active * cb,
+      cachedBytes: (used - active) * cb,
+      limitBytes: (this.grant ? Math.min(this.grant.limitChunks, this.pool.capacityChunks) : this.pool.capacityChunks) * cb,
       blockTokens: this.geometry.tokensPerChunk,
       // One block = one chunk slot of every tensor (each layer's K and V).
-      numBlocks: Math.floor(this.pool.capacityChunks / this.geometry.numTensors),
+      numBlocks: Math.floor((this.grant ? Math.min(this.grant.maxChunks, this.pool.capacityChunks) : this.pool.capacityChunks) / this.geometry.numTensors),
     };
   }
 
@@ -302,7 +312,8 @@ export class VTensorKvManager implements KvManager {
     }
     const newSlots = Math.max(0, needSlots - vt.numSlots);
     const needed = (newSlots + cowSlots.length) * g.numTensors;
-    if (needed > 0 && !this.reclaim(needed)) return false;
+    // Only the critical path (ensure) may ask the grant for more: prepare() is best effort.
+    if (needed > 0 && !this.reclaim(needed, undefined, critical)) return false;
     for (const j of cowSlots) {
       for (let t = 0; t < g.numTensors; t++) {
         const old = vt.chunkAt(t, j);
@@ -320,7 +331,7 @@ export class VTensorKvManager implements KvManager {
     // Best-effort look-ahead on the critical path: only from free chunks, never by eviction.
     if (critical && this.lookaheadChunks > 0 && newSlots > 0) {
       const ahead = Math.min(g.slotsPerTensor, needSlots + this.lookaheadChunks);
-      if ((ahead - vt.numSlots) * g.numTensors <= this.pool.numFreeChunks) this.grow(vt, ahead);
+      if ((ahead - vt.numSlots) * g.numTensors <= this.numAvailableChunks) this.grow(vt, ahead);
     }
     return true;
   }
@@ -467,17 +478,45 @@ export class VTensorKvManager implements KvManager {
     this.seqMaps[chunk] = 1;
   }
 
+  /** Chunks allocChunk() may hand out now: free in the pool and (elastic) within the grant. */
+  get numAvailableChunks(): number {
+    const free = this.pool.numFreeChunks;
+    return this.grant ? Math.max(0, Math.min(free, this.grant.limitChunks - this.numUsedChunks)) : free;
+  }
+
+  /** Chunks held (mapped into sequences or kept by the prefix cache). */
+  get numUsedChunks(): number {
+    return this.pool.capacityChunks - this.pool.numFreeChunks;
+  }
+
   /**
-   * Evicts LRU prefix-cache blocks until `numChunks` chunks are free; false if it cannot, and
-   * then it evicts nothing (the cache stays useful to whoever comes next).
+   * Evicts LRU prefix-cache blocks until `numChunks` chunks are available; with a grant, asks
+   * it for what eviction cannot free (cached prefixes go first: see grant.ts). False if it
+   * cannot, and then it evicts nothing (the cache stays useful to whoever comes next).
    */
-  private reclaim(numChunks: number, keep?: ReadonlySet<RadixNode>): boolean {
-    if (this.pool.numFreeChunks >= numChunks) return true;
-    if (this.pool.numFreeChunks + this.freeableByEviction(keep) < numChunks) return false;
-    while (this.pool.numFreeChunks < numChunks) {
+  private reclaim(numChunks: number, keep?: ReadonlySet<RadixNode>, mayGrow = true): boolean {
+    const available = this.numAvailableChunks;
+    if (available >= numChunks) return true;
+    const shortfall = numChunks - available - this.freeableByEviction(keep);
+    if (shortfall > 0 && !(mayGrow && this.grant?.request(shortfall))) return false;
+    while (this.numAvailableChunks < numChunks) {
       if (!this.cache.evictOne(keep)) throw new Error('vtensor: eviction freed fewer chunks than counted (bug)');
     }
     return true;
+  }
+
+  /**
+   * Evicts LRU prefix-cache blocks until `numChunks` chunks were freed or nothing is left to
+   * evict; returns the chunks freed. The elastic pool calls it when resident weights are worth
+   * more than the cached prefixes (engine/memory-pool.ts).
+   */
+  evictCachedChunks(numChunks: number): number {
+    this.settle(false);
+    const before = this.pool.numFreeChunks;
+    while (this.pool.numFreeChunks - before < numChunks && this.cache.evictOne()) {
+      // one LRU block at a time
+    }
+    return this.pool.numFreeChunks - before;
   }
 
   /**
