@@ -13,7 +13,11 @@ import { VTensorKvManager } from './vtensor-manager.js';
 const CHUNK = 4096;
 const perToken = (s: KvShape) => s.numLayers * 2 * s.kvDim * 2;
 
-/** A grant with a ceiling: raises its limit while it stays under `maxChunks`, counts requests. */
+/**
+ * A grant with a ceiling: `freeChunks` of unused memory it gives without demoting anything,
+ * the rest up to `maxChunks` only when demotion is allowed (a pool demoting weights). Records
+ * the requests that may demote.
+ */
 class TestGrant implements KvChunkGrant {
   limitChunks: number;
   requests: number[] = [];
@@ -21,11 +25,18 @@ class TestGrant implements KvChunkGrant {
   constructor(
     readonly maxChunks: number,
     start = 0,
+    public freeChunks = 0,
   ) {
     this.limitChunks = start;
   }
-  request(numChunks: number): boolean {
+  request(numChunks: number, mayDemote = true): boolean {
     assert.ok(Number.isInteger(numChunks) && numChunks > 0, `request(${numChunks})`);
+    if (!mayDemote) {
+      if (numChunks > this.freeChunks) return false;
+      this.freeChunks -= numChunks;
+      this.limitChunks += numChunks;
+      return true;
+    }
     this.requests.push(numChunks);
     if (this.refuse || this.limitChunks + numChunks > this.maxChunks) return false;
     this.limitChunks += numChunks;
@@ -83,14 +94,25 @@ test('elastic grant: cached prefixes go first, the grant is asked only for the r
   grant.refuse = true;
   assert.equal(m.ensure(b, 200), false);
   assert.equal(m.numUsedChunks, 20);
+  // Unused memory comes before the prefix cache: a cached block survives a grow the free memory covers.
+  grant.refuse = false;
+  const c = m.createSequence()!;
+  assert.ok(m.ensure(c, 32));
+  m.commit(c, toks(32, 9));
+  m.release(c, true);
+  grant.freeChunks = 4;
+  const asked = grant.requests.length;
+  assert.ok(m.ensure(b, 192));
+  assert.equal(grant.requests.length, asked, 'no demoting request');
+  assert.equal(m.numCachedBlocks, 1, 'the cached block stays');
   // prepare() never asks (best effort off the critical path).
   grant.refuse = false;
   const before = grant.requests.length;
-  assert.equal(m.prepare(b, 200), false);
+  assert.equal(m.prepare(b, 256), false, "8 chunks: 4 evictable, 4 only by demoting");
   assert.equal(grant.requests.length, before);
   // The capacity routers see is the ceiling, the limit is the grant.
   assert.equal(m.stats().capacityBytes, 1000 * CHUNK);
-  assert.equal(m.stats().limitBytes, 20 * CHUNK);
+  assert.equal(m.stats().limitBytes, 28 * CHUNK);
   m.dispose();
 });
 

@@ -4,9 +4,10 @@
  * the pool raises when the layout asks (demoting resident weights if it must) and lowers when
  * the chunks are free again (promoting weights back).
  *
- * NOTE: the order when KV must grow (DESIGN.md, "One elastic pool"): the layout first evicts
- * cached prefixes it can spare, then asks the grant for the rest, and only when the grant says
- * no does the scheduler preempt a sequence. Running short stays a return value.
+ * NOTE: the order when KV must grow (DESIGN.md, "One elastic pool"): the layout first takes memory
+ * nobody uses (request with mayDemote false), then evicts cached prefixes it can spare, then
+ * asks the grant for the rest (which may demote weights), and only when the grant says no does
+ * the scheduler preempt a sequence. Running short stays a return value.
  */
 
 /** A KV layout's share of the elastic pool, in chunks. */
@@ -16,8 +17,9 @@ export interface KvChunkGrant {
   /** Most chunks the grant could ever reach (the layout's capacity as routers see it). */
   readonly maxChunks: number;
   /**
-   * Room for `numChunks` more chunks than the limit allows. Called between forward passes;
-   * may demote resident weights. Returns false (limit unchanged) when the pool cannot give it.
+   * Room for `numChunks` more chunks than the limit allows. Called between forward passes.
+   * With `mayDemote` false only from memory nobody uses; else resident weights may be demoted
+   * for it. Returns false (limit unchanged) when the pool cannot give it.
    */
-  request(numChunks: number): boolean;
+  request(numChunks: number, mayDemote?: boolean): boolean;
 }

@@ -490,15 +490,18 @@ export class VTensorKvManager implements KvManager {
   }
 
   /**
-   * Evicts LRU prefix-cache blocks until `numChunks` chunks are available; with a grant, asks
-   * it for what eviction cannot free (cached prefixes go first: see grant.ts). False if it
+   * Makes `numChunks` chunks available: with a grant, from memory nobody uses first; then by
+   * evicting LRU prefix-cache blocks; then (mayGrow) asking the grant for what eviction cannot
+   * free, which may demote weights (see grant.ts). False if it
    * cannot, and then it evicts nothing (the cache stays useful to whoever comes next).
    */
   private reclaim(numChunks: number, keep?: ReadonlySet<RadixNode>, mayGrow = true): boolean {
     const available = this.numAvailableChunks;
     if (available >= numChunks) return true;
-    const shortfall = numChunks - available - this.freeableByEviction(keep);
-    if (shortfall > 0 && !(mayGrow && this.grant?.request(shortfall))) return false;
+    // Memory nobody uses first, then cached prefixes, then (critical path only) weights.
+    if (this.grant && this.pool.numFreeChunks >= numChunks && this.grant.request(numChunks - available, false)) return true;
+    const shortfall = numChunks - this.numAvailableChunks - this.freeableByEviction(keep);
+    if (shortfall > 0 && !(mayGrow && this.grant?.request(shortfall, true))) return false;
     while (this.numAvailableChunks < numChunks) {
       if (!this.cache.evictOne(keep)) throw new Error('vtensor: eviction freed fewer chunks than counted (bug)');
     }

@@ -48,7 +48,7 @@ test('elastic store: file bytes at every level; demotion returns the pages; prom
       assert.ok(before >= store.memory().residentBytes, `mincore ${before} < accounted ${store.memory().residentBytes}`);
 
       // Demote to the minimum resident set: those pages leave the process at once.
-      const low = ladder.minLevel;
+      const low = store.minLevel;
       const demoted = ladder.steps.slice(low, top).reduce((a, i) => a + demotableFootprint(listTensors(file)[i]!.bytes), 0);
       store.demoteTo(low);
       assert.equal(store.level, low);

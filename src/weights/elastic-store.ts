@@ -55,8 +55,11 @@ export class ElasticWeightStore implements WeightStore {
   readonly ladder: PlanLadder;
   /** Weight memory of each level as the arena holds it (resident pages + ring), bytes. */
   readonly bytesAt: readonly number[];
-  /** Ring bytes of each level. */
+  /** Ring bytes and resident bytes (pages) of each level: bytesAt = residentAt + ringAt. */
   readonly ringAt: readonly number[];
+  readonly residentAt: readonly number[];
+  /** The minimum resident set's level. */
+  readonly minLevel: number;
   /** Highest level the arena has room for. */
   readonly maxLevel: number;
   readonly #file: GgufFile;
@@ -72,7 +75,7 @@ export class ElasticWeightStore implements WeightStore {
   readonly #events: ElasticWeightEvents = { demotions: 0, promotions: 0, cancelledPromotions: 0, demotedBytes: 0, promotedBytes: 0, switchMs: 0 };
   #disposed = false;
 
-  private constructor(file: GgufFile, ladder: PlanLadder, entries: TensorEntry[], arena: WeightArena, level: number, maxLevel: number, bytesAt: number[], ringAt: number[], options: StreamingOptions) {
+  private constructor(file: GgufFile, ladder: PlanLadder, entries: TensorEntry[], arena: WeightArena, level: number, minLevel: number, maxLevel: number, bytesAt: number[], ringAt: number[], options: StreamingOptions) {
     this.#file = file;
     this.maxLevel = maxLevel;
     this.ladder = ladder;
@@ -81,6 +84,8 @@ export class ElasticWeightStore implements WeightStore {
     this.#options = options;
     this.bytesAt = bytesAt;
     this.ringAt = ringAt;
+    this.residentAt = bytesAt.map((b, k) => b - ringAt[k]!);
+    this.minLevel = minLevel;
     this.#level = this.#target = level;
     this.#inner = this.#storeAt(level);
     this.numLayers = this.#inner.numLayers;
@@ -94,7 +99,7 @@ export class ElasticWeightStore implements WeightStore {
   static async open(file: GgufFile, ladder: PlanLadder, level: number, options: StreamingOptions & { maxLevel?: number } = {}): Promise<ElasticWeightStore> {
     const entries = listTensors(file);
     const maxLevel = options.maxLevel ?? ladder.steps.length;
-    if (!(level >= ladder.minLevel && level <= maxLevel)) throw new RangeError(`elastic store: level ${level} outside [${ladder.minLevel}, ${maxLevel}]`);
+    if (!(Number.isInteger(level) && level >= 0 && level <= maxLevel && maxLevel <= ladder.steps.length)) throw new RangeError(`elastic store: level ${level} outside [0, ${maxLevel}]`);
     const top = ladder.planAt(0);
     const fixed = entries.filter((_, i) => top.tensors[i]!.placement === 'resident');
     const demotable = ladder.steps.slice(0, maxLevel).map((i) => entries[i]!);
@@ -114,11 +119,15 @@ export class ElasticWeightStore implements WeightStore {
         pages += demotableFootprint(t.bytes);
       }
     }
-    const maxRing = Math.max(0, ...ringAt.slice(ladder.minLevel, maxLevel + 1));
+    // The minimum resident set: least memory as the arena counts it (smallest such level).
+    let minLevel = 0;
+    for (let k = 1; k <= maxLevel; k++) if (bytesAt[k]! < bytesAt[minLevel]!) minLevel = k;
+    if (level < minLevel) throw new RangeError(`elastic store: level ${level} is below the minimum resident set (${minLevel})`);
+    const maxRing = Math.max(0, ...ringAt.slice(minLevel, maxLevel + 1));
     const arena = new WeightArena(file, fixed, demotable, maxRing, options);
     try {
       await arena.load([...fixed, ...demotable.slice(0, level)], options);
-      return new ElasticWeightStore(file, ladder, entries, arena, level, maxLevel, bytesAt, ringAt, options);
+      return new ElasticWeightStore(file, ladder, entries, arena, level, minLevel, maxLevel, bytesAt, ringAt, options);
     } catch (err) {
       arena.dispose();
       throw err;
@@ -133,6 +142,16 @@ export class ElasticWeightStore implements WeightStore {
   /** Where a background promotion is heading (= level when none runs). */
   get targetLevel(): number {
     return this.#target;
+  }
+
+  /** Predicted seconds of a forward pass at level k (the planner's cost model). */
+  secPerPassAt(k: number): number {
+    return this.ladder.planAt(k).predictedSecPerToken;
+  }
+
+  /** Whether the arena holds tensor `name` resident now (tests: never both resident and streamed). @internal */
+  isResident(name: string): boolean {
+    return this.#arena.isResident(name);
   }
 
   /** The plan of the current level. */
@@ -170,7 +189,7 @@ export class ElasticWeightStore implements WeightStore {
    */
   demoteTo(k: number): void {
     this.#checkBetweenPasses('demoteTo');
-    if (!(Number.isInteger(k) && k >= this.ladder.minLevel && k <= this.#level)) throw new RangeError(`demoteTo(${k}): level must be in [${this.ladder.minLevel}, ${this.#level}]`);
+    if (!(Number.isInteger(k) && k >= this.minLevel && k <= this.#level)) throw new RangeError(`demoteTo(${k}): level must be in [${this.minLevel}, ${this.#level}]`);
     const t0 = performance.now();
     this.cancelPromotion();
     if (k === this.#level) return;
