@@ -117,14 +117,22 @@ export class ModelDisposedError extends FlexinferError {
 /** Tokenizer metadata is missing, inconsistent or of an unsupported kind. */
 export class TokenizerError extends FlexinferError {}
 
-/** A memory budget is below what the weights (norms, output, stream buffers), KV and scratch need. */
+/**
+ * A memory budget is below what the weights (norms, output, stream buffers), KV and scratch
+ * need. The message names the API's options (memoryBudget, contextSize, parallel, kvFloor);
+ * `cliMessage`, when set, says the same with the command line's flags.
+ */
 export class InsufficientMemoryError extends FlexinferError {
+  readonly cliMessage?: string;
   constructor(
     readonly budget: number,
     readonly minimum: number,
     readonly hint: string,
+    cliHint?: string,
   ) {
-    super(`memory budget of ${budget} bytes (${(budget / 2 ** 20).toFixed(1)} MiB) is below the minimum of ${minimum} bytes (${(minimum / 2 ** 20).toFixed(1)} MiB); ${hint}`);
+    const head = `memory budget of ${budget} bytes (${(budget / 2 ** 20).toFixed(1)} MiB) is below the minimum of ${minimum} bytes (${(minimum / 2 ** 20).toFixed(1)} MiB); `;
+    super(head + hint);
+    if (cliHint !== undefined) this.cliMessage = head + cliHint;
   }
 }
 

@@ -55,9 +55,10 @@ export async function main(argv: string[]): Promise<number> {
 
 /** Prints an error for a user: one line for known errors, a stack for bugs. */
 export function reportError(err: unknown): number {
-  const e = err as { name?: string; message?: string; userFacing?: boolean; stack?: string; code?: string };
+  const e = err as { name?: string; message?: string; cliMessage?: string; userFacing?: boolean; stack?: string; code?: string };
   if (e && (e.userFacing || e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL')) {
-    process.stderr.write(`flexinfer: ${e.message}\n`);
+    // Errors that name options say it with the command line's flags here (cliMessage).
+    process.stderr.write(`flexinfer: ${e.cliMessage ?? e.message}\n`);
     return e.code?.startsWith('ERR_PARSE_ARGS') ? 2 : 1;
   }
   if (e && e.name === 'AbortError') {

@@ -56,7 +56,7 @@ async function runTrace(seed: number, steps: number): Promise<{ windows: number[
   const scratch = MiB / 2;
   const floor = MiB;
   const top = ladder.steps.length;
-  const store = await ElasticWeightStore.open(file, ladder, top - 2, { maxLevel: top - 2 });
+  const store = await ElasticWeightStore.open(file, ladder, { level: top - 2 });
   const poolBytes = store.bytesAt[store.level]! + MiB;
   let clock = 0;
   const pool: MemoryPool = new MemoryPool({
@@ -202,7 +202,7 @@ test('property: random traces never go over budget, lose no chunk, keep each wei
 
 test('values: cached prefixes against weights, by hand', async () => {
   const ladder = planLadder(planInputs(file), { budget: 14 * MiB, hardware: { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 } });
-  const store = await ElasticWeightStore.open(file, ladder, 0, { maxLevel: 4 });
+  const store = await ElasticWeightStore.open(file, ladder, { level: 0, maxLevel: 4 });
   try {
     const pool = new MemoryPool({ budget: 64 * MiB, scratchBytes: 0, floorBytes: MiB, chunkBytes: CHUNK, slotBytes: SLOT, maxKvChunks: 1024 });
     pool.attachWeights(store);

@@ -34,6 +34,15 @@ export interface LoadModelOptions {
   kv?: KvLayout;
   /** Reuse the KV of cached prompt prefixes across requests (default true). */
   prefixCache?: boolean;
+  /**
+   * How a memory budget is split (with the vtensor layout): 'elastic' (default) keeps a KV
+   * floor and lets resident weights and KV chunks share the rest while the model runs (weights
+   * are demoted to streamed when KV grows and promoted back when it shrinks); 'static'
+   * reserves KV for `parallel` full-context sequences at load.
+   */
+  memoryPool?: 'elastic' | 'static';
+  /** Elastic KV floor: KV memory no weight may take (bytes or "64MiB"; default one full-context sequence). */
+  kvFloor?: string | number;
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
   signal?: AbortSignal;
   /**
@@ -146,7 +155,8 @@ export interface Model {
   embed(input: string | Uint32Array, options?: { pooling?: Pooling; normalize?: boolean }): Promise<Float32Array>;
   /** Logits of the last token, or of every token with allLogits: [n or 1, vocab]. */
   evaluate(tokens: Uint32Array, options?: { allLogits?: boolean }): Promise<Float32Array>;
-  stats(): Promise<Record<string, unknown>>;
+  /** Engine statistics; `history` adds the memory split over time (pool.history). */
+  stats(options?: { history?: boolean }): Promise<Record<string, unknown>>;
   dispose(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -193,6 +203,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (typeof prefixCache !== 'boolean') throw new InvalidOptionError('prefixCache', `must be a boolean, got ${JSON.stringify(prefixCache)}`);
   if (!KV_LAYOUTS.includes(kv as KvLayout)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
   if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, 1 << 22);
+  const memoryPool = options.memoryPool ?? 'elastic';
+  if (memoryPool !== 'elastic' && memoryPool !== 'static') throw new InvalidOptionError('memoryPool', `must be 'elastic' or 'static', got ${JSON.stringify(memoryPool)}`);
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
   const signal = options.signal;
   signal?.throwIfAborted();
@@ -205,9 +217,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
   // Validated here (typed error in the caller's thread); the worker's planner splits it.
   if (options.memoryBudget !== undefined) parseMemoryBudget(options.memoryBudget, file.fileSize, 'memoryBudget');
+  if (options.kvFloor !== undefined) parseMemoryBudget(options.kvFloor, file.fileSize, 'kvFloor');
   signal?.throwIfAborted();
 
-  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache };
+  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache, memoryPool, kvFloor: options.kvFloor ?? null };
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
   await new Promise<void>((resolve, reject) => {
     const onAbort = (): void => {
@@ -420,12 +433,12 @@ class EngineModel implements Model {
     return v;
   }
 
-  async stats(): Promise<Record<string, unknown>> {
+  async stats(options: { history?: boolean } = {}): Promise<Record<string, unknown>> {
     this.checkUsable();
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.track(id, { chunks: [], wake: null, finished: false, resolve: resolve as (v: unknown) => void, reject });
-      this.post({ type: 'stats', id });
+      this.post({ type: 'stats', id, history: options.history === true });
     });
   }
 

@@ -22,6 +22,10 @@ export interface WorkerInit {
   maxBatchRows: number;
   /** Reuse cached prefixes across requests. */
   prefixCache: boolean;
+  /** Budget split: the elastic pool (default with vtensor) or a static KV reservation. */
+  memoryPool: 'elastic' | 'static';
+  /** Elastic KV floor as given to loadModel, or null for one full-context sequence. */
+  kvFloor: string | number | null;
 }
 
 /** Main -> worker. */
@@ -30,7 +34,7 @@ export type ToWorker =
   | { type: 'evaluate'; id: number; tokens: Uint32Array; allLogits: boolean }
   | { type: 'embed'; id: number; tokens: Uint32Array; pooling: Pooling }
   | { type: 'abort'; id: number }
-  | { type: 'stats'; id: number }
+  | { type: 'stats'; id: number; history?: boolean }
   | { type: 'dispose' };
 
 /** Worker -> main. */

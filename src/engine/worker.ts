@@ -9,14 +9,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readGgufSync } from '../gguf/reader.js';
 import { createTransformer, modelConfigFromGguf } from '../models/registry.js';
-import { Transformer } from '../models/transformer.js';
-import { createKvManager } from '../kv/index.js';
-import { kvPoolSize } from '../kv/pool-size.js';
-import { createWeightStore } from '../weights/create.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
 import { Scheduler } from './scheduler.js';
 import { GrammarEngine } from '../grammar/engine.js';
+import { createEngineMemory } from './memory.js';
+import type { StepMeasure } from './memory-pool.js';
 import { serializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
 const port = parentPort!;
@@ -32,23 +30,10 @@ async function start(): Promise<void> {
   const tokenizer = tokenizerFromGguf(file);
   setThreads(init.threads);
 
-  const shape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: init.contextSize };
-  const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv);
   const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
-  // The memory budget covers weights + KV + scratch; the planner decides what stays resident.
-  const { store, plan } = await createWeightStore(file, {
-    ...(init.memoryBudget !== null ? { memoryBudget: init.memoryBudget } : {}),
-    kvBytes,
-    scratchBytes: Transformer.scratchBytes(config, init.maxBatchRows, maxLogitRows),
-    onProgress: (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }),
-  });
-
-  const kv = createKvManager({
-    layout: init.kv,
-    shape,
-    capacityBytes: kvBytes,
-    ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : init.kv === 'paged' ? { headDim: config.headDim } : { chunkBytes }),
-  });
+  // The memory budget covers weights + KV + scratch: a static split, or the elastic pool.
+  const memory = await createEngineMemory(file, config, init, (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }));
+  const { store, kv } = memory;
   const model = createTransformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
 
   const scheduler = new Scheduler({
@@ -94,6 +79,7 @@ async function start(): Promise<void> {
   const compiling = new Set<number>();
 
   function weightStats(): Record<string, unknown> {
+    const plan = memory.plan();
     const st = store as unknown as { stats?: () => object; residentBytes?: number; locked?: boolean };
     return {
       mode: plan.numSlots > 0 ? 'streaming' : 'resident',
@@ -103,15 +89,28 @@ async function start(): Promise<void> {
     };
   }
 
-  // One step per macrotask while there is work.
+  // One step per macrotask while there is work. Between steps the memory pool may move weights
+  // (betweenPasses); while idle it finishes promotions on a timer.
   let pumping = false;
+  let last: StepMeasure | undefined;
+  let idleTimer: NodeJS.Timeout | undefined;
+  const idleTick = (): void => {
+    idleTimer = undefined;
+    if (!pumping && memory.idle()) idleTimer = setTimeout(idleTick, 50);
+  };
   const pump = (): void => {
     try {
       if (scheduler.idle) {
         pumping = false;
+        if (idleTimer === undefined) idleTick();
         return;
       }
+      const before = scheduler.stats();
+      const t0 = performance.now();
+      memory.betweenPasses(last);
       scheduler.step();
+      const after = scheduler.stats();
+      last = { ms: performance.now() - t0, rows: after.rows - before.rows, prefixHitTokens: after.prefixHitTokens - before.prefixHitTokens };
     } catch (err) {
       // A failing forward pass is a bug or a broken store: nothing can continue.
       pumping = false;
@@ -190,14 +189,15 @@ async function start(): Promise<void> {
               kv: kv.stats(),
               ...(grammars ? { grammar: { ...grammars.counters } } : {}),
               weights: weightStats(),
+              pool: memory.stats(msg.history === true),
               memory: { rss: mem.rss, arrayBuffers: mem.arrayBuffers, external: mem.external },
             },
           });
           break;
         }
         case 'dispose':
-          kv.dispose();
-          store.dispose();
+          clearTimeout(idleTimer);
+          memory.dispose();
           post({ type: 'disposed' });
           break;
       }

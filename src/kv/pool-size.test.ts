@@ -76,3 +76,11 @@ test('a pool of that size holds every sequence at full context, and a chat turn 
     }
   }
 });
+
+test('kvFloorBytes: one full sequence and its spare tails in the given chunk size, by hand', async () => {
+  const { kvFloorBytes } = await import('./pool-size.js');
+  // 64 KiB: 2 chunks per (layer, K/V) x 4 + 4 tails = 12 chunks; 128 KiB: 1 x 4 + 4 = 8.
+  assert.equal(kvFloorBytes(shape, 65536), 12 * 65536);
+  assert.equal(kvFloorBytes(shape, 131072), 8 * 131072);
+  assert.throws(() => kvFloorBytes(shape, 1000), RangeError);
+});

@@ -29,8 +29,18 @@ export function kvPoolSize(shape: KvShape, parallel: number, layout: KvLayout): 
     return { kvBytes: numBlocks * pagedPoolGeometry(shape, 0).blockBytes, chunkBytes: 0 };
   }
   const chunkBytes = chooseChunkBytes(shape, parallel * shape.maxContext * bytesPerToken(shape));
+  // parallel x (one full sequence + its spare tails)
+  return { kvBytes: parallel * kvFloorBytes(shape, chunkBytes), chunkBytes };
+}
+
+/**
+ * The elastic pool's default KV floor (engine/memory-pool.ts): one full-context sequence and
+ * its spare tails, in `chunkBytes` chunks (the chunk size of the engine's pool, which may be
+ * larger than one sequence alone would choose). KV up to the floor never displaces weights.
+ */
+export function kvFloorBytes(shape: KvShape, chunkBytes: number): number {
+  if (!(Number.isInteger(chunkBytes) && chunkBytes > 0 && chunkBytes % (shape.kvDim * 2) === 0)) throw new RangeError(`chunkBytes must be a positive multiple of the row (${shape.kvDim * 2} bytes), got ${chunkBytes}`);
   const tokensPerChunk = chunkBytes / (shape.kvDim * 2);
   const chunksPerSequence = 2 * shape.numLayers * Math.ceil(shape.maxContext / tokensPerChunk);
-  const spareTails = parallel * 2 * shape.numLayers;
-  return { kvBytes: (parallel * chunksPerSequence + spareTails) * chunkBytes, chunkBytes };
+  return (chunksPerSequence + 2 * shape.numLayers) * chunkBytes;
 }

@@ -18,17 +18,18 @@
 import { InvalidModelError } from '../errors.js';
 import type { GgufFile } from '../gguf/reader.js';
 import { discardRange, IoStreamer, lockRange, regionStats, releaseRegion, reserveRegion, residentBytes } from '../native/index.js';
-import { residentFootprint } from './plan.js';
+import { demotableFootprint, residentFootprint, STREAM_ALIGN } from './plan.js';
 import { loadTensors, type StreamingOptions } from './streaming.js';
 import type { TensorEntry } from './tensors.js';
 
 const PAGE = regionStats().pageSize;
 const pageRound = (n: number) => Math.ceil(n / PAGE) * PAGE;
+// Tensors are placed on the planner's 4096-byte units (demotableFootprint), so the arena holds
+// exactly what the planner accounts; pages must divide that unit.
+if (STREAM_ALIGN % PAGE !== 0) throw new Error(`weight arena: page size ${PAGE} does not divide ${STREAM_ALIGN}; elastic weights need 4 KiB pages`);
 /** Group id of background loads on the arena's I/O streamer. */
 const LOAD_GROUP = 1;
 
-/** Memory of a tensor that may be demoted: whole pages, so it can be given back alone. */
-export const demotableFootprint = pageRound;
 
 /** What the arena holds now, bytes. */
 export interface ArenaMemory {
@@ -54,7 +55,7 @@ export class WeightArena {
   /** Page-rounded bytes of each demotable tensor. */
   readonly #footprints = new Map<string, number>();
   readonly #fixed = new Set<string>();
-  /** Bytes of the fixed block (whole pages). */
+  /** Bytes of the fixed block (as the planner counts them). */
   readonly #fixedBytes: number;
   #fixedIn = false;
   readonly #state = new Map<string, State>();
@@ -83,9 +84,10 @@ export class WeightArena {
       this.#fixed.add(t.name);
       at += residentFootprint(t.bytes);
     }
-    // The fixed block is given back only with the arena: accounted as whole pages.
-    at = pageRound(at);
+    // The fixed block (given back only with the arena) counts as the planner counts it; the
+    // demotable tensors start on the next page.
     this.#fixedBytes = at;
+    at = pageRound(at);
     for (const t of demotable) {
       this.#offsets.set(t.name, at);
       this.#footprints.set(t.name, demotableFootprint(t.bytes));

@@ -10,7 +10,8 @@ import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
 import { calibrateStorage, readCachedCalibration } from './calibrate.js';
 import { embeddingLayout } from './embed.js';
-import { planWithWindow, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
+import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
+import { ElasticWeightStore } from './elastic-store.js';
 
 export { planWithWindow } from './plan.js';
 import { ResidentWeightStore } from './resident.js';
@@ -46,6 +47,12 @@ export interface CreateWeightStoreOptions extends StreamingOptions {
    * so for files of AUTO_CALIBRATE_MIN_BYTES or more (a few seconds once per device).
    */
   calibrate?: boolean | 'auto';
+  /**
+   * With a budget: an ElasticWeightStore on the ladder through the plan for `kvBytes` (the KV
+   * floor), starting with every byte the budget leaves to the weights, so the elastic memory
+   * pool (engine/memory-pool.ts) can demote and promote along it.
+   */
+  elastic?: boolean;
 }
 
 /** Files from this size up are calibrated automatically (smaller ones are tests and toys). */
@@ -93,6 +100,12 @@ export async function createWeightStore(
   // our virtual disk: DESIGN.md).
   const direct = options.direct ?? chooseReadPath(plan, cal);
   const ioThreads = options.ioThreads ?? (direct ? (cal?.ioThreads ?? 2) : 1);
+  if (options.elastic) {
+    const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window);
+    const weightBytes = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
+    const store = await ElasticWeightStore.open(file, ladder, { ...options, direct, ioThreads, weightBytes });
+    return { store, plan: store.plan, file };
+  }
   const store = await StreamingWeightStore.open(file, plan, { ...options, direct, ioThreads });
   return { store, plan, file };
 }

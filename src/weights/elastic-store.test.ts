@@ -10,8 +10,7 @@ import { join } from 'node:path';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { planInputs } from './create.js';
 import { ElasticWeightStore } from './elastic-store.js';
-import { demotableFootprint } from './arena.js';
-import { planLadder } from './plan.js';
+import { demotableFootprint, planLadder } from './plan.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
 import { listTensors } from './tensors.js';
 
@@ -41,7 +40,7 @@ test('elastic store: file bytes at every level; demotion returns the pages; prom
     const ladder = planLadder(planInputs(file), { budget: Math.floor(total * 0.9), hardware: HW });
     const top = ladder.levelFor(Math.floor(total * 0.9));
     assert.ok(top > ladder.minLevel + 4, `ladder too short to test: ${ladder.minLevel}..${top}`);
-    const store = await ElasticWeightStore.open(file, ladder, top, { maxLevel: top });
+    const store = await ElasticWeightStore.open(file, ladder, { level: top });
     try {
       checkPass(store, file, bytes, `level ${top}`);
       const before = store.physicalBytes().region;

@@ -17,8 +17,8 @@
  * not depend on the level: engine/elastic.test.ts).
  */
 import type { GgufFile } from '../gguf/reader.js';
-import { WeightArena, demotableFootprint, type ArenaMemory } from './arena.js';
-import { residentFootprint, type Plan, type PlanLadder } from './plan.js';
+import { WeightArena, type ArenaMemory } from './arena.js';
+import { demotableFootprint, residentFootprint, type Plan, type PlanLadder } from './plan.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { StreamingWeightStore, type StreamingOptions, type StreamingStats } from './streaming.js';
 import { listTensors, type TensorEntry } from './tensors.js';
@@ -45,6 +45,18 @@ export interface ElasticWeightStats extends StreamingStats {
   /** Bytes a forward pass reads at the current level. */
   streamedBytesPerPass: number;
   events: ElasticWeightEvents;
+}
+
+/** The highest level in [min, max] whose bytes fit (the longest fitting prefix), or -1. */
+export function levelFor(bytesAt: readonly number[], min: number, max: number, bytes: number): number {
+  for (let k = max; k >= min; k--) if (bytesAt[k]! <= bytes) return k;
+  return -1;
+}
+
+/** Tensors resident at every level (norms, output: the ladder's level-0 resident set). */
+function fixedTensors(entries: readonly TensorEntry[], ladder: PlanLadder): TensorEntry[] {
+  const bottom = ladder.planAt(0);
+  return entries.filter((_, i) => bottom.tensors[i]!.placement === 'resident');
 }
 
 const COUNTERS = ['tokens', 'bytesRead', 'ioWaitSec', 'directBytes', 'bufferedBytes'] as const;
@@ -92,33 +104,38 @@ export class ElasticWeightStore implements WeightStore {
   }
 
   /**
-   * Opens `file` at ladder level `level`: reserves the arena for every level from
-   * `minLevel` up to `maxLevel` (default: the ladder's minimum and top), loads the fixed
-   * tensors and the level's steps, and starts streaming.
+   * Weight memory of every level of `ladder` as the arena holds it (exactly what the planner
+   * accounts): the fixed tensors and the level's steps (residentAt), plus the ring (ringAt).
    */
-  static async open(file: GgufFile, ladder: PlanLadder, level: number, options: StreamingOptions & { maxLevel?: number } = {}): Promise<ElasticWeightStore> {
+  static levels(file: GgufFile, ladder: PlanLadder): { residentAt: number[]; ringAt: number[]; bytesAt: number[] } {
     const entries = listTensors(file);
-    const maxLevel = options.maxLevel ?? ladder.steps.length;
-    if (!(Number.isInteger(level) && level >= 0 && level <= maxLevel && maxLevel <= ladder.steps.length)) throw new RangeError(`elastic store: level ${level} outside [0, ${maxLevel}]`);
-    const top = ladder.planAt(0);
-    const fixed = entries.filter((_, i) => top.tensors[i]!.placement === 'resident');
-    const demotable = ladder.steps.slice(0, maxLevel).map((i) => entries[i]!);
-    // Arena bytes of each level: the fixed block, the level's steps on whole pages, the ring.
-    const pageRoundFixed = demotableFootprint(fixed.reduce((a, t) => a + residentFootprint(t.bytes), 0));
-    const bytesAt: number[] = [];
-    const ringAt: number[] = [];
-    let resident = fixed.reduce((a, t) => a + residentFootprint(t.bytes), 0);
-    let pages = pageRoundFixed;
+    let resident = fixedTensors(entries, ladder).reduce((a, t) => a + residentFootprint(t.bytes), 0);
+    const residentAt: number[] = [];
     for (let k = 0; k <= ladder.steps.length; k++) {
-      const ring = ladder.weightBytes[k]! - resident; // the planner's memory = resident + ring
-      ringAt.push(ring);
-      bytesAt.push(pages + ring);
-      if (k < ladder.steps.length) {
-        const t = entries[ladder.steps[k]!]!;
-        resident += residentFootprint(t.bytes);
-        pages += demotableFootprint(t.bytes);
-      }
+      residentAt.push(resident);
+      if (k < ladder.steps.length) resident += demotableFootprint(entries[ladder.steps[k]!]!.bytes);
     }
+    const bytesAt = ladder.weightBytes.slice();
+    return { residentAt, ringAt: bytesAt.map((b, k) => b - residentAt[k]!), bytesAt };
+  }
+
+  /**
+   * Opens `file` on `ladder`: at the highest level whose memory fits `weightBytes` (the
+   * planner's rule: longest fitting prefix), or at `level`; the arena has room up to
+   * `maxLevel` (default: that level). Loads the fixed tensors and the level's steps, and
+   * starts streaming.
+   */
+  static async open(file: GgufFile, ladder: PlanLadder, options: StreamingOptions & { weightBytes?: number; level?: number; maxLevel?: number }): Promise<ElasticWeightStore> {
+    const entries = listTensors(file);
+    const { ringAt, bytesAt } = ElasticWeightStore.levels(file, ladder);
+    const fit = options.weightBytes !== undefined ? levelFor(bytesAt, 0, ladder.steps.length, options.weightBytes) : ladder.steps.length;
+    const level = options.level ?? fit;
+    const maxLevel = options.maxLevel ?? level;
+    if (!(Number.isInteger(level) && level >= 0 && level <= maxLevel && maxLevel <= ladder.steps.length)) {
+      throw new RangeError(`elastic store: level ${level} outside [0, ${maxLevel}] (weight memory ${options.weightBytes} fits level ${fit})`);
+    }
+    const fixed = fixedTensors(entries, ladder);
+    const demotable = ladder.steps.slice(0, maxLevel).map((i) => entries[i]!);
     // The minimum resident set: least memory as the arena counts it (smallest such level).
     let minLevel = 0;
     for (let k = 1; k <= maxLevel; k++) if (bytesAt[k]! < bytesAt[minLevel]!) minLevel = k;

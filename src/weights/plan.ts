@@ -139,6 +139,12 @@ const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 export const DIRECT_LOAD_MIN_BYTES = 1 << 20;
 /** Memory a resident tensor takes in the store (large ones padded to 4096: under 0.4%). */
 export const residentFootprint = (bytes: number) => roundUp(bytes, bytes >= DIRECT_LOAD_MIN_BYTES ? STREAM_ALIGN : RESIDENT_ALIGN);
+/**
+ * Memory a layer tensor takes when resident: whole pages (4096), so the elastic memory pool can
+ * give each back on its own (weights/arena.ts). Tensors of 1 MiB and more are whole pages
+ * anyway; the rounding adds under 4 KiB to a small one.
+ */
+export const demotableFootprint = (bytes: number) => roundUp(bytes, STREAM_ALIGN);
 /** Memory a streamed tensor takes in a ring slot. */
 export const streamFootprint = (bytes: number) => roundUp(bytes, STREAM_ALIGN);
 
@@ -250,7 +256,7 @@ function memoryCurve(tensors: readonly PlanTensorInput[], c: Candidate, baseStre
   for (const i of c.steps) {
     const t = tensors[i]!;
     streamed[t.layer]! -= streamFootprint(t.bytes);
-    resident += residentFootprint(t.bytes);
+    resident += demotableFootprint(t.bytes);
     out.push(total());
   }
   return out;
@@ -438,7 +444,7 @@ function buildPlan(
     if (placement === 'rows') embedRow = t.rowBytes ?? Math.ceil(t.bytes / 32000);
     if (placement === 'resident') {
       residentBytes += t.bytes;
-      weights += residentFootprint(t.bytes);
+      weights += alwaysResident(t) ? residentFootprint(t.bytes) : demotableFootprint(t.bytes);
     }
     if (t.layer < 0) return;
     const lp = layers[t.layer]!;

@@ -1,0 +1,204 @@
+/**
+ * The engine's memory: the weight store and the KV layout under one budget, either as a
+ * static split (the KV pool reserved for `parallel` full-context sequences, the rest planned
+ * for the weights) or as the elastic pool (engine/memory-pool.ts: a KV floor, and one pool
+ * that resident weights and KV chunks share while the model runs).
+ *
+ * Elastic is the default with a budget and the vTensor layout; the contiguous layout
+ * preallocates its KV, so it stays static.
+ */
+import type { GgufFile } from '../gguf/reader.js';
+import type { ModelConfig } from '../models/config.js';
+import { Transformer } from '../models/transformer.js';
+import { createKvManager, type KvManager, type KvShape } from '../kv/index.js';
+import { kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
+import type { VTensorKvManager } from '../kv/vtensor-manager.js';
+import { createWeightStore } from '../weights/create.js';
+import { parseMemoryBudget } from '../weights/budget.js';
+import type { ElasticWeightStore } from '../weights/elastic-store.js';
+import type { Plan } from '../weights/plan.js';
+import type { WeightStore } from '../weights/store.js';
+import { InsufficientMemoryError } from '../errors.js';
+import { MemoryPool, type StepMeasure } from './memory-pool.js';
+import type { WorkerInit } from './protocol.js';
+
+/** The engine's weights and KV, and the pool between them (elastic) or none (static). */
+export interface EngineMemory {
+  readonly store: WeightStore & { dispose(): void };
+  readonly kv: KvManager;
+  /** The plan the weights follow now (changes with the level when elastic). */
+  plan(): Plan;
+  /** Called before every scheduler step with the last step's measurements. */
+  betweenPasses(m?: StepMeasure): void;
+  /** While the engine is idle; true when it wants to be called again soon. */
+  idle(): boolean;
+  /** The split now (and over time, with history), for stats(), run --json and /metrics. */
+  stats(history?: boolean): Record<string, unknown>;
+  dispose(): void;
+}
+
+/** Loads the weights and creates the KV layout under init's budget (see the file comment). */
+export async function createEngineMemory(file: GgufFile, config: ModelConfig, init: WorkerInit, onProgress: (done: number, total: number) => void): Promise<EngineMemory> {
+  const shape: KvShape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: init.contextSize };
+  const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv);
+  const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
+  const scratchBytes = Transformer.scratchBytes(config, init.maxBatchRows, maxLogitRows);
+  const budget = init.memoryBudget !== null ? parseMemoryBudget(init.memoryBudget, file.fileSize, 'memoryBudget') : Infinity;
+  const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static';
+  const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes)) : 0;
+  const explain = { budget, shape, parallel: init.parallel, scratchBytes, kvBytes: elastic ? floorBytes : kvBytes, elastic, kvFloorGiven: init.kvFloor !== null };
+
+  let created;
+  try {
+    created = await createWeightStore(file, {
+      ...(budget !== Infinity ? { memoryBudget: budget } : {}),
+      kvBytes: elastic ? floorBytes : kvBytes,
+      scratchBytes,
+      elastic,
+      onProgress,
+    });
+  } catch (err) {
+    throw err instanceof InsufficientMemoryError ? explainShortBudget(err, explain) : err;
+  }
+  const { store, plan } = created;
+  if (!elastic) {
+    const kv = createKvManager({ layout: init.kv, shape, capacityBytes: kvBytes, ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : init.kv === 'paged' ? { headDim: config.headDim } : { chunkBytes }) });
+    return staticMemory(store, kv, plan, { budget, scratchBytes, kvBytes });
+  }
+  const es = store as ElasticWeightStore;
+  const poolBytes = budget - scratchBytes - floorBytes;
+  // Address space for KV: what parallel full-context sequences need, or what the pool can give.
+  const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
+  const pool = new MemoryPool({ budget, scratchBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
+  pool.attachWeights(es);
+  const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool }) as VTensorKvManager;
+  pool.attachKv({
+    get numUsedChunks() {
+      return kv.numUsedChunks;
+    },
+    get numCachedChunks() {
+      return (kv.stats().cachedBytes ?? 0) / chunkBytes;
+    },
+    evictCachedChunks: (n: number) => kv.evictCachedChunks(n),
+  });
+  pool.sampleWeights = () => {
+    const m = es.memory();
+    return { residentBytes: m.residentBytes, ringBytes: m.ringBytes, loadingBytes: m.loadingBytes, streamedBytesPerPass: es.plan.streamedBytesPerToken };
+  };
+  pool.sampleKv = () => {
+    const s = kv.stats();
+    return { liveBytes: s.activeBytes, cachedBytes: s.cachedBytes ?? 0 };
+  };
+  return {
+    store: es,
+    kv,
+    plan: () => es.plan,
+    betweenPasses: (m) => pool.betweenPasses(m),
+    idle: () => pool.idle(),
+    stats: (history = false) => ({
+      mode: 'elastic',
+      budget,
+      scratchBytes,
+      floorBytes,
+      poolBytes,
+      level: es.level,
+      targetLevel: es.targetLevel,
+      minLevel: es.minLevel,
+      maxLevel: es.maxLevel,
+      headroomBytes: pool.headroomBytes,
+      now: pool.snapshot(),
+      events: { ...pool.events, ...prefixed('weights', es.stats().events) },
+      ...(history ? { history: pool.history() } : {}),
+    }),
+    dispose: () => {
+      kv.dispose();
+      es.dispose();
+    },
+  };
+}
+
+/** A static split: KV reserved up front, the weights' plan fixed at load. */
+function staticMemory(store: WeightStore & { dispose(): void }, kv: KvManager, plan: Plan, s: { budget: number; scratchBytes: number; kvBytes: number }): EngineMemory {
+  const t0 = performance.now();
+  let steps = 0;
+  const sample = () => {
+    const k = kv.stats();
+    return {
+      t: performance.now() - t0,
+      step: steps,
+      level: -1,
+      residentBytes: plan.split.weights,
+      ringBytes: plan.split.buffers,
+      loadingBytes: 0,
+      kvLiveBytes: k.activeBytes,
+      kvCachedBytes: k.cachedBytes ?? 0,
+      otherBytes: 0,
+      // KV reserved and not holding anything is what the static split leaves unused.
+      freeBytes: Number.isFinite(s.budget) ? s.budget - s.scratchBytes - plan.split.weights - plan.split.buffers - k.activeBytes - (k.cachedBytes ?? 0) : 0,
+      streamedBytesPerPass: plan.streamedBytesPerToken,
+    };
+  };
+  const history: ReturnType<typeof sample>[] = [];
+  let last = -Infinity;
+  return {
+    store,
+    kv,
+    plan: () => plan,
+    betweenPasses: () => {
+      steps++;
+      if (performance.now() - last >= 100 && history.length < 2048) {
+        last = performance.now();
+        history.push(sample());
+      }
+    },
+    idle: () => false,
+    stats: (withHistory = false) => ({
+      mode: 'static',
+      budget: Number.isFinite(s.budget) ? s.budget : null,
+      scratchBytes: s.scratchBytes,
+      kvBytes: s.kvBytes,
+      now: sample(),
+      ...(withHistory ? { history } : {}),
+    }),
+    dispose: () => {
+      kv.dispose();
+      store.dispose();
+    },
+  };
+}
+
+function prefixed(prefix: string, o: object): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [`${prefix}${k[0]!.toUpperCase()}${k.slice(1)}`, v]));
+}
+
+const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+/**
+ * The planner's InsufficientMemoryError, explained in the caller's language: what the budget
+ * must hold (weights' minimum, KV, scratch) and which options change it. The message names the
+ * API's options; cliMessage the command line's flags.
+ */
+export function explainShortBudget(
+  err: InsufficientMemoryError,
+  c: { budget: number; shape: KvShape; parallel: number; scratchBytes: number; kvBytes: number; elastic: boolean; kvFloorGiven: boolean },
+): InsufficientMemoryError {
+  const weights = Math.max(0, err.minimum - c.kvBytes - c.scratchBytes);
+  const kvWhat = c.elastic
+    ? `the KV floor (${mib(c.kvBytes)}: ${c.kvFloorGiven ? 'as set' : `one sequence of ${c.shape.maxContext} tokens`})`
+    : `the KV cache (${mib(c.kvBytes)}: ${c.parallel} sequence${c.parallel === 1 ? '' : 's'} of ${c.shape.maxContext} tokens)`;
+  const needs = `it must hold the weights' minimum (norms, output matrix and stream buffers: ${mib(weights)}), ${kvWhat} and scratch (${mib(c.scratchBytes)})`;
+  const say = (n: { budget: string; ctx: string; parallel: string; floor: string }) => {
+    const lower = c.elastic
+      ? c.kvFloorGiven
+        ? `lower ${n.ctx} or ${n.floor}`
+        : `lower ${n.ctx} (the KV floor holds one full-context sequence) or set a smaller ${n.floor}`
+      : `lower ${n.ctx} or ${n.parallel}`;
+    return `${needs}; raise ${n.budget} to at least ${mib(err.minimum)}, or ${lower}`;
+  };
+  return new InsufficientMemoryError(
+    err.budget,
+    err.minimum,
+    say({ budget: 'memoryBudget', ctx: 'contextSize', parallel: 'parallel', floor: 'kvFloor' }),
+    say({ budget: '--memory-budget', ctx: '--ctx-size', parallel: '--parallel', floor: '--kv-floor' }),
+  );
+}
