@@ -31,6 +31,8 @@ export const MODEL_FLAGS = {
   'ctx-size': { type: 'string', short: 'c' },
   'memory-budget': { type: 'string' },
   kv: { type: 'string' },
+  'memory-pool': { type: 'string' },
+  'kv-floor': { type: 'string' },
 } as const;
 
 /** parseArgs specs of the flags that say how to generate. */
@@ -65,6 +67,16 @@ export function loadOptionsFrom(values: FlagValues): LoadModelOptions {
     // Syntax only here (a percentage is of the file's size, which loadModel knows).
     parseMemoryBudget(budget, 2 ** 40, '--memory-budget');
     load.memoryBudget = budget;
+  }
+  const pool = values['memory-pool'] as string | undefined;
+  if (pool !== undefined) {
+    if (pool !== 'elastic' && pool !== 'static') throw new InvalidOptionError('--memory-pool', `must be elastic or static, got '${pool}'`);
+    load.memoryPool = pool;
+  }
+  const floor = values['kv-floor'] as string | undefined;
+  if (floor !== undefined) {
+    parseMemoryBudget(floor, 2 ** 40, '--kv-floor');
+    load.kvFloor = floor;
   }
   return load;
 }

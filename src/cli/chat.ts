@@ -43,6 +43,8 @@ Options:
   -c, --ctx-size N         context size (default: min(model's, 4096))
       --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
       --memory-budget X    memory budget, e.g. 2GiB or 75%
+      --memory-pool P      elastic (default: KV and resident weights share the budget) | static
+      --kv-floor X         elastic: KV memory weights never take (default one full-context sequence)
   -h, --help               show this help
 `;
 

@@ -14,7 +14,10 @@ import type { HardwareFigures, Plan } from '../weights/plan.js';
 import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
-import { kvPoolSize } from '../kv/pool-size.js';
+import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
+import { ElasticWeightStore } from '../weights/elastic-store.js';
+import { planLadder } from '../weights/plan.js';
+import { planPool, type PoolPlan } from '../engine/pool-plan.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
@@ -32,6 +35,11 @@ Options:
   --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
   --parallel N          sequences (default 1)
   --kv LAYOUT           vtensor (default), paged or contiguous: how the KV pool is sized
+  --memory-pool P       elastic (default with vtensor: a KV floor, and one pool that resident
+                        weights and KV share while the model runs) or static (KV reserved for
+                        --parallel full-context sequences)
+  --kv-floor X          elastic: KV memory weights never take (default one full-context sequence)
+  --seq-tokens N        elastic: tokens per sequence in the expected split (default --ctx-size)
   --window N            prefetch window in layers (default 3, or less if the budget needs it)
   --scratch BYTES       activation scratch (default: what the engine allocates for this model)
   --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
@@ -134,6 +142,9 @@ export async function run(argv: string[]): Promise<number> {
       'ctx-size': { type: 'string' },
       parallel: { type: 'string', default: '1' },
       kv: { type: 'string', default: 'vtensor' },
+      'memory-pool': { type: 'string', default: 'elastic' },
+      'kv-floor': { type: 'string' },
+      'seq-tokens': { type: 'string' },
       window: { type: 'string' },
       scratch: { type: 'string' },
       'read-bandwidth': { type: 'string' },
@@ -185,14 +196,50 @@ export async function run(argv: string[]): Promise<number> {
 
   const kv = values.kv!;
   if (!(KV_LAYOUTS as readonly string[]).includes(kv)) throw new InvalidOptionError('--kv', `must be one of ${KV_LAYOUTS.join(', ')}, got '${kv}'`);
+  const poolMode = values['memory-pool']!;
+  if (poolMode !== 'elastic' && poolMode !== 'static') throw new InvalidOptionError('--memory-pool', `must be elastic or static, got '${poolMode}'`);
+  const elastic = poolMode === 'elastic' && kv === 'vtensor';
   // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
   const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
-  const { kvBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
-  const plan = planWithWindow(planInputs(file), { budget, kvBytes, scratchBytes: scratch, hardware }, window);
+  const { kvBytes, chunkBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
+  // Elastic: the plan at load holds the KV floor; the pool moves weights as KV grows.
+  const floorBytes = !elastic ? 0 : values['kv-floor'] !== undefined ? parseMemoryBudget(values['kv-floor'], file.fileSize, '--kv-floor') : kvFloorBytes(kvShape, chunkBytes);
+  const inputs = planInputs(file);
+  const options = { budget, kvBytes: elastic ? floorBytes : kvBytes, scratchBytes: scratch, hardware };
+  const plan = planWithWindow(inputs, options, window);
+  let pool: PoolPlan | undefined;
+  if (elastic) {
+    const ladder = planLadder(inputs, options, window);
+    const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
+    const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
+    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+  }
   if (values.json) {
-    process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');
   } else {
     process.stdout.write(formatPlan(plan, path, file.fileSize, { ctxSize, parallel, hardwareSource: source }));
+    if (pool) process.stdout.write(formatPoolPlan(pool, floorBytes === kvFloorBytes(kvShape, chunkBytes) ? `one sequence of ${ctxSize} tokens` : 'as set'));
   }
   return 0;
+}
+
+/** Text rendering of the elastic pool's figures and expected split. */
+export function formatPoolPlan(p: PoolPlan, floorWhat: string): string {
+  const lines = ['', 'elastic pool (--memory-pool static reserves KV for --parallel full-context sequences instead):'];
+  lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
+  lines.push(`  resident weights and KV above the floor share the pool; the weights go down to ${formatBytes(p.minWeightBytes)} (norms, output, stream buffers) when KV needs it`);
+  const t = p.rows[0]?.tokensPerSequence ?? 0;
+  lines.push(`  at most ${p.maxSequences} sequence${p.maxSequences === 1 ? '' : 's'} of ${t} tokens before preemption; expected split:`);
+  const head = ['sequences', 'KV', 'resident', 'ring', 'read/token', 'predicted'];
+  const rows = p.rows.map((r) =>
+    r.fits
+      ? [String(r.sequences), formatBytes(r.kvBytes), formatBytes(r.residentBytes), formatBytes(r.ringBytes), formatBytes(r.streamedBytesPerToken), `${r.predictedTokensPerSec.toFixed(2)} tok/s`]
+      : [String(r.sequences), formatBytes(r.kvBytes), `(does not fit: the scheduler preempts beyond ${p.maxSequences})`, '', '', ''],
+  );
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i]!.length > 30 ? 0 : r[i]!.length))));
+  const fmt = (r: string[]) => '  ' + r.map((c, i) => (i === 0 ? c.padStart(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  lines.push(fmt(head));
+  for (const r of rows) lines.push(fmt(r).trimEnd());
+  lines.push('  (predicted: one stream; batched sequences share each streamed read)');
+  return lines.join('\n') + '\n';
 }

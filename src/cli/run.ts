@@ -28,6 +28,8 @@ Options:
   -t, --threads N          compute threads (default: all cores)
   -c, --ctx-size N         context size (default: min(model's, 4096))
       --memory-budget X    memory budget, e.g. 2GiB or 75%
+      --memory-pool P      elastic (default: KV and resident weights share the budget) | static
+      --kv-floor X         elastic: KV memory weights never take (default one full-context sequence)
       --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
       --json               print one JSON object (tokens, text, timings) instead of streaming
   -h, --help               show this help
@@ -83,8 +85,10 @@ export async function run(argv: string[]): Promise<number> {
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
     const t = result.timings;
     if (json) {
+      // The memory split now and over the run (resident, ring, KV live / cached, free).
+      const memory = (await model.stats({ history: true })).pool;
       process.stdout.write(
-        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes })}\n`,
+        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes, memory })}\n`,
       );
     } else {
       process.stdout.write('\n');

@@ -22,6 +22,9 @@ Options:
   --host HOST            address to bind (default 127.0.0.1)
   --port N               port (default 8080)
   --memory-budget X      memory budget: bytes, 1.5GiB, 512MiB, 60% (of the model file)
+  --memory-pool P        elastic (default: KV and resident weights share the budget, weights
+                         move between resident and streamed with the load) | static
+  --kv-floor X           elastic: KV memory weights never take (default one full-context sequence)
   --parallel N           sequences decoded together (default 4)
   --max-queue N          requests allowed to wait beyond --parallel; more get 429 (default 64)
   --ctx-size N           tokens per sequence (default min(model's, 4096))

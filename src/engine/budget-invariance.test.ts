@@ -168,3 +168,28 @@ test('a budget one byte below the minimum is InsufficientMemoryError saying the 
     });
   }
 });
+
+test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default options runs (elastic pool); the static split does not load", LONG, async () => {
+  // Defaults: parallel 4, contextSize 2048 (the file's). The static split reserves KV for 4
+  // full-context sequences (187 MiB of the 296 MiB budget) and cannot fit the weights' minimum;
+  // the elastic pool keeps one sequence as the KV floor and lends the rest to the weights.
+  await assert.rejects(loadModel(TL, { memoryBudget: '50%', memoryPool: 'static' }), (e: unknown) => {
+    assert.ok(e instanceof InsufficientMemoryError, String(e));
+    assert.match(e.message, /4 sequences of 2048 tokens/);
+    assert.match(e.message, /lower contextSize or parallel/);
+    return true;
+  });
+  const model = await loadModel(TL, { memoryBudget: '50%' });
+  try {
+    assert.equal(model.info.parallel, 4);
+    const r = await model.complete(PROMPT, { temperature: 0, repeatPenalty: 1, maxTokens: GEN_TOKENS });
+    assert.equal(r.tokens.length, GEN_TOKENS);
+    const stats = (await model.stats()) as { pool: { mode: string; budget: number; floorBytes: number; poolBytes: number; now: { residentBytes: number } } };
+    assert.equal(stats.pool.mode, 'elastic');
+    assert.equal(stats.pool.budget, Math.floor(statSync(TL).size * 0.5));
+    assert.ok(stats.pool.floorBytes > 40 * 2 ** 20 && stats.pool.floorBytes < 50 * 2 ** 20, `floor ${stats.pool.floorBytes}: one sequence of 2048 tokens`);
+    assert.ok(stats.pool.now.residentBytes > 100 * 2 ** 20, `resident ${stats.pool.now.residentBytes}`);
+  } finally {
+    await model.dispose();
+  }
+});

@@ -22,8 +22,9 @@
  *   measured growth rate), at least `minHeadroomSlots` slots of every layer's K and V, doubled
  *   for every demotion in the last `cooldownSteps` steps (a burst of growth then demotes in
  *   fewer, larger moves). So steady growth demotes about once per horizon, not every step.
- * - Weights come back (betweenPasses()): never within `cooldownSteps` steps (or cooldownMs) of a
- *   demotion and never while a promotion reads; then to the highest level whose memory, with
+ * - Weights come back (betweenPasses()): never within `cooldownSteps` forward passes of a
+ *   demotion or of the last promotion (an idle engine: or after cooldownMs), never while a
+ *   promotion reads; then to the highest level whose memory, with
  *   the ring of the current level still in use while it reads, leaves `headroom` free. The
  *   reads run in the background; the store applies them between passes when they are done.
  * - Cached prefixes compete with weights by expected value (valueOfWeights / valueOfPrefixes):
@@ -77,7 +78,7 @@ export interface PoolTenant {
 /** Knobs of the anti-thrash policy (see the NOTE). */
 export interface Hysteresis {
   cooldownSteps: number;
-  /** The same cooldown in wall time, for idle engines (steps stop while nothing runs). */
+  /** An idle engine (no passes, so no steps) ends a cooldown after this long. */
   cooldownMs: number;
   horizonSteps: number;
   minHeadroomSlots: number;
@@ -288,10 +289,10 @@ export class MemoryPool implements KvChunkGrant {
     const w = this.#weightsOrThrow();
     if (w.settle()) this.#sample(true);
     this.#shrinkGrant();
-    this.#maybePromote();
+    this.#maybePromote(true);
     this.#sample(false);
     // A promotion reading, or a cooldown to wait out: come back later.
-    return w.targetLevel !== w.level || (w.level < w.maxLevel && this.#coolingDown());
+    return w.targetLevel !== w.level || (w.level < w.maxLevel && this.#coolingDown(true));
   }
 
   // --- values (seconds saved per second, per byte) ---
@@ -406,11 +407,14 @@ export class MemoryPool implements KvChunkGrant {
     this.#hitsPerStep = (1 - a) * this.#hitsPerStep + a * m.prefixHitTokens;
   }
 
-  /** Within the cooldown of the last demotion or the last promotion (steps, or wall time when idle). */
-  #coolingDown(): boolean {
+  /**
+   * Within the cooldown of the last demotion or the last promotion: cooldownSteps forward
+   * passes; an idle engine (no passes) also ends it after cooldownMs.
+   */
+  #coolingDown(idle: boolean): boolean {
     const h = this.hysteresis;
     const now = this.#now();
-    const since = (e: { step: number; ms: number }) => this.#step - e.step < h.cooldownSteps && now - e.ms < h.cooldownMs;
+    const since = (e: { step: number; ms: number }) => this.#step - e.step < h.cooldownSteps && (!idle || now - e.ms < h.cooldownMs);
     return since(this.#lastDemotion) || since(this.#lastPromotion);
   }
 
@@ -426,9 +430,9 @@ export class MemoryPool implements KvChunkGrant {
     return k;
   }
 
-  #maybePromote(): void {
+  #maybePromote(idle = false): void {
     const w = this.#weightsOrThrow();
-    if (w.targetLevel !== w.level || w.level >= w.maxLevel || this.#coolingDown()) return;
+    if (w.targetLevel !== w.level || w.level >= w.maxLevel || this.#coolingDown(idle)) return;
     let k = this.#promotionTarget(w);
     const kv = this.#kv;
     if (k === w.level && kv && kv.numCachedChunks > 0) {

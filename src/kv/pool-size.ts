@@ -44,3 +44,9 @@ export function kvFloorBytes(shape: KvShape, chunkBytes: number): number {
   const chunksPerSequence = 2 * shape.numLayers * Math.ceil(shape.maxContext / tokensPerChunk);
   return (chunksPerSequence + 2 * shape.numLayers) * chunkBytes;
 }
+
+/** vTensor bytes `numSequences` sequences of `tokens` tokens map (whole chunks per layer's K and V). */
+export function kvBytesFor(shape: KvShape, chunkBytes: number, numSequences: number, tokens: number): number {
+  const tokensPerChunk = chunkBytes / (shape.kvDim * 2);
+  return numSequences * 2 * shape.numLayers * Math.ceil(Math.min(tokens, shape.maxContext) / tokensPerChunk) * chunkBytes;
+}

@@ -159,6 +159,13 @@ export class Metrics {
     this.errors.set(status, (this.errors.get(status) ?? 0) + 1);
   }
 
+  readonly #sections: Array<(stats: Record<string, unknown>) => string[]> = [];
+
+  /** Adds lines rendered from the engine's stats after flexinfer's own (e.g. io-metrics.ts). */
+  addSection(render: (stats: Record<string, unknown>) => string[]): void {
+    this.#sections.push(render);
+  }
+
   /** Renders all metrics; `stats` is the engine's stats() object (numbers are exported). */
   render(state: ScrapeState): string {
     const lines: string[] = [];
@@ -181,6 +188,7 @@ export class Metrics {
     for (const [name, value] of flatten(state.stats)) {
       metric(`engine_${name}`, 'gauge', `Engine statistic ${name}.`, [['', value]]);
     }
+    for (const section of this.#sections) lines.push(...section(state.stats));
     this.renderVllm(lines, state.stats as EngineView);
     return lines.join('\n') + '\n';
   }

@@ -13,6 +13,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError, badRequest, fromValidation } from './errors.js';
 import { Metrics } from './metrics.js';
 import { ServerHealth } from './health.js';
+import { registerMemoryMetrics } from './memory-metrics.js';
 import { Drain, type DrainResult } from './drain.js';
 import { registerOpsRoutes } from './routes-ops.js';
 import { registerGenerationRoutes } from './routes-generate.js';
@@ -73,6 +74,7 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
   let loadError: Error | undefined;
   const prompter = new ChatPrompter();
   let inFlight = 0;
+  registerMemoryMetrics(metrics);
 
   Promise.resolve(modelOrPromise).then(
     (m) => {
