@@ -1,8 +1,10 @@
 /**
  * One engine's serving measurements in their own process (so a benchmark can put it in a
- * memory cgroup): `node dist/bench/serve-child.js ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET]`
- * with ENGINE = flexinfer | llamacpp. For each concurrency N, N streams start at once, each
- * with its own prompt; prints one JSON line with aggregate tokens/s and TTFT per N.
+ * memory cgroup): `node dist/bench/serve-child.js ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET [PARALLEL CTX POOL]]`
+ * with ENGINE = flexinfer | llamacpp, POOL = elastic | static. For each concurrency N, N
+ * streams start at once, each with its own prompt; prints one JSON line with aggregate
+ * tokens/s and TTFT per N, and for flexinfer the weight bytes read per generated token, the
+ * preemptions, the memory pool's moves at that load and the memory split over the whole run.
  *
  * flexinfer is measured through its real HTTP server (loopback, SSE streams); llama.cpp
  * through node-llama-cpp with N sequences in one context (its batching).
@@ -21,6 +23,43 @@ interface Row {
   ttft_ms_p95: number;
   tokens: number;
   wall_ms: number;
+  /** flexinfer: weight bytes read from the file per generated token at this load. */
+  streamed_bytes_per_token?: number;
+  preemptions?: number;
+  /** flexinfer: most sequences running at once so far, and before the first preemption. */
+  peak_running?: number;
+  peak_running_before_preemption?: number;
+  /** flexinfer, elastic pool: weights demoted / promoted during this load. */
+  demotions?: number;
+  promotions?: number;
+}
+
+/** What the engine's stats() says that a row reports (differences between two calls). */
+interface Snapshot {
+  bytesRead: number;
+  preemptions: number;
+  peakRunning: number;
+  peakBefore: number;
+  demotions: number;
+  promotions: number;
+  t: number;
+}
+
+async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Record<string, unknown>> }): Promise<Snapshot> {
+  const st = (await model.stats()) as {
+    scheduler?: { preemptions?: number; peakRunning?: number; peakRunningBeforePreemption?: number };
+    weights?: { streaming?: { bytesRead?: number } };
+    pool?: { now?: { t?: number }; events?: { demotions?: number; promotions?: number } };
+  };
+  return {
+    bytesRead: st.weights?.streaming?.bytesRead ?? 0,
+    preemptions: st.scheduler?.preemptions ?? 0,
+    peakRunning: st.scheduler?.peakRunning ?? 0,
+    peakBefore: st.scheduler?.peakRunningBeforePreemption ?? 0,
+    demotions: st.pool?.events?.demotions ?? 0,
+    promotions: st.pool?.events?.promotions ?? 0,
+    t: st.pool?.now?.t ?? 0,
+  };
 }
 
 const PROMPT_TOKENS = 32;
@@ -53,29 +92,54 @@ async function streamOne(base: string, prompt: number[], maxTokens: number): Pro
   return { ttftMs: ttft < 0 ? performance.now() - t0 : ttft, tokens };
 }
 
-async function measureFlexinfer(path: string, threads: number, gen: number, ns: number[], budget?: string): Promise<Row[]> {
+interface FlexinferRun {
+  rows: Row[];
+  /** The memory split over the run (the pool's samples) and when each load started (ms). */
+  timeline?: unknown[];
+  phases?: Array<{ streams: number; t: number }>;
+  pool?: Record<string, unknown>;
+}
+
+async function measureFlexinfer(path: string, threads: number, gen: number, ns: number[], budget?: string, layout?: { parallel: number; ctx: number; pool: 'elastic' | 'static' }): Promise<FlexinferRun> {
   const maxN = Math.max(...ns);
+  const parallel = layout?.parallel ?? maxN;
   const model = await loadModel(path, {
     threads,
-    parallel: maxN,
-    contextSize: PROMPT_TOKENS + gen + 16,
+    parallel,
+    contextSize: layout?.ctx ?? PROMPT_TOKENS + gen + 16,
+    ...(layout ? { memoryPool: layout.pool } : {}),
     ...(budget ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
   });
-  const server = createServer(model, { modelId: 'bench', port: 0, parallel: maxN });
+  const server = createServer(model, { modelId: 'bench', port: 0, parallel });
   const base = await server.listen();
   const rows: Row[] = [];
+  const phases: Array<{ streams: number; t: number }> = [];
   try {
     await streamOne(base, Array.from(benchPromptTokens(8, 32000, 1)), 4); // warm-up
     for (const n of ns) {
+      const before = await snapshot(model);
+      phases.push({ streams: n, t: before.t });
       const t0 = performance.now();
       const runs = await Promise.all(Array.from({ length: n }, (_, i) => streamOne(base, Array.from(benchPromptTokens(PROMPT_TOKENS, 32000, 1000 + i)), gen)));
-      rows.push(row(n, runs, performance.now() - t0));
+      const r = row(n, runs, performance.now() - t0);
+      const after = await snapshot(model);
+      rows.push({
+        ...r,
+        streamed_bytes_per_token: r.tokens > 0 ? Math.round((after.bytesRead - before.bytesRead) / r.tokens) : 0,
+        preemptions: after.preemptions - before.preemptions,
+        peak_running: after.peakRunning,
+        peak_running_before_preemption: after.peakBefore,
+        demotions: after.demotions - before.demotions,
+        promotions: after.promotions - before.promotions,
+      });
     }
+    const pool = (await model.stats({ history: true })).pool as Record<string, unknown> | undefined;
+    const { history, ...rest } = (pool ?? {}) as { history?: unknown[] };
+    return { rows, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}) };
   } finally {
     await server.close();
     await model.dispose();
   }
-  return rows;
 }
 
 async function measureLlamaCpp(path: string, threads: number, gen: number, ns: number[]): Promise<Row[]> {
@@ -119,14 +183,15 @@ function row(n: number, runs: Array<{ ttftMs: number; tokens: number }>, wallMs:
 }
 
 async function main(): Promise<void> {
-  const [engine, path, threads, gen, list, budget] = process.argv.slice(2);
-  if (!engine || !path || !threads || !gen || !list) throw new Error('usage: serve-child ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET]');
+  const [engine, path, threads, gen, list, budget, parallel, ctx, pool] = process.argv.slice(2);
+  if (!engine || !path || !threads || !gen || !list) throw new Error('usage: serve-child ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET [PARALLEL CTX POOL]]');
   const ns = list.split(',').map(Number);
-  const rows =
+  const layout = parallel && ctx ? { parallel: Number(parallel), ctx: Number(ctx), pool: pool === 'static' ? ('static' as const) : ('elastic' as const) } : undefined;
+  const out =
     engine === 'flexinfer'
-      ? await measureFlexinfer(path, Number(threads), Number(gen), ns, budget && budget !== '-' ? budget : undefined)
-      : await measureLlamaCpp(path, Number(threads), Number(gen), ns);
-  process.stdout.write(JSON.stringify({ rows }) + '\n');
+      ? await measureFlexinfer(path, Number(threads), Number(gen), ns, budget && budget !== '-' ? budget : undefined, layout)
+      : { rows: await measureLlamaCpp(path, Number(threads), Number(gen), ns) };
+  process.stdout.write(JSON.stringify(out) + '\n');
 }
 
 main().catch((err) => {

@@ -152,3 +152,79 @@ export function composePlots(plots: string[], columns = 2): string {
   out.push('</svg>');
   return out.join('\n') + '\n';
 }
+
+/** A stacked area plot over a numeric x axis (e.g. the memory split over time). */
+export interface StackedAreaSpec {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  /** x of every sample, increasing. */
+  x: number[];
+  /** Bands from the bottom up; values per x (>= 0). */
+  series: Array<{ name: string; values: number[]; color?: string }>;
+  /** Vertical markers with a label (e.g. "4 streams"). */
+  markers?: Array<{ x: number; text: string }>;
+  /** A horizontal reference line (e.g. the budget). */
+  line?: { y: number; text: string };
+  width?: number;
+  height?: number;
+}
+
+/** Renders a stacked area plot as a standalone SVG document. */
+export function renderStackedArea(spec: StackedAreaSpec): string {
+  const W = spec.width ?? 860;
+  const H = spec.height ?? 440;
+  const m = { left: 70, right: 200, top: 40, bottom: 60 };
+  const pw = W - m.left - m.right;
+  const ph = H - m.top - m.bottom;
+  const n = spec.x.length;
+  const tops = spec.x.map((_, i) => spec.series.reduce((a, s) => a + Math.max(0, s.values[i] ?? 0), 0));
+  let yMax = Math.max(1, ...tops, spec.line?.y ?? 0);
+  const yStep = niceStep(yMax, 5);
+  yMax = Math.ceil((yMax * 1.05) / yStep) * yStep;
+  const x0 = n > 0 ? spec.x[0]! : 0;
+  const x1 = n > 1 ? spec.x[n - 1]! : x0 + 1;
+  const xAt = (v: number): number => m.left + ((v - x0) / (x1 - x0 || 1)) * pw;
+  const yAt = (v: number): number => m.top + ph - (v / yMax) * ph;
+  const out: string[] = [];
+  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
+  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  out.push(`<text x="${m.left + pw / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${esc(spec.title)}</text>`);
+  for (let v = 0; v <= yMax + yStep / 2; v += yStep) {
+    out.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${yAt(v)}" y2="${yAt(v)}" stroke="#ddd"/>`);
+    out.push(`<text x="${m.left - 8}" y="${yAt(v) + 4}" text-anchor="end">${fmt(v)}</text>`);
+  }
+  const xStep = niceStep(x1 - x0, 8);
+  for (let v = Math.ceil(x0 / xStep) * xStep; v <= x1 + 1e-9; v += xStep) {
+    out.push(`<line x1="${xAt(v)}" x2="${xAt(v)}" y1="${m.top + ph}" y2="${m.top + ph + 5}" stroke="#333"/>`);
+    out.push(`<text x="${xAt(v)}" y="${m.top + ph + 20}" text-anchor="middle">${fmt(v)}</text>`);
+  }
+  // Bands, bottom up: each polygon runs along its top edge and back along the one below.
+  const below = new Array<number>(n).fill(0);
+  spec.series.forEach((s, si) => {
+    const color = s.color ?? COLORS[si % COLORS.length]!;
+    const top = below.map((b, i) => b + Math.max(0, s.values[i] ?? 0));
+    if (n > 0) {
+      const up = top.map((v, i) => `${xAt(spec.x[i]!).toFixed(1)},${yAt(v).toFixed(1)}`);
+      const down = below.map((v, i) => `${xAt(spec.x[i]!).toFixed(1)},${yAt(v).toFixed(1)}`).reverse();
+      out.push(`<polygon fill="${color}" fill-opacity="0.75" stroke="none" points="${[...up, ...down].join(' ')}"/>`);
+    }
+    for (let i = 0; i < n; i++) below[i] = top[i]!;
+    const ly = m.top + 10 + (spec.series.length - 1 - si) * 20;
+    out.push(`<rect x="${m.left + pw + 12}" y="${ly - 7}" width="22" height="12" fill="${color}" fill-opacity="0.75"/>`);
+    out.push(`<text x="${m.left + pw + 42}" y="${ly + 4}">${esc(s.name)}</text>`);
+  });
+  if (spec.line) {
+    out.push(`<line x1="${m.left}" x2="${m.left + pw}" y1="${yAt(spec.line.y)}" y2="${yAt(spec.line.y)}" stroke="#000" stroke-dasharray="6 4"/>`);
+    out.push(`<text x="${m.left + pw - 4}" y="${yAt(spec.line.y) - 5}" text-anchor="end">${esc(spec.line.text)}</text>`);
+  }
+  for (const mk of spec.markers ?? []) {
+    out.push(`<line x1="${xAt(mk.x)}" x2="${xAt(mk.x)}" y1="${m.top}" y2="${m.top + ph}" stroke="#333" stroke-dasharray="2 3"/>`);
+    out.push(`<text x="${xAt(mk.x) + 3}" y="${m.top + 12}">${esc(mk.text)}</text>`);
+  }
+  out.push(`<rect x="${m.left}" y="${m.top}" width="${pw}" height="${ph}" fill="none" stroke="#333"/>`);
+  out.push(`<text x="${m.left + pw / 2}" y="${H - 15}" text-anchor="middle">${esc(spec.xLabel)}</text>`);
+  out.push(`<text transform="translate(18 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${esc(spec.yLabel)}</text>`);
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}

@@ -16,6 +16,10 @@ export interface SweepOptions {
   kvParts?: import('./kv-sweep.js').KvSweepPart[];
   /** --kv-sweep: earlier partial results (JSON files) merged into this run's output. */
   kvMerge?: string[];
+  /** --serve-sweep with a budget, --parallel and --ctx-size: elastic pool vs static split. */
+  memoryBudget?: string;
+  parallel?: number;
+  ctxSize?: number;
   onLog: (line: string) => void;
 }
 
@@ -23,6 +27,8 @@ export interface SweepOutput {
   result: unknown;
   table: string;
   svg: string;
+  /** More plots, written beside the main one as <plot>-<suffix>.svg. */
+  extraSvgs?: Record<string, string>;
 }
 
 export async function runSweep(mode: 'budget-sweep' | 'kv-sweep' | 'serve-sweep', path: string, o: SweepOptions): Promise<SweepOutput> {
@@ -32,6 +38,9 @@ export async function runSweep(mode: 'budget-sweep' | 'kv-sweep' | 'serve-sweep'
     case 'kv-sweep':
       return (await import('./kv-sweep.js')).runKvSweep(path, o);
     case 'serve-sweep':
+      if (o.memoryBudget !== undefined && o.parallel !== undefined && o.ctxSize !== undefined) {
+        return (await import('./serve-elastic.js')).runElasticServeSweep(path, { ...o, memoryBudget: o.memoryBudget, parallel: o.parallel, ctxSize: o.ctxSize });
+      }
       return (await import('./serve-sweep.js')).runServeSweep(path, o);
   }
 }

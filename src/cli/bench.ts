@@ -34,7 +34,11 @@ Options:
   --kv-parts LIST      with --kv-sweep: measure only these parts (memory,kernels,decode,chat)
   --kv-merge FILES     with --kv-sweep: merge earlier partial results (comma-separated JSON files)
                        into this run's JSON, table and plot (e.g. a sweep split into short runs)
-  --serve-sweep        concurrent streams 1/4/8/16, without a budget and at 50%
+  --serve-sweep        concurrent streams 1/4/8/16, without a budget and at 50%; with
+                       --memory-budget X --parallel N --ctx-size C: the elastic memory pool
+                       against the static split at that budget (both in cgroups)
+  --parallel N         sequences the server runs at once (--serve-sweep with a budget)
+  --ctx-size C         tokens per sequence (--serve-sweep with a budget)
   --json-schema        decode tok/s constrained by a JSON Schema vs free; mask share; llama.cpp GBNF
   --json               print the JSON result instead of the table
   --out FILE           also write the JSON result to FILE
@@ -57,6 +61,8 @@ export async function run(argv: string[]): Promise<number> {
       runs: { type: 'string' },
       'memory-budget': { type: 'string' },
       kv: { type: 'string' },
+      parallel: { type: 'string' },
+      'ctx-size': { type: 'string' },
       'no-llamacpp': { type: 'boolean' },
       'budget-sweep': { type: 'boolean' },
       'kv-sweep': { type: 'boolean' },
@@ -92,6 +98,7 @@ export async function run(argv: string[]): Promise<number> {
   let result: unknown;
   let table: string;
   let svg: string | undefined;
+  let extraSvgs: Record<string, string> = {};
   if (mode === 'speed') {
     const { runSpeedBench } = await import('../bench/speed.js');
     const r = await runSpeedBench(path, {
@@ -131,8 +138,12 @@ export async function run(argv: string[]): Promise<number> {
       kv,
       ...(kvParts && { kvParts }),
       ...(kvMerge && { kvMerge }),
+      ...(values['memory-budget'] !== undefined ? { memoryBudget: values['memory-budget'] } : {}),
+      ...(values.parallel !== undefined ? { parallel: int('parallel', values.parallel, 1, 1) } : {}),
+      ...(values['ctx-size'] !== undefined ? { ctxSize: int('ctx-size', values['ctx-size'], 64, 16) } : {}),
       onLog: log,
     });
+    extraSvgs = out.extraSvgs ?? {};
     result = out.result;
     table = out.table;
     svg = out.svg;
@@ -143,6 +154,11 @@ export async function run(argv: string[]): Promise<number> {
     const plotPath = values.plot ?? (values.out ? values.out.replace(/\.json$/, '') + '.svg' : `bench-${mode}.svg`);
     writeFileSync(plotPath, svg);
     log(`plot: ${plotPath}`);
+    for (const [suffix, extra] of Object.entries(extraSvgs)) {
+      const p = plotPath.replace(/\.svg$/, '') + `-${suffix}.svg`;
+      writeFileSync(p, extra);
+      log(`plot: ${p}`);
+    }
   }
   process.stdout.write(values.json ? json + '\n' : table);
   return 0;

@@ -154,6 +154,9 @@ export class Scheduler {
   private numSteps = 0;
   private numRowsTotal = 0;
   private numPreemptions = 0;
+  /** Most sequences running at once, and the most before the first preemption. */
+  private peakRunning = 0;
+  private peakRunningBeforePreemption = 0;
   // Prompt tokens of generations at their first admission, and how many of them the prefix
   // cache held (vLLM's prefix_cache_queries / prefix_cache_hits, in tokens).
   private numPrefixQueryTokens = 0;
@@ -241,13 +244,15 @@ export class Scheduler {
   }
 
   /** Counters for stats(). */
-  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number; prefixQueryTokens: number; prefixHitTokens: number; forkedPromptTokens: number } {
+  stats(): { running: number; waiting: number; steps: number; rows: number; preemptions: number; peakRunning: number; peakRunningBeforePreemption: number; prefixQueryTokens: number; prefixHitTokens: number; forkedPromptTokens: number } {
     return {
       running: this.running.length,
       waiting: this.waiting.length,
       steps: this.numSteps,
       rows: this.numRowsTotal,
       preemptions: this.numPreemptions,
+      peakRunning: this.peakRunning,
+      peakRunningBeforePreemption: this.peakRunningBeforePreemption,
       prefixQueryTokens: this.numPrefixQueryTokens,
       prefixHitTokens: this.numPrefixHitTokens,
       forkedPromptTokens: this.numForkedPromptTokens,
@@ -304,6 +309,8 @@ export class Scheduler {
       }
       this.waiting.shift();
       this.running.push(s);
+      this.peakRunning = Math.max(this.peakRunning, this.running.length);
+      if (this.numPreemptions === 0) this.peakRunningBeforePreemption = this.peakRunning;
     }
   }
 

@@ -1,0 +1,224 @@
+/**
+ * `flexinfer bench MODEL --serve-sweep --memory-budget 50% --parallel 16 --ctx-size 4096`:
+ * the elastic memory pool against today's static split, in the same run, through the HTTP
+ * server with 1, 4, 8 and 16 concurrent streams (serve-child.ts), each configuration in its own
+ * process inside a memory cgroup of budget + 64 MiB, cold page cache:
+ *
+ *   flexinfer elastic   the flags as given (KV floor of one full-context sequence, the rest shared)
+ *   flexinfer static    the same flags; when the static split cannot load them (KV for
+ *                       parallel x ctx does not fit), the largest context it can load at that
+ *                       parallelism, which is what a user of the static split would have to pick
+ *   llama.cpp           node-llama-cpp, unbudgeted (the peer's speed) and in the same cgroup
+ *
+ * Per load: aggregate tokens/s, TTFT, weight bytes read per generated token, preemptions, the
+ * pool's demotions / promotions. The elastic run's memory split over time is a second SVG.
+ */
+import { statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { readGgufSync } from '../gguf/reader.js';
+import { modelConfigFromGguf } from '../models/registry.js';
+import { Transformer } from '../models/transformer.js';
+import { kvPoolSize } from '../kv/pool-size.js';
+import { parseMemoryBudget } from '../weights/budget.js';
+import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
+import { InsufficientMemoryError } from '../errors.js';
+import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
+import { evictFile } from './budget-sweep.js';
+import { ratio, round } from './stats.js';
+import { renderLinePlot, renderStackedArea } from './svg.js';
+import type { SweepOptions, SweepOutput } from './sweeps.js';
+
+const STREAMS = [1, 4, 8, 16];
+const MiB = 1024 * 1024;
+/** llama.cpp under the budget thrashed for minutes in earlier runs: it gets this long. */
+const LLAMACPP_BUDGET_TIMEOUT_MS = 180_000;
+
+interface ChildRow {
+  streams: number;
+  aggregate_tps: number;
+  ttft_ms_p50: number;
+  ttft_ms_p95: number;
+  tokens: number;
+  streamed_bytes_per_token?: number;
+  preemptions?: number;
+  peak_running_before_preemption?: number;
+  demotions?: number;
+  promotions?: number;
+}
+
+interface Sample {
+  t: number;
+  residentBytes: number;
+  ringBytes: number;
+  loadingBytes: number;
+  kvLiveBytes: number;
+  kvCachedBytes: number;
+  freeBytes: number;
+}
+
+interface ChildOut {
+  rows?: ChildRow[];
+  timeline?: Sample[];
+  phases?: Array<{ streams: number; t: number }>;
+  pool?: { scratchBytes?: number; floorBytes?: number; kvBytes?: number; events?: Record<string, number> };
+  error?: string;
+  peak_bytes?: number;
+}
+
+/**
+ * The largest context (a multiple of 64 tokens, at most `maxCtx`) for which the static split
+ * of `parallel` sequences fits `budget`, by the engine's own sizing; 0 if none.
+ */
+export function largestStaticContext(path: string, budget: number, parallel: number, maxCtx: number): number {
+  const file = readGgufSync(path);
+  const config = modelConfigFromGguf(file);
+  const scratchBytes = Transformer.scratchBytes(config, 512, Math.min(512, Math.max(parallel, 64)));
+  const inputs = planInputs(file);
+  const fits = (ctx: number): boolean => {
+    const { kvBytes } = kvPoolSize({ numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: ctx }, parallel, 'vtensor');
+    try {
+      planWithWindow(inputs, { budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
+      return true;
+    } catch (e) {
+      if (e instanceof InsufficientMemoryError) return false;
+      throw e;
+    }
+  };
+  let lo = 0;
+  let hi = Math.floor(maxCtx / 64);
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (fits(mid * 64)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo * 64;
+}
+
+async function runChild(args: string[], limitBytes: number | null, timeoutMs: number): Promise<ChildOut> {
+  if (limitBytes == null) {
+    const { spawn } = await import('node:child_process');
+    return new Promise((resolve) => {
+      const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      c.stdout.on('data', (d) => (out += d));
+      c.stderr.on('data', (d) => (err += d));
+      c.on('close', () => resolve(parseOut(out, err)));
+    });
+  }
+  const r = await runInMemoryCgroup(process.execPath, args, limitBytes, { timeoutMs });
+  if (r.oomKilled) return { error: 'oom' };
+  if (r.timedOut) return { error: `timeout after ${Math.round(timeoutMs / 1000)} s` };
+  return { ...parseOut(r.stdout, r.stderr), peak_bytes: r.maxUsageBytes };
+}
+
+function parseOut(stdout: string, stderr: string): ChildOut {
+  try {
+    return JSON.parse(stdout.trim().split('\n').pop() ?? '') as ChildOut;
+  } catch {
+    return { error: (stderr || stdout).trim().split('\n').slice(-2).join(' | ') || 'no output' };
+  }
+}
+
+export async function runElasticServeSweep(path: string, o: SweepOptions & { memoryBudget: string; parallel: number; ctxSize: number }): Promise<SweepOutput> {
+  const child = fileURLToPath(new URL('./serve-child.js', import.meta.url));
+  const fileBytes = statSync(path).size;
+  const budget = parseMemoryBudget(o.memoryBudget, fileBytes);
+  const limit = budget + 64 * MiB;
+  const cg = memoryCgroupSupport();
+  const staticCtx = largestStaticContext(path, budget, o.parallel, o.ctxSize);
+  const configs: Array<{ key: string; label: string; args: string[]; limit: number | null; timeoutMs: number }> = [
+    { key: 'elastic', label: `flexinfer elastic (ctx ${o.ctxSize})`, args: ['flexinfer', String(budget), String(o.parallel), String(o.ctxSize), 'elastic'], limit, timeoutMs: 30 * 60_000 },
+  ];
+  if (staticCtx > 0) configs.push({ key: 'static', label: `flexinfer static (ctx ${staticCtx})`, args: ['flexinfer', String(budget), String(o.parallel), String(staticCtx), 'static'], limit, timeoutMs: 30 * 60_000 });
+  if (!o.noLlamaCpp) {
+    configs.push({ key: 'llamacpp', label: 'llama.cpp, no budget', args: ['llamacpp', '-'], limit: null, timeoutMs: 30 * 60_000 });
+    configs.push({ key: 'llamacpp_budget', label: `llama.cpp, ${o.memoryBudget} cgroup`, args: ['llamacpp', '-'], limit, timeoutMs: LLAMACPP_BUDGET_TIMEOUT_MS });
+  }
+  const results: Record<string, ChildOut> = {};
+  for (const c of configs) {
+    if (c.limit !== null && !cg.ok) {
+      results[c.key] = { error: `not measured: ${cg.reason}` };
+      continue;
+    }
+    evictFile(path);
+    o.onLog(`serve sweep: ${c.label} ...`);
+    const [engine, ...rest] = c.args;
+    results[c.key] = await runChild([child, engine!, path, String(o.threads), String(o.genTokens), STREAMS.join(','), ...rest], c.limit, c.timeoutMs);
+    const r = results[c.key]!;
+    o.onLog(`serve sweep: ${c.label}: ${r.error ?? r.rows!.map((x) => `${x.streams}x ${x.aggregate_tps} tok/s`).join(', ')}`);
+  }
+  const at = (key: string, n: number): ChildRow | undefined => results[key]?.rows?.find((r) => r.streams === n);
+  const rows = STREAMS.map((n) => ({
+    streams: n,
+    ...Object.fromEntries(configs.map((c) => [c.key, at(c.key, n) ?? null])),
+    elastic_vs_static: ratio(at('elastic', n)?.aggregate_tps, at('static', n)?.aggregate_tps),
+  }));
+  const events = results['elastic']?.pool?.events ?? {};
+  const result = {
+    model: path,
+    file_bytes: fileBytes,
+    budget_bytes: budget,
+    cgroup_limit_bytes: limit,
+    threads: o.threads,
+    gen_tokens: o.genTokens,
+    parallel: o.parallel,
+    ctx_size: o.ctxSize,
+    static_ctx_size: staticCtx,
+    static_note:
+      staticCtx >= o.ctxSize
+        ? 'the static split loads the same flags'
+        : `the static split cannot load --parallel ${o.parallel} --ctx-size ${o.ctxSize} in this budget (KV for ${o.parallel} full-context sequences does not fit); measured at --ctx-size ${staticCtx}, the largest it loads`,
+    rows,
+    elastic_events: events,
+    peaks: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.peak_bytes ?? null])),
+    errors: Object.fromEntries(Object.entries(results).filter(([, v]) => v.error).map(([k, v]) => [k, v.error])),
+    elastic_timeline: results['elastic']?.timeline ?? [],
+    elastic_phases: results['elastic']?.phases ?? [],
+  };
+  const mib = (b: number | undefined) => (b === undefined ? '-' : (b / MiB).toFixed(0));
+  let table = `${path}: serving at a ${o.memoryBudget} budget (${mib(budget)} MiB, cgroup ${mib(limit)} MiB), --parallel ${o.parallel}; ${o.genTokens} tokens per stream\n`;
+  table += `static: ${result.static_note}\n`;
+  table += 'streams' + configs.map((c) => c.label.padStart(34)).join('') + '   elastic/static\n';
+  for (const n of STREAMS) {
+    table += String(n).padEnd(7);
+    for (const c of configs) {
+      const r = at(c.key, n);
+      const extra = r?.streamed_bytes_per_token !== undefined ? ` ${mib(r.streamed_bytes_per_token)}MiB/t` : '';
+      table += (r ? `${r.aggregate_tps.toFixed(2)} (${round(r.ttft_ms_p50, 0)} ms)${extra}` : (results[c.key]?.error ?? '-')).slice(0, 33).padStart(34);
+    }
+    const x = ratio(at('elastic', n)?.aggregate_tps, at('static', n)?.aggregate_tps);
+    table += `   ${x === null ? '-' : `${x}x`}\n`;
+  }
+  table += `elastic pool: ${events['demotions'] ?? 0} demotions, ${events['promotions'] ?? 0} promotions (${events['cancelledPromotions'] ?? 0} cancelled), ${events['kvRefusals'] ?? 0} KV refusals over ${events['steps'] ?? 0} steps\n`;
+  table += `preemptions (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.preemptions ?? '-'} / ${at('static', n)?.preemptions ?? '-'}`).join(', ')}\n`;
+  const svg = renderLinePlot({
+    title: `Serving at a ${o.memoryBudget} budget: elastic pool vs static split`,
+    xLabel: 'concurrent streams',
+    yLabel: 'tokens/s (all streams)',
+    xTicks: STREAMS.map(String),
+    series: configs.map((c) => ({ name: c.label, values: STREAMS.map((n) => at(c.key, n)?.aggregate_tps ?? null), dashed: c.key.startsWith('llamacpp') })),
+  });
+  const tl = result.elastic_timeline as Sample[];
+  const base = (results['elastic']?.pool?.scratchBytes ?? 0) / MiB;
+  const floor = results['elastic']?.pool?.floorBytes ?? 0;
+  const timeline = renderStackedArea({
+    title: `Memory split over the elastic run (${o.memoryBudget} budget, --parallel ${o.parallel} --ctx-size ${o.ctxSize})`,
+    xLabel: 'seconds',
+    yLabel: 'MiB',
+    x: tl.map((s) => s.t / 1000),
+    series: [
+      { name: 'scratch', values: tl.map(() => base), color: '#bbbbbb' },
+      { name: 'resident weights', values: tl.map((s) => s.residentBytes / MiB), color: '#1f77b4' },
+      { name: 'weights being read in', values: tl.map((s) => s.loadingBytes / MiB), color: '#9ecae1' },
+      { name: 'stream buffers', values: tl.map((s) => s.ringBytes / MiB), color: '#ff7f0e' },
+      { name: 'KV (live sequences)', values: tl.map((s) => s.kvLiveBytes / MiB), color: '#2ca02c' },
+      { name: 'KV (prefix cache)', values: tl.map((s) => s.kvCachedBytes / MiB), color: '#98df8a' },
+      { name: 'KV floor, unused', values: tl.map((s) => Math.max(0, floor - s.kvLiveBytes - s.kvCachedBytes) / MiB), color: '#d9f0d3' },
+      { name: 'free', values: tl.map((s) => Math.max(0, s.freeBytes) / MiB), color: '#eeeeee' },
+    ],
+    markers: (result.elastic_phases as Array<{ streams: number; t: number }>).map((p) => ({ x: p.t / 1000, text: `${p.streams} stream${p.streams === 1 ? '' : 's'}` })),
+    line: { y: budget / MiB, text: `budget ${mib(budget)} MiB` },
+  });
+  return { result, table, svg, extraSvgs: { memory: timeline } };
+}
