@@ -62,7 +62,8 @@ async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Recor
   };
 }
 
-const PROMPT_TOKENS = 32;
+/** Prompt length of every stream (--prompt-tokens=P; 32 by default). */
+let PROMPT_TOKENS = 32;
 
 async function streamOne(base: string, prompt: number[], maxTokens: number): Promise<{ ttftMs: number; tokens: number }> {
   const t0 = performance.now();
@@ -183,7 +184,11 @@ function row(n: number, runs: Array<{ ttftMs: number; tokens: number }>, wallMs:
 }
 
 async function main(): Promise<void> {
-  const [engine, path, threads, gen, list, budget, parallel, ctx, pool] = process.argv.slice(2);
+  const argv = process.argv.slice(2);
+  const promptFlag = argv.find((a) => a.startsWith('--prompt-tokens='));
+  if (promptFlag) PROMPT_TOKENS = Number(promptFlag.slice('--prompt-tokens='.length));
+  if (!Number.isSafeInteger(PROMPT_TOKENS) || PROMPT_TOKENS < 1) throw new Error(`serve-child: bad ${promptFlag}`);
+  const [engine, path, threads, gen, list, budget, parallel, ctx, pool] = argv.filter((a) => a !== promptFlag);
   if (!engine || !path || !threads || !gen || !list) throw new Error('usage: serve-child ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET [PARALLEL CTX POOL]]');
   const ns = list.split(',').map(Number);
   const layout = parallel && ctx ? { parallel: Number(parallel), ctx: Number(ctx), pool: pool === 'static' ? ('static' as const) : ('elastic' as const) } : undefined;

@@ -21,9 +21,9 @@ import { Transformer } from '../models/transformer.js';
 import { kvPoolSize } from '../kv/pool-size.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
-import { InsufficientMemoryError } from '../errors.js';
+import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
-import { evictFile } from './budget-sweep.js';
+import { evictFile, measureStorage } from './budget-sweep.js';
 import { ratio, round } from './stats.js';
 import { renderLinePlot, renderStackedArea } from './svg.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
@@ -56,13 +56,16 @@ interface Sample {
   freeBytes: number;
 }
 
-interface ChildOut {
+/** One configuration's output (serve-child.ts), or why it has none. */
+export interface ChildOut {
   rows?: ChildRow[];
   timeline?: Sample[];
   phases?: Array<{ streams: number; t: number }>;
   pool?: { scratchBytes?: number; floorBytes?: number; kvBytes?: number; events?: Record<string, number> };
   error?: string;
   peak_bytes?: number;
+  /** This file's cold read speed measured right before the configuration ran (bytes/s). */
+  storage?: { direct: number[]; buffered: number; best: number };
 }
 
 /**
@@ -120,12 +123,45 @@ function parseOut(stdout: string, stderr: string): ChildOut {
   }
 }
 
-export async function runElasticServeSweep(path: string, o: SweepOptions & { memoryBudget: string; parallel: number; ctxSize: number }): Promise<SweepOutput> {
+/** The configurations of the sweep, each measured in its own process. */
+export const SERVE_CONFIGS = ['elastic', 'static', 'llamacpp', 'llamacpp_budget'] as const;
+export type ServeConfig = (typeof SERVE_CONFIGS)[number];
+
+/** Options of runElasticServeSweep besides the sweep's own. */
+export interface ElasticServeOptions {
+  memoryBudget: string;
+  parallel: number;
+  ctxSize: number;
+  /** Measure only these configurations (default: all); the others come from `resume`. */
+  configs?: readonly ServeConfig[];
+  /** A previous result of this sweep (its `runs`), so one run can measure one configuration. */
+  resume?: ResumeFrom;
+}
+
+/** What --resume reads of an earlier result: its runs, and the settings they were measured with. */
+export interface ResumeFrom {
+  runs?: Record<string, ChildOut>;
+  budget_bytes?: number;
+  parallel?: number;
+  ctx_size?: number;
+  gen_tokens?: number;
+  prompt_tokens?: number;
+  threads?: number;
+}
+
+export async function runElasticServeSweep(path: string, o: SweepOptions & ElasticServeOptions): Promise<SweepOutput> {
   const child = fileURLToPath(new URL('./serve-child.js', import.meta.url));
   const fileBytes = statSync(path).size;
   const budget = parseMemoryBudget(o.memoryBudget, fileBytes);
   const limit = budget + 64 * MiB;
   const cg = memoryCgroupSupport();
+  if (o.resume) {
+    const want: Record<string, number> = { budget_bytes: budget, parallel: o.parallel, ctx_size: o.ctxSize, gen_tokens: o.genTokens, prompt_tokens: o.promptTokens, threads: o.threads };
+    const differ = Object.entries(want).filter(([k, v]) => (o.resume as Record<string, unknown>)[k] !== v);
+    if (differ.length > 0) {
+      throw new InvalidOptionError('--resume', `the earlier sweep was measured with other settings (${differ.map(([k, v]) => `${k} ${String((o.resume as Record<string, unknown>)[k])} there, ${v} here`).join('; ')}): give the same flags`);
+    }
+  }
   const staticCtx = largestStaticContext(path, budget, o.parallel, o.ctxSize);
   const configs: Array<{ key: string; label: string; args: string[]; limit: number | null; timeoutMs: number }> = [
     { key: 'elastic', label: `flexinfer elastic (ctx ${o.ctxSize})`, args: ['flexinfer', String(budget), String(o.parallel), String(o.ctxSize), 'elastic'], limit, timeoutMs: 30 * 60_000 },
@@ -136,16 +172,26 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & { mem
     configs.push({ key: 'llamacpp_budget', label: `llama.cpp, ${o.memoryBudget} cgroup`, args: ['llamacpp', '-'], limit, timeoutMs: LLAMACPP_BUDGET_TIMEOUT_MS });
   }
   const results: Record<string, ChildOut> = {};
+  const measure = new Set<string>(o.configs ?? SERVE_CONFIGS);
   for (const c of configs) {
+    const earlier = o.resume?.runs?.[c.key];
+    if (!measure.has(c.key)) {
+      if (earlier) results[c.key] = earlier;
+      continue;
+    }
     if (c.limit !== null && !cg.ok) {
       results[c.key] = { error: `not measured: ${cg.reason}` };
       continue;
     }
+    // The disk's speed changes within minutes: each configuration gets its own probe.
+    const storage = measureStorage(path);
+    o.onLog(`storage: O_DIRECT (1/2/4 threads) ${storage.direct.map((b) => (b / 1e9).toFixed(2)).join('/')} GB/s, buffered ${(storage.buffered / 1e9).toFixed(2)} GB/s`);
     evictFile(path);
     o.onLog(`serve sweep: ${c.label} ...`);
     const [engine, ...rest] = c.args;
-    results[c.key] = await runChild([child, engine!, path, String(o.threads), String(o.genTokens), STREAMS.join(','), ...rest], c.limit, c.timeoutMs);
+    results[c.key] = await runChild([child, engine!, path, String(o.threads), String(o.genTokens), STREAMS.join(','), ...rest, `--prompt-tokens=${o.promptTokens}`], c.limit, c.timeoutMs);
     const r = results[c.key]!;
+    r.storage = storage;
     o.onLog(`serve sweep: ${c.label}: ${r.error ?? r.rows!.map((x) => `${x.streams}x ${x.aggregate_tps} tok/s`).join(', ')}`);
   }
   const at = (key: string, n: number): ChildRow | undefined => results[key]?.rows?.find((r) => r.streams === n);
@@ -162,6 +208,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & { mem
     cgroup_limit_bytes: limit,
     threads: o.threads,
     gen_tokens: o.genTokens,
+    prompt_tokens: o.promptTokens,
     parallel: o.parallel,
     ctx_size: o.ctxSize,
     static_ctx_size: staticCtx,
@@ -173,11 +220,11 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & { mem
     elastic_events: events,
     peaks: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.peak_bytes ?? null])),
     errors: Object.fromEntries(Object.entries(results).filter(([, v]) => v.error).map(([k, v]) => [k, v.error])),
-    elastic_timeline: results['elastic']?.timeline ?? [],
-    elastic_phases: results['elastic']?.phases ?? [],
+    /** Every configuration's own output, the elastic run's memory split over time included (what --resume reads back). */
+    runs: results,
   };
   const mib = (b: number | undefined) => (b === undefined ? '-' : (b / MiB).toFixed(0));
-  let table = `${path}: serving at a ${o.memoryBudget} budget (${mib(budget)} MiB, cgroup ${mib(limit)} MiB), --parallel ${o.parallel}; ${o.genTokens} tokens per stream\n`;
+  let table = `${path}: serving at a ${o.memoryBudget} budget (${mib(budget)} MiB, cgroup ${mib(limit)} MiB), --parallel ${o.parallel}; prompts of ${o.promptTokens} tokens, ${o.genTokens} generated per stream\n`;
   table += `static: ${result.static_note}\n`;
   table += 'streams' + configs.map((c) => c.label.padStart(34)).join('') + '   elastic/static\n';
   for (const n of STREAMS) {
@@ -191,6 +238,10 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & { mem
     table += `   ${x === null ? '-' : `${x}x`}\n`;
   }
   table += `elastic pool: ${events['demotions'] ?? 0} demotions, ${events['promotions'] ?? 0} promotions (${events['cancelledPromotions'] ?? 0} cancelled), ${events['kvRefusals'] ?? 0} KV refusals over ${events['steps'] ?? 0} steps\n`;
+  for (const c of configs) {
+    const st = results[c.key]?.storage;
+    if (st) table += `storage before ${c.label}: best cold read ${(st.best / 1e9).toFixed(2)} GB/s\n`;
+  }
   table += `preemptions (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.preemptions ?? '-'} / ${at('static', n)?.preemptions ?? '-'}`).join(', ')}\n`;
   const svg = renderLinePlot({
     title: `Serving at a ${o.memoryBudget} budget: elastic pool vs static split`,
@@ -199,7 +250,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & { mem
     xTicks: STREAMS.map(String),
     series: configs.map((c) => ({ name: c.label, values: STREAMS.map((n) => at(c.key, n)?.aggregate_tps ?? null), dashed: c.key.startsWith('llamacpp') })),
   });
-  const tl = result.elastic_timeline as Sample[];
+  const tl = results['elastic']?.timeline ?? [];
   const base = (results['elastic']?.pool?.scratchBytes ?? 0) / MiB;
   const floor = results['elastic']?.pool?.floorBytes ?? 0;
   const timeline = renderStackedArea({
@@ -217,7 +268,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & { mem
       { name: 'KV floor, unused', values: tl.map((s) => Math.max(0, floor - s.kvLiveBytes - s.kvCachedBytes) / MiB), color: '#d9f0d3' },
       { name: 'free', values: tl.map((s) => Math.max(0, s.freeBytes) / MiB), color: '#eeeeee' },
     ],
-    markers: (result.elastic_phases as Array<{ streams: number; t: number }>).map((p) => ({ x: p.t / 1000, text: `${p.streams} stream${p.streams === 1 ? '' : 's'}` })),
+    markers: (results['elastic']?.phases ?? []).map((p) => ({ x: p.t / 1000, text: `${p.streams} stream${p.streams === 1 ? '' : 's'}` })),
     line: { y: budget / MiB, text: `budget ${mib(budget)} MiB` },
   });
   return { result, table, svg, extraSvgs: { memory: timeline } };

@@ -20,6 +20,9 @@ export interface SweepOptions {
   memoryBudget?: string;
   parallel?: number;
   ctxSize?: number;
+  /** --serve-sweep with a budget: measure only these configurations; take the rest from `resume`. */
+  serveConfigs?: readonly import('./serve-elastic.js').ServeConfig[];
+  resume?: import('./serve-elastic.js').ResumeFrom;
   onLog: (line: string) => void;
 }
 
@@ -39,7 +42,13 @@ export async function runSweep(mode: 'budget-sweep' | 'kv-sweep' | 'serve-sweep'
       return (await import('./kv-sweep.js')).runKvSweep(path, o);
     case 'serve-sweep':
       if (o.memoryBudget !== undefined && o.parallel !== undefined && o.ctxSize !== undefined) {
-        return (await import('./serve-elastic.js')).runElasticServeSweep(path, { ...o, memoryBudget: o.memoryBudget, parallel: o.parallel, ctxSize: o.ctxSize });
+        return (await import('./serve-elastic.js')).runElasticServeSweep(path, {
+          ...o,
+          memoryBudget: o.memoryBudget,
+          parallel: o.parallel,
+          ctxSize: o.ctxSize,
+          ...(o.serveConfigs ? { configs: o.serveConfigs } : {}),
+        });
       }
       return (await import('./serve-sweep.js')).runServeSweep(path, o);
   }

@@ -12,7 +12,7 @@
  */
 import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.js';
 import { numberOption } from './args.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
@@ -39,6 +39,10 @@ Options:
                        against the static split at that budget (both in cgroups)
   --parallel N         sequences the server runs at once (--serve-sweep with a budget)
   --ctx-size C         tokens per sequence (--serve-sweep with a budget)
+  --configs LIST       --serve-sweep with a budget: measure only these of elastic, static,
+                       llamacpp, llamacpp_budget (one per quiet run)
+  --resume FILE        --serve-sweep with a budget: take the other configurations from an
+                       earlier --out FILE of the same sweep (table and plots cover all)
   --json-schema        decode tok/s constrained by a JSON Schema vs free; mask share; llama.cpp GBNF
   --json               print the JSON result instead of the table
   --out FILE           also write the JSON result to FILE
@@ -63,6 +67,8 @@ export async function run(argv: string[]): Promise<number> {
       kv: { type: 'string' },
       parallel: { type: 'string' },
       'ctx-size': { type: 'string' },
+      configs: { type: 'string' },
+      resume: { type: 'string' },
       'no-llamacpp': { type: 'boolean' },
       'budget-sweep': { type: 'boolean' },
       'kv-sweep': { type: 'boolean' },
@@ -129,6 +135,7 @@ export async function run(argv: string[]): Promise<number> {
     const kvMerge = values['kv-merge']?.split(',').filter((f) => f !== '');
     const kvParts = mode === 'kv-sweep' ? (await import('../bench/kv-sweep.js')).parseKvParts(values['kv-parts'] ?? (kvMerge?.length ? '' : undefined)) : undefined;
     if (kvParts?.length === 0 && !kvMerge?.length) throw new InvalidOptionError('--kv-parts', `choose at least one of memory, kernels, decode, chat`);
+    const serve = await serveSweepOptions(values.configs, values.resume);
     const out = await sweeps.runSweep(mode, path, {
       threads,
       runs: int('runs', values.runs, 3, 1),
@@ -141,6 +148,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(values['memory-budget'] !== undefined ? { memoryBudget: values['memory-budget'] } : {}),
       ...(values.parallel !== undefined ? { parallel: int('parallel', values.parallel, 1, 1) } : {}),
       ...(values['ctx-size'] !== undefined ? { ctxSize: int('ctx-size', values['ctx-size'], 64, 16) } : {}),
+      ...serve,
       onLog: log,
     });
     extraSvgs = out.extraSvgs ?? {};
@@ -162,6 +170,30 @@ export async function run(argv: string[]): Promise<number> {
   }
   process.stdout.write(values.json ? json + '\n' : table);
   return 0;
+}
+
+/** --configs and --resume of the budgeted --serve-sweep, checked. */
+async function serveSweepOptions(configs: string | undefined, resume: string | undefined): Promise<Pick<import('../bench/sweeps.js').SweepOptions, 'serveConfigs' | 'resume'>> {
+  const { SERVE_CONFIGS } = await import('../bench/serve-elastic.js');
+  const out: Pick<import('../bench/sweeps.js').SweepOptions, 'serveConfigs' | 'resume'> = {};
+  if (configs !== undefined) {
+    const list = configs.split(',').map((c) => c.trim());
+    const bad = list.filter((c) => !(SERVE_CONFIGS as readonly string[]).includes(c));
+    if (bad.length > 0 || list.length === 0) throw new InvalidOptionError('--configs', `unknown configuration '${bad.join(',')}'; choose from ${SERVE_CONFIGS.join(', ')}`);
+    out.serveConfigs = list as typeof SERVE_CONFIGS[number][];
+  }
+  if (resume !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(resume, 'utf8'));
+    } catch (e) {
+      throw new InvalidOptionError('--resume', `cannot read ${resume} as JSON (${(e as Error).message}); pass the --out file of an earlier --serve-sweep with the same budget`);
+    }
+    const runs = (parsed as { runs?: unknown }).runs;
+    if (typeof runs !== 'object' || runs === null) throw new InvalidOptionError('--resume', `${resume} has no "runs": pass the --out file of an earlier --serve-sweep with --memory-budget`);
+    out.resume = parsed as import('../bench/serve-elastic.js').ResumeFrom;
+  }
+  return out;
 }
 
 function speedTable(r: import('../bench/speed.js').SpeedBenchResult): string {

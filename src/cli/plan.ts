@@ -110,12 +110,12 @@ function kindCell(l: Plan['layers'][number], kind: TensorKind): string {
 }
 
 /** Text rendering of a plan. */
-export function formatPlan(plan: Plan, path: string, fileSize: number, extra: { ctxSize: number; parallel: number; hardwareSource: string }): string {
+export function formatPlan(plan: Plan, path: string, fileSize: number, extra: { ctxSize: number; parallel: number; hardwareSource: string; kvWhat?: string }): string {
   const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB/s`;
   const lines: string[] = [];
   const s = plan.split;
   lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
-  lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.parallel} x ${extra.ctxSize} tokens) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
+  lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.kvWhat ?? `${extra.parallel} x ${extra.ctxSize} tokens`}) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
   lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layer${plan.window === 1 ? "" : "s"}; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
   const rows = plan.tensors.some((t) => t.placement === 'rows');
   lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
@@ -217,8 +217,9 @@ export async function run(argv: string[]): Promise<number> {
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');
   } else {
-    process.stdout.write(formatPlan(plan, path, file.fileSize, { ctxSize, parallel, hardwareSource: source }));
-    if (pool) process.stdout.write(formatPoolPlan(pool, floorBytes === kvFloorBytes(kvShape, chunkBytes) ? `one sequence of ${ctxSize} tokens` : 'as set'));
+    const floorWhat = floorBytes === kvFloorBytes(kvShape, chunkBytes) ? `one sequence of ${ctxSize} tokens` : 'as set';
+    process.stdout.write(formatPlan(plan, path, file.fileSize, { ctxSize, parallel, hardwareSource: source, ...(pool ? { kvWhat: `the elastic pool's floor at load: ${floorWhat}` } : {}) }));
+    if (pool) process.stdout.write(formatPoolPlan(pool, floorWhat));
   }
   return 0;
 }

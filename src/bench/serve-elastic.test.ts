@@ -1,0 +1,43 @@
+/**
+ * The budgeted --serve-sweep's flags for one configuration per run (--configs, --resume): bad
+ * values and an earlier result measured with other settings are refused before anything runs.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { run } from '../cli/bench.js';
+import { InvalidOptionError } from '../errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'flexinfer-serve-elastic-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+// Only its size is read before the checks: 1 MiB, so 50% is 524288 bytes.
+const MODEL = join(dir, 'm.gguf');
+writeFileSync(MODEL, Buffer.alloc(1 << 20));
+const FLAGS = [MODEL, '--serve-sweep', '--memory-budget', '50%', '--parallel', '16', '--ctx-size', '4096', '--threads', '2', '--prompt-tokens', '128', '--gen-tokens', '32'];
+
+test('--configs names only known configurations', async () => {
+  await assert.rejects(run([...FLAGS, '--configs', 'elastic,nope']), (e: unknown) => {
+    assert.ok(e instanceof InvalidOptionError, String(e));
+    assert.match(e.message, /unknown configuration 'nope'; choose from elastic, static, llamacpp, llamacpp_budget/);
+    return true;
+  });
+});
+
+test('--resume needs an earlier result of the same sweep, measured with the same settings', async () => {
+  const notJson = join(dir, 'bad.json');
+  writeFileSync(notJson, 'not json');
+  await assert.rejects(run([...FLAGS, '--configs', 'static', '--resume', notJson]), /cannot read .* as JSON/);
+  const noRuns = join(dir, 'noruns.json');
+  writeFileSync(noRuns, JSON.stringify({ rows: [] }));
+  await assert.rejects(run([...FLAGS, '--configs', 'static', '--resume', noRuns]), /has no "runs"/);
+  const other = join(dir, 'other.json');
+  const earlier = { runs: { elastic: { rows: [] } }, budget_bytes: 524288, parallel: 16, ctx_size: 2048, gen_tokens: 32, prompt_tokens: 128, threads: 2 };
+  writeFileSync(other, JSON.stringify(earlier));
+  await assert.rejects(run([...FLAGS, '--configs', 'static', '--resume', other]), (e: unknown) => {
+    assert.ok(e instanceof InvalidOptionError, String(e));
+    assert.match(e.message, /other settings \(ctx_size 2048 there, 4096 here\)/);
+    return true;
+  });
+});
