@@ -16,9 +16,24 @@
 #include <string>
 #include <unordered_map>
 
+#include "memlock.h"
 #include "registry.h"
 
+std::string flexinfer::memlockHint(int err) {
+  std::string msg = strerror(err);
+  if (err == ENOMEM || err == EPERM || err == EAGAIN) {
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+      msg += " (RLIMIT_MEMLOCK is " + std::to_string(lim.rlim_cur / 1024) +
+             " KiB; raise it with `ulimit -l unlimited` or a memlock entry in /etc/security/limits.conf)";
+    }
+  }
+  return msg;
+}
+
 namespace {
+
+using flexinfer::memlockHint;
 
 // One record per live aligned allocation, so the finalizer knows whether it must munlock
 // (free() does not unlock pages that stay in the heap) and lockMemory can report totals.
@@ -104,18 +119,6 @@ Napi::ArrayBuffer bufferArg(const Napi::CallbackInfo& info, const char* fn) {
     throw Napi::TypeError::New(info.Env(), std::string(fn) + "(buffer): buffer must be an ArrayBuffer from allocAligned");
   }
   return info[0].As<Napi::ArrayBuffer>();
-}
-
-std::string memlockHint(int err) {
-  std::string msg = strerror(err);
-  if (err == ENOMEM || err == EPERM || err == EAGAIN) {
-    struct rlimit lim;
-    if (getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
-      msg += " (RLIMIT_MEMLOCK is " + std::to_string(lim.rlim_cur / 1024) +
-             " KiB; raise it with `ulimit -l unlimited` or a memlock entry in /etc/security/limits.conf)";
-    }
-  }
-  return msg;
 }
 
 Napi::Value LockMemory(const Napi::CallbackInfo& info) {

@@ -26,9 +26,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "memlock.h"
 #include "registry.h"
 
 namespace {
+
+using flexinfer::memlockHint;
 
 struct Region {
   uint8_t* base;
@@ -57,18 +60,6 @@ double numberArg(const Napi::CallbackInfo& info, size_t i, const char* fn, const
     throw Napi::RangeError::New(info.Env(), std::string(fn) + ": " + name + " must be a non-negative integer, got " + std::to_string(v));
   }
   return v;
-}
-
-std::string memlockHint(int err) {
-  std::string msg = strerror(err);
-  if (err == ENOMEM || err == EPERM || err == EAGAIN) {
-    struct rlimit lim;
-    if (getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
-      msg += " (RLIMIT_MEMLOCK is " + std::to_string(lim.rlim_cur / 1024) +
-             " KiB; raise it with `ulimit -l unlimited` or a memlock entry in /etc/security/limits.conf)";
-    }
-  }
-  return msg;
 }
 
 // Unmaps a region (caller holds gMutex) and drops its locked pages from the total.
