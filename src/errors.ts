@@ -160,3 +160,33 @@ export class GrammarError extends FlexinferError {
     super(`grammar: ${message}`);
   }
 }
+
+/** How a model file changed under a running model. */
+export type ModelFileChange = 'truncated' | 'modified' | 'replaced' | 'deleted' | 'io-error';
+
+/**
+ * The model file changed under a running model (truncated, written to, replaced or deleted),
+ * or reading it failed (an I/O error): streamed weights can no longer be trusted or read. The
+ * model stops; `path` names the file, `reason` says what happened.
+ */
+export class ModelFileChangedError extends FlexinferError {
+  constructor(
+    readonly path: string,
+    readonly reason: ModelFileChange,
+    readonly detail: string,
+    options?: { cause?: unknown },
+  ) {
+    const what: Record<ModelFileChange, string> = {
+      truncated: 'was truncated while the model was running',
+      modified: 'was written to while the model was running',
+      replaced: 'was replaced while the model was running',
+      deleted: 'was deleted while the model was running',
+      'io-error': 'could not be read (I/O error)',
+    };
+    const todo =
+      reason === 'io-error'
+        ? 'check the storage device (dmesg) and load the model again'
+        : 'the weights on disk no longer match the loaded model; load it again once the file is complete';
+    super(`model file ${path} ${what[reason]}: ${detail}; ${todo}`, options);
+  }
+}

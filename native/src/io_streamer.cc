@@ -1,104 +1,78 @@
-// The FlexInfer streamer's mechanism: I/O threads that execute read tasks
-// "read [fileOffset, fileOffset + length) into buffer at byteOffset", grouped so a caller can
-// wait for one group (one layer) while later groups are still being read.
+// IoStreamer: the JavaScript face of the streaming I/O engine (io_engine.h). Read tasks
+// "read [fileOffset, fileOffset + length) into buffer at byteOffset" are tagged with a group
+// (one layer) so a caller can wait for one group while later groups are still being read.
 //
-// The file is opened twice: with O_DIRECT (bypasses the page cache, so streamed weights do not
-// quietly grow the footprint past the budget) and buffered. A task goes direct when its file
-// offset and memory address are 4096-aligned and the buffer has room for the length rounded
-// up to 4096; otherwise a buffered pread, followed by posix_fadvise(DONTNEED) on the range so
-// the page cache drops what was read. Tasks run FIFO, so layer L is read before layer L + 1.
-//
-//   const s = new IoStreamer(path, { threads: 2, direct: true, dropCache: true });
+//   const s = new IoStreamer(path, { depth: 8, pieceBytes: 1 << 20, direct: true });
 //   s.submit(group, fileOffset, buffer, byteOffset, length);   // any number per group
-//   s.wait(group, timeoutMs);   // blocks (no spinning); throws with strerror on an I/O error
-#include <errno.h>
-#include <fcntl.h>
-#include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
+//   s.wait(group, timeoutMs);   // blocks (no spinning); throws an Error with .code on failure
+//   s.setPath(direct, depth);   // between tokens: switch the read path or the depth
+#include <napi.h>
 
-#include <atomic>
-#include <chrono>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "io.h"
+#include "io_engine.h"
 #include "registry.h"
 
 namespace flexinfer {
 namespace io {
 namespace {
 
-uint64_t nowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+unsigned uintOption(Napi::Env env, Napi::Object o, const char* key, unsigned def, unsigned lo, unsigned hi) {
+  if (!o.Has(key) || o.Get(key).IsUndefined()) return def;
+  double v = o.Get(key).ToNumber().DoubleValue();
+  if (!(v >= lo && v <= hi) || v != static_cast<double>(static_cast<unsigned>(v))) {
+    throw Napi::RangeError::New(env, std::string("IoStreamer: ") + key + " must be an integer in [" + std::to_string(lo) + ", " +
+                                         std::to_string(hi) + "], got " + std::to_string(v));
+  }
+  return static_cast<unsigned>(v);
 }
-
-struct Task {
-  uint32_t group;
-  uint64_t fileOffset;
-  uint8_t* dst;
-  uint64_t length;
-  bool direct;
-};
-
-struct GroupState {
-  uint32_t pending = 0;
-  uint64_t bytes = 0;
-  std::string error;  // first error of the group
-};
 
 class IoStreamer : public Napi::ObjectWrap<IoStreamer> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "IoStreamer",
                        {InstanceMethod("submit", &IoStreamer::Submit), InstanceMethod("wait", &IoStreamer::Wait),
-                        InstanceMethod("pending", &IoStreamer::Pending), InstanceMethod("stats", &IoStreamer::Stats),
-                        InstanceMethod("info", &IoStreamer::Info), InstanceMethod("close", &IoStreamer::Close)});
+                        InstanceMethod("pending", &IoStreamer::Pending), InstanceMethod("setPath", &IoStreamer::SetPath),
+                        InstanceMethod("stats", &IoStreamer::Stats), InstanceMethod("info", &IoStreamer::Info),
+                        InstanceMethod("checkFile", &IoStreamer::CheckFile), InstanceMethod("close", &IoStreamer::Close)});
   }
 
   explicit IoStreamer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<IoStreamer>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "IoStreamer(path, options): path must be a string");
-    path_ = info[0].As<Napi::String>().Utf8Value();
-    int threads = 2;
-    bool wantDirect = true;
+    EngineOptions o;
     if (info.Length() > 1 && info[1].IsObject()) {
-      Napi::Object o = info[1].As<Napi::Object>();
-      if (o.Has("threads") && !o.Get("threads").IsUndefined()) {
-        double t = o.Get("threads").ToNumber().DoubleValue();
-        if (!(t >= 1 && t <= 64) || t != static_cast<int>(t)) {
-          throw Napi::RangeError::New(env, "IoStreamer: threads must be an integer in [1, 64], got " + std::to_string(t));
-        }
-        threads = static_cast<int>(t);
+      Napi::Object opts = info[1].As<Napi::Object>();
+      if (opts.Has("direct") && !opts.Get("direct").IsUndefined()) o.direct = opts.Get("direct").ToBoolean().Value();
+      if (opts.Has("dropCache") && !opts.Get("dropCache").IsUndefined()) o.dropCache = opts.Get("dropCache").ToBoolean().Value();
+      o.maxDepth = uintOption(env, opts, "maxDepth", 32, 1, 256);
+      o.depth = uintOption(env, opts, "depth", std::min(8u, o.maxDepth), 1, o.maxDepth);
+      o.pieceBytes = static_cast<uint64_t>(uintOption(env, opts, "pieceBytes", 1u << 20, 4096, 64u << 20));
+      if (o.pieceBytes % kDirectAlign != 0) throw Napi::RangeError::New(env, "IoStreamer: pieceBytes must be a multiple of 4096");
+      if (opts.Has("engine") && !opts.Get("engine").IsUndefined()) {
+        std::string e = opts.Get("engine").ToString().Utf8Value();
+        if (e == "auto") o.backend = Backend::Auto;
+        else if (e == "io_uring") o.backend = Backend::Uring;
+        else if (e == "threads") o.backend = Backend::Threads;
+        else throw Napi::TypeError::New(env, "IoStreamer: engine must be 'auto', 'io_uring' or 'threads', got '" + e + "'");
       }
-      if (o.Has("direct") && !o.Get("direct").IsUndefined()) wantDirect = o.Get("direct").ToBoolean().Value();
-      if (o.Has("dropCache") && !o.Get("dropCache").IsUndefined()) dropCache_ = o.Get("dropCache").ToBoolean().Value();
     }
-    bufferedFd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (bufferedFd_ < 0) throw Napi::Error::New(env, errnoMessage("IoStreamer: cannot open " + path_, errno));
-    struct stat st;
-    if (fstat(bufferedFd_, &st) != 0) {
-      int err = errno;
-      close(bufferedFd_);
-      throw Napi::Error::New(env, errnoMessage("IoStreamer: cannot stat " + path_, err));
+    try {
+      engine_ = std::make_unique<IoEngine>(info[0].As<Napi::String>().Utf8Value(), o);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, std::string("IoStreamer: ") + e.what());
     }
-    fileSize_ = static_cast<uint64_t>(st.st_size);
-    if (wantDirect) {
-      directFd_ = open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
-      if (directFd_ < 0) directError_ = errnoMessage("O_DIRECT open", errno);  // e.g. tmpfs: buffered only
-    }
-    for (int i = 0; i < threads; i++) threads_.emplace_back([this] { workerLoop(); });
   }
 
-  ~IoStreamer() override { shutdown(); }
+  ~IoStreamer() override {
+    if (engine_) engine_->close();
+  }
 
  private:
   // submit(group, fileOffset, buffer, byteOffset, length) -> "direct" | "buffered"
@@ -112,188 +86,135 @@ class IoStreamer : public Napi::ObjectWrap<IoStreamer> {
     uint64_t byteOffset = uintArg(info, 3, "IoStreamer.submit", "byteOffset");
     uint64_t length = uintArg(info, 4, "IoStreamer.submit", "length");
     checkRange(env, "IoStreamer.submit", buf, byteOffset, length);
-    if (fileOffset > fileSize_ || length > fileSize_ - fileOffset) {
-      throw Napi::RangeError::New(env, "IoStreamer.submit: file range [" + std::to_string(fileOffset) + ", " +
-                                           std::to_string(fileOffset + length) + ") exceeds the file's " +
-                                           std::to_string(fileSize_) + " bytes");
+    uint64_t fileSize = engine_->fileSize();
+    if (fileOffset > fileSize || length > fileSize - fileOffset) {
+      throw Napi::RangeError::New(env, "IoStreamer.submit: file range [" + std::to_string(fileOffset) + ", " + std::to_string(fileOffset + length) +
+                                           ") exceeds the file's " + std::to_string(fileSize) + " bytes");
     }
-    uint8_t* dst = buf.data + byteOffset;
-    uint64_t rounded = (length + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-    bool direct = directFd_ >= 0 && fileOffset % kDirectAlign == 0 && reinterpret_cast<uintptr_t>(dst) % kDirectAlign == 0 &&
-                  rounded <= buf.capacity - byteOffset;
     uint32_t g = static_cast<uint32_t>(group);
     refs_[g].push_back(Napi::Persistent(buf.object));  // keep the buffer alive while in flight
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      groups_[g].pending++;
-      queue_.push_back(Task{g, fileOffset, dst, length, direct});
+    bool direct;
+    try {
+      direct = engine_->submit(g, fileOffset, buf.data + byteOffset, length, buf.capacity - byteOffset);
+    } catch (const std::exception& e) {
+      refs_[g].pop_back();
+      throw Napi::Error::New(env, std::string("IoStreamer.submit: ") + e.what());
     }
-    workCv_.notify_one();
     return Napi::String::New(env, direct ? "direct" : "buffered");
   }
 
-  // wait(group, timeoutMs = 0 (none)) -> { bytes, waitNs }. Throws on an I/O error of the group.
+  // wait(group, timeoutMs = 0 (none)) -> { bytes, waitNs }. Throws on a failed read of the
+  // group (Error with code = errno name, "EOF" or "ECANCELED", and fileOffset) or on timeout
+  // (code "ETIMEDOUT").
   Napi::Value Wait(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint64_t group = uintArg(info, 0, "IoStreamer.wait", "group");
     uint64_t timeoutMs = info.Length() > 1 && !info[1].IsUndefined() ? uintArg(info, 1, "IoStreamer.wait", "timeoutMs") : 0;
     uint32_t g = static_cast<uint32_t>(group);
     uint64_t t0 = nowNs();
-    GroupState state;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      auto it = groups_.find(g);
-      if (it != groups_.end()) {
-        auto done = [&] { return groups_[g].pending == 0; };
-        if (timeoutMs == 0) {
-          doneCv_.wait(lock, done);
-        } else if (!doneCv_.wait_for(lock, std::chrono::milliseconds(timeoutMs), done)) {
-          throw Napi::Error::New(env, "IoStreamer.wait: group " + std::to_string(g) + " still has " +
-                                          std::to_string(groups_[g].pending) + " reads pending after " +
-                                          std::to_string(timeoutMs) + " ms (storage stalled?)");
-        }
-        state = groups_[g];
-        groups_.erase(g);
-      }
+    GroupResult r;
+    if (!engine_->wait(g, timeoutMs, &r)) {
+      Napi::Error e = Napi::Error::New(env, "IoStreamer.wait: group " + std::to_string(g) + " still has " + std::to_string(engine_->pending(g)) +
+                                                " reads pending after " + std::to_string(timeoutMs) + " ms (storage stalled?)");
+      e.Set("code", "ETIMEDOUT");
+      throw e;
     }
     uint64_t waited = nowNs() - t0;
     waitNs_ += waited;
     refs_.erase(g);
-    if (!state.error.empty()) throw Napi::Error::New(env, "I/O error reading " + path_ + ": " + state.error);
+    if (r.failed) {
+      Napi::Error e = Napi::Error::New(env, "I/O error reading " + engine_->path() + ": " + r.error.message);
+      e.Set("code", r.error.code);
+      e.Set("fileOffset", static_cast<double>(r.error.fileOffset));
+      throw e;
+    }
     Napi::Object o = Napi::Object::New(env);
-    o.Set("bytes", static_cast<double>(state.bytes));
+    o.Set("bytes", static_cast<double>(r.bytes));
     o.Set("waitNs", static_cast<double>(waited));
     return o;
   }
 
   Napi::Value Pending(const Napi::CallbackInfo& info) {
     uint64_t group = uintArg(info, 0, "IoStreamer.pending", "group");
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = groups_.find(static_cast<uint32_t>(group));
-    return Napi::Number::New(info.Env(), it == groups_.end() ? 0 : it->second.pending);
+    return Napi::Number::New(info.Env(), engine_->pending(static_cast<uint32_t>(group)));
+  }
+
+  // setPath(direct, depth): the read path and pieces in flight for reads taken from now on.
+  Napi::Value SetPath(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool direct = info.Length() > 0 && info[0].ToBoolean().Value();
+    uint64_t depth = uintArg(info, 1, "IoStreamer.setPath", "depth");
+    if (depth < 1 || depth > engine_->maxDepth()) {
+      throw Napi::RangeError::New(env, "IoStreamer.setPath: depth must be in [1, " + std::to_string(engine_->maxDepth()) + "], got " + std::to_string(depth));
+    }
+    engine_->setPath(direct, static_cast<unsigned>(depth));
+    return env.Undefined();
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
-    Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("directBytes", static_cast<double>(directBytes_.load()));
-    o.Set("bufferedBytes", static_cast<double>(bufferedBytes_.load()));
-    o.Set("directReads", static_cast<double>(directReads_.load()));
-    o.Set("bufferedReads", static_cast<double>(bufferedReads_.load()));
-    o.Set("directFallbacks", static_cast<double>(directFallbacks_.load()));
-    o.Set("busyNs", static_cast<double>(busyNs_.load()));
+    Napi::Env env = info.Env();
+    EngineStats s = engine_->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("directBytes", static_cast<double>(s.bytes[1]));
+    o.Set("bufferedBytes", static_cast<double>(s.bytes[0]));
+    o.Set("directReads", static_cast<double>(s.reads[1]));
+    o.Set("bufferedReads", static_cast<double>(s.reads[0]));
+    o.Set("directBusyNs", static_cast<double>(s.busyNs[1]));
+    o.Set("bufferedBusyNs", static_cast<double>(s.busyNs[0]));
+    o.Set("busyNs", static_cast<double>(s.anyBusyNs));
+    o.Set("inflightNs", static_cast<double>(s.inflightNs));
+    o.Set("inflight", static_cast<double>(s.inflight));
+    o.Set("maxInflight", static_cast<double>(s.maxInflight));
+    o.Set("queued", static_cast<double>(s.queued));
+    o.Set("directFallbacks", static_cast<double>(s.directFallbacks));
+    o.Set("shortReads", static_cast<double>(s.shortReads));
+    o.Set("latencyP50Us", s.latencyUs[0]);
+    o.Set("latencyP90Us", s.latencyUs[1]);
+    o.Set("latencyP99Us", s.latencyUs[2]);
     o.Set("waitNs", static_cast<double>(waitNs_));
     return o;
   }
 
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(info.Env());
-    o.Set("path", path_);
-    o.Set("fileSize", static_cast<double>(fileSize_));
-    o.Set("threads", static_cast<double>(threads_.size()));
-    o.Set("directAvailable", directFd_ >= 0);
-    if (!directError_.empty()) o.Set("directError", directError_);
-    o.Set("dropCache", dropCache_);
+    o.Set("path", engine_->path());
+    o.Set("fileSize", static_cast<double>(engine_->fileSize()));
+    o.Set("engine", engine_->backendName());
+    if (!engine_->uringError().empty()) o.Set("engineError", engine_->uringError());
+    o.Set("depth", static_cast<double>(engine_->depth()));
+    o.Set("maxDepth", static_cast<double>(engine_->maxDepth()));
+    o.Set("pieceBytes", static_cast<double>(engine_->pieceBytes()));
+    o.Set("direct", engine_->direct());
+    o.Set("directAvailable", engine_->directAvailable());
+    if (!engine_->directError().empty()) o.Set("directError", engine_->directError());
+    o.Set("dropCache", engine_->dropCache());
+    return o;
+  }
+
+  // checkFile() -> null, or { reason: 'truncated' | 'modified' | 'replaced' | 'deleted', detail }
+  Napi::Value CheckFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string detail;
+    std::string reason = engine_->checkFile(&detail);
+    if (reason.empty()) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("reason", reason);
+    o.Set("detail", detail);
     return o;
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    shutdown();
+    closed_ = true;
+    engine_->close();
     refs_.clear();
     return info.Env().Undefined();
   }
 
-  // Stops the threads after the reads in flight (queued reads are dropped), closes the files.
-  void shutdown() {
-    if (closed_) return;
-    closed_ = true;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      stopping_ = true;
-      for (const Task& t : queue_) {  // dropped reads fail their groups, so no wait() hangs
-        GroupState& g = groups_[t.group];
-        g.pending--;
-        if (g.error.empty()) g.error = "the streamer was closed before this read ran";
-      }
-      queue_.clear();
-    }
-    workCv_.notify_all();
-    doneCv_.notify_all();
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-    if (bufferedFd_ >= 0) close(bufferedFd_);
-    if (directFd_ >= 0) close(directFd_);
-    bufferedFd_ = directFd_ = -1;
-  }
-
-  void workerLoop() {
-    for (;;) {
-      Task task;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        workCv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-        if (stopping_) return;
-        task = queue_.front();
-        queue_.pop_front();
-      }
-      std::string error;
-      uint64_t t0 = nowNs();
-      run(task, &error);
-      busyNs_ += nowNs() - t0;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        GroupState& g = groups_[task.group];
-        g.pending--;
-        g.bytes += task.length;
-        if (!error.empty() && g.error.empty()) g.error = error;
-      }
-      doneCv_.notify_all();
-    }
-  }
-
-  void run(const Task& task, std::string* error) {
-    if (task.direct) {
-      uint64_t rounded = (task.length + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-      // The rounded tail may run past the end of the file: a short read is fine there.
-      int64_t n = preadFully(directFd_, task.dst, rounded, task.fileOffset, true, error);
-      if (n >= 0 && static_cast<uint64_t>(n) >= task.length) {
-        directBytes_ += task.length;
-        directReads_++;
-        return;
-      }
-      // EINVAL: this device wants another alignment; fall back to a buffered read.
-      if (n >= 0) *error = "unexpected end of file at offset " + std::to_string(task.fileOffset + n);
-      if (n >= 0 || error->find(strerror(EINVAL)) == std::string::npos) return;
-      error->clear();
-      directFallbacks_++;
-    }
-    if (preadFully(bufferedFd_, task.dst, task.length, task.fileOffset, false, error) < 0) return;
-    if (dropCache_) adviseDontNeed(bufferedFd_, task.fileOffset, task.length);
-    bufferedBytes_ += task.length;
-    bufferedReads_++;
-  }
-
-  std::string path_;
-  uint64_t fileSize_ = 0;
-  int bufferedFd_ = -1;
-  int directFd_ = -1;
-  std::string directError_;
-  bool dropCache_ = true;
+  std::unique_ptr<IoEngine> engine_;
   bool closed_ = false;
-
-  std::vector<std::thread> threads_;
-  std::mutex mu_;
-  std::condition_variable workCv_;
-  std::condition_variable doneCv_;
-  std::deque<Task> queue_;
-  std::unordered_map<uint32_t, GroupState> groups_;
-  bool stopping_ = false;
-
+  uint64_t waitNs_ = 0;
   // JS thread only: references that keep in-flight buffers alive, per group.
   std::unordered_map<uint32_t, std::vector<Napi::ObjectReference>> refs_;
-
-  std::atomic<uint64_t> directBytes_{0}, bufferedBytes_{0}, directReads_{0}, bufferedReads_{0}, directFallbacks_{0};
-  std::atomic<uint64_t> busyNs_{0};
-  uint64_t waitNs_ = 0;
 };
 
 }  // namespace

@@ -2,37 +2,92 @@
  * `flexinfer bench MODEL --budget-sweep`: generation tokens/s at 100/75/50/25% of the model
  * file size, flexinfer vs llama.cpp (mmap), each run in its own process inside a cgroup-v1
  * memory limit of budget + 64 MiB, with the model file evicted from the page cache before
- * every run. Also flexinfer's own I/O bound: storage bandwidth / streamed bytes per token.
+ * every run.
  *
- * A run killed for memory is reported as "oom", never dropped.
+ * The storage is measured beside every budget point, before and after its runs, with the
+ * same probes each time (probe.ts: O_DIRECT at depths 1..32, buffered with 1 and 4 pieces in
+ * flight; and fio's sequential read where fio is installed): the virtual disk's speed changes
+ * within minutes, so a figure measured once at the start says little about a run ten minutes
+ * later. Per budget point:
+ *
+ *   best path rate  = the best probe path's mean of its before and after figures
+ *   streamed rate   = flexinfer's bytes read per token x its median tokens/s (of run time)
+ *   % of best path  = streamed rate / best path rate          (target >= 85%)
+ *   I/O bound       = best path rate / bytes read per token    (tokens/s if reads never paused)
+ *
+ * The flexinfer runs start from a calibration made of the "before" probes (a cache directory
+ * of the sweep's own), as a user's run would from a fresh one. A run killed for memory is
+ * reported as "oom", never dropped.
  */
-import { statSync } from 'node:fs';
-import { measureReadBandwidth } from '../weights/calibrate.js';
-import { evictFromPageCache } from '../native/io.js';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { evictFromPageCache } from '../native/io.js';
+import { calibrationFromProbes, measureComputeBytesPerSec, saveCalibration } from '../weights/calibrate.js';
+import { ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '../weights/cgroup.js';
+import { dominantType } from '../weights/create.js';
+import { bestProbe, pathName, probeReadPaths, type ProbeResult } from '../weights/probe.js';
+import { readGgufSync } from '../gguf/reader.js';
+import { fioSequentialRead, type FioResult } from './fio.js';
 import { median, ratio, round } from './stats.js';
 import { renderLinePlot } from './svg.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
 
 const MiB = 1024 * 1024;
-const BUDGETS = [100, 75, 50, 25];
+export const BUDGETS = [100, 75, 50, 25];
+/** Bytes each probe reads (and fio's job size). */
+const PROBE_BYTES = 256 * MiB;
 
 /** Evicts a file from the page cache (posix_fadvise DONTNEED over the whole file). */
 export function evictFile(path: string): void {
   evictFromPageCache(path);
 }
 
-/**
- * How fast this storage can deliver the file cold: O_DIRECT with 1, 2 and 4 I/O threads and
- * one buffered sequential reader (the calibration's own measurement, 8 MiB requests); the
- * best is the storage bandwidth the I/O bound uses.
- */
-export function measureStorage(path: string): { direct: number[]; buffered: number; best: number } {
-  const direct = [1, 2, 4].map((threads) => measureReadBandwidth(path, true, { threads }));
-  const buffered = measureReadBandwidth(path, false, { threads: 1 });
+/** One measurement of the storage: every probe path, and fio's figure (null without fio). */
+export interface StorageMeasurement {
+  at: string;
+  probes: ProbeResult[];
+  best: ProbeResult;
+  fio: FioResult | null;
+}
+
+/** Probes every read path of the streaming engine on the file, and fio's sequential read. */
+export function measureStorage(path: string): StorageMeasurement {
+  const probes = probeReadPaths(path, { bytes: PROBE_BYTES });
+  const best = bestProbe(probes)!;
+  const fio = fioSequentialRead(path, PROBE_BYTES);
   evictFile(path);
-  return { direct, buffered, best: Math.max(buffered, ...direct) };
+  return { at: new Date().toISOString(), probes, best, fio };
+}
+
+/** One line for a log: every probe's rate and fio's, GB/s. */
+export function describeStorage(s: StorageMeasurement): string {
+  const gbs = (b: number) => (b / 1e9).toFixed(2);
+  return `${s.probes.map((p) => `${pathName(p)} ${gbs(p.bytesPerSec)}`).join(', ')}${s.fio ? `; fio ${gbs(s.fio.bytesPerSec)}` : ''} GB/s`;
+}
+
+/**
+ * The best path measured beside a budget point: for every path, the mean of its figure before
+ * and after the runs; the highest mean.
+ */
+export function bestBeside(before: StorageMeasurement, after: StorageMeasurement): { path: string; bytesPerSec: number } {
+  let best = { path: '', bytesPerSec: 0 };
+  for (const b of before.probes) {
+    const a = after.probes.find((p) => p.direct === b.direct && p.depth === b.depth);
+    const mean = a ? (a.bytesPerSec + b.bytesPerSec) / 2 : b.bytesPerSec;
+    if (mean > best.bytesPerSec) best = { path: pathName(b), bytesPerSec: mean };
+  }
+  return best;
+}
+
+/**
+ * What kind of disk day a figure says (DESIGN.md: O_DIRECT 1.2-2.7 GB/s, cold buffered
+ * 0.6-3.8 GB/s seen on this virtual disk): fast from 2.4 GB/s, slow under 1.6 GB/s.
+ */
+export function diskDay(bytesPerSec: number): 'fast' | 'middling' | 'slow' {
+  return bytesPerSec >= 2.4e9 ? 'fast' : bytesPerSec >= 1.6e9 ? 'middling' : 'slow';
 }
 
 interface RunOutcome {
@@ -57,10 +112,34 @@ function outcome(r: CgroupRunResult): RunOutcome {
   }
 }
 
-function summarize(runs: RunOutcome[]): { gen_tps: number | null; status: string; max_usage_bytes: number } {
+function summarize(runs: RunOutcome[]): { gen_tps: number | null; status: string; max_usage_bytes: number; runs: Array<number | string> } {
   const ok = runs.filter((r) => r.status === 'ok').map((r) => r.gen_tps!);
   const status = ok.length > 0 ? 'ok' : (runs[0]?.status ?? 'error');
-  return { gen_tps: ok.length ? round(median(ok)) : null, status, max_usage_bytes: Math.max(0, ...runs.map((r) => r.max_usage_bytes)) };
+  return {
+    gen_tps: ok.length ? round(median(ok), 3) : null,
+    status,
+    max_usage_bytes: Math.max(0, ...runs.map((r) => r.max_usage_bytes)),
+    runs: runs.map((r) => (r.status === 'ok' ? round(r.gen_tps!, 3) : r.status)),
+  };
+}
+
+/** The streaming figures of a flexinfer run's stats (weights.streaming), medians over runs. */
+function streamingFigures(runs: RunOutcome[]): Record<string, unknown> | null {
+  const st = runs.map((r) => (r.stats?.['weights'] as { streaming?: Record<string, any> } | undefined)?.streaming).filter((s) => s !== undefined) as Record<string, any>[];
+  if (st.length === 0) return null;
+  const m = (f: (s: Record<string, any>) => number) => round(median(st.map(f)), 3);
+  return {
+    bytes_read_per_token: m((s) => s.bytesReadPerToken),
+    io_wait_sec_per_token: m((s) => s.ioWaitSecPerToken),
+    read_bytes_per_sec: m((s) => s.readBytesPerSec),
+    direct_bytes_per_sec: m((s) => s.pathRates?.direct?.bytesPerSec ?? 0),
+    buffered_bytes_per_sec: m((s) => s.pathRates?.buffered?.bytesPerSec ?? 0),
+    direct_share: m((s) => s.directBytes / Math.max(1, s.directBytes + s.bufferedBytes)),
+    mean_reads_in_flight: m((s) => s.meanReadsInFlight),
+    path_switches: m((s) => s.pathSwitches),
+    final_path: st.map((s) => `${s.readPath?.direct ? 'direct' : 'buffered'}@${s.readPath?.depth}`),
+    engine: st[0]!.engine,
+  };
 }
 
 export async function runBudgetSweep(path: string, o: SweepOptions): Promise<SweepOutput> {
@@ -69,89 +148,123 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
   const fileBytes = statSync(path).size;
   const dist = fileURLToPath(new URL('.', import.meta.url));
   const ctx = 512;
-  const bw = measureStorage(path);
-  o.onLog(`storage: O_DIRECT (1/2/4 threads) ${bw.direct.map((b) => (b / 1e9).toFixed(2)).join('/')} GB/s, buffered ${(bw.buffered / 1e9).toFixed(2)} GB/s`);
+  const budgets = o.budgets ?? BUDGETS;
+  // The children's calibration cache: written from each point's "before" probes.
+  const cacheDir = mkdtempSync(join(tmpdir(), 'flexinfer-sweep-cache-'));
+  const computeType = dominantType(readGgufSync(path));
+  const computeBytesPerSec = measureComputeBytesPerSec(computeType);
   const rows: Array<Record<string, unknown>> = [];
-  for (const pct of BUDGETS) {
-    const budget = Math.floor((fileBytes * pct) / 100);
-    const limit = budget + 64 * MiB;
-    const flex: RunOutcome[] = [];
-    const llama: RunOutcome[] = [];
-    // Generous: a cold 7B run at a small budget reads the model a few times per token.
-    const timeoutMs = 15 * 60_000;
-    for (let r = 0; r < o.runs; r++) {
-      evictFile(path);
-      const f = await runInMemoryCgroup(
-        process.execPath,
-        [`${dist}flexinfer-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens), String(budget), o.kv ?? 'vtensor'],
-        limit,
-        { timeoutMs },
-      );
-      flex.push(outcome(f));
-      if (!o.noLlamaCpp) {
+  try {
+    for (const pct of budgets) {
+      const budget = Math.floor((fileBytes * pct) / 100);
+      const limit = budget + 64 * MiB;
+      const before = measureStorage(path);
+      o.onLog(`budget ${pct}%: storage before: ${describeStorage(before)}`);
+      writeSweepCalibration(cacheDir, path, before, computeBytesPerSec, computeType);
+      const flex: RunOutcome[] = [];
+      const llama: RunOutcome[] = [];
+      // Generous: a cold 7B run at a small budget reads the model a few times per token.
+      const timeoutMs = 15 * 60_000;
+      for (let r = 0; r < o.runs; r++) {
         evictFile(path);
-        const l = await runInMemoryCgroup(process.execPath, [`${dist}llamacpp-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens)], limit, { timeoutMs });
-        llama.push(outcome(l));
+        const f = await runInMemoryCgroup(
+          process.execPath,
+          [`${dist}flexinfer-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens), String(budget), o.kv ?? 'vtensor'],
+          limit,
+          { timeoutMs, env: { ...process.env, FLEXINFER_CACHE_DIR: cacheDir } },
+        );
+        flex.push(outcome(f));
+        if (!o.noLlamaCpp) {
+          evictFile(path);
+          const l = await runInMemoryCgroup(process.execPath, [`${dist}llamacpp-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens)], limit, { timeoutMs });
+          llama.push(outcome(l));
+        }
+        o.onLog(`budget ${pct}%: flexinfer ${fmtRun(flex.at(-1)!)}` + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmtRun(llama.at(-1)!)}`));
       }
-      o.onLog(
-        `budget ${pct}%: flexinfer ${fmtRun(flex.at(-1)!)}` + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmtRun(llama.at(-1)!)}`),
-      );
+      const after = measureStorage(path);
+      o.onLog(`budget ${pct}%: storage after:  ${describeStorage(after)}`);
+      const fs = summarize(flex);
+      const ls = o.noLlamaCpp ? null : summarize(llama);
+      const stream = streamingFigures(flex);
+      const perToken = stream ? Number(stream['bytes_read_per_token']) : 0;
+      const best = bestBeside(before, after);
+      const streamedRate = perToken > 0 && fs.gen_tps ? perToken * fs.gen_tps : null;
+      const fio = [before.fio, after.fio].filter((f): f is FioResult => f !== null);
+      rows.push({
+        budget_percent: pct,
+        budget_bytes: budget,
+        cgroup_limit_bytes: limit,
+        flexinfer: fs,
+        llamacpp: ls,
+        ratio: ratio(fs.gen_tps, ls?.gen_tps),
+        flexinfer_streaming: stream,
+        flexinfer_streamed_bytes_per_token: perToken || null,
+        storage: { before, after, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fio.length ? round(median(fio.map((f) => f.bytesPerSec)), 0) : null, disk_day: diskDay(best.bytesPerSec) },
+        flexinfer_streamed_bytes_per_sec: streamedRate !== null ? round(streamedRate, 0) : null,
+        flexinfer_fraction_of_best_path: streamedRate !== null ? round(streamedRate / best.bytesPerSec, 3) : null,
+        flexinfer_io_bound_tps: perToken > 0 ? round(best.bytesPerSec / perToken) : null,
+      });
     }
-    const fs = summarize(flex);
-    const ls = o.noLlamaCpp ? null : summarize(llama);
-    // The bound: storage bandwidth / bytes flexinfer streams per token (from its own stats).
-    const streamedPerToken = Number(flex.find((x) => x.stats)?.stats?.['weights.bytesReadPerToken'] ?? findNumber(flex.find((x) => x.stats)?.stats, 'bytesReadPerToken') ?? NaN);
-    const bound = Number.isFinite(streamedPerToken) && streamedPerToken > 0 ? round(bw.best / streamedPerToken) : null;
-    rows.push({
-      budget_percent: pct,
-      budget_bytes: budget,
-      cgroup_limit_bytes: limit,
-      flexinfer: fs,
-      llamacpp: ls,
-      ratio: ratio(fs.gen_tps, ls?.gen_tps),
-      flexinfer_streamed_bytes_per_token: Number.isFinite(streamedPerToken) ? streamedPerToken : null,
-      flexinfer_io_bound_tps: bound,
-      flexinfer_fraction_of_bound: bound && fs.gen_tps ? round(fs.gen_tps / bound, 3) : null,
-    });
+  } finally {
+    rmSync(cacheDir, { recursive: true, force: true });
   }
-  const result = { model: path, file_bytes: fileBytes, threads: o.threads, gen_tokens: o.genTokens, runs: o.runs, storage_bytes_per_sec: bw, rows };
+  // Tokens/s must fall as the budget shrinks: every larger budget at least as fast as every smaller one.
+  const ordered = [...rows].sort((a: any, b: any) => b.budget_percent - a.budget_percent) as Array<Record<string, any>>;
+  const monotonic = ordered.every((r, i) => ordered.slice(i + 1).every((s) => r.flexinfer.gen_tps == null || s.flexinfer.gen_tps == null || r.flexinfer.gen_tps >= s.flexinfer.gen_tps));
+  const result = { model: path, file_bytes: fileBytes, threads: o.threads, gen_tokens: o.genTokens, prompt_tokens: o.promptTokens, runs: o.runs, compute_bytes_per_sec: computeBytesPerSec, rows, flexinfer_monotonic: monotonic };
+  return { result, table: sweepTable(result), svg: sweepSvg(rows, o.noLlamaCpp) };
+}
+
+/** The children's calibration cache: the "before" probes of this point and the compute figure. */
+function writeSweepCalibration(cacheDir: string, path: string, before: StorageMeasurement, computeBytesPerSec: number, computeType: number): void {
+  const saved = process.env.FLEXINFER_CACHE_DIR;
+  process.env.FLEXINFER_CACHE_DIR = cacheDir;
+  try {
+    saveCalibration({ ...calibrationFromProbes(path, before.probes), computeBytesPerSec, computeType: ggmlTypeInfo(computeType)?.name ?? String(computeType) });
+  } finally {
+    if (saved === undefined) delete process.env.FLEXINFER_CACHE_DIR;
+    else process.env.FLEXINFER_CACHE_DIR = saved;
+  }
+}
+
+function sweepTable(result: { model: string; runs: number; rows: Array<Record<string, any>>; flexinfer_monotonic: boolean }): string {
   const cell = (v: unknown): string => (v == null ? '-' : String(v));
-  let table = `${path}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${o.runs}\n`;
-  table += 'budget   flexinfer  llama.cpp   ratio   flexinfer I/O bound  (% of bound)\n';
-  for (const r of rows as Array<Record<string, any>>) {
+  const gbs = (b: number | null | undefined) => (b == null ? '-' : (b / 1e9).toFixed(2));
+  let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
+  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  fio GB/s  day\n';
+  for (const r of result.rows) {
     const f = r.flexinfer.gen_tps ?? r.flexinfer.status;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
-    table += `${String(r.budget_percent + '%').padEnd(8)} ${cell(f).padStart(9)} ${cell(l).padStart(10)} ${cell(r.ratio).padStart(7)} ${cell(r.flexinfer_io_bound_tps).padStart(20)}  ${r.flexinfer_fraction_of_bound != null ? (r.flexinfer_fraction_of_bound * 100).toFixed(0) + '%' : '-'}\n`;
+    const s = r.storage;
+    t +=
+      `${String(r.budget_percent + '%').padEnd(8)} ${cell(f).padStart(9)} ${cell(l).padStart(10)} ${cell(r.ratio).padStart(7)}` +
+      ` ${(r.flexinfer_streamed_bytes_per_token ? (r.flexinfer_streamed_bytes_per_token / MiB).toFixed(0) : '-').padStart(10)}` +
+      ` ${gbs(r.flexinfer_streamed_bytes_per_sec).padStart(14)}  ${`${s.best_path} ${gbs(s.best_path_bytes_per_sec)}`.padEnd(20)}` +
+      ` ${(r.flexinfer_fraction_of_best_path != null ? (r.flexinfer_fraction_of_best_path * 100).toFixed(0) + '%' : '-').padStart(9)}` +
+      ` ${gbs(s.fio_bytes_per_sec).padStart(9)}  ${s.disk_day}\n`;
   }
-  const svg = renderLinePlot({
+  t += `flexinfer tokens/s ${result.flexinfer_monotonic ? 'falls monotonically' : 'does NOT fall monotonically'} as the budget shrinks\n`;
+  return t;
+}
+
+function sweepSvg(rows: Array<Record<string, any>>, noLlamaCpp: boolean): string {
+  return renderLinePlot({
     title: 'Generation speed under a memory budget',
     xLabel: 'memory budget (% of model file)',
     yLabel: 'tokens/s',
-    xTicks: BUDGETS.map((b) => `${b}%`),
+    xTicks: rows.map((r) => `${r.budget_percent}%`),
     series: [
-      { name: 'flexinfer', values: rows.map((r: any) => r.flexinfer.gen_tps) },
-      ...(o.noLlamaCpp ? [] : [{ name: 'llama.cpp (mmap)', values: rows.map((r: any) => r.llamacpp?.gen_tps ?? null) }]),
-      { name: 'flexinfer I/O bound', values: rows.map((r: any) => r.flexinfer_io_bound_tps), dashed: true },
+      { name: 'flexinfer', values: rows.map((r) => r.flexinfer.gen_tps) },
+      ...(noLlamaCpp ? [] : [{ name: 'llama.cpp (mmap)', values: rows.map((r) => r.llamacpp?.gen_tps ?? null) }]),
+      { name: 'I/O bound (best path beside the run)', values: rows.map((r) => r.flexinfer_io_bound_tps), dashed: true },
     ],
-    notes: rows.flatMap((r: any, i) => [
+    notes: rows.flatMap((r, i) => [
       ...(r.flexinfer.status !== 'ok' ? [{ series: 'flexinfer', x: i, text: r.flexinfer.status.toUpperCase() }] : []),
       ...(r.llamacpp && r.llamacpp.status !== 'ok' ? [{ series: 'llama.cpp (mmap)', x: i, text: r.llamacpp.status.toUpperCase() }] : []),
     ]),
   });
-  return { result, table, svg };
 }
 
 function fmtRun(r: RunOutcome): string {
   return r.status === 'ok' ? `${r.gen_tps!.toFixed(2)} tok/s (peak ${(r.max_usage_bytes / MiB).toFixed(0)} MiB)` : `${r.status}${r.error ? ` (${r.error})` : ''}`;
-}
-
-/** Finds a numeric field by name anywhere in a nested stats object. */
-function findNumber(obj: unknown, key: string): number | undefined {
-  if (!obj || typeof obj !== 'object') return undefined;
-  for (const [k, v] of Object.entries(obj as Record<string, unknown>)) {
-    if (k === key && typeof v === 'number') return v;
-    const inner = findNumber(v, key);
-    if (inner !== undefined) return inner;
-  }
-  return undefined;
 }

@@ -23,7 +23,7 @@ import { parseMemoryBudget } from '../weights/budget.js';
 import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
-import { evictFile, measureStorage } from './budget-sweep.js';
+import { describeStorage, evictFile, measureStorage, type StorageMeasurement } from './budget-sweep.js';
 import { ratio, round } from './stats.js';
 import { renderLinePlot, renderStackedArea } from './svg.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
@@ -65,7 +65,7 @@ export interface ChildOut {
   error?: string;
   peak_bytes?: number;
   /** This file's cold read speed measured right before the configuration ran (bytes/s). */
-  storage?: { direct: number[]; buffered: number; best: number };
+  storage?: StorageMeasurement;
 }
 
 /**
@@ -185,7 +185,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     }
     // The disk's speed changes within minutes: each configuration gets its own probe.
     const storage = measureStorage(path);
-    o.onLog(`storage: O_DIRECT (1/2/4 threads) ${storage.direct.map((b) => (b / 1e9).toFixed(2)).join('/')} GB/s, buffered ${(storage.buffered / 1e9).toFixed(2)} GB/s`);
+    o.onLog(`storage: ${describeStorage(storage)}`);
     evictFile(path);
     o.onLog(`serve sweep: ${c.label} ...`);
     const [engine, ...rest] = c.args;
@@ -240,7 +240,9 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
   table += `elastic pool: ${events['demotions'] ?? 0} demotions, ${events['promotions'] ?? 0} promotions (${events['cancelledPromotions'] ?? 0} cancelled), ${events['kvRefusals'] ?? 0} KV refusals over ${events['steps'] ?? 0} steps\n`;
   for (const c of configs) {
     const st = results[c.key]?.storage;
-    if (st) table += `storage before ${c.label}: best cold read ${(st.best / 1e9).toFixed(2)} GB/s\n`;
+    // A result resumed from a build before the read-path probes holds the best rate as a number.
+    const best = st ? (typeof st.best === 'number' ? (st.best as number) : st.best.bytesPerSec) : 0;
+    if (st) table += `storage before ${c.label}: best cold read ${(best / 1e9).toFixed(2)} GB/s\n`;
   }
   table += `preemptions (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.preemptions ?? '-'} / ${at('static', n)?.preemptions ?? '-'}`).join(', ')}\n`;
   const svg = renderLinePlot({

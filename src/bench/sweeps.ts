@@ -23,6 +23,8 @@ export interface SweepOptions {
   /** --serve-sweep with a budget: measure only these configurations; take the rest from `resume`. */
   serveConfigs?: readonly import('./serve-elastic.js').ServeConfig[];
   resume?: import('./serve-elastic.js').ResumeFrom;
+  /** Budget sweep: the budget points (% of the model file) to measure (default 100, 75, 50, 25). */
+  budgets?: number[];
   onLog: (line: string) => void;
 }
 

@@ -29,7 +29,9 @@ Options:
   --memory-budget X    flexinfer memory budget (bytes, 1.5GiB, 60%)
   --kv LAYOUT          vtensor | paged | contiguous
   --no-llamacpp        measure flexinfer only
-  --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache)
+  --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache),
+                       with the storage probed before and after each budget point
+  --budgets LIST       budget sweep: only these points, e.g. 75,50 (to sweep in parts)
   --kv-sweep           KV cache memory, kernel and engine speed: vtensor vs paged vs contiguous
   --kv-parts LIST      with --kv-sweep: measure only these parts (memory,kernels,decode,chat)
   --kv-merge FILES     with --kv-sweep: merge earlier partial results (comma-separated JSON files)
@@ -71,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
       resume: { type: 'string' },
       'no-llamacpp': { type: 'boolean' },
       'budget-sweep': { type: 'boolean' },
+      budgets: { type: 'string' },
       'kv-sweep': { type: 'boolean' },
       'kv-parts': { type: 'string' },
       'kv-merge': { type: 'string' },
@@ -136,6 +139,7 @@ export async function run(argv: string[]): Promise<number> {
     const kvParts = mode === 'kv-sweep' ? (await import('../bench/kv-sweep.js')).parseKvParts(values['kv-parts'] ?? (kvMerge?.length ? '' : undefined)) : undefined;
     if (kvParts?.length === 0 && !kvMerge?.length) throw new InvalidOptionError('--kv-parts', `choose at least one of memory, kernels, decode, chat`);
     const serve = await serveSweepOptions(values.configs, values.resume);
+    const budgets = values.budgets?.split(',').map((b) => numberOption('budgets', b.trim().replace(/%$/, ''), { min: 1, max: 1000 })!);
     const out = await sweeps.runSweep(mode, path, {
       threads,
       runs: int('runs', values.runs, 3, 1),
@@ -149,6 +153,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(values.parallel !== undefined ? { parallel: int('parallel', values.parallel, 1, 1) } : {}),
       ...(values['ctx-size'] !== undefined ? { ctxSize: int('ctx-size', values['ctx-size'], 64, 16) } : {}),
       ...serve,
+      ...(budgets ? { budgets } : {}),
       onLog: log,
     });
     extraSvgs = out.extraSvgs ?? {};

@@ -1,8 +1,8 @@
 /** `flexinfer run` end to end on a synthetic model: streaming text, --json, bad arguments. */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { copyFileSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,4 +80,32 @@ test('--json-schema FILE: the output is JSON the schema accepts; a bad schema is
   const bad = cli(model, '-p', 'x', '--json-schema', schemaFile);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /format "credit-card" is not supported/);
+});
+
+test('a model file truncated while `run` streams it: one line naming the file, no stack trace, exit 1', async () => {
+  const copy = join(dir, 'changing.gguf');
+  copyFileSync(model, copy);
+  // The smallest budget at this context: nearly every weight streams from the file.
+  const plan = spawnSync(process.execPath, [bin, 'plan', copy, '--memory-budget', '1MiB', '--ctx-size', '2048'], { encoding: 'utf8' });
+  const minimum = Number(/minimum of (\d+) bytes/.exec(plan.stderr)?.[1]);
+  assert.ok(minimum > 0, plan.stderr);
+  const child = spawn(process.execPath, [bin, 'run', copy, '-p', 'Once upon a time', '-n', '1900', '-c', '2048', '--memory-budget', String(minimum + (1 << 20)), '--temp', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  let truncated = false;
+  child.stdout.on('data', (d) => {
+    stdout += d;
+    if (!truncated && stdout.length > 20) {
+      truncateSync(copy, 4096);
+      truncated = true;
+    }
+  });
+  child.stderr.on('data', (d) => (stderr += d));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  assert.ok(truncated, `generation ended before the file could be truncated: ${stderr}`);
+  assert.equal(code, 1, stderr);
+  const lines = stderr.split('\n').filter(Boolean);
+  assert.equal(lines.length, 1, stderr);
+  assert.match(lines[0]!, new RegExp(`^flexinfer: model file ${copy.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} was truncated while the model was running`));
+  assert.doesNotMatch(stderr, /internal error|\n\s+at /);
 });

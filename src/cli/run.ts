@@ -8,6 +8,12 @@ import { InvalidOptionError } from '../errors.js';
 import { MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
 import { createProgress, type Progress } from './progress.js';
 import { resolveModelArg } from './model-arg.js';
+import type { StreamingStats } from '../weights/streaming.js';
+
+/** The streamed-weights figures of a model's stats (undefined without a budget). */
+function streamingFigures(stats: Record<string, unknown>): StreamingStats | undefined {
+  return (stats['weights'] as { streaming?: StreamingStats } | undefined)?.streaming;
+}
 
 const HELP = `Usage: flexinfer run MODEL -p PROMPT [options]
 
@@ -31,7 +37,9 @@ Options:
       --memory-pool P      elastic (default: KV and resident weights share the budget) | static
       --kv-floor X         elastic: KV memory weights never take (default one full-context sequence)
       --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
-      --json               print one JSON object (tokens, text, timings) instead of streaming
+      --json               print one JSON object (tokens, text, timings; with a budget, the
+                           memory split and the streamed reads: rate per path, I/O wait per
+                           token, reads in flight)
   -h, --help               show this help
 `;
 
@@ -84,18 +92,24 @@ export async function run(argv: string[]): Promise<number> {
     const result = await stream.result;
     const peakRssBytes = process.resourceUsage().maxRSS * 1024;
     const t = result.timings;
+    const io = streamingFigures(await model.stats());
     if (json) {
       // The memory split now and over the run (resident, ring, KV live / cached, free).
       const memory = (await model.stats({ history: true })).pool;
       process.stdout.write(
-        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes, memory })}\n`,
+        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes, memory, ...(io ? { io } : {}) })}\n`,
       );
     } else {
       process.stdout.write('\n');
       process.stderr.write(
         `prompt: ${result.promptTokens} tokens, ${t.promptTokensPerSec.toFixed(1)} tokens/s | ` +
           `generation: ${result.tokens.length} tokens, ${t.genTokensPerSec.toFixed(1)} tokens/s | ` +
-          `peak RSS: ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB\n`,
+          `peak RSS: ${(peakRssBytes / 2 ** 20).toFixed(0)} MiB` +
+          (io
+            ? ` | streamed ${(io.bytesReadPerToken / 2 ** 20).toFixed(0)} MiB/token at ${(io.readBytesPerSec / 1e9).toFixed(2)} GB/s` +
+              ` (${io.readPath.direct ? 'O_DIRECT' : 'buffered'}, ${io.meanReadsInFlight.toFixed(1)} reads in flight), I/O wait ${(io.ioWaitSecPerToken * 1000).toFixed(0)} ms/token`
+            : '') +
+          '\n',
       );
     }
     return result.finishReason === 'abort' ? 130 : 0;

@@ -157,6 +157,11 @@ export interface Model {
   evaluate(tokens: Uint32Array, options?: { allLogits?: boolean }): Promise<Float32Array>;
   /** Engine statistics; `history` adds the memory split over time (pool.history). */
   stats(options?: { history?: boolean }): Promise<Record<string, unknown>>;
+  /**
+   * The error that stopped the engine (e.g. ModelFileChangedError: the model file changed
+   * under a streaming model), or null while it can serve. Every later request fails with it.
+   */
+  failure(): Error | null;
   dispose(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -305,7 +310,7 @@ class EngineModel implements Model {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private disposed = false;
-  private failure: Error | null = null;
+  private failure_: Error | null = null;
   private disposeWaiter: (() => void) | null = null;
 
   constructor(worker: Worker, info: ModelInfo, tokenizer: Tokenizer, _config: ModelConfig, _file: GgufFile) {
@@ -442,6 +447,10 @@ class EngineModel implements Model {
     });
   }
 
+  failure(): Error | null {
+    return this.failure_;
+  }
+
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
@@ -463,7 +472,7 @@ class EngineModel implements Model {
 
   private checkUsable(): void {
     if (this.disposed) throw new ModelDisposedError();
-    if (this.failure) throw this.failure;
+    if (this.failure_) throw this.failure_;
   }
 
   private checkTokens(tokens: Uint32Array): void {
@@ -529,7 +538,7 @@ class EngineModel implements Model {
   }
 
   private fail(err: Error): void {
-    this.failure ??= err;
+    this.failure_ ??= err;
     this.failAll(err);
   }
 

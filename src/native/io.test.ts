@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { closeFile, evictFromPageCache, IoStreamer, openFile, pageCacheResidency, readInto } from './io.js';
@@ -44,36 +44,126 @@ test('readInto reads exact ranges by path and by fd, and validates every range',
   }
 });
 
-test('IoStreamer reads groups with and without O_DIRECT; bytes match the file', () => {
+/** The engines to test: io_uring where the kernel allows it (else its fallback is checked). */
+function engines(path: string): Array<'io_uring' | 'threads'> {
+  try {
+    new IoStreamer(path, { engine: 'io_uring' }).close();
+    return ['io_uring', 'threads'];
+  } catch (e) {
+    assert.match(String(e), /io_uring requested but not available/);
+    const s = new IoStreamer(path);
+    assert.equal(s.info().engine, 'threads', 'auto falls back to threads where io_uring is refused');
+    assert.ok(s.info().engineError, 'and says why');
+    s.close();
+    return ['threads'];
+  }
+}
+
+test('IoStreamer reads groups with and without O_DIRECT, in pieces, on each engine; bytes match the file', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
   try {
     const n = 3 * 1024 * 1024 + 777;
     const { path, bytes } = makeFile(dir, n, 7);
-    for (const direct of [true, false]) {
-      const s = new IoStreamer(path, { threads: 2, direct });
-      const buf = allocAligned(n + 8192, 4096);
-      // Aligned tasks (direct when available), a misaligned one, and one ending at EOF.
-      const tasks: [number, number, number, number][] = [
-        [0, 0, 0, 1 << 20],
-        [0, 1 << 20, 1 << 20, 4096 * 3 + 5],
-        [1, 2 * 1024 * 1024 + 32, 2 * 1024 * 1024 + 32, 1000],
-        [1, 3 * 1024 * 1024, 3 * 1024 * 1024, 777],
-      ];
-      const paths = tasks.map(([g, fo, bo, len]) => s.submit(g, fo, buf, bo, len));
-      if (direct && s.info().directAvailable) {
-        assert.deepEqual(paths, ['direct', 'direct', 'buffered', 'direct']);
-      } else {
-        assert.ok(paths.every((p) => p === 'buffered'));
+    for (const engine of engines(path)) {
+      for (const pieceBytes of [8192, 1 << 20]) {
+        for (const direct of [true, false]) {
+          const s = new IoStreamer(path, { engine, direct, depth: 4, pieceBytes });
+          assert.equal(s.info().engine, engine);
+          assert.equal(s.info().pieceBytes, pieceBytes);
+          const buf = allocAligned(n + 8192, 4096);
+          // Aligned tasks (direct when available), a misaligned one, and one ending at EOF.
+          const tasks: [number, number, number, number][] = [
+            [0, 0, 0, 1 << 20],
+            [0, 1 << 20, 1 << 20, 4096 * 3 + 5],
+            [1, 2 * 1024 * 1024 + 32, 2 * 1024 * 1024 + 32, 1000],
+            [1, 3 * 1024 * 1024, 3 * 1024 * 1024, 777],
+          ];
+          const paths = tasks.map(([g, fo, bo, len]) => s.submit(g, fo, buf, bo, len));
+          if (direct && s.info().directAvailable) {
+            assert.deepEqual(paths, ['direct', 'direct', 'buffered', 'direct']);
+          } else {
+            assert.ok(paths.every((p) => p === 'buffered'));
+          }
+          assert.equal(s.wait(0).bytes, (1 << 20) + 4096 * 3 + 5);
+          assert.equal(s.wait(1, 10_000).bytes, 1777);
+          const u8 = new Uint8Array(buf);
+          for (const [, fo, bo, len] of tasks) assert.deepEqual(u8.subarray(bo, bo + len), bytes.subarray(fo, fo + len), `${engine} ${pieceBytes} ${direct}`);
+          const st = s.stats();
+          assert.equal(st.directBytes + st.bufferedBytes, (1 << 20) + 4096 * 3 + 5 + 1777);
+          // Pieces: each task splits into ceil(length / pieceBytes) reads.
+          const pieces = tasks.reduce((a, [, , , len]) => a + Math.ceil(len / pieceBytes), 0);
+          assert.equal(st.directReads + st.bufferedReads, pieces);
+          assert.ok(st.maxInflight >= 1 && st.maxInflight <= 4, `max in flight ${st.maxInflight}`);
+          assert.equal(st.inflight, 0);
+          assert.equal(s.wait(99).bytes, 0, 'unknown group returns at once');
+          s.close();
+        }
       }
-      assert.equal(s.wait(0).bytes, (1 << 20) + 4096 * 3 + 5);
-      assert.equal(s.wait(1, 10_000).bytes, 1777);
-      const u8 = new Uint8Array(buf);
-      for (const [, fo, bo, len] of tasks) assert.deepEqual(u8.subarray(bo, bo + len), bytes.subarray(fo, fo + len));
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('IoStreamer keeps `depth` pieces in flight and measures each path; setPath switches later reads', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const n = 8 * 1024 * 1024;
+    const { path, bytes } = makeFile(dir, n, 21);
+    for (const engine of engines(path)) {
+      const s = new IoStreamer(path, { engine, direct: true, depth: 8, maxDepth: 8, pieceBytes: 64 * 1024 });
+      const buf = allocAligned(n, 4096);
+      const direct = s.info().directAvailable;
+      // First half on the opening path, second half after a switch to buffered at depth 2.
+      for (let g = 0; g < 4; g++) s.submit(g, g << 20, buf, g << 20, 1 << 20);
+      for (let g = 0; g < 4; g++) s.wait(g);
+      s.setPath(false, 2);
+      assert.deepEqual([s.info().direct, s.info().depth], [false, 2]);
+      for (let g = 4; g < 8; g++) assert.equal(s.submit(g, g << 20, buf, g << 20, 1 << 20), 'buffered');
+      for (let g = 4; g < 8; g++) s.wait(g);
+      assert.deepEqual(new Uint8Array(buf), bytes);
       const st = s.stats();
-      assert.equal(st.directBytes + st.bufferedBytes, (1 << 20) + 4096 * 3 + 5 + 1777);
-      assert.equal(s.wait(99).bytes, 0, 'unknown group returns at once');
+      assert.equal(st.bufferedBytes, (direct ? 4 : 8) << 20);
+      assert.equal(st.directBytes, direct ? 4 << 20 : 0);
+      assert.equal(st.directReads + st.bufferedReads, 128, '8 MiB in 64 KiB pieces');
+      assert.ok(st.maxInflight <= 8, `max in flight ${st.maxInflight} <= depth`);
+      assert.ok(st.busyNs > 0 && st.bufferedBusyNs > 0 && st.bufferedBusyNs <= st.busyNs);
+      if (direct) assert.ok(st.directBusyNs > 0);
+      const meanDepth = st.inflightNs / st.busyNs;
+      assert.ok(meanDepth >= 1 && meanDepth <= 8, `mean depth ${meanDepth}`);
+      assert.ok(st.latencyP50Us > 0 && st.latencyP50Us <= st.latencyP90Us && st.latencyP90Us <= st.latencyP99Us);
+      assert.throws(() => s.setPath(true, 9), /depth must be in \[1, 8\]/);
       s.close();
     }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('IoStreamer.checkFile says how the open file changed: truncated, written to, replaced, deleted', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const { path } = makeFile(dir, 1 << 16, 23);
+    const open = () => new IoStreamer(path, { direct: false });
+    let s = open();
+    assert.equal(s.checkFile(), null);
+    truncateSync(path, 1 << 15);
+    assert.equal(s.checkFile()?.reason, 'truncated');
+    assert.match(s.checkFile()!.detail, /went from 65536 to 32768 bytes/);
+    s.close();
+    s = open();
+    appendFileSync(path, 'x');
+    assert.equal(s.checkFile()?.reason, 'modified');
+    s.close();
+    s = open();
+    const other = makeFile(dir, 1 << 16, 24).path;
+    renameSync(other, path);
+    assert.equal(s.checkFile()?.reason, 'replaced');
+    s.close();
+    s = open();
+    unlinkSync(path);
+    assert.equal(s.checkFile()?.reason, 'deleted');
+    s.close();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -87,7 +177,9 @@ test('IoStreamer validates ranges and refuses work after close', () => {
     const buf = allocAligned(8192);
     assert.throws(() => s.submit(0, 9_000, buf, 0, 2000), /exceeds the file/);
     assert.throws(() => s.submit(0, 0, buf, 8000, 200), /exceeds the buffer/);
-    assert.throws(() => new IoStreamer(path, { threads: 0 }), /threads/);
+    assert.throws(() => new IoStreamer(path, { depth: 0 }), /depth/);
+    assert.throws(() => new IoStreamer(path, { pieceBytes: 5000 }), /pieceBytes/);
+    assert.throws(() => new IoStreamer(path, { engine: 'aio' as 'auto' }), /engine must be/);
     s.close();
     assert.throws(() => s.submit(0, 0, buf, 0, 10), /closed/);
     assert.throws(() => new IoStreamer(join(dir, 'nope')), /No such file/);
@@ -133,7 +225,7 @@ test('an I/O error in a read task comes back as an exception from wait(), and th
       const buf = allocAligned(1 << 20);
       s.submit(5, 8192, buf, 8192, 65536);
       s.submit(5, 0, buf, 0, 4096);
-      assert.throws(() => s.wait(5, 10_000), /I\/O error reading .*end of file/);
+      assert.throws(() => s.wait(5, 10_000), (e: unknown) => /I\/O error reading .*end of file/.test(String(e)) && (e as { code?: string }).code === 'EOF');
       assert.equal(s.pending(5), 0);
       assert.equal(s.wait(5).bytes, 0, 'the failed group is forgotten after its error');
       s.close();
@@ -148,7 +240,7 @@ test('close() fails the reads still queued instead of leaving wait() hanging', (
   const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
   try {
     const { path } = makeFile(dir, 8 << 20, 17);
-    const s = new IoStreamer(path, { threads: 1, direct: false });
+    const s = new IoStreamer(path, { depth: 1, direct: false });
     const buf = allocAligned(8 << 20);
     for (let i = 0; i < 8; i++) s.submit(1, i << 20, buf, i << 20, 1 << 20);
     s.close();

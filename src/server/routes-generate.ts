@@ -207,7 +207,8 @@ export function registerGenerationRoutes(ctx: GenerationContext): void {
         }
       } catch (err) {
         if (!abort.signal.aborted) {
-          const e = err instanceof ApiError ? err : new ApiError(500, `generation failed: ${(err as Error).message}`, 'server_error');
+          const mapped = mapEngineError(err);
+          const e = mapped instanceof ApiError ? mapped : new ApiError(500, `generation failed: ${(err as Error).message}`, 'server_error');
           send(e.toJSON());
           res.write('data: [DONE]\n\n');
         }
@@ -288,5 +289,7 @@ function mapEngineError(err: unknown): unknown {
   if (err instanceof GrammarError || e?.name === 'GrammarError') return badRequest(e.message ?? 'invalid grammar', 'response_format', 'invalid_grammar');
   if (e?.name === 'ContextOverflowError') return badRequest(e.message ?? 'context length exceeded', null, 'context_length_exceeded');
   if (e?.name === 'AbortError') return new ApiError(499, 'The request was cancelled.', 'invalid_request_error', null, 'cancelled');
+  // The engine stopped (its model file changed under it): a server-side failure, said plainly.
+  if (e?.name === 'ModelFileChangedError') return new ApiError(500, e.message ?? 'the model file changed', 'server_error', null, 'model_file_changed');
   return err;
 }

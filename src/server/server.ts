@@ -15,6 +15,7 @@ import { Metrics } from './metrics.js';
 import { ServerHealth } from './health.js';
 import { registerMemoryMetrics } from './memory-metrics.js';
 import { Drain, type DrainResult } from './drain.js';
+import { registerIoMetrics, registerModelHealth } from './io-metrics.js';
 import { registerOpsRoutes } from './routes-ops.js';
 import { registerGenerationRoutes } from './routes-generate.js';
 import { registerEmbeddingRoutes } from './routes-embeddings.js';
@@ -22,7 +23,7 @@ import { ChatPrompter } from './chat-prompt.js';
 import type { Model } from '../engine/model.js';
 
 /** The model a server serves (the engine's Model). */
-export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'generateChoices' | 'embed' | 'stats'>;
+export type ServableModel = Pick<Model, 'info' | 'tokenize' | 'detokenize' | 'generate' | 'generateChoices' | 'embed' | 'stats'> & Partial<Pick<Model, 'failure'>>;
 
 export interface ServerOptions {
   /** Model id served at /v1/models and accepted in requests. */
@@ -75,6 +76,8 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
   const prompter = new ChatPrompter();
   let inFlight = 0;
   registerMemoryMetrics(metrics);
+  registerIoMetrics(metrics);
+  registerModelHealth(health, () => model);
 
   Promise.resolve(modelOrPromise).then(
     (m) => {

@@ -122,14 +122,14 @@ export class WeightArena {
   }
 
   /**
-   * Starts reading `tensors` in the background (one I/O thread, beside the streaming reads).
+   * Starts reading `tensors` in the background (one read in flight, beside the streaming reads).
    * They become resident in pollLoad() once every read is done. One load at a time.
    */
   startLoad(tensors: readonly TensorEntry[]): void {
     if (this.#loading) throw new Error('arena: a background load is already running (bug)');
     const list = tensors.filter((t) => this.#check(t, 'out'));
     if (list.length === 0) return;
-    const streamer = new IoStreamer(this.#file.path, { threads: 1, direct: this.#options.direct ?? true });
+    const streamer = new IoStreamer(this.#file.path, { depth: 1, maxDepth: 1, direct: this.#options.direct ?? true });
     let bytes = 0;
     for (const t of list) {
       this.#state.set(t.name, 'loading');

@@ -1,31 +1,105 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { calibrateStorage, calibrationCachePath, readCachedCalibration } from './calibrate.js';
+import { calibrateStorage, calibrationCachePath, calibrationIsStale, CALIBRATION_DRIFT, CALIBRATION_MAX_AGE_MS, readCachedCalibration, refreshCalibration, type Calibration } from './calibrate.js';
+import { readPathsFrom } from './create.js';
 import { randomBytes } from './testing.js';
 
-test('calibrateStorage measures both read paths, picks the faster and caches per device', () => {
+function withCache<T>(fn: (dir: string) => T): T {
   const dir = mkdtempSync(join(tmpdir(), 'fi-cal-'));
   const saved = process.env.FLEXINFER_CACHE_DIR;
   process.env.FLEXINFER_CACHE_DIR = join(dir, 'cache');
   try {
-    const path = join(dir, 'data.bin');
-    writeFileSync(path, randomBytes(8 * 1024 * 1024 + 123, 5));
-    assert.equal(readCachedCalibration(path), undefined);
-    const cal = calibrateStorage(path, { chunkBytes: 1 << 20 });
-    assert.ok(cal.bufferedBytesPerSec > 0);
-    assert.ok(cal.directBytesPerSec >= 0);
-    assert.equal(cal.readBytesPerSec, Math.max(cal.directBytesPerSec, cal.bufferedBytesPerSec));
-    assert.equal(cal.preferDirect, cal.directBytesPerSec >= cal.bufferedBytesPerSec);
-    assert.equal(cal.bytesMeasured, 4 * 1024 * 1024, 'every other 1 MiB chunk of 8 MiB');
-    assert.deepEqual(readCachedCalibration(path), cal);
-    const onDisk = JSON.parse(readFileSync(calibrationCachePath(), 'utf8'));
-    assert.deepEqual(Object.keys(onDisk), [cal.device]);
+    return fn(dir);
   } finally {
     if (saved === undefined) delete process.env.FLEXINFER_CACHE_DIR;
     else process.env.FLEXINFER_CACHE_DIR = saved;
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+test('calibrateStorage probes every read path, keeps the fastest, caches it per device with when and under what load', () => {
+  withCache((dir) => {
+    const path = join(dir, 'data.bin');
+    writeFileSync(path, randomBytes(8 * 1024 * 1024 + 123, 5));
+    assert.equal(readCachedCalibration(path), undefined);
+    const probes = [
+      { direct: true, depth: 1 },
+      { direct: true, depth: 4 },
+      { direct: false, depth: 1 },
+    ];
+    const cal = calibrateStorage(path, { probes, bytes: 4 << 20 });
+    // O_DIRECT probes are left out where the file system refuses them (tmpfs).
+    assert.ok(cal.probes.length === 3 || cal.probes.every((p) => !p.direct));
+    for (const p of cal.probes) {
+      assert.equal(p.bytes, 4 << 20);
+      assert.ok(p.bytesPerSec > 0 && p.seconds > 0);
+    }
+    const fastest = Math.max(...cal.probes.map((p) => p.bytesPerSec));
+    assert.equal(cal.readBytesPerSec, fastest);
+    const winner = cal.probes.find((p) => p.bytesPerSec === fastest)!;
+    assert.deepEqual(cal.path, { direct: winner.direct, depth: winner.depth });
+    assert.equal(cal.bufferedBytesPerSec, cal.probes.find((p) => !p.direct)!.bytesPerSec);
+    assert.equal(cal.source, 'probe');
+    assert.ok(Number.isFinite(cal.loadAverage));
+    assert.ok(Math.abs(Date.parse(cal.measuredAt) - Date.now()) < 60_000);
+    assert.deepEqual(readCachedCalibration(path), cal);
+    const onDisk = JSON.parse(readFileSync(calibrationCachePath(), 'utf8'));
+    assert.deepEqual(Object.keys(onDisk), [cal.device]);
+    // The streamer's candidates: the winner first, then the best of the other kind.
+    const paths = readPathsFrom(cal);
+    assert.deepEqual(paths[0], cal.path);
+    assert.notEqual(paths[1]!.direct, cal.path.direct);
+  });
+});
+
+test('an entry of an older version (no read path) is measured again', () => {
+  withCache((dir) => {
+    const path = join(dir, 'data.bin');
+    writeFileSync(path, randomBytes(1 << 20, 6));
+    const cal = calibrateStorage(path, { probes: [{ direct: false, depth: 1 }], bytes: 1 << 20 });
+    const old = { ...cal } as Partial<Calibration>;
+    delete old.path;
+    mkdirSync(join(dir, 'cache'), { recursive: true });
+    writeFileSync(calibrationCachePath(), JSON.stringify({ [cal.device]: { ...old, preferDirect: true, ioThreads: 2 } }));
+    assert.equal(readCachedCalibration(path), undefined);
+  });
+});
+
+const CAL: Calibration = {
+  device: '1',
+  readBytesPerSec: 2e9,
+  path: { direct: true, depth: 8 },
+  directBytesPerSec: 2e9,
+  bufferedBytesPerSec: 1.2e9,
+  probes: [],
+  bytesMeasured: 1 << 28,
+  measuredAt: '2026-01-01T00:00:00.000Z',
+  loadAverage: 3.5,
+  source: 'probe',
+  file: '/m.gguf',
+};
+
+test('refreshCalibration: a run that agrees leaves the entry; one that disagrees replaces the rate and path, dated now', () => {
+  const within = CAL.readBytesPerSec * (1 - CALIBRATION_DRIFT * 0.9);
+  assert.equal(refreshCalibration(CAL, { path: { direct: true, depth: 8 }, bytesPerSec: within, bytes: 1e9 }), undefined);
+  const now = new Date('2026-01-02T00:00:00.000Z');
+  const slow = refreshCalibration(CAL, { path: { direct: false, depth: 4 }, bytesPerSec: 1.3e9, bytes: 5e8 }, now)!;
+  assert.equal(slow.readBytesPerSec, 1.3e9);
+  assert.deepEqual(slow.path, { direct: false, depth: 4 });
+  assert.equal(slow.bufferedBytesPerSec, 1.3e9);
+  assert.equal(slow.directBytesPerSec, 2e9, 'the other path keeps its figure');
+  assert.equal(slow.source, 'run');
+  assert.equal(slow.measuredAt, now.toISOString());
+  assert.equal(slow.bytesMeasured, 5e8);
+  assert.equal(refreshCalibration(CAL, { path: CAL.path, bytesPerSec: 0, bytes: 0 }), undefined);
+});
+
+test('calibrationIsStale: older than CALIBRATION_MAX_AGE_MS, or undated', () => {
+  const t = Date.parse(CAL.measuredAt);
+  assert.equal(calibrationIsStale(CAL, t + CALIBRATION_MAX_AGE_MS - 1), false);
+  assert.equal(calibrationIsStale(CAL, t + CALIBRATION_MAX_AGE_MS + 1), true);
+  assert.equal(calibrationIsStale({ measuredAt: 'yesterday-ish' }, t), true);
 });

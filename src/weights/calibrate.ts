@@ -1,47 +1,61 @@
 /**
- * Storage calibration: measure, don't assume, how the model's storage reads best. Reads of
- * the model file in the streaming pattern (chunks with gaps) with O_DIRECT and buffered
- * (pages dropped after use), each after evicting the file from the page cache; the faster
- * path wins. Figures are cached per device
- * in ~/.cache/flexinfer/hardware.json ($FLEXINFER_CACHE_DIR overrides the directory).
+ * Storage calibration: measure, don't assume, how the model's storage reads best. The probes
+ * (probe.ts) read the model file cold on every read path of the streaming engine (O_DIRECT at
+ * depths 1..32, buffered with one or four pieces in flight); the fastest path and its rate
+ * are what the planner's cost model and the streamer start from. Figures are cached per
+ * device in ~/.cache/flexinfer/hardware.json ($FLEXINFER_CACHE_DIR overrides the directory)
+ * with when and under what load they were taken; a run whose own reads disagree with them
+ * refreshes the entry (refreshCalibration), and an entry older than CALIBRATION_MAX_AGE_MS
+ * is measured again.
  */
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { homedir } from 'node:os';
+import { homedir, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { GgmlType, ggmlRowBytes, ggmlTypeInfo } from '../gguf/ggml-type.js';
-import { allocAligned, evictFromPageCache, IoStreamer, matmul } from '../native/index.js';
+import { matmul } from '../native/index.js';
 import type { HardwareFigures } from './plan.js';
+import { bestProbe, probeReadPaths, type ProbeResult, type ReadPath } from './probe.js';
 
-/** Measured read figures of one device. */
+/** Measured read figures of one device. readBytesPerSec is the best path's rate. */
 export interface Calibration extends HardwareFigures {
   /** st_dev of the file's device (the cache key). */
   device: string;
+  /** The fastest read path: where the streaming engine starts. */
+  path: ReadPath;
+  /** Best O_DIRECT probe (0 where the file system refuses O_DIRECT). */
   directBytesPerSec: number;
+  /** Best buffered probe. */
   bufferedBytesPerSec: number;
-  /** Whether O_DIRECT was the faster path. */
-  preferDirect: boolean;
-  /** I/O threads used for the direct measurement. */
-  ioThreads: number;
+  /** Every probe of the measurement (empty for an entry a run refreshed). */
+  probes: ProbeResult[];
+  /** Bytes read per probe (or by the run that refreshed the entry). */
   bytesMeasured: number;
   /** ggml type name the compute figure (computeBytesPerSec) was measured with. */
   computeType?: string;
   measuredAt: string;
+  /** 1-minute load average when measured: figures taken on a busy machine read low. */
+  loadAverage: number;
+  /** 'probe' = calibrateStorage; 'run' = refreshed from a run's own reads. */
+  source: 'probe' | 'run';
   file: string;
 }
 
 /** Options of calibrateStorage. */
 export interface CalibrateOptions {
-  /** Bytes to read per measurement (default min(file size, 1 GiB)). */
+  /** Bytes to read per probe (default min(file size, 256 MiB)). */
   bytes?: number;
-  /** Request size (default 8 MiB). */
-  chunkBytes?: number;
-  /** I/O threads for the direct measurement (default 2). The buffered one uses one reader. */
-  ioThreads?: number;
+  /** Paths to probe (default DEFAULT_PROBES). */
+  probes?: readonly ReadPath[];
   /** Store the result in the cache (default true). */
   save?: boolean;
   /** Also measure matmul speed (computeBytesPerSec) on weights of this type. */
   computeType?: GgmlType;
 }
+
+/** An entry older than this is measured again when a budgeted model loads (the disk changes day to day). */
+export const CALIBRATION_MAX_AGE_MS = 24 * 3600 * 1000;
+/** A run that reads this much slower or faster than the cached figure refreshes it. */
+export const CALIBRATION_DRIFT = 0.25;
 
 /** Where the cache lives. */
 export function calibrationCachePath(): string {
@@ -52,81 +66,63 @@ function deviceOf(path: string): string {
   return String(statSync(path).dev);
 }
 
-/**
- * Read bandwidth (bytes/s) over `bytes` of a file in chunk requests (sequential, or every
- * other chunk when `strided`), cache evicted first, with
- * `threads` I/O threads and `threads * 2` requests in flight.
- */
-export function measureReadBandwidth(path: string, direct: boolean, options: { bytes?: number; chunkBytes?: number; threads?: number; strided?: boolean } = {}): number {
-  const size = statSync(path).size;
-  const chunk = options.chunkBytes ?? 8 * 1024 * 1024;
-  // Strided: read every other chunk, as streaming does when resident tensors sit between
-  // streamed ones (it defeats readahead, which a plain sequential read flatters).
-  const stride = options.strided ? 2 * chunk : chunk;
-  const total = measuredBytes(size, chunk, options.strided === true, options.bytes);
-  const threads = options.threads ?? (direct ? 2 : 1);
-  const inflight = threads * 2;
-  const ring = allocAligned(chunk * inflight, 4096);
-  evictFromPageCache(path);
-  const s = new IoStreamer(path, { threads, direct, dropCache: true });
-  try {
-    const n = Math.ceil(total / chunk);
-    const t0 = process.hrtime.bigint();
-    let read = 0;
-    for (let i = 0, waited = 0; waited < n; waited++) {
-      for (; i < n && i - waited < inflight; i++) {
-        const len = Math.min(chunk, total - i * chunk);
-        s.submit(i, i * stride, new Uint8Array(ring, (i % inflight) * chunk, chunk), 0, len);
-      }
-      read += s.wait(waited).bytes;
-    }
-    const sec = Number(process.hrtime.bigint() - t0) / 1e9;
-    return read / Math.max(sec, 1e-9);
-  } finally {
-    s.close();
-    evictFromPageCache(path);
-  }
-}
-
-/** Bytes measureReadBandwidth reads. */
-function measuredBytes(size: number, chunk: number, strided: boolean, bytes = 1024 ** 3): number {
-  const stride = strided ? 2 * chunk : chunk;
-  return Math.min(Math.floor(size / stride) * chunk || size, bytes);
-}
-
-/** Measures both paths on the model file's device, picks the faster, caches the figures. */
+/** Probes every read path on the model file's device, keeps the fastest, caches the figures. */
 export function calibrateStorage(path: string, options: CalibrateOptions = {}): Calibration {
-  const threads = options.ioThreads ?? 2;
-  const m = { ...(options.bytes !== undefined ? { bytes: options.bytes } : {}), ...(options.chunkBytes !== undefined ? { chunkBytes: options.chunkBytes } : {}) };
-  // Measured as streaming reads: tensor-sized requests with gaps where resident tensors are.
-  // On our virtual disk a plain sequential buffered read was fastest (~1.3-1.8 GB/s vs
-  // 0.5-1.0 GB/s direct, under load), but with gaps direct won (1.0-1.3 vs 0.7-0.8 GB/s):
-  // the sequential figure only measures readahead.
-  let direct = 0;
-  try {
-    direct = measureReadBandwidth(path, true, { ...m, threads, strided: true });
-  } catch {
-    direct = 0; // no O_DIRECT on this file system (tmpfs, some FUSE)
-  }
-  const buffered = measureReadBandwidth(path, false, { ...m, threads: 1, strided: true });
-  const preferDirect = direct >= buffered;
-  const cal: Calibration = {
-    device: deviceOf(path),
-    readBytesPerSec: Math.max(direct, buffered),
-    directBytesPerSec: direct,
-    bufferedBytesPerSec: buffered,
-    preferDirect,
-    ioThreads: threads,
-    bytesMeasured: measuredBytes(statSync(path).size, options.chunkBytes ?? 8 * 1024 * 1024, true, options.bytes),
-    measuredAt: new Date().toISOString(),
-    file: path,
-  };
+  const probes = probeReadPaths(path, { ...(options.bytes !== undefined ? { bytes: options.bytes } : {}), ...(options.probes ? { probes: options.probes } : {}) });
+  const cal = calibrationFromProbes(path, probes);
   if (options.computeType !== undefined) {
     cal.computeBytesPerSec = measureComputeBytesPerSec(options.computeType);
     cal.computeType = ggmlTypeInfo(options.computeType)?.name ?? String(options.computeType);
   }
   if (options.save !== false) saveCalibration(cal);
   return cal;
+}
+
+/** A calibration entry from probe results (measured now): the fastest path and its rate. */
+export function calibrationFromProbes(path: string, probes: ProbeResult[]): Calibration {
+  const best = bestProbe(probes);
+  if (!best) throw new Error(`calibrateStorage: no read path worked on ${path}`);
+  return {
+    device: deviceOf(path),
+    readBytesPerSec: best.bytesPerSec,
+    path: { direct: best.direct, depth: best.depth },
+    directBytesPerSec: bestProbe(probes, (p) => p.direct)?.bytesPerSec ?? 0,
+    bufferedBytesPerSec: bestProbe(probes, (p) => !p.direct)?.bytesPerSec ?? 0,
+    probes,
+    bytesMeasured: best.bytes,
+    measuredAt: new Date().toISOString(),
+    loadAverage: loadavg()[0]!,
+    source: 'probe',
+    file: path,
+  };
+}
+
+/** Whether a cached entry is too old to trust (CALIBRATION_MAX_AGE_MS). */
+export function calibrationIsStale(cal: Pick<Calibration, 'measuredAt'>, now = Date.now()): boolean {
+  const t = Date.parse(cal.measuredAt);
+  return !Number.isFinite(t) || now - t > CALIBRATION_MAX_AGE_MS;
+}
+
+/**
+ * The entry corrected by what a run measured on `path` (bytes read / wall time with reads in
+ * flight), or undefined when the run agrees within CALIBRATION_DRIFT. A pure function: the
+ * caller saves the result.
+ */
+export function refreshCalibration(cal: Calibration, measured: { path: ReadPath; bytesPerSec: number; bytes: number }, now = new Date()): Calibration | undefined {
+  if (!(measured.bytesPerSec > 0)) return undefined;
+  const drift = Math.abs(measured.bytesPerSec - cal.readBytesPerSec) / cal.readBytesPerSec;
+  if (drift <= CALIBRATION_DRIFT) return undefined;
+  return {
+    ...cal,
+    readBytesPerSec: measured.bytesPerSec,
+    path: { ...measured.path },
+    ...(measured.path.direct ? { directBytesPerSec: measured.bytesPerSec } : { bufferedBytesPerSec: measured.bytesPerSec }),
+    probes: [],
+    bytesMeasured: measured.bytes,
+    measuredAt: now.toISOString(),
+    loadAverage: loadavg()[0]!,
+    source: 'run',
+  };
 }
 
 function readCache(): Record<string, Calibration> {
@@ -152,7 +148,8 @@ export function saveCalibration(cal: Calibration): void {
 export function readCachedCalibration(path: string): Calibration | undefined {
   try {
     const c = readCache()[deviceOf(path)];
-    return c && c.readBytesPerSec > 0 ? c : undefined;
+    // Entries of older versions (no read path) are measured again.
+    return c && c.readBytesPerSec > 0 && c.path && typeof c.path.depth === 'number' ? c : undefined;
   } catch {
     return undefined;
   }

@@ -67,17 +67,3 @@ test('planWithWindow: an explicit window is kept; the default is the best window
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-test('read path: buffered when most of the weights stream every token, else the calibration decides', async () => {
-  const { chooseReadPath, SEQUENTIAL_STREAM_FRACTION } = await import('./create.js');
-  const plan = (streamed: number, resident: number) => ({ streamedBytesPerToken: streamed, residentBytes: resident });
-  // 90% streamed: nearly sequential reads -> buffered, whatever the calibration prefers.
-  assert.equal(chooseReadPath(plan(90, 10), { preferDirect: true }), false);
-  // At the threshold, buffered too.
-  assert.equal(chooseReadPath(plan(SEQUENTIAL_STREAM_FRACTION * 100, (1 - SEQUENTIAL_STREAM_FRACTION) * 100), { preferDirect: true }), false);
-  // 35% streamed: reads with gaps -> the calibration's choice (or O_DIRECT without one).
-  assert.equal(chooseReadPath(plan(35, 65), { preferDirect: true }), true);
-  assert.equal(chooseReadPath(plan(35, 65), { preferDirect: false }), false);
-  assert.equal(chooseReadPath(plan(35, 65), undefined), true);
-  assert.equal(chooseReadPath(plan(0, 0), undefined), true);
-});

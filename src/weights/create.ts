@@ -8,7 +8,8 @@
  */
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
-import { calibrateStorage, readCachedCalibration } from './calibrate.js';
+import { calibrateStorage, calibrationIsStale, readCachedCalibration, refreshCalibration, saveCalibration, type Calibration } from './calibrate.js';
+import { bestProbe, type ReadPath } from './probe.js';
 import { embeddingLayout } from './embed.js';
 import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
 import { ElasticWeightStore } from './elastic-store.js';
@@ -16,7 +17,7 @@ import { ElasticWeightStore } from './elastic-store.js';
 export { planWithWindow } from './plan.js';
 import { ResidentWeightStore } from './resident.js';
 import type { WeightStore } from './store.js';
-import { StreamingWeightStore, type StreamingOptions } from './streaming.js';
+import { DEFAULT_READ_PATHS, StreamingWeightStore, type StreamingOptions } from './streaming.js';
 import { listTensors } from './tensors.js';
 
 /** The planner's view of a GGUF file's tensors. */
@@ -80,8 +81,10 @@ export async function createWeightStore(
   const budgeted = options.memoryBudget !== undefined;
   const wantCal = options.calibrate ?? 'auto';
   let cal = options.hardware || !budgeted ? undefined : readCachedCalibration(file.path);
-  if (!options.hardware && budgeted && !cal && (wantCal === true || (wantCal === 'auto' && file.fileSize >= AUTO_CALIBRATE_MIN_BYTES))) {
-    cal = calibrateStorage(file.path, { bytes: 512 * 1024 * 1024, computeType: dominantType(file) });
+  // Measured again when missing or a day old (the disk changes from day to day).
+  const stale = !cal || calibrationIsStale(cal);
+  if (!options.hardware && budgeted && stale && (wantCal === true || (wantCal === 'auto' && file.fileSize >= AUTO_CALIBRATE_MIN_BYTES))) {
+    cal = calibrateStorage(file.path, { computeType: dominantType(file) });
   }
   const hardware = options.hardware ?? (cal ? { readBytesPerSec: cal.readBytesPerSec, computeBytesPerSec: cal.computeBytesPerSec ?? DEFAULT_HARDWARE.computeBytesPerSec! } : DEFAULT_HARDWARE);
   const budget = options.memoryBudget === undefined ? Infinity : parseMemoryBudget(options.memoryBudget, file.fileSize);
@@ -95,36 +98,42 @@ export async function createWeightStore(
     const store = await ResidentWeightStore.load(file, options);
     return { store, plan, file };
   }
-  // The read path (unless the caller chose): see chooseReadPath. With buffered reads one
-  // sequential reader, as measured (several parallel buffered readers were slower than one on
-  // our virtual disk: DESIGN.md).
-  const direct = options.direct ?? chooseReadPath(plan, cal);
-  const ioThreads = options.ioThreads ?? (direct ? (cal?.ioThreads ?? 2) : 1);
+  const readPaths = options.readPaths ?? (cal ? readPathsFrom(cal) : undefined);
+  // The run's own reads correct a calibration that no longer holds (a busy moment, a slower day).
+  const onMeasuredRate = cal && options.calibrate !== false ? refreshOnDrift(cal) : undefined;
+  const streaming = { ...options, ...(readPaths ? { readPaths } : {}), ...(onMeasuredRate ? { onMeasuredRate } : {}) };
   if (options.elastic) {
     const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window);
     const weightBytes = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
-    const store = await ElasticWeightStore.open(file, ladder, { ...options, direct, ioThreads, weightBytes });
+    const store = await ElasticWeightStore.open(file, ladder, { ...streaming, weightBytes });
     return { store, plan: store.plan, file };
   }
-  const store = await StreamingWeightStore.open(file, plan, { ...options, direct, ioThreads });
+  const store = await StreamingWeightStore.open(file, plan, streaming);
   return { store, plan, file };
 }
 
-/** Share of the weight bytes streamed every token above which reads count as sequential. */
-export const SEQUENTIAL_STREAM_FRACTION = 0.8;
-
 /**
- * O_DIRECT (true) or buffered reads (false) for a plan. The calibration measures reads with
- * gaps (resident tensors between streamed ones), where O_DIRECT wins on our virtual disk; but
- * when most of every layer streams, the reads are nearly sequential and one buffered reader
- * with kernel readahead is faster. Measured on tinyllama-1.1b Q8_0, idle machine, cgroup
- * budget + 64 MiB: at 25% (~90% streamed) buffered 2.08 vs O_DIRECT 1.11 tokens/s; at 50%
- * (~65% streamed) O_DIRECT 2.51 vs buffered 1.80; at 75% (~35% streamed) O_DIRECT 4.23 vs
- * buffered 2.59 tokens/s. Hence the threshold between 65% and 90%.
+ * The streamer's candidate paths from a calibration: its best path first, then the best
+ * probe of the other kind (O_DIRECT vs buffered), so the run can switch if the disk or the
+ * streaming pattern favours it.
  */
-export function chooseReadPath(plan: Pick<Plan, 'streamedBytesPerToken' | 'residentBytes'>, cal: { preferDirect: boolean } | undefined): boolean {
-  const total = plan.streamedBytesPerToken + plan.residentBytes;
-  const streamedFraction = total > 0 ? plan.streamedBytesPerToken / total : 0;
-  if (streamedFraction >= SEQUENTIAL_STREAM_FRACTION) return false;
-  return cal?.preferDirect ?? true;
+export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes'>): ReadPath[] {
+  const other = bestProbe(cal.probes, (p) => p.direct !== cal.path.direct);
+  const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== cal.path.direct)!;
+  return [cal.path, other ? { direct: other.direct, depth: other.depth } : fallback];
+}
+
+/** An onMeasuredRate that saves a refreshed calibration when the run disagrees with it. */
+function refreshOnDrift(cal: Calibration): (m: { path: ReadPath; bytesPerSec: number; bytes: number }) => void {
+  let current = cal;
+  return (m) => {
+    const next = refreshCalibration(current, m);
+    if (!next) return;
+    current = next;
+    try {
+      saveCalibration(next);
+    } catch {
+      // A read-only cache directory: the run goes on with its own measurements.
+    }
+  };
 }

@@ -9,5 +9,6 @@ export { parseMemoryBudget, formatBytes } from './budget.js';
 export { planResidency, type Plan, type PlanOptions, type PlanTensorInput, type HardwareFigures, type LayerPlan, type TensorPlacement } from './plan.js';
 export { ResidentWeightStore, type ResidentLoadOptions } from './resident.js';
 export { StreamingWeightStore, type StreamingOptions, type StreamingStats } from './streaming.js';
-export { calibrateStorage, measureReadBandwidth, readCachedCalibration, calibrationCachePath, type Calibration } from './calibrate.js';
+export { calibrateStorage, readCachedCalibration, calibrationCachePath, type Calibration } from './calibrate.js';
+export { probeReadPaths, DEFAULT_PROBES, type ReadPath, type ProbeResult } from './probe.js';
 export { listTensors, tensorKind, type TensorEntry, type TensorKind } from './tensors.js';

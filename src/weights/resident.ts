@@ -20,8 +20,6 @@ export interface ResidentLoadOptions {
   signal?: AbortSignal;
   /** mlock the weights (best effort; default true). */
   lock?: boolean;
-  /** I/O threads (default 2). */
-  ioThreads?: number;
   /** Use O_DIRECT (default true). */
   direct?: boolean;
 }
@@ -117,7 +115,7 @@ export class ResidentWeightStore implements WeightStore {
 export async function readRange(path: string, fileOffset: number, length: number, buffer: ArrayBuffer, options: ResidentLoadOptions = {}): Promise<void> {
   const { signal, onProgress } = options;
   signal?.throwIfAborted();
-  const streamer = new IoStreamer(path, { threads: options.ioThreads ?? 2, direct: options.direct ?? true });
+  const streamer = new IoStreamer(path, { depth: 8, direct: options.direct ?? true });
   try {
     const numChunks = Math.ceil(length / LOAD_CHUNK);
     let submitted = 0;

@@ -13,30 +13,57 @@
  *                   wrapping around to the next token's first layers).
  *
  * Inside a slot each streamed tensor starts at a multiple of 4096 and has room for its length
- * rounded up to 4096, so a tensor whose file offset is 4096-aligned is read with O_DIRECT
+ * rounded up to 4096, so a tensor whose file offset is 4096-aligned can be read with O_DIRECT
  * (see `flexinfer convert --align 4096`); others are buffered reads that drop their pages.
+ * The I/O engine splits every tensor into 1 MiB pieces and keeps `depth` of them in flight
+ * (io_uring), so the next layers' reads start as soon as ring slots free. Between tokens a
+ * ReadPathSelector picks the path (O_DIRECT or buffered, and the depth) from the run's own
+ * read rates, and the store checks that the file is still the one it opened: a file that
+ * was truncated, written to, replaced or deleted, or a read that fails, ends the run with a
+ * ModelFileChangedError.
  */
-import { InvalidModelError } from '../errors.js';
+import { InvalidModelError, ModelFileChangedError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
-import { allocAligned, closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory } from '../native/index.js';
+import { allocAligned, closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
 import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
 import { DIRECT_LOAD_MIN_BYTES, residentFootprint, streamFootprint, type Plan } from './plan.js';
+import { PIECE_BYTES, type ReadPath } from './probe.js';
+import { ReadPathSelector } from './read-path.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './tensors.js';
 
 /** Options of StreamingWeightStore.open. */
 export interface StreamingOptions {
-  /** I/O threads (default 2). */
-  ioThreads?: number;
-  /** O_DIRECT for aligned tensors (default true). */
+  /**
+   * Read paths the store may use, the first where it starts (default: O_DIRECT at depth 8,
+   * then buffered at depth 4). Between tokens it moves to whichever reads fastest.
+   */
+  readPaths?: ReadPath[];
+  /** false: buffered reads only (no O_DIRECT candidate). Default true. */
   direct?: boolean;
+  /** Switch paths between tokens by measured rate (default true; false stays on the first). */
+  adaptive?: boolean;
+  /** I/O engine (default 'auto': io_uring, else a pool of pread threads). */
+  engine?: 'auto' | 'io_uring' | 'threads';
   /** mlock resident tensors and ring (best effort; default true). */
   lock?: boolean;
   /** Longest wait for one layer's reads before failing (default 120 s). */
   waitTimeoutMs?: number;
   /** Progress of loading the resident tensors (bytes). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Called every REPORT_EVERY_TOKENS tokens and at dispose with the rate the best-measured
+   * path achieved so far (createWeightStore refreshes the calibration cache with it).
+   */
+  onMeasuredRate?: (m: { path: ReadPath; bytesPerSec: number; bytes: number }) => void;
   signal?: AbortSignal;
+}
+
+/** Rate and volume of one read path in a run. */
+export interface PathRate extends ReadPath {
+  bytes: number;
+  /** bytes / wall time with at least one read of this path in flight (0: unused). */
+  bytesPerSec: number;
 }
 
 /** Counters of a StreamingWeightStore. */
@@ -45,11 +72,25 @@ export interface StreamingStats {
   tokens: number;
   bytesRead: number;
   bytesReadPerToken: number;
-  /** Time acquire() spent blocked on reads. */
+  /** Time acquire() spent blocked on reads (the compute waiting on I/O). */
   ioWaitSec: number;
   ioWaitSecPerToken: number;
-  /** Bytes read per second of I/O thread time (times the number of threads). */
+  /** Bytes read per second of wall time with reads in flight, over both paths. */
   readBytesPerSec: number;
+  /** The path reads take now, and what each candidate achieved in this run. */
+  readPath: ReadPath;
+  pathRates: { direct: PathRate; buffered: PathRate };
+  pathSwitches: number;
+  /** I/O engine running ('io_uring' or 'threads') and why io_uring was refused, if it was. */
+  engine: string;
+  engineError?: string;
+  /** Reads (1 MiB pieces) in flight now, on average while reading, and at most. */
+  readsInFlight: number;
+  meanReadsInFlight: number;
+  maxReadsInFlight: number;
+  /** Piece latency percentiles (microseconds). */
+  readLatencyP50Us: number;
+  readLatencyP99Us: number;
   directBytes: number;
   bufferedBytes: number;
   residentBytes: number;
@@ -57,6 +98,15 @@ export interface StreamingStats {
   lockedBytes: number;
   lockError?: string;
 }
+
+/** Tokens between onMeasuredRate reports. */
+export const REPORT_EVERY_TOKENS = 16;
+/** Default candidates without a calibration: O_DIRECT then buffered (the probes' usual winners here). */
+export const DEFAULT_READ_PATHS: ReadPath[] = [
+  { direct: true, depth: 8 },
+  { direct: false, depth: 4 },
+];
+const MAX_DEPTH = 32;
 
 const ALIGN = 4096;
 
@@ -101,8 +151,12 @@ export class StreamingWeightStore implements WeightStore {
   readonly #globals = new Map<string, WeightTensor>();
   readonly #embd: { layout: EmbeddingLayout; resident?: Uint8Array; fileOffset: number } | undefined;
   readonly #waitTimeoutMs: number;
-  #rowFd = -1;
+  readonly #rowFd: number;
   #rowBuf: Uint8Array | undefined;
+  readonly #selector: ReadPathSelector | undefined;
+  readonly #onMeasuredRate: StreamingOptions['onMeasuredRate'];
+  /** Engine counters at the start of the current token. */
+  #tokenStart: IoStreamerStats;
 
   /** Sequence number of the next read to issue and of the next layer to acquire. */
   #nextIssue = 0;
@@ -161,7 +215,14 @@ export class StreamingWeightStore implements WeightStore {
       const resident = this.#globals.get('token_embd.weight')?.data;
       this.#embd = { layout: embeddingLayout(embdInfo), fileOffset: embdInfo.fileOffset, ...(resident ? { resident } : {}) };
     }
-    this.#streamer = new IoStreamer(file.path, { threads: options.ioThreads ?? 2, direct: options.direct ?? true });
+    const paths = readPathsOf(options);
+    const start = paths[0]!;
+    this.#streamer = new IoStreamer(file.path, { direct: start.direct, depth: start.depth, maxDepth: MAX_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
+    this.#selector = options.adaptive === false || paths.length < 2 ? undefined : new ReadPathSelector(paths);
+    this.#onMeasuredRate = options.onMeasuredRate;
+    this.#tokenStart = this.#streamer.stats();
+    // Opened now, not on first use: every read of this store comes from the file it planned for.
+    this.#rowFd = openFile(file.path);
     // Fill the ring: layers 0 .. numSlots - 1 (wrapping when the model has fewer layers).
     if (this.numLayers > 0) while (this.#nextIssue < this.#numSlots) this.#issue(this.#nextIssue++);
   }
@@ -203,9 +264,10 @@ export class StreamingWeightStore implements WeightStore {
     if (this.#numSlots > 0 && s >= this.#nextIssue) {
       throw new RangeError(`acquire: layer ${layer} needs a ring slot, but all ${this.#numSlots} hold acquired layers; release earlier layers first`);
     }
+    if (layer === 0) this.#checkFile();
     this.#nextAcquire++;
     const t0 = process.hrtime.bigint();
-    const { bytes } = this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
+    const { bytes } = this.#wait(s);
     this.#waitNs += Number(process.hrtime.bigint() - t0);
     this.#bytesRead += bytes;
     this.#held.push(s);
@@ -223,7 +285,7 @@ export class StreamingWeightStore implements WeightStore {
     if (i < 0) throw new RangeError(`release: layer ${layer} is not acquired`);
     // Slots are freed oldest first: the ring holds sequences [oldest held, oldest + numSlots).
     const [s] = this.#held.splice(i, 1) as [number];
-    if (s % this.numLayers === this.numLayers - 1) this.#tokens++;
+    if (s % this.numLayers === this.numLayers - 1) this.#endToken();
     const oldest = this.#held.length > 0 ? this.#held[0]! : this.#nextAcquire;
     while (this.#nextIssue < oldest + this.#numSlots) this.#issue(this.#nextIssue++);
   }
@@ -241,27 +303,46 @@ export class StreamingWeightStore implements WeightStore {
       embedRows(e.layout, tokens, out, (t) => data.subarray(t * rowBytes, (t + 1) * rowBytes));
       return;
     }
-    if (this.#rowFd < 0) this.#rowFd = openFile(this.#file.path);
     const row = (this.#rowBuf ??= new Uint8Array(rowBytes));
     embedRows(e.layout, tokens, out, (t) => {
-      readInto(this.#rowFd, e.fileOffset + t * rowBytes, row, 0, rowBytes);
+      try {
+        readInto(this.#rowFd, e.fileOffset + t * rowBytes, row, 0, rowBytes);
+      } catch (err) {
+        throw this.#fileError(err);
+      }
       return row;
     });
   }
 
-  /** Bytes read, I/O wait and memory figures since open. */
+  /** Bytes read, I/O wait, read rates per path, reads in flight and memory figures since open. */
   stats(): StreamingStats {
     const io = this.#streamer.stats();
-    const threads = this.#streamer.info().threads;
+    const info = this.#streamer.info();
     const tokens = this.#tokens;
     const lockedBytes = (this.#locked.resident ? this.#residentBytes : 0) + (this.#locked.ring ? this.#ringBytes : 0);
+    const rate = (bytes: number, ns: number) => (ns > 0 ? bytes / (ns / 1e9) : 0);
+    const est = this.#selector?.estimates() ?? [];
+    const depthOf = (direct: boolean) => est.find((e) => e.direct === direct)?.depth ?? (info.direct === direct ? info.depth : 0);
     return {
       tokens,
       bytesRead: this.#bytesRead,
       bytesReadPerToken: tokens > 0 ? this.#bytesRead / tokens : 0,
       ioWaitSec: this.#waitNs / 1e9,
       ioWaitSecPerToken: tokens > 0 ? this.#waitNs / 1e9 / tokens : 0,
-      readBytesPerSec: io.busyNs > 0 ? ((io.directBytes + io.bufferedBytes) / (io.busyNs / 1e9)) * threads : 0,
+      readBytesPerSec: rate(io.directBytes + io.bufferedBytes, io.busyNs),
+      readPath: { direct: info.direct, depth: info.depth },
+      pathRates: {
+        direct: { direct: true, depth: depthOf(true), bytes: io.directBytes, bytesPerSec: rate(io.directBytes, io.directBusyNs) },
+        buffered: { direct: false, depth: depthOf(false), bytes: io.bufferedBytes, bytesPerSec: rate(io.bufferedBytes, io.bufferedBusyNs) },
+      },
+      pathSwitches: this.#selector?.switches ?? 0,
+      engine: info.engine,
+      ...(info.engineError ? { engineError: info.engineError } : {}),
+      readsInFlight: io.inflight,
+      meanReadsInFlight: io.busyNs > 0 ? io.inflightNs / io.busyNs : 0,
+      maxReadsInFlight: io.maxInflight,
+      readLatencyP50Us: io.latencyP50Us,
+      readLatencyP99Us: io.latencyP99Us,
       directBytes: io.directBytes,
       bufferedBytes: io.bufferedBytes,
       residentBytes: this.#residentBytes,
@@ -275,9 +356,9 @@ export class StreamingWeightStore implements WeightStore {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#reportRate();
     this.#streamer.close();
-    if (this.#rowFd >= 0) closeFile(this.#rowFd);
-    this.#rowFd = -1;
+    closeFile(this.#rowFd);
     if (this.#locked.resident && this.#resident) unlockMemory(this.#resident);
     if (this.#locked.ring) unlockMemory(this.#ring);
   }
@@ -287,6 +368,58 @@ export class StreamingWeightStore implements WeightStore {
     if (!(Number.isInteger(layer) && layer >= 0 && layer < this.numLayers)) {
       throw new RangeError(`${what}: layer ${layer} is outside [0, ${this.numLayers})`);
     }
+  }
+
+  /** Waits for the reads of sequence s; a failed read becomes a ModelFileChangedError. */
+  #wait(s: number): { bytes: number } {
+    try {
+      return this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
+    } catch (err) {
+      throw this.#fileError(err);
+    }
+  }
+
+  /** A read failure as the typed error: what changed about the file, or the I/O error. */
+  #fileError(err: unknown): Error {
+    const code = (err as { code?: string }).code;
+    if (code === 'ETIMEDOUT') return err as Error; // storage stalled: not a file change
+    const change = this.#streamer.checkFile();
+    const message = (err as Error)?.message ?? String(err);
+    if (change) return new ModelFileChangedError(this.#file.path, change.reason, change.detail, { cause: err });
+    if (code === 'EOF') return new ModelFileChangedError(this.#file.path, 'truncated', message, { cause: err });
+    return new ModelFileChangedError(this.#file.path, 'io-error', message, { cause: err });
+  }
+
+  /** Between tokens: is the file still the one we opened (size, mtime, inode at the path)? */
+  #checkFile(): void {
+    const change = this.#streamer.checkFile();
+    if (change) throw new ModelFileChangedError(this.#file.path, change.reason, change.detail);
+  }
+
+  /** A token's last layer was released: feed the path selector, report rates now and then. */
+  #endToken(): void {
+    this.#tokens++;
+    const now = this.#streamer.stats();
+    const was = this.#tokenStart;
+    this.#tokenStart = now;
+    if (this.#selector) {
+      const cur = this.#selector.current;
+      const samples = [
+        { direct: true, bytes: now.directBytes - was.directBytes, busySec: (now.directBusyNs - was.directBusyNs) / 1e9 },
+        { direct: false, bytes: now.bufferedBytes - was.bufferedBytes, busySec: (now.bufferedBusyNs - was.bufferedBusyNs) / 1e9 },
+      ];
+      const next = this.#selector.onToken(samples);
+      if (next.direct !== cur.direct || next.depth !== cur.depth) this.#streamer.setPath(next.direct, next.depth);
+    }
+    if (this.#tokens % REPORT_EVERY_TOKENS === 0) this.#reportRate();
+  }
+
+  /** onMeasuredRate with the run's best-measured path so far (enough bytes only). */
+  #reportRate(): void {
+    if (!this.#onMeasuredRate) return;
+    const st = this.stats();
+    const best = [st.pathRates.direct, st.pathRates.buffered].filter((p) => p.bytes >= MIN_REPORT_BYTES && p.bytesPerSec > 0).sort((a, b) => b.bytesPerSec - a.bytesPerSec)[0];
+    if (best) this.#onMeasuredRate({ path: { direct: best.direct, depth: best.depth || st.readPath.depth }, bytesPerSec: best.bytesPerSec, bytes: best.bytes });
   }
 
   /** Issues the reads of sequence s (layer s % numLayers) into slot s % numSlots. */
@@ -305,7 +438,7 @@ export class StreamingWeightStore implements WeightStore {
    * layers): finish the reads in flight, forget held layers, and restart the ring at `layer`.
    */
   #resync(layer: number): void {
-    for (let s = this.#nextAcquire; s < this.#nextIssue; s++) this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
+    for (let s = this.#nextAcquire; s < this.#nextIssue; s++) this.#wait(s);
     this.#held.length = 0;
     let s = this.#nextIssue;
     while (s % this.numLayers !== layer) s++;
@@ -324,7 +457,8 @@ export async function loadTensors(path: string, tensors: TensorEntry[], buffer: 
   const { signal, onProgress } = options;
   signal?.throwIfAborted();
   const total = tensors.reduce((a, t) => a + t.bytes, 0);
-  const streamer = new IoStreamer(path, { threads: options.ioThreads ?? 2, direct: options.direct ?? true });
+  const start = readPathsOf(options)[0]!;
+  const streamer = new IoStreamer(path, { direct: start.direct, depth: Math.max(start.depth, 4), maxDepth: MAX_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
   try {
     let done = 0;
     onProgress?.(0, total);
@@ -339,7 +473,12 @@ export async function loadTensors(path: string, tensors: TensorEntry[], buffer: 
         streamer.submit(group, t.fileOffset, dst, 0, t.bytes);
         batch += t.bytes;
       }
-      done += streamer.wait(group).bytes;
+      try {
+        done += streamer.wait(group).bytes;
+      } catch (err) {
+        const change = streamer.checkFile();
+        throw new ModelFileChangedError(path, change?.reason ?? ((err as { code?: string }).code === 'EOF' ? 'truncated' : 'io-error'), change?.detail ?? (err as Error).message, { cause: err });
+      }
       onProgress?.(done, total);
       await new Promise((resolve) => setImmediate(resolve));
       signal?.throwIfAborted();
@@ -347,4 +486,17 @@ export async function loadTensors(path: string, tensors: TensorEntry[], buffer: 
   } finally {
     streamer.close();
   }
+}
+
+/** Reads of at least this many bytes on a path make a rate worth reporting. */
+const MIN_REPORT_BYTES = 256 * 1024 * 1024;
+
+/** The candidate read paths of a store (the first is where it starts). */
+function readPathsOf(options: StreamingOptions): ReadPath[] {
+  const paths = (options.readPaths ?? DEFAULT_READ_PATHS).filter((p) => options.direct !== false || !p.direct);
+  if (paths.length === 0) return [{ direct: false, depth: 4 }];
+  for (const p of paths) {
+    if (!(Number.isInteger(p.depth) && p.depth >= 1 && p.depth <= MAX_DEPTH)) throw new RangeError(`read path depth must be an integer in [1, ${MAX_DEPTH}], got ${p.depth}`);
+  }
+  return paths;
 }

@@ -1,0 +1,178 @@
+/**
+ * Which read path the streamer uses, decided between tokens from the run's own reads.
+ *
+ * NOTE: the calibration says which path was fastest when it was measured; the virtual disk
+ * changes within minutes (DESIGN.md), and the streaming pattern (tensors with gaps, or nearly
+ * sequential) is not the probes' pattern. So the selector starts on the calibration's best
+ * path, measures every token's achieved rate (bytes read / wall time with reads in flight)
+ * and now and then tries each other candidate for a few tokens:
+ *
+ *   exploit best ──(exploreEvery tokens, or two tokens slower by `drift`)──> settle 1 token on the
+ *   other path (the ring still holds reads of the old one) ──> measure `exploreTokens` tokens
+ *   ──> exploit whichever estimate is higher
+ *
+ * A candidate that lost by more than 20% is tried half as often next time (up to every 256
+ * tokens), so a clearly worse path costs little; one that came close is tried again soon.
+ * Pure policy: no I/O here.
+ */
+import type { ReadPath } from './probe.js';
+
+/** What one token's O_DIRECT or buffered reads achieved. */
+export interface PathSample {
+  direct: boolean;
+  bytes: number;
+  /** Wall time with at least one read of this path in flight. */
+  busySec: number;
+}
+
+/** Options of ReadPathSelector. */
+export interface ReadPathSelectorOptions {
+  /** Tokens between explorations (default 16; doubled after a clear loss). */
+  exploreEvery?: number;
+  /** Tokens measured on a candidate when exploring (default 2). */
+  exploreTokens?: number;
+  /** Tokens ignored at the start (the ring's first fill; default 1). */
+  warmupTokens?: number;
+  /** Explore early when a token's rate falls this far below the current estimate (default 0.3). */
+  drift?: number;
+  /** Samples with fewer bytes carry no rate (default 1 MiB). */
+  minBytes?: number;
+}
+
+interface Candidate {
+  path: ReadPath;
+  /** EWMA of per-token rates (bytes/s), 0 = never measured. */
+  estimate: number;
+  samples: number;
+  /** Tokens of exploitation before this candidate is tried again. */
+  every: number;
+}
+
+const EWMA = 0.5;
+const MAX_EVERY = 256;
+const CLEAR_LOSS = 0.8;
+
+/** Picks the read path between tokens (see NOTE). */
+export class ReadPathSelector {
+  readonly #cands: Candidate[];
+  readonly #o: Required<ReadPathSelectorOptions>;
+  #best: number;
+  #current: number;
+  #phase: 'warmup' | 'exploit' | 'settle' | 'explore' = 'warmup';
+  #phaseTokens = 0;
+  #sinceExplore = 0;
+  #nextExplore = 0;
+  /** Consecutive tokens whose rate fell below (1 - drift) x the estimate. */
+  #fallen = 0;
+  #switches = 0;
+
+  /** `candidates[start]` is where the run begins (the calibration's best). */
+  constructor(candidates: readonly ReadPath[], start = 0, options: ReadPathSelectorOptions = {}) {
+    if (candidates.length === 0) throw new RangeError('ReadPathSelector: no candidate paths');
+    if (!(start >= 0 && start < candidates.length)) throw new RangeError(`ReadPathSelector: start ${start} is not a candidate`);
+    this.#o = { exploreEvery: 16, exploreTokens: 2, warmupTokens: 1, drift: 0.3, minBytes: 1 << 20, ...options };
+    this.#cands = candidates.map((path) => ({ path: { ...path }, estimate: 0, samples: 0, every: this.#o.exploreEvery }));
+    this.#best = this.#current = start;
+    if (this.#o.warmupTokens === 0) this.#phase = 'exploit';
+  }
+
+  /** The path reads should take now. */
+  get current(): ReadPath {
+    return this.#cands[this.#current]!.path;
+  }
+
+  /** The path the selector exploits between explorations (the best measured so far). */
+  get best(): ReadPath {
+    return this.#cands[this.#best]!.path;
+  }
+
+  /** Times the path changed. */
+  get switches(): number {
+    return this.#switches;
+  }
+
+  /** What each candidate achieved (EWMA of per-token rates; 0 = not measured yet). */
+  estimates(): Array<ReadPath & { bytesPerSec: number; samples: number }> {
+    return this.#cands.map((c) => ({ ...c.path, bytesPerSec: c.estimate, samples: c.samples }));
+  }
+
+  /**
+   * One token's reads: a sample per kind of read (O_DIRECT, buffered); the one of the current
+   * path's kind counts. Returns the path for the next token's reads.
+   */
+  onToken(samples: readonly PathSample[]): ReadPath {
+    const cur = this.#cands[this.#current]!;
+    // The current path's sample (reads queued before a switch may add a sample of the old one).
+    const mine = samples.find((s) => s.direct === cur.path.direct);
+    const rate = mine && mine.bytes >= this.#o.minBytes && mine.busySec > 0 ? mine.bytes / mine.busySec : 0;
+    this.#phaseTokens++;
+    switch (this.#phase) {
+      case 'warmup':
+        if (this.#phaseTokens >= this.#o.warmupTokens) this.#enter('exploit');
+        break;
+      case 'settle':
+        this.#enter('explore');
+        break;
+      case 'explore':
+        this.#record(cur, rate);
+        if (this.#phaseTokens >= this.#o.exploreTokens) this.#finishExplore();
+        break;
+      case 'exploit': {
+        const before = cur.estimate;
+        this.#record(cur, rate);
+        this.#sinceExplore++;
+        // Two slow tokens in a row (one is noise on this disk) mean the path got slower.
+        this.#fallen = rate > 0 && before > 0 && rate < (1 - this.#o.drift) * before ? this.#fallen + 1 : 0;
+        if (this.#cands.length > 1 && (this.#sinceExplore >= this.#nextExplore || this.#fallen >= 2)) this.#startExplore();
+        break;
+      }
+    }
+    return this.current;
+  }
+
+  #record(c: Candidate, rate: number): void {
+    if (!(rate > 0)) return;
+    c.estimate = c.samples === 0 ? rate : EWMA * rate + (1 - EWMA) * c.estimate;
+    c.samples++;
+  }
+
+  #enter(phase: 'exploit' | 'settle' | 'explore'): void {
+    this.#phase = phase;
+    this.#phaseTokens = 0;
+    if (phase === 'exploit') {
+      this.#sinceExplore = 0;
+      this.#fallen = 0;
+      // The next exploration: when the soonest-due other candidate is due.
+      this.#nextExplore = Math.min(...this.#cands.filter((_, i) => i !== this.#best).map((c) => c.every), MAX_EVERY);
+    }
+  }
+
+  #startExplore(): void {
+    // The other candidate measured least recently (fewest samples, then the soonest due).
+    let pick = -1;
+    this.#cands.forEach((c, i) => {
+      if (i === this.#best) return;
+      if (pick < 0 || c.samples < this.#cands[pick]!.samples || (c.samples === this.#cands[pick]!.samples && c.every < this.#cands[pick]!.every)) pick = i;
+    });
+    this.#switchTo(pick);
+    this.#enter('settle');
+  }
+
+  #finishExplore(): void {
+    const tried = this.#cands[this.#current]!;
+    const best = this.#cands[this.#best]!;
+    const [winner, loser] = tried.estimate > best.estimate ? [this.#current, this.#best] : [this.#best, this.#current];
+    const w = this.#cands[winner]!;
+    const l = this.#cands[loser]!;
+    // The loser is tried again soon if it came close, half as often if it lost clearly.
+    l.every = l.estimate < CLEAR_LOSS * w.estimate ? Math.min(MAX_EVERY, l.every * 2) : this.#o.exploreEvery;
+    this.#best = winner;
+    this.#switchTo(winner);
+    this.#enter('exploit');
+  }
+
+  #switchTo(i: number): void {
+    if (i !== this.#current) this.#switches++;
+    this.#current = i;
+  }
+}
