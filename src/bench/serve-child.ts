@@ -18,7 +18,13 @@ import { median, percentile, round } from './stats.js';
 
 interface Row {
   streams: number;
+  /** All generated tokens / wall time from the first request to the last token (prefill included). */
   aggregate_tps: number;
+  /**
+   * Decode only: the sum over streams of (tokens - 1) / (last token time - first token time),
+   * each stream's rate once its prompt is done (as bench --kv-sweep counts it).
+   */
+  decode_tps: number;
   ttft_ms_p50: number;
   ttft_ms_p95: number;
   tokens: number;
@@ -65,7 +71,18 @@ async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Recor
 /** Prompt length of every stream (--prompt-tokens=P; 32 by default). */
 let PROMPT_TOKENS = 32;
 
-async function streamOne(base: string, prompt: number[], maxTokens: number): Promise<{ ttftMs: number; tokens: number }> {
+/** One stream's client-side timeline. */
+interface StreamRun {
+  ttftMs: number;
+  tokens: number;
+  /** ms from the first to the last token the client received. */
+  decodeMs: number;
+}
+
+/** Prompt length of the prompt-processing figure measured beside the streams. */
+const PROMPT_SPEED_TOKENS = 128;
+
+async function streamOne(base: string, prompt: number[], maxTokens: number): Promise<StreamRun> {
   const t0 = performance.now();
   const res = await fetch(`${base}/v1/completions`, {
     method: 'POST',
@@ -74,6 +91,7 @@ async function streamOne(base: string, prompt: number[], maxTokens: number): Pro
   });
   if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
   let ttft = -1;
+  let last = -1;
   let tokens = 0;
   let buf = '';
   const decoder = new TextDecoder();
@@ -86,19 +104,37 @@ async function streamOne(base: string, prompt: number[], maxTokens: number): Pro
       const data = event.replace(/^data: /, '');
       if (data === '[DONE]') continue;
       const j = JSON.parse(data);
-      if (j.choices?.[0]?.text && ttft < 0) ttft = performance.now() - t0;
+      if (j.choices?.[0]?.text) {
+        last = performance.now() - t0;
+        if (ttft < 0) ttft = last;
+      }
       if (j.usage) tokens = j.usage.completion_tokens;
     }
   }
-  return { ttftMs: ttft < 0 ? performance.now() - t0 : ttft, tokens };
+  const end = performance.now() - t0;
+  return { ttftMs: ttft < 0 ? end : ttft, tokens, decodeMs: ttft < 0 ? 0 : last - ttft };
 }
 
 interface FlexinferRun {
   rows: Row[];
+  /** Prompt processing tokens/s of the same server (one PROMPT_SPEED_TOKENS prompt). */
+  prompt_tps: number;
   /** The memory split over the run (the pool's samples) and when each load started (ms). */
   timeline?: unknown[];
   phases?: Array<{ streams: number; t: number }>;
   pool?: Record<string, unknown>;
+}
+
+/** Prompt processing tokens/s of the same server: one long prompt, one token out (the engine's own timing). */
+async function promptSpeed(base: string, n: number): Promise<number> {
+  const res = await fetch(`${base}/v1/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'bench', prompt: Array.from(benchPromptTokens(n, 32000, 7)), max_tokens: 1, temperature: 0 }),
+  });
+  if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  const j = (await res.json()) as { timings?: { prompt_n: number; prompt_ms: number } };
+  return j.timings && j.timings.prompt_ms > 0 ? (j.timings.prompt_n * 1000) / j.timings.prompt_ms : 0;
 }
 
 async function measureFlexinfer(path: string, threads: number, gen: number, ns: number[], budget?: string, layout?: { parallel: number; ctx: number; pool: 'elastic' | 'static' }): Promise<FlexinferRun> {
@@ -107,7 +143,7 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
   const model = await loadModel(path, {
     threads,
     parallel,
-    contextSize: layout?.ctx ?? PROMPT_TOKENS + gen + 16,
+    contextSize: layout?.ctx ?? Math.max(PROMPT_TOKENS + gen + 16, PROMPT_SPEED_TOKENS + 8),
     ...(layout ? { memoryPool: layout.pool } : {}),
     ...(budget ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
   });
@@ -115,8 +151,10 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
   const base = await server.listen();
   const rows: Row[] = [];
   const phases: Array<{ streams: number; t: number }> = [];
+  let prompt_tps = 0;
   try {
     await streamOne(base, Array.from(benchPromptTokens(8, 32000, 1)), 4); // warm-up
+    prompt_tps = await promptSpeed(base, PROMPT_SPEED_TOKENS);
     for (const n of ns) {
       const before = await snapshot(model);
       phases.push({ streams: n, t: before.t });
@@ -136,7 +174,7 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
     }
     const pool = (await model.stats({ history: true })).pool as Record<string, unknown> | undefined;
     const { history, ...rest } = (pool ?? {}) as { history?: unknown[] };
-    return { rows, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}) };
+    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}) };
   } finally {
     await server.close();
     await model.dispose();
@@ -158,12 +196,14 @@ async function measureLlamaCpp(path: string, threads: number, gen: number, ns: n
             const seq = context.getSequence();
             const s0 = performance.now();
             let ttft = -1;
+            let last = -1;
             let tokens = 0;
             for await (const _t of seq.evaluate(Array.from(benchPromptTokens(PROMPT_TOKENS, 32000, 1000 + i)), { temperature: 0 })) {
-              if (ttft < 0) ttft = performance.now() - s0;
+              last = performance.now() - s0;
+              if (ttft < 0) ttft = last;
               if (++tokens >= gen) break;
             }
-            return { ttftMs: ttft, tokens };
+            return { ttftMs: ttft, tokens, decodeMs: last - ttft };
           }),
         );
         rows.push(row(n, runs, performance.now() - t0));
@@ -177,10 +217,11 @@ async function measureLlamaCpp(path: string, threads: number, gen: number, ns: n
   return rows;
 }
 
-function row(n: number, runs: Array<{ ttftMs: number; tokens: number }>, wallMs: number): Row {
+function row(n: number, runs: StreamRun[], wallMs: number): Row {
   const tokens = runs.reduce((a, r) => a + r.tokens, 0);
   const ttfts = runs.map((r) => r.ttftMs);
-  return { streams: n, aggregate_tps: round(tokens / (wallMs / 1000)), ttft_ms_p50: round(median(ttfts)), ttft_ms_p95: round(percentile(ttfts, 95)), tokens, wall_ms: round(wallMs) };
+  const decode = runs.reduce((a, r) => a + (r.decodeMs > 0 && r.tokens > 1 ? ((r.tokens - 1) * 1000) / r.decodeMs : 0), 0);
+  return { streams: n, aggregate_tps: round(tokens / (wallMs / 1000)), decode_tps: round(decode), ttft_ms_p50: round(median(ttfts)), ttft_ms_p95: round(percentile(ttfts, 95)), tokens, wall_ms: round(wallMs) };
 }
 
 async function main(): Promise<void> {

@@ -20,11 +20,13 @@ const MiB = 1024 * 1024;
 interface ChildRow {
   streams: number;
   aggregate_tps: number;
+  /** Decode only: sum of each stream's tokens/s after its first token. */
+  decode_tps: number;
   ttft_ms_p50: number;
   ttft_ms_p95: number;
 }
 
-async function runChild(args: string[], limitBytes: number | null): Promise<{ rows?: ChildRow[]; error?: string }> {
+async function runChild(args: string[], limitBytes: number | null): Promise<{ rows?: ChildRow[]; prompt_tps?: number; error?: string }> {
   let stdout: string;
   let note = '';
   if (limitBytes != null) {
@@ -59,7 +61,7 @@ export async function runServeSweep(path: string, o: SweepOptions): Promise<Swee
     { engine: 'flexinfer', budget: '50%' },
     ...(o.noLlamaCpp ? [] : ([{ engine: 'llamacpp', budget: '100%' }, { engine: 'llamacpp', budget: '50%' }] as const)),
   ];
-  const results: Record<string, { rows?: ChildRow[]; error?: string }> = {};
+  const results: Record<string, { rows?: ChildRow[]; prompt_tps?: number; error?: string }> = {};
   for (const c of configs) {
     const key = `${c.engine}@${c.budget}`;
     if (c.budget === '50%' && !cg.ok) {
@@ -86,18 +88,22 @@ export async function runServeSweep(path: string, o: SweepOptions): Promise<Swee
     rows,
     errors: Object.fromEntries(Object.entries(results).filter(([, v]) => v.error).map(([k, v]) => [k, v.error])),
     scaling_8_vs_1: Object.fromEntries(configs.map((c) => [`${c.engine}@${c.budget}`, scale(`${c.engine}@${c.budget}`, 8)])),
+    // Batched decode through the server against the same server's prompt processing (128-token prompt).
+    flexinfer_prompt_tps: results['flexinfer@100%']?.prompt_tps ?? null,
+    flexinfer_decode_16_vs_prompt: ratio(at('flexinfer@100%', 16)?.decode_tps, results['flexinfer@100%']?.prompt_tps),
   };
-  let table = `${path}: serving, aggregate generation tokens/s (TTFT p50/p95 ms), ${o.genTokens} tokens per stream\n`;
-  table += 'streams ' + configs.map((c) => `${c.engine}@${c.budget}`.padStart(28)).join('') + '\n';
+  let table = `${path}: serving, aggregate generation tokens/s [decode only] (TTFT p50/p95 ms), ${o.genTokens} tokens per stream\n`;
+  table += 'streams ' + configs.map((c) => `${c.engine}@${c.budget}`.padStart(34)).join('') + '\n';
   for (const n of STREAMS) {
     table += String(n).padEnd(8);
     for (const c of configs) {
       const r = at(`${c.engine}@${c.budget}`, n);
-      table += (r ? `${r.aggregate_tps.toFixed(1)} (${round(r.ttft_ms_p50, 0)}/${round(r.ttft_ms_p95, 0)})` : (results[`${c.engine}@${c.budget}`]?.error ?? '-')).padStart(28);
+      table += (r ? `${r.aggregate_tps.toFixed(1)} [${r.decode_tps?.toFixed(1) ?? '-'}] (${round(r.ttft_ms_p50, 0)}/${round(r.ttft_ms_p95, 0)})` : (results[`${c.engine}@${c.budget}`]?.error ?? '-')).padStart(34);
     }
     table += '\n';
   }
   table += `8 streams vs 1: ${Object.entries(result.scaling_8_vs_1).map(([k, v]) => `${k} ${v ?? '-'}x`).join(', ')}\n`;
+  table += `flexinfer, no budget: prompt processing ${result.flexinfer_prompt_tps?.toFixed(1) ?? '-'} tok/s; 16 streams decode at ${result.flexinfer_decode_16_vs_prompt ?? '-'}x of it\n`;
   const svg = renderLinePlot({
     title: 'Serving: aggregate generation tokens/s',
     xLabel: 'concurrent streams',

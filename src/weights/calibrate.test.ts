@@ -50,7 +50,7 @@ test('calibrateStorage probes every read path, keeps the fastest, caches it per 
     assert.deepEqual(Object.keys(onDisk), [cal.device]);
     // The streamer's candidates: the winner first, then the best of the other kind.
     const paths = readPathsFrom(cal);
-    assert.deepEqual(paths[0], cal.path);
+    assert.deepEqual(paths[0], { ...cal.path, prior: cal.readBytesPerSec });
     assert.notEqual(paths[1]!.direct, cal.path.direct);
   });
 });

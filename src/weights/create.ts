@@ -6,6 +6,7 @@
  * Without a budget every tensor is resident (ResidentWeightStore); with one, planResidency
  * splits the budget and a StreamingWeightStore streams what does not fit.
  */
+import { InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
 import { calibrateStorage, calibrationIsStale, readCachedCalibration, refreshCalibration, saveCalibration, type Calibration } from './calibrate.js';
@@ -98,7 +99,8 @@ export async function createWeightStore(
     const store = await ResidentWeightStore.load(file, options);
     return { store, plan, file };
   }
-  const readPaths = options.readPaths ?? (cal ? readPathsFrom(cal) : undefined);
+  const forced = readPathFromEnv();
+  const readPaths = options.readPaths ?? (forced ? [forced] : cal ? readPathsFrom(cal) : undefined);
   // The run's own reads correct a calibration that no longer holds (a busy moment, a slower day).
   const onMeasuredRate = cal && options.calibrate !== false ? refreshOnDrift(cal) : undefined;
   const streaming = { ...options, ...(readPaths ? { readPaths } : {}), ...(onMeasuredRate ? { onMeasuredRate } : {}) };
@@ -113,14 +115,28 @@ export async function createWeightStore(
 }
 
 /**
+ * FLEXINFER_READ_PATH=direct@8 | buffered@4 (path@depth): one fixed read path instead of the
+ * measured choice (for comparing paths; the streamer then never switches). Undefined when unset.
+ */
+export function readPathFromEnv(value = process.env.FLEXINFER_READ_PATH): ReadPath | undefined {
+  if (!value) return undefined;
+  const m = /^(direct|buffered)@(\d+)$/.exec(value.trim());
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 32) throw new InvalidOptionError('FLEXINFER_READ_PATH', `expected direct@N or buffered@N with N in [1, 32], got '${value}'`);
+  return { direct: m[1] === 'direct', depth: Number(m[2]) };
+}
+
+/**
  * The streamer's candidate paths from a calibration: its best path first, then the best
  * probe of the other kind (O_DIRECT vs buffered), so the run can switch if the disk or the
  * streaming pattern favours it.
  */
-export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes'>): ReadPath[] {
+export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBytesPerSec'>): Array<ReadPath & { prior?: number }> {
   const other = bestProbe(cal.probes, (p) => p.direct !== cal.path.direct);
   const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== cal.path.direct)!;
-  return [cal.path, other ? { direct: other.direct, depth: other.depth } : fallback];
+  return [
+    { ...cal.path, prior: cal.readBytesPerSec },
+    other ? { direct: other.direct, depth: other.depth, prior: other.bytesPerSec } : fallback,
+  ];
 }
 
 /** An onMeasuredRate that saves a refreshed calibration when the run disagrees with it. */

@@ -29,7 +29,7 @@ export interface PathSample {
 export interface ReadPathSelectorOptions {
   /** Tokens between explorations (default 16; doubled after a clear loss). */
   exploreEvery?: number;
-  /** Tokens measured on a candidate when exploring (default 2). */
+  /** Tokens measured on a candidate when exploring (default 1). */
   exploreTokens?: number;
   /** Tokens ignored at the start (the ring's first fill; default 1). */
   warmupTokens?: number;
@@ -58,7 +58,7 @@ export class ReadPathSelector {
   readonly #o: Required<ReadPathSelectorOptions>;
   #best: number;
   #current: number;
-  #phase: 'warmup' | 'exploit' | 'settle' | 'explore' = 'warmup';
+  #phase: 'warmup' | 'exploit' | 'explore' = 'warmup';
   #phaseTokens = 0;
   #sinceExplore = 0;
   #nextExplore = 0;
@@ -66,12 +66,21 @@ export class ReadPathSelector {
   #fallen = 0;
   #switches = 0;
 
-  /** `candidates[start]` is where the run begins (the calibration's best). */
-  constructor(candidates: readonly ReadPath[], start = 0, options: ReadPathSelectorOptions = {}) {
+  /**
+   * `candidates[start]` is where the run begins (the calibration's best); `prior` is a
+   * candidate's probe figure (bytes/s), which only schedules its first turn.
+   */
+  constructor(candidates: ReadonlyArray<ReadPath & { prior?: number }>, start = 0, options: ReadPathSelectorOptions = {}) {
     if (candidates.length === 0) throw new RangeError('ReadPathSelector: no candidate paths');
     if (!(start >= 0 && start < candidates.length)) throw new RangeError(`ReadPathSelector: start ${start} is not a candidate`);
-    this.#o = { exploreEvery: 16, exploreTokens: 2, warmupTokens: 1, drift: 0.3, minBytes: 1 << 20, ...options };
-    this.#cands = candidates.map((path) => ({ path: { ...path }, estimate: 0, samples: 0, every: this.#o.exploreEvery }));
+    this.#o = { exploreEvery: 16, exploreTokens: 1, warmupTokens: 1, drift: 0.3, minBytes: 1 << 20, ...options };
+    const startPrior = candidates[start]!.prior;
+    this.#cands = candidates.map((c) => ({
+      path: { direct: c.direct, depth: c.depth },
+      estimate: 0,
+      samples: 0,
+      every: c.prior !== undefined && startPrior !== undefined && c.prior < CLEAR_LOSS * startPrior ? 4 * this.#o.exploreEvery : this.#o.exploreEvery,
+    }));
     this.#best = this.#current = start;
     if (this.#o.warmupTokens === 0) this.#phase = 'exploit';
   }
@@ -110,9 +119,6 @@ export class ReadPathSelector {
       case 'warmup':
         if (this.#phaseTokens >= this.#o.warmupTokens) this.#enter('exploit');
         break;
-      case 'settle':
-        this.#enter('explore');
-        break;
       case 'explore':
         this.#record(cur, rate);
         if (this.#phaseTokens >= this.#o.exploreTokens) this.#finishExplore();
@@ -136,7 +142,7 @@ export class ReadPathSelector {
     c.samples++;
   }
 
-  #enter(phase: 'exploit' | 'settle' | 'explore'): void {
+  #enter(phase: 'exploit' | 'explore'): void {
     this.#phase = phase;
     this.#phaseTokens = 0;
     if (phase === 'exploit') {
@@ -155,7 +161,7 @@ export class ReadPathSelector {
       if (pick < 0 || c.samples < this.#cands[pick]!.samples || (c.samples === this.#cands[pick]!.samples && c.every < this.#cands[pick]!.every)) pick = i;
     });
     this.#switchTo(pick);
-    this.#enter('settle');
+    this.#enter('explore');
   }
 
   #finishExplore(): void {

@@ -36,9 +36,10 @@ import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './t
 export interface StreamingOptions {
   /**
    * Read paths the store may use, the first where it starts (default: O_DIRECT at depth 8,
-   * then buffered at depth 4). Between tokens it moves to whichever reads fastest.
+   * then buffered at depth 4). Between tokens it moves to whichever reads fastest. `prior`
+   * (the probe's bytes/s) schedules how soon a candidate is tried.
    */
-  readPaths?: ReadPath[];
+  readPaths?: Array<ReadPath & { prior?: number }>;
   /** false: buffered reads only (no O_DIRECT candidate). Default true. */
   direct?: boolean;
   /** Switch paths between tokens by measured rate (default true; false stays on the first). */
@@ -492,7 +493,7 @@ export async function loadTensors(path: string, tensors: TensorEntry[], buffer: 
 const MIN_REPORT_BYTES = 256 * 1024 * 1024;
 
 /** The candidate read paths of a store (the first is where it starts). */
-function readPathsOf(options: StreamingOptions): ReadPath[] {
+function readPathsOf(options: StreamingOptions): Array<ReadPath & { prior?: number }> {
   const paths = (options.readPaths ?? DEFAULT_READ_PATHS).filter((p) => options.direct !== false || !p.direct);
   if (paths.length === 0) return [{ direct: false, depth: 4 }];
   for (const p of paths) {
