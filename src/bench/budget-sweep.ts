@@ -23,6 +23,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { InvalidOptionError } from '../errors.js';
 import { evictFromPageCache } from '../native/io.js';
 import { calibrationFromProbes, measureComputeBytesPerSec, saveCalibration } from '../weights/calibrate.js';
 import { ggmlTypeInfo } from '../gguf/ggml-type.js';
@@ -96,6 +97,8 @@ interface RunOutcome {
   max_usage_bytes: number;
   error?: string;
   stats?: Record<string, unknown>;
+  peak_rss_bytes?: number;
+  major_faults?: number;
 }
 
 function outcome(r: CgroupRunResult): RunOutcome {
@@ -106,19 +109,26 @@ function outcome(r: CgroupRunResult): RunOutcome {
   try {
     const j = JSON.parse(line);
     if (j.error) return { ...base, gen_tps: null, status: 'error', error: String(j.error) };
-    return { ...base, gen_tps: j.gen_tps, status: 'ok', stats: j.stats };
+    return { ...base, gen_tps: j.gen_tps, status: 'ok', stats: j.stats, peak_rss_bytes: j.peak_rss_bytes, major_faults: j.major_faults };
   } catch {
     return { ...base, gen_tps: null, status: 'error', error: (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ') };
   }
 }
 
-function summarize(runs: RunOutcome[]): { gen_tps: number | null; status: string; max_usage_bytes: number; runs: Array<number | string> } {
-  const ok = runs.filter((r) => r.status === 'ok').map((r) => r.gen_tps!);
+function summarize(runs: RunOutcome[]): { gen_tps: number | null; status: string; max_usage_bytes: number; peak_rss_bytes: number | null; major_faults: number | null; runs: Array<number | string> } {
+  const ok = runs.filter((r) => r.status === 'ok');
   const status = ok.length > 0 ? 'ok' : (runs[0]?.status ?? 'error');
+  const med = (f: (r: RunOutcome) => number | undefined) => {
+    const v = ok.map(f).filter((x): x is number => typeof x === 'number');
+    return v.length ? median(v) : null;
+  };
   return {
-    gen_tps: ok.length ? round(median(ok), 3) : null,
+    gen_tps: ok.length ? round(median(ok.map((r) => r.gen_tps!)), 3) : null,
     status,
     max_usage_bytes: Math.max(0, ...runs.map((r) => r.max_usage_bytes)),
+    // The process's own peak (the cgroup's figure adds page cache) and major faults, medians.
+    peak_rss_bytes: med((r) => r.peak_rss_bytes),
+    major_faults: med((r) => r.major_faults),
     runs: runs.map((r) => (r.status === 'ok' ? round(r.gen_tps!, 3) : r.status)),
   };
 }
@@ -153,7 +163,7 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
   const cacheDir = mkdtempSync(join(tmpdir(), 'flexinfer-sweep-cache-'));
   const computeType = dominantType(readGgufSync(path));
   const computeBytesPerSec = measureComputeBytesPerSec(computeType);
-  const rows: Array<Record<string, unknown>> = [];
+  const rows: Array<Record<string, any>> = [];
   try {
     for (const pct of budgets) {
       const budget = Math.floor((fileBytes * pct) / 100);
@@ -208,11 +218,58 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
   } finally {
     rmSync(cacheDir, { recursive: true, force: true });
   }
+  return budgetSweepOutput({ model: path, file_bytes: fileBytes, threads: o.threads, gen_tokens: o.genTokens, prompt_tokens: o.promptTokens, runs: o.runs, compute_bytes_per_sec: computeBytesPerSec }, rows);
+}
+
+/** What a budget sweep's JSON holds besides its rows. */
+interface SweepMeta {
+  model: string;
+  file_bytes: number;
+  threads: number;
+  gen_tokens: number;
+  prompt_tokens: number;
+  runs: number;
+  compute_bytes_per_sec: number;
+}
+
+/** The result (rows from the largest budget down, the monotonic check), its table and plot. */
+function budgetSweepOutput(meta: SweepMeta, rows: Array<Record<string, any>>): SweepOutput {
+  const ordered = [...rows].sort((a, b) => b.budget_percent - a.budget_percent);
   // Tokens/s must fall as the budget shrinks: every larger budget at least as fast as every smaller one.
-  const ordered = [...rows].sort((a: any, b: any) => b.budget_percent - a.budget_percent) as Array<Record<string, any>>;
   const monotonic = ordered.every((r, i) => ordered.slice(i + 1).every((s) => r.flexinfer.gen_tps == null || s.flexinfer.gen_tps == null || r.flexinfer.gen_tps >= s.flexinfer.gen_tps));
-  const result = { model: path, file_bytes: fileBytes, threads: o.threads, gen_tokens: o.genTokens, prompt_tokens: o.promptTokens, runs: o.runs, compute_bytes_per_sec: computeBytesPerSec, rows, flexinfer_monotonic: monotonic };
-  return { result, table: sweepTable(result), svg: sweepSvg(rows, o.noLlamaCpp) };
+  const result = { ...meta, rows: ordered, flexinfer_monotonic: monotonic };
+  return { result, table: sweepTable(result), svg: sweepSvg(ordered, ordered.every((r) => r.llamacpp == null)) };
+}
+
+/**
+ * One sweep from the JSON of sweeps run in parts (`--budgets 75 --out p75.json`, one budget
+ * point per quiet run): the rows of all parts, which must be of the same file and settings.
+ * Each row keeps the storage probes measured beside it.
+ */
+export function mergeBudgetSweeps(parts: ReadonlyArray<{ name: string; json: unknown }>): SweepOutput {
+  if (parts.length === 0) throw new InvalidOptionError('--merge', 'no sweep files given');
+  const keys: Array<keyof SweepMeta> = ['model', 'file_bytes', 'threads', 'gen_tokens', 'prompt_tokens', 'runs'];
+  const metas = parts.map(({ name, json }) => {
+    const j = json as Partial<SweepMeta> & { rows?: unknown };
+    if (!j || typeof j !== 'object' || !Array.isArray(j.rows) || keys.some((k) => j[k] === undefined)) {
+      throw new InvalidOptionError('--merge', `${name} is not the JSON of a budget sweep (flexinfer bench --budget-sweep --out FILE)`);
+    }
+    return j as SweepMeta & { rows: Array<Record<string, any>> };
+  });
+  const first = metas[0]!;
+  metas.forEach((m, i) => {
+    for (const k of keys) {
+      if (m[k] !== first[k]) throw new InvalidOptionError('--merge', `${parts[i]!.name} has ${k} ${String(m[k])}, ${parts[0]!.name} has ${String(first[k])}: merge sweeps of one file with the same settings`);
+    }
+  });
+  const rows = metas.flatMap((m) => m.rows);
+  const seen = new Set<number>();
+  for (const r of rows) {
+    if (seen.has(r.budget_percent)) throw new InvalidOptionError('--merge', `budget ${r.budget_percent}% appears in more than one file`);
+    seen.add(r.budget_percent);
+  }
+  const meta: SweepMeta = { ...first, compute_bytes_per_sec: median(metas.map((m) => m.compute_bytes_per_sec)) };
+  return budgetSweepOutput(meta, rows);
 }
 
 /** The children's calibration cache: the "before" probes of this point and the compute figure. */

@@ -5,7 +5,7 @@
  * @internal
  */
 import { loadModel } from '../index.js';
-import { benchPromptTokens } from './speed.js';
+import { benchPromptTokens, processFigures } from './speed.js';
 import type { KvLayout } from '../kv/layouts.js';
 
 async function main(): Promise<void> {
@@ -36,6 +36,7 @@ async function main(): Promise<void> {
       gen_tps: r.timings.genTokensPerSec,
       tokens: r.tokens,
       stats,
+      ...processFigures(),
     }) + '\n',
   );
 }

@@ -5,7 +5,7 @@
  * @internal
  */
 import { loadLlamaCpp, openLlamaCpp } from './llamacpp.js';
-import { benchPromptTokens } from './speed.js';
+import { benchPromptTokens, processFigures } from './speed.js';
 
 async function main(): Promise<void> {
   const [path, threads, ctx, promptTokens, genTokens] = process.argv.slice(2);
@@ -33,6 +33,7 @@ async function main(): Promise<void> {
       prompt_tps: prompt.length / r.promptSec,
       gen_tps: (r.tokens.length - 1) / r.genSec,
       tokens: r.tokens,
+      ...processFigures(),
     }) + '\n',
   );
 }

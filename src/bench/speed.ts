@@ -135,3 +135,12 @@ export async function runSpeedBench(path: string, o: SpeedBenchOptions): Promise
     ratio: { prompt: ratio(flex.prompt_tps, lc?.prompt_tps), gen: ratio(flex.gen_tps, lc?.gen_tps) },
   };
 }
+
+/**
+ * A benchmark child's own figures at its end: peak RSS and major page faults (a run at its
+ * cgroup limit that refaults its own code or an mmapped model shows it here). @internal
+ */
+export function processFigures(): { peak_rss_bytes: number; major_faults: number } {
+  const u = process.resourceUsage();
+  return { peak_rss_bytes: u.maxRSS * 1024, major_faults: u.majorPageFault };
+}

@@ -45,6 +45,8 @@ Options:
                        llamacpp, llamacpp_budget (one per quiet run)
   --resume FILE        --serve-sweep with a budget: take the other configurations from an
                        earlier --out FILE of the same sweep (table and plots cover all)
+  --merge LIST         budget sweep: no runs; one table and plot from the --out JSON files of
+                       sweeps run in parts (comma-separated; MODEL may be left out)
   --json-schema        decode tok/s constrained by a JSON Schema vs free; mask share; llama.cpp GBNF
   --json               print the JSON result instead of the table
   --out FILE           also write the JSON result to FILE
@@ -74,6 +76,7 @@ export async function run(argv: string[]): Promise<number> {
       'no-llamacpp': { type: 'boolean' },
       'budget-sweep': { type: 'boolean' },
       budgets: { type: 'string' },
+      merge: { type: 'string' },
       'kv-sweep': { type: 'boolean' },
       'kv-parts': { type: 'string' },
       'kv-merge': { type: 'string' },
@@ -89,6 +92,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
+  if (values.merge !== undefined) return mergeSweeps(values);
   if (positionals.length !== 1) throw new InvalidOptionError('MODEL', `expected one model file, got ${positionals.length}\n\n${HELP}`);
   const path = positionals[0]!;
   const threads = int('threads', values.threads, availableParallelism(), 1);
@@ -161,19 +165,26 @@ export async function run(argv: string[]): Promise<number> {
     table = out.table;
     svg = out.svg;
   }
-  const json = JSON.stringify(result, null, 2);
+  return writeResult(values, mode, { result, table, svg, extraSvgs });
+}
+
+type Values = { out?: string; plot?: string; json?: boolean; merge?: string; 'budget-sweep'?: boolean };
+
+/** Writes --out and the plot, prints the table (or the JSON with --json). */
+function writeResult(values: Values, mode: string, o: { result: unknown; table: string; svg?: string | undefined; extraSvgs?: Record<string, string> }): number {
+  const json = JSON.stringify(o.result, null, 2);
   if (values.out) writeFileSync(values.out, json + '\n');
-  if (svg) {
+  if (o.svg) {
     const plotPath = values.plot ?? (values.out ? values.out.replace(/\.json$/, '') + '.svg' : `bench-${mode}.svg`);
-    writeFileSync(plotPath, svg);
-    log(`plot: ${plotPath}`);
-    for (const [suffix, extra] of Object.entries(extraSvgs)) {
+    writeFileSync(plotPath, o.svg);
+    process.stderr.write(`plot: ${plotPath}\n`);
+    for (const [suffix, extra] of Object.entries(o.extraSvgs ?? {})) {
       const p = plotPath.replace(/\.svg$/, '') + `-${suffix}.svg`;
       writeFileSync(p, extra);
-      log(`plot: ${p}`);
+      process.stderr.write(`plot: ${p}\n`);
     }
   }
-  process.stdout.write(values.json ? json + '\n' : table);
+  process.stdout.write(values.json ? json + '\n' : o.table);
   return 0;
 }
 
@@ -199,6 +210,27 @@ async function serveSweepOptions(configs: string | undefined, resume: string | u
     out.resume = parsed as import('../bench/serve-elastic.js').ResumeFrom;
   }
   return out;
+}
+
+/** --budget-sweep --merge a.json,b.json: one table and plot from sweeps run in parts. */
+async function mergeSweeps(values: Values): Promise<number> {
+  if (!values['budget-sweep']) throw new InvalidOptionError('--merge', 'merges budget sweeps: use it with --budget-sweep');
+  const files = values.merge!.split(',').map((f) => f.trim()).filter((f) => f !== '');
+  const parts = files.map((name) => {
+    let text: string;
+    try {
+      text = readFileSync(name, 'utf8');
+    } catch (e) {
+      throw new InvalidOptionError('--merge', `cannot read ${name}: ${(e as Error).message}`);
+    }
+    try {
+      return { name, json: JSON.parse(text) as unknown };
+    } catch {
+      throw new InvalidOptionError('--merge', `${name} is not JSON`);
+    }
+  });
+  const { mergeBudgetSweeps } = await import('../bench/budget-sweep.js');
+  return writeResult(values, 'budget-sweep', mergeBudgetSweeps(parts));
 }
 
 function speedTable(r: import('../bench/speed.js').SpeedBenchResult): string {

@@ -3,9 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { InsufficientMemoryError } from '../errors.js';
+import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { readGgufSync } from '../gguf/reader.js';
-import { createWeightStore, planInputs, planWithWindow } from './create.js';
+import { createWeightStore, planInputs, planWithWindow, readPathFromEnv, windowFromEnv } from './create.js';
 import { ResidentWeightStore } from './resident.js';
 import { StreamingWeightStore } from './streaming.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
@@ -66,4 +66,14 @@ test('planWithWindow: an explicit window is kept; the default is the best window
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('FLEXINFER_READ_PATH and FLEXINFER_WINDOW: parsed values, unset = the planner decides, bad values are typed errors', () => {
+  assert.deepEqual(readPathFromEnv('direct@16'), { direct: true, depth: 16 });
+  assert.deepEqual(readPathFromEnv(' buffered@4 '), { direct: false, depth: 4 });
+  assert.equal(readPathFromEnv(''), undefined);
+  for (const bad of ['direct', 'direct@0', 'direct@33', 'mmap@4']) assert.throws(() => readPathFromEnv(bad), InvalidOptionError, bad);
+  assert.equal(windowFromEnv('3'), 3);
+  assert.equal(windowFromEnv(undefined), undefined);
+  for (const bad of ['0', '9', '2.5', 'three']) assert.throws(() => windowFromEnv(bad), (e: unknown) => e instanceof InvalidOptionError && /FLEXINFER_WINDOW/.test(e.message), bad);
 });

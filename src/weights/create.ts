@@ -94,7 +94,7 @@ export async function createWeightStore(
     kvBytes: options.kvBytes ?? 0,
     scratchBytes: options.scratchBytes ?? 0,
     hardware,
-  }, options.window);
+  }, options.window ?? windowFromEnv());
   if (budget === Infinity) {
     const store = await ResidentWeightStore.load(file, options);
     return { store, plan, file };
@@ -123,6 +123,17 @@ export function readPathFromEnv(value = process.env.FLEXINFER_READ_PATH): ReadPa
   const m = /^(direct|buffered)@(\d+)$/.exec(value.trim());
   if (!m || Number(m[2]) < 1 || Number(m[2]) > 32) throw new InvalidOptionError('FLEXINFER_READ_PATH', `expected direct@N or buffered@N with N in [1, 32], got '${value}'`);
   return { direct: m[1] === 'direct', depth: Number(m[2]) };
+}
+
+/**
+ * FLEXINFER_WINDOW=N (1..8): the prefetch window in layers instead of the planner's choice (for
+ * comparing windows in benchmarks). Undefined when unset.
+ */
+export function windowFromEnv(value = process.env.FLEXINFER_WINDOW): number | undefined {
+  if (!value) return undefined;
+  const n = Number(value.trim());
+  if (!(Number.isInteger(n) && n >= 1 && n <= 8)) throw new InvalidOptionError('FLEXINFER_WINDOW', `expected an integer in [1, 8], got '${value}'`);
+  return n;
 }
 
 /**

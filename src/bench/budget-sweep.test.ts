@@ -1,0 +1,63 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { bestBeside, diskDay, mergeBudgetSweeps, type StorageMeasurement } from './budget-sweep.js';
+import { InvalidOptionError } from '../errors.js';
+
+const meta = { model: 'm.gguf', file_bytes: 1000, threads: 2, gen_tokens: 32, prompt_tokens: 16, runs: 3, compute_bytes_per_sec: 1e10 };
+
+function row(pct: number, flex: number | null, llama: number | null): Record<string, unknown> {
+  return {
+    budget_percent: pct,
+    flexinfer: { gen_tps: flex, status: flex == null ? 'oom' : 'ok' },
+    llamacpp: llama == null ? null : { gen_tps: llama, status: 'ok' },
+    ratio: flex != null && llama != null ? flex / llama : null,
+    flexinfer_streamed_bytes_per_token: 100,
+    flexinfer_streamed_bytes_per_sec: 1e9,
+    flexinfer_fraction_of_best_path: 0.9,
+    flexinfer_io_bound_tps: 3,
+    storage: { best_path: 'direct@32', best_path_bytes_per_sec: 2e9, fio_bytes_per_sec: 1.9e9, disk_day: 'middling' },
+  };
+}
+
+test('merged sweep parts: rows from the largest budget down, monotonic check over all parts, table and plot', () => {
+  const parts = [
+    { name: 'p50.json', json: { ...meta, rows: [row(50, 2.5, 1.2)] } },
+    { name: 'p100.json', json: { ...meta, rows: [row(100, 20, 15)] } },
+    { name: 'p75.json', json: { ...meta, rows: [row(75, 5, 1.5)] } },
+  ];
+  const out = mergeBudgetSweeps(parts);
+  const r = out.result as { rows: Array<{ budget_percent: number }>; flexinfer_monotonic: boolean };
+  assert.deepEqual(r.rows.map((x) => x.budget_percent), [100, 75, 50]);
+  assert.equal(r.flexinfer_monotonic, true);
+  assert.match(out.table, /falls monotonically/);
+  assert.match(out.svg, /llama\.cpp/);
+  // 25% faster than 50%: not monotonic.
+  const bad = mergeBudgetSweeps([...parts, { name: 'p25.json', json: { ...meta, rows: [row(25, 3, 1)] } }]);
+  assert.equal((bad.result as { flexinfer_monotonic: boolean }).flexinfer_monotonic, false);
+  assert.match(bad.table, /does NOT fall monotonically/);
+});
+
+test('merging refuses parts of another file or settings, repeated points and other JSON', () => {
+  const a = { name: 'a.json', json: { ...meta, rows: [row(75, 5, 1.5)] } };
+  assert.throws(() => mergeBudgetSweeps([a, { name: 'b.json', json: { ...meta, runs: 1, rows: [row(50, 2, 1)] } }]), (e: unknown) => e instanceof InvalidOptionError && /b\.json has runs 1/.test(e.message));
+  assert.throws(() => mergeBudgetSweeps([a, { name: 'c.json', json: { ...meta, rows: [row(75, 5, 1.5)] } }]), /75% appears in more than one file/);
+  assert.throws(() => mergeBudgetSweeps([a, { name: 'd.json', json: { rows: 3 } }]), /d\.json is not the JSON of a budget sweep/);
+  assert.throws(() => mergeBudgetSweeps([]), InvalidOptionError);
+});
+
+test('best path beside a point: the highest before/after mean of one path, not the highest single probe', () => {
+  const m = (rates: Array<[boolean, number, number]>): StorageMeasurement => ({
+    at: '',
+    probes: rates.map(([direct, depth, bytesPerSec]) => ({ direct, depth, bytes: 1, seconds: 1, bytesPerSec })),
+    best: { direct: true, depth: 1, bytes: 1, seconds: 1, bytesPerSec: 0 },
+    fio: null,
+  });
+  // buffered@4 peaks at 3.0 once but means (3.0 + 1.0) / 2 = 2.0; direct@32 means 2.2.
+  const before = m([[true, 32, 2.0e9], [false, 4, 3.0e9]]);
+  const after = m([[true, 32, 2.4e9], [false, 4, 1.0e9]]);
+  const best = bestBeside(before, after);
+  assert.equal(best.path, 'direct@32');
+  assert.ok(Math.abs(best.bytesPerSec - 2.2e9) < 1);
+  assert.equal(diskDay(2.5e9), 'fast');
+  assert.equal(diskDay(1.0e9), 'slow');
+});
