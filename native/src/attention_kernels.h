@@ -29,7 +29,16 @@ namespace ops {
 struct AttnShape {
   int64_t numHeads, numKvHeads, headDim, kvDim, qDim;
   float scale;
+  // Attention-logit soft-capping (gemma2): s = tanhf(s * (1/cap)) * cap before the scale; 0 = off.
+  float softcap = 0.0f;
+  // Sliding window (gemma local layers): a query at position p sees keys [p - window + 1, p]; 0 = all.
+  int64_t window = 0;
 };
+
+// Soft-capping of one raw score as llama.cpp's three ops (scale by 1/cap, tanh, scale by cap).
+static inline float softcapScore(float s, const AttnShape& a) {
+  return a.softcap > 0 ? std::tanh(s * (1.0f / a.softcap)) * a.softcap : s;
+}
 
 // Per-thread scratch: f16-rounded queries, scores (one row of scoresStride per head of the
 // group), output accumulators, one block of K/V rows as f32.
@@ -91,28 +100,28 @@ static inline void prefetchRow(const Rows& rows, int64_t j, int64_t headDim) {
 // ---- scalar path ----
 
 template <class Rows>
-static void attendScalar(float* out, const float* q, const Rows& k, const Rows& v, int64_t n, const AttnShape& s,
-                         AttnScratch& t) {
+static void attendScalar(float* out, const float* q, const Rows& k, const Rows& v, int64_t start, int64_t n,
+                         const AttnShape& s, AttnScratch& t) {
   const int64_t hd = s.headDim;
   for (int64_t d = 0; d < hd; d++) t.q[d] = f16ToF32(f32ToF16(q[d]));
   float max = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; j++) {
+  for (int64_t j = start; j < n; j++) {
     const uint16_t* kr = k.row(j);
     float dot = 0.0f;
     for (int64_t d = 0; d < hd; d++) dot += f16ToF32(kr[d]) * t.q[d];
-    const float sc = dot * s.scale;
+    const float sc = softcapScore(dot, s) * s.scale;
     t.scores[j] = sc;
     max = std::fmax(max, sc);
   }
   double sum = 0.0;
-  for (int64_t j = 0; j < n; j++) {
+  for (int64_t j = start; j < n; j++) {
     const float e = std::exp(t.scores[j] - max);
     t.scores[j] = e;
     sum += static_cast<double>(e);
   }
   const float inv = static_cast<float>(1.0 / sum);
   for (int64_t d = 0; d < hd; d++) t.acc[d] = 0.0f;
-  for (int64_t j = 0; j < n; j++) {
+  for (int64_t j = start; j < n; j++) {
     const float p = f16ToF32(f32ToF16(t.scores[j] * inv));
     const uint16_t* vr = v.row(j);
     for (int64_t d = 0; d < hd; d++) t.acc[d] += p * f16ToF32(vr[d]);
@@ -132,7 +141,13 @@ static inline __m512 loadF16Mask(const uint16_t* p, __mmask16 mask) {
 
 // In place over n raw scores: * scale, softmax (max-subtracted, double sum) and rounding
 // of the probabilities to f16 (ggml converts kq to V's vec_dot_type before kqv).
-static inline void probsF16Avx512(float* scores, int64_t n, float scale) {
+static inline void probsF16Avx512(float* scores, int64_t n, float scale, float softcap) {
+  if (softcap > 0) {
+    // (-inf keys of a window stay -inf: tanh(-inf) * cap = -cap would unmask them)
+    const float inv = 1.0f / softcap;
+    for (int64_t j = 0; j < n; j++)
+      if (scores[j] != -std::numeric_limits<float>::infinity()) scores[j] = std::tanh(scores[j] * inv) * softcap;
+  }
   __m512 vmax = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   const __m512 vscale = _mm512_set1_ps(scale);
   int64_t j = 0;
@@ -178,9 +193,14 @@ static inline void probsF16Avx512(float* scores, int64_t n, float scale) {
 // Measured (tinyllama layer: 32 heads, 4 kv heads, headDim 64, 2048 keys, 1 thread, busy
 // machine): one head at a time with one reduce_add per key 0.72 CPU-ms per decode row;
 // four keys per reduction + paired V accumulators ~0.6; grouped by kv head (this) ~0.45-0.5.
+// Keys before `start` (a sliding window's) are never read (their memory may be unmapped, their
+// paged blocks given back): from j0 = start rounded down to 16 they enter as -inf scores and
+// zero rows, so every 16-key sum runs over the same lanes as llama.cpp's masked full row;
+// blocks before j0 add exact zeros there and are skipped here.
 template <int NB, class Rows>
-static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows& k, const Rows& v, int64_t n,
-                              const AttnShape& s, AttnScratch& t) {
+static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows& k, const Rows& v, int64_t start,
+                              int64_t n, const AttnShape& s, AttnScratch& t) {
+  const int64_t j0 = start / 16 * 16;
   constexpr int64_t HD = 16 * NB;
   const int64_t stride = t.scoresStride;
   float* qr = t.q.data();       // [gs, HD] query rounded to f16
@@ -192,9 +212,13 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows
                        _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(q + g * HD + 16 * b),
                                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
   // scores = q . k for every head and key
-  for (int64_t jb = 0; jb < n; jb += kKeyBlockRows) {
+  for (int64_t jb = j0; jb < n; jb += kKeyBlockRows) {
     const int64_t nb = std::min(kKeyBlockRows, n - jb);
     for (int64_t r = 0; r < nb; r++) {
+      if (jb + r < start) {
+        for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, _mm512_setzero_ps());
+        continue;
+      }
       const uint16_t* kr = k.row(jb + r);
       for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(kr + 16 * b));
       if (jb + kKeyBlockRows + r < n) prefetchRow(k, jb + kKeyBlockRows + r, HD);
@@ -229,18 +253,24 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows
         for (int b = 1; b < NB; b++) a = _mm512_fmadd_ps(_mm512_loadu_ps(kr + 16 * b), qv[b], a);
         sc[r] = _mm512_reduce_add_ps(a);
       }
+      for (r = 0; jb + r < start && r < nb; r++) sc[r] = -std::numeric_limits<float>::infinity();
     }
   }
-  for (int64_t g = 0; g < gs; g++) probsF16Avx512(t.scores.data() + g * stride, n, s.scale);
+  for (int64_t g = 0; g < gs; g++)
+    probsF16Avx512(t.scores.data() + g * stride + j0, n - j0, s.scale, s.softcap);
   // out[d] = sum_j p_j * v_j[d] with llama.cpp's steps (tinyBLAS f16 GEMM over V^T: per output,
   // 16 f32 lanes, lane c taking the keys j = c (mod 16) in order by fma, then _mm512_reduce_add_ps).
   // Here lane c of that GEMM is accumulator row c (a vector over d), so V is used row by row
   // as stored, and the final reduce_add tree (c + c^8, then ^4, ^2, ^1) runs across the rows.
   float* accT = t.accT.data();  // [gs, 16, HD]
   for (int64_t i = 0; i < gs * 16 * HD; i++) accT[i] = 0.0f;
-  for (int64_t jb = 0; jb < n; jb += kKeyBlockRows) {
+  for (int64_t jb = j0; jb < n; jb += kKeyBlockRows) {
     const int64_t nb = std::min(kKeyBlockRows, n - jb);  // jb is a multiple of 16
     for (int64_t r = 0; r < nb; r++) {
+      if (jb + r < start) {  // probability 0: a zero row adds exact zeros
+        for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, _mm512_setzero_ps());
+        continue;
+      }
       const uint16_t* vr = v.row(jb + r);
       for (int b = 0; b < NB; b++) _mm512_storeu_ps(blk + r * HD + 16 * b, loadF16(vr + 16 * b));
       if (jb + kKeyBlockRows + r < n) prefetchRow(v, jb + kKeyBlockRows + r, HD);
@@ -278,26 +308,26 @@ static void attendGroupAvx512(float* out, const float* q, int64_t gs, const Rows
 
 // Any headDim: masked loads for the tail of each row.
 template <class Rows>
-static void attendAvx512Generic(float* out, const float* q, const Rows& k, const Rows& v, int64_t n,
-                                const AttnShape& s, AttnScratch& t) {
+static void attendAvx512Generic(float* out, const float* q, const Rows& k, const Rows& v, int64_t start,
+                                int64_t n, const AttnShape& s, AttnScratch& t) {
   const int64_t hd = s.headDim;
   const int64_t full = hd / 16 * 16;
   const __mmask16 tail = static_cast<__mmask16>((1u << (hd - full)) - 1);
   for (int64_t d = 0; d < hd; d++) t.q[d] = f16ToF32(f32ToF16(q[d]));
   const float* qr = t.q.data();
   float max = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < n; j++) {
+  for (int64_t j = start; j < n; j++) {
     const uint16_t* kr = k.row(j);
     __m512 acc = _mm512_setzero_ps();
     int64_t d = 0;
     for (; d < full; d += 16) acc = _mm512_fmadd_ps(loadF16(kr + d), _mm512_loadu_ps(qr + d), acc);
     if (tail) acc = _mm512_fmadd_ps(loadF16Mask(kr + d, tail), _mm512_maskz_loadu_ps(tail, qr + d), acc);
-    const float sc = _mm512_reduce_add_ps(acc) * s.scale;
+    const float sc = softcapScore(_mm512_reduce_add_ps(acc), s) * s.scale;
     t.scores[j] = sc;
     max = std::fmax(max, sc);
   }
   double sum = 0.0;
-  for (int64_t j = 0; j < n; j++) {
+  for (int64_t j = start; j < n; j++) {
     const float e = std::exp(t.scores[j] - max);
     t.scores[j] = e;
     sum += static_cast<double>(e);
@@ -305,7 +335,7 @@ static void attendAvx512Generic(float* out, const float* q, const Rows& k, const
   const float inv = static_cast<float>(1.0 / sum);
   float* acc = t.acc.data();
   for (int64_t d = 0; d < hd; d++) acc[d] = 0.0f;
-  for (int64_t j = 0; j < n; j++) {
+  for (int64_t j = start; j < n; j++) {
     const __m512 p = _mm512_set1_ps(f16ToF32(f32ToF16(t.scores[j] * inv)));
     const uint16_t* vr = v.row(j);
     int64_t d = 0;
@@ -319,16 +349,17 @@ static void attendAvx512Generic(float* out, const float* q, const Rows& k, const
 }
 #endif
 
-// Attends gs consecutive query heads that share one kv head (whose rows k and v address).
+// Attends gs consecutive query heads that share one kv head (whose rows k and v address),
+// over keys [start, n).
 template <class Rows>
-using AttendGroupFn = void (*)(float*, const float*, int64_t, const Rows&, const Rows&, int64_t, const AttnShape&,
-                               AttnScratch&);
+using AttendGroupFn = void (*)(float*, const float*, int64_t, const Rows&, const Rows&, int64_t, int64_t,
+                               const AttnShape&, AttnScratch&);
 
-template <class Rows, void (*One)(float*, const float*, const Rows&, const Rows&, int64_t, const AttnShape&,
+template <class Rows, void (*One)(float*, const float*, const Rows&, const Rows&, int64_t, int64_t, const AttnShape&,
                                   AttnScratch&)>
-static void attendEachHead(float* out, const float* q, int64_t gs, const Rows& k, const Rows& v, int64_t n,
-                           const AttnShape& s, AttnScratch& t) {
-  for (int64_t g = 0; g < gs; g++) One(out + g * s.headDim, q + g * s.headDim, k, v, n, s, t);
+static void attendEachHead(float* out, const float* q, int64_t gs, const Rows& k, const Rows& v, int64_t start,
+                           int64_t n, const AttnShape& s, AttnScratch& t) {
+  for (int64_t g = 0; g < gs; g++) One(out + g * s.headDim, q + g * s.headDim, k, v, start, n, s, t);
 }
 
 template <class Rows>
@@ -351,7 +382,8 @@ static AttendGroupFn<Rows> pickAttend(int64_t headDim, bool scalar) {
 #endif
 }
 
-// Runs causal attention for m query rows: row i attends keys [0, positions[i]] of the rows
+// Runs causal attention for m query rows: row i attends keys [0, positions[i]] (with a sliding
+// window, the last s.window of them) of the rows
 // that rowsOf(i, kvHead, &k, &v) hands out. Work item = (query row, kv head, sub-group of at
 // most kMaxGroupHeads of its query heads). q and out are [m, qDim].
 template <class Rows, class RowsOf>
@@ -389,10 +421,11 @@ static void runAttention(float* out, const float* q, int64_t m, const int32_t* p
       const int64_t kvHead = rest / numSub, sub = rest % numSub;
       const int64_t h0 = kvHead * group + sub * group / numSub, h1 = kvHead * group + (sub + 1) * group / numSub;
       const int64_t n = static_cast<int64_t>(positions[row]) + 1;
+      const int64_t start = s.window > 0 && n > s.window ? n - s.window : 0;
       const int64_t off = row * s.qDim + h0 * s.headDim;
       Rows k, v;
       rowsOf(row, kvHead, &k, &v);
-      attend(out + off, q + off, h1 - h0, k, v, n, s, t);
+      attend(out + off, q + off, h1 - h0, k, v, start, n, s, t);
     }
   });
 }
@@ -413,6 +446,15 @@ inline AttnShape attnShapeFrom(const Napi::Env& env, const char* fn, int64_t num
   s.qDim = numHeads * headDim;
   s.kvDim = numKvHeads * headDim;
   return s;
+}
+
+// Reads the optional trailing (softcap, window) arguments at info[i], info[i + 1] into s
+// (undefined or absent = off).
+inline void attnOptionsFrom(const Napi::CallbackInfo& info, size_t i, const char* fn, AttnShape* s) {
+  if (info.Length() > i && !info[i].IsUndefined()) s->softcap = static_cast<float>(argNumber(info, i, fn, "softcap"));
+  if (info.Length() > i + 1 && !info[i + 1].IsUndefined()) s->window = argInt(info, i + 1, fn, "window");
+  if (!(s->softcap >= 0) || !std::isfinite(s->softcap))
+    throwRange(info.Env(), fn, "softcap must be a finite number >= 0 (0 = off)");
 }
 
 }  // namespace ops

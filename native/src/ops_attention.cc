@@ -35,7 +35,7 @@
 namespace flexinfer {
 namespace ops {
 
-// attention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale)
+// attention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale[, softcap[, window]])
 static Napi::Value Attention(const Napi::CallbackInfo& info) {
   const char* fn = "attention";
   Napi::Env env = info.Env();
@@ -48,7 +48,8 @@ static Napi::Value Attention(const Napi::CallbackInfo& info) {
   const int64_t numHeads = argInt(info, 6, fn, "numHeads", 1 << 16);
   const int64_t numKvHeads = argInt(info, 7, fn, "numKvHeads", 1 << 16);
   const int64_t headDim = argInt(info, 8, fn, "headDim", 1 << 16);
-  const AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 9, fn, "scale"));
+  AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 9, fn, "scale"));
+  attnOptionsFrom(info, 10, fn, &s);
   requireLength(env, fn, "q", q, uint64_t(m) * s.qDim, "m * numHeads * headDim");
   requireLength(env, fn, "out", out, uint64_t(m) * s.qDim, "m * numHeads * headDim");
   requireLength(env, fn, "positions", positions, m, "m");
@@ -58,6 +59,7 @@ static Napi::Value Attention(const Napi::CallbackInfo& info) {
     maxPos = std::max<int64_t>(maxPos, positions.data[i]);
   }
   if (m == 0) return env.Undefined();
+  // (with a window, the keys before a row's window are never read, but the view must still span them)
   requireLength(env, fn, "k", k, uint64_t(maxPos + 1) * s.kvDim, "(max position + 1) * numKvHeads * headDim");
   requireLength(env, fn, "v", v, uint64_t(maxPos + 1) * s.kvDim, "(max position + 1) * numKvHeads * headDim");
   if (out.data == q.data) throwRange(env, fn, "out must not alias q");
@@ -87,7 +89,7 @@ static std::vector<Span<uint16_t>> argArrayList(const Napi::CallbackInfo& info, 
   return out;
 }
 
-// attentionBatch(out, q, ks, vs, m, positions, rowSeqs, numHeads, numKvHeads, headDim, scale):
+// attentionBatch(out, q, ks, vs, m, positions, rowSeqs, numHeads, numKvHeads, headDim, scale[, softcap[, window]]):
 // attention() for the rows of several sequences in one call; row i reads ks[rowSeqs[i]] and
 // vs[rowSeqs[i]]. The batch entry of the dense layouts, as pagedAttention is the paged one.
 static Napi::Value AttentionBatch(const Napi::CallbackInfo& info) {
@@ -103,7 +105,8 @@ static Napi::Value AttentionBatch(const Napi::CallbackInfo& info) {
   const int64_t numHeads = argInt(info, 7, fn, "numHeads", 1 << 16);
   const int64_t numKvHeads = argInt(info, 8, fn, "numKvHeads", 1 << 16);
   const int64_t headDim = argInt(info, 9, fn, "headDim", 1 << 16);
-  const AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 10, fn, "scale"));
+  AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 10, fn, "scale"));
+  attnOptionsFrom(info, 11, fn, &s);
   requireLength(env, fn, "q", q, uint64_t(m) * s.qDim, "m * numHeads * headDim");
   requireLength(env, fn, "out", out, uint64_t(m) * s.qDim, "m * numHeads * headDim");
   requireLength(env, fn, "positions", positions, m, "m");

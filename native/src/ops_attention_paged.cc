@@ -40,9 +40,11 @@ static int64_t poolBlocks(const Napi::Env& env, const char* fn, const char* name
 }
 
 // pagedAttention(out, q, kPool, vPool, m, positions, rowTables, tables, tableStride,
-//                numHeads, numKvHeads, headDim, scale)
-// Row i attends keys [0, positions[i]] of the sequence whose block table is
-// tables[rowTables[i] * tableStride, (rowTables[i] + 1) * tableStride).
+//                numHeads, numKvHeads, headDim, scale[, softcap[, window]])
+// Row i attends keys [0, positions[i]] (with a window > 0, the last `window` of them) of the
+// sequence whose block table is tables[rowTables[i] * tableStride, (rowTables[i] + 1) * tableStride).
+// With a window, the blocks wholly before a row's window are never read: their table entries
+// may be -1 (blocks given back to the pool).
 static Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   const char* fn = "pagedAttention";
   Napi::Env env = info.Env();
@@ -58,7 +60,8 @@ static Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
   const int64_t numHeads = argInt(info, 9, fn, "numHeads", 1 << 16);
   const int64_t numKvHeads = argInt(info, 10, fn, "numKvHeads", 1 << 16);
   const int64_t headDim = argInt(info, 11, fn, "headDim", 1 << 16);
-  const AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 12, fn, "scale"));
+  AttnShape s = attnShapeFrom(env, fn, numHeads, numKvHeads, headDim, argNumber(info, 12, fn, "scale"));
+  attnOptionsFrom(info, 13, fn, &s);
   requireLength(env, fn, "q", q, uint64_t(m) * s.qDim, "m * numHeads * headDim");
   requireLength(env, fn, "out", out, uint64_t(m) * s.qDim, "m * numHeads * headDim");
   requireLength(env, fn, "positions", positions, m, "m");
@@ -75,9 +78,11 @@ static Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
     throwRange(env, fn, "tables holds " + std::to_string(tables.length) + " elements, not a multiple of tableStride " +
                             std::to_string(tableStride));
   const int64_t numTables = static_cast<int64_t>(tables.length) / tableStride;
-  // Every row's position fits its table; then every block a row reads (blocks [0, pos / 16] of
-  // its table) is checked once per table, up to the furthest row that uses the table.
+  // Every row's position fits its table; then every block a row reads (blocks [start / 16,
+  // pos / 16] of its table, start = 0 without a window) is checked once per table, from the
+  // earliest first block to the furthest last block of the rows that use the table.
   std::vector<int64_t> tableReach(static_cast<size_t>(numTables), -1);
+  std::vector<int64_t> tableFirst(static_cast<size_t>(numTables), tableStride);
   int64_t maxPos = -1;
   for (int64_t i = 0; i < m; i++) {
     const int64_t p = positions.data[i], t = rowTables.data[i];
@@ -90,10 +95,12 @@ static Napi::Value PagedAttention(const Napi::CallbackInfo& info) {
                               std::to_string(tableStride * kPagedBlockTokens) + " tokens a table of " +
                               std::to_string(tableStride) + " blocks holds");
     tableReach[t] = std::max(tableReach[t], p / kPagedBlockTokens);
+    const int64_t start = s.window > 0 && p + 1 > s.window ? p + 1 - s.window : 0;
+    tableFirst[t] = std::min(tableFirst[t], start / kPagedBlockTokens);
     maxPos = std::max(maxPos, p);
   }
   for (int64_t t = 0; t < numTables; t++) {
-    for (int64_t b = 0; b <= tableReach[t]; b++) {
+    for (int64_t b = tableFirst[t]; b <= tableReach[t]; b++) {
       const int32_t id = tables.data[t * tableStride + b];
       if (id < 0 || id >= numBlocks)
         throwRange(env, fn, "tables[" + std::to_string(t * tableStride + b) + "] = " + std::to_string(id) +

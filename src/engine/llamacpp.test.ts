@@ -125,7 +125,7 @@ async function compare(ours: Model, ref: { tokens: number[]; probs: Map<number, 
 // amax/127; measured on tiny-15m (2026-11-27), f32 file with ONE tensor kind made q8_0:
 // attn_q 4.4e-4, token_embd 4.6e-3, ffn_down 8.3e-3, all matrices 3.2e-2; full q8_0/q4_0/q4_k
 // files 7-9.5e-2 (1.5-1.9% of the largest logit). Near-ties are gaps below about twice that.
-type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'headDim' | 'ffn'>>;
+type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'headDim' | 'ffn' | 'slidingWindow'>>;
 const NARROW_TINYLLAMA: Shrink = { dim: 256, nLayers: 4, nHeads: 8, nKvHeads: 2, ffn: 512 };
 const QWEN3_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 128, ffn: 512 };
 const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance: number; tieTolerance: number }> = [
@@ -165,6 +165,11 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   // a narrow TinyLlama (256-wide rows, n_gqa 4): the K-quants themselves
   { preset: 'tinyllama-1.1b', type: 'q2_k', shrink: NARROW_TINYLLAMA, relTolerance: 3e-2, tieTolerance: 0.15 }, // Q2_K, Q3_K, Q4_K, Q6_K
   { preset: 'tinyllama-1.1b', type: 'iq4_nl', shrink: NARROW_TINYLLAMA, relTolerance: 1e-5, tieTolerance: 1e-3 }, // IQ4_NL, Q5_K attn_v
+  // gemma2: embedding scale, post-norms, GEGLU, soft-capped scores and logits, layer 0 local
+  // with a 16-token window (the prompt and the continuation run past it).
+  { preset: 'gemma-2-2b', type: 'q8_0', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ffn: 512, slidingWindow: 16 }, relTolerance: 3e-2, tieTolerance: 0.15 },
+  // gemma3: q/k norms, layers 0-4 local (window 16, base 10000), layer 5 global (base 1e6).
+  { preset: 'gemma-3-1b', type: 'f16', shrink: { dim: 256, nLayers: 6, nHeads: 4, nKvHeads: 1, headDim: 128, ffn: 512, slidingWindow: 16 }, relTolerance: 1e-2, tieTolerance: 0.05 },
 ];
 
 // Opt-in (FLEXINFER_FULL_MIXES=1 npm run test:fast -- dist/engine/llamacpp): more mixes on small

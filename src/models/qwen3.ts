@@ -10,15 +10,13 @@ import type { Architecture } from './registry.js';
 import { readModelConfig } from './config.js';
 import type { LayerWeights } from '../weights/store.js';
 import { LLAMA_LAYER_TENSORS, LlamaModel } from './llama.js';
-import { rmsNorm } from './blocks/norm.js';
+import { qkHeadNorm } from './blocks/norm.js';
 
 export class Qwen3Model extends LlamaModel {
   protected override qkv(w: LayerWeights, m: number): void {
-    const c = this.config;
     super.qkv(w, m);
-    // per-head rmsnorm: q [m * numHeads, headDim], k [m * numKvHeads, headDim]
-    rmsNorm(this.s.q, this.s.q, w.get('attn_q_norm.weight'), m * c.numHeads, c.rmsEps);
-    rmsNorm(this.s.k, this.s.k, w.get('attn_k_norm.weight'), m * c.numKvHeads, c.rmsEps);
+    // per-head rmsnorm: q = rmsnorm_head(q) * attn_q_norm, k = rmsnorm_head(k) * attn_k_norm
+    qkHeadNorm(this.s.q, this.s.k, w, m, this.config, this.config.rmsEps);
   }
 }
 

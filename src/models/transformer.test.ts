@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Batch } from './transformer.js';
 import { createTransformer } from './registry.js';
+import type { GemmaConfig } from './gemma2.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, WeightStore, WeightTensor } from '../weights/store.js';
 import type { KvCache, KvShape } from '../kv/cache.js';
@@ -39,13 +40,22 @@ interface Traits {
   qkNorm?: boolean;
   /** Layers l with (l + 1) % noRopeStep == 0 skip RoPE. */
   noRopeStep?: number;
+  /** Gemma: scaled embeddings, post-norms, GEGLU, query scale, soft-caps, local layers (GemmaConfig). */
+  gemma?: boolean;
 }
 const TRAITS: Record<string, Traits> = {
   llama: { ropeMode: 'normal', qkvBias: false },
   qwen2: { ropeMode: 'neox', qkvBias: true },
   qwen3: { ropeMode: 'neox', qkvBias: false, qkNorm: true },
   smollm3: { ropeMode: 'normal', qkvBias: false, noRopeStep: 4 },
+  gemma2: { ropeMode: 'neox', qkvBias: false, gemma: true },
+  gemma3: { ropeMode: 'neox', qkvBias: false, qkNorm: true, gemma: true },
 };
+
+/** The gemma fields of a config (the test builds GemmaConfig objects for the gemma cases). */
+function gemmaOf(c: ModelConfig): GemmaConfig | null {
+  return TRAITS[c.architecture]!.gemma ? (c as GemmaConfig) : null;
+}
 
 /** Random F32 weights in an in-memory store; `w` keeps them as Float32Array for the reference. */
 function makeStore(c: ModelConfig, seed: number): { store: WeightStore; w: Map<string, Float32Array> } {
@@ -80,6 +90,10 @@ function makeStore(c: ModelConfig, seed: number): { store: WeightStore; w: Map<s
       add(p + 'attn_k_norm.weight', [c.headDim], 0.5, 1);
     }
     add(p + 'attn_output.weight', [qDim, c.dim], 0.3);
+    if (TRAITS[c.architecture]!.gemma) {
+      add(p + 'post_attention_norm.weight', [c.dim], 0.5, 1);
+      add(p + 'post_ffw_norm.weight', [c.dim], 0.5, 1);
+    }
     add(p + 'ffn_norm.weight', [c.dim], 0.5, 1);
     add(p + 'ffn_gate.weight', [c.dim, c.ffnDim], 0.5);
     add(p + 'ffn_up.weight', [c.dim, c.ffnDim], 0.5);
@@ -152,12 +166,16 @@ class Reference {
     return out;
   }
 
-  private rope(x: number[], numHeads: number, pos: number): void {
+  private rope(x: number[], numHeads: number, pos: number, layer: number): void {
     const c = this.c;
     const ff = this.w.get('rope_freqs.weight');
+    const g = gemmaOf(c);
+    const local = g !== null && g.isLocal[layer]!;
+    const base = local ? g.ropeBaseLocal : c.ropeFreqBase;
+    const linear = local && c.architecture === 'gemma3' ? 1 : c.ropeScale;
     for (let h = 0; h < numHeads; h++) {
       for (let i = 0; i < c.headDim / 2; i++) {
-        const theta = ((pos / c.ropeScale) * Math.pow(c.ropeFreqBase, (-2 * i) / c.headDim)) / (ff ? ff[i]! : 1);
+        const theta = ((pos / linear) * Math.pow(base, (-2 * i) / c.headDim)) / (ff ? ff[i]! : 1);
         const [a, b] = TRAITS[c.architecture]!.ropeMode === 'normal' ? [2 * i, 2 * i + 1] : [i, i + c.headDim / 2];
         const x0 = x[h * c.headDim + a]!;
         const x1 = x[h * c.headDim + b]!;
@@ -174,7 +192,8 @@ class Reference {
     const kvDim = c.numKvHeads * c.headDim;
     const pos = this.kc[0]!.length;
     const e = this.w.get('token_embd.weight')!;
-    let x = Array.from(e.subarray(token * c.dim, (token + 1) * c.dim));
+    const gm = gemmaOf(c);
+    let x = Array.from(e.subarray(token * c.dim, (token + 1) * c.dim)).map((v) => (gm ? v * Math.sqrt(c.dim) : v));
     const f16 = (v: number) => f16ToF32(f32ToF16(v));
     for (let l = 0; l < c.numLayers; l++) {
       const p = `blk.${l}.`;
@@ -194,38 +213,46 @@ class Reference {
         k = this.headNorm(k, p + 'attn_k_norm.weight');
       }
       if (!t.noRopeStep || (l + 1) % t.noRopeStep !== 0) {
-        this.rope(q, c.numHeads, pos);
-        this.rope(k, c.numKvHeads, pos);
+        this.rope(q, c.numHeads, pos, l);
+        this.rope(k, c.numKvHeads, pos, l);
       }
+      if (gm) q = q.map((v) => v * gm.queryScale);
+      // keys a query sees: all, or the last slidingWindow ones in a local layer
+      const first = gm && gm.isLocal[l] ? Math.max(0, pos + 1 - gm.slidingWindow) : 0;
       this.kc[l]!.push(k.map(f16));
       this.vc[l]!.push(v.map(f16));
       const att = new Array<number>(qDim).fill(0);
       const group = c.numHeads / c.numKvHeads;
       for (let h = 0; h < c.numHeads; h++) {
         const kh = Math.floor(h / group) * c.headDim;
-        const scores = this.kc[l]!.map((kr) => {
+        const scores = this.kc[l]!.slice(first).map((kr) => {
           let s = 0;
           for (let i = 0; i < c.headDim; i++) s += q[h * c.headDim + i]! * kr[kh + i]!;
-          return s / Math.sqrt(c.headDim);
+          if (!gm) return s / Math.sqrt(c.headDim);
+          return gm.attnSoftcap > 0 ? Math.tanh(s / gm.attnSoftcap) * gm.attnSoftcap : s;
         });
         const max = Math.max(...scores);
         const ex = scores.map((s) => Math.exp(s - max));
         const sum = ex.reduce((a, b) => a + b, 0);
         for (let t = 0; t < ex.length; t++) {
-          for (let i = 0; i < c.headDim; i++) att[h * c.headDim + i]! += (ex[t]! / sum) * this.vc[l]![t]![kh + i]!;
+          for (let i = 0; i < c.headDim; i++) att[h * c.headDim + i]! += (ex[t]! / sum) * this.vc[l]![first + t]![kh + i]!;
         }
       }
-      const o = this.matvec(p + 'attn_output.weight', att, c.dim);
+      let o = this.matvec(p + 'attn_output.weight', att, c.dim);
+      if (gm) o = this.rmsnorm(o, p + 'post_attention_norm.weight');
       x = x.map((v, i) => v + o[i]!);
       const xf = this.rmsnorm(x, p + 'ffn_norm.weight');
       const g = this.matvec(p + 'ffn_gate.weight', xf, c.ffnDim);
       const u = this.matvec(p + 'ffn_up.weight', xf, c.ffnDim);
-      const hb = g.map((gv, i) => (gv / (1 + Math.exp(-gv))) * u[i]!);
-      const d = this.matvec(p + 'ffn_down.weight', hb, c.dim);
+      const act = (v: number) => (gm ? 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * v * (1 + 0.044715 * v * v))) : v / (1 + Math.exp(-v)));
+      const hb = g.map((gv, i) => act(gv) * u[i]!);
+      let d = this.matvec(p + 'ffn_down.weight', hb, c.dim);
+      if (gm) d = this.rmsnorm(d, p + 'post_ffw_norm.weight');
       x = x.map((v, i) => v + d[i]!);
     }
     const xn = this.rmsnorm(x, 'output_norm.weight');
-    return this.matvec(c.tiedOutput ? 'token_embd.weight' : 'output.weight', xn, c.vocabSize);
+    const logits = this.matvec(c.tiedOutput ? 'token_embd.weight' : 'output.weight', xn, c.vocabSize);
+    return gm && gm.finalSoftcap > 0 ? logits.map((v) => Math.tanh(v / gm.finalSoftcap) * gm.finalSoftcap) : logits;
   }
 }
 
@@ -254,6 +281,14 @@ for (const [label, overrides] of [
   ['llama3 rope_freqs + linear rope scale', { hasRopeFreqs: true, ropeScale: 2, ropeFreqBase: 500000 }],
   ['qwen3 (per-head q/k norm, head dim 32 on a 64 residual)', { architecture: 'qwen3', headDim: 32, tiedOutput: true }],
   ['smollm3 (no rope in layer 3)', { architecture: 'smollm3', numLayers: 4 }],
+  ['gemma2 (post-norms, GEGLU, soft-caps, window 3 on even layers)', {
+    architecture: 'gemma2', headDim: 32, tiedOutput: true, numLayers: 3,
+    attnSoftcap: 5, finalSoftcap: 3, slidingWindow: 3, isLocal: [true, false, true], ropeBaseLocal: 10000, queryScale: Math.fround(1 / Math.sqrt(32)),
+  }],
+  ['gemma3 (q/k norms, local base 10000 unscaled, global linear scale 2, window 4)', {
+    architecture: 'gemma3', tiedOutput: true, numLayers: 3, ropeFreqBase: 1e6, ropeScale: 2,
+    attnSoftcap: 0, finalSoftcap: 0, slidingWindow: 4, isLocal: [true, true, false], ropeBaseLocal: 10000, queryScale: Math.fround(1 / Math.sqrt(16)),
+  }],
 ] as const) {
   test(`forward matches the naive reference: ${label}`, () => {
     const c: ModelConfig = { ...base, ...overrides };

@@ -72,8 +72,11 @@ export function storeKv(
 
 /**
  * Causal grouped-query attention for m query rows of ONE sequence over its contiguous f16 K/V.
- * Query row i attends to kv positions [0, positions[i]]; head h reads kv head
- * h / (numHeads / numKvHeads). scale is usually 1 / sqrt(headDim). out must not alias q.
+ * Query row i attends to kv positions [0, positions[i]] (with `window` > 0, only the last
+ * `window` of them: [positions[i] - window + 1, positions[i]]; K/V before that is never read, so
+ * it may be unmapped); head h reads kv head h / (numHeads / numKvHeads). Each score q·k is
+ * soft-capped first when `softcap` > 0 (tanh(s / cap) * cap, gemma2), then multiplied by `scale`
+ * (usually 1 / sqrt(headDim)). out must not alias q.
  */
 export function attention(
   out: Float32Array, // [m, numHeads * headDim]
@@ -86,8 +89,10 @@ export function attention(
   numKvHeads: number,
   headDim: number,
   scale: number,
+  softcap = 0,
+  window = 0,
 ): void {
-  addon.opsAttention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale);
+  addon.opsAttention(out, q, k, v, m, positions, numHeads, numKvHeads, headDim, scale, softcap, window);
 }
 
 /**
@@ -107,8 +112,10 @@ export function attentionBatch(
   numKvHeads: number,
   headDim: number,
   scale: number,
+  softcap = 0, // as attention()
+  window = 0, // as attention()
 ): void {
-  addon.opsAttentionBatch(out, q, ks, vs, m, positions, rowSeqs, numHeads, numKvHeads, headDim, scale);
+  addon.opsAttentionBatch(out, q, ks, vs, m, positions, rowSeqs, numHeads, numKvHeads, headDim, scale, softcap, window);
 }
 
 /** Tokens per block of the paged KV layout (vLLM's default block size). */
@@ -149,8 +156,12 @@ export function pagedAttention(
   numKvHeads: number,
   headDim: number,
   scale: number,
+  softcap = 0, // as attention()
+  window = 0, // as attention(); table entries wholly before every row's window are never read (may be -1)
 ): void {
-  addon.opsPagedAttention(out, q, kPool, vPool, m, positions, rowTables, tables, tableStride, numHeads, numKvHeads, headDim, scale);
+  addon.opsPagedAttention(
+    out, q, kPool, vPool, m, positions, rowTables, tables, tableStride, numHeads, numKvHeads, headDim, scale, softcap, window,
+  );
 }
 
 /**
@@ -159,6 +170,24 @@ export function pagedAttention(
  */
 export function siluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number, rowLength?: number): void {
   addon.opsSiluMul(out, gate, up, n, rowLength);
+}
+
+/**
+ * out[i] = gelu(gate[i]) * up[i] (GEGLU, GELU with the tanh approximation, looked up through
+ * f16 as llama.cpp's CPU backend does). out may be gate or up.
+ */
+export function geluMul(out: Float32Array, gate: Float32Array, up: Float32Array, n: number): void {
+  addon.opsGeluMul(out, gate, up, n);
+}
+
+/** In place: x[i] = tanh(x[i] / cap) * cap (soft-capping of logits), for i < n. */
+export function softcap(x: Float32Array, n: number, cap: number): void {
+  addon.opsSoftcap(x, n, cap);
+}
+
+/** In place: x[i] *= s for i < n (f32 products). */
+export function scale(x: Float32Array, n: number, s: number): void {
+  addon.opsScale(x, n, s);
 }
 
 /** out[i] = a[i] + b[i] (residual). out may be a or b. */

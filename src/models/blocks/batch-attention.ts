@@ -106,7 +106,7 @@ export function attentionOverBatch(kv: KvCache, layer: number, runs: readonly Se
     const vPool = kv.valuePool(layer);
     pagedStoreKv(kPool, b.k, b.m, a.numKvHeads, a.headDim, b.slots);
     pagedStoreKv(vPool, b.v, b.m, a.numKvHeads, a.headDim, b.slots);
-    pagedAttention(b.att, b.q, kPool, vPool, b.m, b.positions, b.rowSeqs, b.tables, b.stride, a.numHeads, a.numKvHeads, a.headDim, a.scale);
+    pagedAttention(b.att, b.q, kPool, vPool, b.m, b.positions, b.rowSeqs, b.tables, b.stride, a.numHeads, a.numKvHeads, a.headDim, a.scale, a.softcap ?? 0, a.window ?? 0);
     return;
   }
   let b = batches.get(runs);
@@ -118,5 +118,5 @@ export function attentionOverBatch(kv: KvCache, layer: number, runs: readonly Se
     storeKv(ks[i]!, r.k, r.n, kvDim, r.positions);
     storeKv(vs[i]!, r.v, r.n, kvDim, r.positions);
   });
-  attentionBatch(b.att, b.q, ks, vs, b.m, b.positions, b.rowSeqs, a.numHeads, a.numKvHeads, a.headDim, a.scale);
+  attentionBatch(b.att, b.q, ks, vs, b.m, b.positions, b.rowSeqs, a.numHeads, a.numKvHeads, a.headDim, a.scale, a.softcap ?? 0, a.window ?? 0);
 }

@@ -1,9 +1,9 @@
 /**
  * Gated feed-forward blocks: out = down(act(gate(x)) * up(x)). SwiGLU (act = SiLU) is the
- * llama family's FFN.
+ * llama family's FFN, GEGLU (act = GELU, tanh approximation) gemma's.
  */
 import type { LayerWeights } from '../../weights/store.js';
-import { siluMul } from '../../native/index.js';
+import { geluMul, siluMul } from '../../native/index.js';
 import { linear } from './linear.js';
 
 /** Scratch a gated FFN computes in: two [m, ffnDim] buffers. */
@@ -17,10 +17,22 @@ export interface FfnScratch {
  * hb = silu(x·Wgate^T) * (x·Wup^T) [m, ffnDim]; out = hb·Wdown^T [m, dim]. out may be x.
  */
 export function swiglu(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch): void {
+  gated(out, w, x, m, s, siluMul);
+}
+
+/** GEGLU over m rows: hb = gelu(x·Wgate^T) * (x·Wup^T); out = hb·Wdown^T. out may be x. */
+export function geglu(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch): void {
+  gated(out, w, x, m, s, geluMul);
+}
+
+/** The gate's activation times up, over n values in rows of rowLength (siluMul computes a row's tail as ggml). */
+type GateKernel = (out: Float32Array, gate: Float32Array, up: Float32Array, n: number, rowLength: number) => void;
+
+function gated(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch, act: GateKernel): void {
   const up = w.get('ffn_up.weight');
   const ffnDim = up.dims[1]!;
   linear(s.hb, w.get('ffn_gate.weight'), x, m);
   linear(s.hb2, up, x, m);
-  siluMul(s.hb, s.hb, s.hb2, m * ffnDim, ffnDim);
+  act(s.hb, s.hb, s.hb2, m * ffnDim, ffnDim);
   linear(out, w.get('ffn_down.weight'), s.hb, m);
 }
