@@ -53,6 +53,7 @@ const KIND_COLUMNS: [TensorKind, string][] = [
   ['attn_q', 'q'],
   ['attn_k', 'k'],
   ['attn_v', 'v'],
+  ['attn_qkv', 'qkv'],
   ['attn_output', 'o'],
   ['ffn_gate', 'gate'],
   ['ffn_up', 'up'],

@@ -125,7 +125,7 @@ async function compare(ours: Model, ref: { tokens: number[]; probs: Map<number, 
 // amax/127; measured on tiny-15m (2026-11-27), f32 file with ONE tensor kind made q8_0:
 // attn_q 4.4e-4, token_embd 4.6e-3, ffn_down 8.3e-3, all matrices 3.2e-2; full q8_0/q4_0/q4_k
 // files 7-9.5e-2 (1.5-1.9% of the largest logit). Near-ties are gaps below about twice that.
-type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'headDim' | 'ffn' | 'slidingWindow'>>;
+type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'headDim' | 'ffn' | 'slidingWindow' | 'ropeDim' | 'longRope'>>;
 const NARROW_TINYLLAMA: Shrink = { dim: 256, nLayers: 4, nHeads: 8, nKvHeads: 2, ffn: 512 };
 const QWEN3_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 128, ffn: 512 };
 const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance: number; tieTolerance: number }> = [
@@ -170,6 +170,10 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   { preset: 'gemma-2-2b', type: 'q8_0', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ffn: 512, slidingWindow: 16 }, relTolerance: 3e-2, tieTolerance: 0.15 },
   // gemma3: q/k norms, layers 0-4 local (window 16, base 10000), layer 5 global (base 1e6).
   { preset: 'gemma-3-1b', type: 'f16', shrink: { dim: 256, nLayers: 6, nHeads: 4, nKvHeads: 1, headDim: 128, ffn: 512, slidingWindow: 16 }, relTolerance: 1e-2, tieTolerance: 0.05 },
+  // phi3: fused attn_qkv and gate|up, NeoX rope over 48 of 64 dimensions (partial rotary, as
+  // Phi-4-mini's 96 of 128), GQA, longrope with original context 128 < the 256 both engines
+  // run: the long factors and attn_factor sqrt(1 + ln(131072 / 128) / ln(128)) = 1.53.
+  { preset: 'phi-3.5-mini', type: 'q8_0', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ropeDim: 48, ffn: 512, longRope: { originalContext: 128 } }, relTolerance: 3e-2, tieTolerance: 0.15 },
 ];
 
 // Opt-in (FLEXINFER_FULL_MIXES=1 npm run test:fast -- dist/engine/llamacpp): more mixes on small

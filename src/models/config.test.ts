@@ -37,7 +37,7 @@ test('llama config: hyperparameters, GQA, linear rope scaling, untied output', (
   const c = modelConfigFromGguf(fakeFile('llama', LLAMA));
   assert.deepEqual(c, {
     architecture: 'llama', dim: 64, numLayers: 2, numHeads: 8, numKvHeads: 2, headDim: 8, ffnDim: 128, vocabSize: 100,
-    contextLength: 4096, rmsEps: 1e-6, ropeFreqBase: 500000, ropeScale: 4, tiedOutput: false, hasRopeFreqs: false,
+    contextLength: 4096, rmsEps: 1e-6, ropeFreqBase: 500000, ropeScale: 4, tiedOutput: false, hasRopeFreqs: false, ropeDim: 8,
   });
 });
 
@@ -51,8 +51,8 @@ test('qwen2 config: tied output, defaults for absent keys', () => {
 });
 
 test('unknown architecture, unsupported tensor type, missing keys and tensors: typed errors', () => {
-  assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2', 'qwen3', 'smollm3', 'gemma2', 'gemma3']);
-  assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2, qwen3, smollm3, gemma2, gemma3");
+  assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2', 'qwen3', 'smollm3', 'gemma2', 'gemma3', 'phi3']);
+  assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2, qwen3, smollm3, gemma2, gemma3, phi3");
   assert.throws(
     () => modelConfigFromGguf(fakeFile('llama', LLAMA, { types: { 'blk.1.ffn_down.weight': GgmlType.IQ2_XXS } })),
     (e: unknown) => e instanceof UnsupportedTensorTypeError && e.tensor === 'blk.1.ffn_down.weight' && /type iq2_xxs, which is not supported/.test(e.message),
@@ -62,6 +62,11 @@ test('unknown architecture, unsupported tensor type, missing keys and tensors: t
   delete noFfn['llama.feed_forward_length'];
   assert.throws(() => modelConfigFromGguf(fakeFile('llama', noFfn)), (e: unknown) => e instanceof InvalidModelError && /'llama.feed_forward_length' is missing/.test(e.message));
   assert.throws(() => modelConfigFromGguf(fakeFile('llama', { ...LLAMA, 'llama.attention.head_count_kv': 3 })), /not a multiple/);
+  // partial rotary: phi3 only (Phi-4-mini rotates 96 of 128); llama rotates whole heads
+  assert.throws(
+    () => modelConfigFromGguf(fakeFile('llama', { ...LLAMA, 'llama.rope.dimension_count': 6 })),
+    (e: unknown) => e instanceof InvalidModelError && /rope.dimension_count 6 with head dim 8 is not supported by 'llama'/.test(e.message),
+  );
   const f = fakeFile('qwen2', { 'qwen2.embedding_length': 64, 'qwen2.block_count': 1, 'qwen2.attention.head_count': 4, 'qwen2.feed_forward_length': 96 }, { tied: true });
   assert.throws(() => modelConfigFromGguf(f), /tensor 'blk.0.attn_q.bias' is missing/);
 });

@@ -28,6 +28,14 @@ export interface ModelConfig {
   tiedOutput: boolean;
   /** True when the file has rope_freqs.weight (llama3 rope scaling as frequency factors). */
   hasRopeFreqs: boolean;
+  /** Rotated dimensions of each head (rope.dimension_count); headDim unless the architecture allows partial rotary. */
+  ropeDim: number;
+}
+
+/** What an architecture accepts beyond the common config. */
+export interface ReadConfigOptions {
+  /** rope.dimension_count may be below the head dimension (phi3: Phi-4-mini rotates 96 of 128). */
+  partialRotary?: boolean;
 }
 
 /** The part of a parsed GGUF file the config reader looks at (H1's GgufFile fits). */
@@ -61,7 +69,7 @@ function positiveInt(file: GgufMetadataSource, key: string, fallback?: number): 
  * Reads and validates the config of a decoder-only transformer in llama.cpp's key scheme.
  * Throws InvalidModelError (missing/inconsistent keys or tensors) or UnsupportedTensorTypeError.
  */
-export function readModelConfig(file: GgufMetadataSource, arch: string): ModelConfig {
+export function readModelConfig(file: GgufMetadataSource, arch: string, options: ReadConfigOptions = {}): ModelConfig {
   const tensors = new Map(file.tensors.map((t) => [t.name, t]));
   const embd = tensors.get('token_embd.weight');
   if (!embd) throw new InvalidModelError(`tensor 'token_embd.weight' is missing`);
@@ -89,8 +97,8 @@ export function readModelConfig(file: GgufMetadataSource, arch: string): ModelCo
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
     throw new InvalidModelError(`head dimension ${headDim} must be an even integer`);
   }
-  if (ropeDim !== headDim) {
-    throw new InvalidModelError(`partial RoPE (rope.dimension_count ${ropeDim} != head dim ${headDim}) is not supported`);
+  if (ropeDim > headDim || ropeDim % 2 !== 0 || (ropeDim !== headDim && !options.partialRotary)) {
+    throw new InvalidModelError(`rope.dimension_count ${ropeDim} with head dim ${headDim} is not supported by '${arch}' (${options.partialRotary ? 'an even count up to the head dim' : 'it rotates whole heads'})`);
   }
   if (embd.dims[0] !== dim || embd.dims[1] !== vocabSize) {
     throw new InvalidModelError(`token_embd.weight has dims [${embd.dims.join(', ')}], expected [${dim}, ${vocabSize}]`);
@@ -120,6 +128,7 @@ export function readModelConfig(file: GgufMetadataSource, arch: string): ModelCo
     ropeScale,
     tiedOutput: !tensors.has('output.weight'),
     hasRopeFreqs: tensors.has('rope_freqs.weight'),
+    ropeDim,
   };
 }
 

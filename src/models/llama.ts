@@ -10,7 +10,7 @@
  * RoPE in the "normal" layout (pairs (2i, 2i+1), as llama.cpp's GGUF conversion permutes Q/K
  * for it), grouped-query attention, tied or untied output, llama3 rope scaling through
  * rope_freqs.weight. Other architectures that differ from it in one step subclass it and
- * override that step (qkv, ropeFor).
+ * override that step (qkv, ropeFor, ffn).
  */
 import type { Architecture } from './registry.js';
 import { readModelConfig, type ModelConfig } from './config.js';
@@ -59,7 +59,7 @@ export class LlamaModel extends Transformer {
       // ffn rmsnorm: xb = rmsnorm(x) * ffn_norm  [m, dim]
       rmsNorm(s.xb, s.x, w.get('ffn_norm.weight'), m, c.rmsEps);
       // SwiGLU and residual: x += Wdown · (silu(Wgate · xb) * Wup · xb)  [m, dim]
-      swiglu(s.xb, w, s.xb, m, s);
+      this.ffn(w, m);
       add(s.x, s.x, s.xb, m * c.dim);
 
       this.weights.release(l);
@@ -93,6 +93,11 @@ export class LlamaModel extends Transformer {
     linear(s.q, w.get('attn_q.weight'), s.xb, m);
     linear(s.k, w.get('attn_k.weight'), s.xb, m);
     linear(s.v, w.get('attn_v.weight'), s.xb, m);
+  }
+
+  /** The FFN of s.xb, in place: SwiGLU over ffn_gate / ffn_up / ffn_down. */
+  protected ffn(w: LayerWeights, m: number): void {
+    swiglu(this.s.xb, w, this.s.xb, m, this.s);
   }
 
   /** RoPE of `layer`, or null for a layer without positional encoding. */

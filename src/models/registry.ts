@@ -13,6 +13,7 @@ import { qwen3 } from './qwen3.js';
 import { smollm3 } from './smollm3.js';
 import { gemma2 } from './gemma2.js';
 import { gemma3 } from './gemma3.js';
+import { phi3 } from './phi3.js';
 
 /** What the registry knows of one architecture. */
 export interface Architecture {
@@ -25,7 +26,7 @@ export interface Architecture {
   create(config: ModelConfig, weights: WeightStore, kv: KvCache, options: TransformerOptions): Transformer;
 }
 
-const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llama, qwen2, qwen3, smollm3, gemma2, gemma3].map((a) => [a.name, a]));
+const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llama, qwen2, qwen3, smollm3, gemma2, gemma3, phi3].map((a) => [a.name, a]));
 
 /** Names of the supported architectures. */
 export function supportedArchitectures(): string[] {

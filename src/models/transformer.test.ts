@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import type { Batch } from './transformer.js';
 import { createTransformer } from './registry.js';
 import type { GemmaConfig } from './gemma2.js';
+import type { Phi3Config } from './phi3.js';
 import type { ModelConfig } from './config.js';
 import type { LayerWeights, WeightStore, WeightTensor } from '../weights/store.js';
 import type { KvCache, KvShape } from '../kv/cache.js';
@@ -29,7 +30,7 @@ function rng(seed: number): () => number {
 
 const base: ModelConfig = {
   architecture: 'llama', dim: 64, numLayers: 2, numHeads: 4, numKvHeads: 2, headDim: 16, ffnDim: 96, vocabSize: 50,
-  contextLength: 64, rmsEps: 1e-5, ropeFreqBase: 10000, ropeScale: 1, tiedOutput: false, hasRopeFreqs: false,
+  contextLength: 64, rmsEps: 1e-5, ropeFreqBase: 10000, ropeScale: 1, tiedOutput: false, hasRopeFreqs: false, ropeDim: 16,
 };
 
 /** What the reference must know of each architecture (the model files know it themselves). */
@@ -42,6 +43,8 @@ interface Traits {
   noRopeStep?: number;
   /** Gemma: scaled embeddings, post-norms, GEGLU, query scale, soft-caps, local layers (GemmaConfig). */
   gemma?: boolean;
+  /** phi3: fused attn_qkv and gate|up, longrope factors chosen by context, attn_factor, partial rotary (Phi3Config). */
+  phi3?: boolean;
 }
 const TRAITS: Record<string, Traits> = {
   llama: { ropeMode: 'normal', qkvBias: false },
@@ -50,7 +53,13 @@ const TRAITS: Record<string, Traits> = {
   smollm3: { ropeMode: 'normal', qkvBias: false, noRopeStep: 4 },
   gemma2: { ropeMode: 'neox', qkvBias: false, gemma: true },
   gemma3: { ropeMode: 'neox', qkvBias: false, qkNorm: true, gemma: true },
+  phi3: { ropeMode: 'neox', qkvBias: false, phi3: true },
 };
+
+/** The phi3 fields of a config. */
+function phi3Of(c: ModelConfig): Phi3Config | null {
+  return TRAITS[c.architecture]!.phi3 ? (c as Phi3Config) : null;
+}
 
 /** The gemma fields of a config (the test builds GemmaConfig objects for the gemma cases). */
 function gemmaOf(c: ModelConfig): GemmaConfig | null {
@@ -74,12 +83,21 @@ function makeStore(c: ModelConfig, seed: number): { store: WeightStore; w: Map<s
   add('output_norm.weight', [c.dim], 0.5, 1);
   if (!c.tiedOutput) add('output.weight', [c.dim, c.vocabSize], 0.5);
   if (c.hasRopeFreqs) add('rope_freqs.weight', [c.headDim / 2], 2, 2.5);
+  const phi = TRAITS[c.architecture]!.phi3;
+  if (phi) {
+    add('rope_factors_long.weight', [c.ropeDim / 2], 6, 4);
+    add('rope_factors_short.weight', [c.ropeDim / 2], 1, 1.5);
+  }
   for (let l = 0; l < c.numLayers; l++) {
     const p = `blk.${l}.`;
     add(p + 'attn_norm.weight', [c.dim], 0.5, 1);
-    add(p + 'attn_q.weight', [c.dim, qDim], 0.5);
-    add(p + 'attn_k.weight', [c.dim, kvDim], 0.5);
-    add(p + 'attn_v.weight', [c.dim, kvDim], 0.5);
+    if (phi) {
+      add(p + 'attn_qkv.weight', [c.dim, qDim + 2 * kvDim], 0.5);
+    } else {
+      add(p + 'attn_q.weight', [c.dim, qDim], 0.5);
+      add(p + 'attn_k.weight', [c.dim, kvDim], 0.5);
+      add(p + 'attn_v.weight', [c.dim, kvDim], 0.5);
+    }
     if (TRAITS[c.architecture]!.qkvBias) {
       add(p + 'attn_q.bias', [qDim], 0.5);
       add(p + 'attn_k.bias', [kvDim], 0.5);
@@ -95,8 +113,12 @@ function makeStore(c: ModelConfig, seed: number): { store: WeightStore; w: Map<s
       add(p + 'post_ffw_norm.weight', [c.dim], 0.5, 1);
     }
     add(p + 'ffn_norm.weight', [c.dim], 0.5, 1);
-    add(p + 'ffn_gate.weight', [c.dim, c.ffnDim], 0.5);
-    add(p + 'ffn_up.weight', [c.dim, c.ffnDim], 0.5);
+    if (phi) {
+      add(p + 'ffn_up.weight', [c.dim, 2 * c.ffnDim], 0.5);
+    } else {
+      add(p + 'ffn_gate.weight', [c.dim, c.ffnDim], 0.5);
+      add(p + 'ffn_up.weight', [c.dim, c.ffnDim], 0.5);
+    }
     add(p + 'ffn_down.weight', [c.ffnDim, c.dim], 0.3);
   }
   let acquired = -1;
@@ -168,19 +190,23 @@ class Reference {
 
   private rope(x: number[], numHeads: number, pos: number, layer: number): void {
     const c = this.c;
-    const ff = this.w.get('rope_freqs.weight');
     const g = gemmaOf(c);
+    const phi = phi3Of(c);
+    // phi3: long factors when the context (the test's KV holds contextLength) exceeds the original one
+    const ff = phi ? this.w.get(c.contextLength > phi.ropeOriginalContext ? 'rope_factors_long.weight' : 'rope_factors_short.weight') : this.w.get('rope_freqs.weight');
+    const mscale = phi ? phi.ropeAttnFactor : 1;
     const local = g !== null && g.isLocal[layer]!;
     const base = local ? g.ropeBaseLocal : c.ropeFreqBase;
     const linear = local && c.architecture === 'gemma3' ? 1 : c.ropeScale;
+    const nRot = c.ropeDim; // dimensions past nRot are not rotated
     for (let h = 0; h < numHeads; h++) {
-      for (let i = 0; i < c.headDim / 2; i++) {
-        const theta = ((pos / linear) * Math.pow(base, (-2 * i) / c.headDim)) / (ff ? ff[i]! : 1);
-        const [a, b] = TRAITS[c.architecture]!.ropeMode === 'normal' ? [2 * i, 2 * i + 1] : [i, i + c.headDim / 2];
+      for (let i = 0; i < nRot / 2; i++) {
+        const theta = ((pos / linear) * Math.pow(base, (-2 * i) / nRot)) / (ff ? ff[i]! : 1);
+        const [a, b] = TRAITS[c.architecture]!.ropeMode === 'normal' ? [2 * i, 2 * i + 1] : [i, i + nRot / 2];
         const x0 = x[h * c.headDim + a]!;
         const x1 = x[h * c.headDim + b]!;
-        x[h * c.headDim + a] = x0 * Math.cos(theta) - x1 * Math.sin(theta);
-        x[h * c.headDim + b] = x0 * Math.sin(theta) + x1 * Math.cos(theta);
+        x[h * c.headDim + a] = (x0 * Math.cos(theta) - x1 * Math.sin(theta)) * mscale;
+        x[h * c.headDim + b] = (x0 * Math.sin(theta) + x1 * Math.cos(theta)) * mscale;
       }
     }
   }
@@ -198,9 +224,11 @@ class Reference {
     for (let l = 0; l < c.numLayers; l++) {
       const p = `blk.${l}.`;
       const xb = this.rmsnorm(x, p + 'attn_norm.weight');
-      let q = this.matvec(p + 'attn_q.weight', xb, qDim);
-      let k = this.matvec(p + 'attn_k.weight', xb, kvDim);
-      const v = this.matvec(p + 'attn_v.weight', xb, kvDim);
+      const phi = phi3Of(c);
+      const qkv = phi ? this.matvec(p + 'attn_qkv.weight', xb, qDim + 2 * kvDim) : [];
+      let q = phi ? qkv.slice(0, qDim) : this.matvec(p + 'attn_q.weight', xb, qDim);
+      let k = phi ? qkv.slice(qDim, qDim + kvDim) : this.matvec(p + 'attn_k.weight', xb, kvDim);
+      const v = phi ? qkv.slice(qDim + kvDim) : this.matvec(p + 'attn_v.weight', xb, kvDim);
       if (TRAITS[c.architecture]!.qkvBias) {
         for (const [vec, n] of [[q, 'q'], [k, 'k'], [v, 'v']] as const) {
           const b = this.w.get(`${p}attn_${n}.bias`)!;
@@ -242,8 +270,9 @@ class Reference {
       if (gm) o = this.rmsnorm(o, p + 'post_attention_norm.weight');
       x = x.map((v, i) => v + o[i]!);
       const xf = this.rmsnorm(x, p + 'ffn_norm.weight');
-      const g = this.matvec(p + 'ffn_gate.weight', xf, c.ffnDim);
-      const u = this.matvec(p + 'ffn_up.weight', xf, c.ffnDim);
+      const gu = phi ? this.matvec(p + 'ffn_up.weight', xf, 2 * c.ffnDim) : [];
+      const g = phi ? gu.slice(0, c.ffnDim) : this.matvec(p + 'ffn_gate.weight', xf, c.ffnDim);
+      const u = phi ? gu.slice(c.ffnDim) : this.matvec(p + 'ffn_up.weight', xf, c.ffnDim);
       const act = (v: number) => (gm ? 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * v * (1 + 0.044715 * v * v))) : v / (1 + Math.exp(-v)));
       const hb = g.map((gv, i) => act(gv) * u[i]!);
       let d = this.matvec(p + 'ffn_down.weight', hb, c.dim);
@@ -289,9 +318,16 @@ for (const [label, overrides] of [
     architecture: 'gemma3', tiedOutput: true, numLayers: 3, ropeFreqBase: 1e6, ropeScale: 2,
     attnSoftcap: 0, finalSoftcap: 0, slidingWindow: 4, isLocal: [true, true, false], ropeBaseLocal: 10000, queryScale: Math.fround(1 / Math.sqrt(16)),
   }],
+  ['phi3 (fused qkv and gate|up, long factors: context 64 > original 32, attn_factor 1.2, 12 of 16 dims rotated)', {
+    architecture: 'phi3', ropeDim: 12, ropeOriginalContext: 32, ropeAttnFactor: 1.2,
+  }],
+  ['phi3 (short factors: context 64 <= original 64, GQA)', {
+    architecture: 'phi3', ropeOriginalContext: 64, ropeAttnFactor: 1,
+  }],
 ] as const) {
   test(`forward matches the naive reference: ${label}`, () => {
-    const c: ModelConfig = { ...base, ...overrides };
+    // rotate whole heads unless the case says otherwise (partial rotary)
+    const c: ModelConfig = { ...base, ...overrides, ropeDim: 'ropeDim' in overrides ? overrides.ropeDim : (overrides as Partial<ModelConfig>).headDim ?? base.headDim };
     const { store, w } = makeStore(c, 1234);
     const kv = makeKv({ numLayers: c.numLayers, kvDim: c.numKvHeads * c.headDim, maxContext: c.contextLength });
     const model = createTransformer(c, store, kv, { maxRows: 16, maxLogitRows: 8 });

@@ -100,21 +100,24 @@ test('rope: hand-computed values for pos 1, headDim 4, base 10000 (normal and ne
   });
 });
 
-/** ggml's rope: theta iterated in f32, angle = freqScale * (theta / ff), rotation in double. */
+/**
+ * ggml's rope: theta iterated in f32 (theta_scale from nRot), angle = freqScale * (theta / ff),
+ * cos/sin times attnFactor, rotation in double; dimensions [nRot, hd) of each head unchanged.
+ */
 function ropeRef(
   x: Float32Array, m: number, heads: number, hd: number, pos: Int32Array,
-  mode: 'normal' | 'neox', base: number, fs: number, ff: Float32Array | null,
+  mode: 'normal' | 'neox', base: number, fs: number, ff: Float32Array | null, nRot = hd, attnFactor = 1,
 ): Float32Array {
   const out = Float32Array.from(x);
-  const thetaScale = f(Math.pow(f(base), f(-2 / hd)));
+  const thetaScale = f(Math.pow(f(base), f(-2 / nRot)));
   for (let i = 0; i < m; i++) {
     let theta = f(pos[i]!);
-    for (let p = 0; p < hd / 2; p++) {
+    for (let p = 0; p < nRot / 2; p++) {
       const angle = f(f(fs) * f(theta / (ff ? ff[p]! : 1)));
-      const c = Math.cos(angle), s = Math.sin(angle);
+      const c = f(Math.cos(angle)) * f(attnFactor), s = f(Math.sin(angle)) * f(attnFactor);
       for (let h = 0; h < heads; h++) {
         const o = i * heads * hd + h * hd;
-        const [a, b] = mode === 'normal' ? [o + 2 * p, o + 2 * p + 1] : [o + p, o + p + hd / 2];
+        const [a, b] = mode === 'normal' ? [o + 2 * p, o + 2 * p + 1] : [o + p, o + p + nRot / 2];
         out[a] = x[a]! * c - x[b]! * s;
         out[b] = x[a]! * s + x[b]! * c;
       }
@@ -144,6 +147,32 @@ test('rope: random shapes, positions, freq factors and scale against a reference
       }
     }
   });
+});
+
+test('rope: partial rotary (nRot < headDim) leaves the tail of each head as it is; attnFactor scales cos and sin', () => {
+  const r = rng(31);
+  forEachPath((path) => {
+    // Phi-4-mini rotates 96 of 128 dimensions; phi-3.5's attn_factor is about 1.19.
+    for (const [heads, hd, nRot] of [[3, 128, 96], [2, 16, 4], [5, 96, 96]] as const) {
+      for (const mode of ['normal', 'neox'] as const) {
+        const m = 1 + Math.floor(r() * 9);
+        const pos = Int32Array.from({ length: m }, () => Math.floor(r() * 5000));
+        const ff = r() < 0.5 ? null : Float32Array.from({ length: nRot / 2 }, () => 1 + r() * 7);
+        const attnFactor = r() < 0.5 ? 1 : 1.1902380714238083;
+        const x = randomArray(r, m * heads * hd);
+        const want = ropeRef(x, m, heads, hd, pos, mode, 10000, 1, ff, nRot, attnFactor);
+        const before = Float32Array.from(x);
+        rope(x, m, heads, hd, pos, mode, 10000, 1, ff, nRot, attnFactor);
+        assertClose(x, want, 3e-6, `rope ${path} ${mode} hd ${hd} nRot ${nRot} attnFactor ${attnFactor}`);
+        for (let i = 0; i < m * heads; i++) {
+          for (let d = nRot; d < hd; d++) assert.equal(x[i * hd + d], before[i * hd + d], `dimension ${d} past nRot changed`);
+        }
+      }
+    }
+  });
+  const x = new Float32Array(8);
+  assert.throws(() => rope(x, 1, 1, 8, new Int32Array([0]), 'neox', 10000, 1, null, 10, 1), /nRot/);
+  assert.throws(() => rope(x, 1, 1, 8, new Int32Array([0]), 'neox', 10000, 1, new Float32Array(1), 4, 1), /freqFactors/);
 });
 
 test('getRows and dequantizeRow agree bit for bit with the reference dequantizer for every type', () => {

@@ -50,13 +50,15 @@ export function rope(
   mode: 'normal' | 'neox',
   freqBase: number,
   freqScale: number,
-  freqFactors: Float32Array | null, // [headDim / 2]
+  freqFactors: Float32Array | null, // [nRot / 2]
+  nRot = headDim, // rotated dimensions of each head (partial rotary: fewer; the rest pass through)
+  attnFactor = 1, // cos and sin are multiplied by it (ggml's mscale; phi3's rope.scaling.attn_factor)
 ): void {
   let modeId: number;
   if (mode === 'normal') modeId = 0;
   else if (mode === 'neox') modeId = 2;
   else throw new RangeError(`rope: mode must be 'normal' or 'neox', got '${String(mode)}'`);
-  addon.opsRope(x, m, numHeads, headDim, positions, modeId, freqBase, freqScale, freqFactors);
+  addon.opsRope(x, m, numHeads, headDim, positions, modeId, freqBase, freqScale, freqFactors, nRot, attnFactor);
 }
 
 /** Writes rows of K or V into an f16 cache: cache[positions[i] * kvDim + j] = f16(src[i * kvDim + j]). */

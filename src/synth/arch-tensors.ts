@@ -4,7 +4,7 @@
  * (quant mixes) and the order of the file; this file owns which tensors a block has.
  */
 import { gv, type GgufValue } from '../gguf/value.js';
-import type { SynthPreset } from './presets.js';
+import { longRopeAttnFactor, longRopeFactors, type SynthPreset } from './presets.js';
 
 /** How plan.ts adds a tensor: a 2-D weight (typed by the mix) or an f32 vector. */
 export interface TensorSink {
@@ -24,6 +24,7 @@ export function headDimOf(p: SynthPreset): number {
  * residual-writing matrices (attn_output, ffn_down) are scaled by 1 / sqrt(2 * layers).
  */
 export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): void {
+  if (p.arch === 'phi3') return addPhi3LayerTensors(p, layer, t);
   const headDim = headDimOf(p);
   const qDim = headDim * p.nHeads;
   const kvDim = headDim * p.nKvHeads;
@@ -53,6 +54,30 @@ export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): v
   if (gemma) t.vector(`${b}.post_ffw_norm.weight`, p.dim, 1, 0.02);
 }
 
+/** phi3's block: q, k, v fused in attn_qkv [dim, qDim + 2 kvDim]; gate and up fused in ffn_up [dim, 2 ffn] (gate first). */
+function addPhi3LayerTensors(p: SynthPreset, layer: number, t: TensorSink): void {
+  const headDim = headDimOf(p);
+  const qDim = headDim * p.nHeads;
+  const kvDim = headDim * p.nKvHeads;
+  const residualStd = 1 / Math.sqrt(2 * p.nLayers);
+  const b = `blk.${layer}`;
+  t.vector(`${b}.attn_norm.weight`, p.dim, 1, 0.02);
+  t.matrix(`${b}.attn_qkv.weight`, 'attn_qkv', layer, [p.dim, qDim + 2 * kvDim], 1 / Math.sqrt(p.dim));
+  t.matrix(`${b}.attn_output.weight`, 'attn_output', layer, [qDim, p.dim], residualStd / Math.sqrt(qDim));
+  t.vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
+  t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, 2 * p.ffn], 1 / Math.sqrt(p.dim));
+  t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
+}
+
+/** Tensors outside the blocks an architecture adds (before token_embd): phi3's rope factors. */
+export function addGlobalTensors(p: SynthPreset, add: (name: string, values: Float32Array) => void): void {
+  if (p.longRope) {
+    const f = longRopeFactors(p.ropeDim ?? headDimOf(p));
+    add('rope_factors_long.weight', f.long);
+    add('rope_factors_short.weight', f.short);
+  }
+}
+
 /** Metadata keys beyond the common ones (`{arch}.` prefixed). */
 export function archMetadata(p: SynthPreset): Array<[string, GgufValue]> {
   const a = p.arch;
@@ -64,5 +89,11 @@ export function archMetadata(p: SynthPreset): Array<[string, GgufValue]> {
   if (p.slidingWindow !== undefined) m.push([`${a}.attention.sliding_window`, gv.u32(p.slidingWindow)]);
   if (p.attnSoftcap !== undefined) m.push([`${a}.attn_logit_softcapping`, gv.f32(p.attnSoftcap)]);
   if (p.finalSoftcap !== undefined) m.push([`${a}.final_logit_softcapping`, gv.f32(p.finalSoftcap)]);
+  if (p.longRope) {
+    m.push(
+      [`${a}.rope.scaling.original_context_length`, gv.u32(p.longRope.originalContext)],
+      [`${a}.rope.scaling.attn_factor`, gv.f32(longRopeAttnFactor(p.context, p.longRope.originalContext))],
+    );
+  }
   return m;
 }

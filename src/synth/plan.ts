@@ -11,7 +11,7 @@ import { layoutGguf } from '../gguf/writer.js';
 import { loadVocabSource, type VocabSource } from '../tokenizer/vocab-sources.js';
 import { QUANT_MIXES, QUANT_MIX_NAMES, mixTypes, quantMix, type QuantMix } from './mixes.js';
 import { SYNTH_PRESETS, SYNTH_PRESET_NAMES, llama3RopeFactors, type SynthPreset } from './presets.js';
-import { addLayerTensors, archMetadata, headDimOf } from './arch-tensors.js';
+import { addGlobalTensors, addLayerTensors, archMetadata, headDimOf } from './arch-tensors.js';
 
 /**
  * Weight formats `flexinfer synth --type` accepts: llama.cpp's file types (mixes.ts), each tensor
@@ -111,6 +111,7 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
   if (p.ropeScaling) {
     add('rope_freqs.weight', [headDim / 2], { kind: 'values', values: llama3RopeFactors(headDim, p.ropeBase, p.ropeScaling) });
   }
+  addGlobalTensors(p, (name, values) => add(name, [values.length], { kind: 'values', values }));
   matrix('token_embd.weight', 'token_embd', 0, [p.dim, p.nVocab], 1 / Math.sqrt(p.dim));
   for (let i = 0; i < p.nLayers; i++) addLayerTensors(p, i, { matrix, vector });
   vector('output_norm.weight', p.dim, 1, 0.02);
@@ -141,7 +142,7 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
     [`${a}.attention.head_count_kv`, gv.u32(p.nKvHeads)],
     [`${a}.attention.layer_norm_rms_epsilon`, gv.f32(p.rmsEps)],
     [`${a}.rope.freq_base`, gv.f32(p.ropeBase)],
-    [`${a}.rope.dimension_count`, gv.u32(headDim)],
+    [`${a}.rope.dimension_count`, gv.u32(p.ropeDim ?? headDim)],
     ...archMetadata(p),
     ...tokenizerMetadata(vocab),
   );

@@ -16,7 +16,17 @@ export interface Llama3RopeScaling {
 }
 
 /** Architectures flexinfer can synthesize (each has its tensor list in arch-tensors.ts). */
-export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3';
+export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3' | 'phi3';
+
+/**
+ * Phi-3's "longrope" (su) scaling: per-pair frequency divisors for short and long contexts
+ * (rope_factors_short / rope_factors_long tensors), chosen by the context against
+ * originalContext, and cos/sin scaled by sqrt(1 + ln(context / originalContext) / ln(originalContext)).
+ */
+export interface LongRopeScaling {
+  /** rope_scaling.original_max_position_embeddings */
+  originalContext: number;
+}
 
 /** Hyperparameters of one public model. */
 export interface SynthPreset {
@@ -61,6 +71,10 @@ export interface SynthPreset {
   finalSoftcap?: number;
   /** Llama 3 frequency scaling, written as the rope_freqs.weight tensor. */
   ropeScaling?: Llama3RopeScaling;
+  /** rope.dimension_count when it is not the head dimension (partial rotary). */
+  ropeDim?: number;
+  /** Phi-3 longrope scaling (rope_factors_long/short tensors, rope.scaling.attn_factor). */
+  longRope?: LongRopeScaling;
   /** Parameter count the model publishes (for plausibility checks). */
   publishedParams: number;
 }
@@ -125,6 +139,16 @@ export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
     dim: 2560, nLayers: 34, nHeads: 8, nKvHeads: 4, headDim: 256, ffn: 10240, context: 131072, ropeBase: 1000000, rmsEps: 1e-6,
     tiedOutput: true, qkvBias: false, slidingWindow: 1024, ropeLinearScale: 8, publishedParams: 3.88e9,
   },
+  // microsoft/Phi-3.5-mini-instruct: fused attn_qkv and gate+up, 128k context by longrope
+  // (original 4096), head dim 96, no GQA. config.json's sliding_window 262144 is written as the
+  // converter does; llama.cpp ignores it for phi3. The name is written as the converter writes
+  // it ("Phi 3.5 Mini Instruct"): llama.cpp gives special tokens rstrip only when general.name
+  // contains "phi-3" or "phi3", which flexinfer's tokenizer does not do.
+  'phi-3.5-mini': {
+    name: 'phi-3.5-mini', modelName: 'Phi 3.5 Mini Instruct (synthetic)', arch: 'phi3', vocab: 'phi3', nVocab: 32064,
+    dim: 3072, nLayers: 32, nHeads: 32, nKvHeads: 32, ffn: 8192, context: 131072, ropeBase: 10000, rmsEps: 1e-5,
+    tiedOutput: false, qkvBias: false, slidingWindow: 262144, longRope: { originalContext: 4096 }, publishedParams: 3.82e9,
+  },
   'llama-2-7b': {
     name: 'llama-2-7b', modelName: 'Llama-2-7B (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,
     dim: 4096, nLayers: 32, nHeads: 32, nKvHeads: 32, ffn: 11008, context: 4096, ropeBase: 10000, rmsEps: 1e-5,
@@ -158,4 +182,28 @@ export function llama3RopeFactors(headDim: number, ropeBase: number, s: Llama3Ro
     }
   }
   return out;
+}
+
+/**
+ * Stand-ins for Phi-3.5's rope_scaling.short_factor / long_factor ([ropeDim / 2] each): the
+ * published arrays are data of the model (not in any package here), so a synthetic file uses
+ * values of the same form: short factors rising from 1 to about 2, long factors from 1 to about
+ * 50 over the pairs (low frequencies stretched most). Numerics do not depend on the values.
+ */
+export function longRopeFactors(ropeDim: number): { short: Float32Array; long: Float32Array } {
+  const n = ropeDim / 2;
+  const short = new Float32Array(n);
+  const long = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const t = n > 1 ? i / (n - 1) : 0;
+    short[i] = 1 + t * t;
+    long[i] = 1 + 49 * t * t * t;
+  }
+  return { short, long };
+}
+
+/** rope.scaling.attn_factor of longrope: sqrt(1 + ln(scale) / ln(originalContext)), 1 if scale <= 1 (the converter's formula). */
+export function longRopeAttnFactor(context: number, originalContext: number): number {
+  const scale = context / originalContext;
+  return scale > 1 ? Math.sqrt(1 + Math.log(scale) / Math.log(originalContext)) : 1;
 }

@@ -305,9 +305,11 @@ const CARDS: Array<[string, number, number | null, number]> = [
   ['qwen3-0.6b', 0.6e9, 0.44e9, 28 * 11 + 2],
   ['qwen3-4b', 4.0e9, 3.6e9, 36 * 11 + 2],
   ['smollm3-3b', 3.08e9, null, 326],
+  // Phi-3.5-mini-instruct: 3.8B; its GGUF has 197 tensors (6 per block, rope_factors_long/short)
+  ['phi-3.5-mini', 3.8e9, null, 32 * 6 + 5],
 ];
 
-test('plans of the qwen3 and smollm3 presets match their model cards (parameters within rounding, tensor count, head width)', () => {
+test('plans of the qwen3, smollm3 and phi3 presets match their model cards (parameters within rounding, tensor count, head width)', () => {
   for (const [name, total, nonEmbedding, count] of CARDS) {
     const plan = planSynth(name, 'q8_0');
     const emb = plan.tensors.find((t) => t.name === 'token_embd.weight')!.numElements;
@@ -322,4 +324,15 @@ test('plans of the qwen3 and smollm3 presets match their model cards (parameters
   assert.deepEqual(q.tensors.find((t) => t.name === 'blk.0.attn_q_norm.weight')!.dims, [128]);
   assert.equal(q.metadata.find(([k]) => k === 'qwen3.attention.key_length')![1].value, 128);
   assert.equal(q.tensors.some((t) => t.name === 'output.weight'), false); // tied
+  // phi3: fused q|k|v (32 heads of 96, no GQA) and gate|up; longrope metadata as the converter
+  // writes it for Phi-3.5 (attn_factor sqrt(1 + ln(131072 / 4096) / ln(4096)) = 1.190238...)
+  const p = planSynth('phi-3.5-mini', 'q4_k_m');
+  const t = (n: string) => p.tensors.find((x) => x.name === n)!;
+  assert.deepEqual(t('blk.0.attn_qkv.weight').dims, [3072, 3 * 3072]);
+  assert.deepEqual(t('blk.0.ffn_up.weight').dims, [3072, 2 * 8192]);
+  assert.deepEqual(t('rope_factors_long.weight').dims, [48]);
+  assert.equal(t('blk.0.attn_qkv.weight').type, GgmlType.Q5_K); // llama.cpp's Q4_K_M raises fused qkv to Q5_K
+  const meta = (k: string) => p.metadata.find(([key]) => key === k)![1].value as number;
+  assert.equal(meta('phi3.rope.scaling.original_context_length'), 4096);
+  assert.ok(Math.abs(meta('phi3.rope.scaling.attn_factor') - 1.1902380714238083) < 1e-6);
 });

@@ -273,3 +273,14 @@ export const SMOLLM3_CHAT_TEMPLATE = `{# ───── defaults ────�
     {%- endif -%}
 {%- endif -%}
 `;
+
+/**
+ * microsoft/Phi-3.5-mini-instruct: <|system|> / <|user|> / <|assistant|> turns ended by <|end|>
+ * (a system turn only when it has content), eos_token after the last turn unless a generation
+ * prompt is asked for.
+ */
+export const PHI35_CHAT_TEMPLATE =
+  "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\n' + message['content'] + '<|end|>\n'}}" +
+  "{% elif message['role'] == 'user' %}{{'<|user|>\n' + message['content'] + '<|end|>\n'}}" +
+  "{% elif message['role'] == 'assistant' %}{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}";

@@ -52,12 +52,12 @@ function metadata(src: VocabSource, arch: string): Array<[string, GgufValue]> {
   return meta;
 }
 
-test('llama.cpp tokenizes the corpus like we do (llama2, gemma2, gemma3 SPM; llama3, qwen2, qwen3, smollm3 BPE)', async () => {
+test('llama.cpp tokenizes the corpus like we do (llama2, gemma2, gemma3, phi3 SPM; llama3, qwen2, qwen3, smollm3 BPE)', async () => {
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const dir = mkdtempSync(join(tmpdir(), 'flexinfer-tok-'));
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.disabled });
   try {
-    for (const [name, arch] of [['llama2', 'llama'], ['llama3', 'llama'], ['qwen2', 'qwen2'], ['qwen3', 'qwen3'], ['smollm3', 'smollm3'], ['gemma2', 'gemma2'], ['gemma3', 'gemma3']] as const) {
+    for (const [name, arch] of [['llama2', 'llama'], ['llama3', 'llama'], ['qwen2', 'qwen2'], ['qwen3', 'qwen3'], ['smollm3', 'smollm3'], ['gemma2', 'gemma2'], ['gemma3', 'gemma3'], ['phi3', 'phi3']] as const) {
       const src = loadVocabSource(name);
       const path = join(dir, `${name}.gguf`);
       await writeGguf(path, metadata(src, arch), []);

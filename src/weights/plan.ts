@@ -148,7 +148,7 @@ export const demotableFootprint = (bytes: number) => roundUp(bytes, STREAM_ALIGN
 /** Memory a streamed tensor takes in a ring slot. */
 export const streamFootprint = (bytes: number) => roundUp(bytes, STREAM_ALIGN);
 
-const ATTENTION: TensorKind[] = ['attn_q', 'attn_k', 'attn_v', 'attn_output'];
+const ATTENTION: TensorKind[] = ['attn_q', 'attn_k', 'attn_v', 'attn_qkv', 'attn_output'];
 const FFN: TensorKind[] = ['ffn_gate', 'ffn_up', 'ffn_down'];
 
 /** Tensors that are always resident under a budget (MoE routers: small, needed every token). */

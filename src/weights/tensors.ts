@@ -7,7 +7,8 @@ import type { GgufFile, GgufTensorInfo } from '../gguf/reader.js';
 import type { WeightTensor } from './store.js';
 
 /**
- * Tensor kinds the planner distinguishes (llama.cpp names without "blk.N." and ".weight").
+ * Tensor kinds the planner distinguishes (llama.cpp names without "blk.N." and ".weight");
+ * attn_qkv is phi3's fused q/k/v projection (its ffn_up holds gate and up).
  * Mixture-of-Experts blocks have a router (ffn_gate_inp, [dim, numExperts]) and the experts'
  * matrices stacked in ffn_{gate,up,down}_exps ([dim, ffnExp, numExperts] in ggml order: expert
  * e is one contiguous byte range of each).
@@ -16,6 +17,7 @@ export type TensorKind =
   | 'attn_q'
   | 'attn_k'
   | 'attn_v'
+  | 'attn_qkv'
   | 'attn_output'
   | 'ffn_gate'
   | 'ffn_up'
@@ -48,7 +50,7 @@ export interface TensorEntry {
 
 const BLOCK = /^blk\.(\d+)\.(.+)$/;
 const MATRIX_KINDS: ReadonlySet<string> = new Set([
-  'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down', 'ffn_gate_inp', 'ffn_gate_exps', 'ffn_up_exps', 'ffn_down_exps',
+  'attn_q', 'attn_k', 'attn_v', 'attn_qkv', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down', 'ffn_gate_inp', 'ffn_gate_exps', 'ffn_up_exps', 'ffn_down_exps',
 ]);
 
 /** The stacked expert tensors of a MoE block. */

@@ -23,8 +23,12 @@ export interface RopeOptions {
   freqBase: number;
   /** Positions are multiplied by it: 1 / linear scaling factor; 1 = none. */
   freqScale: number;
-  /** Per-pair frequency divisors (llama3's rope_freqs.weight), [headDim / 2], or null. */
+  /** Per-pair frequency divisors (llama3's rope_freqs.weight, phi3's rope_factors_long/short), [dims / 2], or null. */
   freqFactors: Float32Array | null;
+  /** Rotated dimensions of each head (rope.dimension_count; partial rotary when < headDim). Default headDim. */
+  dims?: number;
+  /** cos and sin are multiplied by it (phi3's rope.scaling.attn_factor). Default 1. */
+  attnFactor?: number;
 }
 
 /** Head geometry and score scale of one layer's attention. */
@@ -50,7 +54,7 @@ export function defaultAttentionScale(headDim: number): number {
 
 /** In-place rotary embedding of x [m, numHeads * headDim], each row at its own position. */
 export function rope(x: Float32Array, m: number, numHeads: number, headDim: number, positions: Int32Array, r: RopeOptions): void {
-  ropeKernel(x, m, numHeads, headDim, positions, r.mode, r.freqBase, r.freqScale, r.freqFactors);
+  ropeKernel(x, m, numHeads, headDim, positions, r.mode, r.freqBase, r.freqScale, r.freqFactors, r.dims ?? headDim, r.attnFactor ?? 1);
 }
 
 /**

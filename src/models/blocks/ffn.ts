@@ -20,6 +20,19 @@ export function swiglu(out: Float32Array, w: LayerWeights, x: Float32Array, m: n
   gated(out, w, x, m, s, siluMul);
 }
 
+/**
+ * SwiGLU over a fused gate | up projection (phi3's ffn_up [dim, 2 * ffnDim], gate rows first,
+ * as ggml_swiglu splits it): hb = silu(x·Wgate^T) * (x·Wup^T); out = hb·Wdown^T. out may be x.
+ */
+export function swigluFused(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch): void {
+  const gateUp = w.get('ffn_up.weight');
+  const ffnDim = gateUp.dims[1]! / 2;
+  linear(s.hb, gateUp, x, m, { start: 0, count: ffnDim });
+  linear(s.hb2, gateUp, x, m, { start: ffnDim, count: ffnDim });
+  siluMul(s.hb, s.hb, s.hb2, m * ffnDim);
+  linear(out, w.get('ffn_down.weight'), s.hb, m);
+}
+
 /** GEGLU over m rows: hb = gelu(x·Wgate^T) * (x·Wup^T); out = hb·Wdown^T. out may be x. */
 export function geglu(out: Float32Array, w: LayerWeights, x: Float32Array, m: number, s: FfnScratch): void {
   gated(out, w, x, m, s, geluMul);
