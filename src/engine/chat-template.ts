@@ -8,6 +8,9 @@
  */
 import { Template } from '@huggingface/jinja';
 import { FlexinferError } from '../errors.js';
+import { installJinjaShim } from './jinja-shim.js';
+
+installJinjaShim(); // `mapping | string` (SmolLM3's tool list); see jinja-shim.ts
 
 /** One chat message. */
 export interface ChatMessage {
