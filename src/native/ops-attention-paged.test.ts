@@ -114,6 +114,58 @@ test('pagedAttention over shuffled blocks of several sequences, and attentionBat
   });
 });
 
+test('soft-capping and a sliding window: pagedAttention and attentionBatch are bitwise the dense kernel, and never read keys (nor blocks) before the window', () => {
+  // K/V rows before each sequence's earliest window start are NaN (a read would spread NaN to
+  // the output); the table entries of blocks wholly before it are -1 (freed blocks).
+  const r = rng(24);
+  const NaN16 = 0x7e00, window = 20, cap = 7;
+  forEachPath((path) => {
+    for (const [heads, kvHeads, hd] of [[8, 2, 64], [4, 2, 128], [3, 3, 33]] as const) {
+      const kvDim = kvHeads * hd, qDim = heads * hd, scale = 1 / Math.sqrt(hd);
+      const seqs = [{ len: 150, rows: 1 }, { len: 61, rows: 9 }, { len: 12, rows: 1 }];
+      const stride = Math.ceil(150 / B);
+      const tables = new Int32Array(seqs.length * stride).fill(-1);
+      const perm = shuffled(r, seqs.length * stride);
+      const kPool = new Uint16Array(perm.length * kvHeads * B * hd).fill(NaN16), vPool = Uint16Array.from(kPool);
+      const dense = seqs.map((s, i) => {
+        const start = Math.max(0, s.len - s.rows + 1 - window); // the earliest row's window start
+        const table = tables.subarray(i * stride, (i + 1) * stride);
+        for (let b = 0; b < Math.ceil(s.len / B); b++) table[b] = perm[i * stride + b]!;
+        const k = f32ToF16Array(randomArray(r, s.len * kvDim, 1.5)), v = f32ToF16Array(randomArray(r, s.len * kvDim, 1));
+        k.fill(NaN16, 0, start * kvDim);
+        v.fill(NaN16, 0, start * kvDim);
+        scatter(kPool, k, s.len, table, kvHeads, hd);
+        scatter(vPool, v, s.len, table, kvHeads, hd);
+        table.fill(-1, 0, Math.floor(start / B));
+        const q = randomArray(r, s.rows * qDim, 3);
+        const pos = Int32Array.from({ length: s.rows }, (_, j) => s.len - s.rows + j);
+        const out = new Float32Array(s.rows * qDim);
+        attention(out, q, k, v, s.rows, pos, heads, kvHeads, hd, scale, cap, window);
+        assert.ok(out.every(Number.isFinite), `${path} dense: a key before the window was read`);
+        return { q, pos, out, k, v };
+      });
+      const rows = seqs.flatMap((s, i) => Array.from({ length: s.rows }, (_, j) => [i, j] as const));
+      const m = rows.length;
+      const q = new Float32Array(m * qDim), positions = new Int32Array(m), rowTables = new Int32Array(m);
+      rows.forEach(([s, j], i) => {
+        q.set(dense[s]!.q.subarray(j * qDim, (j + 1) * qDim), i * qDim);
+        positions[i] = dense[s]!.pos[j]!;
+        rowTables[i] = s;
+      });
+      const paged = new Float32Array(m * qDim), batched = new Float32Array(m * qDim);
+      pagedAttention(paged, q, kPool, vPool, m, positions, rowTables, tables, stride, heads, kvHeads, hd, scale, cap, window);
+      attentionBatch(batched, q, dense.map((d) => d.k), dense.map((d) => d.v), m, positions, rowTables, heads, kvHeads, hd, scale, cap, window);
+      rows.forEach(([s, j], i) => {
+        const want = dense[s]!.out.subarray(j * qDim, (j + 1) * qDim);
+        bitsEqual(paged.subarray(i * qDim, (i + 1) * qDim), want, `paged ${path} heads ${heads}/${kvHeads} hd ${hd} seq ${s} row ${j}`);
+        bitsEqual(batched.subarray(i * qDim, (i + 1) * qDim), want, `batched ${path} heads ${heads}/${kvHeads} hd ${hd} seq ${s} row ${j}`);
+      });
+      // Without the window the same call must reach the freed blocks: the table check says so.
+      assert.throws(() => pagedAttention(paged, q, kPool, vPool, m, positions, rowTables, tables, stride, heads, kvHeads, hd, scale, cap), /is not a block of the pool/);
+    }
+  });
+});
+
 test('pagedAttention: a sequence that shares its prefix blocks with another reads them, not copies', () => {
   // Two tables point at the same first blocks (a shared prefix): each row equals the dense
   // kernel over its own sequence's K/V (prefix + its own tail).
