@@ -14,6 +14,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { synthesize } from '../synth/synth.js';
+import { SYNTH_PRESETS, type SynthPreset } from '../synth/presets.js';
 import { readGguf } from '../gguf/reader.js';
 import { loadModel } from './model.js';
 import { InsufficientMemoryError } from '../errors.js';
@@ -153,6 +154,41 @@ test('tinyllama-1.1b q4_0: tokens and logits are bit-identical at 75%, 50%, 25% 
     assert.deepEqual(got.tokens, ref.tokens, `${label}: tokens`);
     assertSameBits(got.logits, ref.logits, label);
     await assertStreamed(TL, got.weights, label);
+  }
+});
+
+// The architectures of issue 11, narrow (256 wide, 4 layers): their own blocks (q/k norms, sliding
+// window and post-norms, fused projections) must stream as the llama block does.
+const ARCH_FILES: Array<[string, string, Partial<SynthPreset>]> = [
+  ['qwen3', 'qwen3-0.6b', { headDim: 64 }],
+  ['gemma3', 'gemma-3-1b', { nKvHeads: 1, headDim: 64, slidingWindow: 8 }],
+  ['phi3', 'phi-3.5-mini', { headDim: 64, ropeDim: 48 }],
+];
+
+test('qwen3, gemma3, phi3 (shrunk, q8_0): tokens and logits are bit-identical at 50% and 25% of the way from the minimum to all-resident', LONG, async () => {
+  for (const [arch, name, o] of ARCH_FILES) {
+    const path = join(dir, `${arch}-shrunk-q8_0.gguf`);
+    const preset: SynthPreset = { ...SYNTH_PRESETS[name]!, name: `${name}-shrunk`, dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, ffn: 512, ...o };
+    await synthesize(path, preset, 'q8_0', { seed: 5 });
+    const ref = await run(path, undefined);
+    assert.equal(ref.weights.mode, 'resident');
+    // All-resident counts an untied token_embd that a budget plan reads row by row (on lookup):
+    // above total minus its bytes nothing is left to stream (phi3's own output matrix).
+    const f = await readGguf(path);
+    const embd = f.tensors.some((t) => t.name === 'output.weight') ? f.tensors.find((t) => t.name === 'token_embd.weight')!.byteSize : 0;
+    const total = ref.weights.plan.split.total - embd;
+    const min = await minimumOf(path);
+    assert.ok(min < total, `${arch}: minimum ${min} is not below the all-resident total ${total} (token_embd ${embd} excluded)`);
+    for (const p of [0.5, 0.25]) {
+      const budget = Math.floor(min + p * (total - min));
+      const label = `${arch}: budget ${budget} (minimum + ${p * 100}%)`;
+      const got = await run(path, budget);
+      assert.ok(got.weights.plan.split.total <= budget, `${label}: plan total ${got.weights.plan.split.total}`);
+      assert.deepEqual(got.tokens, ref.tokens, `${label}: tokens`);
+      assertSameBits(got.logits, ref.logits, label);
+      await assertStreamed(path, got.weights, label);
+    }
+    rmSync(path);
   }
 });
 
