@@ -8,6 +8,7 @@
  * @internal
  */
 import { execFileSync } from 'node:child_process';
+import { after } from 'node:test';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -107,4 +108,14 @@ export function compileGgmlDriver(source: string): GgmlDriver | null {
     rmSync(dir, { recursive: true, force: true });
     return null;
   }
+}
+
+/**
+ * A test file's driver: compiled on first use (null where that is not possible, see
+ * compileGgmlDriver), its files removed after the file's tests.
+ */
+export function lazyGgmlDriver(source: string): () => GgmlDriver | null {
+  let drv: GgmlDriver | null | undefined;
+  after(() => drv?.dispose());
+  return () => (drv ??= compileGgmlDriver(source));
 }

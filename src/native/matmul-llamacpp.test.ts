@@ -20,11 +20,11 @@
  * CPU_REPACK buffer where llama.cpp puts them). Skipped where g++ or a matching variant is
  * missing.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GgmlType } from '../gguf/ggml-type.js';
 import { quantize } from '../gguf/quant.js';
-import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
+import { GGML_DECLS, lazyGgmlDriver } from './ggml-graph-oracle.js';
 import { getKernelPath, matmul, matmulSimdPath, setKernelPath } from './matmul.js';
 import { rng } from './ops-testing.js';
 
@@ -60,12 +60,7 @@ int main(int argc, char** argv) {
 }
 `;
 
-let drv: GgmlDriver | null | undefined;
-function driver(): GgmlDriver | null {
-  drv ??= compileGgmlDriver(DRIVER);
-  return drv;
-}
-after(() => drv?.dispose());
+const driver = lazyGgmlDriver(DRIVER);
 
 /** llama.cpp's out[m, n] = x[m, k] · W[n, k]^T. */
 function ggmlMatmul(type: GgmlType, w: Uint8Array, n: number, k: number, x: Float32Array, m: number, repack: boolean): Float32Array {

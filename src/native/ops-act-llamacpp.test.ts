@@ -3,9 +3,9 @@
  * ggml_scale / ggml_tanh / ggml_scale as llama.cpp's gemma graphs build the soft-cap), through the
  * prebuilt libggml-cpu (ggml-graph-oracle.ts). Skipped where the oracle cannot run.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
+import { GGML_DECLS, lazyGgmlDriver } from './ggml-graph-oracle.js';
 import { geluMul, softcap } from './ops.js';
 import { rng } from './ops-testing.js';
 
@@ -45,12 +45,7 @@ int main(int argc, char** argv) {
 }
 `;
 
-let drv: GgmlDriver | null | undefined;
-function driver(): GgmlDriver | null {
-  drv ??= compileGgmlDriver(DRIVER);
-  return drv;
-}
-after(() => drv?.dispose());
+const driver = lazyGgmlDriver(DRIVER);
 
 const bytes = (a: Float32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const asF32 = (b: Uint8Array): Float32Array => new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);

@@ -8,9 +8,9 @@
  * decode computes attention with other sums: not compared). The K/V view is padded to 256
  * keys with masked keys, as llama.cpp's is. Skipped where the oracle cannot run.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
+import { GGML_DECLS, lazyGgmlDriver } from './ggml-graph-oracle.js';
 import { attention, f32ToF16, kernelPath, setKernelPath, siluMul } from './ops.js';
 import { rng } from './ops-testing.js';
 
@@ -89,12 +89,7 @@ int main(int argc, char** argv) {
 }
 `;
 
-let drv: GgmlDriver | null | undefined;
-function driver(): GgmlDriver | null {
-  drv ??= compileGgmlDriver(DRIVER);
-  return drv;
-}
-after(() => drv?.dispose());
+const driver = lazyGgmlDriver(DRIVER);
 
 const bytes = (a: Float32Array | Uint16Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 const asF32 = (b: Uint8Array): Float32Array => new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);

@@ -24,13 +24,21 @@ export function headDimOf(p: SynthPreset): number {
  * residual-writing matrices (attn_output, ffn_down) are scaled by 1 / sqrt(2 * layers).
  */
 export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): void {
-  if (p.arch === 'phi3') return addPhi3LayerTensors(p, layer, t);
   const headDim = headDimOf(p);
   const qDim = headDim * p.nHeads;
   const kvDim = headDim * p.nKvHeads;
   const residualStd = 1 / Math.sqrt(2 * p.nLayers);
   const b = `blk.${layer}`;
   t.vector(`${b}.attn_norm.weight`, p.dim, 1, 0.02);
+  if (p.arch === 'phi3') {
+    // q, k, v fused in attn_qkv [dim, qDim + 2 kvDim]; gate and up fused in ffn_up [dim, 2 ffn] (gate first)
+    t.matrix(`${b}.attn_qkv.weight`, 'attn_qkv', layer, [p.dim, qDim + 2 * kvDim], 1 / Math.sqrt(p.dim));
+    t.matrix(`${b}.attn_output.weight`, 'attn_output', layer, [qDim, p.dim], residualStd / Math.sqrt(qDim));
+    t.vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
+    t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, 2 * p.ffn], 1 / Math.sqrt(p.dim));
+    t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
+    return;
+  }
   t.matrix(`${b}.attn_q.weight`, 'attn_q', layer, [p.dim, qDim], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.attn_k.weight`, 'attn_k', layer, [p.dim, kvDim], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.attn_v.weight`, 'attn_v', layer, [p.dim, kvDim], 1 / Math.sqrt(p.dim));
@@ -52,21 +60,6 @@ export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): v
   t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
   if (gemma) t.vector(`${b}.post_ffw_norm.weight`, p.dim, 1, 0.02);
-}
-
-/** phi3's block: q, k, v fused in attn_qkv [dim, qDim + 2 kvDim]; gate and up fused in ffn_up [dim, 2 ffn] (gate first). */
-function addPhi3LayerTensors(p: SynthPreset, layer: number, t: TensorSink): void {
-  const headDim = headDimOf(p);
-  const qDim = headDim * p.nHeads;
-  const kvDim = headDim * p.nKvHeads;
-  const residualStd = 1 / Math.sqrt(2 * p.nLayers);
-  const b = `blk.${layer}`;
-  t.vector(`${b}.attn_norm.weight`, p.dim, 1, 0.02);
-  t.matrix(`${b}.attn_qkv.weight`, 'attn_qkv', layer, [p.dim, qDim + 2 * kvDim], 1 / Math.sqrt(p.dim));
-  t.matrix(`${b}.attn_output.weight`, 'attn_output', layer, [qDim, p.dim], residualStd / Math.sqrt(qDim));
-  t.vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
-  t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, 2 * p.ffn], 1 / Math.sqrt(p.dim));
-  t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
 }
 
 /** Tensors outside the blocks an architecture adds (before token_embd): phi3's rope factors. */
