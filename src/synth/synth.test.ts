@@ -331,7 +331,11 @@ test('plans of the qwen3, smollm3 and phi3 presets match their model cards (para
   assert.deepEqual(t('blk.0.attn_qkv.weight').dims, [3072, 3 * 3072]);
   assert.deepEqual(t('blk.0.ffn_up.weight').dims, [3072, 2 * 8192]);
   assert.deepEqual(t('rope_factors_long.weight').dims, [48]);
-  assert.equal(t('blk.0.attn_qkv.weight').type, GgmlType.Q5_K); // llama.cpp's Q4_K_M raises fused qkv to Q5_K
+  // llama.cpp's Q4_K_M counts fused qkv as attn_v (category_is_attn_v): Q6_K in the
+  // use_more_bits layers (the first and last eighth, then every third: 0-3, 6, 9, ..., 28-31), else Q4_K
+  assert.equal(t('blk.0.attn_qkv.weight').type, GgmlType.Q6_K);
+  assert.equal(t('blk.4.attn_qkv.weight').type, GgmlType.Q4_K);
+  assert.equal(t('blk.6.attn_qkv.weight').type, GgmlType.Q6_K);
   const meta = (k: string) => p.metadata.find(([key]) => key === k)![1].value as number;
   assert.equal(meta('phi3.rope.scaling.original_context_length'), 4096);
   assert.ok(Math.abs(meta('phi3.rope.scaling.attn_factor') - 1.1902380714238083) < 1e-6);
