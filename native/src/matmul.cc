@@ -63,19 +63,23 @@ size_t rowBytes(GgmlType type, int64_t k) {
   return static_cast<size_t>(k / t->blockSize) * t->typeSize;
 }
 
-void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, const float* x, int64_t m) {
-  if (n <= 0 || m <= 0) return;
-  if (k <= 0) {
-    std::fill(out, out + m * n, 0.0f);
-    return;
-  }
+MatmulKernel selectKernel(GgmlType type, int64_t m) {
   const TypeTraits& traits = *typeTraits(static_cast<int>(type));
   MatmulKernel kernel = nullptr;
   if (!useScalarKernels()) {
     if (traits.k.batch) kernel = traits.k.batch(m);
     if (!kernel) kernel = traits.k.simd;
   }
-  if (!kernel) kernel = traits.k.scalar;
+  return kernel ? kernel : traits.k.scalar;
+}
+
+void matmul(float* out, const uint8_t* w, GgmlType type, int64_t n, int64_t k, const float* x, int64_t m) {
+  if (n <= 0 || m <= 0) return;
+  if (k <= 0) {
+    std::fill(out, out + m * n, 0.0f);
+    return;
+  }
+  const MatmulKernel kernel = selectKernel(type, m);
 
   // 1. Activations -> vec_dot_type, once per call.
   const ActLayout layout = actLayout(type, k);

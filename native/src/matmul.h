@@ -52,6 +52,7 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <vector>
 
 namespace flexinfer {
 
@@ -151,6 +152,15 @@ MatmulKernel repackedKernelK(GgmlType type, int64_t m);  // the K-quant half
 // Q8_0 register tiles of up to 4 weight x 4 activation rows for m >= 2 (matmul_x86_q8_0.cc);
 // nullptr below m = 2 or without AVX512-VNNI.
 MatmulKernel batchKernelQ8_0(int64_t m);
+
+// The kernel matmul runs for m activation rows of `type` on the current kernel path (the
+// batch kernels from their break-even m, else row tiles; scalar on the scalar path).
+MatmulKernel selectKernel(GgmlType type, int64_t m);
+
+// ggml_mul_mat_id over experts (moe.cc): pairs [starts[g], starts[g + 1]) multiply x rows
+// inRows[p] by ws[g] (n rows of k) into out rows outRows[p] (p when outRows is null).
+void matmulId(float* out, const std::vector<const uint8_t*>& ws, GgmlType type, int64_t n, int64_t k, const float* x,
+              const int32_t* inRows, const int32_t* outRows, const int32_t* starts);
 
 // Name of the SIMD path compiled in: "avx2+avx512vnni", "avx2", or "none".
 const char* simdPathName();

@@ -161,6 +161,10 @@ inline void f32ToF16Row(uint16_t* dst, const float* src, int64_t n, bool scalar)
   for (; i < n; i++) dst[i] = f32ToF16(src[i]);
 }
 
+// In-place softmax of one row as ggml_compute_forward_soft_max_f32 without mask and scale
+// (ops_misc.cc; also the router of MoE layers, moe.cc).
+void softmaxRow(float* x, int64_t n, bool scalar);
+
 // ---- exp ----
 
 #if FLEXINFER_OPS_AVX512

@@ -190,7 +190,7 @@ static Napi::Value AddBias(const Napi::CallbackInfo& info) {
 // ---- softmax / argmax ----
 
 // In-place softmax of x[0, n) as ggml_compute_forward_soft_max_f32 (without mask and scale).
-static void softmaxRow(float* x, int64_t n, bool scalar) {
+void softmaxRow(float* x, int64_t n, bool scalar) {
   float max = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; i++) max = std::fmax(max, x[i]);
   double sum = 0.0;

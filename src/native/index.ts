@@ -28,3 +28,4 @@ export * from './io.js';
 export * from './vmem.js';
 export * from './ops.js';
 export * from './matmul.js';
+export * from './moe.js';
