@@ -14,6 +14,7 @@ import { createKvManager, type KvManager, type KvShape } from '../kv/index.js';
 import { kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import type { VTensorKvManager } from '../kv/vtensor-manager.js';
 import { createWeightStore } from '../weights/create.js';
+import { moeShape } from '../weights/create-moe.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import type { ElasticWeightStore } from '../weights/elastic-store.js';
 import type { Plan } from '../weights/plan.js';
@@ -44,7 +45,9 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
   const scratchBytes = Transformer.scratchBytes(config, init.maxBatchRows, maxLogitRows);
   const budget = init.memoryBudget !== null ? parseMemoryBudget(init.memoryBudget, file.fileSize, 'memoryBudget') : Infinity;
-  const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static';
+  // Mixture-of-Experts files keep a static split: their expert cache is the policy that moves
+  // weights (weights/create-moe.ts), and the elastic ladder knows only dense tensors.
+  const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static' && moeShape(file) === undefined;
   const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes)) : 0;
   const explain = { budget, shape, parallel: init.parallel, scratchBytes, kvBytes: elastic ? floorBytes : kvBytes, elastic, kvFloorGiven: init.kvFloor !== null };
 
@@ -55,6 +58,9 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       kvBytes: elastic ? floorBytes : kvBytes,
       scratchBytes,
       elastic,
+      ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
+      ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
+      ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
       onProgress,
     });
   } catch (err) {

@@ -43,6 +43,8 @@ export interface LoadModelOptions {
   memoryPool?: 'elastic' | 'static';
   /** Elastic KV floor: KV memory no weight may take (bytes or "64MiB"; default one full-context sequence). */
   kvFloor?: string | number;
+  /** Mixture-of-Experts models under a budget: how the expert cache works. */
+  experts?: ExpertOptions;
   onProgress?: (p: { loadedBytes: number; totalBytes: number }) => void;
   signal?: AbortSignal;
   /**
@@ -50,6 +52,16 @@ export interface LoadModelOptions {
    * see pullModel. A local path ignores it.
    */
   pull?: PullOptions;
+}
+
+/** Expert-cache options of a MoE model (ignored for dense models). */
+export interface ExpertOptions {
+  /** 'global' (one pool of slots), 'per-layer', or 'auto' (default: the planner's cost model). */
+  cache?: 'auto' | 'global' | 'per-layer';
+  /** Eviction policy: 'least-stale' (default), 'lfu' (aged counts) or 'lru'. */
+  policy?: 'lru' | 'lfu' | 'least-stale';
+  /** Read the next layer's predicted experts while a layer computes (default true). */
+  prefetch?: boolean;
 }
 
 /** Options of one generation. */
@@ -197,6 +209,15 @@ function grammarSpecOf(options: GenerateOptions): GrammarSpec | null {
   return spec;
 }
 
+function checkExpertOptions(o: ExpertOptions | undefined): ExpertOptions | null {
+  if (o === undefined) return null;
+  if (o === null || typeof o !== 'object') throw new InvalidOptionError('experts', 'must be an object');
+  if (o.cache !== undefined && !['auto', 'global', 'per-layer'].includes(o.cache)) throw new InvalidOptionError('experts.cache', `must be auto, global or per-layer, got ${JSON.stringify(o.cache)}`);
+  if (o.policy !== undefined && !['lru', 'lfu', 'least-stale'].includes(o.policy)) throw new InvalidOptionError('experts.policy', `must be lru, lfu or least-stale, got ${JSON.stringify(o.policy)}`);
+  if (o.prefetch !== undefined && typeof o.prefetch !== 'boolean') throw new InvalidOptionError('experts.prefetch', `must be a boolean, got ${JSON.stringify(o.prefetch)}`);
+  return { ...o };
+}
+
 /** Loads a GGUF model: validates, reads the header and tokenizer here, weights in the worker. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== 'string' || path.length === 0) throw new InvalidOptionError('path', 'must be a non-empty string');
@@ -225,7 +246,8 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (options.kvFloor !== undefined) parseMemoryBudget(options.kvFloor, file.fileSize, 'kvFloor');
   signal?.throwIfAborted();
 
-  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache, memoryPool, kvFloor: options.kvFloor ?? null };
+  const experts = checkExpertOptions(options.experts);
+  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache, memoryPool, kvFloor: options.kvFloor ?? null, experts };
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
   await new Promise<void>((resolve, reject) => {
     const onAbort = (): void => {

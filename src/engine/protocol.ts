@@ -8,6 +8,7 @@ import type { SamplingOptions, TokenLogprob } from './sampling.js';
 import type { KvLayout } from '../kv/layouts.js';
 import type { FinishedGeneration, Pooling } from './scheduler.js';
 import type { GrammarSpec } from '../grammar/engine.js';
+import type { ExpertOptions } from './model.js';
 
 /** workerData of the engine worker. */
 export interface WorkerInit {
@@ -26,6 +27,8 @@ export interface WorkerInit {
   memoryPool: 'elastic' | 'static';
   /** Elastic KV floor as given to loadModel, or null for one full-context sequence. */
   kvFloor: string | number | null;
+  /** MoE expert-cache options (null: defaults). */
+  experts: ExpertOptions | null;
 }
 
 /** Main -> worker. */

@@ -9,6 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { readGgufSync } from '../gguf/reader.js';
 import { createTransformer, modelConfigFromGguf } from '../models/registry.js';
+import { expertPlanSummary, type MoePlan } from '../weights/expert-plan.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
 import { Scheduler } from './scheduler.js';
@@ -80,11 +81,15 @@ async function start(): Promise<void> {
 
   function weightStats(): Record<string, unknown> {
     const plan = memory.plan();
-    const st = store as unknown as { stats?: () => object; residentBytes?: number; locked?: boolean };
+    const st = store as unknown as { stats?: () => Record<string, unknown>; residentBytes?: number; locked?: boolean };
+    // MoE stores report the expert cache beside the dense store's counters.
+    const { experts: expertStats, ...streaming } = st.stats?.() ?? {};
+    const moe = (plan as Partial<MoePlan>).experts;
     return {
-      mode: plan.numSlots > 0 ? 'streaming' : 'resident',
+      mode: moe && !moe.allResident ? 'experts' : plan.numSlots > 0 ? 'streaming' : 'resident',
       plan: { budget: plan.budget, strategy: plan.strategy, split: plan.split, residentBytes: plan.residentBytes, streamedBytesPerToken: plan.streamedBytesPerToken },
-      ...(st.stats ? { streaming: st.stats() } : {}),
+      ...(Object.keys(streaming).length > 0 ? { streaming } : {}),
+      ...(moe ? { experts: { ...expertPlanSummary(moe), ...(expertStats ?? {}) } } : {}),
       ...(st.residentBytes !== undefined ? { residentBytes: st.residentBytes, locked: st.locked } : {}),
     };
   }

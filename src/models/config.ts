@@ -30,6 +30,20 @@ export interface ModelConfig {
   hasRopeFreqs: boolean;
   /** Rotated dimensions of each head (rope.dimension_count); headDim unless the architecture allows partial rotary. */
   ropeDim: number;
+  /** Mixture-of-Experts layers (models/moe-config.ts); absent for dense models. */
+  moe?: MoeConfig;
+}
+
+/** The MoE part of a config: every block's FFN is a routed mixture of SwiGLU experts. */
+export interface MoeConfig {
+  /** {arch}.expert_count */
+  numExperts: number;
+  /** {arch}.expert_used_count (k) */
+  numExpertsUsed: number;
+  /** Hidden width of one expert (ffn_*_exps dims). */
+  expertFfnDim: number;
+  /** {arch}.expert_weights_scale: factor on the routing weights; 0 or 1 = none. */
+  weightsScale: number;
 }
 
 /** What an architecture accepts beyond the common config. */

@@ -58,8 +58,8 @@ export class LlamaModel extends Transformer {
 
       // ffn rmsnorm: xb = rmsnorm(x) * ffn_norm  [m, dim]
       rmsNorm(s.xb, s.x, w.get('ffn_norm.weight'), m, c.rmsEps);
-      // SwiGLU and residual: x += Wdown · (silu(Wgate · xb) * Wup · xb)  [m, dim]
-      this.ffn(w, m);
+      // feed-forward and residual: x += ffn(xb)  [m, dim]
+      this.ffn(l, w, m);
       add(s.x, s.x, s.xb, m * c.dim);
 
       this.weights.release(l);
@@ -87,17 +87,21 @@ export class LlamaModel extends Transformer {
     attention(this.kv, layer, runs, this.attn);
   }
 
+  /**
+   * The FFN of `layer` in place on the normed input s.xb: SwiGLU over ffn_gate / ffn_up /
+   * ffn_down, xb = Wdown · (silu(Wgate · xb) * Wup · xb)  [m, dim]; phi3 fuses gate | up,
+   * MoE models route to experts.
+   */
+  protected ffn(_layer: number, w: LayerWeights, m: number): void {
+    swiglu(this.s.xb, w, this.s.xb, m, this.s);
+  }
+
   /** The q, k, v projections of s.xb into s.q, s.k, s.v. */
   protected qkv(w: LayerWeights, m: number): void {
     const s = this.s;
     linear(s.q, w.get('attn_q.weight'), s.xb, m);
     linear(s.k, w.get('attn_k.weight'), s.xb, m);
     linear(s.v, w.get('attn_v.weight'), s.xb, m);
-  }
-
-  /** The FFN of s.xb, in place: SwiGLU over ffn_gate / ffn_up / ffn_down. */
-  protected ffn(w: LayerWeights, m: number): void {
-    swiglu(this.s.xb, w, this.s.xb, m, this.s);
   }
 
   /** RoPE of `layer`, or null for a layer without positional encoding. */

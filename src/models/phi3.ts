@@ -106,7 +106,7 @@ export class Phi3Model extends LlamaModel {
   }
 
   /** SwiGLU over the fused gate | up projection. */
-  protected override ffn(w: LayerWeights, m: number): void {
+  protected override ffn(_layer: number, w: LayerWeights, m: number): void {
     swigluFused(this.s.xb, w, this.s.xb, m, this.s);
   }
 }

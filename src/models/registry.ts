@@ -7,7 +7,7 @@ import type { Transformer, TransformerOptions } from './transformer.js';
 import type { WeightStore } from '../weights/store.js';
 import type { KvCache } from '../kv/cache.js';
 import { InvalidModelError, UnsupportedArchitectureError } from '../errors.js';
-import { llama } from './llama.js';
+import { llamaFamily } from './llama-moe.js';
 import { qwen2 } from './qwen2.js';
 import { qwen3 } from './qwen3.js';
 import { smollm3 } from './smollm3.js';
@@ -22,11 +22,13 @@ export interface Architecture {
   readConfig(file: GgufMetadataSource): ModelConfig;
   /** Tensors every block must have ("blk.N." + name). */
   readonly requiredLayerTensors: readonly string[];
+  /** The block's tensors for this config, when they depend on it (dense or MoE blocks). */
+  layerTensors?(config: ModelConfig): readonly string[];
   /** The architecture's forward pass bound to its weights and KV cache. */
   create(config: ModelConfig, weights: WeightStore, kv: KvCache, options: TransformerOptions): Transformer;
 }
 
-const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llama, qwen2, qwen3, smollm3, gemma2, gemma3, phi3].map((a) => [a.name, a]));
+const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llamaFamily, qwen2, qwen3, smollm3, gemma2, gemma3, phi3].map((a) => [a.name, a]));
 
 /** Names of the supported architectures. */
 export function supportedArchitectures(): string[] {
@@ -51,7 +53,7 @@ export function modelConfigFromGguf(file: GgufMetadataSource): ModelConfig {
   const config = arch.readConfig(file);
   const names = new Set(file.tensors.map((t) => t.name));
   for (let l = 0; l < config.numLayers; l++) {
-    for (const t of arch.requiredLayerTensors) {
+    for (const t of arch.layerTensors?.(config) ?? arch.requiredLayerTensors) {
       if (!names.has(`blk.${l}.${t}`)) throw new InvalidModelError(`tensor 'blk.${l}.${t}' is missing`);
     }
   }

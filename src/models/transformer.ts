@@ -17,6 +17,7 @@ import type { ModelConfig } from './config.js';
 import type { WeightStore, WeightTensor } from '../weights/store.js';
 import type { KvCache } from '../kv/cache.js';
 import { linear } from './blocks/linear.js';
+import { MoeFeedForward } from './moe.js';
 
 /** One forward pass's input. Arrays may be longer than numRows; only [0, numRows) is read. */
 export interface Batch {
@@ -109,7 +110,7 @@ export abstract class Transformer {
 
   /** Bytes of scratch memory a Transformer with these limits allocates (for the memory budget). */
   static scratchBytes(c: ModelConfig, maxRows: number, maxLogitRows: number): number {
-    return RunState.bytes(c, maxRows, maxLogitRows);
+    return RunState.bytes(c, maxRows, maxLogitRows) + MoeFeedForward.scratchBytes(c, maxRows);
   }
 
   /**

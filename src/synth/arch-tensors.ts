@@ -8,7 +8,7 @@ import { longRopeAttnFactor, longRopeFactors, type SynthPreset } from './presets
 
 /** How plan.ts adds a tensor: a 2-D weight (typed by the mix) or an f32 vector. */
 export interface TensorSink {
-  /** dims in ggml order [nIn, nOut]; values ~ N(0, std^2). */
+  /** dims in ggml order [nIn, nOut] (or [nIn, nOut, experts]); values ~ N(0, std^2). */
   matrix(name: string, role: string, layer: number, dims: number[], std: number): void;
   /** n f32 values ~ N(mean, std^2). */
   vector(name: string, n: number, mean: number, std: number): void;
@@ -56,6 +56,16 @@ export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): v
   t.matrix(`${b}.attn_output.weight`, 'attn_output', layer, [qDim, p.dim], residualStd / Math.sqrt(qDim));
   if (gemma) t.vector(`${b}.post_attention_norm.weight`, p.dim, 1, 0.02);
   t.vector(`${b}.ffn_norm.weight`, p.dim, 1, 0.02);
+  if (p.moe) {
+    // router [dim, E] (f32: llama.cpp never quantizes ffn_gate_inp) and the experts stacked
+    // [dim, ffn, E] / [ffn, dim, E], typed by the mix like their dense counterparts
+    const { experts: E, ffn } = p.moe;
+    t.matrix(`${b}.ffn_gate_inp.weight`, 'ffn_gate_inp', layer, [p.dim, E], 1 / Math.sqrt(p.dim));
+    t.matrix(`${b}.ffn_gate_exps.weight`, 'ffn_gate', layer, [p.dim, ffn, E], 1 / Math.sqrt(p.dim));
+    t.matrix(`${b}.ffn_up_exps.weight`, 'ffn_up', layer, [p.dim, ffn, E], 1 / Math.sqrt(p.dim));
+    t.matrix(`${b}.ffn_down_exps.weight`, 'ffn_down', layer, [ffn, p.dim, E], residualStd / Math.sqrt(ffn));
+    return;
+  }
   t.matrix(`${b}.ffn_gate.weight`, 'ffn_gate', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.ffn_up.weight`, 'ffn_up', layer, [p.dim, p.ffn], 1 / Math.sqrt(p.dim));
   t.matrix(`${b}.ffn_down.weight`, 'ffn_down', layer, [p.ffn, p.dim], residualStd / Math.sqrt(p.ffn));
@@ -87,6 +97,10 @@ export function archMetadata(p: SynthPreset): Array<[string, GgufValue]> {
       [`${a}.rope.scaling.original_context_length`, gv.u32(p.longRope.originalContext)],
       [`${a}.rope.scaling.attn_factor`, gv.f32(longRopeAttnFactor(p.context, p.longRope.originalContext))],
     );
+  }
+  if (p.moe) {
+    m.push([`${a}.expert_count`, gv.u32(p.moe.experts)], [`${a}.expert_used_count`, gv.u32(p.moe.used)]);
+    if (p.moe.ffnKey) m.push([`${a}.expert_feed_forward_length`, gv.u32(p.moe.ffn)]);
   }
   return m;
 }

@@ -117,7 +117,7 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
   vector('output_norm.weight', p.dim, 1, 0.02);
   if (!p.tiedOutput) matrix('output.weight', 'output', p.nLayers, [p.dim, p.nVocab], 1 / Math.sqrt(p.dim));
 
-  const types = mixTypes(t, { arch: p.arch, nLayers: p.nLayers, nHeads: p.nHeads, nKvHeads: p.nKvHeads }, specs);
+  const types = mixTypes(t, { arch: p.arch, nLayers: p.nLayers, nHeads: p.nHeads, nKvHeads: p.nKvHeads, ...(p.moe ? { nExperts: p.moe.experts } : {}) }, specs);
   const tensors: SynthTensor[] = specs.map((x, i) => {
     const type = types[i] ?? GgmlType.F32;
     const n = x.dims.reduce((a, b) => a * b, 1);

@@ -75,8 +75,22 @@ export interface SynthPreset {
   ropeDim?: number;
   /** Phi-3 longrope scaling (rope_factors_long/short tensors, rope.scaling.attn_factor). */
   longRope?: LongRopeScaling;
+  /** Mixture-of-Experts blocks: a router and stacked experts in place of the FFN. */
+  moe?: SynthMoe;
   /** Parameter count the model publishes (for plausibility checks). */
   publishedParams: number;
+}
+
+/** The MoE part of a preset. */
+export interface SynthMoe {
+  /** expert_count */
+  experts: number;
+  /** expert_used_count (k) */
+  used: number;
+  /** Width of one expert's FFN (written as expert_feed_forward_length when `ffnKey`). */
+  ffn: number;
+  /** Write {arch}.expert_feed_forward_length (qwen3moe); Mixtral files carry the width in feed_forward_length. */
+  ffnKey: boolean;
 }
 
 /** All presets by name. */
@@ -148,6 +162,13 @@ export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
     name: 'phi-3.5-mini', modelName: 'Phi 3.5 Mini Instruct (synthetic)', arch: 'phi3', vocab: 'phi3', nVocab: 32064,
     dim: 3072, nLayers: 32, nHeads: 32, nKvHeads: 32, ffn: 8192, context: 131072, ropeBase: 10000, rmsEps: 1e-5,
     tiedOutput: false, qkvBias: false, slidingWindow: 262144, longRope: { originalContext: 4096 }, publishedParams: 3.82e9,
+  },
+  // A Mixtral-style llama file for tests: 8 experts, 2 per token, K-quant-sized rows (256).
+  'tiny-mixtral': {
+    name: 'tiny-mixtral', modelName: 'tiny Mixtral-style MoE (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,
+    dim: 256, nLayers: 4, nHeads: 8, nKvHeads: 4, ffn: 256, context: 512, ropeBase: 10000, rmsEps: 1e-5,
+    tiedOutput: true, qkvBias: false, publishedParams: 15.28e6,
+    moe: { experts: 8, used: 2, ffn: 256, ffnKey: false },
   },
   'llama-2-7b': {
     name: 'llama-2-7b', modelName: 'Llama-2-7B (synthetic)', arch: 'llama', vocab: 'llama2', nVocab: 32000,

@@ -4,7 +4,8 @@
  *   const { store, plan } = await createWeightStore(path, { memoryBudget: '2GiB', kvBytes, scratchBytes });
  *
  * Without a budget every tensor is resident (ResidentWeightStore); with one, planResidency
- * splits the budget and a StreamingWeightStore streams what does not fit.
+ * splits the budget and a StreamingWeightStore streams what does not fit. Mixture-of-Experts
+ * files go to create-moe.ts: the same for the dense tensors, an expert cache for the experts.
  */
 import { InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
@@ -20,6 +21,7 @@ import { ResidentWeightStore } from './resident.js';
 import type { WeightStore } from './store.js';
 import { DEFAULT_READ_PATHS, StreamingWeightStore, type StreamingOptions } from './streaming.js';
 import { listTensors } from './tensors.js';
+import { createMoeWeightStore, moeShape, type ExpertStoreOptions } from './create-moe.js';
 
 /** The planner's view of a GGUF file's tensors. */
 export function planInputs(file: GgufFile): PlanTensorInput[] {
@@ -33,7 +35,7 @@ export function planInputs(file: GgufFile): PlanTensorInput[] {
 }
 
 /** Options of createWeightStore. */
-export interface CreateWeightStoreOptions extends StreamingOptions {
+export interface CreateWeightStoreOptions extends StreamingOptions, ExpertStoreOptions {
   /** "2GiB", "75%", bytes; undefined = no budget (everything resident). */
   memoryBudget?: string | number;
   /** KV pool bytes (counted against the budget). */
@@ -89,6 +91,22 @@ export async function createWeightStore(
   }
   const hardware = options.hardware ?? (cal ? { readBytesPerSec: cal.readBytesPerSec, computeBytesPerSec: cal.computeBytesPerSec ?? DEFAULT_HARDWARE.computeBytesPerSec! } : DEFAULT_HARDWARE);
   const budget = options.memoryBudget === undefined ? Infinity : parseMemoryBudget(options.memoryBudget, file.fileSize);
+  const forced = readPathFromEnv();
+  const readPaths = options.readPaths ?? (forced ? [forced] : cal ? readPathsFrom(cal) : undefined);
+  // The run's own reads correct a calibration that no longer holds (a busy moment, a slower day).
+  const onMeasuredRate = cal && options.calibrate !== false ? refreshOnDrift(cal) : undefined;
+  const streaming = { ...options, ...(readPaths ? { readPaths } : {}), ...(onMeasuredRate ? { onMeasuredRate } : {}) };
+  const moe = moeShape(file);
+  if (moe) {
+    const { store, plan } = await createMoeWeightStore(file, moe, {
+      ...streaming,
+      budget,
+      kvBytes: options.kvBytes ?? 0,
+      scratchBytes: options.scratchBytes ?? 0,
+      hardware,
+    });
+    return { store, plan, file };
+  }
   const plan = planWithWindow(planInputs(file), {
     budget,
     kvBytes: options.kvBytes ?? 0,
@@ -99,11 +117,6 @@ export async function createWeightStore(
     const store = await ResidentWeightStore.load(file, options);
     return { store, plan, file };
   }
-  const forced = readPathFromEnv();
-  const readPaths = options.readPaths ?? (forced ? [forced] : cal ? readPathsFrom(cal) : undefined);
-  // The run's own reads correct a calibration that no longer holds (a busy moment, a slower day).
-  const onMeasuredRate = cal && options.calibrate !== false ? refreshOnDrift(cal) : undefined;
-  const streaming = { ...options, ...(readPaths ? { readPaths } : {}), ...(onMeasuredRate ? { onMeasuredRate } : {}) };
   if (options.elastic) {
     const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window);
     const weightBytes = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);

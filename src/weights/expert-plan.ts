@@ -240,6 +240,22 @@ export function planMoe(tensors: readonly PlanTensorInput[], options: MoePlanOpt
   };
 }
 
+/** The plan's expert-cache facts worth reporting with the run's statistics. */
+export function expertPlanSummary(e: ExpertCachePlan): Record<string, unknown> {
+  return {
+    mode: e.mode,
+    policy: e.policy,
+    numExperts: e.numExperts,
+    numExpertsUsed: e.numExpertsUsed,
+    numSlots: e.numSlots,
+    slotsPerLayer: e.mode === 'per-layer' ? e.slots : undefined,
+    cacheBytes: e.cacheBytes,
+    allResident: e.allResident,
+    expectedHitRate: e.expectedHitRate,
+    expectedReadBytesPerToken: e.expectedReadBytesPerToken,
+  };
+}
+
 /**
  * Slots per layer that `bytes` buy: the same count in every layer (capped at E), then one more
  * in layers in a well-spread order while the remainder pays for it.

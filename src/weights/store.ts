@@ -24,6 +24,40 @@ export interface LayerWeights {
   find(shortName: string): WeightTensor | undefined;
 }
 
+/** One expert's matrices: gate and up [dim, ffnExp], down [ffnExp, dim] (ggml order). */
+export interface ExpertTensors {
+  readonly gate: WeightTensor;
+  readonly up: WeightTensor;
+  readonly down: WeightTensor;
+}
+
+/**
+ * The experts of a Mixture-of-Experts model, by (layer, expert): the unit of streaming. The
+ * forward pass asks for the distinct experts its batch routes to at a layer; the store calls
+ * `compute` with them in memory, in one wave or, when its cache holds fewer, in several (each
+ * expert exactly once per call).
+ */
+export interface ExpertWeights {
+  readonly numExperts: number;
+  /** Every expert is in memory for good: nothing is read. */
+  readonly allResident: boolean;
+  /** The store reads predicted experts ahead (false when all are resident or prefetch is off). */
+  readonly prefetch: boolean;
+  /**
+   * Runs `compute(experts, tensors)` over waves covering `experts` (distinct ids of `layer`).
+   * `next`: the experts the next layer is predicted to need, read while this one computes.
+   * Tensors are valid during the call only.
+   */
+  useExperts(
+    layer: number,
+    experts: Int32Array,
+    compute: (experts: Int32Array, tensors: readonly ExpertTensors[]) => void,
+    next?: { layer: number; experts: Int32Array },
+  ): void;
+  /** Layer `layer`'s ffn_norm and router (ffn_gate_inp), resident, for predicting its experts early. */
+  router(layer: number): { norm: WeightTensor; gateInp: WeightTensor };
+}
+
 /** The model-facing interface of a weight store. */
 export interface WeightStore {
   readonly numLayers: number;
@@ -35,4 +69,6 @@ export interface WeightStore {
   global(name: string): WeightTensor | undefined;
   /** Dequantized rows of token_embd for these token ids into out: [tokens.length, dim] f32. */
   embed(tokens: Int32Array, out: Float32Array): void;
+  /** The experts of a MoE model (blk.N.ffn_*_exps are served here, not by acquire). */
+  readonly experts?: ExpertWeights;
 }

@@ -295,6 +295,11 @@ export class StreamingWeightStore implements WeightStore {
     return this.#globals.get(name);
   }
 
+  /** A resident tensor of `layer` (norms, MoE routers) without acquiring the layer, or undefined. */
+  residentTensor(layer: number, shortName: string): WeightTensor | undefined {
+    return this.#residentLayer[layer]?.get(shortName);
+  }
+
   embed(tokens: Int32Array, out: Float32Array): void {
     const e = this.#embd;
     if (!e) throw new InvalidModelError("tensor 'token_embd.weight' is missing from the model file");
