@@ -33,7 +33,16 @@ export const MODEL_FLAGS = {
   kv: { type: 'string' },
   'memory-pool': { type: 'string' },
   'kv-floor': { type: 'string' },
+  'expert-cache': { type: 'string' },
+  'expert-policy': { type: 'string' },
+  'no-expert-prefetch': { type: 'boolean' },
 } as const;
+
+/** Help lines of the MoE flags of MODEL_FLAGS. */
+export const EXPERT_FLAGS_HELP = `      --expert-cache MODE  MoE models under a budget: auto (default), global or per-layer
+      --expert-policy P    MoE expert-cache eviction: least-stale (default), lfu or lru
+      --no-expert-prefetch MoE: do not read the next layer's predicted experts ahead
+`;
 
 /** parseArgs specs of the flags that say how to generate. */
 export const SAMPLING_FLAGS = {
@@ -61,6 +70,17 @@ export function loadOptionsFrom(values: FlagValues): LoadModelOptions {
   if (kv !== undefined) {
     if (!(KV_LAYOUTS as readonly string[]).includes(kv)) throw new InvalidOptionError('--kv', `must be one of ${KV_LAYOUTS.join(', ')}, got '${kv}'`);
     load.kv = kv as KvLayout;
+  }
+  const expertCache = values['expert-cache'] as string | undefined;
+  const expertPolicy = values['expert-policy'] as string | undefined;
+  if (expertCache !== undefined || expertPolicy !== undefined || values['no-expert-prefetch'] === true) {
+    if (expertCache !== undefined && !['auto', 'global', 'per-layer'].includes(expertCache)) throw new InvalidOptionError('--expert-cache', `must be auto, global or per-layer, got '${expertCache}'`);
+    if (expertPolicy !== undefined && !['lru', 'lfu', 'least-stale'].includes(expertPolicy)) throw new InvalidOptionError('--expert-policy', `must be least-stale, lfu or lru, got '${expertPolicy}'`);
+    load.experts = {
+      ...(expertCache !== undefined ? { cache: expertCache as 'auto' | 'global' | 'per-layer' } : {}),
+      ...(expertPolicy !== undefined ? { policy: expertPolicy as 'lru' | 'lfu' | 'least-stale' } : {}),
+      ...(values['no-expert-prefetch'] === true ? { prefetch: false } : {}),
+    };
   }
   const budget = values['memory-budget'] as string | undefined;
   if (budget !== undefined) {

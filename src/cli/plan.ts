@@ -11,6 +11,9 @@ import { formatBytes, parseMemoryBudget } from '../weights/budget.js';
 import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js';
 import { DEFAULT_HARDWARE, dominantType, planInputs, planWithWindow } from '../weights/create.js';
 import type { HardwareFigures, Plan } from '../weights/plan.js';
+import { planMoe, type ExpertCacheMode, type ExpertCachePlan, type MoePlan } from '../weights/expert-plan.js';
+import { EXPERT_POLICIES, type ExpertPolicyName } from '../weights/expert-cache.js';
+import { moeShape } from '../weights/create-moe.js';
 import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
@@ -29,6 +32,8 @@ const HELP = `Usage: flexinfer plan MODEL --memory-budget X [options]
 Shows how flexinfer would run MODEL within a memory budget: which tensors stay resident
 (locked) and which are streamed from storage every token, per layer; the prefetch window and
 stream buffers; the budget split; bytes read per token and the predicted tokens per second.
+For Mixture-of-Experts models also the expert cache: slots per layer (or one global pool),
+the hit rate expected under uniform routing and the expert bytes read per token.
 
 Options:
   --memory-budget X     bytes, 1.5GiB, 512MiB, 2GB or 60% (of the model file); required
@@ -45,6 +50,8 @@ Options:
   --read-bandwidth X    storage read speed per second, e.g. 1.5GB (default: calibration cache)
   --compute-bandwidth X weight bytes the kernels process per second (default 8GB)
   --calibrate           measure the storage first (O_DIRECT vs buffered) and cache the result
+  --expert-cache MODE   MoE models: auto (default: the cost model's choice), global or per-layer
+  --expert-policy P     MoE models: least-stale (default), lfu or lru
   --json                print the plan as JSON
   -h, --help            show this help
 `;
@@ -58,6 +65,7 @@ const KIND_COLUMNS: [TensorKind, string][] = [
   ['ffn_gate', 'gate'],
   ['ffn_up', 'up'],
   ['ffn_down', 'down'],
+  ['ffn_gate_inp', 'router'],
   ['other', 'other'],
 ];
 
@@ -111,27 +119,51 @@ function kindCell(l: Plan['layers'][number], kind: TensorKind): string {
 }
 
 /** Text rendering of a plan. */
-export function formatPlan(plan: Plan, path: string, fileSize: number, extra: { ctxSize: number; parallel: number; hardwareSource: string; kvWhat?: string }): string {
+export function formatPlan(plan: Plan | MoePlan, path: string, fileSize: number, extra: { ctxSize: number; parallel: number; hardwareSource: string; kvWhat?: string }): string {
   const gb = (x: number) => `${(x / 1e9).toFixed(2)} GB/s`;
   const lines: string[] = [];
   const s = plan.split;
+  const moe = 'experts' in plan ? plan.experts : undefined;
+  const cache = moe ? ` + expert cache ${formatBytes(moe.cacheBytes)}` : '';
   lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
-  lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.kvWhat ?? `${extra.parallel} x ${extra.ctxSize} tokens`}) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
+  lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)}${cache} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.kvWhat ?? `${extra.parallel} x ${extra.ctxSize} tokens`}) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
   lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layer${plan.window === 1 ? "" : "s"}; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
   const rows = plan.tensors.some((t) => t.placement === 'rows');
   lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
   lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);
   lines.push(`hardware:  read ${gb(plan.hardware.readBytesPerSec)}, compute ${plan.hardware.computeSecPerLayer !== undefined ? `${plan.hardware.computeSecPerLayer} s/layer` : gb(plan.hardware.computeBytesPerSec ?? 8e9)} (${extra.hardwareSource})`);
+  if (moe) lines.push(...formatExpertCache(moe));
   lines.push('');
   const present = KIND_COLUMNS.filter(([k]) => plan.layers.some((l) => l.byKind[k]));
-  const head = ['layer', 'resident', 'streamed', ...present.map(([, c]) => c)];
-  const table = plan.layers.map((l) => [String(l.layer), formatBytes(l.residentBytes), formatBytes(l.streamedBytes), ...present.map(([k]) => kindCell(l, k))]);
+  const head = ['layer', 'resident', 'streamed', ...present.map(([, c]) => c), ...(moe ? ['expert slots'] : [])];
+  const slotsOf = (l: number) => (moe!.mode === 'per-layer' ? `${moe!.slots[l]} of ${moe!.numExperts}` : 'global');
+  const table = plan.layers.map((l) => [String(l.layer), formatBytes(l.residentBytes), formatBytes(l.streamedBytes), ...present.map(([k]) => kindCell(l, k)), ...(moe ? [slotsOf(l.layer)] : [])]);
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((r) => r[i]!.length)));
   const fmt = (r: string[]) => r.map((c, i) => (i < 3 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ');
   lines.push(fmt(head));
   for (const r of table) lines.push(fmt(r).trimEnd());
   lines.push('(R = resident in this layer, s = streamed every token; norms are always resident)');
+  if (moe) lines.push('(experts are not in the resident/streamed columns: they live in the expert cache or are read on a miss)');
   return lines.join('\n') + '\n';
+}
+
+/** The expert-cache lines of a MoE plan. */
+export function formatExpertCache(e: ExpertCachePlan): string[] {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const total = e.numLayers * e.numExperts;
+  const where =
+    e.mode === 'per-layer'
+      ? `${Math.min(...e.slots)}${Math.max(...e.slots) > Math.min(...e.slots) ? `-${Math.max(...e.slots)}` : ''} slots per layer of ${e.numExperts} experts`
+      : `one global pool of ${e.numSlots} slots for ${e.numLayers} x ${e.numExperts} experts`;
+  const lines = [
+    `experts:   ${e.mode} cache, ${where} (${pct(e.numSlots / total)}), ${formatBytes(Math.max(...e.slotBytes))} per slot = ${formatBytes(e.cacheBytes)}; policy ${e.policy}${e.allResident ? '; every expert resident' : ''}`,
+    `           ${e.numExpertsUsed} of ${e.numExperts} experts per token and layer; expected hit rate under uniform routing ${pct(e.expectedHitRate)}; expert reads ${formatBytes(e.expectedReadBytesPerToken)} per token`,
+  ];
+  for (const o of e.options) {
+    if (o.mode === e.mode) continue;
+    lines.push(`           ${o.mode} instead: ${o.feasible ? `${o.numSlots} slots, hit rate ${pct(o.expectedHitRate)}, ${(1 / o.predictedSecPerToken).toFixed(2)} tokens/s` : 'does not fit'}`);
+  }
+  return lines;
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -151,6 +183,8 @@ export async function run(argv: string[]): Promise<number> {
       'read-bandwidth': { type: 'string' },
       'compute-bandwidth': { type: 'string' },
       calibrate: { type: 'boolean', default: false },
+      'expert-cache': { type: 'string' },
+      'expert-policy': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h' },
     },
@@ -199,15 +233,30 @@ export async function run(argv: string[]): Promise<number> {
   if (!(KV_LAYOUTS as readonly string[]).includes(kv)) throw new InvalidOptionError('--kv', `must be one of ${KV_LAYOUTS.join(', ')}, got '${kv}'`);
   const poolMode = values['memory-pool']!;
   if (poolMode !== 'elastic' && poolMode !== 'static') throw new InvalidOptionError('--memory-pool', `must be elastic or static, got '${poolMode}'`);
-  const elastic = poolMode === 'elastic' && kv === 'vtensor';
+  const elasticPool = poolMode === 'elastic' && kv === 'vtensor';
   // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
   const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
+  const moe = moeShape(file);
+  const expertCache = values['expert-cache'];
+  if (expertCache !== undefined && !['auto', 'global', 'per-layer'].includes(expertCache)) throw new InvalidOptionError('--expert-cache', `must be auto, global or per-layer, got '${expertCache}'`);
+  const policy = values['expert-policy'];
+  if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new InvalidOptionError('--expert-policy', `must be one of ${EXPERT_POLICIES.join(', ')}, got '${policy}'`);
   const { kvBytes, chunkBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
   // Elastic: the plan at load holds the KV floor; the pool moves weights as KV grows.
+  // MoE files keep a static split (the expert cache moves their weights: engine/memory.ts).
+  const elastic = elasticPool && !moe;
   const floorBytes = !elastic ? 0 : values['kv-floor'] !== undefined ? parseMemoryBudget(values['kv-floor'], file.fileSize, '--kv-floor') : kvFloorBytes(kvShape, chunkBytes);
   const inputs = planInputs(file);
   const options = { budget, kvBytes: elastic ? floorBytes : kvBytes, scratchBytes: scratch, hardware };
-  const plan = planWithWindow(inputs, options, window);
+  const plan: Plan | MoePlan = moe
+    ? planMoe(inputs, {
+        ...options,
+        ...(window !== undefined ? { window } : {}),
+        ...moe,
+        ...(expertCache ? { expertCache: expertCache as ExpertCacheMode | 'auto' } : {}),
+        ...(policy ? { expertPolicy: policy as ExpertPolicyName } : {}),
+      })
+    : planWithWindow(inputs, options, window);
   let pool: PoolPlan | undefined;
   if (elastic) {
     const ladder = planLadder(inputs, options, window);

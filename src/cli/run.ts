@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { loadModel, type GenerateOptions, type LoadModelOptions } from '../index.js';
 import { InvalidOptionError } from '../errors.js';
-import { MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
+import { EXPERT_FLAGS_HELP, MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
 import { createProgress, type Progress } from './progress.js';
 import { resolveModelArg } from './model-arg.js';
 import type { StreamingStats } from '../weights/streaming.js';
@@ -37,9 +37,10 @@ Options:
       --memory-pool P      elastic (default: KV and resident weights share the budget) | static
       --kv-floor X         elastic: KV memory weights never take (default one full-context sequence)
       --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
-      --json               print one JSON object (tokens, text, timings; with a budget, the
+${EXPERT_FLAGS_HELP}      --json               print one JSON object (tokens, text, timings; with a budget, the
                            memory split and the streamed reads: rate per path, I/O wait per
-                           token, reads in flight)
+                           token, reads in flight; for MoE models the expert cache's hit
+                           rates, prediction accuracy, bytes read and I/O wait)
   -h, --help               show this help
 `;
 
@@ -94,10 +95,11 @@ export async function run(argv: string[]): Promise<number> {
     const t = result.timings;
     const io = streamingFigures(await model.stats());
     if (json) {
-      // The memory split now and over the run (resident, ring, KV live / cached, free).
-      const memory = (await model.stats({ history: true })).pool;
+      // The memory split now and over the run (resident, ring, KV live / cached, free), and the
+      // weights' statistics (streaming; for MoE models the expert cache).
+      const st = (await model.stats({ history: true })) as { pool: unknown; weights: unknown };
       process.stdout.write(
-        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes, memory, ...(io ? { io } : {}) })}\n`,
+        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes, memory: st.pool, ...(io ? { io } : {}), weights: st.weights })}\n`,
       );
     } else {
       process.stdout.write('\n');

@@ -16,6 +16,8 @@
  * comes from; server-ops and server-metrics tests check them against what clients saw.
  */
 
+import { expertMetricLines } from './metrics-experts.js';
+
 interface DoneResult {
   tokens: number[];
   promptTokens: number;
@@ -189,6 +191,7 @@ export class Metrics {
       metric(`engine_${name}`, 'gauge', `Engine statistic ${name}.`, [['', value]]);
     }
     for (const section of this.#sections) lines.push(...section(state.stats));
+    lines.push(...expertMetricLines(state.stats));
     this.renderVllm(lines, state.stats as EngineView);
     return lines.join('\n') + '\n';
   }

@@ -47,6 +47,7 @@ test('expert plan, hand-checked: dense resident first, then 3 slots per layer', 
   assert.equal(plan.streamedBytesPerToken, L * 2 * (5 / 8) * slot);
   assert.equal(plan.split.experts, 12 * slot);
   assert.equal(plan.split.total, dense + 12 * slot);
+  assert.equal(plan.budget, dense + 3 * L * slot);
   assert.ok(plan.tensors.filter((t) => t.kind === 'attn_q').every((t) => t.placement === 'resident'));
   assert.ok(plan.tensors.filter((t) => t.kind === 'ffn_gate_inp').every((t) => t.placement === 'resident'));
   assert.ok(plan.tensors.filter((t) => t.kind.endsWith('_exps')).every((t) => t.placement === 'experts'));

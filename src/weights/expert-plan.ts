@@ -227,6 +227,7 @@ export function planMoe(tensors: readonly PlanTensorInput[], options: MoePlanOpt
   }
   return {
     ...densePlan,
+    budget: options.budget,
     tensors: placements,
     layers,
     numLayers,
