@@ -173,8 +173,11 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   // Phi-4-mini's 96 of 128), GQA, longrope with original context 128 < the 256 both engines
   // run: the long factors and attn_factor sqrt(1 + ln(131072 / 128) / ln(128)) = 1.53.
   { preset: 'phi-3.5-mini', type: 'q8_0', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ropeDim: 48, ffn: 512, longRope: { originalContext: 128 } }, relTolerance: 3e-2, tieTolerance: 0.15 },
-  // Mixture of experts (Mixtral-style llama: llama.expert_count): routing, grouped experts.
-  { preset: 'tiny-mixtral', type: 'f16', relTolerance: 1e-2, tieTolerance: 0.05 },
+  // Mixture of experts: qwen3moe (qwen3 attention, 16 experts, 4 per token) and a Mixtral-style
+  // llama (llama.expert_count, 8 experts, 2 per token): routing, experts grouped by rows.
+  { preset: 'tiny-qwen3moe', type: 'f16', relTolerance: 1e-2, tieTolerance: 0.05 },
+  { preset: 'tiny-qwen3moe', type: 'q8_0', relTolerance: 3e-2, tieTolerance: 0.15 },
+  { preset: 'tiny-qwen3moe', type: 'q4_k_m', relTolerance: 3e-2, tieTolerance: 0.15 },
   { preset: 'tiny-mixtral', type: 'q8_0', relTolerance: 3e-2, tieTolerance: 0.15 },
   { preset: 'tiny-mixtral', type: 'q4_k_m', relTolerance: 3e-2, tieTolerance: 0.15 },
 ];

@@ -152,6 +152,35 @@ test('MoE: sequences batched together (sharing experts) get the tokens they get 
   }
 });
 
+test('qwen3moe q4_k_m (experts of two sizes: Q6_K ffn_down in some layers): same logits and tokens at about 25% and 12.5% of the experts, both layouts', async () => {
+  const path = join(dir, 'tiny-qwen3moe-q4_k_m.gguf');
+  await synthesize(path, 'tiny-qwen3moe', 'q4_k_m', { seed: 4 });
+  const once = async (budget: number | undefined, experts?: ExpertOptions) => {
+    const model = await loadModel(path, { ...LOAD, ...(budget === undefined ? {} : { memoryBudget: budget }), ...(experts ? { experts } : {}) });
+    try {
+      const prompt = model.tokenize(PROMPT, { addBos: true });
+      const logits = await model.evaluate(prompt, { allLogits: true });
+      const r = await model.complete(prompt, { temperature: 0, repeatPenalty: 1, maxTokens: GEN_TOKENS });
+      const w = ((await model.stats()) as { weights: { plan: { split: { total: number; experts: number } }; experts?: ExpertStats } }).weights;
+      return { logits, tokens: [...r.tokens], split: w.plan.split, experts: w.experts };
+    } finally {
+      await model.dispose();
+    }
+  };
+  const ref = await once(undefined);
+  const file = await readGguf(path);
+  const all = await once(file.fileSize * 10);
+  assertSameBits(all.logits, ref.logits, 'all experts cached');
+  const dense = all.split.total - all.split.experts;
+  for (const [share, cache] of [[0.25, 'per-layer'], [0.125, 'global']] as const) {
+    const r = await once(dense + Math.floor(share * all.split.experts), { cache });
+    assertSameBits(r.logits, ref.logits, `${share * 100}% ${cache}`);
+    assert.deepEqual(r.tokens, ref.tokens);
+    assert.equal(r.experts!.mode, cache);
+    assert.ok(r.experts!.reads > 0);
+  }
+});
+
 test('MoE: bad expert options are typed errors', async () => {
   await assert.rejects(loadModel(PATH, { ...LOAD, experts: { policy: 'mru' as never } }), /experts.policy: must be lru, lfu or least-stale/);
   await assert.rejects(loadModel(PATH, { ...LOAD, experts: { cache: 'shared' as never } }), /experts.cache/);

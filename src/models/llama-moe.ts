@@ -14,8 +14,8 @@ import { readModelConfig, type ModelConfig } from './config.js';
 import type { LayerWeights, WeightStore } from '../weights/store.js';
 import type { KvCache } from '../kv/cache.js';
 import type { TransformerOptions } from './transformer.js';
-import { llama, LlamaModel } from './llama.js';
-import { isMoeFile, MOE_FFN_TENSORS, readMoeConfig } from './moe-config.js';
+import { llama, LLAMA_LAYER_TENSORS, LlamaModel } from './llama.js';
+import { isMoeFile, moeLayerTensors, readMoeModelConfig } from './moe-config.js';
 import { MoeFeedForward } from './moe.js';
 
 export class LlamaMoeModel extends LlamaModel {
@@ -32,17 +32,10 @@ export class LlamaMoeModel extends LlamaModel {
   }
 }
 
-const ATTENTION_TENSORS = ['attn_norm.weight', 'attn_q.weight', 'attn_k.weight', 'attn_v.weight', 'attn_output.weight', 'ffn_norm.weight'];
-
 /** The llama architecture, dense or Mixtral-style MoE by the file's llama.expert_count. */
 export const llamaFamily: Architecture = {
   ...llama,
-  readConfig: (file) => {
-    const c = readModelConfig(file, 'llama');
-    if (!isMoeFile(file, 'llama')) return c;
-    const moe = readMoeConfig(file, 'llama', c.dim, c.numLayers);
-    return { ...c, ffnDim: moe.expertFfnDim, moe };
-  },
-  layerTensors: (c) => (c.moe ? [...ATTENTION_TENSORS, ...MOE_FFN_TENSORS] : llama.requiredLayerTensors),
+  readConfig: (file) => (isMoeFile(file, 'llama') ? readMoeModelConfig(file, 'llama') : readModelConfig(file, 'llama')),
+  layerTensors: (c) => (c.moe ? moeLayerTensors(LLAMA_LAYER_TENSORS) : LLAMA_LAYER_TENSORS),
   create: (config, weights, kv, options) => (config.moe ? new LlamaMoeModel(config, weights, kv, options) : llama.create(config, weights, kv, options)),
 };

@@ -4,10 +4,26 @@
  * expert tensors of every block.
  */
 import { InvalidModelError } from '../errors.js';
-import type { GgufMetadataSource, MoeConfig } from './config.js';
+import { readModelConfig, type GgufMetadataSource, type ModelConfig, type MoeConfig } from './config.js';
 
 /** Tensors of a MoE block's FFN, besides ffn_norm. */
 export const MOE_FFN_TENSORS: readonly string[] = ['ffn_gate_inp.weight', 'ffn_gate_exps.weight', 'ffn_up_exps.weight', 'ffn_down_exps.weight'];
+
+/** A dense block's tensors with its SwiGLU FFN replaced by the router and stacked experts. */
+export function moeLayerTensors(dense: readonly string[]): string[] {
+  return [...dense.filter((t) => !['ffn_gate.weight', 'ffn_up.weight', 'ffn_down.weight'].includes(t)), ...MOE_FFN_TENSORS];
+}
+
+/**
+ * The config of a MoE file of `arch`: readModelConfig plus the MoE part; ffnDim becomes the
+ * width of one expert (what the blocks compute with; qwen3moe's feed_forward_length is a dense
+ * width no block uses).
+ */
+export function readMoeModelConfig(file: GgufMetadataSource, arch: string): ModelConfig {
+  const c = readModelConfig(file, arch);
+  const moe = readMoeConfig(file, arch, c.dim, c.numLayers);
+  return { ...c, ffnDim: moe.expertFfnDim, moe };
+}
 
 /** True when the file's blocks are MoE ({arch}.expert_count > 0). */
 export function isMoeFile(file: GgufMetadataSource, arch: string): boolean {

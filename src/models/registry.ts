@@ -10,6 +10,7 @@ import { InvalidModelError, UnsupportedArchitectureError } from '../errors.js';
 import { llamaFamily } from './llama-moe.js';
 import { qwen2 } from './qwen2.js';
 import { qwen3 } from './qwen3.js';
+import { qwen3moe } from './qwen3moe.js';
 import { smollm3 } from './smollm3.js';
 import { gemma2 } from './gemma2.js';
 import { gemma3 } from './gemma3.js';
@@ -28,7 +29,7 @@ export interface Architecture {
   create(config: ModelConfig, weights: WeightStore, kv: KvCache, options: TransformerOptions): Transformer;
 }
 
-const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llamaFamily, qwen2, qwen3, smollm3, gemma2, gemma3, phi3].map((a) => [a.name, a]));
+const ARCHITECTURES: ReadonlyMap<string, Architecture> = new Map([llamaFamily, qwen2, qwen3, qwen3moe, smollm3, gemma2, gemma3, phi3].map((a) => [a.name, a]));
 
 /** Names of the supported architectures. */
 export function supportedArchitectures(): string[] {

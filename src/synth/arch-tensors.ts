@@ -47,7 +47,7 @@ export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): v
     t.vector(`${b}.attn_k.bias`, kvDim, 0, 0.1);
     t.vector(`${b}.attn_v.bias`, kvDim, 0, 0.1);
   }
-  if (p.arch === 'qwen3' || p.arch === 'gemma3') {
+  if (p.arch === 'qwen3' || p.arch === 'qwen3moe' || p.arch === 'gemma3') {
     // per-head q/k RMSNorm weights [headDim]
     t.vector(`${b}.attn_q_norm.weight`, headDim, 1, 0.02);
     t.vector(`${b}.attn_k_norm.weight`, headDim, 1, 0.02);

@@ -16,7 +16,7 @@ export interface Llama3RopeScaling {
 }
 
 /** Architectures flexinfer can synthesize (each has its tensor list in arch-tensors.ts). */
-export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'smollm3' | 'gemma2' | 'gemma3' | 'phi3';
+export type SynthArch = 'llama' | 'qwen2' | 'qwen3' | 'qwen3moe' | 'smollm3' | 'gemma2' | 'gemma3' | 'phi3';
 
 /**
  * Phi-3's "longrope" (su) scaling: per-pair frequency divisors for short and long contexts
@@ -162,6 +162,21 @@ export const SYNTH_PRESETS: Readonly<Record<string, SynthPreset>> = {
     name: 'phi-3.5-mini', modelName: 'Phi 3.5 Mini Instruct (synthetic)', arch: 'phi3', vocab: 'phi3', nVocab: 32064,
     dim: 3072, nLayers: 32, nHeads: 32, nKvHeads: 32, ffn: 8192, context: 131072, ropeBase: 10000, rmsEps: 1e-5,
     tiedOutput: false, qkvBias: false, slidingWindow: 262144, longRope: { originalContext: 4096 }, publishedParams: 3.82e9,
+  },
+  // Qwen/Qwen3-30B-A3B: 48 blocks of qwen3 attention (32 heads of 128, 4 KV heads) and 128
+  // experts 768 wide, 8 per token; untied output. 30.53e9 parameters, 3.3e9 active per token.
+  'qwen3-30b-a3b': {
+    name: 'qwen3-30b-a3b', modelName: 'Qwen3-30B-A3B (synthetic)', arch: 'qwen3moe', vocab: 'qwen3', nVocab: 151936,
+    dim: 2048, nLayers: 48, nHeads: 32, nKvHeads: 4, headDim: 128, ffn: 6144, context: 40960, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: false, qkvBias: false, publishedParams: 30.53e9,
+    moe: { experts: 128, used: 8, ffn: 768, ffnKey: true },
+  },
+  // qwen3moe for tests: qwen3 vocabulary and attention (q 512 wide on a 256 residual), 16 experts, 4 per token.
+  'tiny-qwen3moe': {
+    name: 'tiny-qwen3moe', modelName: 'tiny Qwen3-MoE (synthetic)', arch: 'qwen3moe', vocab: 'qwen3', nVocab: 151936,
+    dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, headDim: 128, ffn: 768, context: 512, ropeBase: 1000000, rmsEps: 1e-6,
+    tiedOutput: true, qkvBias: false, publishedParams: 53.07e6,
+    moe: { experts: 16, used: 4, ffn: 256, ffnKey: true },
   },
   // A Mixtral-style llama file for tests: 8 experts, 2 per token, K-quant-sized rows (256).
   'tiny-mixtral': {
