@@ -8,7 +8,7 @@
  * ```
  */
 export { loadModel } from './engine/model.js';
-export type { LoadModelOptions, GenerateOptions, GenerateChunk, GenerateResult, Model, ModelInfo } from './engine/model.js';
+export type { LoadModelOptions, ExpertOptions, GenerateOptions, GenerateChunk, GenerateResult, Model, ModelInfo } from './engine/model.js';
 export type { FinishReason, GenerationTimings } from './engine/scheduler.js';
 export * from './errors.js';
 export { ChatSession, type ChatSessionOptions } from './engine/chat.js';

@@ -1,15 +1,17 @@
 /**
  * One flexinfer generation run in its own process (so a benchmark can put it in a memory
- * cgroup): `node dist/bench/flexinfer-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV]`.
- * Prints one JSON line: { prompt_tps, gen_tps, tokens, stats } or { error }.
+ * cgroup): `node dist/bench/flexinfer-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV] [EXPERTS_JSON]`.
+ * Prints one JSON line: { prompt_tps, gen_tps, tokens, stats, stats_first_token } or { error };
+ * stats_first_token is the engine's stats() when the first token arrived, so the difference to
+ * `stats` is the generation phase alone.
  * @internal
  */
-import { loadModel } from '../index.js';
+import { loadModel, type ExpertOptions } from '../index.js';
 import { benchPromptTokens, processFigures } from './speed.js';
 import type { KvLayout } from '../kv/layouts.js';
 
 async function main(): Promise<void> {
-  const [path, threads, ctx, promptTokens, genTokens, budget, kv] = process.argv.slice(2);
+  const [path, threads, ctx, promptTokens, genTokens, budget, kv, experts] = process.argv.slice(2);
   if (!path || !threads || !ctx || !promptTokens || !genTokens) {
     process.stdout.write(JSON.stringify({ error: 'usage: flexinfer-child MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV]' }) + '\n');
     process.exitCode = 2;
@@ -21,12 +23,16 @@ async function main(): Promise<void> {
     contextSize: Number(ctx),
     parallel: 1,
     ...(budget && budget !== '-' ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
-    ...(kv ? { kv: kv as KvLayout } : {}),
+    ...(kv && kv !== '-' ? { kv: kv as KvLayout } : {}),
+    ...(experts ? { experts: JSON.parse(experts) as ExpertOptions } : {}),
   });
   const loadMs = performance.now() - t0;
   // Same prompt ids as the llama.cpp child.
   const prompt = benchPromptTokens(Number(promptTokens), 32000);
-  const r = await model.complete(prompt, { maxTokens: Number(genTokens), temperature: 0, ignoreEos: true });
+  const stream = model.generate(prompt, { maxTokens: Number(genTokens), temperature: 0, ignoreEos: true });
+  let statsFirstToken: Record<string, unknown> | undefined;
+  for await (const chunk of stream) if (!statsFirstToken && chunk.tokens.length > 0) statsFirstToken = await model.stats();
+  const r = await stream.result;
   const stats = await model.stats();
   await model.dispose();
   process.stdout.write(
@@ -37,6 +43,7 @@ async function main(): Promise<void> {
       tokens: r.tokens,
       stats,
       ...processFigures(),
+      stats_first_token: statsFirstToken,
     }) + '\n',
   );
 }

@@ -5,6 +5,10 @@ import type { KvLayout } from '../kv/layouts.js';
  * an SVG plot.
  */
 
+import type { ExpertOptions } from '../engine/model.js';
+import { readGgufSync } from '../gguf/reader.js';
+import { moeShape } from '../weights/create-moe.js';
+
 export interface SweepOptions {
   threads: number;
   runs: number;
@@ -23,8 +27,12 @@ export interface SweepOptions {
   /** --serve-sweep with a budget: measure only these configurations; take the rest from `resume`. */
   serveConfigs?: readonly import('./serve-elastic.js').ServeConfig[];
   resume?: import('./serve-elastic.js').ResumeFrom;
-  /** Budget sweep: the budget points (% of the model file) to measure (default 100, 75, 50, 25). */
+  /** Budget sweep: budgets in % of the file (default 100/75/50/25, MoE 100/50/25/12.5). */
   budgets?: number[];
+  /** MoE models: expert-cache options of flexinfer's runs. */
+  experts?: ExpertOptions;
+  /** Longest a llama.cpp run may take (default as flexinfer's). */
+  llamaCppTimeoutMs?: number;
   onLog: (line: string) => void;
 }
 
@@ -39,6 +47,8 @@ export interface SweepOutput {
 export async function runSweep(mode: 'budget-sweep' | 'kv-sweep' | 'serve-sweep', path: string, o: SweepOptions): Promise<SweepOutput> {
   switch (mode) {
     case 'budget-sweep':
+      // Mixture-of-Experts files: the expert cache's sweep (hit rates, bytes per token).
+      if (moeShape(readGgufSync(path))) return (await import('./moe-sweep.js')).runMoeBudgetSweep(path, o);
       return (await import('./budget-sweep.js')).runBudgetSweep(path, o);
     case 'kv-sweep':
       return (await import('./kv-sweep.js')).runKvSweep(path, o);

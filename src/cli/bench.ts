@@ -14,7 +14,7 @@ import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { InvalidOptionError } from '../errors.js';
-import { numberOption } from './args.js';
+import { loadOptionsFrom, numberOption } from './args.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
 const HELP = `Usage: flexinfer bench MODEL [options]
@@ -30,8 +30,12 @@ Options:
   --kv LAYOUT          vtensor | paged | contiguous
   --no-llamacpp        measure flexinfer only
   --budget-sweep       tokens/s at 100/75/50/25% budgets (cgroup-limited, cold page cache),
-                       with the storage probed before and after each budget point
-  --budgets LIST       budget sweep: only these points, e.g. 75,50 (to sweep in parts)
+                       with the storage probed before and after each budget point; for MoE
+                       models 100/50/25/12.5% with the expert cache's hit rate, bytes read per
+                       token and % of flexinfer's I/O bound
+  --budgets LIST       budget sweep: only these points, e.g. 75,50 or 25,12.5 (to sweep in parts)
+  --llamacpp-timeout S budget sweep: stop a llama.cpp run after S seconds (reported as timeout)
+  --expert-cache MODE, --expert-policy P, --no-expert-prefetch   MoE expert cache (see run --help)
   --kv-sweep           KV cache memory, kernel and engine speed: vtensor vs paged vs contiguous
   --kv-parts LIST      with --kv-sweep: measure only these parts (memory,kernels,decode,chat)
   --kv-merge FILES     with --kv-sweep: merge earlier partial results (comma-separated JSON files)
@@ -74,6 +78,10 @@ export async function run(argv: string[]): Promise<number> {
       configs: { type: 'string' },
       resume: { type: 'string' },
       'no-llamacpp': { type: 'boolean' },
+      'llamacpp-timeout': { type: 'string' },
+      'expert-cache': { type: 'string' },
+      'expert-policy': { type: 'string' },
+      'no-expert-prefetch': { type: 'boolean' },
       'budget-sweep': { type: 'boolean' },
       budgets: { type: 'string' },
       merge: { type: 'string' },
@@ -158,6 +166,8 @@ export async function run(argv: string[]): Promise<number> {
       ...(values['ctx-size'] !== undefined ? { ctxSize: int('ctx-size', values['ctx-size'], 64, 16) } : {}),
       ...serve,
       ...(budgets ? { budgets } : {}),
+      ...(values['llamacpp-timeout'] !== undefined ? { llamaCppTimeoutMs: 1000 * numberOption('llamacpp-timeout', values['llamacpp-timeout'], { min: 1 })! } : {}),
+      ...(loadOptionsFrom(values).experts ? { experts: loadOptionsFrom(values).experts! } : {}),
       onLog: log,
     });
     extraSvgs = out.extraSvgs ?? {};

@@ -277,6 +277,8 @@ test('expert cache: prefetch of a perfect prediction turns misses into hits and 
   // Layers 1..3 always hit (prefetched); layer 0 hits by chance only.
   for (let l = 1; l < L; l++) assert.equal(st.layerHits[l], st.layerLookups[l]);
   assert.ok(st.prefetchUsed > 0 && st.prefetchReads >= st.prefetchUsed);
+  // A perfect prediction wastes no read: every prefetched byte was used (all but the last pass's).
+  assert.ok(st.prefetchBytes >= st.prefetchUsedBytes && st.prefetchBytes - st.prefetchUsedBytes <= 3 * 2 * 40, `${st.prefetchBytes} vs ${st.prefetchUsedBytes}`);
   assert.ok(st.bytesRead > 0);
 });
 

@@ -50,6 +50,9 @@ export interface ExpertCacheStats {
   prefetchReads: number;
   /** Prefetched experts that a later step needed before they were evicted. */
   prefetchUsed: number;
+  /** Bytes of prefetch reads, and of those a later step used (the rest was read in vain). */
+  prefetchBytes: number;
+  prefetchUsedBytes: number;
   /** Of the experts of steps that had a prediction: how many were predicted. */
   predictedLookups: number;
   predictedCorrect: number;
@@ -94,7 +97,7 @@ export class ExpertScheduler {
     const L = cache.numLayers;
     this.#stats = {
       steps: 0, passes: 0, lookups: 0, hits: 0, hitRate: 0, layerHits: new Array(L).fill(0), layerLookups: new Array(L).fill(0),
-      reads: 0, bytesRead: 0, prefetchReads: 0, prefetchUsed: 0, predictedLookups: 0, predictedCorrect: 0, predictionAccuracy: 0,
+      reads: 0, bytesRead: 0, prefetchReads: 0, prefetchUsed: 0, prefetchBytes: 0, prefetchUsedBytes: 0, predictedLookups: 0, predictedCorrect: 0, predictionAccuracy: 0,
       ioWaitSec: 0, waves: 0,
     };
   }
@@ -133,7 +136,10 @@ export class ExpertScheduler {
         c.touch(s);
         hits.push(e, s);
         const key = layer * c.numExperts + e;
-        if (this.#prefetched.delete(key)) st.prefetchUsed++;
+        if (this.#prefetched.delete(key)) {
+          st.prefetchUsed++;
+          st.prefetchUsedBytes += this.#expertBytes[layer]!;
+        }
       } else misses.push(e);
     }
     st.lookups += todo.size;
@@ -228,6 +234,7 @@ export class ExpertScheduler {
     this.#stats.reads = 0;
     this.#stats.bytesRead = 0;
     this.#stats.prefetchReads = 0;
+    this.#stats.prefetchBytes = 0;
     this.#prefetched.clear();
   }
 
@@ -267,6 +274,7 @@ export class ExpertScheduler {
       if (s < 0) return;
       this.#read(s, layer, e, 'prefetch');
       this.#stats.prefetchReads++;
+      this.#stats.prefetchBytes += this.#expertBytes[layer]!;
       this.#prefetched.add(layer * c.numExperts + e);
     }
   }

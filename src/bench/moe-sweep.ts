@@ -1,0 +1,199 @@
+/**
+ * `flexinfer bench MOE_MODEL --budget-sweep`: generation tokens/s of a Mixture-of-Experts model
+ * at 100/50/25/12.5% of its file size, flexinfer vs llama.cpp (mmap), each run in its own
+ * process inside a cgroup-v1 memory limit of budget + 64 MiB, the file evicted from the page
+ * cache before every run (as budget-sweep.ts does for dense models), plus the expert cache's
+ * figures of the generation phase (stats at the first token subtracted from the end):
+ *
+ *   hit rate            experts found in the cache / experts needed
+ *   bytes per token     expert (and streamed dense) bytes read per generated token
+ *   required per token  the same without prefetches nobody used: what had to be read given
+ *                       the hit rate
+ *   I/O bound           best read rate measured beside the runs / required bytes per token
+ *   % of bound          tokens/s / I/O bound
+ *
+ * A run killed for memory is reported as "oom", never dropped.
+ */
+import { statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '../weights/cgroup.js';
+import { describeStorage, evictFile, measureStorage } from './budget-sweep.js';
+import { median, ratio, round } from './stats.js';
+import { renderLinePlot } from './svg.js';
+import type { SweepOptions, SweepOutput } from './sweeps.js';
+
+const MiB = 1024 * 1024;
+/** The issue's budgets: all of the file, half, a quarter, an eighth. */
+export const MOE_BUDGETS = [100, 50, 25, 12.5];
+
+/** Expert figures of the generation phase, from two stats() snapshots. */
+export interface DecodeFigures {
+  tokens: number;
+  hitRate: number;
+  bytesPerToken: number;
+  requiredBytesPerToken: number;
+  ioWaitSecPerToken: number;
+  predictionAccuracy: number | null;
+}
+
+type Num = Record<string, number | undefined>;
+
+/** Generation-phase expert figures: the difference of the engine stats at the end and at the first token. */
+export function decodeFigures(first: Record<string, unknown> | undefined, last: Record<string, unknown> | undefined): DecodeFigures | null {
+  const ex = (s: Record<string, unknown> | undefined): Num | undefined => (s?.weights as { experts?: Num } | undefined)?.experts;
+  const dense = (s: Record<string, unknown> | undefined): Num | undefined => (s?.weights as { streaming?: Num } | undefined)?.streaming;
+  const a = ex(first);
+  const b = ex(last);
+  if (!a || !b || b.passes === undefined || a.passes === undefined) return null;
+  const d = (k: string): number => (b[k] ?? 0) - (a[k] ?? 0);
+  const tokens = d('passes');
+  if (tokens <= 0) return null;
+  const denseBytes = (dense(last)?.bytesRead ?? 0) - (dense(first)?.bytesRead ?? 0);
+  const wasted = d('prefetchBytes') - d('prefetchUsedBytes');
+  return {
+    tokens,
+    hitRate: d('lookups') > 0 ? d('hits') / d('lookups') : 1,
+    bytesPerToken: (d('bytesRead') + denseBytes) / tokens,
+    requiredBytesPerToken: (d('bytesRead') - Math.max(0, wasted) + denseBytes) / tokens,
+    ioWaitSecPerToken: d('ioWaitSec') / tokens,
+    predictionAccuracy: d('predictedLookups') > 0 ? d('predictedCorrect') / d('predictedLookups') : null,
+  };
+}
+
+interface Run {
+  status: 'ok' | 'oom' | 'error' | 'timeout';
+  gen_tps: number | null;
+  max_usage_bytes: number;
+  decode?: DecodeFigures | null;
+  error?: string;
+}
+
+function parseRun(r: CgroupRunResult): Run {
+  const base = { max_usage_bytes: r.maxUsageBytes };
+  if (r.oomKilled) return { ...base, status: 'oom', gen_tps: null };
+  if (r.timedOut) return { ...base, status: 'timeout', gen_tps: null };
+  try {
+    const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    if (j.error) return { ...base, status: 'error', gen_tps: null, error: String(j.error) };
+    return { ...base, status: 'ok', gen_tps: j.gen_tps, decode: decodeFigures(j.stats_first_token, j.stats) };
+  } catch {
+    return { ...base, status: 'error', gen_tps: null, error: (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ') };
+  }
+}
+
+const med = (xs: Array<number | null | undefined>): number | null => {
+  const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x));
+  return v.length ? median(v) : null;
+};
+
+function summary(runs: Run[]) {
+  const ok = runs.filter((r) => r.status === 'ok');
+  return {
+    status: ok.length > 0 ? 'ok' : (runs[0]?.status ?? 'error'),
+    gen_tps: ok.length ? round(median(ok.map((r) => r.gen_tps!))) : null,
+    max_usage_bytes: Math.max(0, ...runs.map((r) => r.max_usage_bytes)),
+    hit_rate: med(ok.map((r) => r.decode?.hitRate)),
+    bytes_per_token: med(ok.map((r) => r.decode?.bytesPerToken)),
+    required_bytes_per_token: med(ok.map((r) => r.decode?.requiredBytesPerToken)),
+    io_wait_sec_per_token: med(ok.map((r) => r.decode?.ioWaitSecPerToken)),
+    prediction_accuracy: med(ok.map((r) => r.decode?.predictionAccuracy)),
+    runs,
+  };
+}
+
+export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<SweepOutput> {
+  const support = memoryCgroupSupport();
+  if (!support.ok) throw new Error(`--budget-sweep needs memory cgroups: ${support.reason}`);
+  const fileBytes = statSync(path).size;
+  const dist = fileURLToPath(new URL('.', import.meta.url));
+  const ctx = 512;
+  const budgets = o.budgets ?? MOE_BUDGETS;
+  const rows: Array<Record<string, any>> = [];
+  for (const pct of budgets) {
+    const budget = Math.floor((fileBytes * pct) / 100);
+    const limit = budget + 64 * MiB;
+    const flex: Run[] = [];
+    const llama: Run[] = [];
+    const timeoutMs = 20 * 60_000;
+    // The storage probed beside each point (before and after its runs): the disk's speed moves.
+    const before = measureStorage(path);
+    o.onLog(`budget ${pct}%: storage before: ${describeStorage(before)}`);
+    for (let r = 0; r < o.runs; r++) {
+      evictFile(path);
+      const args = [`${dist}flexinfer-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens), String(budget), o.kv ?? '-', JSON.stringify(o.experts ?? {})];
+      flex.push(parseRun(await runInMemoryCgroup(process.execPath, args, limit, { timeoutMs })));
+      if (!o.noLlamaCpp) {
+        evictFile(path);
+        const l = await runInMemoryCgroup(process.execPath, [`${dist}llamacpp-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens)], limit, { timeoutMs: o.llamaCppTimeoutMs ?? timeoutMs });
+        llama.push(parseRun(l));
+      }
+      const f = flex.at(-1)!;
+      o.onLog(`budget ${pct}%: flexinfer ${fmt(f)}` + (f.decode ? ` hit ${(100 * f.decode.hitRate).toFixed(1)}%, ${(f.decode.bytesPerToken / MiB).toFixed(0)} MiB/token` : '') + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmt(llama.at(-1)!)}`));
+    }
+    const after = measureStorage(path);
+    o.onLog(`budget ${pct}%: storage after: ${describeStorage(after)}`);
+    // The read rate measured beside the runs: the best path of before and after.
+    const best = Math.max(before.best.bytesPerSec, after.best.bytesPerSec);
+    rows.push({ budget_percent: pct, budget_bytes: budget, cgroup_limit_bytes: limit, storage: { before, after, best_bytes_per_sec: best }, flexinfer: summary(flex), llamacpp: o.noLlamaCpp ? null : summary(llama) });
+  }
+  for (const r of rows) {
+    const f = r.flexinfer;
+    const best = r.storage.best_bytes_per_sec as number;
+    r.ratio = ratio(f.gen_tps, r.llamacpp?.gen_tps);
+    r.flexinfer_io_bound_tps = f.required_bytes_per_token > 0 ? round(best / f.required_bytes_per_token) : null;
+    r.flexinfer_fraction_of_bound = r.flexinfer_io_bound_tps && f.gen_tps ? round(f.gen_tps / r.flexinfer_io_bound_tps, 3) : null;
+  }
+  const result = { model: path, file_bytes: fileBytes, threads: o.threads, prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, runs: o.runs, experts: o.experts ?? {}, rows };
+  return { result, table: moeTable(result), svg: moeSvg(rows, budgets, o.noLlamaCpp) };
+}
+
+function fmt(r: Run): string {
+  return r.status === 'ok' ? `${r.gen_tps!.toFixed(2)} tok/s (peak ${(r.max_usage_bytes / MiB).toFixed(0)} MiB)` : `${r.status}${r.error ? ` (${r.error})` : ''}`;
+}
+
+function moeTable(result: { model: string; runs: number; rows: Array<Record<string, any>> }): string {
+  const c = (v: unknown, d = 2): string => (v == null ? '-' : typeof v === 'number' ? v.toFixed(d) : String(v));
+  let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
+  t += 'budget   flexinfer  llama.cpp   ratio  hit rate  MiB/token  I/O bound  % of bound  prediction\n';
+  for (const r of result.rows) {
+    const f = r.flexinfer;
+    const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
+    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)}\n`;
+  }
+  return t;
+}
+
+/** Two plots stacked: tokens/s (both engines, flexinfer's I/O bound) and the expert hit rate. */
+function moeSvg(rows: Array<Record<string, any>>, budgets: number[], noLlamaCpp: boolean): string {
+  const xTicks = budgets.map((b) => `${b}%`);
+  const w = 720;
+  const h = 420;
+  const tps = renderLinePlot({
+    title: 'MoE generation speed under a memory budget',
+    xLabel: 'memory budget (% of model file)',
+    yLabel: 'tokens/s',
+    xTicks,
+    width: w,
+    height: h,
+    series: [
+      { name: 'flexinfer', values: rows.map((r) => r.flexinfer.gen_tps) },
+      ...(noLlamaCpp ? [] : [{ name: 'llama.cpp (mmap)', values: rows.map((r) => r.llamacpp?.gen_tps ?? null) }]),
+      { name: 'flexinfer I/O bound', values: rows.map((r) => r.flexinfer_io_bound_tps), dashed: true },
+    ],
+    notes: rows.flatMap((r, i) => [
+      ...(r.flexinfer.status !== 'ok' ? [{ series: 'flexinfer', x: i, text: String(r.flexinfer.status).toUpperCase() }] : []),
+      ...(r.llamacpp && r.llamacpp.status !== 'ok' ? [{ series: 'llama.cpp (mmap)', x: i, text: String(r.llamacpp.status).toUpperCase() }] : []),
+    ]),
+  });
+  const hit = renderLinePlot({
+    title: 'Expert cache hit rate during generation',
+    xLabel: 'memory budget (% of model file)',
+    yLabel: 'hit rate (%)',
+    xTicks,
+    width: w,
+    height: h,
+    series: [{ name: 'flexinfer hit rate', values: rows.map((r) => (r.flexinfer.hit_rate != null ? round(100 * r.flexinfer.hit_rate, 1) : null)) }],
+  });
+  const inner = (svg: string, y: number) => svg.replace(/^<\?xml[^>]*>\s*/, '').replace(/^<svg /, `<svg x="0" y="${y}" `);
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${2 * h}" viewBox="0 0 ${w} ${2 * h}">\n${inner(tps, 0)}\n${inner(hit, h)}\n</svg>\n`;
+}
