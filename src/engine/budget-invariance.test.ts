@@ -18,6 +18,7 @@ import { SYNTH_PRESETS, type SynthPreset } from '../synth/presets.js';
 import { readGguf } from '../gguf/reader.js';
 import { loadModel } from './model.js';
 import { InsufficientMemoryError } from '../errors.js';
+import { assertSameBits } from './testing.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-budget-inv-'));
 const TINY = join(dir, 'tiny-15m-q8_0.gguf');
@@ -53,16 +54,6 @@ async function run(path: string, budget: string | number | undefined): Promise<R
     return { logits, tokens: [...r.tokens], weights: stats.weights };
   } finally {
     await model.dispose();
-  }
-}
-
-/** Bit-exact comparison of two float arrays, naming the first differing element. */
-function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
-  const e = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== e[i]) assert.fail(`${what}: logit ${i} is ${actual[i]} instead of ${expected[i]} (bits differ)`);
   }
 }
 

@@ -17,6 +17,7 @@ import { readGguf } from '../gguf/reader.js';
 import { planInputs } from '../weights/create.js';
 import { planMoe } from '../weights/expert-plan.js';
 import { loadModel, type ExpertOptions, type LoadModelOptions } from './model.js';
+import { assertSameBits } from './testing.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-moe-inv-'));
 const PATH = join(dir, 'tiny-mixtral-q8_0.gguf');
@@ -61,13 +62,6 @@ async function run(budget: number | undefined, experts?: ExpertOptions): Promise
   } finally {
     await model.dispose();
   }
-}
-
-function assertSameBits(actual: Float32Array, expected: Float32Array, what: string): void {
-  assert.equal(actual.length, expected.length, `${what}: length`);
-  const a = new Uint32Array(actual.buffer, actual.byteOffset, actual.length);
-  const e = new Uint32Array(expected.buffer, expected.byteOffset, expected.length);
-  for (let i = 0; i < a.length; i++) if (a[i] !== e[i]) assert.fail(`${what}: logit ${i} is ${actual[i]} instead of ${expected[i]}`);
 }
 
 let reference: Outcome;

@@ -9,11 +9,11 @@
  *    libggml-cpu (ggml-graph-oracle.ts), experts in the CPU and CPU_REPACK buffers: bitwise for
  *    quantized experts (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K), f32 summation noise for float ones.
  */
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GgmlType, ggmlRowBytes } from '../gguf/ggml-type.js';
 import { dequantize, quantize } from '../gguf/quant.js';
-import { compileGgmlDriver, GGML_DECLS, type GgmlDriver } from './ggml-graph-oracle.js';
+import { GGML_DECLS, lazyGgmlDriver } from './ggml-graph-oracle.js';
 import { matmul, setKernelPath, getKernelPath } from './matmul.js';
 import { matmulId, moeCombine, moeRoute } from './moe.js';
 import { siluMul, softmax } from './ops.js';
@@ -272,12 +272,7 @@ int main(int argc, char** argv) {
 }
 `;
 
-let drv: GgmlDriver | null | undefined;
-function driver(): GgmlDriver | null {
-  drv ??= compileGgmlDriver(DRIVER);
-  return drv;
-}
-after(() => drv?.dispose());
+const driver = lazyGgmlDriver(DRIVER);
 
 /** The MoE block the way models/blocks/moe.ts runs it, on plain arrays. */
 function ourMoe(type: GgmlType, dim: number, ff: number, E: number, k: number, m: number, x: Float32Array, router: Float32Array, gate: Uint8Array, up: Uint8Array, down: Uint8Array) {
