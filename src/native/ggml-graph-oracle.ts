@@ -80,16 +80,6 @@ export interface GgmlDriver {
   dispose(): void;
 }
 
-/**
- * A driver compiled on first use (null where it cannot be) and disposed when the test file's
- * tests are done: `const driver = lazyGgmlDriver(SOURCE); ... const d = driver();`.
- */
-export function lazyGgmlDriver(source: string): () => GgmlDriver | null {
-  let d: GgmlDriver | null | undefined;
-  after(() => d?.dispose());
-  return () => (d ??= compileGgmlDriver(source));
-}
-
 /** Compiles `source` (which should start with GGML_DECLS); null where that is not possible. */
 export function compileGgmlDriver(source: string): GgmlDriver | null {
   const variant = cpuVariant();

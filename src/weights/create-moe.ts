@@ -102,7 +102,10 @@ export async function createMoeWeightStore(
   // The expert reads take the read path the dense store starts on (calibration or caller).
   const first = o.readPaths?.[0];
   const direct = o.direct ?? first?.direct ?? true;
-  const dense = await StreamingWeightStore.open(file, plan, { ...o, direct });
+  // One progress bar over both phases: the dense tensors, then the experts the cache starts with.
+  const denseBytes = plan.tensors.filter((t) => t.placement === 'resident').reduce((a, t) => a + t.bytes, 0);
+  const total = denseBytes + plan.experts.cacheBytes;
+  const dense = await StreamingWeightStore.open(file, plan, { ...o, direct, ...(o.onProgress ? { onProgress: (d: number) => o.onProgress!(d, total) } : {}) });
   try {
     const router = (layer: number): { norm: WeightTensor; gateInp: WeightTensor } => {
       const norm = dense.residentTensor(layer, 'ffn_norm.weight');
@@ -110,7 +113,9 @@ export async function createMoeWeightStore(
       if (!norm || !gateInp) throw new InvalidModelError(`layer ${layer}'s ffn_norm / ffn_gate_inp are not resident (plan made for another file?)`);
       return { norm, gateInp };
     };
-    const experts = StreamedExperts.open(file, plan.experts, router, {
+    const experts = await StreamedExperts.open(file, plan.experts, router, {
+      ...(o.onProgress ? { onProgress: (d: number) => o.onProgress!(Math.min(total, denseBytes + d), total) } : {}),
+      ...(o.signal ? { signal: o.signal } : {}),
       direct,
       ...((o.expertIoDepth ?? first?.depth) !== undefined ? { ioDepth: o.expertIoDepth ?? first!.depth } : {}),
       ...(o.expertPrefetch !== undefined ? { prefetch: o.expertPrefetch } : {}),

@@ -219,22 +219,29 @@ export class ExpertScheduler {
 
   /**
    * Reads the experts of (layer, expert) pairs into the cache without a step (warming it at
-   * load: the planner's initial contents). Waits for them.
+   * load: the planner's initial contents), in batches of `batch`, calling `between(done)`
+   * after each (progress, abort). Waits for them.
    */
-  preload(keys: readonly ExpertKeyPair[]): void {
-    const slots: number[] = [];
-    for (const [layer, expert] of keys) {
-      if (this.cache.find(layer, expert) >= 0) continue;
-      const s = this.cache.assign(layer, expert);
-      if (s < 0) break;
-      this.#read(s, layer, expert, 'prefetch');
-      slots.push(s);
+  async preload(keys: readonly ExpertKeyPair[], batch = 64, between?: (done: number) => Promise<void> | void): Promise<void> {
+    let done = 0;
+    for (let i = 0; i < keys.length; i += batch) {
+      const slots: number[] = [];
+      for (const [layer, expert] of keys.slice(i, i + batch)) {
+        if (this.cache.find(layer, expert) >= 0) continue;
+        const s = this.cache.assign(layer, expert);
+        if (s < 0) break;
+        this.#read(s, layer, expert, 'prefetch');
+        slots.push(s);
+      }
+      for (const s of slots) this.#waitSlot(s);
+      done = Math.min(keys.length, i + batch);
+      await between?.(done);
     }
-    for (const s of slots) this.#waitSlot(s);
     this.#stats.reads = 0;
     this.#stats.bytesRead = 0;
     this.#stats.prefetchReads = 0;
     this.#stats.prefetchBytes = 0;
+    this.#stats.ioWaitSec = 0;
     this.#prefetched.clear();
   }
 

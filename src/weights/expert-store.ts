@@ -91,6 +91,9 @@ export interface StreamedExpertsOptions {
   preload?: boolean;
   /** Longest wait for one expert's reads (default 120 s). */
   waitTimeoutMs?: number;
+  /** Progress of the preload (bytes). */
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
 }
 
 /** Where one of an expert's three slices sits in the file and in a slot. */
@@ -184,11 +187,23 @@ export class StreamedExperts implements ExpertWeights {
     );
   }
 
-  /** Opens the cache for `file` as planned, and (by default) fills it. */
-  static open(file: GgufFile, plan: ExpertCachePlan, routers: RouterSource, options: StreamedExpertsOptions = {}): StreamedExperts {
+  /** Opens the cache for `file` as planned, and (by default) fills it, with progress and abort. */
+  static async open(file: GgufFile, plan: ExpertCachePlan, routers: RouterSource, options: StreamedExpertsOptions = {}): Promise<StreamedExperts> {
+    options.signal?.throwIfAborted();
     const x = new StreamedExperts(file, plan, routers, options);
     try {
-      if (options.preload ?? true) x.scheduler.preload(initialExperts(plan));
+      if (options.preload ?? true) {
+        const keys = initialExperts(plan);
+        const bytes = (n: number) => keys.slice(0, n).reduce((a, [l]) => a + plan.expertBytes[l]!, 0);
+        const total = bytes(keys.length);
+        options.onProgress?.(0, total);
+        // Batches of ~32 experts (~100 MB at Qwen3-30B-A3B shapes) keep progress and abort prompt.
+        await x.scheduler.preload(keys, 32, async (done) => {
+          options.onProgress?.(bytes(done), total);
+          await new Promise((resolve) => setImmediate(resolve));
+          options.signal?.throwIfAborted();
+        });
+      }
     } catch (err) {
       x.dispose();
       throw err;
