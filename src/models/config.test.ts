@@ -51,8 +51,8 @@ test('qwen2 config: tied output, defaults for absent keys', () => {
 });
 
 test('unknown architecture, unsupported tensor type, missing keys and tensors: typed errors', () => {
-  assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2', 'qwen3', 'smollm3', 'gemma2', 'gemma3', 'phi3']);
-  assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2, qwen3, smollm3, gemma2, gemma3, phi3");
+  assert.deepEqual(supportedArchitectures(), ['llama', 'qwen2', 'qwen3', 'qwen3moe', 'smollm3', 'gemma2', 'gemma3', 'phi3']);
+  assert.throws(() => getArchitecture('mamba'), (e: unknown) => e instanceof UnsupportedArchitectureError && e.message === "architecture 'mamba' is not supported; supported: llama, qwen2, qwen3, qwen3moe, smollm3, gemma2, gemma3, phi3");
   assert.throws(
     () => modelConfigFromGguf(fakeFile('llama', LLAMA, { types: { 'blk.1.ffn_down.weight': GgmlType.IQ2_XXS } })),
     (e: unknown) => e instanceof UnsupportedTensorTypeError && e.tensor === 'blk.1.ffn_down.weight' && /type iq2_xxs, which is not supported/.test(e.message),
