@@ -2,7 +2,7 @@
  * `flexinfer bench MODEL --serve-sweep`: aggregate generation tokens/s and time to first
  * token (median, p95) with 1, 4, 8, 16 concurrent streams, flexinfer (its HTTP server) vs
  * llama.cpp (node-llama-cpp, same number of sequences), without a budget and at 50% of the
- * model file (cgroup limit = budget + 64 MiB, cold page cache). Each configuration runs in
+ * model file (or the first of --budgets) (cgroup limit = budget + 64 MiB, cold page cache). Each configuration runs in
  * its own process (src/bench/serve-child.ts).
  */
 import { spawn } from 'node:child_process';
@@ -54,24 +54,27 @@ async function runChild(args: string[], limitBytes: number | null): Promise<{ ro
 export async function runServeSweep(path: string, o: SweepOptions): Promise<SweepOutput> {
   const child = fileURLToPath(new URL('./serve-child.js', import.meta.url));
   const fileBytes = statSync(path).size;
-  const half = Math.floor(fileBytes / 2);
+  // The budgeted configuration: 50% of the file, or the first of --budgets.
+  const pct = o.budgets?.[0] ?? 50;
+  const limited = `${pct}%`;
+  const half = Math.floor((fileBytes * pct) / 100);
   const cg = memoryCgroupSupport();
-  const configs: Array<{ engine: 'flexinfer' | 'llamacpp'; budget: '100%' | '50%' }> = [
+  const configs: Array<{ engine: 'flexinfer' | 'llamacpp'; budget: string }> = [
     { engine: 'flexinfer', budget: '100%' },
-    { engine: 'flexinfer', budget: '50%' },
-    ...(o.noLlamaCpp ? [] : ([{ engine: 'llamacpp', budget: '100%' }, { engine: 'llamacpp', budget: '50%' }] as const)),
+    { engine: 'flexinfer', budget: limited },
+    ...(o.noLlamaCpp ? [] : [{ engine: 'llamacpp' as const, budget: '100%' }, { engine: 'llamacpp' as const, budget: limited }]),
   ];
   const results: Record<string, { rows?: ChildRow[]; prompt_tps?: number; error?: string }> = {};
   for (const c of configs) {
     const key = `${c.engine}@${c.budget}`;
-    if (c.budget === '50%' && !cg.ok) {
+    if (c.budget === limited && !cg.ok) {
       results[key] = { error: `not measured: ${cg.reason}` };
       continue;
     }
     evictFile(path);
-    const args = [child, c.engine, path, String(o.threads), String(o.genTokens), STREAMS.join(','), c.budget === '50%' && c.engine === 'flexinfer' ? String(half) : '-'];
+    const args = [child, c.engine, path, String(o.threads), String(o.genTokens), STREAMS.join(','), c.budget === limited && c.engine === 'flexinfer' ? String(half) : '-'];
     o.onLog(`serve sweep: ${key} ...`);
-    results[key] = await runChild(args, c.budget === '50%' ? half + 64 * MiB : null);
+    results[key] = await runChild(args, c.budget === limited ? half + 64 * MiB : null);
     o.onLog(`serve sweep: ${key}: ${results[key]!.error ?? results[key]!.rows!.map((r) => `${r.streams}x ${r.aggregate_tps} tok/s`).join(', ')}`);
   }
   const at = (key: string, n: number): ChildRow | undefined => results[key]?.rows?.find((r) => r.streams === n);
@@ -109,7 +112,7 @@ export async function runServeSweep(path: string, o: SweepOptions): Promise<Swee
     xLabel: 'concurrent streams',
     yLabel: 'tokens/s (all streams)',
     xTicks: STREAMS.map(String),
-    series: configs.map((c) => ({ name: `${c.engine} ${c.budget === '100%' ? 'no budget' : '50% budget'}`, values: STREAMS.map((n) => at(`${c.engine}@${c.budget}`, n)?.aggregate_tps ?? null), dashed: c.budget === '50%' })),
+    series: configs.map((c) => ({ name: `${c.engine} ${c.budget === '100%' ? 'no budget' : `${c.budget} budget`}`, values: STREAMS.map((n) => at(`${c.engine}@${c.budget}`, n)?.aggregate_tps ?? null), dashed: c.budget === limited })),
   });
   return { result, table, svg };
 }
