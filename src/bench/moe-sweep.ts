@@ -12,10 +12,12 @@
  *   I/O bound           best read rate measured beside the runs / required bytes per token
  *   % of bound          tokens/s / I/O bound
  *
- * A run killed for memory is reported as "oom", never dropped.
+ * A run killed for memory is reported as "oom", never dropped. A file written by
+ * `flexinfer synth --router-skew` is labelled "synthetic skew" in the JSON, the table and the plot.
  */
 import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { readGgufSync } from '../gguf/reader.js';
 import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '../weights/cgroup.js';
 import { describeStorage, evictFile, measureStorage } from './budget-sweep.js';
 import { median, ratio, round } from './stats.js';
@@ -105,6 +107,8 @@ export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<
   const support = memoryCgroupSupport();
   if (!support.ok) throw new Error(`--budget-sweep needs memory cgroups: ${support.reason}`);
   const fileBytes = statSync(path).size;
+  const routing = routingLabel(path);
+  o.onLog(`routing: ${routing}`);
   const dist = fileURLToPath(new URL('.', import.meta.url));
   const ctx = 512;
   const budgets = o.budgets ?? MOE_BUDGETS;
@@ -143,17 +147,23 @@ export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<
     r.flexinfer_io_bound_tps = f.required_bytes_per_token > 0 ? round(best / f.required_bytes_per_token) : null;
     r.flexinfer_fraction_of_bound = r.flexinfer_io_bound_tps && f.gen_tps ? round(f.gen_tps / r.flexinfer_io_bound_tps, 3) : null;
   }
-  const result = { model: path, file_bytes: fileBytes, threads: o.threads, prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, runs: o.runs, experts: o.experts ?? {}, rows };
-  return { result, table: moeTable(result), svg: moeSvg(rows, budgets, o.noLlamaCpp) };
+  const result = { model: path, routing, file_bytes: fileBytes, threads: o.threads, prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, runs: o.runs, experts: o.experts ?? {}, rows };
+  return { result, table: moeTable(result), svg: moeSvg(rows, budgets, o.noLlamaCpp, routing) };
+}
+
+/** How the file routes: 'synthetic skew (...)' for a synth --router-skew file, else 'as the file routes'. */
+export function routingLabel(path: string): string {
+  const skew = readGgufSync(path).get('flexinfer.synth.router_skew');
+  return typeof skew === 'number' && skew > 0 ? `synthetic skew (synth --router-skew ${+skew.toFixed(3)})` : 'as the file routes (random routers of a synth file: near uniform)';
 }
 
 function fmt(r: Run): string {
   return r.status === 'ok' ? `${r.gen_tps!.toFixed(2)} tok/s (peak ${(r.max_usage_bytes / MiB).toFixed(0)} MiB)` : `${r.status}${r.error ? ` (${r.error})` : ''}`;
 }
 
-function moeTable(result: { model: string; runs: number; rows: Array<Record<string, any>> }): string {
+function moeTable(result: { model: string; routing: string; runs: number; rows: Array<Record<string, any>> }): string {
   const c = (v: unknown, d = 2): string => (v == null ? '-' : typeof v === 'number' ? v.toFixed(d) : String(v));
-  let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
+  let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}; routing: ${result.routing}\n`;
   t += 'budget   flexinfer  llama.cpp   ratio  hit rate  MiB/token  I/O bound  % of bound  prediction\n';
   for (const r of result.rows) {
     const f = r.flexinfer;
@@ -164,12 +174,13 @@ function moeTable(result: { model: string; runs: number; rows: Array<Record<stri
 }
 
 /** Two plots stacked: tokens/s (both engines, flexinfer's I/O bound) and the expert hit rate. */
-function moeSvg(rows: Array<Record<string, any>>, budgets: number[], noLlamaCpp: boolean): string {
+function moeSvg(rows: Array<Record<string, any>>, budgets: number[], noLlamaCpp: boolean, routing: string): string {
+  const skewed = routing.startsWith('synthetic skew') ? ' [synthetic skew]' : '';
   const xTicks = budgets.map((b) => `${b}%`);
   const w = 720;
   const h = 420;
   const tps = renderLinePlot({
-    title: 'MoE generation speed under a memory budget',
+    title: `MoE generation speed under a memory budget${skewed}`,
     xLabel: 'memory budget (% of model file)',
     yLabel: 'tokens/s',
     xTicks,
@@ -186,7 +197,7 @@ function moeSvg(rows: Array<Record<string, any>>, budgets: number[], noLlamaCpp:
     ]),
   });
   const hit = renderLinePlot({
-    title: 'Expert cache hit rate during generation',
+    title: `Expert cache hit rate during generation${skewed}`,
     xLabel: 'memory budget (% of model file)',
     yLabel: 'hit rate (%)',
     xTicks,

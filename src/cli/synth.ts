@@ -25,6 +25,9 @@ Options:
   --seed N        PRNG seed (default 1; same seed, same bytes)
   --align N       tensor data alignment in bytes, a power of two (default 4096)
   --threads N     worker threads generating tensors (default: cores, at most 4)
+  --router-skew S MoE presets: skew the routers (expert popularity ~ Zipf-like, exponent S;
+                  default 0 = random routers, near-uniform routing); results on such files
+                  are synthetic skew, written as flexinfer.synth.router_skew
   --ref-quant     K-quants and IQ4_XS with llama.cpp's reference scale search (bit-exact
                   with quantize_row_*_ref, 3-6x slower); default: search-free fit, same layout
   --json          print a JSON summary on stdout
@@ -56,6 +59,7 @@ export async function run(argv: string[]): Promise<number> {
       align: { type: 'string' },
       threads: { type: 'string' },
       'ref-quant': { type: 'boolean', default: false },
+      'router-skew': { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -69,7 +73,13 @@ export async function run(argv: string[]): Promise<number> {
   if (!values.preset) throw new InvalidOptionError('--preset', `required; one of ${SYNTH_PRESET_NAMES.join(', ')}`);
   if (!values.type) throw new InvalidOptionError('--type', `required; one of ${SYNTH_TYPES.join(', ')}`);
   if (!values.output) throw new InvalidOptionError('--output', 'required: the file to write (-o FILE)');
-  const preset = synthPreset(values.preset);
+  let preset = synthPreset(values.preset);
+  if (values['router-skew'] !== undefined) {
+    const s = Number(values['router-skew']);
+    if (!preset.moe) throw new InvalidOptionError('--router-skew', `preset '${preset.name}' has no experts`);
+    if (!(Number.isFinite(s) && s >= 0 && s <= 4)) throw new InvalidOptionError('--router-skew', `must be a number in [0, 4], got '${values['router-skew']}'`);
+    preset = { ...preset, moe: { ...preset.moe, routerSkew: s } };
+  }
   const type = synthType(values.type);
   const seed = intOption('--seed', values.seed, 1, 0, 0xffffffff);
   const alignment = intOption('--align', values.align, 4096, 1, 1 << 30);
@@ -102,6 +112,7 @@ export async function run(argv: string[]): Promise<number> {
       seed,
       alignment,
       referenceQuant: values['ref-quant'],
+      ...(preset.moe?.routerSkew ? { routerSkew: preset.moe.routerSkew } : {}),
       tensors: plan.tensors.length,
       params: plan.numParams,
       bytes: plan.fileSize,

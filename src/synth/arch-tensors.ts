@@ -8,8 +8,8 @@ import { longRopeAttnFactor, longRopeFactors, type SynthPreset } from './presets
 
 /** How plan.ts adds a tensor: a 2-D weight (typed by the mix) or an f32 vector. */
 export interface TensorSink {
-  /** dims in ggml order [nIn, nOut] (or [nIn, nOut, experts]); values ~ N(0, std^2). */
-  matrix(name: string, role: string, layer: number, dims: number[], std: number): void;
+  /** dims in ggml order [nIn, nOut] (or [nIn, nOut, experts]); values ~ N(0, std^2), row r times rowScale[r]. */
+  matrix(name: string, role: string, layer: number, dims: number[], std: number, rowScale?: Float32Array): void;
   /** n f32 values ~ N(mean, std^2). */
   vector(name: string, n: number, mean: number, std: number): void;
 }
@@ -60,7 +60,7 @@ export function addLayerTensors(p: SynthPreset, layer: number, t: TensorSink): v
     // router [dim, E] (f32: llama.cpp never quantizes ffn_gate_inp) and the experts stacked
     // [dim, ffn, E] / [ffn, dim, E], typed by the mix like their dense counterparts
     const { experts: E, ffn } = p.moe;
-    t.matrix(`${b}.ffn_gate_inp.weight`, 'ffn_gate_inp', layer, [p.dim, E], 1 / Math.sqrt(p.dim));
+    t.matrix(`${b}.ffn_gate_inp.weight`, 'ffn_gate_inp', layer, [p.dim, E], 1 / Math.sqrt(p.dim), p.moe.routerSkew ? routerRowScale(E, p.moe.routerSkew, layer) : undefined);
     t.matrix(`${b}.ffn_gate_exps.weight`, 'ffn_gate', layer, [p.dim, ffn, E], 1 / Math.sqrt(p.dim));
     t.matrix(`${b}.ffn_up_exps.weight`, 'ffn_up', layer, [p.dim, ffn, E], 1 / Math.sqrt(p.dim));
     t.matrix(`${b}.ffn_down_exps.weight`, 'ffn_down', layer, [ffn, p.dim, E], residualStd / Math.sqrt(ffn));
@@ -79,6 +79,27 @@ export function addGlobalTensors(p: SynthPreset, add: (name: string, values: Flo
     add('rope_factors_long.weight', f.long);
     add('rope_factors_short.weight', f.short);
   }
+}
+
+/**
+ * Synthetic routing skew: expert e's router row scaled by (1 + rank_e)^-s (rank: a fixed
+ * permutation per layer), normalised to a mean square of 1. A router logit x · w_e then has a
+ * spread proportional to the scale, and top-k picks the wide ones more often: popular experts,
+ * as measured in real MoE models (the popularity this gives is measured, never assumed: runs
+ * on such files are labelled synthetic skew). s = 0: uniform routing.
+ */
+export function routerRowScale(E: number, s: number, layer: number): Float32Array {
+  // A permutation of the experts per layer from a small LCG seeded by the layer.
+  const rank = Array.from({ length: E }, (_, i) => i);
+  let x = (layer * 2654435761 + 12345) >>> 0;
+  for (let i = E - 1; i > 0; i--) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const j = x % (i + 1);
+    [rank[i], rank[j]] = [rank[j]!, rank[i]!];
+  }
+  const raw = rank.map((r) => Math.pow(1 + r, -s));
+  const rms = Math.sqrt(raw.reduce((a, v) => a + v * v, 0) / E);
+  return Float32Array.from(raw, (v) => v / rms);
 }
 
 /** Metadata keys beyond the common ones (`{arch}.` prefixed). */
@@ -101,6 +122,8 @@ export function archMetadata(p: SynthPreset): Array<[string, GgufValue]> {
   if (p.moe) {
     m.push([`${a}.expert_count`, gv.u32(p.moe.experts)], [`${a}.expert_used_count`, gv.u32(p.moe.used)]);
     if (p.moe.ffnKey) m.push([`${a}.expert_feed_forward_length`, gv.u32(p.moe.ffn)]);
+    // Not a llama.cpp key: labels a file whose routers were skewed on purpose.
+    if (p.moe.routerSkew) m.push(['flexinfer.synth.router_skew', gv.f32(p.moe.routerSkew)]);
   }
   return m;
 }

@@ -22,7 +22,7 @@ export type SynthType = QuantMix;
 
 /** How a tensor's values are made. */
 export type SynthInit =
-  | { kind: 'normal'; mean: number; std: number }
+  | { kind: 'normal'; mean: number; std: number; /** Factor per row (ne[1] index), e.g. skewed routers. */ rowScale?: Float32Array }
   | { kind: 'values'; values: Float32Array };
 
 /** One tensor of the plan. */
@@ -104,8 +104,8 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
   const specs: Array<{ name: string; dims: number[]; init: SynthInit }> = [];
   const add = (name: string, dims: number[], init: SynthInit) => specs.push({ name, dims, init });
   // (the role and layer arch-tensors.ts passes are not needed: mixes.ts reads the names, as llama.cpp)
-  const matrix = (name: string, _role: string, _layer: number, dims: number[], std: number) =>
-    add(name, dims, { kind: 'normal', mean: 0, std });
+  const matrix = (name: string, _role: string, _layer: number, dims: number[], std: number, rowScale?: Float32Array) =>
+    add(name, dims, { kind: 'normal', mean: 0, std, ...(rowScale ? { rowScale } : {}) });
   const vector = (name: string, n: number, mean: number, std: number) => add(name, [n], { kind: 'normal', mean, std });
 
   if (p.ropeScaling) {

@@ -91,6 +91,8 @@ export interface SynthMoe {
   ffn: number;
   /** Write {arch}.expert_feed_forward_length (qwen3moe); Mixtral files carry the width in feed_forward_length. */
   ffnKey: boolean;
+  /** Zipf-like skew of the routers (arch-tensors.ts routerRowScale); 0 / absent: uniform routing. */
+  routerSkew?: number;
 }
 
 /** All presets by name. */

@@ -59,10 +59,12 @@ export function synthTensorData(t: SynthTensor, seed: number, scratch?: Float32A
   const buf = scratch && scratch.length >= rowsPerChunk * rowLen ? scratch : new Float32Array(rowsPerChunk * rowLen);
   const rowBytes = t.byteSize / rows;
   const rng = new Xoshiro128(seed, fnv1a32(t.name));
+  const rowScale = t.init.rowScale;
   for (let r = 0; r < rows; r += rowsPerChunk) {
     const n = Math.min(rowsPerChunk, rows - r) * rowLen;
     const x = buf.subarray(0, n);
     rng.fillNormal(x, t.init.mean, t.init.std);
+    if (rowScale) for (let i = 0; i < n; i++) x[i] = x[i]! * rowScale[(r + Math.floor(i / rowLen)) % rowScale.length]!;
     quantizeInto(t.type, x, out.subarray(r * rowBytes), opts);
   }
   return out;
