@@ -25,6 +25,8 @@ Options:
   --seed N        PRNG seed (default 1; same seed, same bytes)
   --align N       tensor data alignment in bytes, a power of two (default 4096)
   --threads N     worker threads generating tensors (default: cores, at most 4)
+  --layers N      keep N blocks of the preset (each with its real shapes): a smaller file
+                  that behaves per layer as the full model does (general.name says so)
   --router-skew S MoE presets: skew the routers (expert popularity ~ Zipf-like, exponent S;
                   default 0 = random routers, near-uniform routing); results on such files
                   are synthetic skew, written as flexinfer.synth.router_skew
@@ -60,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
       threads: { type: 'string' },
       'ref-quant': { type: 'boolean', default: false },
       'router-skew': { type: 'string' },
+      layers: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -79,6 +82,10 @@ export async function run(argv: string[]): Promise<number> {
     if (!preset.moe) throw new InvalidOptionError('--router-skew', `preset '${preset.name}' has no experts`);
     if (!(Number.isFinite(s) && s >= 0 && s <= 4)) throw new InvalidOptionError('--router-skew', `must be a number in [0, 4], got '${values['router-skew']}'`);
     preset = { ...preset, moe: { ...preset.moe, routerSkew: s } };
+  }
+  if (values.layers !== undefined) {
+    const n = intOption('--layers', values.layers, preset.nLayers, 1, preset.nLayers);
+    if (n !== preset.nLayers) preset = { ...preset, nLayers: n, modelName: `${preset.modelName.replace(/ \(synthetic\)$/, '')} (synthetic, ${n} of ${preset.nLayers} layers)` };
   }
   const type = synthType(values.type);
   const seed = intOption('--seed', values.seed, 1, 0, 0xffffffff);
@@ -108,6 +115,7 @@ export async function run(argv: string[]): Promise<number> {
       path: result.path,
       preset: preset.name,
       arch: preset.arch,
+      layers: preset.nLayers,
       type,
       seed,
       alignment,
