@@ -5,6 +5,7 @@
  * kernels see aligned rows; it is freed when the ArrayBuffer is garbage-collected. Locking is
  * advisory, as in llama.cpp: a failure comes back as `{ locked: false, error }` with a hint.
  */
+import { constants as bufferConstants } from 'node:buffer';
 import { addon } from './addon.js';
 
 /** Result of lockMemory: whether the pages are pinned, and why not. */
@@ -27,10 +28,19 @@ export interface MemoryStats {
 }
 
 /**
+ * The largest allocAligned buffer: Node makes an external ArrayBuffer through a Buffer, so it
+ * is bounded by buffer.constants.MAX_LENGTH (4 GiB on Node 20). Above it Node 20 frees the
+ * memory itself and the addon's finalizer frees it again (an abort, measured): larger weight
+ * memory is held in segments (weights/segments.ts).
+ */
+export const MAX_ALLOC_BYTES = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32);
+
+/**
  * An ArrayBuffer of `bytes` bytes whose data starts at a multiple of `alignment` (a power of
- * two, default 4096). Contents are uninitialized.
+ * two, default 4096). Contents are uninitialized. At most MAX_ALLOC_BYTES (RangeError).
  */
 export function allocAligned(bytes: number, alignment = 4096): ArrayBuffer {
+  if (bytes > MAX_ALLOC_BYTES) throw new RangeError(`allocAligned: ${bytes} bytes is more than one buffer can hold (${MAX_ALLOC_BYTES}); split the allocation`);
   return addon.allocAligned(bytes, alignment) as ArrayBuffer;
 }
 

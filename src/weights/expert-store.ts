@@ -2,26 +2,28 @@
  * Where a MoE model's experts come from (the ExpertWeights of a weight store).
  *
  *  - ResidentExperts: no budget; every expert is a view of its stacked tensor in memory.
- *  - StreamedExperts: the expert cache. One aligned, mlocked pool of slots (the plan's
+ *  - StreamedExperts: the expert cache. An aligned, mlocked pool of slots (the plan's
  *    ExpertCachePlan: global or per layer); a slot holds one expert's gate, up and down
  *    slices, each at a 4096-aligned offset and rounded up to 4096, so an expert whose slices
  *    start 4096-aligned in the file is read with O_DIRECT (real shapes are: 2048 x 768 Q4_K is
  *    884,736 bytes = 216 x 4096). The ExpertScheduler decides hits, reads and waves; this file
  *    only turns slots into memory and reads into I/O-thread tasks.
  *
- *   pool: [ slot 0: gate | up | down ][ slot 1: gate | up | down ] ...
+ *   pool: [ slot 0: gate | up | down ][ slot 1: gate | up | down ] ...   (in segments of at
+ *         most 4 GiB, the most one buffer holds: segments.ts; a slot never straddles two)
  *   read(slot, layer, e):  3 tasks, group = slot + 1:
  *     file [tensorOffset + e * partBytes, + partBytes)  ->  pool[slotOffset + partOffset, ...)
  */
 import { InvalidModelError } from '../errors.js';
 import type { GgufFile } from '../gguf/reader.js';
-import { allocAligned, IoStreamer, lockMemory, unlockMemory } from '../native/index.js';
+import { IoStreamer } from '../native/index.js';
 import { ExpertCache, type ExpertPolicyName } from './expert-cache.js';
 import type { ExpertCachePlan } from './expert-plan.js';
 import { ExpertScheduler, type ExpertCacheStats, type ExpertKeyPair } from './expert-scheduler.js';
 import { streamFootprint } from './plan.js';
 import type { ExpertTensors, ExpertWeights, WeightStore, WeightTensor } from './store.js';
 import { EXPERT_KINDS, listTensors, type TensorEntry } from './tensors.js';
+import { LockedSegments, segmentLayout } from './segments.js';
 
 /** Routers and ffn_norms of a layer, resident in the dense store. */
 export type RouterSource = (layer: number) => { norm: WeightTensor; gateInp: WeightTensor };
@@ -83,6 +85,8 @@ export interface StreamedExpertsOptions {
   ioDepth?: number;
   /** mlock the slot pool (best effort; default true). */
   lock?: boolean;
+  /** Largest pool segment (default MAX_ALLOC_BYTES; smaller in tests to exercise segments). @internal */
+  maxSegmentBytes?: number;
   /** Read the next layer's predicted experts ahead (default true). */
   prefetch?: boolean;
   /** Eviction policy (default: the plan's). */
@@ -128,14 +132,15 @@ export class StreamedExperts implements ExpertWeights {
   readonly prefetch: boolean;
   readonly plan: ExpertCachePlan;
   readonly scheduler: ExpertScheduler;
-  readonly #pool: ArrayBuffer;
+  readonly #pool: LockedSegments;
+  /** Slot s: pool segment #slotSegment[s], at #slotOffset[s] in it. */
+  readonly #slotSegment: Int32Array;
   readonly #slotOffset: Float64Array;
   /** Per layer: gate, up, down. */
   readonly #parts: Part[][];
   readonly #streamer: IoStreamer;
   readonly #routers: RouterSource;
   readonly #waitTimeoutMs: number;
-  #locked: { locked: boolean; error?: string } = { locked: false };
   #disposed = false;
 
   private constructor(file: GgufFile, plan: ExpertCachePlan, routers: RouterSource, o: StreamedExpertsOptions) {
@@ -162,16 +167,19 @@ export class StreamedExperts implements ExpertWeights {
         return part;
       });
     });
-    // Slot offsets: per layer, each layer's partition in order; global, equal slots.
+    // Slot sizes: per layer, each layer's partition in order; global, equal slots.
     const n = plan.numSlots;
-    this.#slotOffset = new Float64Array(n + 1);
-    if (plan.mode === 'global') for (let s = 0; s <= n; s++) this.#slotOffset[s] = s * plan.slotBytes[0]!;
+    const sizes = new Float64Array(n);
+    if (plan.mode === 'global') sizes.fill(plan.slotBytes[0]!);
     else {
       let s = 0;
-      for (let l = 0; l < L; l++) for (let i = 0; i < plan.slots[l]!; i++, s++) this.#slotOffset[s + 1] = this.#slotOffset[s]! + plan.slotBytes[l]!;
+      for (let l = 0; l < L; l++) for (let i = 0; i < plan.slots[l]!; i++, s++) sizes[s] = plan.slotBytes[l]!;
     }
-    this.#pool = allocAligned(this.#slotOffset[n]!, 4096);
-    if (o.lock !== false) this.#locked = lockMemory(this.#pool);
+    const layout = segmentLayout(sizes, 4096, o.maxSegmentBytes);
+    this.#slotSegment = layout.segment;
+    this.#slotOffset = layout.offset;
+    this.#pool = new LockedSegments(layout.segmentBytes);
+    if (o.lock !== false) this.#pool.lock();
     this.#streamer = new IoStreamer(file.path, { depth: o.ioDepth ?? 8, maxDepth: o.ioDepth ?? 8, direct: o.direct ?? true });
     const cache = new ExpertCache({
       numLayers: L,
@@ -235,8 +243,8 @@ export class StreamedExperts implements ExpertWeights {
       prefetchEnabled: this.prefetch,
       numSlots: this.plan.numSlots,
       cacheBytes: this.#pool.byteLength,
-      lockedBytes: this.#locked.locked ? this.#pool.byteLength : 0,
-      ...(this.#locked.error ? { lockError: this.#locked.error } : {}),
+      lockedBytes: this.#pool.locked ? this.#pool.byteLength : 0,
+      ...(this.#pool.lockError ? { lockError: this.#pool.lockError } : {}),
       bytesReadPerPass: st.passes > 0 ? st.bytesRead / st.passes : 0,
       directBytes: io.directBytes,
       bufferedBytes: io.bufferedBytes,
@@ -249,21 +257,23 @@ export class StreamedExperts implements ExpertWeights {
     this.#disposed = true;
     this.scheduler.drain();
     this.#streamer.close();
-    if (this.#locked.locked) unlockMemory(this.#pool);
+    this.#pool.dispose();
   }
 
   #read(slot: number, layer: number, expert: number): void {
     const base = this.#slotOffset[slot]!;
+    const pool = this.#pool.buffers[this.#slotSegment[slot]!]!;
     for (const p of this.#parts[layer]!) {
       // The view bounds an O_DIRECT read's rounded-up tail to this slice's own footprint.
-      const dst = new Uint8Array(this.#pool, base + p.slotOffset, streamFootprint(p.bytes));
+      const dst = new Uint8Array(pool, base + p.slotOffset, streamFootprint(p.bytes));
       this.#streamer.submit(slot + 1, p.fileOffset + expert * p.bytes, dst, 0, p.bytes);
     }
   }
 
   #tensors(slot: number, layer: number): ExpertTensors {
     const base = this.#slotOffset[slot]!;
-    const [g, u, d] = this.#parts[layer]!.map((p): WeightTensor => ({ name: p.name, type: p.type, dims: p.dims, data: new Uint8Array(this.#pool, base + p.slotOffset, p.bytes) }));
+    const pool = this.#pool.buffers[this.#slotSegment[slot]!]!;
+    const [g, u, d] = this.#parts[layer]!.map((p): WeightTensor => ({ name: p.name, type: p.type, dims: p.dims, data: new Uint8Array(pool, base + p.slotOffset, p.bytes) }));
     return { gate: g!, up: u!, down: d! };
   }
 }

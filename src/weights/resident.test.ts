@@ -18,10 +18,11 @@ function withFile(tensors: TestTensor[], alignment: number, fn: (path: string) =
 
 test('ResidentWeightStore holds every tensor byte for byte, by layer and short name', async () => {
   const tensors = tinyModelTensors(SHAPE, 5);
-  for (const alignment of [32, 4096]) {
+  // maxBufferBytes 64 KiB: the data section in several buffers (segments.ts), as a file over 4 GiB is.
+  for (const [alignment, maxBufferBytes] of [[32, undefined], [4096, undefined], [32, 65536], [4096, 65536]] as const) {
     await withFile(tensors, alignment, async (path) => {
       const progress: [number, number][] = [];
-      const store = await ResidentWeightStore.load(path, { onProgress: (d, t) => progress.push([d, t]) });
+      const store = await ResidentWeightStore.load(path, { onProgress: (d, t) => progress.push([d, t]), ...(maxBufferBytes ? { maxBufferBytes } : {}) });
       assert.equal(store.numLayers, 3);
       for (const t of tensors) {
         const m = /^blk\.(\d+)\.(.+)$/.exec(t.name);

@@ -2,16 +2,19 @@
  * ResidentWeightStore: every tensor of the file in aligned memory, loaded once. What a run
  * without a memory budget uses; acquire/release are free.
  *
- * The whole data section is read into one 4096-aligned buffer, starting at the data offset
+ * The whole data section is read into 4096-aligned memory, starting at the data offset
  * rounded down to 4096, so every read request is 4096-aligned in the file and in memory and
  * can go O_DIRECT (no page-cache copy of the model left behind). Tensors are views into it.
+ * A data section over one buffer's limit (4 GiB, segments.ts) is read into several buffers,
+ * each a 4096-aligned span of the file that ends on a tensor boundary.
  */
 import { InvalidModelError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
-import { allocAligned, IoStreamer, lockMemory, unlockMemory } from '../native/index.js';
+import { IoStreamer, MAX_ALLOC_BYTES } from '../native/index.js';
 import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './tensors.js';
+import { LockedSegments } from './segments.js';
 
 /** Options of ResidentWeightStore.load. */
 export interface ResidentLoadOptions {
@@ -22,6 +25,8 @@ export interface ResidentLoadOptions {
   lock?: boolean;
   /** Use O_DIRECT (default true). */
   direct?: boolean;
+  /** Largest buffer (default MAX_ALLOC_BYTES; smaller in tests to exercise segments). @internal */
+  maxBufferBytes?: number;
 }
 
 const ALIGN = 4096;
@@ -39,20 +44,21 @@ export class ResidentWeightStore implements WeightStore {
   #locked: boolean;
   /** Why mlock failed, when it did. */
   readonly lockError: string | undefined;
-  #buffer: ArrayBuffer | undefined;
+  #memory: LockedSegments | undefined;
   readonly #layers: MapLayerWeights[];
   readonly #globals = new Map<string, WeightTensor>();
   readonly #embd: { layout: EmbeddingLayout; data: Uint8Array } | undefined;
 
-  private constructor(readonly file: GgufFile, buffer: ArrayBuffer, base: number, tensors: TensorEntry[], lock: { locked: boolean; error?: string }) {
-    this.#buffer = buffer;
-    this.residentBytes = buffer.byteLength;
-    this.#locked = lock.locked;
-    this.lockError = lock.error;
+  private constructor(readonly file: GgufFile, memory: LockedSegments, spans: FileSpan[], tensors: TensorEntry[]) {
+    this.#memory = memory;
+    this.residentBytes = memory.byteLength;
+    this.#locked = memory.locked;
+    this.lockError = memory.lockError;
     this.numLayers = countLayers(file, tensors);
     const perLayer = Array.from({ length: this.numLayers }, () => new Map<string, WeightTensor>());
     for (const t of tensors) {
-      const w: WeightTensor = { name: t.name, type: t.info.type, dims: t.info.dims, data: new Uint8Array(buffer, t.fileOffset - base, t.bytes) };
+      const i = spans.findIndex((sp) => t.fileOffset >= sp.start && t.fileOffset + t.bytes <= sp.end);
+      const w: WeightTensor = { name: t.name, type: t.info.type, dims: t.info.dims, data: new Uint8Array(memory.buffers[i]!, t.fileOffset - spans[i]!.start, t.bytes) };
       if (t.layer >= 0) perLayer[t.layer]!.set(t.shortName, w);
       else this.#globals.set(t.name, w);
     }
@@ -65,12 +71,16 @@ export class ResidentWeightStore implements WeightStore {
   static async load(source: string | GgufFile, options: ResidentLoadOptions = {}): Promise<ResidentWeightStore> {
     const file = typeof source === 'string' ? readGgufSync(source) : source;
     const tensors = listTensors(file);
-    const base = Math.floor(file.dataOffset / ALIGN) * ALIGN;
-    const span = file.fileSize - base;
-    const buffer = allocAligned(Math.ceil(span / ALIGN) * ALIGN, ALIGN);
-    await readRange(file.path, base, span, buffer, options);
-    const lock = options.lock === false ? { locked: false } : lockMemory(buffer);
-    return new ResidentWeightStore(file, buffer, base, tensors, lock);
+    const spans = fileSpans(file, tensors, options.maxBufferBytes);
+    const memory = new LockedSegments(spans.map((sp) => Math.ceil((sp.end - sp.start) / ALIGN) * ALIGN));
+    const total = spans.reduce((a, sp) => a + sp.end - sp.start, 0);
+    let before = 0;
+    for (const [i, sp] of spans.entries()) {
+      const onProgress = options.onProgress && ((done: number) => options.onProgress!(before + done, total));
+      await readRange(file.path, sp.start, sp.end - sp.start, memory.buffers[i]!, { ...options, ...(onProgress ? { onProgress } : {}) });
+      before += sp.end - sp.start;
+    }
+    return new ResidentWeightStore(file, options.lock === false ? memory : memory.lock(), spans, tensors);
   }
 
   /** Whether the weights are mlocked. */
@@ -101,10 +111,41 @@ export class ResidentWeightStore implements WeightStore {
 
   /** Unlocks the memory and drops this store's reference to it. */
   dispose(): void {
-    if (this.#buffer && this.#locked) unlockMemory(this.#buffer);
+    this.#memory?.dispose();
     this.#locked = false;
-    this.#buffer = undefined;
+    this.#memory = undefined;
   }
+}
+
+/** A range of the file read into one buffer: [start, end), start 4096-aligned. */
+interface FileSpan {
+  start: number;
+  end: number;
+}
+
+/**
+ * The data section from its 4096-aligned start to the end of the file, in as few spans as one
+ * buffer's limit allows: each span starts 4096-aligned and ends on a tensor's end (the next
+ * one starts at that tensor's 4096-aligned offset rounded down; a shared page is read twice).
+ */
+function fileSpans(file: GgufFile, tensors: TensorEntry[], maxBytes = MAX_ALLOC_BYTES): FileSpan[] {
+  const base = Math.floor(file.dataOffset / ALIGN) * ALIGN;
+  if (file.fileSize - base <= maxBytes - ALIGN) return [{ start: base, end: file.fileSize }];
+  const sorted = [...tensors].sort((a, b) => a.fileOffset - b.fileOffset);
+  const spans: FileSpan[] = [];
+  let start = base;
+  let end = base;
+  for (const t of sorted) {
+    const tEnd = t.fileOffset + t.bytes;
+    if (tEnd - start > maxBytes - ALIGN && end > start) {
+      spans.push({ start, end });
+      start = Math.floor(t.fileOffset / ALIGN) * ALIGN;
+    }
+    if (tEnd - start > maxBytes - ALIGN) throw new InvalidModelError(`tensor '${t.name}' (${t.bytes} bytes) is larger than one buffer can hold (${maxBytes})`);
+    end = tEnd;
+  }
+  spans.push({ start, end: file.fileSize });
+  return spans;
 }
 
 /**
