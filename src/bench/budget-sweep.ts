@@ -5,7 +5,7 @@
  * every run.
  *
  * The storage is measured beside every budget point, before and after its runs, with the
- * same probes each time (probe.ts: O_DIRECT at depths 1..32, buffered with 1 and 4 pieces in
+ * same probes each time (probe.ts: O_DIRECT at depths 1..32, buffered with 1, 4, 8 and 16 pieces in
  * flight; and fio's sequential read where fio is installed): the virtual disk's speed changes
  * within minutes, so a figure measured once at the start says little about a run ten minutes
  * later. Per budget point:

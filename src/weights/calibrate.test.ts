@@ -103,3 +103,19 @@ test('calibrationIsStale: older than CALIBRATION_MAX_AGE_MS, or undated', () => 
   assert.equal(calibrationIsStale(CAL, t + CALIBRATION_MAX_AGE_MS + 1), true);
   assert.equal(calibrationIsStale({ measuredAt: 'yesterday-ish' }, t), true);
 });
+
+test('readPathsFrom: the best path, the best of the other kind (probe priors), then the best kind at twice the depth (no prior)', () => {
+  const probe = (direct: boolean, depth: number, gbs: number) => ({ direct, depth, bytes: 1 << 28, seconds: (1 << 28) / (gbs * 1e9), bytesPerSec: gbs * 1e9 });
+  const probes = [probe(true, 8, 1.8), probe(true, 16, 2.0), probe(false, 1, 0.7), probe(false, 4, 3.0), probe(false, 8, 3.5), probe(false, 16, 3.2)];
+  const cal = { path: { direct: false, depth: 8 }, readBytesPerSec: 3.5e9, probes };
+  assert.deepEqual(readPathsFrom(cal), [
+    { direct: false, depth: 8, prior: 3.5e9 },
+    { direct: true, depth: 16, prior: 2.0e9 },
+    { direct: false, depth: 16 },
+  ]);
+  // At the deepest depth there is no deeper path; without probes of the other kind, its default.
+  assert.deepEqual(readPathsFrom({ path: { direct: true, depth: 32 }, readBytesPerSec: 2e9, probes: [probe(true, 32, 2)] }), [
+    { direct: true, depth: 32, prior: 2e9 },
+    { direct: false, depth: 4 },
+  ]);
+});

@@ -1,7 +1,7 @@
 /**
  * Storage calibration: measure, don't assume, how the model's storage reads best. The probes
  * (probe.ts) read the model file cold on every read path of the streaming engine (O_DIRECT at
- * depths 1..32, buffered with one or four pieces in flight); the fastest path and its rate
+ * depths 1..32, buffered with 1 to 16 pieces in flight); the fastest path and its rate
  * are what the planner's cost model and the streamer start from. Figures are cached per
  * device in ~/.cache/flexinfer/hardware.json ($FLEXINFER_CACHE_DIR overrides the directory)
  * with when and under what load they were taken; a run whose own reads disagree with them

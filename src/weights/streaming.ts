@@ -107,7 +107,8 @@ export const DEFAULT_READ_PATHS: ReadPath[] = [
   { direct: true, depth: 8 },
   { direct: false, depth: 4 },
 ];
-const MAX_DEPTH = 32;
+/** Most pieces a read path keeps in flight. */
+export const MAX_READ_DEPTH = 32;
 
 const ALIGN = 4096;
 
@@ -218,7 +219,7 @@ export class StreamingWeightStore implements WeightStore {
     }
     const paths = readPathsOf(options);
     const start = paths[0]!;
-    this.#streamer = new IoStreamer(file.path, { direct: start.direct, depth: start.depth, maxDepth: MAX_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
+    this.#streamer = new IoStreamer(file.path, { direct: start.direct, depth: start.depth, maxDepth: MAX_READ_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
     this.#selector = options.adaptive === false || paths.length < 2 ? undefined : new ReadPathSelector(paths);
     this.#onMeasuredRate = options.onMeasuredRate;
     this.#tokenStart = this.#streamer.stats();
@@ -464,7 +465,7 @@ export async function loadTensors(path: string, tensors: TensorEntry[], buffer: 
   signal?.throwIfAborted();
   const total = tensors.reduce((a, t) => a + t.bytes, 0);
   const start = readPathsOf(options)[0]!;
-  const streamer = new IoStreamer(path, { direct: start.direct, depth: Math.max(start.depth, 4), maxDepth: MAX_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
+  const streamer = new IoStreamer(path, { direct: start.direct, depth: Math.max(start.depth, 4), maxDepth: MAX_READ_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
   try {
     let done = 0;
     onProgress?.(0, total);
@@ -502,7 +503,7 @@ function readPathsOf(options: StreamingOptions): Array<ReadPath & { prior?: numb
   const paths = (options.readPaths ?? DEFAULT_READ_PATHS).filter((p) => options.direct !== false || !p.direct);
   if (paths.length === 0) return [{ direct: false, depth: 4 }];
   for (const p of paths) {
-    if (!(Number.isInteger(p.depth) && p.depth >= 1 && p.depth <= MAX_DEPTH)) throw new RangeError(`read path depth must be an integer in [1, ${MAX_DEPTH}], got ${p.depth}`);
+    if (!(Number.isInteger(p.depth) && p.depth >= 1 && p.depth <= MAX_READ_DEPTH)) throw new RangeError(`read path depth must be an integer in [1, ${MAX_READ_DEPTH}], got ${p.depth}`);
   }
   return paths;
 }
