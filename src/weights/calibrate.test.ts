@@ -48,10 +48,11 @@ test('calibrateStorage probes every read path, keeps the fastest, caches it per 
     assert.deepEqual(readCachedCalibration(path), cal);
     const onDisk = JSON.parse(readFileSync(calibrationCachePath(), 'utf8'));
     assert.deepEqual(Object.keys(onDisk), [cal.device]);
-    // The streamer's candidates: the winner first, then the best of the other kind.
+    // The streamer's candidates (their order: the readPathsFrom test): the first two are of both kinds.
     const paths = readPathsFrom(cal);
-    assert.deepEqual(paths[0], { ...cal.path, prior: cal.readBytesPerSec });
-    assert.notEqual(paths[1]!.direct, cal.path.direct);
+    const directProbe = cal.probes.some((p) => p.direct);
+    assert.deepEqual(paths[0], directProbe ? { direct: true, depth: cal.probes.find((p) => p.direct && p.bytesPerSec === cal.directBytesPerSec)!.depth, prior: cal.directBytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec });
+    assert.notEqual(paths[1]!.direct, paths[0]!.direct);
   });
 });
 
@@ -104,18 +105,25 @@ test('calibrationIsStale: older than CALIBRATION_MAX_AGE_MS, or undated', () => 
   assert.equal(calibrationIsStale({ measuredAt: 'yesterday-ish' }, t), true);
 });
 
-test('readPathsFrom: the best path, the best of the other kind (probe priors), then the best kind at twice the depth (no prior)', () => {
+test('readPathsFrom: the best O_DIRECT probe first (under a budget the page cache counts), the best buffered one, then the first at twice the depth (no prior)', () => {
   const probe = (direct: boolean, depth: number, gbs: number) => ({ direct, depth, bytes: 1 << 28, seconds: (1 << 28) / (gbs * 1e9), bytesPerSec: gbs * 1e9 });
   const probes = [probe(true, 8, 1.8), probe(true, 16, 2.0), probe(false, 1, 0.7), probe(false, 4, 3.0), probe(false, 8, 3.5), probe(false, 16, 3.2)];
   const cal = { path: { direct: false, depth: 8 }, readBytesPerSec: 3.5e9, probes };
   assert.deepEqual(readPathsFrom(cal), [
-    { direct: false, depth: 8, prior: 3.5e9 },
     { direct: true, depth: 16, prior: 2.0e9 },
-    { direct: false, depth: 16 },
+    { direct: false, depth: 8, prior: 3.5e9 },
+    { direct: true, depth: 32 },
   ]);
-  // At the deepest depth there is no deeper path; without probes of the other kind, its default.
+  // At the deepest depth the sibling is half as deep; without probes of the other kind, its default.
   assert.deepEqual(readPathsFrom({ path: { direct: true, depth: 32 }, readBytesPerSec: 2e9, probes: [probe(true, 32, 2)] }), [
     { direct: true, depth: 32, prior: 2e9 },
     { direct: false, depth: 4 },
+    { direct: true, depth: 16 },
+  ]);
+  // No O_DIRECT probe (a file system that refuses it, or an entry a run refreshed): the calibration's path.
+  assert.deepEqual(readPathsFrom({ path: { direct: false, depth: 4 }, readBytesPerSec: 3e9, probes: [] }), [
+    { direct: false, depth: 4, prior: 3e9 },
+    { direct: true, depth: 8 },
+    { direct: false, depth: 8 },
   ]);
 });

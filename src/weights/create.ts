@@ -150,23 +150,32 @@ export function windowFromEnv(value = process.env.FLEXINFER_WINDOW): number | un
 }
 
 /**
- * The streamer's candidate paths from a calibration: its best path first, then the best
- * probe of the other kind (O_DIRECT vs buffered), so the run can switch if the disk or the
- * streaming pattern favours it, then the best path's kind at twice its depth. The probes read
- * sequentially; a run reads tensors with resident ones between them, which the same depth
- * serves slower (buffered@4: 2.5 GB/s in the 50% run against 4.1 GB/s probed beside it), so
- * the deeper path gets no probe prior: it is tried at the selector's usual cadence.
+ * The streamer's candidate paths from a calibration: where it starts, the best path of the
+ * other kind (O_DIRECT vs buffered) and the start's kind at twice (or, at the deepest, half)
+ * its depth; between tokens it moves to whichever its own reads say is fastest.
+ *
+ * NOTE: a budgeted run starts on the best O_DIRECT probe, even when a buffered probe was
+ * faster. The probes run outside any memory limit; buffered reads go through the page cache,
+ * which a memory cgroup charges to the run, so at the limit every buffered read waits for
+ * reclaim. tinyllama-1.1b Q8_0 at 50% in a cgroup of budget + 64 MiB (18:21-18:27 UTC, one
+ * run per path, quiet machine; diag3.sh in the issue-9 notes): buffered@4 2.60 / 1.59 GB/s,
+ * buffered@8 2.43, buffered@16 1.49, O_DIRECT@16 2.69 / 3.91, O_DIRECT@32 3.67 / 2.77 /
+ * 3.71 GB/s, while the probes beside them had buffered@8 at 3.6 GB/s and O_DIRECT@16 at
+ * 1.8; without the cgroup buffered@4 read 4.36 GB/s. At 75%: O_DIRECT@16 2.41 GB/s,
+ * buffered@4 1.00. The deeper path gets no probe prior: the probes read sequentially, a run
+ * reads tensors with resident ones between them, so it is tried at the selector's usual cadence.
  */
 export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBytesPerSec'>): Array<ReadPath & { prior?: number }> {
-  const other = bestProbe(cal.probes, (p) => p.direct !== cal.path.direct);
-  const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== cal.path.direct)!;
-  const paths: Array<ReadPath & { prior?: number }> = [
-    { ...cal.path, prior: cal.readBytesPerSec },
+  const direct = bestProbe(cal.probes, (p) => p.direct);
+  const start = direct ? { direct: true, depth: direct.depth, prior: direct.bytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec };
+  const other = bestProbe(cal.probes, (p) => p.direct !== start.direct);
+  const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== start.direct)!;
+  const sibling = { direct: start.direct, depth: start.depth * 2 <= MAX_READ_DEPTH ? start.depth * 2 : Math.max(1, start.depth / 2) };
+  return [
+    start,
     other ? { direct: other.direct, depth: other.depth, prior: other.bytesPerSec } : fallback,
+    ...(sibling.depth !== start.depth ? [sibling] : []),
   ];
-  const deeper = { direct: cal.path.direct, depth: cal.path.depth * 2 };
-  if (deeper.depth <= MAX_READ_DEPTH) paths.push(deeper);
-  return paths;
 }
 
 /** An onMeasuredRate that saves a refreshed calibration when the run disagrees with it. */
