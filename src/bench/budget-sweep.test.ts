@@ -58,6 +58,14 @@ test('best path beside a point: the highest before/after mean of one path, not t
   const best = bestBeside(before, after);
   assert.equal(best.path, 'direct@32');
   assert.ok(Math.abs(best.bytesPerSec - 2.2e9) < 1);
+  assert.equal(bestBeside(before, after, (p) => !p.direct).path, 'buffered@4');
+  // A merged row gains the best O_DIRECT path beside it and the streamed rate's share of it.
+  const withProbes = { ...row(50, 2.5, 1.2), storage: { ...(row(50, 2.5, 1.2).storage as object), before, after } };
+  const out = mergeBudgetSweeps([{ name: 'p50.json', json: { ...meta, rows: [withProbes] } }]);
+  const r = (out.result as { rows: Array<Record<string, any>> }).rows[0]!;
+  assert.equal(r.storage.best_direct_path, 'direct@32');
+  assert.equal(r.flexinfer_fraction_of_best_direct_path, 0.455); // 1.0 / 2.2 GB/s
+  assert.match(out.table, /direct@32 2\.20\s+45%/);
   assert.equal(diskDay(2.5e9), 'fast');
   assert.equal(diskDay(1.0e9), 'slow');
 });

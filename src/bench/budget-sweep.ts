@@ -13,6 +13,9 @@
  *   best path rate  = the best probe path's mean of its before and after figures
  *   streamed rate   = flexinfer's bytes read per token x its median tokens/s (of run time)
  *   % of best path  = streamed rate / best path rate          (target >= 85%)
+ *   % of O_DIRECT   = streamed rate / the best O_DIRECT path's rate (the probes run outside the
+ *                     cgroup; inside it buffered reads wait for page-cache reclaim, so a
+ *                     budgeted run reads O_DIRECT: weights/create.ts readPathsFrom)
  *   I/O bound       = best path rate / bytes read per token    (tokens/s if reads never paused)
  *
  * The flexinfer runs start from a calibration made of the "before" probes (a cache directory
@@ -29,7 +32,7 @@ import { calibrationFromProbes, measureComputeBytesPerSec, saveCalibration } fro
 import { ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '../weights/cgroup.js';
 import { dominantType } from '../weights/create.js';
-import { bestProbe, pathName, probeReadPaths, type ProbeResult } from '../weights/probe.js';
+import { bestProbe, pathName, probeReadPaths, type ProbeResult, type ReadPath } from '../weights/probe.js';
 import { readGgufSync } from '../gguf/reader.js';
 import { fioSequentialRead, type FioResult } from './fio.js';
 import { median, ratio, round } from './stats.js';
@@ -70,12 +73,12 @@ export function describeStorage(s: StorageMeasurement): string {
 }
 
 /**
- * The best path measured beside a budget point: for every path, the mean of its figure before
- * and after the runs; the highest mean.
+ * The best path measured beside a budget point: for every path (of those `filter` keeps), the
+ * mean of its figure before and after the runs; the highest mean.
  */
-export function bestBeside(before: StorageMeasurement, after: StorageMeasurement): { path: string; bytesPerSec: number } {
+export function bestBeside(before: StorageMeasurement, after: StorageMeasurement, filter: (p: ReadPath) => boolean = () => true): { path: string; bytesPerSec: number } {
   let best = { path: '', bytesPerSec: 0 };
-  for (const b of before.probes) {
+  for (const b of before.probes.filter(filter)) {
     const a = after.probes.find((p) => p.direct === b.direct && p.depth === b.depth);
     const mean = a ? (a.bytesPerSec + b.bytesPerSec) / 2 : b.bytesPerSec;
     if (mean > best.bytesPerSec) best = { path: pathName(b), bytesPerSec: mean };
@@ -234,11 +237,25 @@ interface SweepMeta {
 
 /** The result (rows from the largest budget down, the monotonic check), its table and plot. */
 function budgetSweepOutput(meta: SweepMeta, rows: Array<Record<string, any>>): SweepOutput {
-  const ordered = [...rows].sort((a, b) => b.budget_percent - a.budget_percent);
+  const ordered = rows.map(withBestDirect).sort((a, b) => b.budget_percent - a.budget_percent);
   // Tokens/s must fall as the budget shrinks: every larger budget at least as fast as every smaller one.
   const monotonic = ordered.every((r, i) => ordered.slice(i + 1).every((s) => r.flexinfer.gen_tps == null || s.flexinfer.gen_tps == null || r.flexinfer.gen_tps >= s.flexinfer.gen_tps));
   const result = { ...meta, rows: ordered, flexinfer_monotonic: monotonic };
   return { result, table: sweepTable(result), svg: sweepSvg(ordered, ordered.every((r) => r.llamacpp == null)) };
+}
+
+/** A row with the best O_DIRECT path beside it and the streamed rate's share of it (from its probes). */
+function withBestDirect(row: Record<string, any>): Record<string, any> {
+  const st = row.storage as { before?: StorageMeasurement; after?: StorageMeasurement } | undefined;
+  if (!st?.before?.probes || !st.after?.probes) return row;
+  const direct = bestBeside(st.before, st.after, (p) => p.direct);
+  if (direct.bytesPerSec <= 0) return row;
+  const rate = row.flexinfer_streamed_bytes_per_sec as number | null | undefined;
+  return {
+    ...row,
+    storage: { ...row.storage, best_direct_path: direct.path, best_direct_path_bytes_per_sec: round(direct.bytesPerSec, 0) },
+    flexinfer_fraction_of_best_direct_path: rate != null ? round(rate / direct.bytesPerSec, 3) : null,
+  };
 }
 
 /**
@@ -287,8 +304,9 @@ function writeSweepCalibration(cacheDir: string, path: string, before: StorageMe
 function sweepTable(result: { model: string; runs: number; rows: Array<Record<string, any>>; flexinfer_monotonic: boolean }): string {
   const cell = (v: unknown): string => (v == null ? '-' : String(v));
   const gbs = (b: number | null | undefined) => (b == null ? '-' : (b / 1e9).toFixed(2));
+  const pct = (f: number | null | undefined) => (f == null ? '-' : `${(f * 100).toFixed(0)}%`);
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  fio GB/s  day\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  fio GB/s  day\n';
   for (const r of result.rows) {
     const f = r.flexinfer.gen_tps ?? r.flexinfer.status;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
@@ -297,7 +315,8 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
       `${String(r.budget_percent + '%').padEnd(8)} ${cell(f).padStart(9)} ${cell(l).padStart(10)} ${cell(r.ratio).padStart(7)}` +
       ` ${(r.flexinfer_streamed_bytes_per_token ? (r.flexinfer_streamed_bytes_per_token / MiB).toFixed(0) : '-').padStart(10)}` +
       ` ${gbs(r.flexinfer_streamed_bytes_per_sec).padStart(14)}  ${`${s.best_path} ${gbs(s.best_path_bytes_per_sec)}`.padEnd(20)}` +
-      ` ${(r.flexinfer_fraction_of_best_path != null ? (r.flexinfer_fraction_of_best_path * 100).toFixed(0) + '%' : '-').padStart(9)}` +
+      ` ${pct(r.flexinfer_fraction_of_best_path).padStart(9)}` +
+      `  ${(s.best_direct_path ? `${s.best_direct_path} ${gbs(s.best_direct_path_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_direct_path).padStart(7)}` +
       ` ${gbs(s.fio_bytes_per_sec).padStart(9)}  ${s.disk_day}\n`;
   }
   t += `flexinfer tokens/s ${result.flexinfer_monotonic ? 'falls monotonically' : 'does NOT fall monotonically'} as the budget shrinks\n`;
