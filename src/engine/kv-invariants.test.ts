@@ -356,3 +356,60 @@ test('prefix reuse when the pool holds one sequence: vtensor and paged hit as co
     store.dispose();
   }
 });
+
+// --- sliding window ----------------------------------------------------------------------------
+
+// vTensor gives back the chunks a local layer's window has left behind (KvShape.layerWindows);
+// the attention kernel never reads there, so the logits must not change by a bit.
+test('gemma3 sliding window: vTensor with the window unmapping == without, bit for bit, decoding chunks past the window; local layers hold their window plus one chunk; a cached conversation is reused at its end', async () => {
+  setThreads(2);
+  const c = CASES.find((x) => x.name.startsWith('gemma3'))!;
+  const file = readGgufSync(c.path);
+  const config = modelConfigFromGguf(file);
+  const vocab = config.vocabSize;
+  const windows = config.layerWindows!;
+  assert.deepEqual(windows, [32, 32, 32, 32, 32, 0]);
+  const base = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: 256 };
+  const chunkBytes = 4096; // 32 tokens of 64-element rows: the window is one chunk
+  const tokensPerChunk = chunkBytes / rowBytes(base);
+  const PROMPT = 40, STEPS = 90;
+  const prompt = randomTokens(PROMPT, vocab, 31);
+  const { store } = await createWeightStore(file, {});
+  const runs: Record<string, { logits: Float32Array[]; tokens: Uint32Array; next: Float32Array }> = {};
+  try {
+    for (const unmap of [true, false]) {
+      const kv = new VTensorKvManager({ shape: { ...base, layerWindows: windows }, capacityBytes: 4 << 20, chunkBytes, windowUnmap: unmap });
+      const tf = createTransformer(config, store, kv, { maxRows: PROMPT, maxLogitRows: 1 });
+      try {
+        const seq = kv.createSequence()!;
+        let tokens = prompt;
+        const logits = [forwardParts(tf, kv, [{ seq, tokens, from: 0 }], vocab, PROMPT - 1)[0]!];
+        for (let i = 0; i < STEPS; i++) {
+          tokens = Uint32Array.from([...tokens, argmax(logits[i]!, 0, vocab)]);
+          logits.push(forwardParts(tf, kv, [{ seq, tokens, from: tokens.length - 1 }], vocab, tokens.length - 1)[0]!);
+          if (unmap) {
+            const bound = (32 / tokensPerChunk + 1) * chunkBytes * 2; // K and V: window + one chunk
+            for (let l = 0; l < 5; l++) assert.ok(kv.layerBytes(seq, l) <= bound, `step ${i}: local layer ${l} holds ${kv.layerBytes(seq, l)} B`);
+            assert.equal(kv.layerBytes(seq, 5), Math.ceil(tokens.length / tokensPerChunk) * chunkBytes * 2, 'the global layer holds every token');
+          }
+        }
+        // The conversation goes to the prefix cache; the next turn reuses all of it.
+        kv.release(seq, true);
+        const turn = Uint32Array.from([...tokens, ...randomTokens(3, vocab, 32)]);
+        const m = kv.matchPrefix(turn)!;
+        assert.ok(m !== null && m.numTokens === tokens.length, `unmap ${unmap}: the whole conversation is reused`);
+        const next = forwardParts(tf, kv, [{ seq: m.seq, tokens: turn, from: m.numTokens }], vocab, turn.length - 1)[0]!;
+        kv.release(m.seq);
+        runs[String(unmap)] = { logits, tokens, next };
+      } finally {
+        kv.dispose();
+      }
+    }
+    const on = runs['true']!, off = runs['false']!;
+    assert.deepEqual(on.tokens, off.tokens, 'greedy tokens');
+    on.logits.forEach((l, i) => assertBitEqual(l, off.logits[i]!, `step ${i} logits, unmapping on vs off`));
+    assertBitEqual(on.next, off.next, 'next turn on the reused prefix, unmapping on vs off');
+  } finally {
+    store.dispose();
+  }
+});

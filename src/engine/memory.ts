@@ -40,7 +40,12 @@ export interface EngineMemory {
 
 /** Loads the weights and creates the KV layout under init's budget (see the file comment). */
 export async function createEngineMemory(file: GgufFile, config: ModelConfig, init: WorkerInit, onProgress: (done: number, total: number) => void): Promise<EngineMemory> {
-  const shape: KvShape = { numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: init.contextSize };
+  const shape: KvShape = {
+    numLayers: config.numLayers,
+    kvDim: config.numKvHeads * config.headDim,
+    maxContext: init.contextSize,
+    ...(config.layerWindows?.some((w) => w > 0) ? { layerWindows: config.layerWindows } : {}),
+  };
   const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv);
   const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
   const scratchBytes = Transformer.scratchBytes(config, init.maxBatchRows, maxLogitRows);

@@ -14,6 +14,12 @@ export interface KvShape {
   kvDim: number;
   /** Largest number of tokens one sequence may hold. */
   maxContext: number;
+  /**
+   * Per layer: the sliding window of a local layer (a query at position p reads keys
+   * [p - window + 1, p] only), 0 for a global layer; absent = every layer global. The vTensor
+   * layout unmaps a local layer's chunks once the window has passed them.
+   */
+  layerWindows?: readonly number[];
 }
 
 /**

@@ -223,10 +223,11 @@ export class ChunkRadixCache {
   private takeChunks(slot: number, chunkAt: (slot: number, tensor: number) => number): Int32Array {
     const chunks = new Int32Array(this.numTensors);
     for (let t = 0; t < this.numTensors; t++) {
+      // (-1: a sliding-window layer's chunk the sequence had already given back; the block
+      // keeps the other tensors' chunks, and a lookup only uses it where no window reaches it)
       const c = chunkAt(slot, t);
-      if (c < 0) throw new Error(`radix insert: slot ${slot} of tensor ${t} is not mapped`);
       chunks[t] = c;
-      this.refs.ref(c);
+      if (c >= 0) this.refs.ref(c);
     }
     return chunks;
   }
@@ -238,6 +239,6 @@ export class ChunkRadixCache {
 
   private dropNode(node: RadixNode): void {
     this.nodes--;
-    for (const c of node.chunks) this.refs.unref(c);
+    for (const c of node.chunks) if (c >= 0) this.refs.unref(c);
   }
 }

@@ -25,6 +25,13 @@ export function validateShape(shape: KvShape): void {
       throw new RangeError(`KvShape.${key} must be a positive integer, got ${String(v)}`);
     }
   }
+  const w = shape.layerWindows;
+  if (w !== undefined) {
+    if (w.length !== shape.numLayers) throw new RangeError(`KvShape.layerWindows has ${w.length} entries for ${shape.numLayers} layers`);
+    w.forEach((x, l) => {
+      if (!Number.isSafeInteger(x) || x < 0) throw new RangeError(`KvShape.layerWindows[${l}] must be an integer >= 0 (0 = global), got ${String(x)}`);
+    });
+  }
 }
 
 /** Broken invariant: the caller used a sequence id it does not own. */

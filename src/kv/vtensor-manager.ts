@@ -64,11 +64,19 @@ export interface VTensorKvOptions {
    * weights (see grant.ts); capacityBytes is then the address-space ceiling of the chunk pool.
    */
   grant?: KvChunkGrant;
+  /**
+   * Sliding-window layers (shape.layerWindows): unmap the chunks a local layer's window has
+   * left behind and give them back to the pool. Default true; false keeps every chunk (the
+   * logits are the same either way: the attention kernel never reads behind a window).
+   */
+  windowUnmap?: boolean;
 }
 
 interface Sequence {
   vt: VTensor;
   tokens: Uint32Array; // committed tokens
+  /** Per tensor: slots below this are unmapped already (sliding-window layers; null without). */
+  dropped: Int32Array | null;
 }
 
 /** vTensor KV manager (see file comment). */
@@ -85,6 +93,8 @@ export class VTensorKvManager implements KvManager {
   private readonly lookaheadChunks: number;
   private readonly backgroundMapping: boolean;
   private readonly grant: KvChunkGrant | undefined;
+  /** Per tensor: its layer's sliding window (0 = global); null when nothing is unmapped. */
+  private readonly tensorWindows: Int32Array | null;
   private nextSeq = 1;
   private mapMsCritical = 0;
   private mapMsAhead = 0;
@@ -114,6 +124,11 @@ export class VTensorKvManager implements KvManager {
     this.lookaheadChunks = options.lookaheadChunks ?? 0;
     this.backgroundMapping = options.backgroundMapping ?? true;
     this.grant = options.grant;
+    const w = this.shape.layerWindows;
+    this.tensorWindows =
+      options.windowUnmap !== false && w !== undefined && w.some((x) => x > 0)
+        ? Int32Array.from({ length: this.geometry.numTensors }, (_, t) => w[t >> 1]!)
+        : null;
     this.cache = new ChunkRadixCache(this.geometry.tokensPerChunk, this.geometry.numTensors, {
       ref: (c) => this.refs[c]!++,
       unref: (c) => this.unref(c),
@@ -159,13 +174,16 @@ export class VTensorKvManager implements KvManager {
   commit(seq: SeqId, tokens: Uint32Array): void {
     const s = this.get(seq);
     checkTokenCount('commit: tokens.length', tokens.length, Math.min(this.shape.maxContext, s.vt.numSlots * this.geometry.tokensPerChunk));
+    this.checkWindowsHeld(s.vt, tokens.length, 'commit');
     s.tokens = tokens.slice();
+    this.dropBehindWindows(s);
   }
 
   truncate(seq: SeqId, numTokens: number): void {
     const s = this.get(seq);
     this.settle(false);
     checkTokenCount('truncate: numTokens', numTokens, this.shape.maxContext);
+    if (numTokens < s.tokens.length) this.checkWindowsHeld(s.vt, numTokens, 'truncate');
     if (numTokens < s.tokens.length) s.tokens = s.tokens.slice(0, numTokens);
     // Slots wholly past numTokens go (a shared partial slot is made private by the next ensure()).
     this.shrinkTo(s.vt, Math.ceil(numTokens / this.geometry.tokensPerChunk));
@@ -175,6 +193,7 @@ export class VTensorKvManager implements KvManager {
     const p = this.get(parent);
     this.settle(false);
     checkTokenCount('fork: numTokens', numTokens, p.tokens.length);
+    this.checkWindowsHeld(p.vt, numTokens, 'fork');
     if (this.seqs.size >= this.maxSequences) return null;
     const tpc = this.geometry.tokensPerChunk;
     const numFull = Math.floor(numTokens / tpc);
@@ -208,7 +227,7 @@ export class VTensorKvManager implements KvManager {
       const keep = new Set<RadixNode>([...m.path, partial]);
       if (!this.reclaim(this.geometry.numTensors, keep)) {
         // Short: take the block itself if nobody but the cache holds it, else full blocks only.
-        if (partial.chunks.every((c) => this.refs[c] === 1)) handOver = true;
+        if (partial.chunks.every((c) => c < 0 || this.refs[c] === 1)) handOver = true;
         else {
           partial = null;
           partialTokens = 0;
@@ -216,12 +235,14 @@ export class VTensorKvManager implements KvManager {
       }
     }
     const numTokens = m.path.length * this.geometry.tokensPerChunk + partialTokens;
-    if (numTokens === 0) {
+    const source = (slot: number, t: number) => (slot < m.path.length ? m.path[slot]!.chunks[t]! : partial!.chunks[t]!);
+    // A cached prefix keeps only the end of its sliding windows: a shorter match whose windows
+    // reach chunks given back is a miss (recomputed), not a wrong answer.
+    if (numTokens === 0 || this.missingWindowSlot(source, numTokens) !== null) {
       this.prefixMisses++;
       return null;
     }
     const vt = this.newVTensor();
-    const source = (slot: number, t: number) => (slot < m.path.length ? m.path[slot]!.chunks[t]! : partial!.chunks[t]!);
     const numShared = m.path.length + (handOver ? 1 : 0);
     if (vt === null || !this.buildFrom(vt, source, numShared, handOver ? 0 : partialTokens)) {
       this.prefixMisses++;
@@ -233,6 +254,15 @@ export class VTensorKvManager implements KvManager {
     this.prefixHits++;
     this.prefixTokensReused += numTokens;
     return { seq: this.add(vt, tokens.slice(0, numTokens)), numTokens };
+  }
+
+  /** Bytes of physical memory mapped into one sequence's K and V of one layer. */
+  layerBytes(seq: SeqId, layer: number): number {
+    const vt = this.get(seq).vt;
+    const l = checkLayer(layer, this.shape.numLayers);
+    let n = 0;
+    for (const t of [2 * l, 2 * l + 1]) for (let j = 0; j < vt.numSlots; j++) if (vt.chunkAt(t, j) >= 0) n++;
+    return n * this.geometry.chunkBytes;
   }
 
   clearPrefixCache(): void {
@@ -296,6 +326,7 @@ export class VTensorKvManager implements KvManager {
    */
   private makeRoom(s: Sequence, numTokens: number, critical: boolean): boolean {
     checkTokenCount('ensure: numTokens', numTokens, this.shape.maxContext);
+    this.dropBehindWindows(s);
     const g = this.geometry;
     const vt = s.vt;
     const needSlots = Math.ceil(numTokens / g.tokensPerChunk);
@@ -449,6 +480,7 @@ export class VTensorKvManager implements KvManager {
     for (let j = 0; j < numFull; j++) {
       for (let t = 0; t < g.numTensors; t++) {
         const c = source(j, t);
+        if (c < 0) continue; // behind a sliding window: stays unmapped (see missingWindowSlot)
         vt.map(t, j, c);
         this.refs[c]!++;
         this.seqMaps[c]!++;
@@ -528,7 +560,7 @@ export class VTensorKvManager implements KvManager {
    */
   private freeableByEviction(keep?: ReadonlySet<RadixNode>): number {
     const holds = new Map<number, number>();
-    for (const n of this.cache.evictable(keep)) for (const c of n.chunks) holds.set(c, (holds.get(c) ?? 0) + 1);
+    for (const n of this.cache.evictable(keep)) for (const c of n.chunks) if (c >= 0) holds.set(c, (holds.get(c) ?? 0) + 1);
     let n = 0;
     for (const [c, h] of holds) if (h === this.refs[c]) n++;
     return n;
@@ -542,8 +574,59 @@ export class VTensorKvManager implements KvManager {
 
   private add(vt: VTensor, tokens: Uint32Array): SeqId {
     const id = this.nextSeq++;
-    this.seqs.set(id, { vt, tokens });
+    const s: Sequence = { vt, tokens, dropped: this.tensorWindows ? new Int32Array(this.geometry.numTensors) : null };
+    this.seqs.set(id, s);
+    this.dropBehindWindows(s);
     return id;
+  }
+
+  /**
+   * First slot a sliding-window tensor still needs with `numTokens` committed: the next query
+   * row (position numTokens) reads keys from numTokens + 1 - window.
+   */
+  private firstNeededSlot(t: number, numTokens: number): number {
+    const w = this.tensorWindows![t]!;
+    return w === 0 ? 0 : Math.floor(Math.max(0, numTokens + 1 - w) / this.geometry.tokensPerChunk);
+  }
+
+  /**
+   * Unmaps the slots of sliding-window tensors that no later query reads (every one before
+   * firstNeededSlot): their chunks go back to the pool, or stay with whoever else holds them
+   * (the prefix cache, a forked sibling). The attention kernel never reads there.
+   */
+  private dropBehindWindows(s: Sequence): void {
+    if (s.dropped === null) return;
+    const numTokens = s.tokens.length;
+    for (let t = 0; t < this.geometry.numTensors; t++) {
+      const end = Math.min(this.firstNeededSlot(t, numTokens), s.vt.numSlots);
+      for (let j = s.dropped[t]!; j < end; j++) this.unmapSlot(s.vt, t, j);
+      s.dropped[t] = Math.max(s.dropped[t]!, end);
+    }
+  }
+
+  /**
+   * The (tensor, slot) a sequence of numTokens tokens built from `chunkAt` would need but
+   * that was given back (behind a sliding window), or null when every window is held.
+   */
+  private missingWindowSlot(chunkAt: (slot: number, tensor: number) => number, numTokens: number): { t: number; slot: number } | null {
+    if (this.tensorWindows === null) return null;
+    const last = Math.ceil(numTokens / this.geometry.tokensPerChunk); // slots [0, last) hold the tokens
+    for (let t = 0; t < this.geometry.numTensors; t++) {
+      for (let j = this.firstNeededSlot(t, numTokens); j < last; j++) if (chunkAt(j, t) < 0) return { t, slot: j };
+    }
+    return null;
+  }
+
+  /** Throws unless a sequence cut to numTokens would still hold every sliding window it reads. */
+  private checkWindowsHeld(vt: VTensor, numTokens: number, what: string): void {
+    const miss = this.missingWindowSlot((slot, t) => (slot < vt.numSlots ? vt.chunkAt(t, slot) : 0), numTokens);
+    if (miss !== null) {
+      throw new RangeError(
+        `${what}: at ${numTokens} tokens layer ${miss.t >> 1}'s sliding window (${this.tensorWindows![miss.t]} tokens) reaches ` +
+          `K/V that was already given back (slot ${miss.slot}); a sliding-window sequence can only be cut within its window ` +
+          `(or create the KV manager with windowUnmap: false)`,
+      );
+    }
   }
 
   private get(seq: SeqId): Sequence {

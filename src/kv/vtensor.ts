@@ -17,7 +17,8 @@
  *
  *   Slot j of every tensor holds tokens [j * tokensPerChunk, (j + 1) * tokensPerChunk).
  *   Slots [0, numSlots) are mapped in every tensor (the same count in all of them), the rest
- *   is unmapped: touching it faults. Full slots may be shared with other sequences and the
+ *   is unmapped: touching it faults. The one exception: a sliding-window (local) layer's K and
+ *   V unmap the slots its window has left behind (VTensorKvManager, shape.layerWindows). Full slots may be shared with other sequences and the
  *   prefix cache (same chunk ids); the manager keeps the reference counts.
  *
  * Mechanism helper only: which chunk goes where is decided by VTensorKvManager.
@@ -72,7 +73,10 @@ export class VTensor {
   readonly values: Uint16Array[] = [];
   /** Chunk id in [tensor * slotsPerTensor + slot], -1 if unmapped. */
   readonly chunks: Int32Array;
-  /** Slots [0, numSlots) are mapped in every tensor. */
+  /**
+   * Slots [0, numSlots) are mapped in every tensor, except that a sliding-window layer's
+   * tensors may have given back slots before their window (chunk -1; never touched).
+   */
   numSlots = 0;
 
   constructor(pool: ChunkPool, geometry: VTensorGeometry) {

@@ -32,6 +32,8 @@ export interface ModelConfig {
   ropeDim: number;
   /** Mixture-of-Experts layers (models/moe-config.ts); absent for dense models. */
   moe?: MoeConfig;
+  /** Per layer: the sliding window of a local layer, 0 for a global one; absent = all global (the KV cache's KvShape.layerWindows). */
+  layerWindows?: number[];
 }
 
 /** The MoE part of a config: every block's FFN is a routed mixture of SwiGLU experts. */

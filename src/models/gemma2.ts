@@ -73,6 +73,7 @@ export function readGemmaConfig(file: GgufMetadataSource, arch: 'gemma2' | 'gemm
     finalSoftcap: num(file, `${arch}.final_logit_softcapping`, gemma2 ? 30 : 0),
     slidingWindow,
     isLocal,
+    layerWindows: isLocal.map((local) => (local ? slidingWindow : 0)),
     ropeBaseLocal: num(file, `${arch}.rope.freq_base_swa`, gemma2 ? c.ropeFreqBase : 10000),
     queryScale,
   };
