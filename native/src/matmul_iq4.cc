@@ -9,6 +9,7 @@
 //          sums otherwise: we follow the vec_dot at every m): per super-block 8 exact int32
 //          lanes, lane l = sum over the 8 blocks ib of (ls_ib - 32) * dot(values 4l..4l+3 of ib);
 //          acc_l = fma(d_w * d_x, float(lane l), acc_l), one horizontal sum at the end.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -17,6 +18,7 @@
 #include "matmul_x86.h"
 #include "matmul_x86_nib.h"
 #include "matmul_x86_panels.h"
+#include "simd.h"
 #include "quants.h"
 #include "type_traits.h"
 
@@ -154,32 +156,201 @@ void gemv8IQ4XS(const uint8_t* w, size_t wStride, const Act& a, int64_t k, float
 
 }  // namespace
 
-#ifdef FLEXINFER_MATMUL_PANELS
-// IQ4_XS batches: the generic repacked panels (matmul_x86_panels.h) with its table values.
-namespace x86 {
-template <>
-struct Panel<GgmlType::IQ4_XS> {
-  static constexpr int kSubBlocks = 8;
-  static constexpr PanelDot kDot = PanelDot::kLanesS32;  // values signed, up to 127
-  static constexpr bool kMinsChain = false;
-  static void unpack(const uint8_t* row, int64_t b, __m256i q[8], int32_t* sc, int32_t* mn, float* d, float* dmin) {
-    const BlockIQ4XS& blk = reinterpret_cast<const BlockIQ4XS*>(row)[b];
-    const __m256i tv = _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIQ4Values)));
-    for (int ib = 0; ib < 8; ib++) {
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + 16 * ib));
-      const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), _mm256_set1_epi8(0x0F));
-      q[ib] = _mm256_shuffle_epi8(tv, nib);
-      sc[ib] = iq4xsScale(blk, ib);
-      mn[ib] = 0;
-    }
-    *d = h2f(blk.d);
-    *dmin = 0.0f;
-  }
-};
-}  // namespace x86
-
+#if defined(FLEXINFER_MATMUL_PANELS) && defined(__AVX512BW__)
+#define FLEXINFER_IQ4XS_WIDE 1
+// IQ4_XS batches (m >= 4): vec_dot's 8 lanes per super-block (header), for R = 16 weight rows at
+// once (zmm; R = 8 in ymm for a call's last 8 rows), with the block scale folded into the weights.
+//
+// A lane adds 4 quants of each of the 8 blocks, each times its own block scale, so on int8 weights
+// every 4-quant dot needs its own scale multiply (the generic panels' kLanesS32 steps: xor,
+// vpdpbusd, vpmulld, vpaddd per dword and row group). Here the repack stores w = (ls - 32) * value
+// as int16 (|w| <= 32 * 127 = 4064) and the activation quants are widened to int16 once per call,
+// so a dword (4 quants) of R rows is 2 vpdpwssd against the activation's int16 pairs broadcast
+// (embedded broadcast, no shuffles) and nothing else. The integers are exact (|lane| <= 32 *
+// 4064 * 128 < 2^31), so the lanes and everything after them are vec_dot's, bit for bit.
+//
+// Panel of super-block b (R rows): P_j, j = 0..127, R int32: lane r = int16 pair j (elements 2j,
+// 2j+1 in element order) of row r's scaled weights; then R f32 d. Lane l of the super-block is
+// the pairs j = 2t, 2t+1 of the dwords t = 8c + l, c = 0..7.
+// Speed (tinyllama-1.1b shapes, 2 threads, 128-token prompt, `flexinfer bench`): see README.
 namespace {
-MatmulKernel batchIQ4XS(int64_t m) { return m >= 4 ? x86::runPanels<GgmlType::IQ4_XS> : nullptr; }
+
+using namespace x86;
+
+// The R-lane vector ops of the kernel: 16 rows in zmm, 8 rows in ymm.
+template <int R>
+struct V;
+template <>
+struct V<16> {
+  using I = __m512i;
+  using F = __m512;
+  static I zero() { return _mm512_setzero_si512(); }
+  static I load(const uint8_t* p) { return _mm512_load_si512(p); }
+  static I dp(I acc, I w, const int32_t* pair) { return _mm512_dpwssd_epi32(acc, w, _mm512_set1_epi32(*pair)); }
+  static F fzero() { return _mm512_setzero_ps(); }
+  static F loadf(const uint8_t* p) { return _mm512_load_ps(p); }
+  static F mul(F a, float b) { return _mm512_mul_ps(a, _mm512_set1_ps(b)); }
+  static F fma(F a, I b, F c) { return _mm512_fmadd_ps(a, _mm512_maskz_cvtepi32_ps(0xFFFF, b), c); }  // maskz: gcc 12 warns on cvtepi32_ps
+  static F add(F a, F b) { return _mm512_add_ps(a, b); }
+  static void store(float* out, F v, int rows) { _mm512_mask_storeu_ps(out, static_cast<__mmask16>((1u << rows) - 1), v); }
+};
+template <>
+struct V<8> {
+  using I = __m256i;
+  using F = __m256;
+  static I zero() { return _mm256_setzero_si256(); }
+  static I load(const uint8_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static I dp(I acc, I w, const int32_t* pair) { return _mm256_dpwssd_epi32(acc, w, _mm256_set1_epi32(*pair)); }
+  static F fzero() { return _mm256_setzero_ps(); }
+  static F loadf(const uint8_t* p) { return _mm256_load_ps(reinterpret_cast<const float*>(p)); }
+  static F mul(F a, float b) { return _mm256_mul_ps(a, _mm256_set1_ps(b)); }
+  static F fma(F a, I b, F c) { return _mm256_fmadd_ps(a, _mm256_cvtepi32_ps(b), c); }
+  static F add(F a, F b) { return _mm256_add_ps(a, b); }
+  static void store(float* out, F v, int rows) { _mm256_mask_storeu_ps(out, static_cast<__mmask8>((1u << rows) - 1), v); }
+};
+
+constexpr size_t xsBlockBytes(int R) { return 128 * 4 * static_cast<size_t>(R) + 64; }  // P_0..P_127, d (padded)
+
+// Repacks super-blocks [0, nb) of rows [0, rows) (rows <= R) into `panel`; missing rows are zero.
+template <int R>
+void repackXS(const uint8_t* w, size_t wStride, int rows, int64_t nb, uint8_t* panel) {
+  const __m256i tv = lut(kIQ4Values);
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  alignas(64) int16_t tmp[R][QK_K];  // row r's scaled weights in element order
+  for (int64_t b = 0; b < nb; b++) {
+    uint8_t* dst = panel + b * xsBlockBytes(R);
+    float* d = reinterpret_cast<float*>(dst + 128 * 4 * R);
+    for (int r = 0; r < R; r++) {
+      if (r >= rows) {
+        std::memset(tmp[r], 0, sizeof(tmp[r]));
+        d[r] = 0.0f;
+        continue;
+      }
+      const BlockIQ4XS& blk = reinterpret_cast<const BlockIQ4XS*>(w + r * wStride)[b];
+      for (int ib = 0; ib < 8; ib++) {
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs + 16 * ib));
+        const __m256i nib = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), mask);
+        const __m512i v = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(tv, nib));
+        _mm512_store_si512(tmp[r] + 32 * ib, _mm512_mullo_epi16(v, _mm512_set1_epi16(static_cast<short>(iq4xsScale(blk, ib)))));
+      }
+      d[r] = h2f(blk.d);
+    }
+    // tmp as R rows of 128 dwords -> P_j lane r; 8 rows x 8 dwords per transpose.
+    for (int h = 0; h < R; h += 8) {
+      for (int j0 = 0; j0 < 128; j0 += 8) {
+        __m256i v[8];
+        for (int q = 0; q < 8; q++) v[q] = _mm256_load_si256(reinterpret_cast<const __m256i*>(tmp[h + q] + 2 * j0));
+        transpose8x8(v);
+        for (int t = 0; t < 8; t++) _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (j0 + t) * 4 * R + 4 * h), v[t]);
+      }
+    }
+  }
+}
+
+// NX activation rows against one panel: xs[i] the int16 quants of row i, xd[i] its scales.
+template <int R, int NX>
+void tileXS(const uint8_t* panel, int64_t nb, const int16_t* const* xs, const float* const* xd, int rows, float* out,
+            int64_t ldo) {
+  using Vr = V<R>;
+  constexpr int LG = 2;  // lanes per pass: 2 * NX independent vpdpwssd chains
+  typename Vr::F acc[8][NX];
+  for (int l = 0; l < 8; l++)
+    for (int i = 0; i < NX; i++) acc[l][i] = Vr::fzero();
+  for (int64_t b = 0; b < nb; b++) {
+    const uint8_t* blk = panel + b * xsBlockBytes(R);
+    const typename Vr::F d = Vr::loadf(blk + 128 * 4 * R);
+    const int32_t* xp[NX];
+    for (int i = 0; i < NX; i++) xp[i] = reinterpret_cast<const int32_t*>(xs[i] + b * QK_K);
+    for (int l0 = 0; l0 < 8; l0 += LG) {
+      typename Vr::I S[LG][NX];
+      for (int u = 0; u < LG; u++)
+        for (int i = 0; i < NX; i++) S[u][i] = Vr::zero();
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; c++) {
+        for (int u = 0; u < LG; u++) {
+          const int j = 2 * (8 * c + l0 + u);
+          const typename Vr::I wa = Vr::load(blk + j * 4 * R), wb = Vr::load(blk + (j + 1) * 4 * R);
+          for (int i = 0; i < NX; i++) S[u][i] = Vr::dp(Vr::dp(S[u][i], wa, xp[i] + j), wb, xp[i] + j + 1);
+        }
+      }
+      for (int u = 0; u < LG; u++)
+        for (int i = 0; i < NX; i++) acc[l0 + u][i] = Vr::fma(Vr::mul(d, xd[i][b]), S[u][i], acc[l0 + u][i]);
+    }
+  }
+  for (int i = 0; i < NX; i++) {
+    // llama.cpp's hsum_float_8 order: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))
+    const typename Vr::F h = Vr::add(Vr::add(Vr::add(acc[0][i], acc[4][i]), Vr::add(acc[2][i], acc[6][i])),
+                                     Vr::add(Vr::add(acc[1][i], acc[5][i]), Vr::add(acc[3][i], acc[7][i])));
+    Vr::store(out + i * ldo, h, rows);
+  }
+}
+
+constexpr int kXSTile = 4;  // activation rows per tile
+
+template <int R>
+void tilesXS(const uint8_t* panel, int64_t nb, const int16_t* const* xs, const float* const* xd, int cnt, int rows,
+             float* out, int64_t ldo) {
+  switch (cnt) {
+    case 4: tileXS<R, 4>(panel, nb, xs, xd, rows, out, ldo); break;
+    case 3: tileXS<R, 3>(panel, nb, xs, xd, rows, out, ldo); break;
+    case 2: tileXS<R, 2>(panel, nb, xs, xd, rows, out, ldo); break;
+    default: tileXS<R, 1>(panel, nb, xs, xd, rows, out, ldo); break;
+  }
+}
+
+thread_local AlignedScratch tlsPanelXS, tlsActXS;
+
+void runXS(const uint8_t* w, size_t wStride, int64_t nw, const ActRows& a, int64_t nx, int64_t k, float* out,
+           int64_t ldo) {
+  const int64_t nb = k / QK_K;
+  // 1. Every panel of this call's rows: 16 rows per panel, a last one of <= 8 rows in ymm.
+  const int64_t n16 = nw / 16 + (nw % 16 > 8 ? 1 : 0);
+  const int64_t nPanels = n16 + (nw - 16 * n16 > 0 ? 1 : 0);
+  const size_t bytes16 = static_cast<size_t>(nb) * xsBlockBytes(16);
+  uint8_t* panels = tlsPanelXS.get(static_cast<size_t>(nPanels) * bytes16);
+  for (int64_t p = 0; p < nPanels; p++) {
+    const int64_t r0 = 16 * p;
+    const int rows = static_cast<int>(std::min<int64_t>(16, nw - r0));
+    if (p < n16) {
+      repackXS<16>(w + r0 * wStride, wStride, rows, nb, panels + p * bytes16);
+    } else {
+      repackXS<8>(w + r0 * wStride, wStride, rows, nb, panels + p * bytes16);
+    }
+  }
+  // 2. Per tile of activation rows: the quants widened to int16 once, then every panel.
+  int16_t* xs16 = reinterpret_cast<int16_t*>(tlsActXS.get(static_cast<size_t>(kXSTile) * k * sizeof(int16_t)));
+  for (int64_t i0 = 0; i0 < nx; i0 += kXSTile) {
+    const int cnt = static_cast<int>(std::min<int64_t>(kXSTile, nx - i0));
+    const int16_t* xs[kXSTile];
+    const float* xd[kXSTile];
+    for (int t = 0; t < cnt; t++) {
+      const uint8_t* row = a.base + static_cast<size_t>(i0 + t) * a.stride;
+      const int8_t* q = reinterpret_cast<const int8_t*>(row + a.layout.qsOff);
+      int16_t* dst = xs16 + static_cast<size_t>(t) * k;
+      for (int64_t e = 0; e < k; e += 32)
+        _mm512_store_si512(dst + e, _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + e))));
+      xs[t] = dst;
+      xd[t] = reinterpret_cast<const float*>(row + a.layout.dOff);
+    }
+    for (int64_t p = 0; p < nPanels; p++) {
+      const int64_t r0 = 16 * p;
+      const int rows = static_cast<int>(std::min<int64_t>(16, nw - r0));
+      float* o = out + i0 * ldo + r0;
+      if (p < n16) {
+        tilesXS<16>(panels + p * bytes16, nb, xs, xd, cnt, rows, o, ldo);
+      } else {
+        tilesXS<8>(panels + p * bytes16, nb, xs, xd, cnt, rows, o, ldo);
+      }
+    }
+  }
+}
+
+MatmulKernel batchIQ4XS(int64_t m) { return m >= 4 ? runXS : nullptr; }
+
+}  // namespace
+#elif defined(FLEXINFER_MATMUL_PANELS)
+namespace {
+MatmulKernel batchIQ4XS(int64_t) { return nullptr; }  // gemv8 / row tiles
 }  // namespace
 #endif
 

@@ -1,19 +1,19 @@
-// Prompt-processing path for the 256-element types (Q2_K .. Q6_K, IQ4_XS) with AVX512-VNNI:
+// Prompt-processing path for the 256-element types (Q2_K .. Q6_K) with AVX512-VNNI:
 // 8 weight rows repacked so that int32 lane r belongs to row r (see matmul_x86_repack.cc for the
 // idea). Generic over the type: each family file specializes Panel<T> (its unpack and how its
 // dots run) and instantiates runPanels<T> (matmul_x86_repack_k.cc: Q4_K/Q5_K/Q6_K; matmul_k23.cc:
-// Q2_K/Q3_K; matmul_iq4.cc: IQ4_XS).
+// Q2_K/Q3_K). IQ4_XS has its own panels of int16 pre-scaled weights (matmul_iq4.cc).
 //
 // Per super-block of 256, the panel holds (8 rows each):
 //   W_t, t = 0..63   32 bytes: lane r = quants 4t..4t+3 of row r (element order; unsigned, or
-//                    signed for kLanesS / kLanesS32, see PanelDot)
+//                    signed for kLanesS, see PanelDot)
 //   SC_j, j < NS     8 x int32 sub-block scales (NS = 8 sub-blocks of 32 or 16 of 16); for the
 //                    vpdpwssd kinds the scale twice, as an int16 pair
 //   MN_p, p < 8      8 x int16 pairs: the offsets of the two 16-quant halves 2p, 2p+1 of the
 //                    super-block (Q4_K/Q5_K: min m[p] twice; Q2_K: m[2p], m[2p+1]; Q6_K:
-//                    32 * scale[2p], 32 * scale[2p+1]); kLanesS / kLanesS32: 8 x int32, lane p's
+//                    32 * scale[2p], 32 * scale[2p+1]); kLanesS: 8 x int32, lane p's
 //                    weight-side correction C_p (below)
-//   D, DMIN          8 x f32: d and dmin (Q6_K, Q3_K, IQ4_XS: dmin unused)
+//   D, DMIN          8 x f32: d and dmin (Q6_K, Q3_K: dmin unused)
 //
 // Dot kinds and their f32 steps (each the steps of the type's row kernels and of llama.cpp):
 //   kOneLane  (Q4_K, Q2_K): the super-block's dot summed to one exact int32 per row:
@@ -27,8 +27,6 @@
 //   kLanesS   (Q3_K): as kLanesU with signed weights (q - 4): the activation enters unsigned
 //             (x + 128) and the weights signed; sum((x + 128) w) - 128 sum(w) = sum(x w), the
 //             weight side C_l = sum_c sc * 128 * sum(w) of each lane precomputed at repack.
-//   kLanesS32 (IQ4_XS): as kLanesS, but the table values reach 127 and vpmaddubsw's pairs would
-//             saturate: exact int32 dots by vpdpbusd, scaled by vpmulld.
 // Speed of Q5_K / Q6_K's lane steps (1 thread, n = k = 2048, process CPU time, median of 11 runs
 // x 3 rounds on a quiet machine, against the earlier one-lane steps):
 //   m = 64, GFLOP/s   Q5_K 216 -> 157 (-27%), Q6_K 195 -> 153 (-21%)
@@ -54,7 +52,7 @@ namespace x86 {
 
 constexpr int kPanelRows = 8;
 
-enum class PanelDot { kOneLane, kLanesU, kLanesS, kLanesS32 };
+enum class PanelDot { kOneLane, kLanesU, kLanesS };
 
 // Specialized per type (family files):
 //   static constexpr int kSubBlocks;      // 8 (of 32) or 16 (of 16)
@@ -89,7 +87,7 @@ template <GgmlType T>
 void repackPanel(const uint8_t* w, size_t wStride, int rows, int64_t nb, const KPanel& kp, uint8_t* panel) {
   using P = Panel<T>;
   constexpr bool kPairs = P::kDot == PanelDot::kLanesU || P::kDot == PanelDot::kLanesS;
-  constexpr bool kWeightCorr = P::kDot == PanelDot::kLanesS || P::kDot == PanelDot::kLanesS32;
+  constexpr bool kWeightCorr = P::kDot == PanelDot::kLanesS;
   for (int64_t b = 0; b < nb; b++) {
     uint8_t* dst = panel + b * kp.blockBytes;
     __m256i q[kPanelRows][8];
@@ -196,7 +194,7 @@ void panelTileK(const uint8_t* panel, int64_t nb, const KPanel& kp, const int8_t
   for (int i = 0; i < NX; i++) storePanelRows(_mm256_sub_ps(acc[i], accMin[i]), rows, out + i * ldo);
 }
 
-// The lane kinds (Q5_K, Q6_K, Q3_K, IQ4_XS): llama.cpp's vec_dot steps, per row 8 exact int32
+// The lane kinds (Q5_K, Q6_K, Q3_K): llama.cpp's vec_dot steps, per row 8 exact int32
 // lanes per super-block, acc_l = fma(d_w * d_x, float(lane l), acc_l), then hsum over l in
 // llama.cpp's order (Q5_K: + the summs chain). Here the vector lanes are the 8 weight rows, so
 // lane l of every row is one vector S_l. No horizontal sums: the final hsum over l adds whole
@@ -207,7 +205,7 @@ void panelTileLanes(const uint8_t* panel, int64_t nb, const KPanel& kp, const in
   using P = Panel<T>;
   constexpr PanelDot kDot = P::kDot;
   constexpr bool k16 = P::kSubBlocks == 16;  // sub-blocks of 16: lanes 0..3 and 4..7 of a group differ
-  constexpr bool kSigned = kDot == PanelDot::kLanesS || kDot == PanelDot::kLanesS32;
+  constexpr bool kSigned = kDot == PanelDot::kLanesS;
   constexpr int LG = 2;  // lanes l per pass: 4 * NX independent chains
   __m256 acc[8][NX], summs[NX];
   for (int i = 0; i < NX; i++) {
@@ -267,13 +265,9 @@ void panelTileLanes(const uint8_t* panel, int64_t nb, const KPanel& kp, const in
             std::memcpy(&x4, xq[i] + b * QK_K + 4 * t, 4);
             if constexpr (kDot == PanelDot::kLanesU) {
               S[u][i] = _mm256_dpwssd_epi32(S[u][i], _mm256_maddubs_epi16(wt, _mm256_set1_epi32(x4)), scp);
-            } else if constexpr (kDot == PanelDot::kLanesS) {
+            } else {  // kLanesS
               const __m256i xu = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x4) ^ 0x80808080u));
               S[u][i] = _mm256_dpwssd_epi32(S[u][i], _mm256_maddubs_epi16(xu, wt), scp);
-            } else {
-              const __m256i xu = _mm256_set1_epi32(static_cast<int32_t>(static_cast<uint32_t>(x4) ^ 0x80808080u));
-              const __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), xu, wt);
-              S[u][i] = _mm256_add_epi32(S[u][i], _mm256_mullo_epi32(dot, scp));
             }
           }
         }
