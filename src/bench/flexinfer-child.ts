@@ -1,6 +1,7 @@
 /**
  * One flexinfer generation run in its own process (so a benchmark can put it in a memory
- * cgroup): `node dist/bench/flexinfer-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV] [EXPERTS_JSON]`.
+ * cgroup): `node dist/bench/flexinfer-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV] [EXPERTS_JSON] [SEED]`
+ * (SEED: sample at temperature 1 with it; '-' or none: greedy).
  * Prints one JSON line: { prompt_tps, gen_tps, tokens, stats, stats_first_token } or { error };
  * stats_first_token is the engine's stats() when the first token arrived, so the difference to
  * `stats` is the generation phase alone.
@@ -11,7 +12,7 @@ import { benchPromptTokens, processFigures } from './speed.js';
 import type { KvLayout } from '../kv/layouts.js';
 
 async function main(): Promise<void> {
-  const [path, threads, ctx, promptTokens, genTokens, budget, kv, experts] = process.argv.slice(2);
+  const [path, threads, ctx, promptTokens, genTokens, budget, kv, experts, seed] = process.argv.slice(2);
   if (!path || !threads || !ctx || !promptTokens || !genTokens) {
     process.stdout.write(JSON.stringify({ error: 'usage: flexinfer-child MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [BUDGET] [KV]' }) + '\n');
     process.exitCode = 2;
@@ -29,7 +30,7 @@ async function main(): Promise<void> {
   const loadMs = performance.now() - t0;
   // Same prompt ids as the llama.cpp child.
   const prompt = benchPromptTokens(Number(promptTokens), 32000);
-  const stream = model.generate(prompt, { maxTokens: Number(genTokens), temperature: 0, ignoreEos: true });
+  const stream = model.generate(prompt, { maxTokens: Number(genTokens), ignoreEos: true, ...(seed && seed !== '-' ? { temperature: 1, seed: Number(seed) } : { temperature: 0 }) });
   let statsFirstToken: Record<string, unknown> | undefined;
   for await (const chunk of stream) if (!statsFirstToken && chunk.tokens.length > 0) statsFirstToken = await model.stats();
   const r = await stream.result;

@@ -1,6 +1,7 @@
 /**
  * One llama.cpp generation run in its own process (so a benchmark can put it in a memory
- * cgroup): `node dist/bench/llamacpp-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS`.
+ * cgroup): `node dist/bench/llamacpp-child.js MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS [SEED]`
+ * (SEED: sample at temperature 1 with it; '-' or none: greedy).
  * Prints one JSON line: { prompt_tps, gen_tps, tokens } or { error }.
  * @internal
  */
@@ -8,7 +9,7 @@ import { loadLlamaCpp, openLlamaCpp } from './llamacpp.js';
 import { benchPromptTokens, processFigures } from './speed.js';
 
 async function main(): Promise<void> {
-  const [path, threads, ctx, promptTokens, genTokens] = process.argv.slice(2);
+  const [path, threads, ctx, promptTokens, genTokens, seed] = process.argv.slice(2);
   if (!path || !threads || !ctx || !promptTokens || !genTokens) {
     process.stdout.write(JSON.stringify({ error: 'usage: llamacpp-child MODEL THREADS CONTEXT PROMPT_TOKENS GEN_TOKENS' }) + '\n');
     process.exitCode = 2;
@@ -25,7 +26,7 @@ async function main(): Promise<void> {
   const loadMs = performance.now() - t0;
   // Ids below 30000 exist in every supported vocabulary (benchPromptTokens caps there).
   const prompt = Array.from(benchPromptTokens(Number(promptTokens), 32000));
-  const r = await s.generateGreedy(prompt, Number(genTokens));
+  const r = await s.generateGreedy(prompt, Number(genTokens), seed && seed !== '-' ? { temperature: 1, seed: Number(seed) } : undefined);
   await s.dispose();
   process.stdout.write(
     JSON.stringify({

@@ -55,7 +55,8 @@ export interface LlamaCppSession {
   /** Runs the tokens through the model (prompt processing); returns seconds. */
   prefill(tokens: number[]): Promise<number>;
   /** Greedy generation of n tokens after `tokens`; returns the tokens and seconds per token stage. */
-  generateGreedy(tokens: number[], n: number): Promise<{ tokens: number[]; promptSec: number; genSec: number }>;
+  /** Greedy, or sampled with `sample` (llama.cpp's sampler chain at that temperature and seed). */
+  generateGreedy(tokens: number[], n: number, sample?: { temperature: number; seed: number }): Promise<{ tokens: number[]; promptSec: number; genSec: number }>;
   /** Forgets the sequence's history (KV) so the next call starts fresh. */
   clear(): Promise<void>;
   dispose(): Promise<void>;
@@ -89,11 +90,11 @@ export async function openLlamaCpp(handle: LlamaCppHandle, modelPath: string, op
       await sequence.evaluateWithoutGeneratingNewTokens(tokens);
       return (performance.now() - t0) / 1000;
     },
-    async generateGreedy(tokens, n) {
+    async generateGreedy(tokens, n, sample) {
       const out: number[] = [];
       const t0 = performance.now();
       let tFirst = t0;
-      for await (const token of sequence.evaluate(tokens, { temperature: 0 })) {
+      for await (const token of sequence.evaluate(tokens, sample ?? { temperature: 0 })) {
         if (out.length === 0) tFirst = performance.now();
         out.push(token as number);
         if (out.length >= n) break;

@@ -17,3 +17,32 @@ test('MoE sweep: generation-phase figures are the difference of two stats snapsh
   assert.equal(decodeFigures(undefined, last), null);
   assert.equal(decodeFigures(last, last), null);
 });
+
+test('MoE sweep --sample-seed: both children sample reproducibly with the seed, and flexinfer sampled is not its greedy run', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { execFileSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const { synthesize } = await import('../synth/synth.js');
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-moe-sweep-'));
+  try {
+    const path = join(dir, 'tiny-15m-q8_0.gguf');
+    await synthesize(path, 'tiny-15m', 'q8_0', { seed: 2 });
+    const here = fileURLToPath(new URL('.', import.meta.url));
+    const child = (name: string, extra: string[]) => {
+      const out = execFileSync(process.execPath, [join(here, name), path, '2', '128', '8', '16', ...extra], { encoding: 'utf8', timeout: 120_000 });
+      const j = JSON.parse(out.trim().split('\n').pop()!) as { tokens?: number[]; error?: string };
+      assert.ok(j.tokens, `${name}: ${j.error}`);
+      return j.tokens;
+    };
+    const flex = (seed: string) => child('flexinfer-child.js', ['-', '-', '{}', seed]);
+    const a = flex('5');
+    assert.deepEqual(flex('5'), a);
+    assert.notDeepEqual(flex('-'), a);
+    const l = child('llamacpp-child.js', ['5']);
+    assert.deepEqual(child('llamacpp-child.js', ['5']), l);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -31,6 +31,8 @@ export interface SweepOptions {
   budgets?: number[];
   /** MoE models: expert-cache options of flexinfer's runs. */
   experts?: ExpertOptions;
+  /** MoE budget sweep: sample at temperature 1 with this seed (both engines) instead of greedy. */
+  sampleSeed?: number;
   /** Longest a llama.cpp run may take (default as flexinfer's). */
   llamaCppTimeoutMs?: number;
   onLog: (line: string) => void;

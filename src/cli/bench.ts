@@ -35,6 +35,9 @@ Options:
                        token and % of flexinfer's I/O bound
   --budgets LIST       budget sweep: only these points, e.g. 75,50 or 25,12.5 (to sweep in parts)
   --llamacpp-timeout S budget sweep: stop a llama.cpp run after S seconds (reported as timeout)
+  --sample-seed N      MoE budget sweep: both engines sample (temperature 1, seed N) instead of
+                       greedy: random-weight files repeat one greedy token, whose experts then
+                       always hit; sampled tokens route as the file does (near uniform)
   --expert-cache MODE, --expert-policy P, --no-expert-prefetch   MoE expert cache (see run --help)
   --kv-sweep           KV cache memory, kernel and engine speed: vtensor vs paged vs contiguous
   --kv-parts LIST      with --kv-sweep: measure only these parts (memory,kernels,decode,chat)
@@ -79,6 +82,7 @@ export async function run(argv: string[]): Promise<number> {
       resume: { type: 'string' },
       'no-llamacpp': { type: 'boolean' },
       'llamacpp-timeout': { type: 'string' },
+      'sample-seed': { type: 'string' },
       'expert-cache': { type: 'string' },
       'expert-policy': { type: 'string' },
       'no-expert-prefetch': { type: 'boolean' },
@@ -167,6 +171,7 @@ export async function run(argv: string[]): Promise<number> {
       ...serve,
       ...(budgets ? { budgets } : {}),
       ...(values['llamacpp-timeout'] !== undefined ? { llamaCppTimeoutMs: 1000 * numberOption('llamacpp-timeout', values['llamacpp-timeout'], { min: 1 })! } : {}),
+      ...(values['sample-seed'] !== undefined ? { sampleSeed: int('sample-seed', values['sample-seed'], 0, 0) } : {}),
       ...(loadOptionsFrom(values).experts ? { experts: loadOptionsFrom(values).experts! } : {}),
       onLog: log,
     });
