@@ -170,11 +170,11 @@ function fmt(r: Run): string {
 function moeTable(result: { model: string; routing: string; decoding: string; runs: number; rows: Array<Record<string, any>> }): string {
   const c = (v: unknown, d = 2): string => (v == null ? '-' : typeof v === 'number' ? v.toFixed(d) : String(v));
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}; ${result.decoding}; routing: ${result.routing}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  hit rate  MiB/token  I/O bound  % of bound  prediction\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  hit rate  MiB/token  I/O bound  % of bound  prediction  storage GB/s\n';
   for (const r of result.rows) {
     const f = r.flexinfer;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
-    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)}\n`;
+    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)} ${c(r.storage ? r.storage.best_bytes_per_sec / 1e9 : null).padStart(13)}\n`;
   }
   return t;
 }
