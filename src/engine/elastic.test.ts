@@ -15,7 +15,6 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +24,7 @@ import { SYNTH_PRESETS } from '../synth/presets.js';
 import { InsufficientMemoryError } from '../errors.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
 import { loadModel } from './model.js';
+import { runNode } from '../weights/testing.js';
 import type { ScenarioResult } from './elastic-scenario.js';
 
 const MiB = 1 << 20;
@@ -36,18 +36,6 @@ const LONG = { timeout: 10 * 60_000 };
 const cgroups = memoryCgroupSupport();
 // KV floor of 2 MiB: KV beyond one slot of 128 tokens must come out of the weights' share.
 const FLOOR = 2 * MiB;
-
-function runNode(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 function parse(stdout: string, what: string): ScenarioResult {
   const line = stdout.trim().split('\n').pop() ?? '';

@@ -9,13 +9,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { synthesize } from '../synth/synth.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from './cgroup.js';
+import { runNode } from './testing.js';
 
 const MiB = 1048576;
 const support = memoryCgroupSupport();
@@ -44,25 +44,12 @@ function tokensOf(stdout: string, label: string): number[] {
   return j.tokens as number[];
 }
 
-/** The unbudgeted reference, outside any cgroup. */
-function runPlain(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    c.stdout.on('data', (d) => (stdout += d));
-    c.stderr.on('data', (d) => (stderr += d));
-    c.on('error', reject);
-    c.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
 let refTokens: number[] = [];
 
 before(async () => {
   if (skip) return;
   await synthesize(MODEL, 'tinyllama-1.1b', 'q4_0', { seed: 9 });
-  const ref = await runPlain(runArgs(null));
+  const ref = await runNode(runArgs(null));
   assert.equal(ref.code, 0, ref.stderr);
   refTokens = tokensOf(ref.stdout, 'unbudgeted run');
 });
@@ -109,7 +96,7 @@ test('the same generation without a budget does not fit that cgroup (it is OOM-k
 
 test('at the minimum budget the CLI reports, the generation fits minimum + 64 MiB too', { ...LONG, skip }, async () => {
   // The CLI's own minimum for these settings, from its error for a 1-byte budget.
-  const tooSmall = await runPlain(runArgs(1));
+  const tooSmall = await runNode(runArgs(1));
   assert.notEqual(tooSmall.code, 0);
   const m = /below the minimum of (\d+) bytes/.exec(tooSmall.stderr);
   assert.ok(m, `no minimum in the CLI's error: ${tooSmall.stderr.slice(0, 300)}`);

@@ -3,6 +3,7 @@
  * the stores' tests also cross-check the reader) and a synthetic model's tensor list.
  * @internal
  */
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { GgmlType, ggmlRowBytes } from '../gguf/ggml-type.js';
 
@@ -115,4 +116,17 @@ export function f32Bytes(n: number, seed: number): Uint8Array {
   const f = new Float32Array(n);
   for (let i = 0; i < n; i++) f[i] = (r[4 * i]! | (r[4 * i + 1]! << 8)) / 32768 - 1;
   return new Uint8Array(f.buffer);
+}
+
+/** Runs `node ARGS` outside any cgroup and collects its exit code, stdout and stderr. */
+export function runNode(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d) => (stdout += d));
+    c.stderr.on('data', (d) => (stderr += d));
+    c.on('error', reject);
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
