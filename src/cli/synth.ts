@@ -8,6 +8,7 @@ import { FlexinferError, InvalidOptionError } from '../errors.js';
 import { SYNTH_PRESETS, SYNTH_PRESET_NAMES } from '../synth/presets.js';
 import { SYNTH_TYPES, synthPreset, synthType } from '../synth/plan.js';
 import { synthesize } from '../synth/synth.js';
+import { rewriteSynthTensors } from '../synth/rewrite.js';
 import { createProgress } from './progress.js';
 
 const HELP = `Usage: flexinfer synth --preset NAME --type TYPE -o FILE [options]
@@ -30,6 +31,10 @@ Options:
   --router-skew S MoE presets: skew the routers (expert popularity ~ Zipf-like, exponent S;
                   default 0 = random routers, near-uniform routing); results on such files
                   are synthetic skew, written as flexinfer.synth.router_skew
+  --rewrite T,..  rewrite only these tensors of the existing FILE in place (a name, or a
+                  suffix such as ffn_gate_inp.weight for every layer's router), after a
+                  generator change; they must have this preset/type/--layers' types and
+                  shapes in FILE, and --seed must be the one it was written with
   --ref-quant     K-quants and IQ4_XS with llama.cpp's reference scale search (bit-exact
                   with quantize_row_*_ref, 3-6x slower); default: search-free fit, same layout
   --json          print a JSON summary on stdout
@@ -63,6 +68,7 @@ export async function run(argv: string[]): Promise<number> {
       'ref-quant': { type: 'boolean', default: false },
       'router-skew': { type: 'string' },
       layers: { type: 'string' },
+      rewrite: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -98,6 +104,22 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGINT', onSigint);
   let progress: ReturnType<typeof createProgress> | undefined;
   try {
+    if (values.rewrite !== undefined) {
+      const names = values.rewrite.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
+      if (names.length === 0) throw new InvalidOptionError('--rewrite', 'give one or more tensor names, comma-separated');
+      const r = await rewriteSynthTensors(values.output, preset, type, names, {
+        seed,
+        referenceQuant: values['ref-quant'],
+        onProgress: (done, total) => {
+          progress ??= createProgress(`rewrite ${preset.name} ${type}`, total);
+          progress.update(done);
+        },
+      });
+      progress?.done();
+      if (values.json) process.stdout.write(`${JSON.stringify({ path: r.path, preset: preset.name, type, seed, rewritten: r.tensors, bytes: r.bytes, identical: r.identical, seconds: Number(r.seconds.toFixed(3)) })}\n`);
+      else process.stdout.write(`rewrote ${r.tensors.length} tensors of ${r.path} (${(r.bytes / 2 ** 20).toFixed(1)} MiB) in ${r.seconds.toFixed(1)} s${r.identical ? '' : '; the rest of the file differs from a fresh synth (written by an older generator)'}\n`);
+      return 0;
+    }
     const result = await synthesize(values.output, preset, type, {
       seed,
       alignment,

@@ -51,6 +51,25 @@ export interface SynthPlan {
   fileSize: number;
 }
 
+/**
+ * Token embedding std of Mixture-of-Experts presets: 1 (each element ~ N(0, 1), so the
+ * embedding's RMS is 1, as a normed hidden state's), where dense presets use 1 / sqrt(dim).
+ *
+ * Why (measured on tiny-qwen3moe q8_0, 32 random tokens in one sequence): random q and k make
+ * attention nearly uniform, so every position's attention output is about the mean of its
+ * context's values, a part of the residual stream all tokens of a sequence share, and it
+ * grows with depth (rank collapse of random attention). Next to it an embedding of norm 1 is
+ * small: the router inputs of different tokens had a mean pairwise cosine of 0.31, 0.49, 0.64,
+ * 0.71 in layers 0-3 (0.01 for the same tokens each alone at position 0), and one expert was
+ * picked by 31 of 32 tokens. The Qwen3-30B-A3B synth at 25% hit its expert cache 93% of the
+ * time over 12 different sampled tokens (uniform routing: ~19%). With unit-RMS embeddings the
+ * token's own part dominates: cosines 0.01-0.04, routing as spread as uniform routing (see
+ * routing.test.ts), as a real model's routers, whose logits depend on the token.
+ * (Dense presets keep their files: nothing routes there, and their tests compare with
+ * llama.cpp on the bytes they have.)
+ */
+export const MOE_EMBEDDING_STD = 1;
+
 /** A preset by name, or InvalidOptionError listing the known ones. */
 export function synthPreset(name: string): SynthPreset {
   const p = SYNTH_PRESETS[name];
@@ -89,6 +108,9 @@ function tokenizerMetadata(v: VocabSource): Array<[string, GgufValue]> {
  * residual-writing ones (attn_output, ffn_down) further divided by sqrt(2 * layers) so the
  * residual stream, a sum of 2 * layers such terms, stays O(1); norm weights 1 + N(0, 0.02^2);
  * embeddings and output N(0, 1/dim), which also keeps tied logits at unit scale.
+ *
+ * Mixture-of-Experts presets differ in the token embeddings (see MOE_EMBEDDING_STD): their
+ * routers must see each token, not what every token of a sequence shares.
  */
 export function planSynth(preset: SynthPreset | string, type: SynthType | string, alignment = 4096): SynthPlan {
   const p = typeof preset === 'string' ? synthPreset(preset) : preset;
@@ -112,9 +134,13 @@ export function planSynth(preset: SynthPreset | string, type: SynthType | string
     add('rope_freqs.weight', [headDim / 2], { kind: 'values', values: llama3RopeFactors(headDim, p.ropeBase, p.ropeScaling) });
   }
   addGlobalTensors(p, (name, values) => add(name, [values.length], { kind: 'values', values }));
-  matrix('token_embd.weight', 'token_embd', 0, [p.dim, p.nVocab], 1 / Math.sqrt(p.dim));
+  const embStd = p.moe ? MOE_EMBEDDING_STD : 1 / Math.sqrt(p.dim);
+  matrix('token_embd.weight', 'token_embd', 0, [p.dim, p.nVocab], embStd);
   for (let i = 0; i < p.nLayers; i++) addLayerTensors(p, i, { matrix, vector });
-  vector('output_norm.weight', p.dim, 1, 0.02);
+  // Tied logits are output_norm(h) · token_embd: the norm's weights bring them back to unit
+  // scale when the embeddings are wider than N(0, 1/dim).
+  const outNorm = p.tiedOutput ? 1 / (embStd * Math.sqrt(p.dim)) : 1;
+  vector('output_norm.weight', p.dim, outNorm, 0.02 * outNorm);
   if (!p.tiedOutput) matrix('output.weight', 'output', p.nLayers, [p.dim, p.nVocab], 1 / Math.sqrt(p.dim));
 
   const types = mixTypes(t, { arch: p.arch, nLayers: p.nLayers, nHeads: p.nHeads, nKvHeads: p.nKvHeads, ...(p.moe ? { nExperts: p.moe.experts } : {}) }, specs);
