@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrateStorage, calibrationCachePath, calibrationIsStale, CALIBRATION_DRIFT, CALIBRATION_MAX_AGE_MS, readCachedCalibration, refreshCalibration, type Calibration } from './calibrate.js';
-import { readPathsFrom } from './create.js';
+import { deepestNearBest, DEPTH_TIE, readPathsFrom } from './create.js';
 import { randomBytes } from './testing.js';
 
 function withCache<T>(fn: (dir: string) => T): T {
@@ -51,7 +51,8 @@ test('calibrateStorage probes every read path, keeps the fastest, caches it per 
     // The streamer's candidates (their order: the readPathsFrom test): the first two are of both kinds.
     const paths = readPathsFrom(cal);
     const directProbe = cal.probes.some((p) => p.direct);
-    assert.deepEqual(paths[0], directProbe ? { direct: true, depth: cal.probes.find((p) => p.direct && p.bytesPerSec === cal.directBytesPerSec)!.depth, prior: cal.directBytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec });
+    const start = deepestNearBest(cal.probes.filter((p) => p.direct));
+    assert.deepEqual(paths[0], directProbe ? { direct: true, depth: start!.depth, prior: start!.bytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec });
     assert.notEqual(paths[1]!.direct, paths[0]!.direct);
   });
 });
@@ -126,4 +127,20 @@ test('readPathsFrom: the best O_DIRECT probe first (under a budget the page cach
     { direct: true, depth: 8 },
     { direct: false, depth: 8 },
   ]);
+});
+
+test('deepestNearBest: among probes within DEPTH_TIE of the fastest, the deepest', () => {
+  const probe = (depth: number, gbs: number) => ({ direct: true, depth, bytes: 1 << 28, seconds: (1 << 28) / (gbs * 1e9), bytesPerSec: gbs * 1e9 });
+  // The 25% point's "before" probes: direct@4 is fastest by 3%, direct@32 is 8% below it.
+  const sweep = [probe(1, 1.15), probe(2, 1.4), probe(4, 1.63), probe(8, 1.56), probe(16, 1.44), probe(32, 1.5)];
+  assert.equal(deepestNearBest(sweep)!.depth, 32);
+  assert.deepEqual(readPathsFrom({ path: { direct: true, depth: 4 }, readBytesPerSec: 1.63e9, probes: sweep }), [
+    { direct: true, depth: 32, prior: 1.5e9 },
+    { direct: false, depth: 4 },
+    { direct: true, depth: 16 },
+  ]);
+  // A deeper path clearly slower (more than DEPTH_TIE) does not win.
+  assert.ok(DEPTH_TIE < 0.2);
+  assert.equal(deepestNearBest([probe(4, 2.0), probe(32, 1.5)])!.depth, 4);
+  assert.equal(deepestNearBest([]), undefined);
 });

@@ -11,7 +11,7 @@ import { InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
 import { calibrateStorage, calibrationIsStale, readCachedCalibration, refreshCalibration, saveCalibration, type Calibration } from './calibrate.js';
-import { bestProbe, type ReadPath } from './probe.js';
+import { bestProbe, type ProbeResult, type ReadPath } from './probe.js';
 import { embeddingLayout } from './embed.js';
 import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
 import { ElasticWeightStore } from './elastic-store.js';
@@ -154,8 +154,8 @@ export function windowFromEnv(value = process.env.FLEXINFER_WINDOW): number | un
  * other kind (O_DIRECT vs buffered) and the start's kind at twice (or, at the deepest, half)
  * its depth; between tokens it moves to whichever its own reads say is fastest.
  *
- * NOTE: a budgeted run starts on the best O_DIRECT probe, even when a buffered probe was
- * faster. The probes run outside any memory limit; buffered reads go through the page cache,
+ * NOTE: a budgeted run starts on O_DIRECT (the deepest probe near the best: deepestNearBest),
+ * even when a buffered probe was faster. The probes run outside any memory limit; buffered reads go through the page cache,
  * which a memory cgroup charges to the run, so at the limit every buffered read waits for
  * reclaim. tinyllama-1.1b Q8_0 at 50% in a cgroup of budget + 64 MiB (18:21-18:27 UTC, one
  * run per path, quiet machine; diag3.sh in the issue-9 notes): buffered@4 2.60 / 1.59 GB/s,
@@ -166,7 +166,7 @@ export function windowFromEnv(value = process.env.FLEXINFER_WINDOW): number | un
  * reads tensors with resident ones between them, so it is tried at the selector's usual cadence.
  */
 export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBytesPerSec'>): Array<ReadPath & { prior?: number }> {
-  const direct = bestProbe(cal.probes, (p) => p.direct);
+  const direct = deepestNearBest(cal.probes.filter((p) => p.direct));
   const start = direct ? { direct: true, depth: direct.depth, prior: direct.bytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec };
   const other = bestProbe(cal.probes, (p) => p.direct !== start.direct);
   const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== start.direct)!;
@@ -176,6 +176,23 @@ export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBy
     other ? { direct: other.direct, depth: other.depth, prior: other.bytesPerSec } : fallback,
     ...(sibling.depth !== start.depth ? [sibling] : []),
   ];
+}
+
+/** Probes within this fraction of the best one count as ties, won by the deeper path. */
+export const DEPTH_TIE = 0.15;
+
+/**
+ * The deepest probe within DEPTH_TIE of the fastest. The 256 MiB sequential probes rarely tell
+ * O_DIRECT depths from 2 up apart (1.4-1.8 GB/s at every depth in one 25% sweep point), while a
+ * run's reads, tensors with resident ones between them, kept more of the device busy deeper:
+ * at 25% of tinyllama Q8_0 the run on direct@4 (the best probe by 3%) read 1.39 GB/s with
+ * 3.9 reads in flight, at 50% direct@16-32 read 2.7-3.9 GB/s against direct@8's 2.55.
+ * Reads in flight cost the engine nothing but ring space it already has.
+ */
+export function deepestNearBest(probes: readonly ProbeResult[]): ProbeResult | undefined {
+  const best = bestProbe(probes);
+  if (!best) return undefined;
+  return probes.filter((p) => p.bytesPerSec >= (1 - DEPTH_TIE) * best.bytesPerSec).reduce((a, b) => (b.depth > a.depth ? b : a));
 }
 
 /** An onMeasuredRate that saves a refreshed calibration when the run disagrees with it. */
