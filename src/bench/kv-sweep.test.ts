@@ -80,3 +80,22 @@ test('kv-sweep parts: parse, merge earlier results, render only what is present'
   assert.equal(out.svg.match(/<svg x=/g)?.length, 5);
   assert.equal(renderKvSweep(base()).svg, '', 'nothing measured, no plot');
 });
+
+test('kv-sweep memory part of a sliding-window model: no-unmap and llama.cpp columns, the long-context row and its summary', () => {
+  const MiB = 1 << 20;
+  const row = (n: number) => ({ ...memoryRow(n, 10 * n * MiB, 12 * n * MiB), vtensor_nowindow_bytes: 11 * n * MiB, ...(n <= 16 && { llamacpp_bytes: 20 * n * MiB, vtensor_vs_llamacpp: 0.5 }) });
+  const data: KvSweepData = {
+    ...base(),
+    shape: { numLayers: 6, kvDim: 256, maxContext: 4096, layerWindows: [512, 512, 512, 512, 512, 0] },
+    parts: { memory: at('t1') },
+    memory: [1, 4, 16, 64].map(row),
+    memory_long: { ...memoryRow(1, 6 * MiB, 24 * MiB), vtensor_vs_contiguous: 0.25, vtensor_nowindow_bytes: 24 * MiB, llamacpp_bytes: 10 * MiB, vtensor_vs_llamacpp: 0.6 },
+  };
+  const out = renderKvSweep(data);
+  assert.match(out.table, /5 of 6 layers slide \(window 512\)/);
+  assert.match(out.table, /no-unmap MiB {2}llama\.cpp MiB/);
+  assert.match(out.table, /^64 .* 704\.0 +- +-$/m, '64 sequences: no llama.cpp figure');
+  assert.match(out.table, /^1 long +100 .* 24\.0 +10\.0 +0\.6$/m);
+  const summary = (out.result as { summary: Record<string, unknown> }).summary;
+  assert.deepEqual(summary.memory_long_context, { vtensor_vs_contiguous: 0.25, window_unmap_saved_bytes: 18 * MiB, vtensor_vs_llamacpp: 0.6 });
+});

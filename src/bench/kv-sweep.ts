@@ -22,17 +22,25 @@ import { median, ratio, round } from './stats.js';
 import { composePlots, renderLinePlot } from './svg.js';
 import { runKernelBench } from './kv-kernels.js';
 import { runChatTtft, runEngineDecode, TURNS } from './kv-engine.js';
+import { llamaCppKvCaches, loadLlamaCpp } from './llamacpp.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
 
 const CONCURRENCY = [1, 4, 16, 64];
+/** llama.cpp's KV is measured up to 16 sequences (64 x 4096 cells is beyond most models' training context). */
+const LLAMACPP_KV_SEQUENCES = [1, 4, 16];
 const MiB = 1024 * 1024;
 
-function memoryRows(mem: KvMemoryBenchRow[]) {
-  return CONCURRENCY.map((n) => {
+/** llama.cpp's KV bytes for N sequences of up to maxContext tokens each. */
+type LlamaKv = Map<number, number>;
+
+function memoryRows(mem: KvMemoryBenchRow[], llamaKv?: LlamaKv, concurrency = CONCURRENCY) {
+  return concurrency.map((n) => {
     const at = (layout: string) => mem.find((r) => r.layout === layout && r.numSequences === n)!;
     const v = at('vtensor');
     const p = at('paged');
     const c = at('contiguous');
+    const nowindow = mem.find((r) => r.layout === 'vtensor-nowindow' && r.numSequences === n);
+    const llamacpp = llamaKv?.get(n);
     const perToken = (r: KvMemoryBenchRow) => round((r.ensureMs + r.commitMs) / r.totalTokens, 5);
     return {
       sequences: n,
@@ -41,6 +49,10 @@ function memoryRows(mem: KvMemoryBenchRow[]) {
       vtensor_bytes: v.peakMappedBytes,
       paged_bytes: p.peakMappedBytes,
       contiguous_bytes: c.peakMappedBytes,
+      // Sliding-window models: vTensor with window unmapping off (what the window alone saves),
+      // and llama.cpp's own KV allocation for the same sequences (its SWA cache is window-sized).
+      ...(nowindow && { vtensor_nowindow_bytes: nowindow.peakMappedBytes }),
+      ...(llamacpp !== undefined && { llamacpp_bytes: llamacpp, vtensor_vs_llamacpp: ratio(v.peakMappedBytes, llamacpp) }),
       vtensor_vs_contiguous: ratio(v.peakMappedBytes, c.peakMappedBytes),
       paged_vs_vtensor: ratio(p.peakMappedBytes, v.peakMappedBytes),
       vtensor_fragmentation_percent: round(v.fragmentationPercent),
@@ -66,21 +78,25 @@ type ChatResult = Awaited<ReturnType<typeof runChatTtft>>;
 /** The measured data of a (possibly partial) sweep, as written to the JSON result. */
 export interface KvSweepData {
   model: string;
-  shape: { numLayers: number; kvDim: number; maxContext: number };
+  shape: { numLayers: number; kvDim: number; maxContext: number; layerWindows?: number[] };
   attention: { numHeads: number; numKvHeads: number; headDim: number };
   /** When and how long each part ran (parts merged from earlier runs keep their own). */
   parts: Partial<Record<KvSweepPart, { started: string; seconds: number; threads: number; runs: number }>>;
   memory?: MemoryRow[];
+  /** One conversation grown to the full context (where sliding windows matter most). */
+  memory_long?: MemoryRow;
   kernel_decode?: KernelResult['decode'];
   kernel_prefix_prefill?: KernelResult['prefix_prefill'];
   engine_decode?: Awaited<ReturnType<typeof runEngineDecode>>;
   multi_turn?: ChatResult['turns'];
   skipped?: string[];
   llamacpp_error?: string;
+  /** Why llama.cpp's KV size is missing from the memory part. */
+  llamacpp_kv_error?: string;
 }
 
 const PART_KEYS: Record<KvSweepPart, Array<keyof KvSweepData>> = {
-  memory: ['memory'],
+  memory: ['memory', 'memory_long', 'llamacpp_kv_error'],
   kernels: ['kernel_decode', 'kernel_prefix_prefill', 'skipped'],
   decode: ['engine_decode'],
   chat: ['multi_turn', 'llamacpp_error'],
@@ -127,10 +143,28 @@ export function mergeKvParts(data: KvSweepData, earlier: KvSweepData[], run: rea
   }
 }
 
+/** llama.cpp's KV cache sizes for 1, 4, 16 sequences of up to maxContext tokens, or why not. */
+async function measureLlamaCppKv(path: string, maxContext: number, onLog: (s: string) => void): Promise<LlamaKv | string> {
+  const handle = await loadLlamaCpp();
+  if ('error' in handle) return handle.error;
+  const out: LlamaKv = new Map();
+  try {
+    for (const n of LLAMACPP_KV_SEQUENCES) {
+      const caches = await llamaCppKvCaches(handle, path, maxContext, n);
+      onLog(`    llama.cpp KV, ${n} x ${maxContext} tokens: ${caches.map((c) => `${c.layers} layers x ${c.sequences} x ${c.cells} cells ${(c.bytes / MiB).toFixed(1)} MiB`).join(' + ')}`);
+      out.set(n, caches.reduce((a, c) => a + c.bytes, 0));
+    }
+  } catch (e) {
+    return `llama.cpp KV size not measured: ${(e as Error).message.split('\n')[0]}`;
+  }
+  return out;
+}
+
 export async function runKvSweep(path: string, o: SweepOptions): Promise<SweepOutput> {
   const config = modelConfigFromGguf(readGgufSync(path));
   const kvDim = config.numKvHeads * config.headDim;
-  const shape = { numLayers: config.numLayers, kvDim, maxContext: 4096 };
+  const windows = config.layerWindows?.some((w) => w > 0) ? config.layerWindows : undefined;
+  const shape = { numLayers: config.numLayers, kvDim, maxContext: 4096, ...(windows && { layerWindows: windows }) };
   const data: KvSweepData = {
     model: path,
     shape,
@@ -147,9 +181,14 @@ export async function runKvSweep(path: string, o: SweepOptions): Promise<SweepOu
     data.parts[part] = { started: started.toISOString(), seconds: round((performance.now() - t0) / 1000, 1), threads: o.threads, runs: o.runs };
   };
 
-  await timed('memory', () => {
+  await timed('memory', async () => {
     o.onLog('(a) KV memory: vtensor vs paged vs contiguous ...');
-    data.memory = memoryRows(runKvMemoryBench({ shape, concurrency: CONCURRENCY, headDim: config.headDim }));
+    const llamaKv = o.noLlamaCpp ? undefined : await measureLlamaCppKv(path, shape.maxContext, o.onLog);
+    if (typeof llamaKv === 'string') data.llamacpp_kv_error = llamaKv;
+    const kv = typeof llamaKv === 'string' ? undefined : llamaKv;
+    data.memory = memoryRows(runKvMemoryBench({ shape, concurrency: CONCURRENCY, headDim: config.headDim }), kv);
+    const long = runKvMemoryBench({ shape, concurrency: [1], headDim: config.headDim, lengths: () => [{ prompt: 512, total: shape.maxContext }] });
+    data.memory_long = memoryRows(long, kv, [1])[0];
   });
   await timed('kernels', () => {
     o.onLog('(k) attention kernels ...');
@@ -188,6 +227,13 @@ export function renderKvSweep(data: KvSweepData): SweepOutput {
         chat_ttft_turn10_recompute_over_vtensor: ratio(turns[TURNS - 1]!.recompute_ttft_ms, turns[TURNS - 1]!.vtensor_ttft_ms),
       }),
     ...(mem && { memory_paged_over_vtensor_at_16: mem.find((r) => r.sequences === 16)!.paged_vs_vtensor }),
+    ...(data.memory_long && {
+      memory_long_context: {
+        vtensor_vs_contiguous: data.memory_long.vtensor_vs_contiguous,
+        ...(data.memory_long.vtensor_nowindow_bytes !== undefined && { window_unmap_saved_bytes: data.memory_long.vtensor_nowindow_bytes - data.memory_long.vtensor_bytes }),
+        ...(data.memory_long.vtensor_vs_llamacpp !== undefined && { vtensor_vs_llamacpp: data.memory_long.vtensor_vs_llamacpp }),
+      },
+    }),
   };
   const result = { ...data, summary };
   const config = data.attention;
@@ -195,9 +241,19 @@ export function renderKvSweep(data: KvSweepData): SweepOutput {
   let table = `${path}: KV layouts, vtensor vs paged vs contiguous\n`;
   table += `parts: ${measured.map((part) => `${part} (${data.parts[part]!.started}, ${data.parts[part]!.seconds} s)`).join(', ')}\n`;
   if (mem) {
-    table += '\n(a) KV bytes at peak, lognormal lengths, maxContext 4096\n';
-    table += 'seqs  tokens   live MiB  vtensor MiB  paged MiB  contiguous MiB  paged/vtensor\n';
-    for (const r of mem) table += `${String(r.sequences).padEnd(5)} ${pad(r.tokens, 6)} ${pad((r.live_bytes / MiB).toFixed(1), 10)} ${pad((r.vtensor_bytes / MiB).toFixed(1), 12)} ${pad((r.paged_bytes / MiB).toFixed(1), 10)} ${pad((r.contiguous_bytes / MiB).toFixed(1), 15)} ${pad(r.paged_vs_vtensor, 14)}\n`;
+    const windows = data.shape.layerWindows?.filter((w) => w > 0);
+    const extra = mem.some((r) => r.vtensor_nowindow_bytes !== undefined);
+    const llama = mem.some((r) => r.llamacpp_bytes !== undefined);
+    const mib = (b: number | undefined) => (b === undefined ? '-' : (b / MiB).toFixed(1));
+    table += '\n(a) KV bytes at peak, lognormal lengths, maxContext 4096';
+    if (windows?.length) table += `; ${windows.length} of ${data.shape.numLayers} layers slide (window ${[...new Set(windows)].join('/')})`;
+    table += '\nseqs  tokens   live MiB  vtensor MiB  paged MiB  contiguous MiB  paged/vtensor';
+    table += `${extra ? '  no-unmap MiB' : ''}${llama ? '  llama.cpp MiB  vtensor/llama.cpp' : ''}\n`;
+    const line = (label: string, r: MemoryRow) =>
+      `${label.padEnd(5)} ${pad(r.tokens, 6)} ${pad(mib(r.live_bytes), 10)} ${pad(mib(r.vtensor_bytes), 12)} ${pad(mib(r.paged_bytes), 10)} ${pad(mib(r.contiguous_bytes), 15)} ${pad(r.paged_vs_vtensor, 14)}` +
+      `${extra ? pad(mib(r.vtensor_nowindow_bytes), 14) : ''}${llama ? `${pad(mib(r.llamacpp_bytes), 15)} ${pad(r.vtensor_vs_llamacpp ?? null, 18)}` : ''}\n`;
+    for (const r of mem) table += line(String(r.sequences), r);
+    if (data.memory_long) table += line('1 long', data.memory_long) + '(1 long: one conversation grown to the full context)\n';
   }
   if (kDecode) {
     table += `\n(k) decode attention, one layer (${config.numHeads} heads, ${config.numKvHeads} kv heads, headDim ${config.headDim}), ms per step\n`;
@@ -220,6 +276,7 @@ export function renderKvSweep(data: KvSweepData): SweepOutput {
   }
   if (data.skipped?.length) table += `skipped: ${data.skipped.join('; ')}\n`;
   if (data.llamacpp_error) table += `llama.cpp not measured: ${data.llamacpp_error}\n`;
+  if (data.llamacpp_kv_error) table += `${data.llamacpp_kv_error}\n`;
 
   const layoutSeries = <T>(rows: T[], get: (r: T, layout: 'vtensor' | 'paged' | 'contiguous') => number | null) =>
     (['vtensor', 'paged', 'contiguous'] as const).map((l) => ({ name: l, values: rows.map((r) => get(r, l)) }));
@@ -255,7 +312,12 @@ export function renderKvSweep(data: KvSweepData): SweepOutput {
         xLabel: 'concurrent sequences',
         yLabel: 'MiB',
         xTicks: mem.map((r) => String(r.sequences)),
-        series: [...layoutSeries(mem, (r, l) => r[`${l}_bytes`] / MiB), { name: 'tokens', values: mem.map((r) => r.live_bytes / MiB), dashed: true }],
+        series: [
+          ...layoutSeries(mem, (r, l) => r[`${l}_bytes`] / MiB),
+          ...(mem.some((r) => r.vtensor_nowindow_bytes !== undefined) ? [{ name: 'vtensor, no window unmap', values: mem.map((r) => (r.vtensor_nowindow_bytes === undefined ? null : r.vtensor_nowindow_bytes / MiB)), dashed: true }] : []),
+          ...(mem.some((r) => r.llamacpp_bytes !== undefined) ? [{ name: 'llama.cpp', values: mem.map((r) => (r.llamacpp_bytes === undefined ? null : r.llamacpp_bytes / MiB)) }] : []),
+          { name: 'tokens', values: mem.map((r) => r.live_bytes / MiB), dashed: true },
+        ],
         logY: true,
       }),
     );

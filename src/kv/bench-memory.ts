@@ -38,6 +38,8 @@ export interface KvMemoryBenchOptions {
   medianOutputTokens?: number;
   sigma?: number;
   seed?: number;
+  /** Sequence lengths for N (default: sampleLengths). */
+  lengths?: (n: number) => { prompt: number; total: number }[];
 }
 
 /** One (layout, N) measurement. */
@@ -125,12 +127,18 @@ function measure(m: KvManager, lengths: { prompt: number; total: number }[]): Kv
   };
 }
 
-/** Runs the sweep: for every N, the three layouts over the same sampled lengths. */
+const hasWindows = (shape: KvShape) => shape.layerWindows?.some((w) => w > 0) === true;
+
+/**
+ * Runs the sweep: for every N, the three layouts over the same sampled lengths (and, for a
+ * model with sliding-window layers, vTensor without window unmapping: layout 'vtensor-nowindow').
+ * `lengths` replaces the sampled lengths (e.g. one conversation at the full context).
+ */
 export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBenchRow[] {
   const shape = opts.shape ?? TINYLLAMA_KV_SHAPE;
   const rows: KvMemoryBenchRow[] = [];
   for (const n of opts.concurrency ?? [1, 4, 16, 64]) {
-    const lengths = sampleLengths(n, opts, shape.maxContext);
+    const lengths = opts.lengths?.(n) ?? sampleLengths(n, opts, shape.maxContext);
     // Both pools can hold the worst case (every sequence at max context).
     const capacityBytes = n * shape.maxContext * bytesPerToken(shape);
     const c = new ContiguousKvManager({ shape, capacityBytes, maxSequences: n });
@@ -138,9 +146,16 @@ export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBench
     c.dispose();
     // 64 KiB, or lcm(64 KiB, token row) when a row does not divide it (tiny-15m's 576 B rows).
     const chunkBytes = opts.chunkBytes ?? chooseChunkBytes(shape, 0);
-    const v = new VTensorKvManager({ shape, capacityBytes: capacityBytes + n * 2 * shape.numLayers * chunkBytes, chunkBytes });
+    const vtensorCapacity = capacityBytes + n * 2 * shape.numLayers * chunkBytes;
+    const v = new VTensorKvManager({ shape, capacityBytes: vtensorCapacity, chunkBytes });
     rows.push(measure(v, lengths));
     v.dispose();
+    if (hasWindows(shape)) {
+      // The same layout with sliding-window unmapping off: what the window alone saves.
+      const full = new VTensorKvManager({ shape, capacityBytes: vtensorCapacity, chunkBytes, windowUnmap: false });
+      rows.push({ ...measure(full, lengths), layout: 'vtensor-nowindow' });
+      full.dispose();
+    }
     const p = new PagedKvManager({ shape, capacityBytes: kvPoolSize(shape, n, 'paged').kvBytes, ...(opts.headDim ? { headDim: opts.headDim } : {}) });
     rows.push(measure(p, lengths));
     p.dispose();
