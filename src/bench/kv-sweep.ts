@@ -47,6 +47,7 @@ function memoryRows(mem: KvMemoryBenchRow[], llamaKv?: LlamaKv, concurrency = CO
       tokens: v.totalTokens,
       live_bytes: v.liveBytes,
       vtensor_bytes: v.peakMappedBytes,
+      ...(v.chunkBytes !== undefined && { vtensor_chunk_bytes: v.chunkBytes }),
       paged_bytes: p.peakMappedBytes,
       contiguous_bytes: c.peakMappedBytes,
       // Sliding-window models: vTensor with window unmapping off (what the window alone saves),
@@ -247,6 +248,8 @@ export function renderKvSweep(data: KvSweepData): SweepOutput {
     const mib = (b: number | undefined) => (b === undefined ? '-' : (b / MiB).toFixed(1));
     table += '\n(a) KV bytes at peak, lognormal lengths, maxContext 4096';
     if (windows?.length) table += `; ${windows.length} of ${data.shape.numLayers} layers slide (window ${[...new Set(windows)].join('/')})`;
+    const chunks = mem.map((r) => r.vtensor_chunk_bytes).filter((c) => c !== undefined);
+    if (chunks.length) table += `; vTensor chunks ${[...new Set(chunks.map((c) => `${c / 1024} KiB`))].join(' / ')} (as the engine sizes them for the pool)`;
     table += '\nseqs  tokens   live MiB  vtensor MiB  paged MiB  contiguous MiB  paged/vtensor';
     table += `${extra ? '  no-unmap MiB' : ''}${llama ? '  llama.cpp MiB  vtensor/llama.cpp' : ''}\n`;
     const line = (label: string, r: MemoryRow) =>

@@ -29,7 +29,7 @@ export interface KvMemoryBenchOptions {
   shape?: KvShape;
   /** Concurrent sequence counts (default 1, 4, 16, 64). */
   concurrency?: number[];
-  /** vTensor chunk size (default 64 KiB, or lcm(64 KiB, token row)). */
+  /** vTensor chunk size (default: what the engine picks for the pool, chooseChunkBytes). */
   chunkBytes?: number;
   /** Paged: elements per kv head (default kvDim). */
   headDim?: number;
@@ -58,6 +58,8 @@ export interface KvMemoryBenchRow {
   /** Wall time of all commit() calls, milliseconds. */
   commitMs: number;
   mapMsOnCriticalPath: number;
+  /** vTensor rows: the chunk size used. */
+  chunkBytes?: number;
 }
 
 /** A lognormal sample with the given median (Box-Muller on a seeded PRNG). */
@@ -144,16 +146,18 @@ export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBench
     const c = new ContiguousKvManager({ shape, capacityBytes, maxSequences: n });
     rows.push(measure(c, lengths));
     c.dispose();
-    // 64 KiB, or lcm(64 KiB, token row) when a row does not divide it (tiny-15m's 576 B rows).
-    const chunkBytes = opts.chunkBytes ?? chooseChunkBytes(shape, 0);
+    // The chunk size the engine picks for this pool (kvPoolSize): 64 KiB, or lcm(64 KiB, token
+    // row), doubled while the full pool would need more than a quarter of vm.max_map_count
+    // mappings (16 and 64 sequences of a 4096-token context get larger chunks).
+    const chunkBytes = opts.chunkBytes ?? chooseChunkBytes(shape, capacityBytes);
     const vtensorCapacity = capacityBytes + n * 2 * shape.numLayers * chunkBytes;
     const v = new VTensorKvManager({ shape, capacityBytes: vtensorCapacity, chunkBytes });
-    rows.push(measure(v, lengths));
+    rows.push({ ...measure(v, lengths), chunkBytes });
     v.dispose();
     if (hasWindows(shape)) {
       // The same layout with sliding-window unmapping off: what the window alone saves.
       const full = new VTensorKvManager({ shape, capacityBytes: vtensorCapacity, chunkBytes, windowUnmap: false });
-      rows.push({ ...measure(full, lengths), layout: 'vtensor-nowindow' });
+      rows.push({ ...measure(full, lengths), layout: 'vtensor-nowindow', chunkBytes });
       full.dispose();
     }
     const p = new PagedKvManager({ shape, capacityBytes: kvPoolSize(shape, n, 'paged').kvBytes, ...(opts.headDim ? { headDim: opts.headDim } : {}) });
