@@ -128,6 +128,10 @@ async function compare(ours: Model, ref: { tokens: number[]; probs: Map<number, 
 type Shrink = Partial<Pick<SynthPreset, 'dim' | 'nLayers' | 'nHeads' | 'nKvHeads' | 'headDim' | 'ffn' | 'slidingWindow' | 'ropeDim' | 'longRope'>>;
 const NARROW_TINYLLAMA: Shrink = { dim: 256, nLayers: 4, nHeads: 8, nKvHeads: 2, ffn: 512 };
 const QWEN3_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 128, ffn: 512 };
+const SMOLLM3_SHRINK: Shrink = { dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, ffn: 512 };
+const GEMMA2_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ffn: 512, slidingWindow: 16 };
+const GEMMA3_SHRINK: Shrink = { dim: 256, nLayers: 6, nHeads: 4, nKvHeads: 1, headDim: 128, ffn: 512, slidingWindow: 16 };
+const PHI3_SHRINK: Shrink = { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ropeDim: 48, ffn: 512, longRope: { originalContext: 128 } };
 /** numGen: generated tokens (default NUM_GEN); seed: the synth seed (default 7). */
 const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance: number; tieTolerance: number; numGen?: number; seed?: number }> = [
   { preset: 'tiny-15m', type: 'f32', relTolerance: 1e-5, tieTolerance: 1e-3 },
@@ -151,7 +155,7 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   // qwen3: per-head q/k RMSNorm, NeoX rope, head_dim 128 on a 256 residual (q 512 wide).
   { preset: 'qwen3-0.6b', type: 'f16', shrink: QWEN3_SHRINK, relTolerance: 1e-2, tieTolerance: 0.05 },
   // smollm3: layer 3 has no RoPE.
-  { preset: 'smollm3-3b', type: 'q8_0', shrink: { dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, ffn: 512 }, relTolerance: 3e-2, tieTolerance: 0.15 },
+  { preset: 'smollm3-3b', type: 'q8_0', shrink: SMOLLM3_SHRINK, relTolerance: 3e-2, tieTolerance: 0.15 },
   // llama.cpp's mixes (synth/mixes.ts) with the types of matmul_legacy/k23/iq4.cc (Q5_1 and Q3_K
   // bitwise in the opt-in cases below: kept out of the suite for its run time). Where every matmul is bitwise llama.cpp's at every batch size (Q4_1, Q5_0, Q5_1,
   // Q8_0, Q3_K, Q5_K, Q6_K, IQ4_NL), the logits agree to f32 noise: 1e-5 (measured 1.1-1.4e-7
@@ -167,13 +171,13 @@ const CASES: Array<{ preset: string; type: string; shrink?: Shrink; relTolerance
   { preset: 'tinyllama-1.1b', type: 'iq4_nl', shrink: NARROW_TINYLLAMA, relTolerance: 1e-5, tieTolerance: 1e-3 }, // IQ4_NL, Q5_K attn_v
   // gemma2: embedding scale, post-norms, GEGLU, soft-capped scores and logits, layer 0 local
   // with a 16-token window (the prompt and the continuation run past it).
-  { preset: 'gemma-2-2b', type: 'q8_0', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ffn: 512, slidingWindow: 16 }, relTolerance: 3e-2, tieTolerance: 0.15 },
+  { preset: 'gemma-2-2b', type: 'q8_0', shrink: GEMMA2_SHRINK, relTolerance: 3e-2, tieTolerance: 0.15 },
   // gemma3: q/k norms, layers 0-4 local (window 16, base 10000), layer 5 global (base 1e6).
-  { preset: 'gemma-3-1b', type: 'f16', shrink: { dim: 256, nLayers: 6, nHeads: 4, nKvHeads: 1, headDim: 128, ffn: 512, slidingWindow: 16 }, relTolerance: 1e-2, tieTolerance: 0.05 },
+  { preset: 'gemma-3-1b', type: 'f16', shrink: GEMMA3_SHRINK, relTolerance: 1e-2, tieTolerance: 0.05 },
   // phi3: fused attn_qkv and gate|up, NeoX rope over 48 of 64 dimensions (partial rotary, as
   // Phi-4-mini's 96 of 128), GQA, longrope with original context 128 < the 256 both engines
   // run: the long factors and attn_factor sqrt(1 + ln(131072 / 128) / ln(128)) = 1.53.
-  { preset: 'phi-3.5-mini', type: 'q8_0', shrink: { dim: 256, nLayers: 2, nHeads: 4, nKvHeads: 2, headDim: 64, ropeDim: 48, ffn: 512, longRope: { originalContext: 128 } }, relTolerance: 3e-2, tieTolerance: 0.15 },
+  { preset: 'phi-3.5-mini', type: 'q8_0', shrink: PHI3_SHRINK, relTolerance: 3e-2, tieTolerance: 0.15 },
   // Mixture of experts: qwen3moe (qwen3 attention, 16 experts, 4 per token) and a Mixtral-style
   // llama (llama.expert_count, 8 experts, 2 per token): routing, experts grouped by rows.
   // 16 generated tokens (not 32): llama.cpp's full distributions over qwen3's 151,936 tokens are
@@ -212,6 +216,26 @@ if (process.env.FLEXINFER_FULL_MIXES) {
       if (type === 'f32' || type === 'f16' || type === 'bf16') continue;
       if (CASES.some((c) => c.preset === preset && c.type === type && !c.shrink)) continue;
       CASES.push({ preset, type, relTolerance: 3e-2, tieTolerance: 0.15 });
+    }
+  }
+}
+
+// Opt-in (FLEXINFER_ARCH_MATRIX=1): every architecture of the architectures issue x {f16, q8_0,
+// q4_k_m, q3_k_m, iq4_xs} on the suite's shrunk shapes (the suite runs one type per
+// architecture, for its run time). The K-quant / IQ4_XS mixes keep 3e-2 for the reason given
+// above (llama.cpp's Q4_K / Q2_K GEMM and IQ panels sum in another order than its GEMV).
+if (process.env.FLEXINFER_ARCH_MATRIX) {
+  const archs: Array<[string, Shrink]> = [
+    ['qwen3-0.6b', QWEN3_SHRINK],
+    ['smollm3-3b', SMOLLM3_SHRINK],
+    ['gemma-2-2b', GEMMA2_SHRINK],
+    ['gemma-3-1b', GEMMA3_SHRINK],
+    ['phi-3.5-mini', PHI3_SHRINK],
+  ];
+  for (const [preset, shrink] of archs) {
+    for (const type of ['f16', 'q8_0', 'q4_k_m', 'q3_k_m', 'iq4_xs']) {
+      if (CASES.some((c) => c.preset === preset && c.type === type)) continue;
+      CASES.push(type === 'f16' ? { preset, type, shrink, relTolerance: 1e-2, tieTolerance: 0.05 } : { preset, type, shrink, relTolerance: 3e-2, tieTolerance: 0.15 });
     }
   }
 }
