@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { calibrateStorage, calibrationCachePath, calibrationIsStale, CALIBRATION_DRIFT, CALIBRATION_MAX_AGE_MS, readCachedCalibration, refreshCalibration, type Calibration } from './calibrate.js';
-import { deepestNearBest, DEPTH_TIE, readPathsFrom } from './create.js';
+import { deepestNearBest, DEPTH_TIE, directStart, MIN_DIRECT_START_DEPTH, readPathsFrom } from './create.js';
 import { randomBytes } from './testing.js';
 
 function withCache<T>(fn: (dir: string) => T): T {
@@ -51,7 +51,7 @@ test('calibrateStorage probes every read path, keeps the fastest, caches it per 
     // The streamer's candidates (their order: the readPathsFrom test): the first two are of both kinds.
     const paths = readPathsFrom(cal);
     const directProbe = cal.probes.some((p) => p.direct);
-    const start = deepestNearBest(cal.probes.filter((p) => p.direct));
+    const start = directStart(cal.probes.filter((p) => p.direct));
     assert.deepEqual(paths[0], directProbe ? { direct: true, depth: start!.depth, prior: start!.bytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec });
     assert.notEqual(paths[1]!.direct, paths[0]!.direct);
   });
@@ -143,4 +143,20 @@ test('deepestNearBest: among probes within DEPTH_TIE of the fastest, the deepest
   assert.ok(DEPTH_TIE < 0.2);
   assert.equal(deepestNearBest([probe(4, 2.0), probe(32, 1.5)])!.depth, 4);
   assert.equal(deepestNearBest([]), undefined);
+});
+
+test('directStart: the deepest probe near the best, never shallower than MIN_DIRECT_START_DEPTH', () => {
+  const probe = (depth: number, gbs: number) => ({ direct: true, depth, bytes: 1 << 28, seconds: (1 << 28) / (gbs * 1e9), bytesPerSec: gbs * 1e9 });
+  assert.equal(MIN_DIRECT_START_DEPTH, 8);
+  // A 75% point's "before" probes: direct@2 fastest, deeper ones 20-37% below it (a noisy series).
+  const noisy = [probe(1, 1.09), probe(2, 1.42), probe(4, 1.11), probe(8, 0.93), probe(16, 1.13), probe(32, 0.9)];
+  assert.equal(deepestNearBest(noisy)!.depth, 2);
+  assert.deepEqual(directStart(noisy), probe(8, 0.93));
+  assert.deepEqual(readPathsFrom({ path: { direct: true, depth: 2 }, readBytesPerSec: 1.42e9, probes: noisy })[0], { direct: true, depth: 8, prior: 0.93e9 });
+  // Near-best at or above the floor: unchanged.
+  const flat = [probe(4, 1.63), probe(8, 1.56), probe(32, 1.5)];
+  assert.equal(directStart(flat)!.depth, 32);
+  // Only shallow depths probed: the near-best one.
+  assert.equal(directStart([probe(1, 1), probe(2, 1.5)])!.depth, 2);
+  assert.equal(directStart([]), undefined);
 });

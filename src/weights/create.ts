@@ -154,7 +154,8 @@ export function windowFromEnv(value = process.env.FLEXINFER_WINDOW): number | un
  * other kind (O_DIRECT vs buffered) and the start's kind at twice (or, at the deepest, half)
  * its depth; between tokens it moves to whichever its own reads say is fastest.
  *
- * NOTE: a budgeted run starts on O_DIRECT (the deepest probe near the best: deepestNearBest),
+ * NOTE: a budgeted run starts on O_DIRECT (the deepest probe near the best, at least
+ * MIN_DIRECT_START_DEPTH deep: directStart),
  * even when a buffered probe was faster. The probes run outside any memory limit; buffered reads go through the page cache,
  * which a memory cgroup charges to the run, so at the limit every buffered read waits for
  * reclaim. tinyllama-1.1b Q8_0 at 50% in a cgroup of budget + 64 MiB (18:21-18:27 UTC, one
@@ -166,7 +167,7 @@ export function windowFromEnv(value = process.env.FLEXINFER_WINDOW): number | un
  * reads tensors with resident ones between them, so it is tried at the selector's usual cadence.
  */
 export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBytesPerSec'>): Array<ReadPath & { prior?: number }> {
-  const direct = deepestNearBest(cal.probes.filter((p) => p.direct));
+  const direct = directStart(cal.probes.filter((p) => p.direct));
   const start = direct ? { direct: true, depth: direct.depth, prior: direct.bytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec };
   const other = bestProbe(cal.probes, (p) => p.direct !== start.direct);
   const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== start.direct)!;
@@ -193,6 +194,24 @@ export function deepestNearBest(probes: readonly ProbeResult[]): ProbeResult | u
   const best = bestProbe(probes);
   if (!best) return undefined;
   return probes.filter((p) => p.bytesPerSec >= (1 - DEPTH_TIE) * best.bytesPerSec).reduce((a, b) => (b.depth > a.depth ? b : a));
+}
+
+/**
+ * O_DIRECT runs start at least this deep. The probes' ranking of depths did not carry over to
+ * the runs' reads (tinyllama-1.1b Q8_0 budget sweeps, 2026-12-05, quiet runs): runs that
+ * started shallow because a noisy probe series put depth 2 or 4 first streamed 1.41 GB/s at
+ * depth 4 (25%, 3.9 reads in flight) and 2.53 GB/s busy at depth 2 (75%, 2.0 in flight,
+ * 94 ms I/O wait per token), while every run at depth 16-32 streamed 2.8-3.9 GB/s busy.
+ * Deeper costs only reads in flight, which the ring already holds memory for.
+ */
+export const MIN_DIRECT_START_DEPTH = 8;
+
+/** Where O_DIRECT reads start: deepestNearBest, but no shallower than MIN_DIRECT_START_DEPTH (that depth's probe). */
+export function directStart(probes: readonly ProbeResult[]): ProbeResult | undefined {
+  const near = deepestNearBest(probes);
+  if (!near || near.depth >= MIN_DIRECT_START_DEPTH) return near;
+  const deep = probes.filter((p) => p.depth >= MIN_DIRECT_START_DEPTH).sort((a, b) => a.depth - b.depth)[0];
+  return deep ?? near;
 }
 
 /** An onMeasuredRate that saves a refreshed calibration when the run disagrees with it. */
