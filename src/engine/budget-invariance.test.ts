@@ -149,13 +149,17 @@ test('tinyllama-1.1b q4_0: tokens and logits are bit-identical at 75%, 50%, 25% 
 });
 
 // The architectures of issue 11, narrow (256 wide, 4 layers): their own blocks (q/k norms, sliding
-// window and post-norms, fused projections) must stream as the llama block does.
+// window and post-norms, fused projections, layers without RoPE, soft-capping) must stream as the
+// llama block does.
 const ARCH_FILES: Array<[string, string, Partial<SynthPreset>]> = [
   ['gemma3', 'gemma-3-1b', { nKvHeads: 1, headDim: 64, slidingWindow: 8 }],
   ['phi3', 'phi-3.5-mini', { headDim: 64, ropeDim: 48 }],
+  ['qwen3', 'qwen3-0.6b', { headDim: 128 }],
+  ['smollm3', 'smollm3-3b', {}],
+  ['gemma2', 'gemma-2-2b', { headDim: 64, slidingWindow: 8 }],
 ];
 
-test('gemma3, phi3 (shrunk, q8_0): tokens and logits are bit-identical at 50% and 25% of the way from the minimum to all-resident', LONG, async () => {
+test('gemma3, phi3, qwen3, smollm3, gemma2 (shrunk, q8_0): tokens and logits are bit-identical at 50% and 25% of the way from the minimum to all-resident', LONG, async () => {
   for (const [arch, name, o] of ARCH_FILES) {
     const path = join(dir, `${arch}-shrunk-q8_0.gguf`);
     const preset: SynthPreset = { ...SYNTH_PRESETS[name]!, name: `${name}-shrunk`, dim: 256, nLayers: 4, nHeads: 4, nKvHeads: 2, ffn: 512, ...o };
