@@ -44,12 +44,16 @@ const qwenShrunk: SynthPreset = { ...SYNTH_PRESETS['qwen2.5-0.5b']!, name: 'qwen
 const CASES: Case[] = [
   { name: 'tiny-15m', path: join(dir, 'tiny-15m-q8_0.gguf'), preset: 'tiny-15m' },
   { name: 'qwen2 GQA (shrunk qwen2.5-0.5b)', path: join(dir, 'qwen2-shrunk-q8_0.gguf'), preset: qwenShrunk },
-  // The architectures of issue 11, narrow and shallow (qwen3's q/k norms are gemma3's too, so it
-  // is left out for the suite's run time): gemma3 (layers 0-4
-  // local with a 32-token window, shorter than the shared 150-token prefix; layer 5 global),
-  // phi3 (fused projections, partial rotary, longrope: long factors since 256 > 128).
+  // The architectures of issue 11, narrow and shallow: gemma3 (layers 0-4 local with a 32-token
+  // window, shorter than the shared 150-token prefix; layer 5 global), phi3 (fused projections,
+  // partial rotary, longrope: long factors since 256 > 128), gemma2 (soft-capped attention
+  // scores in every layout's kernel, layer 0 local), smollm3 (layer 3 without RoPE), qwen3
+  // (q/k norms, head_dim 128 on a 256 residual).
   { name: 'gemma3 sliding window (shrunk gemma-3-1b)', path: join(dir, 'gemma3-shrunk-q8_0.gguf'), preset: shrink('gemma-3-1b', { nLayers: 6, nKvHeads: 1, headDim: 64, slidingWindow: 32 }) },
   { name: 'phi3 (shrunk phi-3.5-mini)', path: join(dir, 'phi3-shrunk-q8_0.gguf'), preset: shrink('phi-3.5-mini', { headDim: 64, ropeDim: 48, longRope: { originalContext: 128 } }) },
+  { name: 'gemma2 soft-capping (shrunk gemma-2-2b)', path: join(dir, 'gemma2-shrunk-q8_0.gguf'), preset: shrink('gemma-2-2b', { headDim: 64, slidingWindow: 32 }) },
+  { name: 'smollm3 NoPE layer (shrunk smollm3-3b)', path: join(dir, 'smollm3-shrunk-q8_0.gguf'), preset: shrink('smollm3-3b', { nLayers: 4 }) },
+  { name: 'qwen3 q/k norms (shrunk qwen3-0.6b)', path: join(dir, 'qwen3-shrunk-q8_0.gguf'), preset: shrink('qwen3-0.6b', { headDim: 128 }) },
 ];
 
 /** A preset made small (256 wide, 2 layers, 4 heads on 2 KV heads, FFN 512) with overrides. */
