@@ -5,7 +5,10 @@
  * cache before every run (as budget-sweep.ts does for dense models), plus the expert cache's
  * figures of the generation phase (stats at the first token subtracted from the end):
  *
- *   hit rate            experts found in the cache / experts needed
+ *   hit rate            experts found in the cache / experts needed (prefetched ones included)
+ *   cached              the same without the experts the prefetch read for that step: those
+ *                       already in the cache from earlier steps (what the cache itself gives;
+ *                       uniform routing: about the cache's share of the experts)
  *   bytes per token     expert (and streamed dense) bytes read per generated token
  *   required per token  the same without prefetches nobody used: what had to be read given
  *                       the hit rate
@@ -36,6 +39,8 @@ export const MOE_BUDGETS = [100, 50, 25, 12.5];
 export interface DecodeFigures {
   tokens: number;
   hitRate: number;
+  /** Hits not owed to this step's prefetch: (hits - prefetched experts used) / lookups. */
+  cacheHitRate: number;
   bytesPerToken: number;
   requiredBytesPerToken: number;
   ioWaitSecPerToken: number;
@@ -59,6 +64,7 @@ export function decodeFigures(first: Record<string, unknown> | undefined, last: 
   return {
     tokens,
     hitRate: d('lookups') > 0 ? d('hits') / d('lookups') : 1,
+    cacheHitRate: d('lookups') > 0 ? Math.max(0, d('hits') - d('prefetchUsed')) / d('lookups') : 1,
     bytesPerToken: (d('bytesRead') + denseBytes) / tokens,
     requiredBytesPerToken: (d('bytesRead') - Math.max(0, wasted) + denseBytes) / tokens,
     ioWaitSecPerToken: d('ioWaitSec') / tokens,
@@ -99,6 +105,7 @@ function summary(runs: Run[]) {
     gen_tps: ok.length ? round(median(ok.map((r) => r.gen_tps!))) : null,
     max_usage_bytes: Math.max(0, ...runs.map((r) => r.max_usage_bytes)),
     hit_rate: med(ok.map((r) => r.decode?.hitRate)),
+    cache_hit_rate: med(ok.map((r) => r.decode?.cacheHitRate)),
     bytes_per_token: med(ok.map((r) => r.decode?.bytesPerToken)),
     required_bytes_per_token: med(ok.map((r) => r.decode?.requiredBytesPerToken)),
     io_wait_sec_per_token: med(ok.map((r) => r.decode?.ioWaitSecPerToken)),
@@ -137,7 +144,7 @@ export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<
         llama.push(parseRun(l));
       }
       const f = flex.at(-1)!;
-      o.onLog(`budget ${pct}%: flexinfer ${fmt(f)}` + (f.decode ? ` hit ${(100 * f.decode.hitRate).toFixed(1)}%, ${(f.decode.bytesPerToken / MiB).toFixed(0)} MiB/token` : '') + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmt(llama.at(-1)!)}`));
+      o.onLog(`budget ${pct}%: flexinfer ${fmt(f)}` + (f.decode ? ` hit ${(100 * f.decode.hitRate).toFixed(1)}% (cached ${(100 * f.decode.cacheHitRate).toFixed(1)}%), ${(f.decode.bytesPerToken / MiB).toFixed(0)} MiB/token` : '') + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmt(llama.at(-1)!)}`));
     }
     const after = measureStorage(path);
     o.onLog(`budget ${pct}%: storage after: ${describeStorage(after)}`);
@@ -160,7 +167,7 @@ export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<
 /** How the file routes: 'synthetic skew (...)' for a synth --router-skew file, else 'as the file routes'. */
 export function routingLabel(path: string): string {
   const skew = readGgufSync(path).get('flexinfer.synth.router_skew');
-  return typeof skew === 'number' && skew > 0 ? `synthetic skew (synth --router-skew ${+skew.toFixed(3)})` : 'as the file routes (random routers of a synth file: near uniform)';
+  return typeof skew === 'number' && skew > 0 ? `synthetic skew (synth --router-skew ${+skew.toFixed(3)})` : 'as the file routes (a synth file: random routers over token-dependent inputs, near uniform)';
 }
 
 function fmt(r: Run): string {
@@ -170,11 +177,11 @@ function fmt(r: Run): string {
 function moeTable(result: { model: string; routing: string; decoding: string; runs: number; rows: Array<Record<string, any>> }): string {
   const c = (v: unknown, d = 2): string => (v == null ? '-' : typeof v === 'number' ? v.toFixed(d) : String(v));
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}; ${result.decoding}; routing: ${result.routing}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  hit rate  MiB/token  I/O bound  % of bound  prediction  storage GB/s\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  hit rate   cached  MiB/token  I/O bound  % of bound  prediction  storage GB/s\n';
   for (const r of result.rows) {
     const f = r.flexinfer;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
-    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)} ${c(r.storage ? r.storage.best_bytes_per_sec / 1e9 : null).padStart(13)}\n`;
+    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${(f.cache_hit_rate != null ? `${(100 * f.cache_hit_rate).toFixed(1)}%` : '-').padStart(8)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)} ${c(r.storage ? r.storage.best_bytes_per_sec / 1e9 : null).padStart(13)}\n`;
   }
   return t;
 }
@@ -209,7 +216,10 @@ function moeSvg(rows: Array<Record<string, any>>, budgets: number[], noLlamaCpp:
     xTicks,
     width: w,
     height: h,
-    series: [{ name: 'flexinfer hit rate', values: rows.map((r) => (r.flexinfer.hit_rate != null ? round(100 * r.flexinfer.hit_rate, 1) : null)) }],
+    series: [
+      { name: 'hit rate (prefetched included)', values: rows.map((r) => (r.flexinfer.hit_rate != null ? round(100 * r.flexinfer.hit_rate, 1) : null)) },
+      { name: 'cached before the step', values: rows.map((r) => (r.flexinfer.cache_hit_rate != null ? round(100 * r.flexinfer.cache_hit_rate, 1) : null)), dashed: true },
+    ],
   });
   const inner = (svg: string, y: number) => svg.replace(/^<\?xml[^>]*>\s*/, '').replace(/^<svg /, `<svg x="0" y="${y}" `);
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${2 * h}" viewBox="0 0 ${w} ${2 * h}">\n${inner(tps, 0)}\n${inner(hit, h)}\n</svg>\n`;
