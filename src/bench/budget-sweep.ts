@@ -38,6 +38,7 @@ import { fioSequentialRead, type FioResult } from './fio.js';
 import { median, ratio, round } from './stats.js';
 import { renderLinePlot } from './svg.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
+import { mergeMoeSweeps } from './moe-sweep.js';
 
 const MiB = 1024 * 1024;
 export const BUDGETS = [100, 75, 50, 25];
@@ -265,6 +266,8 @@ function withBestDirect(row: Record<string, any>): Record<string, any> {
  */
 export function mergeBudgetSweeps(parts: ReadonlyArray<{ name: string; json: unknown }>): SweepOutput {
   if (parts.length === 0) throw new InvalidOptionError('--merge', 'no sweep files given');
+  // Mixture-of-Experts sweeps (moe-sweep.ts) have their own rows
+  if (parts.every(({ json }) => typeof (json as { routing?: unknown })?.routing === 'string')) return mergeMoeSweeps(parts as Array<{ name: string; json: Record<string, any> }>);
   const keys: Array<keyof SweepMeta> = ['model', 'file_bytes', 'threads', 'gen_tokens', 'prompt_tokens', 'runs'];
   const metas = parts.map(({ name, json }) => {
     const j = json as Partial<SweepMeta> & { rows?: unknown };

@@ -48,3 +48,33 @@ test('MoE sweep --sample-seed: both children sample reproducibly with the seed, 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('MoE sweep --merge: points run apart make one table, bounds from each row\'s own probes (best, and best O_DIRECT: hand-computed); other files refused', async () => {
+  const { mergeBudgetSweeps } = await import('./budget-sweep.js');
+  const probes = (direct: number, buffered: number) => ({ probes: [{ direct: true, depth: 8, bytesPerSec: direct }, { direct: false, depth: 4, bytesPerSec: buffered }] });
+  const row = (pct: number, tps: number, required: number, llama: number | null) => ({
+    budget_percent: pct,
+    storage: { before: probes(1e9, 2e9), after: probes(1.5e9, 4e9), best_bytes_per_sec: 4e9 },
+    flexinfer: { status: 'ok', gen_tps: tps, required_bytes_per_token: required },
+    llamacpp: { status: llama === null ? 'oom' : 'ok', gen_tps: llama },
+  });
+  const meta = { model: 'm.gguf', file_bytes: 100, threads: 2, gen_tokens: 16, prompt_tokens: 16, routing: 'as the file routes', decoding: 'sampled (temperature 1, seed 1)' };
+  const out = mergeBudgetSweeps([
+    { name: 'a.json', json: { ...meta, runs: 1, rows: [row(12.5, 0.5, 1e9, null)] } },
+    { name: 'b.json', json: { ...meta, runs: 2, rows: [row(25, 1.2, 1e9, 0.4)] } },
+  ]);
+  const r = out.result as { runs: string; rows: Array<Record<string, any>> };
+  assert.deepEqual(r.rows.map((x) => x.budget_percent), [25, 12.5]);
+  assert.equal(r.runs, '1-2');
+  const [p25, p12] = r.rows as [Record<string, any>, Record<string, any>];
+  assert.equal(p25.ratio, 3); // 1.2 / 0.4
+  assert.equal(p25.flexinfer_io_bound_tps, 4); // 4 GB/s / 1 GB per token
+  assert.equal(p25.flexinfer_fraction_of_bound, 0.3);
+  assert.equal(p25.storage.best_direct_bytes_per_sec, 1.5e9); // the best O_DIRECT probe of before and after
+  assert.equal(p25.flexinfer_direct_bound_tps, 1.5);
+  assert.equal(p25.flexinfer_fraction_of_direct_bound, 0.8);
+  assert.equal(p12.ratio, null);
+  assert.match(out.table, /12\.5%/);
+  assert.match(out.svg, /<svg/);
+  assert.throws(() => mergeBudgetSweeps([{ name: 'a.json', json: { ...meta, runs: 1, rows: [row(25, 1, 1e9, null)] } }, { name: 'c.json', json: { ...meta, threads: 4, runs: 1, rows: [row(50, 1, 1e9, null)] } }]), /c.json has threads 4/);
+});

@@ -14,6 +14,9 @@
  *                       the hit rate
  *   I/O bound           best read rate measured beside the runs / required bytes per token
  *   % of bound          tokens/s / I/O bound
+ *   O_DIRECT bound      the same with the best O_DIRECT probe (the path budgeted runs read
+ *                       with: a buffered probe outside the cgroup may be helped by the page
+ *                       cache, e.g. 4.3 GB/s right after a run on a 1.8 GB/s O_DIRECT day)
  *
  * --sample-seed N: both engines sample (temperature 1, seed N): greedy decoding of a random-weight
  * file repeats one token, so the same experts are routed again and the hit rate is far above
@@ -29,6 +32,7 @@ import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '..
 import { describeStorage, evictFile, measureStorage } from './budget-sweep.js';
 import { median, ratio, round } from './stats.js';
 import { renderLinePlot } from './svg.js';
+import { InvalidOptionError } from '../errors.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
 
 const MiB = 1024 * 1024;
@@ -152,16 +156,42 @@ export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<
     const best = Math.max(before.best.bytesPerSec, after.best.bytesPerSec);
     rows.push({ budget_percent: pct, budget_bytes: budget, cgroup_limit_bytes: limit, storage: { before, after, best_bytes_per_sec: best }, flexinfer: summary(flex), llamacpp: o.noLlamaCpp ? null : summary(llama) });
   }
-  for (const r of rows) {
-    const f = r.flexinfer;
-    const best = r.storage.best_bytes_per_sec as number;
-    r.ratio = ratio(f.gen_tps, r.llamacpp?.gen_tps);
-    r.flexinfer_io_bound_tps = f.required_bytes_per_token > 0 ? round(best / f.required_bytes_per_token) : null;
-    r.flexinfer_fraction_of_bound = r.flexinfer_io_bound_tps && f.gen_tps ? round(f.gen_tps / r.flexinfer_io_bound_tps, 3) : null;
-  }
+  for (const r of rows) boundFigures(r);
   const decoding = o.sampleSeed !== undefined ? `sampled (temperature 1, seed ${o.sampleSeed})` : 'greedy';
   const result = { model: path, routing, decoding, file_bytes: fileBytes, threads: o.threads, prompt_tokens: o.promptTokens, gen_tokens: o.genTokens, runs: o.runs, experts: o.experts ?? {}, rows };
   return { result, table: moeTable(result), svg: moeSvg(rows, budgets, o.noLlamaCpp, routing) };
+}
+
+/** A row's ratio and I/O bounds (best probe, best O_DIRECT probe), from its runs and probes. */
+function boundFigures(r: Record<string, any>): void {
+  const f = r.flexinfer;
+  const best = r.storage.best_bytes_per_sec as number;
+  const direct = Math.max(0, ...[r.storage.before, r.storage.after].flatMap((m: { probes?: Array<{ direct: boolean; bytesPerSec: number }> }) => (m?.probes ?? []).filter((p) => p.direct).map((p) => p.bytesPerSec)));
+  r.storage.best_direct_bytes_per_sec = direct > 0 ? direct : null;
+  r.ratio = ratio(f.gen_tps, r.llamacpp?.gen_tps);
+  const bound = (rate: number) => (f.required_bytes_per_token > 0 && rate > 0 ? round(rate / f.required_bytes_per_token) : null);
+  r.flexinfer_io_bound_tps = bound(best);
+  r.flexinfer_fraction_of_bound = r.flexinfer_io_bound_tps && f.gen_tps ? round(f.gen_tps / r.flexinfer_io_bound_tps, 3) : null;
+  r.flexinfer_direct_bound_tps = bound(direct);
+  r.flexinfer_fraction_of_direct_bound = r.flexinfer_direct_bound_tps && f.gen_tps ? round(f.gen_tps / r.flexinfer_direct_bound_tps, 3) : null;
+}
+
+/** MoE sweeps run in parts (one budget point per run): one table and plot; `runs` may differ. */
+export function mergeMoeSweeps(parts: ReadonlyArray<{ name: string; json: Record<string, any> }>): SweepOutput {
+  const keys = ['model', 'file_bytes', 'threads', 'gen_tokens', 'prompt_tokens', 'routing', 'decoding'];
+  const first = parts[0]!.json;
+  for (const { name, json } of parts) {
+    for (const k of keys) {
+      if (json[k] !== first[k]) throw new InvalidOptionError('--merge', `${name} has ${k} ${String(json[k])}, ${parts[0]!.name} has ${String(first[k])}: merge sweeps of one file with the same settings`);
+    }
+  }
+  const rows = parts.flatMap((p) => p.json.rows as Array<Record<string, any>>).sort((a, b) => b.budget_percent - a.budget_percent);
+  if (new Set(rows.map((r) => r.budget_percent)).size !== rows.length) throw new InvalidOptionError('--merge', 'a budget appears in more than one file');
+  for (const r of rows) boundFigures(r);
+  const runs = [...new Set(parts.map((p) => p.json.runs as number))].sort((a, b) => a - b).join('-');
+  const result = { ...first, model: String(first.model), routing: String(first.routing), decoding: String(first.decoding), runs, rows };
+  const budgets = rows.map((r) => r.budget_percent as number);
+  return { result, table: moeTable(result), svg: moeSvg(rows, budgets, rows.every((r) => !r.llamacpp), String(first.routing)) };
 }
 
 /** How the file routes: 'synthetic skew (...)' for a synth --router-skew file, else 'as the file routes'. */
@@ -174,14 +204,14 @@ function fmt(r: Run): string {
   return r.status === 'ok' ? `${r.gen_tps!.toFixed(2)} tok/s (peak ${(r.max_usage_bytes / MiB).toFixed(0)} MiB)` : `${r.status}${r.error ? ` (${r.error})` : ''}`;
 }
 
-function moeTable(result: { model: string; routing: string; decoding: string; runs: number; rows: Array<Record<string, any>> }): string {
+function moeTable(result: { model: string; routing: string; decoding: string; runs: number | string; rows: Array<Record<string, any>> }): string {
   const c = (v: unknown, d = 2): string => (v == null ? '-' : typeof v === 'number' ? v.toFixed(d) : String(v));
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}; ${result.decoding}; routing: ${result.routing}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  hit rate   cached  MiB/token  I/O bound  % of bound  prediction  storage GB/s\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  hit rate   cached  MiB/token  I/O bound  % of bound  prediction  storage GB/s  O_DIRECT bound (GB/s)  % of it\n';
   for (const r of result.rows) {
     const f = r.flexinfer;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
-    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${(f.cache_hit_rate != null ? `${(100 * f.cache_hit_rate).toFixed(1)}%` : '-').padStart(8)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)} ${c(r.storage ? r.storage.best_bytes_per_sec / 1e9 : null).padStart(13)}\n`;
+    t += `${`${r.budget_percent}%`.padEnd(8)} ${c(f.gen_tps ?? f.status).padStart(9)} ${c(l).padStart(10)} ${c(r.ratio).padStart(7)} ${(f.hit_rate != null ? `${(100 * f.hit_rate).toFixed(1)}%` : '-').padStart(9)} ${(f.cache_hit_rate != null ? `${(100 * f.cache_hit_rate).toFixed(1)}%` : '-').padStart(8)} ${c(f.bytes_per_token != null ? f.bytes_per_token / MiB : null, 0).padStart(10)} ${c(r.flexinfer_io_bound_tps).padStart(10)} ${(r.flexinfer_fraction_of_bound != null ? `${(100 * r.flexinfer_fraction_of_bound).toFixed(0)}%` : '-').padStart(11)} ${(f.prediction_accuracy != null ? `${(100 * f.prediction_accuracy).toFixed(0)}%` : '-').padStart(11)} ${c(r.storage ? r.storage.best_bytes_per_sec / 1e9 : null).padStart(13)} ${`${c(r.flexinfer_direct_bound_tps)} (${c(r.storage?.best_direct_bytes_per_sec != null ? r.storage.best_direct_bytes_per_sec / 1e9 : null)})`.padStart(22)} ${(r.flexinfer_fraction_of_direct_bound != null ? `${(100 * r.flexinfer_fraction_of_direct_bound).toFixed(0)}%` : '-').padStart(8)}\n`;
   }
   return t;
 }
