@@ -78,3 +78,28 @@ test('MoE sweep --merge: points run apart make one table, bounds from each row\'
   assert.match(out.svg, /<svg/);
   assert.throws(() => mergeBudgetSweeps([{ name: 'a.json', json: { ...meta, runs: 1, rows: [row(25, 1, 1e9, null)] } }, { name: 'c.json', json: { ...meta, threads: 4, runs: 1, rows: [row(50, 1, 1e9, null)] } }]), /c.json has threads 4/);
 });
+
+test('MoE sweep routing label: synthetic skew for a --router-skew file, synthetic uniform for another synth file, and the plot says which', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { routingLabel, mergeMoeSweeps } = await import('./moe-sweep.js');
+  const { synthesize } = await import('../synth/synth.js');
+  const { SYNTH_PRESETS } = await import('../synth/presets.js');
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-moe-label-'));
+  try {
+    const plain = join(dir, 'u.gguf');
+    const skewed = join(dir, 's.gguf');
+    const base = SYNTH_PRESETS['tiny-mixtral']!;
+    await synthesize(plain, base, 'q8_0', { threads: 1 });
+    await synthesize(skewed, { ...base, moe: { ...base.moe!, routerSkew: 1.5 } }, 'q8_0', { threads: 1 });
+    assert.match(routingLabel(plain), /^synthetic uniform/);
+    assert.equal(routingLabel(skewed), 'synthetic skew (synth --router-skew 1.5)');
+    const part = (routing: string) => [{ name: 'a.json', json: { model: 'm', file_bytes: 1, threads: 2, gen_tokens: 1, prompt_tokens: 1, decoding: 'greedy', routing, runs: 1, rows: [{ budget_percent: 25, storage: { best_bytes_per_sec: 1e9 }, flexinfer: { status: 'ok', gen_tps: 1, required_bytes_per_token: 1e8 }, llamacpp: null }] } }];
+    assert.match(mergeMoeSweeps(part(routingLabel(plain))).svg, /\[synthetic uniform\]/);
+    assert.match(mergeMoeSweeps(part(routingLabel(skewed))).svg, /\[synthetic skew\]/);
+    assert.doesNotMatch(mergeMoeSweeps(part('as the file routes')).svg, /synthetic/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -194,10 +194,15 @@ export function mergeMoeSweeps(parts: ReadonlyArray<{ name: string; json: Record
   return { result, table: moeTable(result), svg: moeSvg(rows, budgets, rows.every((r) => !r.llamacpp), String(first.routing)) };
 }
 
-/** How the file routes: 'synthetic skew (...)' for a synth --router-skew file, else 'as the file routes'. */
+/**
+ * How the file routes: 'synthetic skew (...)' for a synth --router-skew file, 'synthetic
+ * uniform' for another synth file (its general.name says synthetic), else 'as the file routes'.
+ */
 export function routingLabel(path: string): string {
-  const skew = readGgufSync(path).get('flexinfer.synth.router_skew');
-  return typeof skew === 'number' && skew > 0 ? `synthetic skew (synth --router-skew ${+skew.toFixed(3)})` : 'as the file routes (a synth file: random routers over token-dependent inputs, near uniform)';
+  const f = readGgufSync(path);
+  const skew = f.get('flexinfer.synth.router_skew');
+  if (typeof skew === 'number' && skew > 0) return `synthetic skew (synth --router-skew ${+skew.toFixed(3)})`;
+  return /\(synthetic/.test(String(f.get('general.name') ?? '')) ? 'synthetic uniform (a synth file: random routers over token-dependent inputs)' : 'as the file routes';
 }
 
 function fmt(r: Run): string {
@@ -218,7 +223,8 @@ function moeTable(result: { model: string; routing: string; decoding: string; ru
 
 /** Two plots stacked: tokens/s (both engines, flexinfer's I/O bound) and the expert hit rate. */
 function moeSvg(rows: Array<Record<string, any>>, budgets: number[], noLlamaCpp: boolean, routing: string): string {
-  const skewed = routing.startsWith('synthetic skew') ? ' [synthetic skew]' : '';
+  // (results of earlier builds say "a synth file" without the 'synthetic uniform' prefix)
+  const skewed = routing.startsWith('synthetic skew') ? ' [synthetic skew]' : /synth/.test(routing) ? ' [synthetic uniform]' : '';
   const xTicks = budgets.map((b) => `${b}%`);
   const w = 720;
   const h = 420;
