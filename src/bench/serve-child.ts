@@ -15,6 +15,7 @@ import { createServer } from '../server/server.js';
 import { loadLlamaCpp } from './llamacpp.js';
 import { benchPromptTokens } from './speed.js';
 import { median, percentile, round } from './stats.js';
+import { sampleAnonShmemPeak } from '../weights/cgroup.js';
 
 interface Row {
   streams: number;
@@ -123,6 +124,8 @@ interface FlexinferRun {
   timeline?: unknown[];
   phases?: Array<{ streams: number; t: number }>;
   pool?: Record<string, unknown>;
+  /** Peak RssAnon + RssShmem of the serving process, sampled every 10 ms (the memory a cgroup cannot reclaim). */
+  peak_anon_shmem_bytes?: number;
 }
 
 /** Prompt processing tokens/s of the same server: one long prompt, one token out (the engine's own timing). */
@@ -140,6 +143,7 @@ async function promptSpeed(base: string, n: number): Promise<number> {
 async function measureFlexinfer(path: string, threads: number, gen: number, ns: number[], budget?: string, layout?: { parallel: number; ctx: number; pool: 'elastic' | 'static' }): Promise<FlexinferRun> {
   const maxN = Math.max(...ns);
   const parallel = layout?.parallel ?? maxN;
+  const peak = sampleAnonShmemPeak(10);
   const model = await loadModel(path, {
     threads,
     parallel,
@@ -174,8 +178,9 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
     }
     const pool = (await model.stats({ history: true })).pool as Record<string, unknown> | undefined;
     const { history, ...rest } = (pool ?? {}) as { history?: unknown[] };
-    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}) };
+    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}), peak_anon_shmem_bytes: peak.stop() };
   } finally {
+    peak.stop();
     await server.close();
     await model.dispose();
   }

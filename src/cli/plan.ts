@@ -21,6 +21,7 @@ import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import { ElasticWeightStore } from '../weights/elastic-store.js';
 import { planLadder } from '../weights/plan.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
+import { runtimeReserveFor } from '../engine/memory.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
@@ -262,7 +263,7 @@ export async function run(argv: string[]): Promise<number> {
     const ladder = planLadder(inputs, options, window);
     const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
     const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
-    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
   }
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');
@@ -277,7 +278,7 @@ export async function run(argv: string[]): Promise<number> {
 /** Text rendering of the elastic pool's figures and expected split. */
 export function formatPoolPlan(p: PoolPlan, floorWhat: string): string {
   const lines = ['', 'elastic pool (--memory-pool static reserves KV for --parallel full-context sequences instead):'];
-  lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
+  lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + runtime ${formatBytes(p.runtimeBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
   lines.push(`  resident weights and KV above the floor share the pool; the weights go down to ${formatBytes(p.minWeightBytes)} (norms, output, stream buffers) when KV needs it`);
   const t = p.rows[0]?.tokensPerSequence ?? 0;
   lines.push(`  at most ${p.maxSequences} sequence${p.maxSequences === 1 ? '' : 's'} of ${t} tokens before preemption; expected split:`);

@@ -16,7 +16,7 @@
  * @internal
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { processRss, sampleAnonShmemPeak } from '../weights/cgroup.js';
 import { loadModel } from './model.js';
 
 /** What the scenario prints. */
@@ -38,20 +38,6 @@ export interface ScenarioResult {
   levels: number[];
 }
 
-/** RssAnon / RssFile / RssShmem / VmHWM of this process, bytes (Linux). */
-function rssParts(): Record<string, number> {
-  try {
-    const out: Record<string, number> = {};
-    for (const line of readFileSync('/proc/self/status', 'utf8').split('\n')) {
-      const m = /^(RssAnon|RssFile|RssShmem|VmHWM|VmRSS):\s+(\d+) kB/.exec(line);
-      if (m) out[m[1]!] = Number(m[2]) * 1024;
-    }
-    return out;
-  } catch {
-    return {};
-  }
-}
-
 /** Tokens of the long prompt (a fixed pseudo-random walk over the vocabulary). */
 export function scenarioPrompt(n: number, vocab: number): Uint32Array {
   let x = 12345;
@@ -62,12 +48,7 @@ export function scenarioPrompt(n: number, vocab: number): Uint32Array {
 }
 
 export async function runScenario(path: string, budget: number, pool: 'elastic' | 'static', kvFloor?: number, opts: { evalTokens?: number; genTokens?: number; allLogits?: boolean } = {}): Promise<ScenarioResult> {
-  let peakAnonShmem = 0;
-  const sample = (): void => {
-    const r = rssParts();
-    peakAnonShmem = Math.max(peakAnonShmem, (r.RssAnon ?? 0) + (r.RssShmem ?? 0));
-  };
-  const timer = setInterval(sample, 10);
+  const peak = sampleAnonShmemPeak(10);
   const model = await loadModel(path, { threads: 2, contextSize: 1024, parallel: 2, memoryBudget: budget, memoryPool: pool, ...(kvFloor !== undefined ? { kvFloor } : {}) });
   const events = async (): Promise<Record<string, number>> => {
     const p = (await model.stats()).pool as { events?: Record<string, number> } | undefined;
@@ -88,12 +69,12 @@ export async function runScenario(path: string, budget: number, pool: 'elastic' 
       afterEvaluate,
       afterGenerate,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
-      rss: rssParts(),
-      peakAnonShmemBytes: (sample(), peakAnonShmem),
+      rss: processRss(),
+      peakAnonShmemBytes: peak.stop(),
       levels: history,
     };
   } finally {
-    clearInterval(timer);
+    peak.stop();
     await model.dispose();
   }
 }

@@ -15,7 +15,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,7 @@ const dir = mkdtempSync(join(tmpdir(), 'flexinfer-elastic-'));
 const MODEL = join(dir, 'mid-q8_0.gguf');
 const SCENARIO = fileURLToPath(new URL('./elastic-scenario.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../../bin/flexinfer.js', import.meta.url));
+const SERVE_CHILD = fileURLToPath(new URL('../bench/serve-child.js', import.meta.url));
 const LONG = { timeout: 10 * 60_000 };
 const cgroups = memoryCgroupSupport();
 // KV floor of 2 MiB: KV beyond one slot of 128 tokens must come out of the weights' share.
@@ -117,6 +118,31 @@ test('the elastic run stays under budget + 64 MiB in a memory cgroup, demotions 
   // the resident set is file pages (Node's code: ~44 MiB measured) the kernel may drop.
   assert.ok(el.peakAnonShmemBytes > budget / 2 && el.peakAnonShmemBytes < limit, `anonymous + shared peak ${el.peakAnonShmemBytes} (limit ${limit}; ${what})`);
   if (staticTokens.length > 0) assert.deepEqual(el.tokens, staticTokens, 'tokens differ from the static split');
+});
+
+test('the HTTP server with 16 streams stays under budget + 64 MiB in a memory cgroup (the pool keeps a runtime reserve)', { ...LONG, skip: cgroups.ok ? false : `memory cgroups unavailable: ${cgroups.ok ? '' : cgroups.reason}` }, async () => {
+  // 60% of the file: the pool fills the budget with weights (as at 50% of tinyllama, where the
+  // process's own memory under 16 streams once pushed a serving run over the limit), with
+  // room above the weights' minimum for the whole reserve.
+  const budget60 = Math.floor(statSync(MODEL).size * 0.6);
+  const limit = budget60 + 64 * MiB;
+  const r = await runInMemoryCgroup(process.execPath, [SERVE_CHILD, 'flexinfer', MODEL, '2', '8', '16', String(budget60), '16', '512', 'elastic', '--prompt-tokens=48'], limit, { timeoutMs: 8 * 60_000 });
+  const what = `limit ${limit}: exit ${r.exitCode}, signal ${r.signal}, cgroup peak ${r.maxUsageBytes}, stderr ${r.stderr.slice(-400)}`;
+  assert.equal(r.oomKilled, false, `OOM-killed: ${what}`);
+  assert.equal(r.timedOut, false, `timed out: ${what}`);
+  assert.equal(r.exitCode, 0, what);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as { rows?: Array<{ streams: number; tokens: number }>; pool?: { budget: number; scratchBytes: number; runtimeBytes: number; floorBytes: number; poolBytes: number }; peak_anon_shmem_bytes?: number; error?: string };
+  assert.equal(out.error, undefined, what);
+  assert.equal(out.rows?.[0]?.streams, 16);
+  assert.equal(out.rows?.[0]?.tokens, 16 * 8, 'every stream got its 8 tokens');
+  // The reserve is kept from the pool: runtimeReserveFor(16) = 24 MiB.
+  const p = out.pool!;
+  assert.equal(p.runtimeBytes, 24 * MiB);
+  assert.equal(p.scratchBytes + p.runtimeBytes + p.floorBytes + p.poolBytes, budget60);
+  // What the kernel cannot reclaim (heaps, weights, ring, KV memfd, scratch) stayed under the
+  // limit with room for the kernel's own charge (page tables, sockets: ~7 MiB measured).
+  const peak = out.peak_anon_shmem_bytes ?? 0;
+  assert.ok(peak > budget60 / 2 && peak < limit - 8 * MiB, `anonymous + shared peak ${(peak / MiB).toFixed(1)} MiB, limit ${(limit / MiB).toFixed(1)} MiB (${what})`);
 });
 
 test('a budget too small names memoryBudget / contextSize / parallel from the API and the flags from the CLI', LONG, async () => {

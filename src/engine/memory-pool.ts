@@ -2,11 +2,16 @@
  * The elastic memory pool: one budget whose memory follows the load. Few conversations, more
  * resident weights; many, more KV and more streaming.
  *
- *   budget = scratch + KV floor + pool
+ *   budget = scratch + runtime reserve + KV floor + pool
  *   pool   = weights (resident pages + ring, at the weight store's ladder level)
  *          + KV above the floor (the KV grant minus the floor, when positive)
  *          + other tenants (e.g. an expert cache's slots: addTenant)
  *          + free
+ *
+ * The runtime reserve is memory the process itself uses besides what the pool and scratch
+ * account (the JS heaps of the main thread and the engine worker, the HTTP server's buffers,
+ * native allocations): kept from the weights so that the process stays within the budget plus
+ * a small margin (engine/memory.ts says how it was measured).
  *
  * The KV floor is KV memory no weight may take (default: one full-context sequence). The KV
  * layout holds a grant (kv/grant.ts) this pool raises on request and lowers between forward
@@ -98,6 +103,8 @@ export interface MemoryPoolOptions {
   slotBytes: number;
   /** Most chunks the KV layout's chunk pool has (address space). */
   maxKvChunks: number;
+  /** Bytes of the budget kept for the process's own memory (see the file comment); default 0. */
+  runtimeBytes?: number;
   hysteresis?: Partial<Hysteresis>;
   /** Milliseconds clock (default performance.now). */
   now?: () => number;
@@ -149,7 +156,8 @@ export class MemoryPool implements KvChunkGrant {
   readonly floorBytes: number;
   readonly chunkBytes: number;
   readonly slotBytes: number;
-  /** budget - scratch - floor: what weights and KV above the floor share. */
+  readonly runtimeBytes: number;
+  /** budget - scratch - runtime - floor: what weights and KV above the floor share. */
   readonly poolBytes: number;
   readonly hysteresis: Hysteresis;
   readonly #floorChunks: number;
@@ -182,7 +190,7 @@ export class MemoryPool implements KvChunkGrant {
   sampleKv: (() => { liveBytes: number; cachedBytes: number }) | undefined;
 
   constructor(o: MemoryPoolOptions) {
-    for (const [k, v] of Object.entries({ budget: o.budget, scratchBytes: o.scratchBytes, floorBytes: o.floorBytes, chunkBytes: o.chunkBytes, slotBytes: o.slotBytes, maxKvChunks: o.maxKvChunks })) {
+    for (const [k, v] of Object.entries({ budget: o.budget, scratchBytes: o.scratchBytes, runtimeBytes: o.runtimeBytes ?? 0, floorBytes: o.floorBytes, chunkBytes: o.chunkBytes, slotBytes: o.slotBytes, maxKvChunks: o.maxKvChunks })) {
       if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`memory pool: ${k} must be a finite number >= 0, got ${v}`);
     }
     if (!(o.chunkBytes > 0)) throw new RangeError('memory pool: chunkBytes must be > 0');
@@ -191,7 +199,8 @@ export class MemoryPool implements KvChunkGrant {
     this.floorBytes = o.floorBytes;
     this.chunkBytes = o.chunkBytes;
     this.slotBytes = o.slotBytes;
-    this.poolBytes = o.budget - o.scratchBytes - o.floorBytes;
+    this.runtimeBytes = o.runtimeBytes ?? 0;
+    this.poolBytes = o.budget - o.scratchBytes - this.runtimeBytes - o.floorBytes;
     this.hysteresis = { ...DEFAULT_HYSTERESIS, ...o.hysteresis };
     this.#floorChunks = Math.floor(o.floorBytes / o.chunkBytes);
     this.#maxKvChunks = o.maxKvChunks;

@@ -13,7 +13,7 @@ import { Transformer } from '../models/transformer.js';
 import { createKvManager, type KvManager, type KvShape } from '../kv/index.js';
 import { kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import type { VTensorKvManager } from '../kv/vtensor-manager.js';
-import { createWeightStore } from '../weights/create.js';
+import { appliedReserve, createWeightStore } from '../weights/create.js';
 import { moeShape } from '../weights/create-moe.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import type { ElasticWeightStore } from '../weights/elastic-store.js';
@@ -22,6 +22,28 @@ import type { WeightStore } from '../weights/store.js';
 import { InsufficientMemoryError } from '../errors.js';
 import { MemoryPool, type StepMeasure } from './memory-pool.js';
 import type { WorkerInit } from './protocol.js';
+
+const MiB = 1024 * 1024;
+
+/**
+ * Bytes of an elastic budget kept from the weights for the process's own memory: 8 MiB plus
+ * 1 MiB per sequence served at once (24 MiB at --parallel 16).
+ *
+ * Measured (tinyllama-1.1b Q4_0, budget 50% = 295.6 MiB, --parallel 16 --ctx-size 4096, the
+ * HTTP server with 1..16 streams of 128 + 32 tokens; /proc/self/smaps and the cgroup's
+ * memory.stat every 50 ms): besides the pool's weights, ring, KV chunks and scratch, the
+ * process holds 48 MiB of anonymous memory at 1 stream (the V8 heaps of the main thread and
+ * the engine worker, 16-25 and 12-14 MiB; malloc arenas; thread stacks) and 53 MiB at 16
+ * streams, plus 5 MiB of brk heap, ~4.5 MiB of shared memory and ~7 MiB the kernel charges to
+ * the cgroup (page tables, sockets): ~70 MiB at 16 streams. With the pool filling the budget
+ * and reads on O_DIRECT (no page cache left to reclaim), that is more than the 64 MiB a cgroup
+ * of budget + 64 MiB leaves, and the run was OOM-killed in one of two sweeps. The reserve keeps
+ * the process ~18 MiB under that limit at 16 streams (elastic.test.ts serves 16 streams in
+ * such a cgroup).
+ */
+export function runtimeReserveFor(parallel: number): number {
+  return 8 * MiB + Math.max(1, parallel) * MiB;
+}
 
 /** The engine's weights and KV, and the pool between them (elastic) or none (static). */
 export interface EngineMemory {
@@ -63,6 +85,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       kvBytes: elastic ? floorBytes : kvBytes,
       scratchBytes,
       elastic,
+      ...(elastic ? { runtimeReserveBytes: runtimeReserveFor(init.parallel) } : {}),
       ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
       ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
@@ -77,10 +100,12 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
     return staticMemory(store, kv, plan, { budget, scratchBytes, kvBytes });
   }
   const es = store as ElasticWeightStore;
-  const poolBytes = budget - scratchBytes - floorBytes;
+  // The reserve as createWeightStore applied it (never more than the room above the minimum).
+  const runtimeBytes = appliedReserve(budget - scratchBytes - floorBytes, es.bytesAt, runtimeReserveFor(init.parallel));
+  const poolBytes = budget - scratchBytes - runtimeBytes - floorBytes;
   // Address space for KV: what parallel full-context sequences need, or what the pool can give.
   const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
-  const pool = new MemoryPool({ budget, scratchBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
+  const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
   pool.attachWeights(es);
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool }) as VTensorKvManager;
   pool.attachKv({
@@ -110,6 +135,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       mode: 'elastic',
       budget,
       scratchBytes,
+      runtimeBytes,
       floorBytes,
       poolBytes,
       level: es.level,

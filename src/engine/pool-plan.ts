@@ -7,6 +7,7 @@
  */
 import type { PlanLadder } from '../weights/plan.js';
 import { levelFor } from '../weights/elastic-store.js';
+import { appliedReserve } from '../weights/create.js';
 
 /** The split at one load. */
 export interface ExpectedSplit {
@@ -26,6 +27,8 @@ export interface ExpectedSplit {
 export interface PoolPlan {
   budget: number;
   scratchBytes: number;
+  /** Kept for the process's own memory (engine/memory.ts runtimeReserveFor). */
+  runtimeBytes: number;
   floorBytes: number;
   poolBytes: number;
   /** Memory of the minimum resident set (norms, output matrix, stream buffers). */
@@ -38,12 +41,13 @@ export interface PoolPlan {
 export function planPool(
   ladder: PlanLadder,
   levels: { residentAt: readonly number[]; ringAt: readonly number[]; bytesAt: readonly number[] },
-  o: { budget: number; scratchBytes: number; floorBytes: number; tokensPerSequence: number; kvBytesFor: (sequences: number) => number },
+  o: { budget: number; scratchBytes: number; runtimeBytes?: number; floorBytes: number; tokensPerSequence: number; kvBytesFor: (sequences: number) => number },
   sequences: readonly number[],
 ): PoolPlan {
-  const poolBytes = o.budget - o.scratchBytes - o.floorBytes;
   const top = ladder.steps.length;
   const minWeightBytes = Math.min(...levels.bytesAt);
+  const runtimeBytes = appliedReserve(o.budget - o.scratchBytes - o.floorBytes, levels.bytesAt, o.runtimeBytes ?? 0);
+  const poolBytes = o.budget - o.scratchBytes - runtimeBytes - o.floorBytes;
   const minLevel = levels.bytesAt.indexOf(minWeightBytes);
   const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) - o.floorBytes);
   let maxSequences = 0;
@@ -65,5 +69,5 @@ export function planPool(
       predictedTokensPerSec: plan.predictedTokensPerSec,
     };
   });
-  return { budget: o.budget, scratchBytes: o.scratchBytes, floorBytes: o.floorBytes, poolBytes, minWeightBytes, maxSequences, rows };
+  return { budget: o.budget, scratchBytes: o.scratchBytes, runtimeBytes, floorBytes: o.floorBytes, poolBytes, minWeightBytes, maxSequences, rows };
 }

@@ -53,7 +53,7 @@ test('flexinfer_memory_*: the split adds up to the budget, the counters are the 
   const r = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tiny', prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }) });
   assert.equal(r.status, 200);
   const s = await scrape();
-  const pool = (await model.stats()).pool as { budget: number; scratchBytes: number; floorBytes: number; poolBytes: number; level: number; events: Record<string, number> };
+  const pool = (await model.stats()).pool as { budget: number; scratchBytes: number; runtimeBytes: number; floorBytes: number; poolBytes: number; level: number; events: Record<string, number> };
   assert.equal(s.get('flexinfer_memory_budget_bytes'), budget);
   assert.equal(pool.budget, budget);
   const part = (p: string) => s.get(`flexinfer_memory_bytes{part="${p}"}`)!;
@@ -62,7 +62,8 @@ test('flexinfer_memory_*: the split adds up to the budget, the counters are the 
   // Idle, KV within the floor: the pool is the weights' memory plus what is free.
   assert.ok(part('kv_live') + part('kv_prefix_cache') <= pool.floorBytes);
   assert.equal(part('resident_weights') + part('stream_buffers') + part('weights_loading') + part('free'), pool.poolBytes);
-  assert.equal(pool.scratchBytes + pool.floorBytes + pool.poolBytes, budget);
+  assert.equal(part('runtime'), pool.runtimeBytes);
+  assert.equal(pool.scratchBytes + pool.runtimeBytes + pool.floorBytes + pool.poolBytes, budget);
   assert.ok(part('resident_weights') > 0);
   assert.ok(s.get('flexinfer_memory_streamed_bytes_per_token')! > 0, 'a tight budget streams');
   assert.equal(s.get('flexinfer_memory_weight_level'), pool.level);

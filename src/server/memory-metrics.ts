@@ -5,7 +5,8 @@
  *
  *   flexinfer_memory_budget_bytes                  the memory budget
  *   flexinfer_memory_bytes{part}                   resident_weights | stream_buffers | weights_loading |
- *                                                  kv_live | kv_prefix_cache | scratch | free
+ *                                                  kv_live | kv_prefix_cache | scratch | runtime | free
+ *                                                  (runtime: kept for the process's own memory, elastic)
  *   flexinfer_memory_kv_floor_bytes                KV memory no weight may take (elastic)
  *   flexinfer_memory_streamed_bytes_per_token      weight bytes a forward pass reads now
  *   flexinfer_memory_weight_level                  resident set's position on the planner's ladder
@@ -23,6 +24,7 @@ interface PoolView {
   mode?: string;
   budget?: number | null;
   scratchBytes?: number;
+  runtimeBytes?: number;
   floorBytes?: number;
   level?: number;
   now?: { residentBytes?: number; ringBytes?: number; loadingBytes?: number; kvLiveBytes?: number; kvCachedBytes?: number; freeBytes?: number; streamedBytesPerPass?: number };
@@ -48,6 +50,7 @@ export function registerMemoryMetrics(metrics: Metrics): void {
       ['{part="kv_live"}', n.kvLiveBytes],
       ['{part="kv_prefix_cache"}', n.kvCachedBytes],
       ['{part="scratch"}', p.scratchBytes],
+      ...(p.mode === 'elastic' ? [['{part="runtime"}', p.runtimeBytes] as [string, number | undefined]] : []),
       ['{part="free"}', n.freeBytes],
     ]);
     metric('streamed_bytes_per_token', 'gauge', 'Weight bytes a forward pass reads from the model file now.', [['', n.streamedBytesPerPass]]);

@@ -187,3 +187,41 @@ export async function runInMemoryCgroup(
     }
   }
 }
+
+/** RssAnon / RssFile / RssShmem / VmHWM / VmRSS of this process from /proc/self/status, bytes ({} off Linux). */
+export function processRss(): Record<string, number> {
+  try {
+    const out: Record<string, number> = {};
+    for (const line of readFileSync('/proc/self/status', 'utf8').split('\n')) {
+      const m = /^(RssAnon|RssFile|RssShmem|VmHWM|VmRSS):\s+(\d+) kB/.exec(line);
+      if (m) out[m[1]!] = Number(m[2]) * 1024;
+    }
+    return out;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Samples RssAnon + RssShmem of this process every `everyMs` (the memory the kernel cannot
+ * take back from a process without swap: heaps, anonymous mappings, memfd pages) until
+ * stop(), which returns the peak seen.
+ */
+export function sampleAnonShmemPeak(everyMs = 10): { stop(): number } {
+  let peak = 0;
+  const sample = (): void => {
+    const r = processRss();
+    peak = Math.max(peak, (r['RssAnon'] ?? 0) + (r['RssShmem'] ?? 0));
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  timer.unref();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
+}
+

@@ -57,6 +57,12 @@ export interface CreateWeightStoreOptions extends StreamingOptions, ExpertStoreO
    * pool (engine/memory-pool.ts) can demote and promote along it.
    */
   elastic?: boolean;
+  /**
+   * Elastic: bytes of the budget kept from the weights for the process's own memory (the JS
+   * runtime, the server; engine/memory.ts runtimeReserveFor). Only as far as the budget has
+   * room above the weights' minimum resident set: it never makes a budget too small.
+   */
+  runtimeReserveBytes?: number;
 }
 
 /** Files from this size up are calibrated automatically (smaller ones are tests and toys). */
@@ -119,12 +125,22 @@ export async function createWeightStore(
   }
   if (options.elastic) {
     const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window);
-    const weightBytes = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
+    const room = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
+    const weightBytes = room - appliedReserve(room, ElasticWeightStore.levels(file, ladder).bytesAt, options.runtimeReserveBytes ?? 0);
     const store = await ElasticWeightStore.open(file, ladder, { ...streaming, weightBytes });
     return { store, plan: store.plan, file };
   }
   const store = await StreamingWeightStore.open(file, plan, streaming);
   return { store, plan, file };
+}
+
+/**
+ * The part of `reserve` that `room` (what the budget leaves to the weights and the KV above
+ * the floor) can give up and still hold the weights' minimum resident set (the smallest level
+ * of `bytesAt`).
+ */
+export function appliedReserve(room: number, bytesAt: readonly number[], reserve: number): number {
+  return Math.max(0, Math.min(reserve, room - Math.min(...bytesAt)));
 }
 
 /**
