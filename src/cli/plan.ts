@@ -278,8 +278,9 @@ export async function run(argv: string[]): Promise<number> {
 /** Text rendering of the elastic pool's figures and expected split. */
 export function formatPoolPlan(p: PoolPlan, floorWhat: string): string {
   const lines = ['', 'elastic pool (--memory-pool static reserves KV for --parallel full-context sequences instead):'];
-  lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + runtime ${formatBytes(p.runtimeBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
+  lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
   lines.push(`  resident weights and KV above the floor share the pool; the weights go down to ${formatBytes(p.minWeightBytes)} (norms, output, stream buffers) when KV needs it`);
+  lines.push(`  a runtime reserve of ${formatBytes(p.runtimeBytes)} (the process's own memory) takes what KV leaves of the floor, then room in the pool`);
   const t = p.rows[0]?.tokensPerSequence ?? 0;
   lines.push(`  at most ${p.maxSequences} sequence${p.maxSequences === 1 ? '' : 's'} of ${t} tokens before preemption; expected split:`);
   const head = ['sequences', 'KV', 'resident', 'ring', 'read/token', 'predicted'];

@@ -2,7 +2,7 @@
  * The elastic memory pool: one budget whose memory follows the load. Few conversations, more
  * resident weights; many, more KV and more streaming.
  *
- *   budget = scratch + runtime reserve + KV floor + pool
+ *   budget = scratch + KV floor + pool
  *   pool   = weights (resident pages + ring, at the weight store's ladder level)
  *          + KV above the floor (the KV grant minus the floor, when positive)
  *          + other tenants (e.g. an expert cache's slots: addTenant)
@@ -10,8 +10,11 @@
  *
  * The runtime reserve is memory the process itself uses besides what the pool and scratch
  * account (the JS heaps of the main thread and the engine worker, the HTTP server's buffers,
- * native allocations): kept from the weights so that the process stays within the budget plus
- * a small margin (engine/memory.ts says how it was measured).
+ * native allocations; engine/memory.ts says how it was measured). It lives in the part of the
+ * floor KV does not use, and beyond that in the pool: KV + runtime above the floor counts as
+ * KV above the floor. So at low load the weights keep the whole pool, and when KV fills the
+ * floor the weights make room for the runtime too (the process then stays within the budget
+ * plus a small margin).
  *
  * The KV floor is KV memory no weight may take (default: one full-context sequence). The KV
  * layout holds a grant (kv/grant.ts) this pool raises on request and lowers between forward
@@ -156,11 +159,15 @@ export class MemoryPool implements KvChunkGrant {
   readonly floorBytes: number;
   readonly chunkBytes: number;
   readonly slotBytes: number;
+  /** The runtime reserve (see the file comment). */
   readonly runtimeBytes: number;
-  /** budget - scratch - runtime - floor: what weights and KV above the floor share. */
+  /** budget - scratch - floor: what weights and KV (+ runtime) above the floor share. */
   readonly poolBytes: number;
   readonly hysteresis: Hysteresis;
+  /** KV chunks the grant holds without asking: what the runtime leaves of the floor. */
   readonly #floorChunks: number;
+  /** floor - runtime reserve (negative when the reserve is larger than the floor). */
+  readonly #freeFloor: number;
   readonly #maxKvChunks: number;
   readonly #now: () => number;
   readonly #t0: number;
@@ -200,9 +207,10 @@ export class MemoryPool implements KvChunkGrant {
     this.chunkBytes = o.chunkBytes;
     this.slotBytes = o.slotBytes;
     this.runtimeBytes = o.runtimeBytes ?? 0;
-    this.poolBytes = o.budget - o.scratchBytes - this.runtimeBytes - o.floorBytes;
+    this.poolBytes = o.budget - o.scratchBytes - o.floorBytes;
+    this.#freeFloor = o.floorBytes - this.runtimeBytes;
     this.hysteresis = { ...DEFAULT_HYSTERESIS, ...o.hysteresis };
-    this.#floorChunks = Math.floor(o.floorBytes / o.chunkBytes);
+    this.#floorChunks = Math.max(0, Math.floor(this.#freeFloor / o.chunkBytes));
     this.#maxKvChunks = o.maxKvChunks;
     this.#now = o.now ?? (() => performance.now());
     this.#t0 = this.#now();
@@ -245,8 +253,8 @@ export class MemoryPool implements KvChunkGrant {
   /** The most chunks KV could get: everything above the minimum resident set. */
   get maxChunks(): number {
     const w = this.#weightsOrThrow();
-    const above = Math.floor((this.poolBytes - MemoryPool.weightBytes(w, w.minLevel) - this.#otherBytes()) / this.chunkBytes);
-    return Math.max(0, Math.min(this.#maxKvChunks, this.#floorChunks + above));
+    const most = Math.floor((this.poolBytes - MemoryPool.weightBytes(w, w.minLevel) - this.#otherBytes() + this.#freeFloor) / this.chunkBytes);
+    return Math.max(0, Math.min(this.#maxKvChunks, most));
   }
 
   request(numChunks: number, mayDemote = true): boolean {
@@ -367,8 +375,9 @@ export class MemoryPool implements KvChunkGrant {
     return this.#tenants.reduce((a, t) => a + t.bytes, 0);
   }
 
+  /** Bytes of the pool that KV (plus the runtime reserve beyond what KV leaves of the floor) takes. */
   #kvExcess(grantChunks: number): number {
-    return Math.max(0, grantChunks * this.chunkBytes - this.floorBytes);
+    return Math.max(0, grantChunks * this.chunkBytes - this.#freeFloor);
   }
 
   #freeBytes(): number {

@@ -39,10 +39,21 @@ const MiB = 1024 * 1024;
  * and reads on O_DIRECT (no page cache left to reclaim), that is more than the 64 MiB a cgroup
  * of budget + 64 MiB leaves, and the run was OOM-killed in one of two sweeps. The reserve keeps
  * the process ~18 MiB under that limit at 16 streams (elastic.test.ts serves 16 streams in
- * such a cgroup).
+ * such a cgroup). It lives in the part of the KV floor that KV does not use (MemoryPool): a
+ * server with few streams keeps the whole pool for weights.
  */
 export function runtimeReserveFor(parallel: number): number {
   return 8 * MiB + Math.max(1, parallel) * MiB;
+}
+
+/**
+ * The runtime reserve an elastic pool keeps: `reserve`, except that the part beyond the floor
+ * comes out of the pool only as far as the pool has room above the weights' minimum resident
+ * set (the smallest of `bytesAt`), so it never makes a budget too small (as createWeightStore
+ * applies it at load).
+ */
+export function appliedRuntimeReserve(poolBytes: number, floorBytes: number, bytesAt: readonly number[], reserve: number): number {
+  return Math.min(reserve, floorBytes + appliedReserve(poolBytes, bytesAt, Math.max(0, reserve - floorBytes)));
 }
 
 /** The engine's weights and KV, and the pool between them (elastic) or none (static). */
@@ -85,7 +96,8 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       kvBytes: elastic ? floorBytes : kvBytes,
       scratchBytes,
       elastic,
-      ...(elastic ? { runtimeReserveBytes: runtimeReserveFor(init.parallel) } : {}),
+      // The reserve lives in the unused floor first: the weights give up only what exceeds it.
+      ...(elastic ? { runtimeReserveBytes: Math.max(0, runtimeReserveFor(init.parallel) - floorBytes) } : {}),
       ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
       ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
@@ -100,11 +112,10 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
     return staticMemory(store, kv, plan, { budget, scratchBytes, kvBytes });
   }
   const es = store as ElasticWeightStore;
-  // The reserve as createWeightStore applied it (never more than the room above the minimum).
-  const runtimeBytes = appliedReserve(budget - scratchBytes - floorBytes, es.bytesAt, runtimeReserveFor(init.parallel));
-  const poolBytes = budget - scratchBytes - runtimeBytes - floorBytes;
+  const poolBytes = budget - scratchBytes - floorBytes;
+  const runtimeBytes = appliedRuntimeReserve(poolBytes, floorBytes, es.bytesAt, runtimeReserveFor(init.parallel));
   // Address space for KV: what parallel full-context sequences need, or what the pool can give.
-  const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
+  const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - runtimeBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
   const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
   pool.attachWeights(es);
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool }) as VTensorKvManager;

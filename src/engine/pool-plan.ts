@@ -7,7 +7,7 @@
  */
 import type { PlanLadder } from '../weights/plan.js';
 import { levelFor } from '../weights/elastic-store.js';
-import { appliedReserve } from '../weights/create.js';
+import { appliedRuntimeReserve } from './memory.js';
 
 /** The split at one load. */
 export interface ExpectedSplit {
@@ -46,10 +46,11 @@ export function planPool(
 ): PoolPlan {
   const top = ladder.steps.length;
   const minWeightBytes = Math.min(...levels.bytesAt);
-  const runtimeBytes = appliedReserve(o.budget - o.scratchBytes - o.floorBytes, levels.bytesAt, o.runtimeBytes ?? 0);
-  const poolBytes = o.budget - o.scratchBytes - runtimeBytes - o.floorBytes;
+  const poolBytes = o.budget - o.scratchBytes - o.floorBytes;
+  const runtimeBytes = appliedRuntimeReserve(poolBytes, o.floorBytes, levels.bytesAt, o.runtimeBytes ?? 0);
   const minLevel = levels.bytesAt.indexOf(minWeightBytes);
-  const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) - o.floorBytes);
+  // KV and the runtime reserve beyond the floor come out of the pool (MemoryPool).
+  const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) + runtimeBytes - o.floorBytes);
   let maxSequences = 0;
   while (maxSequences < 1 << 16 && kvRoom(maxSequences + 1) + minWeightBytes <= poolBytes) maxSequences++;
   const rows = sequences.map((n) => {

@@ -26,7 +26,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'flexinfer-memory-metrics-'));
   const path = join(dir, 'tiny.gguf');
   await synthesize(path, 'tiny-15m', 'q8_0', { seed: 31 });
-  const load = { threads: 2, contextSize: 256, parallel: 2 } as const;
+  // A KV floor above the runtime reserve (10 MiB at parallel 2): the reserve lives in its unused part.
+  const load = { threads: 2, contextSize: 256, parallel: 2, kvFloor: 16 << 20 } as const;
   const min = await loadModel(path, { ...load, memoryBudget: 1 }).then(
     () => assert.fail('a 1-byte budget loaded'),
     (e: unknown) => (e instanceof InsufficientMemoryError ? e.minimum : assert.fail(String(e))),
@@ -59,11 +60,13 @@ test('flexinfer_memory_*: the split adds up to the budget, the counters are the 
   const part = (p: string) => s.get(`flexinfer_memory_bytes{part="${p}"}`)!;
   assert.equal(part('scratch'), pool.scratchBytes);
   assert.equal(s.get('flexinfer_memory_kv_floor_bytes'), pool.floorBytes);
-  // Idle, KV within the floor: the pool is the weights' memory plus what is free.
-  assert.ok(part('kv_live') + part('kv_prefix_cache') <= pool.floorBytes);
+  // Idle, KV within what the runtime reserve leaves of the floor: the pool is the weights'
+  // memory plus what is free.
+  assert.equal(pool.runtimeBytes, 10 << 20);
+  assert.ok(part('kv_live') + part('kv_prefix_cache') <= pool.floorBytes - pool.runtimeBytes);
   assert.equal(part('resident_weights') + part('stream_buffers') + part('weights_loading') + part('free'), pool.poolBytes);
   assert.equal(part('runtime'), pool.runtimeBytes);
-  assert.equal(pool.scratchBytes + pool.runtimeBytes + pool.floorBytes + pool.poolBytes, budget);
+  assert.equal(pool.scratchBytes + pool.floorBytes + pool.poolBytes, budget);
   assert.ok(part('resident_weights') > 0);
   assert.ok(s.get('flexinfer_memory_streamed_bytes_per_token')! > 0, 'a tight budget streams');
   assert.equal(s.get('flexinfer_memory_weight_level'), pool.level);
