@@ -26,8 +26,9 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'flexinfer-memory-metrics-'));
   const path = join(dir, 'tiny.gguf');
   await synthesize(path, 'tiny-15m', 'q8_0', { seed: 31 });
-  // A KV floor above the runtime reserve (10 MiB at parallel 2): the reserve lives in its unused part.
-  const load = { threads: 2, contextSize: 256, parallel: 2, kvFloor: 16 << 20 } as const;
+  // A KV floor above the runtime reserve (10 MiB at parallel 2) plus two sequences (12 chunks of
+  // 576 KiB each): the reserve lives in its unused part.
+  const load = { threads: 2, contextSize: 256, parallel: 2, kvFloor: 24 << 20 } as const;
   const min = await loadModel(path, { ...load, memoryBudget: 1 }).then(
     () => assert.fail('a 1-byte budget loaded'),
     (e: unknown) => (e instanceof InsufficientMemoryError ? e.minimum : assert.fail(String(e))),
