@@ -47,7 +47,7 @@ export function planPool(
   const top = ladder.steps.length;
   const minWeightBytes = Math.min(...levels.bytesAt);
   const poolBytes = o.budget - o.scratchBytes - o.floorBytes;
-  const runtimeBytes = appliedRuntimeReserve(poolBytes, o.floorBytes, levels.bytesAt, o.runtimeBytes ?? 0);
+  const runtimeBytes = appliedRuntimeReserve(poolBytes, levels.bytesAt, o.runtimeBytes ?? 0);
   const minLevel = levels.bytesAt.indexOf(minWeightBytes);
   // KV and the runtime reserve beyond the floor come out of the pool (MemoryPool).
   const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) + runtimeBytes - o.floorBytes);

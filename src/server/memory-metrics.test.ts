@@ -26,8 +26,8 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'flexinfer-memory-metrics-'));
   const path = join(dir, 'tiny.gguf');
   await synthesize(path, 'tiny-15m', 'q8_0', { seed: 31 });
-  // A KV floor above the runtime reserve (10 MiB at parallel 2) plus two sequences (12 chunks of
-  // 576 KiB each): the reserve lives in its unused part.
+  // A KV floor above the runtime reserve (at most 10 MiB at parallel 2) plus two sequences (12
+  // chunks of 576 KiB each): the reserve lives in its unused part.
   const load = { threads: 2, contextSize: 256, parallel: 2, kvFloor: 24 << 20 } as const;
   const min = await loadModel(path, { ...load, memoryBudget: 1 }).then(
     () => assert.fail('a 1-byte budget loaded'),
@@ -63,7 +63,8 @@ test('flexinfer_memory_*: the split adds up to the budget, the counters are the 
   assert.equal(s.get('flexinfer_memory_kv_floor_bytes'), pool.floorBytes);
   // Idle, KV within what the runtime reserve leaves of the floor: the pool is the weights'
   // memory plus what is free.
-  assert.equal(pool.runtimeBytes, 10 << 20);
+  // The reserve (10 MiB at parallel 2) as far as the 4 MiB above the minimum allow.
+  assert.ok(pool.runtimeBytes > 0 && pool.runtimeBytes <= 4 << 20, `runtime ${pool.runtimeBytes}`);
   assert.ok(part('kv_live') + part('kv_prefix_cache') <= pool.floorBytes - pool.runtimeBytes);
   assert.equal(part('resident_weights') + part('stream_buffers') + part('weights_loading') + part('free'), pool.poolBytes);
   assert.equal(part('runtime'), pool.runtimeBytes);
