@@ -126,27 +126,39 @@ const SCALAR_EXACT = new Set([
   GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_NL, GgmlType.IQ4_XS,
 ]);
 
+/** Skips `t` (and returns true) where the oracle or the SIMD kernels are missing. */
+function unavailable(t: { skip(msg: string): void }): boolean {
+  if (!driver()) {
+    t.skip('no g++ or no libggml-cpu variant for this CPU');
+    return true;
+  }
+  if (matmulSimdPath() === 'none') {
+    t.skip('portable build without the SIMD kernels');
+    return true;
+  }
+  return false;
+}
+
+/** Random weights (quantized to `type`) [n, k] and activations [m, k] seeded by the shape. */
+function randomCase(type: GgmlType, n: number, k: number, m: number): { w: Uint8Array; x: Float32Array } {
+  const next = rng(n * 7919 + k * 31 + m);
+  const wf = new Float32Array(n * k);
+  for (let i = 0; i < wf.length; i++) wf[i] = (next() * 2 - 1) * 0.5;
+  const w = quantize(type, wf);
+  const x = new Float32Array(m * k);
+  for (let i = 0; i < x.length; i++) x[i] = (next() * 2 - 1) * 2;
+  return { w, x };
+}
+
 for (const [type, repack, shapes] of CASES) {
   test(`matmul ${GgmlType[type]} equals llama.cpp's CPU backend bit for bit`, (t) => {
-    if (!driver()) {
-      t.skip('no g++ or no libggml-cpu variant for this CPU');
-      return;
-    }
-    if (matmulSimdPath() === 'none') {
-      t.skip('portable build without the SIMD kernels');
-      return;
-    }
+    if (unavailable(t)) return;
     const saved = getKernelPath();
     const paths = SCALAR_EXACT.has(type) ? (['scalar', 'auto'] as const) : (['auto'] as const);
     try {
       for (const path of paths) for (const [n, k, m] of shapes) {
         setKernelPath(path);
-        const next = rng(n * 7919 + k * 31 + m);
-        const wf = new Float32Array(n * k);
-        for (let i = 0; i < wf.length; i++) wf[i] = (next() * 2 - 1) * 0.5;
-        const w = quantize(type, wf);
-        const x = new Float32Array(m * k);
-        for (let i = 0; i < x.length; i++) x[i] = (next() * 2 - 1) * 2;
+        const { w, x } = randomCase(type, n, k, m);
         const ref = ggmlMatmul(type, w, n, k, x, m, repack);
         const ours = new Float32Array(m * n);
         matmul(ours, w, type, n, k, x, m);
@@ -176,21 +188,9 @@ const GEMV_ROWS: Array<[GgmlType, boolean, Array<[number, number, number]>]> = [
 ];
 for (const [type, repack, shapes] of GEMV_ROWS) {
   test(`batched ${GgmlType[type]} equals llama.cpp's single-row kernel row by row (its own batches differ by rounding)`, (t) => {
-    if (!driver()) {
-      t.skip('no g++ or no libggml-cpu variant for this CPU');
-      return;
-    }
-    if (matmulSimdPath() === 'none') {
-      t.skip('portable build without the SIMD kernels');
-      return;
-    }
+    if (unavailable(t)) return;
     for (const [n, k, m] of shapes) {
-      const next = rng(n * 7919 + k * 31 + m);
-      const wf = new Float32Array(n * k);
-      for (let i = 0; i < wf.length; i++) wf[i] = (next() * 2 - 1) * 0.5;
-      const w = quantize(type, wf);
-      const x = new Float32Array(m * k);
-      for (let i = 0; i < x.length; i++) x[i] = (next() * 2 - 1) * 2;
+      const { w, x } = randomCase(type, n, k, m);
       const rows = ggmlMatmul(type, w, n, k, x, m, repack, true);
       const ours = new Float32Array(m * n);
       matmul(ours, w, type, n, k, x, m);
