@@ -244,7 +244,11 @@ if (process.env.FLEXINFER_FULL_MIXES) {
     for (const type of QUANT_MIX_NAMES) {
       if (type === 'f32' || type === 'f16' || type === 'bf16') continue;
       if (CASES.some((c) => c.preset === preset && c.type === type && !c.shrink)) continue;
-      CASES.push(singleRows ? { preset, type, relTolerance: 1e-5, tieTolerance: 1e-3, singleRows } : { preset, type, relTolerance: 3e-2, tieTolerance: 0.15 });
+      // The greedy tokens come from llama.cpp's generation, whose decode steps run its
+      // single-row attention (~1e-2 apart from its batches): a near-tie of its own can flip them
+      // against its batched distribution (qwen2.5-0.5b q4_k_m seed 7, position 12: gap 9.2e-3,
+      // while every logit gap agreed to 2.6e-8), hence the default batch's tie tolerance here.
+      CASES.push(singleRows ? { preset, type, relTolerance: 1e-5, tieTolerance: 0.15, singleRows } : { preset, type, relTolerance: 3e-2, tieTolerance: 0.15 });
     }
   }
 }
