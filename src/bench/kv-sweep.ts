@@ -150,8 +150,9 @@ async function measureLlamaCppKv(path: string, maxContext: number, onLog: (s: st
   if ('error' in handle) return handle.error;
   const out: LlamaKv = new Map();
   try {
-    for (const n of LLAMACPP_KV_SEQUENCES) {
-      const caches = await llamaCppKvCaches(handle, path, maxContext, n);
+    const all = await llamaCppKvCaches(handle, path, maxContext, LLAMACPP_KV_SEQUENCES);
+    for (const [i, n] of LLAMACPP_KV_SEQUENCES.entries()) {
+      const caches = all[i]!;
       onLog(`    llama.cpp KV, ${n} x ${maxContext} tokens: ${caches.map((c) => `${c.layers} layers x ${c.sequences} x ${c.cells} cells ${(c.bytes / MiB).toFixed(1)} MiB`).join(' + ')}`);
       out.set(n, caches.reduce((a, c) => a + c.bytes, 0));
     }

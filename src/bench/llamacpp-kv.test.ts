@@ -17,7 +17,8 @@ test('llama.cpp KV size from its log: tiny-15m, 2 sequences x 256 tokens = 6 lay
   try {
     const path = join(dir, 'tiny.gguf');
     await synthesize(path, 'tiny-15m', 'q8_0', { seed: 3 });
-    const caches = await llamaCppKvCaches(handle, path, 256, 2);
+    const [caches] = await llamaCppKvCaches(handle, path, 256, [2]);
+    assert.ok(caches);
     assert.equal(caches.length, 1, 'no sliding window: one cache');
     assert.equal(caches[0]!.layers, 6);
     assert.equal(caches[0]!.cells, 256);

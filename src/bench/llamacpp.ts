@@ -127,27 +127,34 @@ export interface LlamaCppKvCache {
 const KV_SIZE_LINE = /size\s*=\s*([\d.]+) MiB \(\s*(\d+) cells,\s*(\d+) layers,\s*(\d+)\s*\/\s*(\d+) seqs\)/;
 
 /**
- * The KV cache llama.cpp allocates for `sequences` sequences of up to `contextSize` tokens each
+ * The KV caches llama.cpp allocates for each count in `sequences` of up to `contextSize` tokens each
  * (node-llama-cpp's contextSize is per sequence: it asks llama.cpp for contextSize x sequences
  * cells, one stream per sequence), read from its own log lines ("llama_kv_cache: size = X MiB (N cells, L layers,
  * ...)", one per cache: a sliding-window model has a non-SWA and a SWA cache). The context is
  * created with node-llama-cpp's defaults (f16 K/V, flash attention off, swaFullCache false),
  * then disposed. @internal
  */
-export async function llamaCppKvCaches(handle: LlamaCppHandle, modelPath: string, contextSize: number, sequences: number): Promise<LlamaCppKvCache[]> {
+export async function llamaCppKvCaches(handle: LlamaCppHandle, modelPath: string, contextSize: number, sequences: readonly number[]): Promise<LlamaCppKvCache[][]> {
   const { llama, lib } = handle;
   const saved = { level: llama.logLevel, logger: llama.logger };
-  const caches: LlamaCppKvCache[] = [];
+  let caches: LlamaCppKvCache[] = [];
+  const out: LlamaCppKvCache[][] = [];
   llama.logLevel = lib.LlamaLogLevel.info;
   llama.logger = (_level: unknown, message: string) => {
     const m = KV_SIZE_LINE.exec(message);
     if (m) caches.push({ cells: Number(m[2]), layers: Number(m[3]), sequences: Number(m[5]), bytes: Math.round(Number(m[1]) * 1024 * 1024) });
   };
   try {
+    // One model load; one context per sequence count.
     const model = await llama.loadModel({ modelPath, useMmap: true, gpuLayers: 0 });
     try {
-      const context = await model.createContext({ contextSize, sequences, threads: 1, flashAttention: false, ignoreMemorySafetyChecks: true });
-      await context.dispose();
+      for (const n of sequences) {
+        caches = [];
+        const context = await model.createContext({ contextSize, sequences: n, threads: 1, flashAttention: false, ignoreMemorySafetyChecks: true });
+        await context.dispose();
+        if (caches.length === 0) throw new Error(`llama.cpp logged no KV cache size for ${modelPath} (its log format changed?)`);
+        out.push(caches);
+      }
     } finally {
       await model.dispose();
     }
@@ -155,6 +162,5 @@ export async function llamaCppKvCaches(handle: LlamaCppHandle, modelPath: string
     llama.logLevel = saved.level;
     llama.logger = saved.logger;
   }
-  if (caches.length === 0) throw new Error(`llama.cpp logged no KV cache size for ${modelPath} (its log format changed?)`);
-  return caches;
+  return out;
 }

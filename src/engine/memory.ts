@@ -46,17 +46,6 @@ export function runtimeReserveFor(parallel: number): number {
   return 8 * MiB + Math.max(1, parallel) * MiB;
 }
 
-/**
- * The runtime reserve an elastic pool keeps: `reserve`, as far as the pool has room above the
- * weights' minimum resident set (the smallest of `bytesAt`). It sits in the unused floor when
- * it can, but KV filling the floor must be able to push it into the pool (demoting weights),
- * so the pool must be able to hold it: at the minimum budget there is none, and KV keeps the
- * whole floor. (createWeightStore keeps its part beyond the floor from the weights at load.)
- */
-export function appliedRuntimeReserve(poolBytes: number, bytesAt: readonly number[], reserve: number): number {
-  return appliedReserve(poolBytes, bytesAt, reserve);
-}
-
 /** The engine's weights and KV, and the pool between them (elastic) or none (static). */
 export interface EngineMemory {
   readonly store: WeightStore & { dispose(): void };
@@ -114,7 +103,10 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   }
   const es = store as ElasticWeightStore;
   const poolBytes = budget - scratchBytes - floorBytes;
-  const runtimeBytes = appliedRuntimeReserve(poolBytes, es.bytesAt, runtimeReserveFor(init.parallel));
+  // The reserve sits in the unused floor when it can, but KV filling the floor must be able to
+  // push it into the pool (demoting weights): only what the pool holds above the weights'
+  // minimum applies (none at the minimum budget, where KV keeps the whole floor).
+  const runtimeBytes = appliedReserve(poolBytes, es.bytesAt, runtimeReserveFor(init.parallel));
   // Address space for KV: what parallel full-context sequences need, or what the pool can give.
   const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - runtimeBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
   const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });

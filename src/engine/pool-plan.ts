@@ -7,7 +7,7 @@
  */
 import type { PlanLadder } from '../weights/plan.js';
 import { levelFor } from '../weights/elastic-store.js';
-import { appliedRuntimeReserve } from './memory.js';
+import { appliedReserve } from '../weights/create.js';
 
 /** The split at one load. */
 export interface ExpectedSplit {
@@ -47,7 +47,7 @@ export function planPool(
   const top = ladder.steps.length;
   const minWeightBytes = Math.min(...levels.bytesAt);
   const poolBytes = o.budget - o.scratchBytes - o.floorBytes;
-  const runtimeBytes = appliedRuntimeReserve(poolBytes, levels.bytesAt, o.runtimeBytes ?? 0);
+  const runtimeBytes = appliedReserve(poolBytes, levels.bytesAt, o.runtimeBytes ?? 0);
   const minLevel = levels.bytesAt.indexOf(minWeightBytes);
   // KV and the runtime reserve beyond the floor come out of the pool (MemoryPool).
   const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) + runtimeBytes - o.floorBytes);
