@@ -145,6 +145,7 @@ function streamingFigures(runs: RunOutcome[]): Record<string, unknown> | null {
   return {
     bytes_read_per_token: m((s) => s.bytesReadPerToken),
     io_wait_sec_per_token: m((s) => s.ioWaitSecPerToken),
+    compute_sec_per_token: m((s) => s.computeSecPerToken ?? 0),
     read_bytes_per_sec: m((s) => s.readBytesPerSec),
     direct_bytes_per_sec: m((s) => s.pathRates?.direct?.bytesPerSec ?? 0),
     buffered_bytes_per_sec: m((s) => s.pathRates?.buffered?.bytesPerSec ?? 0),

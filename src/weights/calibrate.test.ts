@@ -99,6 +99,24 @@ test('refreshCalibration: a run that agrees leaves the entry; one that disagrees
   assert.equal(refreshCalibration(CAL, { path: CAL.path, bytesPerSec: 0, bytes: 0 }), undefined);
 });
 
+test('refreshCalibration: a run\'s compute rate replaces the matmul figure when it disagrees, leaving the read figures and date alone', () => {
+  const cal: Calibration = { ...CAL, computeBytesPerSec: 40e9, computeSource: 'matmul' };
+  // Agrees on both: nothing to save.
+  assert.equal(refreshCalibration(cal, { path: cal.path, bytesPerSec: cal.readBytesPerSec, bytes: 1e9, computeBytesPerSec: 40e9 * (1 - CALIBRATION_DRIFT * 0.9) }), undefined);
+  const now = new Date('2026-01-02T00:00:00.000Z');
+  const slower = refreshCalibration(cal, { path: cal.path, bytesPerSec: cal.readBytesPerSec, bytes: 1e9, computeBytesPerSec: 22e9 }, now)!;
+  assert.equal(slower.computeBytesPerSec, 22e9);
+  assert.equal(slower.computeSource, 'run');
+  assert.equal(slower.readBytesPerSec, cal.readBytesPerSec);
+  assert.equal(slower.measuredAt, cal.measuredAt, 'the storage figures keep their date (they are what goes stale)');
+  // Both disagree: both replaced.
+  const both = refreshCalibration(cal, { path: { direct: true, depth: 16 }, bytesPerSec: 3.5e9, bytes: 1e9, computeBytesPerSec: 20e9 }, now)!;
+  assert.deepEqual([both.readBytesPerSec, both.computeBytesPerSec, both.measuredAt], [3.5e9, 20e9, now.toISOString()]);
+  // An entry without a compute figure takes the run's.
+  const { computeBytesPerSec: _, ...bare } = cal;
+  assert.equal(refreshCalibration(bare as Calibration, { path: cal.path, bytesPerSec: cal.readBytesPerSec, bytes: 1e9, computeBytesPerSec: 30e9 })!.computeBytesPerSec, 30e9);
+});
+
 test('calibrationIsStale: older than CALIBRATION_MAX_AGE_MS, or undated', () => {
   const t = Date.parse(CAL.measuredAt);
   assert.equal(calibrationIsStale(CAL, t + CALIBRATION_MAX_AGE_MS - 1), false);

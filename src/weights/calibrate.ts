@@ -32,6 +32,13 @@ export interface Calibration extends HardwareFigures {
   bytesMeasured: number;
   /** ggml type name the compute figure (computeBytesPerSec) was measured with. */
   computeType?: string;
+  /**
+   * Where computeBytesPerSec comes from: 'matmul' (measureComputeBytesPerSec, one matrix, no
+   * I/O beside it) or 'run' (a streaming run's own layer compute: attention, norms and the
+   * reads' completions included). tinyllama-1.1b Q8_0 at 75% on a quiet machine: matmul
+   * 44-58 GB/s, the runs' layers 23-33 GB/s (issue-9 notes, 2026-12-06).
+   */
+  computeSource?: 'matmul' | 'run';
   measuredAt: string;
   /** 1-minute load average when measured: figures taken on a busy machine read low. */
   loadAverage: number;
@@ -73,6 +80,7 @@ export function calibrateStorage(path: string, options: CalibrateOptions = {}): 
   if (options.computeType !== undefined) {
     cal.computeBytesPerSec = measureComputeBytesPerSec(options.computeType);
     cal.computeType = ggmlTypeInfo(options.computeType)?.name ?? String(options.computeType);
+    cal.computeSource = 'matmul';
   }
   if (options.save !== false) saveCalibration(cal);
   return cal;
@@ -104,25 +112,30 @@ export function calibrationIsStale(cal: Pick<Calibration, 'measuredAt'>, now = D
 }
 
 /**
- * The entry corrected by what a run measured on `path` (bytes read / wall time with reads in
- * flight), or undefined when the run agrees within CALIBRATION_DRIFT. A pure function: the
- * caller saves the result.
+ * The entry corrected by what a run measured: its best path's rate (bytes read / wall time
+ * with reads in flight) and, when given, its compute rate (layer weight bytes / layer compute
+ * time: streaming.ts computeRateOf, which the cost model's window choice depends on). Each
+ * figure is replaced when the run disagrees by more than CALIBRATION_DRIFT; undefined when
+ * both agree. A pure function: the caller saves the result.
  */
-export function refreshCalibration(cal: Calibration, measured: { path: ReadPath; bytesPerSec: number; bytes: number }, now = new Date()): Calibration | undefined {
-  if (!(measured.bytesPerSec > 0)) return undefined;
-  const drift = Math.abs(measured.bytesPerSec - cal.readBytesPerSec) / cal.readBytesPerSec;
-  if (drift <= CALIBRATION_DRIFT) return undefined;
-  return {
-    ...cal,
-    readBytesPerSec: measured.bytesPerSec,
-    path: { ...measured.path },
-    ...(measured.path.direct ? { directBytesPerSec: measured.bytesPerSec } : { bufferedBytesPerSec: measured.bytesPerSec }),
-    probes: [],
-    bytesMeasured: measured.bytes,
-    measuredAt: now.toISOString(),
-    loadAverage: loadavg()[0]!,
-    source: 'run',
-  };
+export function refreshCalibration(cal: Calibration, measured: { path: ReadPath; bytesPerSec: number; bytes: number; computeBytesPerSec?: number }, now = new Date()): Calibration | undefined {
+  const drifts = (m: number | undefined, c: number | undefined) => m !== undefined && m > 0 && !(c !== undefined && c > 0 && Math.abs(m - c) / c <= CALIBRATION_DRIFT);
+  const read = drifts(measured.bytesPerSec, cal.readBytesPerSec);
+  const compute = drifts(measured.computeBytesPerSec, cal.computeBytesPerSec);
+  if (!read && !compute) return undefined;
+  const readPart = read
+    ? {
+        readBytesPerSec: measured.bytesPerSec,
+        path: { ...measured.path },
+        ...(measured.path.direct ? { directBytesPerSec: measured.bytesPerSec } : { bufferedBytesPerSec: measured.bytesPerSec }),
+        probes: [],
+        bytesMeasured: measured.bytes,
+        measuredAt: now.toISOString(),
+        loadAverage: loadavg()[0]!,
+        source: 'run' as const,
+      }
+    : {};
+  return { ...cal, ...readPart, ...(compute ? { computeBytesPerSec: measured.computeBytesPerSec!, computeSource: 'run' as const } : {}) };
 }
 
 function readCache(): Record<string, Calibration> {

@@ -77,3 +77,25 @@ test('FLEXINFER_READ_PATH and FLEXINFER_WINDOW: parsed values, unset = the plann
   assert.equal(windowFromEnv(undefined), undefined);
   for (const bad of ['0', '9', '2.5', 'three']) assert.throws(() => windowFromEnv(bad), (e: unknown) => e instanceof InvalidOptionError && /FLEXINFER_WINDOW/.test(e.message), bad);
 });
+
+test('FLEXINFER_WINDOW reaches the elastic store too (the default pool since #16), as it does the static one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
+  const saved = process.env.FLEXINFER_WINDOW;
+  try {
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 10, tinyModelTensors({ dim: 128, ffn: 384, kvDim: 64, vocab: 50, layers: 10 }, 8), 4096);
+    const hardware = { readBytesPerSec: 1e9, computeBytesPerSec: 1e12 };
+    for (const w of [1, 2]) {
+      process.env.FLEXINFER_WINDOW = String(w);
+      for (const elastic of [false, true]) {
+        const { store, plan } = await createWeightStore(path, { hardware, memoryBudget: '60%', elastic });
+        assert.equal(plan.window, w, `elastic ${elastic}`);
+        store.dispose();
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env.FLEXINFER_WINDOW;
+    else process.env.FLEXINFER_WINDOW = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

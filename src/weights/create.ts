@@ -19,7 +19,7 @@ import { ElasticWeightStore } from './elastic-store.js';
 export { planWithWindow } from './plan.js';
 import { ResidentWeightStore } from './resident.js';
 import type { WeightStore } from './store.js';
-import { DEFAULT_READ_PATHS, MAX_READ_DEPTH, StreamingWeightStore, type StreamingOptions } from './streaming.js';
+import { DEFAULT_READ_PATHS, MAX_READ_DEPTH, StreamingWeightStore, type MeasuredRates, type StreamingOptions } from './streaming.js';
 import { listTensors } from './tensors.js';
 import { createMoeWeightStore, moeShape, type ExpertStoreOptions } from './create-moe.js';
 
@@ -124,7 +124,7 @@ export async function createWeightStore(
     return { store, plan, file };
   }
   if (options.elastic) {
-    const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window);
+    const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window ?? windowFromEnv());
     const room = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
     const weightBytes = room - appliedReserve(room, ElasticWeightStore.levels(file, ladder).bytesAt, options.runtimeReserveBytes ?? 0);
     const store = await ElasticWeightStore.open(file, ladder, { ...streaming, weightBytes });
@@ -231,7 +231,7 @@ export function directStart(probes: readonly ProbeResult[]): ProbeResult | undef
 }
 
 /** An onMeasuredRate that saves a refreshed calibration when the run disagrees with it. */
-function refreshOnDrift(cal: Calibration): (m: { path: ReadPath; bytesPerSec: number; bytes: number }) => void {
+function refreshOnDrift(cal: Calibration): (m: MeasuredRates) => void {
   let current = cal;
   return (m) => {
     const next = refreshCalibration(current, m);

@@ -289,3 +289,28 @@ test('property: layers of mixed quant types (Q4_K_M style) stay within one tenso
     }
   }
 });
+
+test('window from measured rates: tinyllama-1.1b Q8_0 at 75% keeps window 1 at the runs\' compute rate; a slower compute picks a deeper ring', () => {
+  // tinyllama-1.1b shapes in Q8_0 (34 bytes per 32 weights): dim 2048, ffn 5632, kv 256, 22 layers, vocab 32000.
+  const q8 = (n: number) => (n / 32) * 34;
+  const sizes = { attn_q: q8(2048 * 2048), attn_k: q8(2048 * 256), attn_v: q8(2048 * 256), attn_output: q8(2048 * 2048), ffn_gate: q8(2048 * 5632), ffn_up: q8(2048 * 5632), ffn_down: q8(5632 * 2048) };
+  const tensors = model(22, sizes, { normBytes: 8192, outputBytes: q8(32000 * 2048), embdBytes: q8(32000 * 2048) });
+  const total = tensors.reduce((a, t) => a + t.bytes, 0);
+  const at = (computeBytesPerSec: number, window?: number) =>
+    planWithWindow(tensors, { budget: 0.75 * total, kvBytes: 12 * 2 ** 20, scratchBytes: 40 * 2 ** 20, hardware: { readBytesPerSec: 3.3e9, computeBytesPerSec } }, window);
+  // The figures the runs measured (issue-9 notes, 2026-12-06, quiet, interleaved windows 1/2/3 at
+  // 75%): O_DIRECT@32 read 3.1-3.7 GB/s busy, the layers' compute (StreamingStats
+  // .computeBytesPerSec) 23-33 GB/s; medians 9.55 / 9.00 / 9.44 tok/s for windows 1 / 2 / 3.
+  const measured = at(26e9);
+  assert.equal(measured.window, 1);
+  for (const w of [2, 3]) {
+    const p = at(26e9, w);
+    assert.ok(p.streamedBytesPerToken > measured.streamedBytesPerToken, 'a deeper ring takes memory from resident weights');
+    assert.ok(p.predictedSecPerToken > measured.predictedSecPerToken, `window ${w}`);
+  }
+  // Compute slower than the reads of the small-read layers (9.6 MiB at 3.3 GB/s = 3.0 ms; at
+  // 10 GB/s a layer computes 4.5 ms): a deeper ring lets the big-read layers borrow that slack.
+  const slow = at(10e9);
+  assert.ok(slow.window >= 2, `window ${slow.window}`);
+  assert.ok(slow.predictedSecPerToken < at(10e9, 1).predictedSecPerToken);
+});

@@ -9,7 +9,7 @@ import { closeFile, openFile } from '../native/index.js';
 import { planResidency, streamFootprint } from './plan.js';
 import { planInputs } from './create.js';
 import { ResidentWeightStore } from './resident.js';
-import { StreamingWeightStore } from './streaming.js';
+import { computeRateOf, StreamingWeightStore } from './streaming.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
 
 const SHAPE = { dim: 256, ffn: 640, kvDim: 128, vocab: 96, layers: 24 };
@@ -64,6 +64,8 @@ test('streamed tensors equal the file bytes (checksums) at 75/50/25% budgets, wi
           const st = store.stats();
           assert.equal(st.tokens, 3);
           assert.equal(st.bytesReadPerToken, plan.streamedBytesPerToken);
+          // The layers' compute time (acquire to release: the checksums above) was measured.
+          assert.ok(st.computeSecPerToken > 0 && st.computeBytesPerSec > 0, `compute ${st.computeSecPerToken} s/pass`);
           if (direct && alignment === 4096 && directAvailable(path)) assert.ok(st.directBytes > 0, 'aligned file reads go O_DIRECT');
           if (alignment === 32) assert.ok(st.bufferedBytes > 0, 'misaligned tensors fall back to buffered reads');
           if (!direct) assert.equal(st.directBytes, 0);
@@ -149,4 +151,14 @@ test('a model with fewer layers than ring slots uses one slot per layer and stay
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('computeRateOf: the median pass (a prompt pass does not weigh), and the plan\'s layer bytes per second of it', () => {
+  const plan = { layers: [{ residentBytes: 30, streamedBytes: 10 }, { residentBytes: 0, streamedBytes: 60 }] } as unknown as Parameters<typeof computeRateOf>[1];
+  assert.deepEqual(computeRateOf([], plan), { computeSecPerToken: 0, computeBytesPerSec: 0 });
+  // A 16-row prompt pass (0.5 s) among 1-row passes of 0.01-0.02 s.
+  const r = computeRateOf([0.5, 0.01, 0.02, 0.012, 0], plan);
+  assert.equal(r.computeSecPerToken, (0.012 + 0.02) / 2, 'the median of the measured passes (0 = not measured)');
+  assert.equal(r.computeBytesPerSec, 100 / r.computeSecPerToken);
+  assert.equal(computeRateOf([0.5, 0.01, 0.02], plan).computeSecPerToken, 0.02);
 });

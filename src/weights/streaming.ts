@@ -56,8 +56,17 @@ export interface StreamingOptions {
    * Called every REPORT_EVERY_TOKENS tokens and at dispose with the rate the best-measured
    * path achieved so far (createWeightStore refreshes the calibration cache with it).
    */
-  onMeasuredRate?: (m: { path: ReadPath; bytesPerSec: number; bytes: number }) => void;
+  onMeasuredRate?: (m: MeasuredRates) => void;
   signal?: AbortSignal;
+}
+
+/** What a run reports to onMeasuredRate: its best path's read rate, and its compute rate. */
+export interface MeasuredRates {
+  path: ReadPath;
+  bytesPerSec: number;
+  bytes: number;
+  /** Layer weight bytes per second of layer compute (computeRateOf), when measured. */
+  computeBytesPerSec?: number;
 }
 
 /** Rate and volume of one read path in a run. */
@@ -76,6 +85,13 @@ export interface StreamingStats {
   /** Time acquire() spent blocked on reads (the compute waiting on I/O). */
   ioWaitSec: number;
   ioWaitSecPerToken: number;
+  /**
+   * Compute time of the layers in one pass (acquire to release, summed over layers; median of
+   * the last COMPUTE_PASSES passes, 0 before the first), and the layers' weight bytes per
+   * second of it: the compute side of the planner's cost model, as this run achieves it.
+   */
+  computeSecPerToken: number;
+  computeBytesPerSec: number;
   /** Bytes read per second of wall time with reads in flight, over both paths. */
   readBytesPerSec: number;
   /** The path reads take now, and what each candidate achieved in this run. */
@@ -168,6 +184,10 @@ export class StreamingWeightStore implements WeightStore {
   #tokens = 0;
   #bytesRead = 0;
   #waitNs = 0;
+  /** When each held sequence's acquire returned; this pass's layer compute; the last passes'. */
+  readonly #acquiredAt = new Map<number, bigint>();
+  #passComputeNs = 0;
+  readonly #passCompute: number[] = [];
   #locked: { resident: boolean; ring: boolean; error?: string };
   #disposed = false;
 
@@ -273,6 +293,7 @@ export class StreamingWeightStore implements WeightStore {
     this.#waitNs += Number(process.hrtime.bigint() - t0);
     this.#bytesRead += bytes;
     this.#held.push(s);
+    this.#acquiredAt.set(s, process.hrtime.bigint());
     const slotBase = (s % Math.max(1, this.#numSlots)) * this.#slotBytes;
     const tensors = new Map(this.#residentLayer[layer]!);
     for (const sl of this.#streamedLayer[layer]!) {
@@ -287,6 +308,9 @@ export class StreamingWeightStore implements WeightStore {
     if (i < 0) throw new RangeError(`release: layer ${layer} is not acquired`);
     // Slots are freed oldest first: the ring holds sequences [oldest held, oldest + numSlots).
     const [s] = this.#held.splice(i, 1) as [number];
+    const at = this.#acquiredAt.get(s);
+    if (at !== undefined) this.#passComputeNs += Number(process.hrtime.bigint() - at);
+    this.#acquiredAt.delete(s);
     if (s % this.numLayers === this.numLayers - 1) this.#endToken();
     const oldest = this.#held.length > 0 ? this.#held[0]! : this.#nextAcquire;
     while (this.#nextIssue < oldest + this.#numSlots) this.#issue(this.#nextIssue++);
@@ -336,6 +360,7 @@ export class StreamingWeightStore implements WeightStore {
       bytesReadPerToken: tokens > 0 ? this.#bytesRead / tokens : 0,
       ioWaitSec: this.#waitNs / 1e9,
       ioWaitSecPerToken: tokens > 0 ? this.#waitNs / 1e9 / tokens : 0,
+      ...computeRateOf(this.#passCompute, this.plan),
       readBytesPerSec: rate(io.directBytes + io.bufferedBytes, io.busyNs),
       readPath: { direct: info.direct, depth: info.depth },
       pathRates: {
@@ -406,6 +431,9 @@ export class StreamingWeightStore implements WeightStore {
   /** A token's last layer was released: feed the path selector, report rates now and then. */
   #endToken(): void {
     this.#tokens++;
+    this.#passCompute.push(this.#passComputeNs / 1e9);
+    if (this.#passCompute.length > COMPUTE_PASSES) this.#passCompute.shift();
+    this.#passComputeNs = 0;
     const now = this.#streamer.stats();
     const was = this.#tokenStart;
     this.#tokenStart = now;
@@ -426,7 +454,8 @@ export class StreamingWeightStore implements WeightStore {
     if (!this.#onMeasuredRate) return;
     const st = this.stats();
     const best = [st.pathRates.direct, st.pathRates.buffered].filter((p) => p.bytes >= MIN_REPORT_BYTES && p.bytesPerSec > 0).sort((a, b) => b.bytesPerSec - a.bytesPerSec)[0];
-    if (best) this.#onMeasuredRate({ path: { direct: best.direct, depth: best.depth || st.readPath.depth }, bytesPerSec: best.bytesPerSec, bytes: best.bytes });
+    const compute = st.computeBytesPerSec > 0 ? { computeBytesPerSec: st.computeBytesPerSec } : {};
+    if (best) this.#onMeasuredRate({ path: { direct: best.direct, depth: best.depth || st.readPath.depth }, bytesPerSec: best.bytesPerSec, bytes: best.bytes, ...compute });
   }
 
   /** Issues the reads of sequence s (layer s % numLayers) into slot s % numSlots. */
@@ -497,6 +526,22 @@ export async function loadTensors(path: string, tensors: TensorEntry[], buffer: 
 
 /** Reads of at least this many bytes on a path make a rate worth reporting. */
 const MIN_REPORT_BYTES = 256 * 1024 * 1024;
+
+/** Passes whose compute time the median of StreamingStats.computeSecPerToken is taken over. */
+export const COMPUTE_PASSES = 32;
+
+/**
+ * computeSecPerToken and computeBytesPerSec from the last passes' layer compute seconds: the
+ * median (a prompt pass computes many rows at once and would weigh on a mean), and the plan's
+ * layer weight bytes (resident and streamed) per second of it.
+ */
+export function computeRateOf(passSec: readonly number[], plan: Pick<Plan, 'layers'>): { computeSecPerToken: number; computeBytesPerSec: number } {
+  const v = passSec.filter((x) => x > 0).sort((a, b) => a - b);
+  if (v.length === 0) return { computeSecPerToken: 0, computeBytesPerSec: 0 };
+  const med = v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+  const bytes = plan.layers.reduce((a, l) => a + l.residentBytes + l.streamedBytes, 0);
+  return { computeSecPerToken: med, computeBytesPerSec: bytes / med };
+}
 
 /** The candidate read paths of a store (the first is where it starts). */
 function readPathsOf(options: StreamingOptions): Array<ReadPath & { prior?: number }> {
