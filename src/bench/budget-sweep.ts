@@ -191,7 +191,9 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
         flex.push(outcome(f));
         if (!o.noLlamaCpp) {
           evictFile(path);
-          const l = await runInMemoryCgroup(process.execPath, [`${dist}llamacpp-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens)], limit, { timeoutMs });
+          // --llamacpp-timeout: a slow-disk day can make llama.cpp's runs long; a timed-out run is
+          // reported as "timeout" and left out of its median (which can then only flatter llama.cpp).
+          const l = await runInMemoryCgroup(process.execPath, [`${dist}llamacpp-child.js`, path, String(o.threads), String(ctx), String(o.promptTokens), String(o.genTokens)], limit, { timeoutMs: o.llamaCppTimeoutMs ?? timeoutMs });
           llama.push(outcome(l));
         }
         o.onLog(`budget ${pct}%: flexinfer ${fmtRun(flex.at(-1)!)}` + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmtRun(llama.at(-1)!)}`));
