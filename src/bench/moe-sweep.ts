@@ -49,6 +49,11 @@ export interface DecodeFigures {
   requiredBytesPerToken: number;
   ioWaitSecPerToken: number;
   predictionAccuracy: number | null;
+  /** The same per distance of the prediction (one layer ahead, two, ...). */
+  predictionAccuracyByDistance: number[];
+  /** Wall time per token with expert reads in flight, and the mean reads (pieces) in flight then. */
+  ioBusySecPerToken: number;
+  ioMeanInflight: number | null;
 }
 
 type Num = Record<string, number | undefined>;
@@ -73,7 +78,23 @@ export function decodeFigures(first: Record<string, unknown> | undefined, last: 
     requiredBytesPerToken: (d('bytesRead') - Math.max(0, wasted) + denseBytes) / tokens,
     ioWaitSecPerToken: d('ioWaitSec') / tokens,
     predictionAccuracy: d('predictedLookups') > 0 ? d('predictedCorrect') / d('predictedLookups') : null,
+    predictionAccuracyByDistance: byDistance(a, b),
+    ioBusySecPerToken: d('ioBusySec') / tokens,
+    ioMeanInflight: d('ioBusySec') > 0 ? d('ioInflightSec') / d('ioBusySec') : null,
   };
+}
+
+/** Prediction accuracy per distance over the phase between two snapshots. */
+function byDistance(a: Record<string, unknown>, b: Record<string, unknown>): number[] {
+  const arr = (s: Record<string, unknown>, k: string): number[] => (Array.isArray(s[k]) ? (s[k] as number[]) : []);
+  const la = arr(a, 'predictedLookupsByDistance');
+  const ca = arr(a, 'predictedCorrectByDistance');
+  const lb = arr(b, 'predictedLookupsByDistance');
+  const cb = arr(b, 'predictedCorrectByDistance');
+  return lb.map((n, i) => {
+    const lookups = n - (la[i] ?? 0);
+    return lookups > 0 ? (cb[i]! - (ca[i] ?? 0)) / lookups : 0;
+  });
 }
 
 interface Run {
@@ -114,6 +135,9 @@ function summary(runs: Run[]) {
     required_bytes_per_token: med(ok.map((r) => r.decode?.requiredBytesPerToken)),
     io_wait_sec_per_token: med(ok.map((r) => r.decode?.ioWaitSecPerToken)),
     prediction_accuracy: med(ok.map((r) => r.decode?.predictionAccuracy)),
+    prediction_accuracy_by_distance: ok[0]?.decode?.predictionAccuracyByDistance ?? [],
+    io_busy_sec_per_token: med(ok.map((r) => r.decode?.ioBusySecPerToken)),
+    io_mean_inflight: med(ok.map((r) => r.decode?.ioMeanInflight)),
     runs,
   };
 }
@@ -148,7 +172,7 @@ export async function runMoeBudgetSweep(path: string, o: SweepOptions): Promise<
         llama.push(parseRun(l));
       }
       const f = flex.at(-1)!;
-      o.onLog(`budget ${pct}%: flexinfer ${fmt(f)}` + (f.decode ? ` hit ${(100 * f.decode.hitRate).toFixed(1)}% (cached ${(100 * f.decode.cacheHitRate).toFixed(1)}%), ${(f.decode.bytesPerToken / MiB).toFixed(0)} MiB/token` : '') + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmt(llama.at(-1)!)}`));
+      o.onLog(`budget ${pct}%: flexinfer ${fmt(f)}` + (f.decode ? ` hit ${(100 * f.decode.hitRate).toFixed(1)}% (cached ${(100 * f.decode.cacheHitRate).toFixed(1)}%), ${(f.decode.bytesPerToken / MiB).toFixed(0)} MiB/token, I/O wait ${(1000 * f.decode.ioWaitSecPerToken).toFixed(0)} ms/token, reads in flight ${(1000 * f.decode.ioBusySecPerToken).toFixed(0)} ms/token (${(f.decode.ioMeanInflight ?? 0).toFixed(1)} deep), prediction by distance ${f.decode.predictionAccuracyByDistance.map((a) => `${(100 * a).toFixed(0)}%`).join(' / ')}` : '') + (o.noLlamaCpp ? '' : ` | llama.cpp ${fmt(llama.at(-1)!)}`));
     }
     const after = measureStorage(path);
     o.onLog(`budget ${pct}%: storage after: ${describeStorage(after)}`);

@@ -7,6 +7,7 @@ import { InvalidOptionError } from '../errors.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import type { GenerateOptions, LoadModelOptions } from '../index.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
+import { MAX_LOOKAHEAD } from '../weights/expert-scheduler.js';
 
 /**
  * A numeric flag's value, or undefined when absent. Errors name the flag and say what is
@@ -36,12 +37,14 @@ export const MODEL_FLAGS = {
   'expert-cache': { type: 'string' },
   'expert-policy': { type: 'string' },
   'no-expert-prefetch': { type: 'boolean' },
+  'expert-lookahead': { type: 'string' },
 } as const;
 
 /** Help lines of the MoE flags of MODEL_FLAGS. */
 export const EXPERT_FLAGS_HELP = `      --expert-cache MODE  MoE models under a budget: auto (default), global or per-layer
       --expert-policy P    MoE expert-cache eviction: least-stale (default), lfu or lru
       --no-expert-prefetch MoE: do not read the next layer's predicted experts ahead
+      --expert-lookahead N MoE: predict and read the experts of the next N layers (1-4, default 1)
 `;
 
 /** parseArgs specs of the flags that say how to generate. */
@@ -73,13 +76,15 @@ export function loadOptionsFrom(values: FlagValues): LoadModelOptions {
   }
   const expertCache = values['expert-cache'] as string | undefined;
   const expertPolicy = values['expert-policy'] as string | undefined;
-  if (expertCache !== undefined || expertPolicy !== undefined || values['no-expert-prefetch'] === true) {
+  const lookahead = numberOption('expert-lookahead', values['expert-lookahead'] as string | undefined, { min: 1, max: MAX_LOOKAHEAD, integer: true });
+  if (expertCache !== undefined || expertPolicy !== undefined || values['no-expert-prefetch'] === true || lookahead !== undefined) {
     if (expertCache !== undefined && !['auto', 'global', 'per-layer'].includes(expertCache)) throw new InvalidOptionError('--expert-cache', `must be auto, global or per-layer, got '${expertCache}'`);
     if (expertPolicy !== undefined && !['lru', 'lfu', 'least-stale'].includes(expertPolicy)) throw new InvalidOptionError('--expert-policy', `must be least-stale, lfu or lru, got '${expertPolicy}'`);
     load.experts = {
       ...(expertCache !== undefined ? { cache: expertCache as 'auto' | 'global' | 'per-layer' } : {}),
       ...(expertPolicy !== undefined ? { policy: expertPolicy as 'lru' | 'lfu' | 'least-stale' } : {}),
       ...(values['no-expert-prefetch'] === true ? { prefetch: false } : {}),
+      ...(lookahead !== undefined ? { lookahead } : {}),
     };
   }
   const budget = values['memory-budget'] as string | undefined;

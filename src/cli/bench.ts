@@ -38,7 +38,8 @@ Options:
   --sample-seed N      MoE budget sweep: both engines sample (temperature 1, seed N) instead of
                        greedy: random-weight files repeat one greedy token, whose experts then
                        always hit; sampled tokens route as the file does (near uniform)
-  --expert-cache MODE, --expert-policy P, --no-expert-prefetch   MoE expert cache (see run --help)
+  --expert-cache MODE, --expert-policy P, --no-expert-prefetch, --expert-lookahead N
+                       MoE expert cache (see run --help)
   --kv-sweep           KV cache memory, kernel and engine speed: vtensor vs paged vs contiguous
   --kv-parts LIST      with --kv-sweep: measure only these parts (memory,kernels,decode,chat)
   --kv-merge FILES     with --kv-sweep: merge earlier partial results (comma-separated JSON files)
@@ -86,6 +87,7 @@ export async function run(argv: string[]): Promise<number> {
       'expert-cache': { type: 'string' },
       'expert-policy': { type: 'string' },
       'no-expert-prefetch': { type: 'boolean' },
+      'expert-lookahead': { type: 'string' },
       'budget-sweep': { type: 'boolean' },
       budgets: { type: 'string' },
       merge: { type: 'string' },

@@ -91,6 +91,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
       ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
+      ...(init.experts?.lookahead !== undefined ? { expertLookahead: init.experts.lookahead } : {}),
       onProgress,
     });
   } catch (err) {

@@ -14,6 +14,7 @@ import { resolveSamplingOptions, type SamplingOptions, type TokenLogprob } from 
 import { checkGrammarSpec, type GrammarSpec } from '../grammar/engine.js';
 import type { FinishedGeneration, Pooling } from './scheduler.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
+import { MAX_LOOKAHEAD } from '../weights/expert-scheduler.js';
 import { deserializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 import { isHubUri, pullModel, type PullOptions } from '../hub/pull.js';
 import { assertNotSplit } from '../gguf/split.js';
@@ -62,6 +63,8 @@ export interface ExpertOptions {
   policy?: 'lru' | 'lfu' | 'least-stale';
   /** Read the next layer's predicted experts while a layer computes (default true). */
   prefetch?: boolean;
+  /** Layers whose experts are predicted and read ahead, 1-4 (default 1). */
+  lookahead?: number;
 }
 
 /** Options of one generation. */
@@ -215,6 +218,9 @@ function checkExpertOptions(o: ExpertOptions | undefined): ExpertOptions | null 
   if (o.cache !== undefined && !['auto', 'global', 'per-layer'].includes(o.cache)) throw new InvalidOptionError('experts.cache', `must be auto, global or per-layer, got ${JSON.stringify(o.cache)}`);
   if (o.policy !== undefined && !['lru', 'lfu', 'least-stale'].includes(o.policy)) throw new InvalidOptionError('experts.policy', `must be lru, lfu or least-stale, got ${JSON.stringify(o.policy)}`);
   if (o.prefetch !== undefined && typeof o.prefetch !== 'boolean') throw new InvalidOptionError('experts.prefetch', `must be a boolean, got ${JSON.stringify(o.prefetch)}`);
+  if (o.lookahead !== undefined && !(Number.isInteger(o.lookahead) && o.lookahead >= 1 && o.lookahead <= MAX_LOOKAHEAD)) {
+    throw new InvalidOptionError('experts.lookahead', `must be an integer from 1 to ${MAX_LOOKAHEAD}, got ${JSON.stringify(o.lookahead)}`);
+  }
   return { ...o };
 }
 

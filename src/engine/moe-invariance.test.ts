@@ -39,6 +39,8 @@ interface ExpertStats {
   prefetchReads: number;
   predictionAccuracy: number;
   predictedLookups: number;
+  predictedLookupsByDistance: number[];
+  predictionAccuracyByDistance: number[];
   waves: number;
   passes: number;
 }
@@ -104,6 +106,22 @@ for (const share of [0.5, 0.25, 0.125]) {
     });
   }
 }
+
+test('MoE: predicting 2 and 3 layers ahead gives the same logits and tokens as 1 (both layouts), each distance scored', async () => {
+  for (const cache of ['per-layer', 'global'] as const) {
+    for (const lookahead of [1, 2, 3]) {
+      const r = await run(budgetFor.get(0.25)!, { cache, lookahead });
+      assertSameBits(r.logits, reference.logits, `${cache} lookahead ${lookahead}`);
+      assert.deepEqual(r.tokens, reference.tokens);
+      const e = r.experts!;
+      // 4 layers: layer l predicts l+1 .. l+lookahead, so every distance up to 3 has lookups.
+      assert.equal(e.predictedLookupsByDistance.length, lookahead, JSON.stringify(e.predictedLookupsByDistance));
+      e.predictedLookupsByDistance.forEach((n, d) => assert.ok(n > 0, `distance ${d + 1}: no lookups`));
+      assert.ok(e.predictionAccuracyByDistance.every((a) => a >= 0 && a <= 1));
+      assert.ok(e.predictionAccuracyByDistance[0]! > 0);
+    }
+  }
+});
 
 test('MoE: every policy and both cache layouts give the same tokens (12.5%: prompt steps run in waves)', async () => {
   for (const experts of [
@@ -179,4 +197,5 @@ test('MoE: bad expert options are typed errors', async () => {
   await assert.rejects(loadModel(PATH, { ...LOAD, experts: { policy: 'mru' as never } }), /experts.policy: must be lru, lfu or least-stale/);
   await assert.rejects(loadModel(PATH, { ...LOAD, experts: { cache: 'shared' as never } }), /experts.cache/);
   await assert.rejects(loadModel(PATH, { ...LOAD, experts: { prefetch: 'yes' as never } }), /experts.prefetch/);
+  await assert.rejects(loadModel(PATH, { ...LOAD, experts: { lookahead: 5 } }), /experts.lookahead: must be an integer from 1 to 4/);
 });

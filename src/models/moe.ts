@@ -30,17 +30,20 @@ export class MoeFeedForward {
 
   /**
    * xb = moe(xb) in place for `layer` ([m, dim], xb normed by ffn_norm); h is the residual
-   * stream that xb was normed from (the next layer's router applied to it predicts the next
-   * layer's experts).
+   * stream that xb was normed from (the routers of the next `lookahead` layers applied to it
+   * predict their experts).
    */
   run(xb: Float32Array, h: Float32Array, m: number, layer: number, w: LayerWeights): void {
     const c = this.#c;
     const ex = this.#experts;
-    // the next layer's experts, predicted from this layer's hidden state, for prefetch
-    const next =
-      ex.prefetch && layer + 1 < c.numLayers
-        ? { layer: layer + 1, experts: predictExperts(h, m, layer + 1, ex, this.#moe, c.dim, c.rmsEps, this.#s) }
-        : undefined;
-    moeFfn(xb, xb, m, layer, w.get('ffn_gate_inp.weight'), ex, this.#moe, c.dim, this.#s, next);
+    // later layers' experts, predicted from this layer's hidden state, for prefetch; a
+    // prediction of every expert (a large batch) is not made farther than one layer
+    const ahead: { layer: number; experts: Int32Array }[] = [];
+    for (let d = 1; d <= ex.lookahead && layer + d < c.numLayers; d++) {
+      const experts = predictExperts(h, m, layer + d, ex, this.#moe, c.dim, c.rmsEps, this.#s);
+      ahead.push({ layer: layer + d, experts });
+      if (experts.length === this.#moe.numExperts) break;
+    }
+    moeFfn(xb, xb, m, layer, w.get('ffn_gate_inp.weight'), ex, this.#moe, c.dim, this.#s, ahead);
   }
 }

@@ -46,6 +46,7 @@ test('synthetic MoE routing: 32 random tokens of one sequence pick experts as un
         numExperts: ex.numExperts,
         allResident: ex.allResident,
         prefetch: ex.prefetch,
+        lookahead: ex.lookahead,
         router: (l) => ex.router(l),
         useExperts: (layer, experts, compute, next) => {
           picked[layer]!.push([...experts]);

@@ -22,6 +22,8 @@ export interface ExpertStoreOptions {
   expertPolicy?: ExpertPolicyName;
   /** Read the next layer's predicted experts while a layer computes (default true). */
   expertPrefetch?: boolean;
+  /** Layers whose experts are predicted and read ahead (default DEFAULT_LOOKAHEAD). */
+  expertLookahead?: number;
   /** Expert reads in flight (default: the depth of the first read path, else 8). */
   expertIoDepth?: number;
 }
@@ -119,6 +121,7 @@ export async function createMoeWeightStore(
       direct,
       ...((o.expertIoDepth ?? first?.depth) !== undefined ? { ioDepth: o.expertIoDepth ?? first!.depth } : {}),
       ...(o.expertPrefetch !== undefined ? { prefetch: o.expertPrefetch } : {}),
+      ...(o.expertLookahead !== undefined ? { lookahead: o.expertLookahead } : {}),
       ...(o.expertPolicy ? { policy: o.expertPolicy } : {}),
       ...(o.lock !== undefined ? { lock: o.lock } : {}),
     });

@@ -1,6 +1,6 @@
 /**
  * Expert cache properties over random routing traces (uniform, skewed, sticky), for every
- * policy, global and per-layer, with and without prefetch, with a fake reader whose reads
+ * policy, global and per-layer, with and without prefetch (1 to 3 layers ahead), with a fake reader whose reads
  * complete at random moments. A fake "memory" per slot records which expert was last read into
  * it, so overwriting a slot too early shows up as a wrong expert at compute time.
  */
@@ -100,6 +100,8 @@ interface Scenario {
   slots: number | number[];
   policy: ExpertPolicyName;
   prefetch: boolean;
+  /** Layers predicted ahead when prefetching (default 1). */
+  lookahead?: number;
   routing: Routing;
   passes: number;
 }
@@ -138,10 +140,12 @@ function simulate(seed: number, s: Scenario): ExpertScheduler {
           assert.equal(demandReads.get(key), 1, `pass ${p}: expert ${key % s.E} of layer ${l} read twice for one step`);
         }
       };
-      // The prediction for the next layer: its true experts with noise.
-      const nl = l + 1 < s.L ? l + 1 : -1;
-      const next = nl >= 0 ? { layer: nl, experts: tr[p]![nl]!.filter(() => r() < 0.7).concat(r() < 0.5 ? [Math.floor(r() * s.E)] : []) } : undefined;
-      if (next) next.experts = [...new Set(next.experts)];
+      // The predictions for the next layers: their true experts with noise (more farther out).
+      const ahead: { layer: number; experts: number[] }[] = [];
+      for (let d = 1; d <= (s.lookahead ?? 1) && l + d < s.L; d++) {
+        const noisy = tr[p]![l + d]!.filter(() => r() < 0.8 - 0.15 * d).concat(r() < 0.3 * d ? [Math.floor(r() * s.E)] : []);
+        ahead.push({ layer: l + d, experts: [...new Set(noisy)] });
+      }
       sched.run(
         l,
         need,
@@ -157,7 +161,7 @@ function simulate(seed: number, s: Scenario): ExpertScheduler {
             computed.add(e);
           }
         },
-        next,
+        ahead,
       );
       assert.equal(computed.size, needSet.size, `pass ${p} layer ${l}: ${needSet.size - computed.size} experts never computed`);
       checkTable(cache, s);
@@ -192,12 +196,13 @@ function randomScenario(r: () => number): Scenario {
     rows: 1 + Math.floor(r() * 5),
     policy: EXPERT_POLICIES[Math.floor(r() * EXPERT_POLICIES.length)]!,
     prefetch: r() < 0.7,
+    lookahead: 1 + Math.floor(r() * 3),
     routing: (['uniform', 'zipf', 'sticky'] as const)[Math.floor(r() * 3)]!,
     passes: 4 + Math.floor(r() * 12),
   };
 }
 
-test('expert cache: properties over 400 random routing traces (every policy, global and per-layer, prefetch on/off)', () => {
+test('expert cache: properties over 400 random routing traces (every policy, global and per-layer, prefetch on/off, 1-3 layers ahead)', () => {
   const r = rng(12345);
   for (let i = 0; i < 400; i++) {
     const s = randomScenario(r);
@@ -214,6 +219,7 @@ test('expert cache: a single slot still serves a batch that needs many experts (
   for (const policy of EXPERT_POLICIES) {
     simulate(7, { L: 3, E: 8, k: 4, rows: 6, slots: 1, policy, prefetch: true, routing: 'uniform', passes: 6 });
     simulate(8, { L: 3, E: 8, k: 4, rows: 6, slots: [1, 1, 1], policy, prefetch: true, routing: 'zipf', passes: 6 });
+    simulate(9, { L: 4, E: 8, k: 4, rows: 6, slots: 2, policy, prefetch: true, lookahead: 3, routing: 'uniform', passes: 6 });
   }
 });
 
@@ -269,7 +275,7 @@ test('expert cache: prefetch of a perfect prediction turns misses into hits and 
   const sched = new ExpertScheduler(cache, io, { expertBytes: [10, 20, 30, 40] });
   const tr = trace(r, 50, L, E, 2, 1, 'uniform');
   for (const pass of tr) {
-    for (let l = 0; l < L; l++) sched.run(l, pass[l]!, () => {}, l + 1 < L ? { layer: l + 1, experts: pass[l + 1]! } : undefined);
+    for (let l = 0; l < L; l++) sched.run(l, pass[l]!, () => {}, l + 1 < L ? [{ layer: l + 1, experts: pass[l + 1]! }] : []);
   }
   const st = sched.stats();
   assert.equal(st.predictionAccuracy, 1);
@@ -280,6 +286,43 @@ test('expert cache: prefetch of a perfect prediction turns misses into hits and 
   // A perfect prediction wastes no read: every prefetched byte was used (all but the last pass's).
   assert.ok(st.prefetchBytes >= st.prefetchUsedBytes && st.prefetchBytes - st.prefetchUsedBytes <= 3 * 2 * 40, `${st.prefetchBytes} vs ${st.prefetchUsedBytes}`);
   assert.ok(st.bytesRead > 0);
+});
+
+test('expert cache: two layers ahead: each distance is scored, a nearer prediction replaces a farther one, reads stay once per step', () => {
+  const L = 5;
+  const E = 16;
+  const r = rng(33);
+  for (const slots of [new Array(L).fill(6), 6 * L]) {
+    const cache = new ExpertCache({ numLayers: L, numExperts: E, numExpertsUsed: 2, slots, policy: 'least-stale' });
+    const io = new FakeIo(cache.numSlots, E, r);
+    const sched = new ExpertScheduler(cache, io, { expertBytes: new Array(L).fill(1) });
+    const tr = trace(r, 40, L, E, 2, 1, 'uniform');
+    let reads = 0;
+    io.onRead = () => reads++;
+    for (const pass of tr) {
+      for (let l = 0; l < L; l++) {
+        // distance 1: the true experts; distance 2: one of the two true experts and a wrong one.
+        const ahead = [];
+        if (l + 1 < L) ahead.push({ layer: l + 1, experts: pass[l + 1]! });
+        if (l + 2 < L) {
+          const truth = pass[l + 2]!;
+          let wrong = Math.floor(r() * E);
+          while (truth.includes(wrong)) wrong = (wrong + 1) % E;
+          ahead.push({ layer: l + 2, experts: [wrong, truth[1]!] });
+        }
+        sched.run(l, pass[l]!, () => {}, ahead);
+      }
+    }
+    const st = sched.stats();
+    // distance 1: every expert of layers 1..4; distance 2: layers 2..4, exactly one of two right.
+    assert.deepEqual(st.predictedLookupsByDistance, [40 * 4 * 2, 40 * 3 * 2]);
+    assert.equal(st.predictionAccuracyByDistance[0], 1);
+    assert.equal(st.predictionAccuracyByDistance[1], 0.5);
+    // The nearest prediction is what predictionAccuracy reports.
+    assert.equal(st.predictionAccuracy, 1);
+    for (let l = 1; l < L; l++) assert.equal(st.layerHits[l], st.layerLookups[l], `layer ${l} (${JSON.stringify(slots)})`);
+    assert.equal(reads, st.reads);
+  }
 });
 
 test('expert cache: typed range errors', () => {
@@ -293,4 +336,5 @@ test('expert cache: typed range errors', () => {
   assert.throws(() => c.unpin(s), /not pinned/);
   const sched = new ExpertScheduler(c, { read: () => {}, wait: () => {}, done: () => true }, { expertBytes: [1] });
   assert.throws(() => sched.run(0, [1, 1], () => {}), /not distinct/);
+  assert.throws(() => sched.run(0, [1], () => {}, [{ layer: 0, experts: [2] }]), /must be a later layer/);
 });

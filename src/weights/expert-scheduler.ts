@@ -6,13 +6,22 @@
  *   run(layer, experts = union of the batch's routed experts, compute, next?)
  *     1. hits are pinned; a read is issued for each miss into a slot the cache assigns
  *        (never one holding an expert this step still needs, never a pinned one);
- *     2. the next layer's predicted experts are read after this layer's misses (prefetch);
+ *     2. the predicted experts of the next layers (`ahead`: layer l+1, l+2, ... nearest first)
+ *        are read after this layer's misses (prefetch); a pending prediction's experts are
+ *        not evicted by another prefetch (demand reads may take them);
  *     3. compute(wave) runs the hits first (while the misses load), then each batch of
  *        completed reads; a computed expert is unpinned at once, so when the cache holds
  *        fewer slots than the step needs, the next misses reuse the slots just computed.
  *   Every expert of the step is read at most once and computed exactly once.
  *
  * The reader (ExpertIo) is the native I/O threads in the weight store and a fake in tests.
+ *
+ * NOTE (lookahead): predicting one layer ahead leaves the device one layer's reads to work on
+ * (~6.5 misses x 3 slices ~ 20 pieces of 1 MiB at Qwen3-30B-A3B shapes, 25% budget) and every
+ * token starts with the device idle (layer 0 cannot be predicted before the token is sampled).
+ * Predicting two layers ahead keeps twice as many reads queued; the prediction two layers out
+ * is less often right (measured: see the README's MoE section), and a mispredicted read costs
+ * bandwidth the demand reads then wait behind.
  */
 import { ExpertCache, type ProtectFn } from './expert-cache.js';
 
@@ -58,10 +67,28 @@ export interface ExpertCacheStats {
   predictedCorrect: number;
   /** predictedCorrect / predictedLookups (recall of the prediction). */
   predictionAccuracy: number;
+  /**
+   * The same per distance of the prediction ([0] = made one layer ahead, [1] = two, ...): every
+   * prediction is scored, also those a nearer one replaced (predictedLookups/Correct score the
+   * nearest only).
+   */
+  predictedLookupsByDistance: number[];
+  predictedCorrectByDistance: number[];
+  predictionAccuracyByDistance: number[];
   /** Time compute waited on reads. */
   ioWaitSec: number;
   /** compute() calls. */
   waves: number;
+}
+
+/** Layers whose experts are predicted and read ahead by default (see the NOTE), and the most. */
+export const DEFAULT_LOOKAHEAD = 1;
+export const MAX_LOOKAHEAD = 4;
+
+/** The experts a later layer of this pass is predicted to route to. */
+export interface ExpertPrediction {
+  layer: number;
+  experts: ArrayLike<number>;
 }
 
 /** Options of an ExpertScheduler. */
@@ -83,8 +110,10 @@ export class ExpertScheduler {
   readonly #loading = new Map<number, LoadKind>();
   /** Keys read by prefetch and not used yet. */
   readonly #prefetched = new Set<number>();
-  /** The prediction made for each layer in the current pass, consumed by its step. */
-  readonly #predicted: (Int32Array | undefined)[];
+  /** The predictions made for each layer in the current pass by distance - 1, consumed by its step. */
+  readonly #predicted: (Int32Array | undefined)[][];
+  /** The nearest pending prediction of each layer (its experts are kept from other prefetches). */
+  readonly #latest: (Int32Array | undefined)[];
   readonly #stats: ExpertCacheStats;
 
   constructor(cache: ExpertCache, io: ExpertIo, options: ExpertSchedulerOptions) {
@@ -93,33 +122,54 @@ export class ExpertScheduler {
     this.prefetchEnabled = options.prefetch ?? true;
     if (options.expertBytes.length !== cache.numLayers) throw new RangeError(`ExpertScheduler: expertBytes has ${options.expertBytes.length} layers, the cache ${cache.numLayers}`);
     this.#expertBytes = options.expertBytes;
-    this.#predicted = new Array(cache.numLayers).fill(undefined);
     const L = cache.numLayers;
+    this.#predicted = Array.from({ length: L }, () => []);
+    this.#latest = new Array(L).fill(undefined);
     this.#stats = {
       steps: 0, passes: 0, lookups: 0, hits: 0, hitRate: 0, layerHits: new Array(L).fill(0), layerLookups: new Array(L).fill(0),
       reads: 0, bytesRead: 0, prefetchReads: 0, prefetchUsed: 0, prefetchBytes: 0, prefetchUsedBytes: 0, predictedLookups: 0, predictedCorrect: 0, predictionAccuracy: 0,
+      predictedLookupsByDistance: [], predictedCorrectByDistance: [], predictionAccuracyByDistance: [],
       ioWaitSec: 0, waves: 0,
     };
   }
 
   /**
    * One layer step: `experts` are the distinct experts the batch's rows are routed to. Calls
-   * compute(wave) until each of them was computed once, from memory the cache holds; `next`
-   * (the next layer's predicted experts) is prefetched after this layer's misses are issued.
+   * compute(wave) until each of them was computed once, from memory the cache holds; `ahead`
+   * (later layers' predicted experts, nearest first) is prefetched after this layer's misses
+   * are issued.
    */
-  run(layer: number, experts: ArrayLike<number>, compute: (wave: ExpertWave) => void, next?: { layer: number; experts: ArrayLike<number> }): void {
+  run(layer: number, experts: ArrayLike<number>, compute: (wave: ExpertWave) => void, ahead: readonly ExpertPrediction[] = []): void {
     const c = this.cache;
     const st = this.#stats;
+    for (const p of ahead) {
+      if (!(p.layer > layer && p.layer < c.numLayers)) throw new RangeError(`ExpertScheduler.run: layer ${layer} predicts layer ${p.layer} (must be a later layer)`);
+    }
     this.#pollLoading();
     c.beginLayer(layer, experts);
     st.steps++;
     if (layer === 0) st.passes++;
-    const pred = this.#predicted[layer];
-    if (pred !== undefined) {
-      this.#predicted[layer] = undefined;
-      st.predictedLookups += experts.length;
-      for (let i = 0; i < experts.length; i++) if (pred.includes(experts[i]!)) st.predictedCorrect++;
+    const preds = this.#predicted[layer]!;
+    let nearest = true;
+    for (let d = 0; d < preds.length; d++) {
+      const pred = preds[d];
+      if (pred === undefined) continue;
+      let correct = 0;
+      for (let i = 0; i < experts.length; i++) if (pred.includes(experts[i]!)) correct++;
+      while (st.predictedLookupsByDistance.length <= d) {
+        st.predictedLookupsByDistance.push(0);
+        st.predictedCorrectByDistance.push(0);
+      }
+      st.predictedLookupsByDistance[d]! += experts.length;
+      st.predictedCorrectByDistance[d]! += correct;
+      if (nearest) {
+        st.predictedLookups += experts.length;
+        st.predictedCorrect += correct;
+        nearest = false;
+      }
     }
+    preds.length = 0;
+    this.#latest[layer] = undefined;
 
     // Experts of this step not computed yet: the cache must not evict them.
     const todo = new Set<number>();
@@ -161,7 +211,9 @@ export class ExpertScheduler {
       }
     };
     issue();
-    if (next && this.prefetchEnabled) this.#prefetch(next.layer, next.experts, protect);
+    if (this.prefetchEnabled) {
+      for (const p of ahead) this.#prefetch(p.layer, p.layer - layer, p.experts, protect);
+    }
 
     let wave = hits;
     try {
@@ -214,6 +266,9 @@ export class ExpertScheduler {
       layerLookups: s.layerLookups.slice(),
       hitRate: s.lookups > 0 ? s.hits / s.lookups : 0,
       predictionAccuracy: s.predictedLookups > 0 ? s.predictedCorrect / s.predictedLookups : 0,
+      predictedLookupsByDistance: s.predictedLookupsByDistance.slice(),
+      predictedCorrectByDistance: s.predictedCorrectByDistance.slice(),
+      predictionAccuracyByDistance: s.predictedLookupsByDistance.map((n, d) => (n > 0 ? s.predictedCorrectByDistance[d]! / n : 0)),
     };
   }
 
@@ -270,11 +325,16 @@ export class ExpertScheduler {
     }
   }
 
-  #prefetch(layer: number, experts: ArrayLike<number>, protect: ProtectFn): void {
+  /** Records the prediction for `layer` made `distance` layers ahead, and reads its misses. */
+  #prefetch(layer: number, distance: number, experts: ArrayLike<number>, protect: ProtectFn): void {
     const c = this.cache;
     const predicted = Int32Array.from(experts);
-    this.#predicted[layer] = predicted;
-    const guard: ProtectFn = (l, e) => protect(l, e) || (l === layer && predicted.includes(e));
+    this.#predicted[layer]![distance - 1] = predicted;
+    // The nearest prediction is the one kept from other prefetches (a farther one it replaced
+    // no longer claims its experts).
+    this.#latest[layer] = this.#predicted[layer]!.find((p) => p !== undefined);
+    const pending = this.#latest;
+    const guard: ProtectFn = (l, e) => protect(l, e) || (pending[l]?.includes(e) ?? false);
     for (const e of predicted) {
       if (c.find(layer, e) >= 0) continue;
       const s = c.assign(layer, e, guard);

@@ -19,7 +19,7 @@ import type { GgufFile } from '../gguf/reader.js';
 import { IoStreamer } from '../native/index.js';
 import { ExpertCache, type ExpertPolicyName } from './expert-cache.js';
 import type { ExpertCachePlan } from './expert-plan.js';
-import { ExpertScheduler, type ExpertCacheStats, type ExpertKeyPair } from './expert-scheduler.js';
+import { DEFAULT_LOOKAHEAD, ExpertScheduler, MAX_LOOKAHEAD, type ExpertCacheStats, type ExpertKeyPair } from './expert-scheduler.js';
 import { streamFootprint } from './plan.js';
 import type { ExpertTensors, ExpertWeights, WeightStore, WeightTensor } from './store.js';
 import { EXPERT_KINDS, listTensors, type TensorEntry } from './tensors.js';
@@ -32,6 +32,7 @@ export type RouterSource = (layer: number) => { norm: WeightTensor; gateInp: Wei
 export class ResidentExperts implements ExpertWeights {
   readonly allResident = true;
   readonly prefetch = false;
+  readonly lookahead = 0;
   readonly #store: WeightStore;
   readonly #views = new Map<number, ExpertTensors>();
 
@@ -89,6 +90,8 @@ export interface StreamedExpertsOptions {
   maxSegmentBytes?: number;
   /** Read the next layer's predicted experts ahead (default true). */
   prefetch?: boolean;
+  /** Layers predicted and read ahead when prefetching (default DEFAULT_LOOKAHEAD). */
+  lookahead?: number;
   /** Eviction policy (default: the plan's). */
   policy?: ExpertPolicyName;
   /** Fill the cache at open (default true): uniform routing has no favourites, so any experts. */
@@ -123,6 +126,11 @@ export interface StreamedExpertsStats extends ExpertCacheStats {
   bytesReadPerPass: number;
   directBytes: number;
   bufferedBytes: number;
+  /** Wall time with at least one expert read in flight, and the integral of reads (pieces) in flight over time. */
+  ioBusySec: number;
+  ioInflightSec: number;
+  /** Pieces in flight at most (the streamer's depth caps it). */
+  ioDepth: number;
 }
 
 /** The expert cache over a model file (see the file comment). */
@@ -130,6 +138,7 @@ export class StreamedExperts implements ExpertWeights {
   readonly numExperts: number;
   readonly allResident: boolean;
   readonly prefetch: boolean;
+  readonly lookahead: number;
   readonly plan: ExpertCachePlan;
   readonly scheduler: ExpertScheduler;
   readonly #pool: LockedSegments;
@@ -141,6 +150,7 @@ export class StreamedExperts implements ExpertWeights {
   readonly #streamer: IoStreamer;
   readonly #routers: RouterSource;
   readonly #waitTimeoutMs: number;
+  readonly #ioDepth: number;
   #disposed = false;
 
   private constructor(file: GgufFile, plan: ExpertCachePlan, routers: RouterSource, o: StreamedExpertsOptions) {
@@ -148,6 +158,9 @@ export class StreamedExperts implements ExpertWeights {
     this.numExperts = plan.numExperts;
     this.allResident = plan.allResident;
     this.prefetch = !plan.allResident && (o.prefetch ?? true);
+    const lookahead = o.lookahead ?? DEFAULT_LOOKAHEAD;
+    if (!(Number.isInteger(lookahead) && lookahead >= 1 && lookahead <= MAX_LOOKAHEAD)) throw new RangeError(`expert lookahead must be an integer in [1, ${MAX_LOOKAHEAD}], got ${lookahead}`);
+    this.lookahead = this.prefetch ? lookahead : 0;
     this.#routers = routers;
     this.#waitTimeoutMs = o.waitTimeoutMs ?? 120_000;
     const L = plan.numLayers;
@@ -180,7 +193,8 @@ export class StreamedExperts implements ExpertWeights {
     this.#slotOffset = layout.offset;
     this.#pool = new LockedSegments(layout.segmentBytes);
     if (o.lock !== false) this.#pool.lock();
-    this.#streamer = new IoStreamer(file.path, { depth: o.ioDepth ?? 8, maxDepth: o.ioDepth ?? 8, direct: o.direct ?? true });
+    this.#ioDepth = o.ioDepth ?? 8;
+    this.#streamer = new IoStreamer(file.path, { depth: this.#ioDepth, maxDepth: this.#ioDepth, direct: o.direct ?? true });
     const cache = new ExpertCache({
       numLayers: L,
       numExperts: E,
@@ -223,10 +237,10 @@ export class StreamedExperts implements ExpertWeights {
     layer: number,
     experts: Int32Array,
     compute: (experts: Int32Array, tensors: readonly ExpertTensors[]) => void,
-    next?: { layer: number; experts: Int32Array },
+    ahead?: readonly { layer: number; experts: Int32Array }[],
   ): void {
     if (this.#disposed) throw new Error('useExperts: the expert cache is disposed');
-    this.scheduler.run(layer, experts, (wave) => compute(wave.experts, Array.from(wave.slots, (s) => this.#tensors(s, layer))), next);
+    this.scheduler.run(layer, experts, (wave) => compute(wave.experts, Array.from(wave.slots, (s) => this.#tensors(s, layer))), ahead);
   }
 
   router(layer: number): { norm: WeightTensor; gateInp: WeightTensor } {
@@ -248,6 +262,9 @@ export class StreamedExperts implements ExpertWeights {
       bytesReadPerPass: st.passes > 0 ? st.bytesRead / st.passes : 0,
       directBytes: io.directBytes,
       bufferedBytes: io.bufferedBytes,
+      ioBusySec: io.busyNs / 1e9,
+      ioInflightSec: io.inflightNs / 1e9,
+      ioDepth: this.#ioDepth,
     };
   }
 

@@ -43,16 +43,18 @@ export interface ExpertWeights {
   readonly allResident: boolean;
   /** The store reads predicted experts ahead (false when all are resident or prefetch is off). */
   readonly prefetch: boolean;
+  /** How many later layers' experts to predict and read ahead (0 when `prefetch` is false). */
+  readonly lookahead: number;
   /**
    * Runs `compute(experts, tensors)` over waves covering `experts` (distinct ids of `layer`).
-   * `next`: the experts the next layer is predicted to need, read while this one computes.
-   * Tensors are valid during the call only.
+   * `ahead`: the experts later layers are predicted to need (layer + 1 first), read while this
+   * one computes. Tensors are valid during the call only.
    */
   useExperts(
     layer: number,
     experts: Int32Array,
     compute: (experts: Int32Array, tensors: readonly ExpertTensors[]) => void,
-    next?: { layer: number; experts: Int32Array },
+    ahead?: readonly { layer: number; experts: Int32Array }[],
   ): void;
   /** Layer `layer`'s ffn_norm and router (ffn_gate_inp), resident, for predicting its experts early. */
   router(layer: number): { norm: WeightTensor; gateInp: WeightTensor };

@@ -69,7 +69,7 @@ export const PREDICT_MAX_ROWS = 16;
 
 /**
  * The MoE FFN of `layer` over m rows: out = sum_j w_ij * expert_ij(x_i). `x` is the normed
- * input [m, dim] and may be `out`. `next` predicts the next layer's experts (for prefetch).
+ * input [m, dim] and may be `out`. `ahead` predicts later layers' experts (for prefetch).
  */
 export function moeFfn(
   out: Float32Array,
@@ -81,7 +81,7 @@ export function moeFfn(
   c: MoeConfig,
   dim: number,
   s: MoeScratch,
-  next?: { layer: number; experts: Int32Array },
+  ahead?: readonly { layer: number; experts: Int32Array }[],
 ): void {
   const E = c.numExperts;
   const k = c.numExpertsUsed;
@@ -133,7 +133,7 @@ export function moeFfn(
       // pairOut[pair] = hg · Wdown^T  [n, dim] scattered to the pairs' rows
       matmulId(s.pairOut, ws.down, t0.down.type, dim, ff, s.hg, s.iota, s.wavePair, waveStarts);
     },
-    next,
+    ahead,
   );
 
   // weighted sum in top-k order: out_i = ((w_i0 e_i0 + w_i1 e_i1) + ...)  [m, dim]
