@@ -44,6 +44,14 @@ export function allocAligned(bytes: number, alignment = 4096): ArrayBuffer {
   return addon.allocAligned(bytes, alignment) as ArrayBuffer;
 }
 
+/**
+ * Asks for 2 MiB pages under the buffer's 2 MiB-aligned part (madvise MADV_HUGEPAGE), before its
+ * first touch; best effort (false where refused). See native/src/memory.cc for why weights want it.
+ */
+export function adviseHugePages(buffer: ArrayBuffer): boolean {
+  return addon.adviseHugePages(buffer) as boolean;
+}
+
 /** Pins an allocAligned buffer in RAM (mlock), best effort; never throws for a failed lock. */
 export function lockMemory(buffer: ArrayBuffer): LockResult {
   return addon.lockMemory(buffer) as LockResult;

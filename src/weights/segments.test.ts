@@ -8,14 +8,15 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { allocAligned, MAX_ALLOC_BYTES } from '../native/index.js';
+import { readFileSync } from 'node:fs';
+import { adviseHugePages, allocAligned, bufferAddress, MAX_ALLOC_BYTES } from '../native/index.js';
 import { readGgufSync } from '../gguf/reader.js';
 import { synthesize } from '../synth/synth.js';
 import { DEFAULT_HARDWARE, planInputs } from './create.js';
 import { planMoe } from './expert-plan.js';
 import { ResidentExperts, StreamedExperts } from './expert-store.js';
 import { ResidentWeightStore } from './resident.js';
-import { segmentLayout } from './segments.js';
+import { LockedSegments, segmentLayout } from './segments.js';
 
 test('segmentLayout: items in order, a new segment when the next would pass the limit (hand-computed); an item over the limit is a RangeError', () => {
   const l = segmentLayout([3, 3, 3, 1, 8], 1, 8);
@@ -63,4 +64,23 @@ test('expert cache in one-slot segments: every expert it serves is the file\'s b
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('LockedSegments: segments of 2 MiB or more start 2 MiB-aligned with 2 MiB pages advised; smaller ones keep their alignment', () => {
+  const segs = new LockedSegments([3 * 2 ** 20, 8192, 2 ** 21]);
+  assert.equal(bufferAddress(segs.buffers[0]!) % 2 ** 21, 0);
+  assert.equal(bufferAddress(segs.buffers[1]!) % 4096, 0);
+  assert.equal(bufferAddress(segs.buffers[2]!) % 2 ** 21, 0);
+  assert.deepEqual(segs.buffers.map((b) => b.byteLength), [3 * 2 ** 20, 8192, 2 ** 21]);
+  // Where the kernel offers transparent huge pages on request, the advice is taken; a buffer
+  // without a whole 2 MiB-aligned page in it has nothing to advise.
+  let thp = '';
+  try {
+    thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+  } catch {
+    // not Linux, or no THP: only the 'false' case is checked
+  }
+  if (/\[(always|madvise)\]/.test(thp)) assert.equal(adviseHugePages(segs.buffers[0]!), true);
+  assert.equal(adviseHugePages(allocAligned(8192)), false);
+  segs.dispose();
 });

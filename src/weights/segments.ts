@@ -4,7 +4,7 @@
  * a 5 GB model without a budget, or an 8 GB expert cache, is held in several segments.
  * Items (tensors, cache slots) are laid out in order and never straddle two segments.
  */
-import { allocAligned, lockMemory, unlockMemory, MAX_ALLOC_BYTES } from '../native/index.js';
+import { adviseHugePages, allocAligned, lockMemory, unlockMemory, MAX_ALLOC_BYTES } from '../native/index.js';
 
 /** Where each item goes: segment index and offset in it, and each segment's size. */
 export interface SegmentLayout {
@@ -33,7 +33,15 @@ export function segmentLayout(sizes: ArrayLike<number>, align = 4096, maxBytes =
   return { segment, offset, segmentBytes };
 }
 
-/** Aligned buffers of the given sizes (allocAligned), mlocked on request (lockMemory). */
+/** Segments of at least this many bytes start 2 MiB-aligned and ask for 2 MiB pages. */
+const HUGE_PAGE = 2 * 1024 * 1024;
+
+/**
+ * Aligned buffers of the given sizes (allocAligned), mlocked on request (lockMemory). Segments
+ * of 2 MiB or more are 2 MiB-aligned with 2 MiB pages advised before anything is read into them
+ * (adviseHugePages: the first touch of fresh 4 KiB pages is slow on this VM, and weights read
+ * into them paid it inside the first tokens' matmuls).
+ */
 export class LockedSegments {
   readonly buffers: ArrayBuffer[];
   readonly byteLength: number;
@@ -42,7 +50,12 @@ export class LockedSegments {
   #disposed = false;
 
   constructor(sizes: readonly number[], align = 4096) {
-    this.buffers = sizes.map((b) => allocAligned(b, align));
+    this.buffers = sizes.map((b) => {
+      if (b < HUGE_PAGE) return allocAligned(b, align);
+      const buf = allocAligned(b, Math.max(align, HUGE_PAGE));
+      adviseHugePages(buf);
+      return buf;
+    });
     this.byteLength = this.buffers.reduce((a, b) => a + b.byteLength, 0);
   }
 
