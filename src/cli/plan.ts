@@ -22,6 +22,7 @@ import { ElasticWeightStore } from '../weights/elastic-store.js';
 import { planLadder } from '../weights/plan.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
 import { runtimeReserveFor } from '../engine/memory.js';
+import { readCacheBytesFor } from '../weights/read-cache.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
@@ -263,7 +264,7 @@ export async function run(argv: string[]): Promise<number> {
     const ladder = planLadder(inputs, options, window);
     const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
     const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
-    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes: readCacheBytesFor(path, file.fileSize), floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
   }
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');
@@ -281,6 +282,7 @@ export function formatPoolPlan(p: PoolPlan, floorWhat: string): string {
   lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
   lines.push(`  resident weights and KV above the floor share the pool; the weights go down to ${formatBytes(p.minWeightBytes)} (norms, output, stream buffers) when KV needs it`);
   lines.push(`  a runtime reserve of ${formatBytes(p.runtimeBytes)} (the process's own memory) takes what KV leaves of the floor, then room in the pool`);
+  if (p.readCacheBytes > 0) lines.push(`  the weights leave ${formatBytes(p.readCacheBytes)} of the pool to the page cache of buffered reads; KV above the floor takes it first`);
   const t = p.rows[0]?.tokensPerSequence ?? 0;
   lines.push(`  at most ${p.maxSequences} sequence${p.maxSequences === 1 ? '' : 's'} of ${t} tokens before preemption; expected split:`);
   const head = ['sequences', 'KV', 'resident', 'ring', 'read/token', 'predicted'];

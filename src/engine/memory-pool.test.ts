@@ -49,7 +49,7 @@ interface Seq {
 }
 
 /** Runs one random trace; returns the events per 100-step window and the steps run. */
-async function runTrace(seed: number, steps: number, runtime = 0): Promise<{ windows: number[]; promotions: number[]; pool: MemoryPool; maxRunning: number; preemptions: number }> {
+async function runTrace(seed: number, steps: number, runtime = 0, readCache = 0): Promise<{ windows: number[]; promotions: number[]; pool: MemoryPool; maxRunning: number; preemptions: number }> {
   const rand = mulberry32(seed);
   const ladder = planLadder(planInputs(file), { budget: 14 * MiB, hardware: { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 } });
   // Budget: scratch 0.5 MiB + floor 1 MiB + a pool that holds the top level with 1 MiB to spare.
@@ -64,6 +64,7 @@ async function runTrace(seed: number, steps: number, runtime = 0): Promise<{ win
     scratchBytes: scratch,
     floorBytes: floor,
     runtimeBytes: runtime,
+    readCacheBytes: readCache,
     chunkBytes: CHUNK,
     slotBytes: SLOT,
     maxKvChunks: 16 * 16 * 4, // 16 full sequences of address space
@@ -84,7 +85,14 @@ async function runTrace(seed: number, steps: number, runtime = 0): Promise<{ win
   try {
     for (let step = 0; step < steps; step++) {
       clock += 10;
+      const promotionsBefore = pool.events.promotions;
       pool.betweenPasses({ ms: 10, rows: running.length, prefixHitTokens: 0 });
+      if (pool.events.promotions > promotionsBefore) {
+        // A promotion leaves the read cache free (KV above the floor may have taken it).
+        const w = store as WeightTenant;
+        const kvAbove = Math.max(0, kv.numUsedChunks * CHUNK + runtime - floor);
+        assert.ok(MemoryPool.weightBytes(w, w.level, w.targetLevel) + Math.max(readCache, kvAbove) <= pool.poolBytes, `step ${step}: a promotion into the read cache`);
+      }
       // Arrivals: bursts of up to 6 sequences, quiet stretches in between.
       const phase = Math.floor(step / 80) % 2; // busy / quiet periods of 80 steps
       const arrivals = phase === 0 ? (rand() < 0.4 ? 1 + Math.floor(rand() * 4) : 0) : rand() < 0.03 ? 1 : 0;
@@ -182,9 +190,9 @@ test('property: random traces never go over budget, lose no chunk, keep each wei
   let promotions = 0;
   let refusals = 0;
   let worst = 0;
-  // Seeds 3 and 4 with a runtime reserve: half the floor, and more than the floor.
-  for (const [seed, runtime] of [[1, 0], [2, 0], [3, MiB / 2], [4, (3 * MiB) / 2]] as const) {
-    const r = await runTrace(seed, 400, runtime);
+  // Seeds 3 and 4 with a runtime reserve: half the floor, and more than the floor; 5 with a read cache.
+  for (const [seed, runtime, readCache] of [[1, 0, 0], [2, 0, 0], [3, MiB / 2, 0], [4, (3 * MiB) / 2, 0], [5, MiB / 2, MiB / 2]] as const) {
+    const r = await runTrace(seed, 400, runtime, readCache);
     const ev = r.pool.events;
     demotions += ev.demotions;
     promotions += ev.promotions;
@@ -219,6 +227,37 @@ test('values: cached prefixes against weights, by hand', async () => {
     assert.equal(pool.valueOfPrefixes(100, 0.002, 4 * MiB), 0.2 / (4 * MiB));
     assert.equal(pool.valueOfPrefixes(0, 0.002, 4 * MiB), 0, 'a cache nobody hits is worth nothing');
     assert.equal(pool.valueOfPrefixes(100, 0.002, 0), 0);
+  } finally {
+    store.dispose();
+  }
+});
+
+test('read cache: promotions leave it free, KV grows into it without a demotion', async () => {
+  const ladder = planLadder(planInputs(file), { budget: 14 * MiB, hardware: { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 } });
+  const top = ladder.steps.length;
+  const store = await ElasticWeightStore.open(file, ladder, { level: 0, maxLevel: top });
+  const readCache = MiB;
+  let clock = 0;
+  try {
+    // The pool holds the top level with only half the read cache to spare.
+    const poolBytes = MemoryPool.weightBytes(store, top) + readCache / 2;
+    const pool = new MemoryPool({ budget: MiB + poolBytes, scratchBytes: 0, floorBytes: MiB, readCacheBytes: readCache, chunkBytes: CHUNK, slotBytes: SLOT, maxKvChunks: 1024, now: () => clock });
+    pool.attachWeights(store);
+    pool.attachKv({ numUsedChunks: 0, numCachedChunks: 0, evictCachedChunks: () => 0 });
+    for (let i = 0; i < 2000 && pool.idle(); i++) {
+      clock += 10;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    assert.ok(pool.events.promotions >= 1, 'the weights came up');
+    assert.ok(store.level > 0 && store.level < top, `level ${store.level} of ${top}`);
+    assert.ok(pool.freeBytes >= readCache, `free ${pool.freeBytes} < read cache ${readCache}`);
+    // One level more would have eaten into it.
+    assert.ok(MemoryPool.weightBytes(store, store.level + 1) > poolBytes - readCache);
+    // KV above the floor takes the read cache first: no demotion up to it.
+    const floorChunks = pool.limitChunks;
+    assert.ok(pool.request(Math.floor(readCache / CHUNK) - 1));
+    assert.equal(pool.events.demotions, 0);
+    assert.ok(pool.limitChunks > floorChunks);
   } finally {
     store.dispose();
   }

@@ -16,6 +16,12 @@
  * floor the weights make room for the runtime too (the process then stays within the budget
  * plus a small margin).
  *
+ * The read cache is page cache the buffered streaming reads need (weights/read-cache.ts: in a
+ * memory cgroup, every resident byte beyond what leaves it costs more read time than it
+ * saves). The weights leave it free: a promotion stops where free memory would fall below it.
+ * KV above the floor takes it first (the kernel reclaims clean page cache), so it also serves
+ * as KV's room to grow before a demotion.
+ *
  * The KV floor is KV memory no weight may take (default: one full-context sequence). The KV
  * layout holds a grant (kv/grant.ts) this pool raises on request and lowers between forward
  * passes as chunks come back.
@@ -108,6 +114,8 @@ export interface MemoryPoolOptions {
   maxKvChunks: number;
   /** Bytes of the budget kept for the process's own memory (see the file comment); default 0. */
   runtimeBytes?: number;
+  /** Bytes of the pool the weights leave free for the page cache (see the file comment); default 0. */
+  readCacheBytes?: number;
   hysteresis?: Partial<Hysteresis>;
   /** Milliseconds clock (default performance.now). */
   now?: () => number;
@@ -161,6 +169,8 @@ export class MemoryPool implements KvChunkGrant {
   readonly slotBytes: number;
   /** The runtime reserve (see the file comment). */
   readonly runtimeBytes: number;
+  /** The read cache (see the file comment). */
+  readonly readCacheBytes: number;
   /** budget - scratch - floor: what weights and KV (+ runtime) above the floor share. */
   readonly poolBytes: number;
   readonly hysteresis: Hysteresis;
@@ -197,7 +207,7 @@ export class MemoryPool implements KvChunkGrant {
   sampleKv: (() => { liveBytes: number; cachedBytes: number }) | undefined;
 
   constructor(o: MemoryPoolOptions) {
-    for (const [k, v] of Object.entries({ budget: o.budget, scratchBytes: o.scratchBytes, runtimeBytes: o.runtimeBytes ?? 0, floorBytes: o.floorBytes, chunkBytes: o.chunkBytes, slotBytes: o.slotBytes, maxKvChunks: o.maxKvChunks })) {
+    for (const [k, v] of Object.entries({ budget: o.budget, scratchBytes: o.scratchBytes, runtimeBytes: o.runtimeBytes ?? 0, readCacheBytes: o.readCacheBytes ?? 0, floorBytes: o.floorBytes, chunkBytes: o.chunkBytes, slotBytes: o.slotBytes, maxKvChunks: o.maxKvChunks })) {
       if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`memory pool: ${k} must be a finite number >= 0, got ${v}`);
     }
     if (!(o.chunkBytes > 0)) throw new RangeError('memory pool: chunkBytes must be > 0');
@@ -207,6 +217,7 @@ export class MemoryPool implements KvChunkGrant {
     this.chunkBytes = o.chunkBytes;
     this.slotBytes = o.slotBytes;
     this.runtimeBytes = o.runtimeBytes ?? 0;
+    this.readCacheBytes = o.readCacheBytes ?? 0;
     this.poolBytes = o.budget - o.scratchBytes - o.floorBytes;
     this.#freeFloor = o.floorBytes - this.runtimeBytes;
     this.hysteresis = { ...DEFAULT_HYSTERESIS, ...o.hysteresis };
@@ -436,8 +447,17 @@ export class MemoryPool implements KvChunkGrant {
     return since(this.#lastDemotion) || since(this.#lastPromotion);
   }
 
+  /**
+   * What a promotion may leave the weights with `grant` KV chunks: the pool minus other tenants
+   * and whichever is larger, KV above the floor plus the headroom, or the read cache (KV grows
+   * into the read cache first).
+   */
+  #weightRoom(grant: number): number {
+    return this.poolBytes - this.#otherBytes() - Math.max(this.readCacheBytes, this.#kvExcess(grant) + this.#headroomBytes());
+  }
+
   /** The highest level a promotion may go to with `avail` bytes for the weights (= level when none). */
-  #promotionTarget(w: WeightTenant, avail = this.poolBytes - this.#kvExcess(this.#grant) - this.#otherBytes() - this.#headroomBytes()): number {
+  #promotionTarget(w: WeightTenant, avail = this.#weightRoom(this.#grant)): number {
     let k = w.level;
     for (let j = w.maxLevel; j > w.level; j--) {
       if (MemoryPool.weightBytes(w, w.level, j) <= avail) {
@@ -456,7 +476,7 @@ export class MemoryPool implements KvChunkGrant {
     if (k === w.level && kv && kv.numCachedChunks > 0) {
       // Short of memory the prefix cache holds: evict it for the weights if they are worth more.
       const cachedBytes = kv.numCachedChunks * this.chunkBytes;
-      const avail = this.poolBytes - this.#kvExcess(this.#grant - kv.numCachedChunks) - this.#otherBytes() - this.#headroomBytes();
+      const avail = this.#weightRoom(this.#grant - kv.numCachedChunks);
       const j = this.#promotionTarget(w, avail);
       if (j > w.level) {
         const passesPerSec = this.#msPerPass > 0 ? 1000 / this.#msPerPass : 1 / w.secPerPassAt(w.level);

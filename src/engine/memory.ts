@@ -13,9 +13,10 @@ import { Transformer } from '../models/transformer.js';
 import { createKvManager, type KvManager, type KvShape } from '../kv/index.js';
 import { kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import type { VTensorKvManager } from '../kv/vtensor-manager.js';
-import { appliedReserve, createWeightStore } from '../weights/create.js';
+import { appliedReserve, createWeightStore, readPathFromEnv } from '../weights/create.js';
 import { moeShape } from '../weights/create-moe.js';
 import { parseMemoryBudget } from '../weights/budget.js';
+import { readCacheBytesFor } from '../weights/read-cache.js';
 import type { ElasticWeightStore } from '../weights/elastic-store.js';
 import type { Plan } from '../weights/plan.js';
 import type { WeightStore } from '../weights/store.js';
@@ -77,6 +78,8 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // weights (weights/create-moe.ts), and the elastic ladder knows only dense tensors.
   const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static' && moeShape(file) === undefined;
   const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes)) : 0;
+  // Buffered reads need page cache unless the run is forced onto O_DIRECT (FLEXINFER_READ_PATH).
+  const readCacheBytes = elastic ? readCacheBytesFor(file.path, file.fileSize, readPathFromEnv()?.direct !== true) : 0;
   const explain = { budget, shape, parallel: init.parallel, scratchBytes, kvBytes: elastic ? floorBytes : kvBytes, elastic, kvFloorGiven: init.kvFloor !== null };
 
   let created;
@@ -87,7 +90,8 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       scratchBytes,
       elastic,
       // The reserve lives in the unused floor first: the weights give up only what exceeds it.
-      ...(elastic ? { runtimeReserveBytes: Math.max(0, runtimeReserveFor(init.parallel) - floorBytes) } : {}),
+      // The read cache does not: the unused floor is already page cache (read-cache.ts).
+      ...(elastic ? { runtimeReserveBytes: Math.max(0, runtimeReserveFor(init.parallel) - floorBytes), readCacheBytes } : {}),
       ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
       ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
@@ -108,9 +112,11 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // push it into the pool (demoting weights): only what the pool holds above the weights'
   // minimum applies (none at the minimum budget, where KV keeps the whole floor).
   const runtimeBytes = appliedReserve(poolBytes, es.bytesAt, runtimeReserveFor(init.parallel));
+  // The read cache, as far as the pool holds it above the weights' minimum with the reserve.
+  const readCache = appliedReserve(poolBytes - runtimeBytes, es.bytesAt, readCacheBytes);
   // Address space for KV: what parallel full-context sequences need, or what the pool can give.
   const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - runtimeBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
-  const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
+  const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, readCacheBytes: readCache, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
   pool.attachWeights(es);
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool }) as VTensorKvManager;
   pool.attachKv({
@@ -141,6 +147,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       budget,
       scratchBytes,
       runtimeBytes,
+      readCacheBytes: readCache,
       floorBytes,
       poolBytes,
       level: es.level,

@@ -3,7 +3,7 @@
  * pool, and for N active sequences the split the pool settles on: KV above the floor, the
  * weights' ladder level that leaves (resident, ring), bytes streamed per token and the
  * planner's predicted speed. The same rule as MemoryPool (the highest level whose memory fits
- * what KV leaves), without the headroom it keeps for growth.
+ * what KV and the read cache leave), without the headroom it keeps for growth.
  */
 import type { PlanLadder } from '../weights/plan.js';
 import { levelFor } from '../weights/elastic-store.js';
@@ -29,6 +29,8 @@ export interface PoolPlan {
   scratchBytes: number;
   /** Kept for the process's own memory (engine/memory.ts runtimeReserveFor). */
   runtimeBytes: number;
+  /** Page cache the weights leave free for buffered reads (weights/read-cache.ts); KV grows into it first. */
+  readCacheBytes: number;
   floorBytes: number;
   poolBytes: number;
   /** Memory of the minimum resident set (norms, output matrix, stream buffers). */
@@ -41,13 +43,14 @@ export interface PoolPlan {
 export function planPool(
   ladder: PlanLadder,
   levels: { residentAt: readonly number[]; ringAt: readonly number[]; bytesAt: readonly number[] },
-  o: { budget: number; scratchBytes: number; runtimeBytes?: number; floorBytes: number; tokensPerSequence: number; kvBytesFor: (sequences: number) => number },
+  o: { budget: number; scratchBytes: number; runtimeBytes?: number; readCacheBytes?: number; floorBytes: number; tokensPerSequence: number; kvBytesFor: (sequences: number) => number },
   sequences: readonly number[],
 ): PoolPlan {
   const top = ladder.steps.length;
   const minWeightBytes = Math.min(...levels.bytesAt);
   const poolBytes = o.budget - o.scratchBytes - o.floorBytes;
   const runtimeBytes = appliedReserve(poolBytes, levels.bytesAt, o.runtimeBytes ?? 0);
+  const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, levels.bytesAt, o.readCacheBytes ?? 0);
   const minLevel = levels.bytesAt.indexOf(minWeightBytes);
   // KV and the runtime reserve beyond the floor come out of the pool (MemoryPool).
   const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) + runtimeBytes - o.floorBytes);
@@ -55,7 +58,7 @@ export function planPool(
   while (maxSequences < 1 << 16 && kvRoom(maxSequences + 1) + minWeightBytes <= poolBytes) maxSequences++;
   const rows = sequences.map((n) => {
     const kvBytes = o.kvBytesFor(n);
-    const fit = levelFor(levels.bytesAt, minLevel, top, poolBytes - kvRoom(n));
+    const fit = levelFor(levels.bytesAt, minLevel, top, poolBytes - Math.max(readCacheBytes, kvRoom(n)));
     const level = fit < 0 ? minLevel : fit;
     const plan = ladder.planAt(level);
     return {
@@ -70,5 +73,5 @@ export function planPool(
       predictedTokensPerSec: plan.predictedTokensPerSec,
     };
   });
-  return { budget: o.budget, scratchBytes: o.scratchBytes, runtimeBytes, floorBytes: o.floorBytes, poolBytes, minWeightBytes, maxSequences, rows };
+  return { budget: o.budget, scratchBytes: o.scratchBytes, runtimeBytes, readCacheBytes, floorBytes: o.floorBytes, poolBytes, minWeightBytes, maxSequences, rows };
 }

@@ -63,6 +63,11 @@ export interface CreateWeightStoreOptions extends StreamingOptions, ExpertStoreO
    * room above the weights' minimum resident set: it never makes a budget too small.
    */
   runtimeReserveBytes?: number;
+  /**
+   * Elastic: bytes of the budget the weights leave free for the page cache of buffered reads
+   * (weights/read-cache.ts), on top of the runtime reserve and with the same limit.
+   */
+  readCacheBytes?: number;
 }
 
 /** Files from this size up are calibrated automatically (smaller ones are tests and toys). */
@@ -126,7 +131,7 @@ export async function createWeightStore(
   if (options.elastic) {
     const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window ?? windowFromEnv());
     const room = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
-    const weightBytes = room - appliedReserve(room, ElasticWeightStore.levels(file, ladder).bytesAt, options.runtimeReserveBytes ?? 0);
+    const weightBytes = room - appliedReserve(room, ElasticWeightStore.levels(file, ladder).bytesAt, (options.runtimeReserveBytes ?? 0) + (options.readCacheBytes ?? 0));
     const store = await ElasticWeightStore.open(file, ladder, { ...streaming, weightBytes });
     return { store, plan: store.plan, file };
   }
