@@ -63,8 +63,14 @@ test('ReadPathSelector: a candidate whose probe figure was clearly lower waits l
   const close = new ReadPathSelector([{ ...DIRECT, prior: 2 * GB }, { ...BUFFERED, prior: 1.9 * GB }], 0, { exploreEvery: 8 });
   const far = new ReadPathSelector([{ ...DIRECT, prior: 2 * GB }, { ...BUFFERED, prior: 1 * GB }], 0, { exploreEvery: 8 });
   const first = (sel: ReadPathSelector) => run(sel, 60, (p) => (p.direct ? 2 * GB : 1.5 * GB)).findIndex((p) => !p.direct);
-  assert.equal(first(close), 1 + 8, 'after the warm-up token and 8 tokens');
+  assert.equal(first(close), 1 + 3, 'after the warm-up token and firstExplore (3) tokens');
   assert.equal(first(far), 1 + 32);
+  // The early turn is only the first: the next comes exploreEvery (doubled after a clear loss) later.
+  const used = run(new ReadPathSelector([{ ...DIRECT, prior: 2 * GB }, { ...BUFFERED, prior: 1.9 * GB }], 0, { exploreEvery: 8 }), 60, (p) => (p.direct ? 2 * GB : 1.9 * GB));
+  const turns = used.map((p, i) => (p.direct ? -1 : i)).filter((i) => i >= 0);
+  assert.deepEqual(turns.slice(0, 2), [4, 4 + 1 + 8], 'a close loser: first at 4, then 8 exploit tokens later');
+  const late = new ReadPathSelector([{ ...DIRECT, prior: 2 * GB }, { ...BUFFERED, prior: 1.9 * GB }], 0, { exploreEvery: 8, firstExplore: 8 });
+  assert.equal(first(late), 1 + 8, 'firstExplore: 8 keeps the old cadence');
 });
 
 test('ReadPathSelector: one candidate never switches; bad arguments are refused', () => {

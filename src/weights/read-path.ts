@@ -7,12 +7,18 @@
  * path, measures every token's achieved rate (bytes read / wall time with reads in flight)
  * and now and then tries each other candidate for a few tokens:
  *
- *   exploit best ──(exploreEvery tokens, or two tokens slower by `drift`)──> settle 1 token on the
+ *   exploit best ──(exploreEvery tokens, the first time firstExplore; or two tokens slower by `drift`)──> settle 1 token on the
  *   other path (the ring still holds reads of the old one) ──> measure `exploreTokens` tokens
  *   ──> exploit whichever estimate is higher
  *
  * A candidate that lost by more than 20% is tried half as often next time (up to every 256
  * tokens), so a clearly worse path costs little; one that came close is tried again soon.
+ * The first turn comes early (token 3 after the warm-up, not 16): a short run would otherwise
+ * never look. tinyllama-1.1b Q8_0, interleaved quiet runs of 16 tokens (issue-9 notes,
+ * 2026-12-06 00:54): at 25% buffered@8 read 3.7 GB/s inside the budget's cgroup against
+ * O_DIRECT@32's 2.4-2.6, and the early turn found it (3.43 / 3.09 / 3.44 tok/s against
+ * 2.57 / 2.75 / 2.68); at 75% buffered read 1.4-1.7 GB/s, so the turn cost one slow token
+ * (9.54 / 8.70 / 9.64 against 10.33 / 10.06 / 7.27).
  * Pure policy: no I/O here.
  */
 import type { ReadPath } from './probe.js';
@@ -29,6 +35,8 @@ export interface PathSample {
 export interface ReadPathSelectorOptions {
   /** Tokens between explorations (default 16; doubled after a clear loss). */
   exploreEvery?: number;
+  /** Exploit tokens before the first exploration (default 3; later ones every exploreEvery). */
+  firstExplore?: number;
   /** Tokens measured on a candidate when exploring (default 1). */
   exploreTokens?: number;
   /** Tokens ignored at the start (the ring's first fill; default 1). */
@@ -65,6 +73,8 @@ export class ReadPathSelector {
   /** Consecutive tokens whose rate fell below (1 - drift) x the estimate. */
   #fallen = 0;
   #switches = 0;
+  /** Whether any exploration has started. */
+  #explored = false;
 
   /**
    * `candidates[start]` is where the run begins (the calibration's best); `prior` is a
@@ -73,7 +83,7 @@ export class ReadPathSelector {
   constructor(candidates: ReadonlyArray<ReadPath & { prior?: number }>, start = 0, options: ReadPathSelectorOptions = {}) {
     if (candidates.length === 0) throw new RangeError('ReadPathSelector: no candidate paths');
     if (!(start >= 0 && start < candidates.length)) throw new RangeError(`ReadPathSelector: start ${start} is not a candidate`);
-    this.#o = { exploreEvery: 16, exploreTokens: 1, warmupTokens: 1, drift: 0.3, minBytes: 1 << 20, ...options };
+    this.#o = { exploreEvery: 16, firstExplore: 3, exploreTokens: 1, warmupTokens: 1, drift: 0.3, minBytes: 1 << 20, ...options };
     const startPrior = candidates[start]!.prior;
     this.#cands = candidates.map((c) => ({
       path: { direct: c.direct, depth: c.depth },
@@ -148,12 +158,15 @@ export class ReadPathSelector {
     if (phase === 'exploit') {
       this.#sinceExplore = 0;
       this.#fallen = 0;
-      // The next exploration: when the soonest-due other candidate is due.
-      this.#nextExplore = Math.min(...this.#cands.filter((_, i) => i !== this.#best).map((c) => c.every), MAX_EVERY);
+      // The next exploration: when the soonest-due other candidate is due (before any, a
+      // candidate not marked a clear loser by its prior is due at firstExplore).
+      const due = (c: Candidate) => (!this.#explored && c.every === this.#o.exploreEvery ? Math.min(c.every, this.#o.firstExplore) : c.every);
+      this.#nextExplore = Math.min(...this.#cands.filter((_, i) => i !== this.#best).map(due), MAX_EVERY);
     }
   }
 
   #startExplore(): void {
+    this.#explored = true;
     // The other candidate measured least recently (fewest samples, then the soonest due).
     let pick = -1;
     this.#cands.forEach((c, i) => {
