@@ -22,6 +22,7 @@
  * was truncated, written to, replaced or deleted, or a read that fails, ends the run with a
  * ModelFileChangedError.
  */
+import { median } from '../bench/stats.js';
 import { InvalidModelError, ModelFileChangedError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { allocAligned, closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
@@ -536,9 +537,9 @@ export const COMPUTE_PASSES = 32;
  * layer weight bytes (resident and streamed) per second of it.
  */
 export function computeRateOf(passSec: readonly number[], plan: Pick<Plan, 'layers'>): { computeSecPerToken: number; computeBytesPerSec: number } {
-  const v = passSec.filter((x) => x > 0).sort((a, b) => a - b);
+  const v = passSec.filter((x) => x > 0);
   if (v.length === 0) return { computeSecPerToken: 0, computeBytesPerSec: 0 };
-  const med = v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+  const med = median(v);
   const bytes = plan.layers.reduce((a, l) => a + l.residentBytes + l.streamedBytes, 0);
   return { computeSecPerToken: med, computeBytesPerSec: bytes / med };
 }
