@@ -28,6 +28,12 @@ test('plan: model shapes from metadata, a table row per layer with R/s per kind'
     for (const r of rows) assert.match(r, /\b(R|s|Rs)\b/);
     assert.match(text, /prefetch window 1 layer; ring 2 x/);
     assert.match(text, /tokens\/s/);
+    assert.doesNotMatch(text, /budget of the file's size/);
+    // A budget of exactly the file's size: KV and scratch displace some weights, which stream.
+    const full = planResidency(planInputs(file), { budget: file.fileSize, hardware: { readBytesPerSec: 1e9 }, window: 1, kvBytes: 64 * 1024 });
+    assert.ok(full.bytesReadPerToken > 0, 'with KV inside the budget some weights must stream');
+    const fullText = formatPlan(full, path, file.fileSize, { ctxSize: 128, parallel: 1, hardwareSource: 'given' });
+    assert.match(fullText, /note: +a budget of the file's size still streams .* omit --memory-budget/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -133,6 +133,11 @@ export function formatPlan(plan: Plan | MoePlan, path: string, fileSize: number,
   const rows = plan.tensors.some((t) => t.placement === 'rows');
   lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
   lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);
+  if (plan.budget >= fileSize && plan.bytesReadPerToken > 0) {
+    // A budget as large as the file is not "no budget": KV, scratch and the stream buffers are
+    // paid from it too, so the weights they displace stream (README "Memory budget").
+    lines.push(`note:      a budget of the file's size still streams ${formatBytes(plan.bytesReadPerToken)} per token: KV, scratch and stream buffers share it; omit --memory-budget to keep every weight resident`);
+  }
   lines.push(`hardware:  read ${gb(plan.hardware.readBytesPerSec)}, compute ${plan.hardware.computeSecPerLayer !== undefined ? `${plan.hardware.computeSecPerLayer} s/layer` : gb(plan.hardware.computeBytesPerSec ?? 8e9)} (${extra.hardwareSource})`);
   if (moe) lines.push(...formatExpertCache(moe));
   lines.push('');
