@@ -35,6 +35,10 @@ Options:
                   suffix such as ffn_gate_inp.weight for every layer's router), after a
                   generator change; they must have this preset/type/--layers' types and
                   shapes in FILE, and --seed must be the one it was written with
+  --from SRC      with --rewrite: leave SRC alone and write FILE as a copy of it with this
+                  preset's header and the listed tensors regenerated; e.g. skewed routers
+                  for an existing MoE synth in the time of a file copy:
+                  --rewrite ffn_gate_inp.weight --router-skew 1 --from uniform.gguf -o skewed.gguf
   --ref-quant     K-quants and IQ4_XS with llama.cpp's reference scale search (bit-exact
                   with quantize_row_*_ref, 3-6x slower); default: search-free fit, same layout
   --json          print a JSON summary on stdout
@@ -69,6 +73,7 @@ export async function run(argv: string[]): Promise<number> {
       'router-skew': { type: 'string' },
       layers: { type: 'string' },
       rewrite: { type: 'string' },
+      from: { type: 'string' },
       json: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -104,11 +109,16 @@ export async function run(argv: string[]): Promise<number> {
   process.once('SIGINT', onSigint);
   let progress: ReturnType<typeof createProgress> | undefined;
   try {
+    if (values.from !== undefined && values.rewrite === undefined) throw new InvalidOptionError('--from', 'only with --rewrite (the tensors to regenerate in the copy)');
     if (values.rewrite !== undefined) {
       const names = values.rewrite.split(',').map((n) => n.trim()).filter((n) => n.length > 0);
       if (names.length === 0) throw new InvalidOptionError('--rewrite', 'give one or more tensor names, comma-separated');
-      const r = await rewriteSynthTensors(values.output, preset, type, names, {
+      // The skew label is in the header, which an in-place rewrite keeps: skewed routers under a
+      // uniform file's header would be results nobody can tell from uniform ones.
+      if (preset.moe?.routerSkew && values.from === undefined) throw new InvalidOptionError('--router-skew', 'with --rewrite it changes the header (the skew label): give --from SRC to write a copy');
+      const r = await rewriteSynthTensors(values.from ?? values.output, preset, type, names, {
         seed,
+        ...(values.from !== undefined ? { output: values.output } : {}),
         referenceQuant: values['ref-quant'],
         onProgress: (done, total) => {
           progress ??= createProgress(`rewrite ${preset.name} ${type}`, total);
@@ -116,8 +126,8 @@ export async function run(argv: string[]): Promise<number> {
         },
       });
       progress?.done();
-      if (values.json) process.stdout.write(`${JSON.stringify({ path: r.path, preset: preset.name, type, seed, rewritten: r.tensors, bytes: r.bytes, identical: r.identical, seconds: Number(r.seconds.toFixed(3)) })}\n`);
-      else process.stdout.write(`rewrote ${r.tensors.length} tensors of ${r.path} (${(r.bytes / 2 ** 20).toFixed(1)} MiB) in ${r.seconds.toFixed(1)} s${r.identical ? '' : '; the rest of the file differs from a fresh synth (written by an older generator)'}\n`);
+      if (values.json) process.stdout.write(`${JSON.stringify({ path: r.path, ...(values.from !== undefined ? { from: values.from } : {}), preset: preset.name, type, seed, ...(preset.moe?.routerSkew ? { routerSkew: preset.moe.routerSkew } : {}), rewritten: r.tensors, bytes: r.bytes, identical: r.identical, seconds: Number(r.seconds.toFixed(3)) })}\n`);
+      else process.stdout.write(`${values.from !== undefined ? `copied ${values.from} to ${r.path}, regenerated` : 'rewrote'} ${r.tensors.length} tensors of ${r.path} (${(r.bytes / 2 ** 20).toFixed(1)} MiB) in ${r.seconds.toFixed(1)} s${r.identical ? '' : '; the rest of the file differs from a fresh synth (written by an older generator)'}\n`);
       return 0;
     }
     const result = await synthesize(values.output, preset, type, {

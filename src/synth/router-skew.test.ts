@@ -5,12 +5,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readGgufSync } from '../gguf/reader.js';
 import { InvalidOptionError } from '../errors.js';
 import { run as synthCli } from '../cli/synth.js';
 import { routerRowScale } from './arch-tensors.js';
 import { planSynth } from './plan.js';
 import { SYNTH_PRESETS } from './presets.js';
-import { synthTensorData } from './synth.js';
+import { synthesize, synthTensorData } from './synth.js';
 
 test('routerRowScale: (1 + rank)^-s normalised to a mean square of 1 (hand-computed), a permutation per layer', () => {
   // s = 1, E = 4: raw 1, 1/2, 1/3, 1/4; mean square (1 + 1/4 + 1/9 + 1/16) / 4 = 0.3559028
@@ -70,4 +74,60 @@ test('synth --router-skew: labelled in the file metadata; refused on dense prese
   assert.equal(meta().get('flexinfer.synth.router_skew'), undefined);
   await assert.rejects(synthCli(['--preset', 'tiny-15m', '--type', 'q8_0', '-o', '/nonexistent/x.gguf', '--router-skew', '1']), (e: unknown) => e instanceof InvalidOptionError && /has no experts/.test(e.message));
   await assert.rejects(synthCli(['--preset', 'tiny-qwen3moe', '--type', 'q8_0', '-o', '/nonexistent/x.gguf', '--router-skew', 'lots']), (e: unknown) => e instanceof InvalidOptionError && /\[0, 4\]/.test(e.message));
+});
+
+test('synth --rewrite ffn_gate_inp.weight --router-skew S --from SRC: a copy with skewed routers (rows scaled by routerRowScale, by hand), every other tensor and SRC itself untouched, = a fresh skewed synth', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flexinfer-reskew-'));
+  try {
+    const src = join(dir, 'uniform.gguf');
+    const out = join(dir, 'skewed.gguf');
+    const fresh = join(dir, 'fresh.gguf');
+    const base = SYNTH_PRESETS['tiny-mixtral']!;
+    await synthesize(src, base, 'q8_0', { seed: 2 });
+    const before = readFileSync(src);
+    const quiet = process.stdout.write;
+    process.stdout.write = () => true;
+    try {
+      assert.equal(await synthCli(['--preset', 'tiny-mixtral', '--type', 'q8_0', '--seed', '2', '--router-skew', '1.5', '--rewrite', 'ffn_gate_inp.weight', '--from', src, '-o', out]), 0);
+    } finally {
+      process.stdout.write = quiet;
+    }
+    assert.ok(readFileSync(src).equals(before), 'SRC is left alone');
+    const a = readGgufSync(src);
+    const b = readGgufSync(out);
+    assert.ok(Math.abs((b.metadata.get('flexinfer.synth.router_skew')!.value as number) - 1.5) < 1e-6, 'labelled synthetic skew');
+    assert.equal(a.metadata.get('flexinfer.synth.router_skew'), undefined);
+    const srcBytes = before;
+    const outBytes = readFileSync(out);
+    let routers = 0;
+    for (const t of a.tensors) {
+      const u = srcBytes.subarray(t.fileOffset, t.fileOffset + t.byteSize);
+      const tb = b.tensor(t.name)!;
+      const v = outBytes.subarray(tb.fileOffset, tb.fileOffset + tb.byteSize);
+      if (!t.name.endsWith('.ffn_gate_inp.weight')) {
+        assert.ok(u.equals(v), `${t.name} byte-identical`);
+        continue;
+      }
+      // f32 [dim, E]: row e of the skewed router = the uniform row e times routerRowScale(E, S, layer)[e]
+      const [dim, E] = t.dims as [number, number];
+      const layer = Number(/^blk\.(\d+)\./.exec(t.name)![1]);
+      const scale = routerRowScale(E, 1.5, layer);
+      const x = new Float32Array(u.buffer.slice(u.byteOffset, u.byteOffset + u.length));
+      const y = new Float32Array(v.buffer.slice(v.byteOffset, v.byteOffset + v.length));
+      for (let i = 0; i < dim * E; i++) assert.equal(y[i], Math.fround(x[i]! * scale[Math.floor(i / dim)]!), `${t.name}[${i}]`);
+      routers++;
+    }
+    assert.equal(routers, base.nLayers);
+    // the same bytes as synthesizing the skewed preset from scratch
+    await synthesize(fresh, { ...base, moe: { ...base.moe!, routerSkew: 1.5 } }, 'q8_0', { seed: 2 });
+    assert.ok(readFileSync(fresh).equals(outBytes), 'copy = fresh synth --router-skew 1.5');
+    // in place, the skew label could not be written: refused; --from without --rewrite: refused
+    await assert.rejects(synthCli(['--preset', 'tiny-mixtral', '--type', 'q8_0', '--router-skew', '1', '--rewrite', 'ffn_gate_inp.weight', '-o', src]), (e: unknown) => e instanceof InvalidOptionError && /--from SRC/.test(e.message));
+    await assert.rejects(synthCli(['--preset', 'tiny-mixtral', '--type', 'q8_0', '--from', src, '-o', out]), (e: unknown) => e instanceof InvalidOptionError && /only with --rewrite/.test(e.message));
+    // a file of another preset: typed error, no output left behind
+    await assert.rejects(synthCli(['--preset', 'tiny-qwen3moe', '--type', 'q8_0', '--router-skew', '1', '--rewrite', 'ffn_gate_inp.weight', '--from', src, '-o', join(dir, 'bad.gguf')]), (e: unknown) => e instanceof InvalidOptionError && /has 42 tensors, a 'synth --preset tiny-qwen3moe --type q8_0' file has 50/.test(e.message));
+    assert.deepEqual(readdirSync(dir).sort(), ['fresh.gguf', 'skewed.gguf', 'uniform.gguf']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
