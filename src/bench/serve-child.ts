@@ -16,6 +16,7 @@ import { loadLlamaCpp } from './llamacpp.js';
 import { benchPromptTokens } from './speed.js';
 import { median, percentile, round } from './stats.js';
 import { sampleAnonShmemPeak } from '../weights/cgroup.js';
+import { expertRow, type ExpertCounters, type ExpertRow } from './serve-experts.js';
 
 interface Row {
   streams: number;
@@ -30,8 +31,10 @@ interface Row {
   ttft_ms_p95: number;
   tokens: number;
   wall_ms: number;
-  /** flexinfer: weight bytes read from the file per generated token at this load. */
+  /** flexinfer: weight bytes read from the file per generated token at this load (experts included). */
   streamed_bytes_per_token?: number;
+  /** flexinfer, MoE files: the expert cache at this load (serve-experts.ts). */
+  experts?: ExpertRow;
   preemptions?: number;
   /** flexinfer: most sequences running at once so far, and before the first preemption. */
   peak_running?: number;
@@ -44,6 +47,7 @@ interface Row {
 /** What the engine's stats() says that a row reports (differences between two calls). */
 interface Snapshot {
   bytesRead: number;
+  experts?: ExpertCounters;
   preemptions: number;
   peakRunning: number;
   peakBefore: number;
@@ -55,11 +59,12 @@ interface Snapshot {
 async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Record<string, unknown>> }): Promise<Snapshot> {
   const st = (await model.stats()) as {
     scheduler?: { preemptions?: number; peakRunning?: number; peakRunningBeforePreemption?: number };
-    weights?: { streaming?: { bytesRead?: number } };
+    weights?: { streaming?: { bytesRead?: number }; experts?: ExpertCounters };
     pool?: { now?: { t?: number }; events?: { demotions?: number; promotions?: number } };
   };
   return {
-    bytesRead: st.weights?.streaming?.bytesRead ?? 0,
+    bytesRead: (st.weights?.streaming?.bytesRead ?? 0) + (st.weights?.experts?.bytesRead ?? 0),
+    ...(st.weights?.experts ? { experts: { ...st.weights.experts } } : {}),
     preemptions: st.scheduler?.preemptions ?? 0,
     peakRunning: st.scheduler?.peakRunning ?? 0,
     peakBefore: st.scheduler?.peakRunningBeforePreemption ?? 0,
@@ -169,6 +174,7 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
       rows.push({
         ...r,
         streamed_bytes_per_token: r.tokens > 0 ? Math.round((after.bytesRead - before.bytesRead) / r.tokens) : 0,
+        ...(before.experts && after.experts ? { experts: expertRow(before.experts, after.experts, r.tokens) } : {}),
         preemptions: after.preemptions - before.preemptions,
         peak_running: after.peakRunning,
         peak_running_before_preemption: after.peakBefore,

@@ -27,6 +27,7 @@ import { describeStorage, evictFile, measureStorage, type StorageMeasurement } f
 import { ratio, round } from './stats.js';
 import { renderLinePlot, renderStackedArea } from './svg.js';
 import type { SweepOptions, SweepOutput } from './sweeps.js';
+import { expertTableLines, type ExpertRow } from './serve-experts.js';
 
 const STREAMS = [1, 4, 8, 16];
 const MiB = 1024 * 1024;
@@ -40,6 +41,7 @@ interface ChildRow {
   ttft_ms_p95: number;
   tokens: number;
   streamed_bytes_per_token?: number;
+  experts?: ExpertRow;
   preemptions?: number;
   peak_running_before_preemption?: number;
   demotions?: number;
@@ -237,6 +239,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     const x = ratio(at('elastic', n)?.aggregate_tps, at('static', n)?.aggregate_tps);
     table += `   ${x === null ? '-' : `${x}x`}\n`;
   }
+  for (const c of configs) table += expertTableLines(c.label, results[c.key]?.rows);
   table += `elastic pool: ${events['demotions'] ?? 0} demotions, ${events['promotions'] ?? 0} promotions (${events['cancelledPromotions'] ?? 0} cancelled), ${events['kvRefusals'] ?? 0} KV refusals over ${events['steps'] ?? 0} steps\n`;
   for (const c of configs) {
     const st = results[c.key]?.storage;
