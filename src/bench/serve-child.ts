@@ -16,7 +16,7 @@ import { loadLlamaCpp } from './llamacpp.js';
 import { benchPromptTokens } from './speed.js';
 import { median, percentile, round } from './stats.js';
 import { sampleAnonShmemPeak } from '../weights/cgroup.js';
-import { expertRow, type ExpertCounters, type ExpertRow } from './serve-experts.js';
+import { expertRow, type ExpertRow } from './serve-experts.js';
 
 interface Row {
   streams: number;
@@ -47,7 +47,8 @@ interface Row {
 /** What the engine's stats() says that a row reports (differences between two calls). */
 interface Snapshot {
   bytesRead: number;
-  experts?: ExpertCounters;
+  /** The whole stats() (the expert figures are differences of it). */
+  raw: Record<string, unknown>;
   preemptions: number;
   peakRunning: number;
   peakBefore: number;
@@ -59,12 +60,12 @@ interface Snapshot {
 async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Record<string, unknown>> }): Promise<Snapshot> {
   const st = (await model.stats()) as {
     scheduler?: { preemptions?: number; peakRunning?: number; peakRunningBeforePreemption?: number };
-    weights?: { streaming?: { bytesRead?: number }; experts?: ExpertCounters };
+    weights?: { streaming?: { bytesRead?: number }; experts?: { bytesRead?: number } };
     pool?: { now?: { t?: number }; events?: { demotions?: number; promotions?: number } };
   };
   return {
     bytesRead: (st.weights?.streaming?.bytesRead ?? 0) + (st.weights?.experts?.bytesRead ?? 0),
-    ...(st.weights?.experts ? { experts: { ...st.weights.experts } } : {}),
+    raw: st,
     preemptions: st.scheduler?.preemptions ?? 0,
     peakRunning: st.scheduler?.peakRunning ?? 0,
     peakBefore: st.scheduler?.peakRunningBeforePreemption ?? 0,
@@ -174,7 +175,7 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
       rows.push({
         ...r,
         streamed_bytes_per_token: r.tokens > 0 ? Math.round((after.bytesRead - before.bytesRead) / r.tokens) : 0,
-        ...(before.experts && after.experts ? { experts: expertRow(before.experts, after.experts, r.tokens) } : {}),
+        experts: expertRow(before.raw, after.raw, r.tokens),
         preemptions: after.preemptions - before.preemptions,
         peak_running: after.peakRunning,
         peak_running_before_preemption: after.peakBefore,
