@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,15 @@ constexpr int kBucketsPerOctave = 8;
 constexpr int kLatencyBuckets = 30 * kBucketsPerOctave;  // up to ~2^30 us = 18 minutes
 constexpr uint64_t kWakeTag = ~0ull;
 
+// preadv2 / io_uring flag: read through the page cache, then drop the pages (Linux 6.14+,
+// include/uapi/linux/fs.h; older headers lack it). Older kernels and file systems without it
+// answer EOPNOTSUPP.
+#ifndef RWF_DONTCACHE
+#define RWF_DONTCACHE 0x00000080
+#endif
+
+bool refusedFlag(int64_t res) { return res == -EOPNOTSUPP || res == -EINVAL; }
+
 std::string errnoName(int err) {
   const char* n = strerrorname_np(err);
   return n ? n : ("errno " + std::to_string(err));
@@ -51,7 +61,7 @@ FileIdentity identityOf(const struct stat& st) {
 }  // namespace
 
 IoEngine::IoEngine(const std::string& path, const EngineOptions& o)
-    : path_(path), dropCache_(o.dropCache), pieceBytes_(o.pieceBytes), maxDepth_(std::max(1u, o.maxDepth)) {
+    : path_(path), dropCache_(o.dropCache), dontCache_(o.dontCache), pieceBytes_(o.pieceBytes), maxDepth_(std::max(1u, o.maxDepth)) {
   if (pieceBytes_ < kDirectAlign || pieceBytes_ % kDirectAlign != 0 || pieceBytes_ > kMaxReadChunk) {
     throw std::invalid_argument("pieceBytes must be a multiple of 4096 in [4096, 64 MiB], got " + std::to_string(pieceBytes_));
   }
@@ -66,6 +76,8 @@ IoEngine::IoEngine(const std::string& path, const EngineOptions& o)
     throw std::runtime_error(errnoMessage("cannot stat " + path, err));
   }
   identity_ = identityOf(st);
+  // No read-ahead on this fd only (f_mode FMODE_RANDOM): each buffered piece reads its own range.
+  if (!o.readAhead && posix_fadvise(bufferedFd_, 0, 0, POSIX_FADV_RANDOM) == 0) readAhead_ = false;
   directFd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
   if (directFd_ < 0) directError_ = errnoMessage("O_DIRECT open", errno);  // e.g. tmpfs: buffered only
   latencyBuckets_.assign(kLatencyBuckets, 0);
@@ -108,7 +120,7 @@ bool IoEngine::submit(uint32_t group, uint64_t fileOffset, uint8_t* dst, uint64_
     for (uint64_t done = 0; done < length;) {
       uint64_t len = std::min(pieceBytes_, length - done);
       uint64_t readLen = direct ? (len + kDirectAlign - 1) / kDirectAlign * kDirectAlign : len;
-      queue_.push_back(Piece{group, direct, fileOffset + done, dst + done, len, readLen, 0});
+      queue_.push_back(Piece{group, direct, false, fileOffset + done, dst + done, len, readLen, 0});
       g.pending++;
       done += len;
     }
@@ -176,6 +188,7 @@ void IoEngine::trackInflight(int path, int delta, uint64_t now) {
 
 void IoEngine::startPiece(Piece& p, uint64_t now) {
   p.startNs = now;
+  p.dontCache = !p.direct && dontCache_.load();
   trackInflight(p.direct ? 1 : 0, +1, now);
 }
 
@@ -202,7 +215,14 @@ void IoEngine::finishPiece(const Piece& p, int64_t res, uint64_t now, std::deque
   if (res == -EINVAL && p.direct) {
     // This device wants another alignment: redo the piece buffered.
     st_.directFallbacks++;
-    retry->push_back(Piece{p.group, false, p.fileOffset, p.dst, p.length, p.length, 0});
+    retry->push_back(Piece{p.group, false, false, p.fileOffset, p.dst, p.length, p.length, 0});
+    return;
+  }
+  if (p.dontCache && refusedFlag(res)) {
+    // This kernel or file system does not take RWF_DONTCACHE: stop asking, redo the piece.
+    st_.dontCacheFallbacks++;
+    if (dontCache_.exchange(false)) dontCacheError_ = errnoMessage("RWF_DONTCACHE refused", static_cast<int>(-res));
+    retry->push_back(Piece{p.group, false, false, p.fileOffset, p.dst, p.length, p.length, 0});
     return;
   }
   if (res < 0) {
@@ -221,14 +241,15 @@ void IoEngine::finishPiece(const Piece& p, int64_t res, uint64_t now, std::deque
       st_.shortReads++;
       const int path = p.direct ? 1 : 0;
       st_.bytes[path] += got;
-      retry->push_back(Piece{p.group, p.direct, p.fileOffset + got, p.dst + got, p.length - got, p.readLength - got, 0});
+      retry->push_back(Piece{p.group, p.direct, false, p.fileOffset + got, p.dst + got, p.length - got, p.readLength - got, 0});
       return;
     }
   } else {
     const int path = p.direct ? 1 : 0;
     st_.bytes[path] += p.length;
     st_.reads[path]++;
-    if (!p.direct && dropCache_) adviseDontNeed(bufferedFd_, p.fileOffset, p.length);
+    // RWF_DONTCACHE pieces' pages are dropped by the kernel.
+    if (!p.direct && !p.dontCache && dropCache_) adviseDontNeed(bufferedFd_, p.fileOffset, p.length);
   }
   g.bytes += p.length;
   g.pending--;
@@ -250,7 +271,13 @@ void IoEngine::threadLoop() {
     const int fd = p.direct ? directFd_ : bufferedFd_;
     // One pread (a short count is handled like io_uring's: requeued or EOF).
     for (;;) {
-      ssize_t n = pread(fd, p.dst, static_cast<size_t>(p.readLength), static_cast<off_t>(p.fileOffset));
+      ssize_t n;
+      if (p.dontCache) {
+        iovec iov{p.dst, static_cast<size_t>(p.readLength)};
+        n = preadv2(fd, &iov, 1, static_cast<off_t>(p.fileOffset), RWF_DONTCACHE);
+      } else {
+        n = pread(fd, p.dst, static_cast<size_t>(p.readLength), static_cast<off_t>(p.fileOffset));
+      }
       if (n < 0 && errno == EINTR) continue;
       res = n < 0 ? -errno : n;
       break;
@@ -285,10 +312,12 @@ void IoEngine::uringLoop() {
         unsigned s = freeSlots.back();
         Piece p = queue_.front();
         const int fd = p.direct ? directFd_ : bufferedFd_;
-        if (!ring.prepRead(fd, p.dst, static_cast<uint32_t>(p.readLength), p.fileOffset, s)) break;
+        const bool dontCache = !p.direct && dontCache_.load();
+        if (!ring.prepRead(fd, p.dst, static_cast<uint32_t>(p.readLength), p.fileOffset, s, dontCache ? RWF_DONTCACHE : 0)) break;
         queue_.pop_front();
         freeSlots.pop_back();
         startPiece(p, now);
+        p.dontCache = dontCache;
         slots[s] = p;
         inRing++;
       }

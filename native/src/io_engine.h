@@ -12,6 +12,13 @@
 //   completion: group.pending--, short reads resubmitted, O_DIRECT EINVAL redone buffered,
 //               buffered pieces' pages dropped (POSIX_FADV_DONTNEED), errors kept per group
 //
+// Buffered reads fetch exactly the pieces asked for when readAhead is off: POSIX_FADV_RANDOM
+// on the engine's own buffered fd (the device's read-ahead, 8 MiB here, would otherwise read
+// past each streamed tensor into resident ones: disk bytes and page-cache charge for nothing).
+// dontCache reads buffered pieces with RWF_DONTCACHE (Linux 6.14+: the kernel drops the pages
+// itself); a kernel or file system that refuses the flag (EOPNOTSUPP / EINVAL) gets the piece
+// again without it, and the engine stops asking (dontCacheError says why).
+//
 // A piece goes O_DIRECT when the engine's path is direct and its file offset, memory address
 // and room (length rounded up to 4096) allow it; otherwise a buffered read.
 #pragma once
@@ -40,6 +47,8 @@ struct EngineOptions {
   unsigned maxDepth = 32;  // the most setPath may ask for (threads backend: threads started)
   uint64_t pieceBytes = 1ull << 20;
   Backend backend = Backend::Auto;
+  bool readAhead = true;   // false: POSIX_FADV_RANDOM on the buffered fd (no read-ahead)
+  bool dontCache = false;  // RWF_DONTCACHE on buffered pieces (falls back without it)
 };
 
 // The first failure of a group: code is an errno name ("EIO"), "EOF" (the file ended before
@@ -64,6 +73,7 @@ struct EngineStats {
   uint64_t anyBusyNs = 0;       // wall time with >= 1 piece in flight
   uint64_t inflightNs = 0;      // integral of pieces in flight over time (/ anyBusyNs = mean depth)
   uint64_t directFallbacks = 0;
+  uint64_t dontCacheFallbacks = 0;  // buffered pieces the kernel refused RWF_DONTCACHE for, redone without
   uint64_t shortReads = 0;
   unsigned inflight = 0;
   unsigned maxInflight = 0;
@@ -111,6 +121,14 @@ class IoEngine {
   unsigned maxDepth() const { return maxDepth_; }
   uint64_t pieceBytes() const { return pieceBytes_; }
   bool dropCache() const { return dropCache_; }
+  // Whether the buffered fd reads ahead (false once POSIX_FADV_RANDOM was accepted).
+  bool readAhead() const { return readAhead_; }
+  // Whether buffered pieces are read with RWF_DONTCACHE now (false after the kernel refused it).
+  bool dontCache() const { return dontCache_.load(); }
+  std::string dontCacheError() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return dontCacheError_;
+  }
   // Compares the open file with what `path` names now: "" when unchanged, else "truncated",
   // "modified", "replaced" or "deleted" (with *detail).
   std::string checkFile(std::string* detail) const;
@@ -119,6 +137,7 @@ class IoEngine {
   struct Piece {
     uint32_t group;
     bool direct;
+    bool dontCache;  // buffered with RWF_DONTCACHE (set when the piece starts)
     uint64_t fileOffset;
     uint8_t* dst;
     uint64_t length;      // bytes the caller wants
@@ -148,6 +167,9 @@ class IoEngine {
   int directFd_ = -1;
   std::string directError_;
   bool dropCache_ = true;
+  bool readAhead_ = true;
+  std::atomic<bool> dontCache_{false};
+  std::string dontCacheError_;  // under mu_
   uint64_t pieceBytes_;
   unsigned maxDepth_;
   std::atomic<bool> useDirect_{true};

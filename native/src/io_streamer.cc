@@ -51,6 +51,8 @@ class IoStreamer : public Napi::ObjectWrap<IoStreamer> {
       Napi::Object opts = info[1].As<Napi::Object>();
       if (opts.Has("direct") && !opts.Get("direct").IsUndefined()) o.direct = opts.Get("direct").ToBoolean().Value();
       if (opts.Has("dropCache") && !opts.Get("dropCache").IsUndefined()) o.dropCache = opts.Get("dropCache").ToBoolean().Value();
+      if (opts.Has("readAhead") && !opts.Get("readAhead").IsUndefined()) o.readAhead = opts.Get("readAhead").ToBoolean().Value();
+      if (opts.Has("dontCache") && !opts.Get("dontCache").IsUndefined()) o.dontCache = opts.Get("dontCache").ToBoolean().Value();
       o.maxDepth = uintOption(env, opts, "maxDepth", 32, 1, 256);
       o.depth = uintOption(env, opts, "depth", std::min(8u, o.maxDepth), 1, o.maxDepth);
       o.pieceBytes = static_cast<uint64_t>(uintOption(env, opts, "pieceBytes", 1u << 20, 4096, 64u << 20));
@@ -168,6 +170,7 @@ class IoStreamer : public Napi::ObjectWrap<IoStreamer> {
     o.Set("queued", static_cast<double>(s.queued));
     o.Set("directFallbacks", static_cast<double>(s.directFallbacks));
     o.Set("shortReads", static_cast<double>(s.shortReads));
+    o.Set("dontCacheFallbacks", static_cast<double>(s.dontCacheFallbacks));
     o.Set("latencyP50Us", s.latencyUs[0]);
     o.Set("latencyP90Us", s.latencyUs[1]);
     o.Set("latencyP99Us", s.latencyUs[2]);
@@ -188,6 +191,10 @@ class IoStreamer : public Napi::ObjectWrap<IoStreamer> {
     o.Set("directAvailable", engine_->directAvailable());
     if (!engine_->directError().empty()) o.Set("directError", engine_->directError());
     o.Set("dropCache", engine_->dropCache());
+    o.Set("readAhead", engine_->readAhead());
+    o.Set("dontCache", engine_->dontCache());
+    std::string dcError = engine_->dontCacheError();
+    if (!dcError.empty()) o.Set("dontCacheError", dcError);
     return o;
   }
 

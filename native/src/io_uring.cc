@@ -90,7 +90,7 @@ bool Uring::init(unsigned entries, std::string* error) {
   return true;
 }
 
-bool Uring::prepRead(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag) {
+bool Uring::prepRead(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag, uint32_t rwFlags) {
   unsigned tail = *sqTail_;
   unsigned head = __atomic_load_n(sqHead_, __ATOMIC_ACQUIRE);
   if (tail - head >= sqEntries_) return false;
@@ -102,6 +102,7 @@ bool Uring::prepRead(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag
   sqe->addr = reinterpret_cast<uint64_t>(buf);
   sqe->len = len;
   sqe->off = off;
+  sqe->rw_flags = rwFlags;
   sqe->user_data = tag;
   sqArray_[idx] = idx;
   __atomic_store_n(sqTail_, tail + 1, __ATOMIC_RELEASE);

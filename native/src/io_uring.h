@@ -28,8 +28,9 @@ class Uring {
   bool ready() const { return fd_ >= 0; }
   unsigned entries() const { return sqEntries_; }
 
-  // Prepares an IORING_OP_READ of `len` bytes at `off` into `buf`; false when the SQ is full.
-  bool prepRead(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag);
+  // Prepares an IORING_OP_READ of `len` bytes at `off` into `buf` (rwFlags: preadv2's RWF_*
+  // flags); false when the SQ is full.
+  bool prepRead(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag, uint32_t rwFlags = 0);
   // Submits the prepared SQEs and waits for at least `minComplete` completions (0: no wait).
   // Returns 0, or -errno (EINTR is retried; EAGAIN/EBUSY returned: reap, then call again).
   int submitAndWait(unsigned minComplete);

@@ -69,3 +69,25 @@ test('best path beside a point: the highest before/after mean of one path, not t
   assert.equal(diskDay(2.5e9), 'fast');
   assert.equal(diskDay(1.0e9), 'slow');
 });
+
+test('a merged row gains the best path measured inside the budget\'s cgroup and the streamed rate\'s share of it, beside the outside one', () => {
+  const m = (rates: Array<[boolean, number, number]>) => ({
+    at: '',
+    probes: rates.map(([direct, depth, bytesPerSec]) => ({ direct, depth, bytes: 1, seconds: 1, bytesPerSec })),
+    best: { direct: true, depth: 1, bytes: 1, seconds: 1, bytesPerSec: 0 },
+    fio: null,
+  });
+  const outside = { before: m([[true, 32, 2.0e9], [false, 8, 4.0e9]]), after: m([[true, 32, 2.0e9], [false, 8, 4.0e9]]) };
+  // Inside: buffered@8 means (1.0 + 2.0) / 2 = 1.5, below direct@32's 1.9.
+  const inside = { before: { ...m([[true, 32, 1.8e9], [false, 8, 1.0e9]]), held_bytes: 5 }, after: { ...m([[true, 32, 2.0e9], [false, 8, 2.0e9]]), held_bytes: 5 } };
+  const base = row(25, 3, 2);
+  const out = mergeBudgetSweeps([{ name: 'p25.json', json: { ...meta, rows: [{ ...base, flexinfer_streaming: { disk_bytes_per_streamed_byte: 1.046 }, storage: { ...(base.storage as object), ...outside, in_cgroup: inside } }] } }]);
+  const r = (out.result as { rows: Array<Record<string, any>> }).rows[0]!;
+  assert.equal(r.storage.best_in_cgroup_path, 'direct@32');
+  assert.equal(r.flexinfer_fraction_of_best_in_cgroup, 0.526); // 1.0 / 1.9 GB/s
+  assert.equal(r.flexinfer_fraction_of_best_path, 0.9, 'the outside comparison stays');
+  assert.match(out.table, /direct@32 1\.90\s+53%\s+1\.046/);
+  // Probes that could not run inside (no probes): no in-cgroup figure, nothing invented.
+  const failed = mergeBudgetSweeps([{ name: 'p25.json', json: { ...meta, rows: [{ ...base, storage: { ...(base.storage as object), ...outside, in_cgroup: { before: { at: '', probes: [], held_bytes: 0, error: 'oom' }, after: { at: '', probes: [], held_bytes: 0, error: 'oom' } } } }] } }]);
+  assert.equal((failed.result as { rows: Array<Record<string, any>> }).rows[0]!.flexinfer_fraction_of_best_in_cgroup, undefined);
+});

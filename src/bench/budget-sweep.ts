@@ -13,9 +13,14 @@
  *   best path rate  = the best probe path's mean of its before and after figures
  *   streamed rate   = flexinfer's bytes read per token x its median tokens/s (of run time)
  *   % of best path  = streamed rate / best path rate          (target >= 85%)
- *   % of O_DIRECT   = streamed rate / the best O_DIRECT path's rate (the probes run outside the
- *                     cgroup; inside it buffered reads wait for page-cache reclaim, so a
- *                     budgeted run reads O_DIRECT: weights/create.ts readPathsFrom)
+ *   % of O_DIRECT   = streamed rate / the best O_DIRECT path's rate (outside the cgroup)
+ *   % in cgroup     = streamed rate / the best path of the same probes run INSIDE the budget's
+ *                     cgroup by a process holding the budget in anonymous memory (probe-child.ts):
+ *                     the paths a run can use at its budget (buffered reads there get only the
+ *                     page-cache room the run leaves). Both comparisons are printed; the outside
+ *                     one stays the device's figure.
+ *   disk/streamed   = bytes the block device read during generation (sysfs) / bytes streamed
+ *                     then (1.0: no read-ahead past the streamed ranges)
  *   I/O bound       = best path rate / bytes read per token    (tokens/s if reads never paused)
  *
  * The flexinfer runs start from a calibration made of the "before" probes (a cache directory
@@ -68,16 +73,47 @@ export function measureStorage(path: string): StorageMeasurement {
 }
 
 /** One line for a log: every probe's rate and fio's, GB/s. */
-export function describeStorage(s: StorageMeasurement): string {
+export function describeStorage(s: Pick<StorageMeasurement, 'probes'> & { fio?: FioResult | null }): string {
   const gbs = (b: number) => (b / 1e9).toFixed(2);
   return `${s.probes.map((p) => `${pathName(p)} ${gbs(p.bytesPerSec)}`).join(', ')}${s.fio ? `; fio ${gbs(s.fio.bytesPerSec)}` : ''} GB/s`;
+}
+
+/** The probes run inside a budget's cgroup, under the run's conditions (probe-child.ts). */
+export interface CgroupStorageMeasurement {
+  at: string;
+  probes: ProbeResult[];
+  /** Anonymous memory the probe process held while probing (the run's resident share). */
+  held_bytes: number;
+  /** Why the probes could not run (then probes is empty). */
+  error?: string;
+}
+
+/**
+ * The same probes inside the budget's cgroup (limit = budget + 64 MiB), in a process that
+ * first holds `budget` bytes of anonymous memory as a budgeted run does: buffered reads then
+ * get only the page-cache room a run would leave them. The probes outside (measureStorage) stay
+ * the device's figure; these are what the run can reach at its budget.
+ */
+export async function measureStorageInCgroup(path: string, budget: number, limit: number, dist: string): Promise<CgroupStorageMeasurement> {
+  evictFile(path);
+  const r = await runInMemoryCgroup(process.execPath, [`${dist}probe-child.js`, path, String(PROBE_BYTES), String(budget)], limit, { timeoutMs: 5 * 60_000 });
+  evictFile(path);
+  const at = new Date().toISOString();
+  if (r.oomKilled) return { at, probes: [], held_bytes: 0, error: 'oom' };
+  try {
+    const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    if (j.error) return { at, probes: [], held_bytes: 0, error: String(j.error) };
+    return { at, probes: j.probes, held_bytes: j.held_bytes };
+  } catch {
+    return { at, probes: [], held_bytes: 0, error: (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ') || 'no output' };
+  }
 }
 
 /**
  * The best path measured beside a budget point: for every path (of those `filter` keeps), the
  * mean of its figure before and after the runs; the highest mean.
  */
-export function bestBeside(before: StorageMeasurement, after: StorageMeasurement, filter: (p: ReadPath) => boolean = () => true): { path: string; bytesPerSec: number } {
+export function bestBeside(before: { probes: ProbeResult[] }, after: { probes: ProbeResult[] }, filter: (p: ReadPath) => boolean = () => true): { path: string; bytesPerSec: number } {
   let best = { path: '', bytesPerSec: 0 };
   for (const b of before.probes.filter(filter)) {
     const a = after.probes.find((p) => p.direct === b.direct && p.depth === b.depth);
@@ -103,6 +139,10 @@ interface RunOutcome {
   stats?: Record<string, unknown>;
   peak_rss_bytes?: number;
   major_faults?: number;
+  /** Bytes the device read during generation (after the first token), and the bytes streamed then. */
+  disk_read_bytes_gen?: number;
+  streamed_bytes_gen?: number;
+  gen_passes?: number;
 }
 
 function outcome(r: CgroupRunResult): RunOutcome {
@@ -113,7 +153,17 @@ function outcome(r: CgroupRunResult): RunOutcome {
   try {
     const j = JSON.parse(line);
     if (j.error) return { ...base, gen_tps: null, status: 'error', error: String(j.error) };
-    return { ...base, gen_tps: j.gen_tps, status: 'ok', stats: j.stats, peak_rss_bytes: j.peak_rss_bytes, major_faults: j.major_faults };
+    const streamed = (st: any) => (st?.weights?.streaming ? st.weights.streaming.directBytes + st.weights.streaming.bufferedBytes : undefined);
+    const gen = streamed(j.stats) !== undefined && streamed(j.stats_first_token) !== undefined ? streamed(j.stats) - streamed(j.stats_first_token) : undefined;
+    return {
+      ...base,
+      gen_tps: j.gen_tps,
+      status: 'ok',
+      stats: j.stats,
+      peak_rss_bytes: j.peak_rss_bytes,
+      major_faults: j.major_faults,
+      ...(typeof j.disk_read_bytes_gen === 'number' && gen !== undefined ? { disk_read_bytes_gen: j.disk_read_bytes_gen, streamed_bytes_gen: gen, gen_passes: Math.max(1, (j.tokens?.length ?? 1) - 1) } : {}),
+    };
   } catch {
     return { ...base, gen_tps: null, status: 'error', error: (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ') };
   }
@@ -154,6 +204,22 @@ function streamingFigures(runs: RunOutcome[]): Record<string, unknown> | null {
     path_switches: m((s) => s.pathSwitches),
     final_path: st.map((s) => `${s.readPath?.direct ? 'direct' : 'buffered'}@${s.readPath?.depth}`),
     engine: st[0]!.engine,
+    buffered_reads: st[0]!.bufferedReads ?? null,
+    ...diskFigures(runs),
+  };
+}
+
+/**
+ * What the device read during generation (sysfs, block-device.ts) against what the engine
+ * streamed then, medians over runs: 1.0 = the disk read exactly the streamed bytes; more =
+ * read-ahead past them (or another process reading the same disk).
+ */
+function diskFigures(runs: RunOutcome[]): Record<string, number> {
+  const d = runs.filter((r) => r.disk_read_bytes_gen !== undefined && r.streamed_bytes_gen! > 0);
+  if (d.length === 0) return {};
+  return {
+    disk_read_bytes_per_token: round(median(d.map((r) => r.disk_read_bytes_gen! / r.gen_passes!)), 0),
+    disk_bytes_per_streamed_byte: round(median(d.map((r) => r.disk_read_bytes_gen! / r.streamed_bytes_gen!)), 3),
   };
 }
 
@@ -175,6 +241,8 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
       const limit = budget + 64 * MiB;
       const before = measureStorage(path);
       o.onLog(`budget ${pct}%: storage before: ${describeStorage(before)}`);
+      const cgBefore = await measureStorageInCgroup(path, budget, limit, dist);
+      o.onLog(`budget ${pct}%: storage before, in the budget's cgroup: ${cgBefore.error ?? describeStorage(cgBefore)}`);
       writeSweepCalibration(cacheDir, path, before, computeBytesPerSec, computeType);
       const flex: RunOutcome[] = [];
       const llama: RunOutcome[] = [];
@@ -200,6 +268,8 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
       }
       const after = measureStorage(path);
       o.onLog(`budget ${pct}%: storage after:  ${describeStorage(after)}`);
+      const cgAfter = await measureStorageInCgroup(path, budget, limit, dist);
+      o.onLog(`budget ${pct}%: storage after, in the budget's cgroup:  ${cgAfter.error ?? describeStorage(cgAfter)}`);
       const fs = summarize(flex);
       const ls = o.noLlamaCpp ? null : summarize(llama);
       const stream = streamingFigures(flex);
@@ -216,7 +286,7 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
         ratio: ratio(fs.gen_tps, ls?.gen_tps),
         flexinfer_streaming: stream,
         flexinfer_streamed_bytes_per_token: perToken || null,
-        storage: { before, after, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fio.length ? round(median(fio.map((f) => f.bytesPerSec)), 0) : null, disk_day: diskDay(best.bytesPerSec) },
+        storage: { before, after, in_cgroup: { before: cgBefore, after: cgAfter }, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fio.length ? round(median(fio.map((f) => f.bytesPerSec)), 0) : null, disk_day: diskDay(best.bytesPerSec) },
         flexinfer_streamed_bytes_per_sec: streamedRate !== null ? round(streamedRate, 0) : null,
         flexinfer_fraction_of_best_path: streamedRate !== null ? round(streamedRate / best.bytesPerSec, 3) : null,
         flexinfer_io_bound_tps: perToken > 0 ? round(best.bytesPerSec / perToken) : null,
@@ -248,17 +318,26 @@ function budgetSweepOutput(meta: SweepMeta, rows: Array<Record<string, any>>): S
   return { result, table: sweepTable(result), svg: sweepSvg(ordered, ordered.every((r) => r.llamacpp == null)) };
 }
 
-/** A row with the best O_DIRECT path beside it and the streamed rate's share of it (from its probes). */
+/**
+ * A row with the best O_DIRECT path beside it and the best path measured inside the budget's
+ * cgroup (when its probes ran), and the streamed rate's share of each (from its probes).
+ */
 function withBestDirect(row: Record<string, any>): Record<string, any> {
-  const st = row.storage as { before?: StorageMeasurement; after?: StorageMeasurement } | undefined;
+  const st = row.storage as { before?: StorageMeasurement; after?: StorageMeasurement; in_cgroup?: { before: CgroupStorageMeasurement; after: CgroupStorageMeasurement } } | undefined;
   if (!st?.before?.probes || !st.after?.probes) return row;
-  const direct = bestBeside(st.before, st.after, (p) => p.direct);
-  if (direct.bytesPerSec <= 0) return row;
   const rate = row.flexinfer_streamed_bytes_per_sec as number | null | undefined;
+  const share = (b: { bytesPerSec: number }) => (rate != null && b.bytesPerSec > 0 ? round(rate / b.bytesPerSec, 3) : null);
+  const direct = bestBeside(st.before, st.after, (p) => p.direct);
+  const inside = st.in_cgroup && st.in_cgroup.before.probes.length > 0 ? bestBeside(st.in_cgroup.before, st.in_cgroup.after) : null;
   return {
     ...row,
-    storage: { ...row.storage, best_direct_path: direct.path, best_direct_path_bytes_per_sec: round(direct.bytesPerSec, 0) },
-    flexinfer_fraction_of_best_direct_path: rate != null ? round(rate / direct.bytesPerSec, 3) : null,
+    storage: {
+      ...row.storage,
+      ...(direct.bytesPerSec > 0 ? { best_direct_path: direct.path, best_direct_path_bytes_per_sec: round(direct.bytesPerSec, 0) } : {}),
+      ...(inside ? { best_in_cgroup_path: inside.path, best_in_cgroup_bytes_per_sec: round(inside.bytesPerSec, 0) } : {}),
+    },
+    ...(direct.bytesPerSec > 0 ? { flexinfer_fraction_of_best_direct_path: share(direct) } : {}),
+    ...(inside ? { flexinfer_fraction_of_best_in_cgroup: share(inside) } : {}),
   };
 }
 
@@ -312,7 +391,7 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
   const gbs = (b: number | null | undefined) => (b == null ? '-' : (b / 1e9).toFixed(2));
   const pct = (f: number | null | undefined) => (f == null ? '-' : `${(f * 100).toFixed(0)}%`);
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  fio GB/s  day\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  best in cgroup (GB/s)  % of it  disk/streamed  fio GB/s  day\n';
   for (const r of result.rows) {
     const f = r.flexinfer.gen_tps ?? r.flexinfer.status;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
@@ -323,6 +402,8 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
       ` ${gbs(r.flexinfer_streamed_bytes_per_sec).padStart(14)}  ${`${s.best_path} ${gbs(s.best_path_bytes_per_sec)}`.padEnd(20)}` +
       ` ${pct(r.flexinfer_fraction_of_best_path).padStart(9)}` +
       `  ${(s.best_direct_path ? `${s.best_direct_path} ${gbs(s.best_direct_path_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_direct_path).padStart(7)}` +
+      `  ${(s.best_in_cgroup_path ? `${s.best_in_cgroup_path} ${gbs(s.best_in_cgroup_bytes_per_sec)}` : '-').padEnd(21)} ${pct(r.flexinfer_fraction_of_best_in_cgroup).padStart(7)}` +
+      ` ${cell(r.flexinfer_streaming?.disk_bytes_per_streamed_byte).padStart(14)}` +
       ` ${gbs(s.fio_bytes_per_sec).padStart(9)}  ${s.disk_day}\n`;
   }
   t += `flexinfer tokens/s ${result.flexinfer_monotonic ? 'falls monotonically' : 'does NOT fall monotonically'} as the budget shrinks\n`;

@@ -10,6 +10,7 @@
 import { loadModel, type ExpertOptions } from '../index.js';
 import { benchPromptTokens, processFigures } from './speed.js';
 import type { KvLayout } from '../kv/layouts.js';
+import { deviceReadBytes } from '../weights/block-device.js';
 
 async function main(): Promise<void> {
   const [path, threads, ctx, promptTokens, genTokens, budget, kv, experts, seed] = process.argv.slice(2);
@@ -32,8 +33,16 @@ async function main(): Promise<void> {
   const prompt = benchPromptTokens(Number(promptTokens), 32000);
   const stream = model.generate(prompt, { maxTokens: Number(genTokens), ignoreEos: true, ...(seed && seed !== '-' ? { temperature: 1, seed: Number(seed) } : { temperature: 0 }) });
   let statsFirstToken: Record<string, unknown> | undefined;
-  for await (const chunk of stream) if (!statsFirstToken && chunk.tokens.length > 0) statsFirstToken = await model.stats();
+  // What the device read during generation (after the first token): streamed bytes plus read-ahead.
+  let diskFirstToken: number | undefined;
+  for await (const chunk of stream) {
+    if (!statsFirstToken && chunk.tokens.length > 0) {
+      statsFirstToken = await model.stats();
+      diskFirstToken = deviceReadBytes(path);
+    }
+  }
   const r = await stream.result;
+  const diskEnd = deviceReadBytes(path);
   const stats = await model.stats();
   await model.dispose();
   process.stdout.write(
@@ -45,6 +54,7 @@ async function main(): Promise<void> {
       stats,
       ...processFigures(),
       stats_first_token: statsFirstToken,
+      ...(diskFirstToken !== undefined && diskEnd !== undefined ? { disk_read_bytes_gen: diskEnd - diskFirstToken } : {}),
     }) + '\n',
   );
 }

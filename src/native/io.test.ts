@@ -1,10 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, renameSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { closeFile, evictFromPageCache, IoStreamer, openFile, pageCacheResidency, readInto } from './io.js';
 import { allocAligned } from './memory.js';
+import { readAheadBytes } from '../weights/read-cache.js';
 
 /** A file of `n` pseudo-random bytes (xorshift, seeded) and its contents. */
 function makeFile(dir: string, n: number, seed = 1): { path: string; bytes: Uint8Array } {
@@ -252,5 +253,76 @@ test('close() fails the reads still queued instead of leaving wait() hanging', (
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('readAhead: false makes buffered pieces read exactly their range; the default reads ahead of them', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  try {
+    const n = 16 * 1024 * 1024;
+    const { path, bytes } = makeFile(dir, n, 12);
+    evictFromPageCache(path);
+    const r0 = pageCacheResidency(path);
+    if (r0.residentPages > r0.totalPages / 10) {
+      t.skip(`this file system keeps pages after DONTNEED (${r0.residentPages} of ${r0.totalPages} cached)`);
+      return;
+    }
+    // The file's first 1 MiB (a read at 0 starts the kernel's read-ahead; a first read elsewhere
+    // looks random to it), pages kept (dropCache: false): the page cache shows what the kernel read.
+    const cachedAfterRead = (readAhead: boolean) => {
+      evictFromPageCache(path);
+      const s = new IoStreamer(path, { direct: false, dropCache: false, readAhead });
+      assert.equal(s.info().readAhead, readAhead);
+      const buf = allocAligned(1 << 20);
+      s.submit(0, 0, buf, 0, 1 << 20);
+      s.wait(0);
+      s.close();
+      assert.deepEqual(new Uint8Array(buf), bytes.subarray(0, 1 << 20));
+      const r = pageCacheResidency(path);
+      evictFromPageCache(path);
+      return r.residentPages * r.pageSize;
+    };
+    assert.equal(cachedAfterRead(false), 1 << 20, 'POSIX_FADV_RANDOM: the kernel reads the piece and nothing more');
+    const ahead = readAheadBytes(path) ?? 0;
+    const withReadAhead = cachedAfterRead(true);
+    if (ahead >= 128 * 1024) assert.ok(withReadAhead > 1 << 20, `with the device's ${ahead / 1024} KiB read-ahead the kernel reads past the piece (${withReadAhead} bytes cached)`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('dontCache: RWF_DONTCACHE drops buffered pieces\' pages; where the kernel refuses it the pieces are read without it', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-io-'));
+  // tmpfs (/dev/shm) refuses RWF_DONTCACHE (EOPNOTSUPP): the fallback path.
+  const dirs = [dir, ...(existsSync('/dev/shm') ? [mkdtempSync('/dev/shm/fi-io-')] : [])];
+  try {
+    for (const d of dirs) {
+      const n = 3 * 1024 * 1024 + 5000;
+      const { path, bytes } = makeFile(d, n, 13);
+      for (const engine of engines(path)) {
+        evictFromPageCache(path);
+        const s = new IoStreamer(path, { direct: false, dontCache: true, dropCache: false, readAhead: false, engine });
+        assert.equal(s.info().dontCache, true, 'asked for');
+        const buf = allocAligned(n);
+        s.submit(0, 0, buf, 0, n);
+        s.wait(0);
+        assert.deepEqual(new Uint8Array(buf), bytes, `${d} ${engine}: the bytes of the file either way`);
+        const info = s.info();
+        const fallbacks = s.stats().dontCacheFallbacks;
+        s.close();
+        if (info.dontCache) {
+          assert.equal(fallbacks, 0);
+          assert.equal(info.dontCacheError, undefined);
+          // dropCache is off: only the kernel's drop-behind can have emptied the cache.
+          const r = pageCacheResidency(path);
+          if (!d.startsWith('/dev/shm')) assert.ok(r.residentPages <= 16, `${engine}: ${r.residentPages} pages still cached after RWF_DONTCACHE reads`);
+        } else {
+          assert.ok(fallbacks >= 1, `${d} ${engine}: the refused pieces were redone`);
+          assert.match(info.dontCacheError ?? '', /RWF_DONTCACHE refused: /);
+        }
+      }
+    }
+  } finally {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
 });

@@ -57,6 +57,16 @@ export interface IoStreamerOptions {
   direct?: boolean;
   /** posix_fadvise(DONTNEED) after each buffered piece (default true). */
   dropCache?: boolean;
+  /**
+   * Let the kernel read ahead of buffered pieces (default true). false: POSIX_FADV_RANDOM on
+   * the streamer's own buffered fd, so each buffered piece reads exactly its range.
+   */
+  readAhead?: boolean;
+  /**
+   * Read buffered pieces with RWF_DONTCACHE (Linux 6.14+: the kernel drops their pages; default
+   * false). Where the kernel or file system refuses it, pieces are read without it (info().dontCacheError).
+   */
+  dontCache?: boolean;
 }
 
 /** Counters of an IoStreamer since it was opened (pieces = the reads the device sees). */
@@ -82,6 +92,8 @@ export interface IoStreamerStats {
   directFallbacks: number;
   /** Reads the kernel returned short that were continued. */
   shortReads: number;
+  /** Buffered pieces the kernel refused RWF_DONTCACHE for, redone without it. */
+  dontCacheFallbacks: number;
   /** Piece latency (submission to completion) percentiles, microseconds (histogram bucket edges, 9% apart). */
   latencyP50Us: number;
   latencyP90Us: number;
@@ -107,6 +119,12 @@ export interface IoStreamerInfo {
   /** Why O_DIRECT could not be opened (e.g. tmpfs). */
   directError?: string;
   dropCache: boolean;
+  /** false when the buffered fd reads no ahead (readAhead: false was accepted). */
+  readAhead: boolean;
+  /** Buffered pieces are read with RWF_DONTCACHE now (false once the kernel refused it). */
+  dontCache: boolean;
+  /** Why RWF_DONTCACHE is not used although asked for. */
+  dontCacheError?: string;
 }
 
 /** How the open file differs from what its path names now. */

@@ -24,7 +24,8 @@
  * MemoryPool keeps it free from the weights; KV above the floor takes it first (clean page
  * cache the kernel reclaims).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { blockDeviceDir } from './block-device.js';
 import { parseMemoryBudget } from './budget.js';
 
 const MiB = 1024 * 1024;
@@ -37,17 +38,10 @@ const DEFAULT_READ_AHEAD = 8 * MiB;
 
 /** The read-ahead (bytes) of the block device holding `path`, or undefined when sysfs does not say. */
 export function readAheadBytes(path: string): number | undefined {
-  let dev: number;
-  try {
-    dev = statSync(path).dev;
-  } catch {
-    return undefined;
-  }
-  // Linux dev_t: major in bits 8-19 (and 32+), minor in bits 0-7 (and 20+).
-  const major = Math.floor(dev / 256) % 4096;
-  const minor = (dev % 256) + Math.floor(dev / 1048576) % 4096 * 256;
+  const dev = blockDeviceDir(path);
+  if (!dev) return undefined;
   // A partition has no queue of its own: its disk's is one level up.
-  for (const q of [`/sys/dev/block/${major}:${minor}/queue/read_ahead_kb`, `/sys/dev/block/${major}:${minor}/../queue/read_ahead_kb`]) {
+  for (const q of [`${dev}/queue/read_ahead_kb`, `${dev}/../queue/read_ahead_kb`]) {
     try {
       const kb = Number(readFileSync(q, 'utf8').trim());
       if (Number.isFinite(kb) && kb >= 0) return kb * 1024;

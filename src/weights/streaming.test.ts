@@ -9,7 +9,7 @@ import { closeFile, openFile } from '../native/index.js';
 import { planResidency, streamFootprint } from './plan.js';
 import { planInputs } from './create.js';
 import { ResidentWeightStore } from './resident.js';
-import { computeRateOf, StreamingWeightStore } from './streaming.js';
+import { bufferedReadsFromEnv, computeRateOf, StreamingWeightStore } from './streaming.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
 
 const SHAPE = { dim: 256, ffn: 640, kvDim: 128, vocab: 96, layers: 24 };
@@ -161,4 +161,39 @@ test('computeRateOf: the median pass (a prompt pass does not weigh), and the pla
   assert.equal(r.computeSecPerToken, (0.012 + 0.02) / 2, 'the median of the measured passes (0 = not measured)');
   assert.equal(r.computeBytesPerSec, 100 / r.computeSecPerToken);
   assert.equal(computeRateOf([0.5, 0.01, 0.02], plan).computeSecPerToken, 0.02);
+});
+
+test('FLEXINFER_BUFFERED_READS: the streamer reads buffered pieces with the mode asked (checksums hold); bad values are typed errors', async () => {
+  assert.deepEqual(bufferedReadsFromEnv(undefined), { readAhead: true, dontCache: false }, 'the default: the kernel\'s read-ahead, pages dropped after each piece');
+  assert.deepEqual(bufferedReadsFromEnv('exact+dontcache'), { readAhead: false, dontCache: true });
+  assert.throws(() => bufferedReadsFromEnv('fast'), (e: Error) => e.name === 'InvalidOptionError' && /FLEXINFER_BUFFERED_READS.*got 'fast'/.test(e.message));
+  await withModel(4096, async (path) => {
+    const file = readGgufSync(path);
+    const raw = readFileSync(path);
+    const plan = planResidency(planInputs(file), { budget: Math.floor(0.5 * file.fileSize), hardware: HW });
+    const saved = process.env.FLEXINFER_BUFFERED_READS;
+    for (const mode of ['exact', 'exact+dontcache', 'readahead']) {
+      process.env.FLEXINFER_BUFFERED_READS = mode;
+      let store: StreamingWeightStore;
+      try {
+        store = await StreamingWeightStore.open(file, plan, { direct: false });
+      } finally {
+        if (saved === undefined) delete process.env.FLEXINFER_BUFFERED_READS;
+        else process.env.FLEXINFER_BUFFERED_READS = saved;
+      }
+      for (let l = 0; l < store.numLayers; l++) {
+        const t = store.acquire(l).get('ffn_down.weight');
+        const info = file.tensors.find((x) => x.name === `blk.${l}.ffn_down.weight`)!;
+        assert.equal(sha(t.data), sha(raw.subarray(info.fileOffset, info.fileOffset + info.byteSize)), `${mode} layer ${l}`);
+        store.release(l);
+      }
+      const b = store.stats().bufferedReads;
+      assert.equal(b.readAhead, !mode.startsWith('exact'), `${mode}: POSIX_FADV_RANDOM applied to the buffered fd`);
+      // RWF_DONTCACHE: in use, or refused by this kernel / file system with the reason kept.
+      if (mode.includes('dontcache')) assert.ok(b.dontCache || /RWF_DONTCACHE refused/.test(b.dontCacheError ?? ''), JSON.stringify(b));
+      else assert.equal(b.dontCache, false);
+      assert.ok(store.stats().bufferedBytes > 0);
+      store.dispose();
+    }
+  });
 });

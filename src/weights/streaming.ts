@@ -23,7 +23,7 @@
  * ModelFileChangedError.
  */
 import { median } from '../bench/stats.js';
-import { InvalidModelError, ModelFileChangedError } from '../errors.js';
+import { InvalidModelError, InvalidOptionError, ModelFileChangedError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { allocAligned, closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
 import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
@@ -102,6 +102,11 @@ export interface StreamingStats {
   /** I/O engine running ('io_uring' or 'threads') and why io_uring was refused, if it was. */
   engine: string;
   engineError?: string;
+  /**
+   * How buffered pieces are read: with the kernel's read-ahead or exactly their range
+   * (POSIX_FADV_RANDOM), and whether with RWF_DONTCACHE (dontCacheError: why not although asked).
+   */
+  bufferedReads: { readAhead: boolean; dontCache: boolean; dontCacheError?: string };
   /** Reads (1 MiB pieces) in flight now, on average while reading, and at most. */
   readsInFlight: number;
   meanReadsInFlight: number;
@@ -240,7 +245,7 @@ export class StreamingWeightStore implements WeightStore {
     }
     const paths = readPathsOf(options);
     const start = paths[0]!;
-    this.#streamer = new IoStreamer(file.path, { direct: start.direct, depth: start.depth, maxDepth: MAX_READ_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto' });
+    this.#streamer = new IoStreamer(file.path, { direct: start.direct, depth: start.depth, maxDepth: MAX_READ_DEPTH, pieceBytes: PIECE_BYTES, engine: options.engine ?? 'auto', ...bufferedReadsFromEnv() });
     this.#selector = options.adaptive === false || paths.length < 2 ? undefined : new ReadPathSelector(paths);
     this.#onMeasuredRate = options.onMeasuredRate;
     this.#tokenStart = this.#streamer.stats();
@@ -371,6 +376,7 @@ export class StreamingWeightStore implements WeightStore {
       pathSwitches: this.#selector?.switches ?? 0,
       engine: info.engine,
       ...(info.engineError ? { engineError: info.engineError } : {}),
+      bufferedReads: { readAhead: info.readAhead, dontCache: info.dontCache, ...(info.dontCacheError ? { dontCacheError: info.dontCacheError } : {}) },
       readsInFlight: io.inflight,
       meanReadsInFlight: io.busyNs > 0 ? io.inflightNs / io.busyNs : 0,
       maxReadsInFlight: io.maxInflight,
@@ -483,6 +489,38 @@ export class StreamingWeightStore implements WeightStore {
     const end = s + this.#numSlots;
     while (this.#nextIssue < end) this.#issue(this.#nextIssue++);
   }
+}
+
+/** How the streamer's buffered pieces are read (IoStreamer readAhead / dontCache). */
+export interface BufferedReads {
+  readAhead: boolean;
+  dontCache: boolean;
+}
+
+/**
+ * FLEXINFER_BUFFERED_READS=readahead (the default) | exact | dontcache | exact+dontcache: how
+ * buffered pieces are read, for comparisons. readahead: the kernel's read-ahead, pages dropped
+ * after each piece (DONTNEED); exact: no read-ahead (POSIX_FADV_RANDOM: the device reads only
+ * the streamed ranges); dontcache: RWF_DONTCACHE (the kernel drops the pages; where it refuses,
+ * pieces are read without it). The default is the measured winner: tinyllama Q8_0, interleaved
+ * quiet A/B of the budget sweep's child with buffered@8 pinned, 3 rounds per point (issue-9
+ * notes, 2026-12-06 02:57-03:27): at 25% readahead 3.76 tok/s (3.5-4.2 GB/s busy) vs exact 2.06,
+ * dontcache 2.53, exact+dontcache 1.76, exact + WILLNEED of each tensor 1.8; at 50% 3.66 vs
+ * 2.80 / 3.57 / 3.05. exact reads 30% fewer disk bytes at 50-75% (the read-ahead past streamed
+ * tensors into resident ones) but in 1 MiB device requests instead of 8 MiB ones.
+ */
+export function bufferedReadsFromEnv(value = process.env.FLEXINFER_BUFFERED_READS): BufferedReads {
+  const v = (value ?? '').trim();
+  const modes: Record<string, BufferedReads> = {
+    '': { readAhead: true, dontCache: false },
+    readahead: { readAhead: true, dontCache: false },
+    exact: { readAhead: false, dontCache: false },
+    dontcache: { readAhead: true, dontCache: true },
+    'exact+dontcache': { readAhead: false, dontCache: true },
+  };
+  const mode = modes[v];
+  if (!mode) throw new InvalidOptionError('FLEXINFER_BUFFERED_READS', `expected readahead, exact, dontcache or exact+dontcache, got '${value}'`);
+  return mode;
 }
 
 function view(t: TensorEntry, data: Uint8Array): WeightTensor {
