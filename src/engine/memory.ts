@@ -16,7 +16,7 @@ import type { VTensorKvManager } from '../kv/vtensor-manager.js';
 import { appliedReserve, createWeightStore, readPathFromEnv } from '../weights/create.js';
 import { moeShape } from '../weights/create-moe.js';
 import { parseMemoryBudget } from '../weights/budget.js';
-import { readCacheBytesFor } from '../weights/read-cache.js';
+import { readCachePolicy } from '../weights/read-cache.js';
 import type { ElasticWeightStore } from '../weights/elastic-store.js';
 import type { Plan } from '../weights/plan.js';
 import type { WeightStore } from '../weights/store.js';
@@ -78,8 +78,9 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // weights (weights/create-moe.ts), and the elastic ladder knows only dense tensors.
   const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static' && moeShape(file) === undefined;
   const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes)) : 0;
-  // Buffered reads need page cache unless the run is forced onto O_DIRECT (FLEXINFER_READ_PATH).
-  const readCacheBytes = elastic ? readCacheBytesFor(file.path, file.fileSize, readPathFromEnv()?.direct !== true) : 0;
+  // Buffered reads need page cache unless the run is forced onto O_DIRECT (FLEXINFER_READ_PATH);
+  // how much follows the load under a memory limit (read-cache.ts readCacheAtLoad).
+  const readCache = elastic ? readCachePolicy(file.path, file.fileSize, budget, readPathFromEnv()?.direct !== true) : undefined;
   const explain = { budget, shape, parallel: init.parallel, scratchBytes, kvBytes: elastic ? floorBytes : kvBytes, elastic, kvFloorGiven: init.kvFloor !== null };
 
   let created;
@@ -89,9 +90,11 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       kvBytes: elastic ? floorBytes : kvBytes,
       scratchBytes,
       elastic,
-      // The reserve lives in the unused floor first: the weights give up only what exceeds it.
-      // The read cache does not: the unused floor is already page cache (read-cache.ts).
-      ...(elastic ? { runtimeReserveBytes: Math.max(0, runtimeReserveFor(init.parallel) - floorBytes), readCacheBytes } : {}),
+      // Elastic: the reserve lives in the unused floor first, the weights give up only what
+      // exceeds it; the read cache does not (the unused floor is already page cache). Static:
+      // its KV reservation fills up at full load, so the weights give up the whole reserve.
+      runtimeReserveBytes: elastic ? Math.max(0, runtimeReserveFor(init.parallel) - floorBytes) : budget !== Infinity ? runtimeReserveFor(init.parallel) : 0,
+      ...(readCache ? { readCache } : {}),
       ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
       ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
@@ -113,10 +116,10 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // minimum applies (none at the minimum budget, where KV keeps the whole floor).
   const runtimeBytes = appliedReserve(poolBytes, es.bytesAt, runtimeReserveFor(init.parallel));
   // The read cache, as far as the pool holds it above the weights' minimum with the reserve.
-  const readCache = appliedReserve(poolBytes - runtimeBytes, es.bytesAt, readCacheBytes);
+  const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, es.bytesAt, created.readCacheBytes ?? 0);
   // Address space for KV: what parallel full-context sequences need, or what the pool can give.
   const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - runtimeBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
-  const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, readCacheBytes: readCache, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
+  const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, readCacheBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
   pool.attachWeights(es);
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool }) as VTensorKvManager;
   pool.attachKv({
@@ -147,7 +150,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       budget,
       scratchBytes,
       runtimeBytes,
-      readCacheBytes: readCache,
+      readCacheBytes,
       floorBytes,
       poolBytes,
       level: es.level,

@@ -188,6 +188,46 @@ export async function runInMemoryCgroup(
   }
 }
 
+/** Limits from 2^60 up mean "no limit" (cgroup v1 reports 2^63 rounded down to a page). */
+const NO_LIMIT = 2 ** 60;
+
+/**
+ * The memory limit that applies to this process, bytes: the smallest limit of its memory
+ * cgroup and the cgroups above it (cgroup v1: memory.stat's hierarchical_memory_limit; v2:
+ * memory.max up the tree), or undefined when there is none (or no cgroup filesystem).
+ */
+export function memoryLimitBytes(): number | undefined {
+  if (existsSync(join(ROOT, 'memory.limit_in_bytes'))) {
+    const v1 = ownMemoryCgroup();
+    let limit = 0;
+    try {
+      const m = /^hierarchical_memory_limit (\d+)$/m.exec(readFileSync(join(v1, 'memory.stat'), 'utf8'));
+      if (m) limit = Number(m[1]);
+    } catch {
+      // no memory.stat: the cgroup's own limit below
+    }
+    if (!(limit > 0)) limit = readNumber(join(v1, 'memory.limit_in_bytes'));
+    return limit > 0 && limit < NO_LIMIT ? limit : undefined;
+  }
+  try {
+    const line = readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    if (!line) return undefined;
+    let least = Infinity;
+    for (let dir = join('/sys/fs/cgroup', line.slice(3)); dir.startsWith('/sys/fs/cgroup'); dir = join(dir, '..')) {
+      try {
+        const v = readFileSync(join(dir, 'memory.max'), 'utf8').trim();
+        if (v !== 'max') least = Math.min(least, Number(v));
+      } catch {
+        // the root has no memory.max
+      }
+      if (dir === '/sys/fs/cgroup') break;
+    }
+    return Number.isFinite(least) && least < NO_LIMIT ? least : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** RssAnon / RssFile / RssShmem / VmHWM / VmRSS of this process from /proc/self/status, bytes ({} off Linux). */
 export function processRss(): Record<string, number> {
   try {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { readGgufSync } from '../gguf/reader.js';
-import { createWeightStore, planInputs, planWithWindow, readPathFromEnv, windowFromEnv } from './create.js';
+import { createWeightStore, planInputs, planWithReserve, planWithWindow, readPathFromEnv, windowFromEnv } from './create.js';
 import { ResidentWeightStore } from './resident.js';
 import { StreamingWeightStore } from './streaming.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
@@ -96,6 +96,31 @@ test('FLEXINFER_WINDOW reaches the elastic store too (the default pool since #16
   } finally {
     if (saved === undefined) delete process.env.FLEXINFER_WINDOW;
     else process.env.FLEXINFER_WINDOW = saved;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('planWithReserve: a static split keeps the runtime reserve from the weights, as far as the budget holds it above the minimum', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
+  try {
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 10, tinyModelTensors({ dim: 128, ffn: 384, kvDim: 64, vocab: 50, layers: 10 }, 8), 4096);
+    const inputs = planInputs(readGgufSync(path));
+    const hardware = { readBytesPerSec: 1e9, computeBytesPerSec: 1e12 };
+    const opts = (budget: number, scratch = 1000) => ({ budget, kvBytes: 2000, scratchBytes: scratch, hardware });
+    let min = 0;
+    assert.throws(() => planWithWindow(inputs, opts(1000), 1), (e: unknown) => e instanceof InsufficientMemoryError && (min = e.minimum) > 0);
+    const reserve = 5000;
+    // Room for all of it: the plan of scratch + reserve.
+    const roomy = min + 3 * reserve;
+    assert.deepEqual(planWithReserve(inputs, opts(roomy), 1, reserve), planWithWindow(inputs, opts(roomy, 1000 + reserve), 1));
+    // At the minimum: none of it (the budget still loads).
+    assert.deepEqual(planWithReserve(inputs, opts(min), 1, reserve), planWithWindow(inputs, opts(min), 1));
+    // Between: what the budget holds above the minimum.
+    assert.deepEqual(planWithReserve(inputs, opts(min + 1234), 1, reserve), planWithWindow(inputs, opts(min + 1234, 1000 + 1234), 1));
+    // Below the minimum: the planner's error, minimum without the reserve.
+    assert.throws(() => planWithReserve(inputs, opts(min - 1), 1, reserve), (e: unknown) => e instanceof InsufficientMemoryError && e.minimum === min);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

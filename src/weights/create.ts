@@ -7,13 +7,14 @@
  * splits the budget and a StreamingWeightStore streams what does not fit. Mixture-of-Experts
  * files go to create-moe.ts: the same for the dense tensors, an expert cache for the experts.
  */
-import { InvalidOptionError } from '../errors.js';
+import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
 import { calibrateStorage, calibrationIsStale, readCachedCalibration, refreshCalibration, saveCalibration, type Calibration } from './calibrate.js';
 import { bestProbe, type ProbeResult, type ReadPath } from './probe.js';
 import { embeddingLayout } from './embed.js';
-import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanTensorInput } from './plan.js';
+import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
+import { readCacheAtLoad, type ReadCachePolicy } from './read-cache.js';
 import { ElasticWeightStore } from './elastic-store.js';
 
 export { planWithWindow } from './plan.js';
@@ -58,16 +59,17 @@ export interface CreateWeightStoreOptions extends StreamingOptions, ExpertStoreO
    */
   elastic?: boolean;
   /**
-   * Elastic: bytes of the budget kept from the weights for the process's own memory (the JS
-   * runtime, the server; engine/memory.ts runtimeReserveFor). Only as far as the budget has
-   * room above the weights' minimum resident set: it never makes a budget too small.
+   * Bytes of the budget kept from the weights for the process's own memory (the JS runtime,
+   * the server; engine/memory.ts runtimeReserveFor), elastic or static. Only as far as the
+   * budget has room above the weights' minimum: it never makes a budget too small.
    */
   runtimeReserveBytes?: number;
   /**
-   * Elastic: bytes of the budget the weights leave free for the page cache of buffered reads
-   * (weights/read-cache.ts), on top of the runtime reserve and with the same limit.
+   * Elastic: how much of the budget the weights leave free for the page cache of buffered
+   * reads (weights/read-cache.ts readCacheAtLoad), on top of the runtime reserve and with the
+   * same limit. The size it gave is returned as readCacheBytes.
    */
-  readCacheBytes?: number;
+  readCache?: ReadCachePolicy;
 }
 
 /** Files from this size up are calibrated automatically (smaller ones are tests and toys). */
@@ -90,7 +92,7 @@ export const DEFAULT_HARDWARE: HardwareFigures = { readBytesPerSec: 1.5e9, compu
 export async function createWeightStore(
   source: string | GgufFile,
   options: CreateWeightStoreOptions = {},
-): Promise<{ store: WeightStore & { dispose(): void }; plan: Plan; file: GgufFile }> {
+): Promise<{ store: WeightStore & { dispose(): void }; plan: Plan; file: GgufFile; readCacheBytes?: number }> {
   const file = typeof source === 'string' ? readGgufSync(source) : source;
   const budgeted = options.memoryBudget !== undefined;
   const wantCal = options.calibrate ?? 'auto';
@@ -118,25 +120,48 @@ export async function createWeightStore(
     });
     return { store, plan, file };
   }
-  const plan = planWithWindow(planInputs(file), {
-    budget,
-    kvBytes: options.kvBytes ?? 0,
-    scratchBytes: options.scratchBytes ?? 0,
-    hardware,
-  }, options.window ?? windowFromEnv());
+  const planOptions = { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware };
+  const window = options.window ?? windowFromEnv();
   if (budget === Infinity) {
     const store = await ResidentWeightStore.load(file, options);
-    return { store, plan, file };
+    return { store, plan: planWithWindow(planInputs(file), planOptions, window), file };
   }
   if (options.elastic) {
-    const ladder = planLadder(planInputs(file), { budget, kvBytes: options.kvBytes ?? 0, scratchBytes: options.scratchBytes ?? 0, hardware }, options.window ?? windowFromEnv());
-    const room = budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
-    const weightBytes = room - appliedReserve(room, ElasticWeightStore.levels(file, ladder).bytesAt, (options.runtimeReserveBytes ?? 0) + (options.readCacheBytes ?? 0));
+    const ladder = planLadder(planInputs(file), planOptions, window);
+    const room = budget - planOptions.kvBytes - planOptions.scratchBytes;
+    const levels = ElasticWeightStore.levels(file, ladder);
+    const runtime = appliedReserve(room, levels.bytesAt, options.runtimeReserveBytes ?? 0);
+    const readCacheBytes = options.readCache ? readCacheAtLoad(options.readCache, levels, room - runtime) : 0;
+    const weightBytes = room - appliedReserve(room, levels.bytesAt, runtime + readCacheBytes);
     const store = await ElasticWeightStore.open(file, ladder, { ...streaming, weightBytes });
-    return { store, plan: store.plan, file };
+    return { store, plan: store.plan, file, readCacheBytes };
   }
+  const plan = planWithReserve(planInputs(file), planOptions, window, options.runtimeReserveBytes ?? 0);
   const store = await StreamingWeightStore.open(file, plan, streaming);
   return { store, plan, file };
+}
+
+/**
+ * A static split's plan with `reserve` bytes kept from the weights for the process's own memory
+ * (as scratch the planner leaves alone), as far as the budget holds it above the weights'
+ * minimum: at the smallest budget that loads without it, none.
+ */
+export function planWithReserve(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window: number | undefined, reserve: number): Plan {
+  const withReserve = (r: number) => planWithWindow(tensors, { ...options, scratchBytes: (options.scratchBytes ?? 0) + r }, window);
+  if (reserve <= 0) return withReserve(0);
+  try {
+    return withReserve(reserve);
+  } catch (err) {
+    if (!(err instanceof InsufficientMemoryError)) throw err;
+    // err.minimum counts the reserve: what the budget holds above the minimum without it.
+    const applied = Math.max(0, Math.min(reserve, options.budget - (err.minimum - reserve)));
+    try {
+      return withReserve(applied);
+    } catch (again) {
+      if (applied > 0 && again instanceof InsufficientMemoryError) return withReserve(0);
+      throw again;
+    }
+  }
 }
 
 /**

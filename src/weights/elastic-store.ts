@@ -105,18 +105,25 @@ export class ElasticWeightStore implements WeightStore {
 
   /**
    * Weight memory of every level of `ladder` as the arena holds it (exactly what the planner
-   * accounts): the fixed tensors and the level's steps (residentAt), plus the ring (ringAt).
+   * accounts): the fixed tensors and the level's steps (residentAt), plus the ring (ringAt);
+   * and the file bytes a forward pass streams at each level (streamedAt).
    */
-  static levels(file: GgufFile, ladder: PlanLadder): { residentAt: number[]; ringAt: number[]; bytesAt: number[] } {
+  static levels(file: GgufFile, ladder: PlanLadder): { residentAt: number[]; ringAt: number[]; bytesAt: number[]; streamedAt: number[] } {
     const entries = listTensors(file);
     let resident = fixedTensors(entries, ladder).reduce((a, t) => a + residentFootprint(t.bytes), 0);
+    let streamed = ladder.steps.reduce((a, i) => a + entries[i]!.bytes, 0);
     const residentAt: number[] = [];
+    const streamedAt: number[] = [];
     for (let k = 0; k <= ladder.steps.length; k++) {
       residentAt.push(resident);
-      if (k < ladder.steps.length) resident += demotableFootprint(entries[ladder.steps[k]!]!.bytes);
+      streamedAt.push(streamed);
+      if (k < ladder.steps.length) {
+        resident += demotableFootprint(entries[ladder.steps[k]!]!.bytes);
+        streamed -= entries[ladder.steps[k]!]!.bytes;
+      }
     }
     const bytesAt = ladder.weightBytes.slice();
-    return { residentAt, ringAt: bytesAt.map((b, k) => b - residentAt[k]!), bytesAt };
+    return { residentAt, ringAt: bytesAt.map((b, k) => b - residentAt[k]!), bytesAt, streamedAt };
   }
 
   /**

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { MAX_READ_CACHE_BYTES, readAheadBytes, readCacheBytesFor } from './read-cache.js';
+import { MAX_READ_CACHE_BYTES, readAheadBytes, readCacheAtLoad, readCacheBytesFor, readCachePolicy, ROOM_PER_STREAMED_BYTE } from './read-cache.js';
+import { memoryCgroupSupport, runInMemoryCgroup } from './cgroup.js';
 
 const MiB = 1 << 20;
 const HERE = fileURLToPath(import.meta.url);
@@ -46,4 +47,40 @@ test('readCacheBytesFor: FLEXINFER_READ_CACHE and O_DIRECT only', () => {
   assert.equal(readCacheBytesFor(HERE, big, true, '0'), 0);
   assert.equal(readCacheBytesFor(HERE, big, false, '96MiB'), 0);
   assert.throws(() => readCacheBytesFor(HERE, big, true, 'lots'), /FLEXINFER_READ_CACHE/);
+});
+
+test('readCacheAtLoad: under a limit, 0.4 of what the level streams less the margin, at the highest level that fits (by hand)', () => {
+  assert.equal(ROOM_PER_STREAMED_BYTE, 0.4);
+  // Five levels: weights 100..500 MiB, streamed 1000..600 MiB.
+  const levels = { bytesAt: [100, 200, 300, 400, 500].map((m) => m * MiB), streamedAt: [1000, 900, 800, 700, 600].map((m) => m * MiB) };
+  const p = (marginMiB: number, baseMiB = 32) => ({ baseBytes: baseMiB * MiB, fixed: false, marginBytes: marginMiB * MiB });
+  // Margin 64: need = 400-64 = 336 at level 0, 296 at 1, 256 at 2, 216 at 3, 176 at 4.
+  // Room 600: level 4 needs 676, 3 needs 616, 2 needs 556 <= 600: 256 MiB.
+  assert.equal(readCacheAtLoad(p(64), levels, 600 * MiB), 256 * MiB);
+  // Room 1000: level 4 (500 + 176 = 676).
+  assert.equal(readCacheAtLoad(p(64), levels, 1000 * MiB), 176 * MiB);
+  // Room 300: no level fits (level 0 needs 436): the least-memory level's cache, 336.
+  assert.equal(readCacheAtLoad(p(64), levels, 300 * MiB), 336 * MiB);
+  // A wide margin: the base (32 MiB) everywhere, so the top level that fits with it.
+  assert.equal(readCacheAtLoad(p(1000), levels, 600 * MiB), 32 * MiB);
+  // No limit, or a fixed size (FLEXINFER_READ_CACHE / O_DIRECT only): the base.
+  assert.equal(readCacheAtLoad({ baseBytes: 32 * MiB, fixed: false, marginBytes: Infinity }, levels, 600 * MiB), 32 * MiB);
+  assert.equal(readCacheAtLoad({ baseBytes: 5 * MiB, fixed: true, marginBytes: 0 }, levels, 600 * MiB), 5 * MiB);
+});
+
+test('readCachePolicy: the margin is the limit less the budget (none without a limit); a set size is fixed', () => {
+  const big = 2 ** 40;
+  assert.deepEqual(readCachePolicy(HERE, big, 500 * MiB, true, '', 564 * MiB), { baseBytes: readCacheBytesFor(HERE, big, true, ''), fixed: false, marginBytes: 64 * MiB });
+  assert.equal(readCachePolicy(HERE, big, 500 * MiB, true, '', undefined).marginBytes, Infinity);
+  assert.equal(readCachePolicy(HERE, big, 500 * MiB, true, '', 400 * MiB).marginBytes, 0);
+  assert.deepEqual(readCachePolicy(HERE, big, 500 * MiB, true, '96MiB', 564 * MiB), { baseBytes: 96 * MiB, fixed: true, marginBytes: 64 * MiB });
+  assert.equal(readCachePolicy(HERE, big, 500 * MiB, false, '', 564 * MiB).fixed, true);
+});
+
+const support = memoryCgroupSupport();
+test('memoryLimitBytes: a process in a memory cgroup of 300 MiB reads 300 MiB', { skip: support.ok ? false : support.reason }, async () => {
+  const cgroupJs = new URL('./cgroup.js', import.meta.url).href;
+  const r = await runInMemoryCgroup(process.execPath, ['--input-type=module', '-e', `import { memoryLimitBytes } from ${JSON.stringify(cgroupJs)}; console.log(memoryLimitBytes())`], 300 * MiB, { timeoutMs: 60_000 });
+  assert.equal(r.exitCode, 0, r.stderr);
+  assert.equal(Number(r.stdout.trim()), 300 * MiB);
 });

@@ -23,10 +23,24 @@
  * read is O_DIRECT.
  * MemoryPool keeps it free from the weights; KV above the floor takes it first (clean page
  * cache the kernel reclaims).
+ *
+ * NOTE (measured, 2026-12-06, same setup; logs /work/scratch/elastic/diag): 4 windows are
+ * enough for Q4_0 but not for Q8_0 (559 MiB budget, ~980 MiB streamed per pass), where the
+ * buffered rate kept rising with the room: elastic with 288 / 238 / 158 / 90 MiB resident
+ * read at 2.8 / 2.7 / 3.6 / 5.0 GB/s (3.2 / 2.9 / 3.4 / 4.17 tok/s) against the static split's
+ * 4.9 GB/s (4.13 tok/s, 68 MiB resident). Over both files the rate reaches the static split's
+ * once the cgroup leaves page-cache room (limit - rss - shmem) of ~35-40% of the bytes streamed
+ * per pass (Q4_0 ~160-180 of ~480 MiB, Q8_0 ~370 of ~960 MiB). Interleaved at 02:54 (one
+ * stream, slow disk day): FLEXINFER_READ_CACHE=240MiB (78 MiB resident) 2.44 / 3.04 tok/s,
+ * static 3.06 / 2.60, the 32 MiB default (288 resident) 2.93 / 2.07. So under a memory limit
+ * the read cache follows the load (readCacheAtLoad): ROOM_PER_STREAMED_BYTE of the bytes the
+ * level streams, less the room the limit leaves above the budget, at the highest level where
+ * weights and that cache fit; without a limit (the page cache is the machine's) the 4 windows.
  */
 import { readFileSync } from 'node:fs';
 import { blockDeviceDir } from './block-device.js';
 import { parseMemoryBudget } from './budget.js';
+import { memoryLimitBytes } from './cgroup.js';
 
 const MiB = 1024 * 1024;
 /** Read-ahead windows kept (see NOTE). */
@@ -62,4 +76,41 @@ export function readCacheBytesFor(path: string, fileBytes: number, buffered = tr
   // FLEXINFER_READ_CACHE=SIZE (0, 96MiB, 20%...): a fixed size instead, for measuring the trade.
   if (env !== undefined && env.trim() !== '') return env.trim() === '0' ? 0 : parseMemoryBudget(env, fileBytes, 'FLEXINFER_READ_CACHE');
   return Math.floor(Math.min(MAX_READ_CACHE_BYTES, fileBytes / 16, WINDOWS * (readAheadBytes(path) ?? DEFAULT_READ_AHEAD)));
+}
+
+/** Page-cache room buffered reads need per byte streamed per pass, under a memory limit (see NOTE). */
+export const ROOM_PER_STREAMED_BYTE = 0.4;
+
+/** How an elastic budget sizes its read cache (readCachePolicy). */
+export interface ReadCachePolicy {
+  /** The least it keeps: readCacheBytesFor (4 windows, or FLEXINFER_READ_CACHE, or 0 on O_DIRECT only). */
+  baseBytes: number;
+  /** FLEXINFER_READ_CACHE or O_DIRECT only: baseBytes, whatever the load. */
+  fixed: boolean;
+  /** Memory the process's limit leaves above the budget (Infinity without a limit). */
+  marginBytes: number;
+}
+
+/** The read-cache policy for `path` under `budget` bytes (see NOTE); `limit`: the process's memory limit. */
+export function readCachePolicy(path: string, fileBytes: number, budget: number, buffered = true, env = process.env.FLEXINFER_READ_CACHE, limit = memoryLimitBytes()): ReadCachePolicy {
+  const baseBytes = readCacheBytesFor(path, fileBytes, buffered, env);
+  const fixed = !buffered || (env !== undefined && env.trim() !== '');
+  return { baseBytes, fixed, marginBytes: limit === undefined ? Infinity : Math.max(0, limit - budget) };
+}
+
+/**
+ * The read cache for a load (see NOTE): at the highest ladder level k where the weights
+ * (`bytesAt[k]`) and max(base, ROOM_PER_STREAMED_BYTE x `streamedAt[k]` - margin) fit `room`
+ * (what the budget leaves to weights and read cache), that cache; at no fitting level, the
+ * cache of the least-memory level (callers clip it to what the room holds above the minimum).
+ */
+export function readCacheAtLoad(p: ReadCachePolicy, levels: { bytesAt: readonly number[]; streamedAt: readonly number[] }, room: number): number {
+  if (p.fixed || p.marginBytes === Infinity) return p.baseBytes;
+  const need = (k: number) => Math.max(p.baseBytes, Math.ceil(ROOM_PER_STREAMED_BYTE * levels.streamedAt[k]! - p.marginBytes));
+  let least = 0;
+  for (let k = levels.bytesAt.length - 1; k >= 0; k--) {
+    if (levels.bytesAt[k]! + need(k) <= room) return need(k);
+    if (levels.bytesAt[k]! < levels.bytesAt[least]!) least = k;
+  }
+  return need(least);
 }
