@@ -9,7 +9,7 @@ import { InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { formatBytes, parseMemoryBudget } from '../weights/budget.js';
 import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js';
-import { DEFAULT_HARDWARE, dominantType, planInputs, planWithReserve, planWithWindow } from '../weights/create.js';
+import { DEFAULT_HARDWARE, dominantType, elasticLadder, planInputs, planWithReserve, planWithWindow } from '../weights/create.js';
 import type { HardwareFigures, Plan } from '../weights/plan.js';
 import { planMoe, type ExpertCacheMode, type ExpertCachePlan, type MoePlan } from '../weights/expert-plan.js';
 import { EXPERT_POLICIES, type ExpertPolicyName } from '../weights/expert-cache.js';
@@ -19,10 +19,9 @@ import { modelConfigFromGguf } from '../models/registry.js';
 import { Transformer } from '../models/transformer.js';
 import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import { ElasticWeightStore } from '../weights/elastic-store.js';
-import { planLadder } from '../weights/plan.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
 import { runtimeReserveFor } from '../engine/memory.js';
-import { readCacheAtLoad, readCachePolicy } from '../weights/read-cache.js';
+import { readCachePolicy } from '../weights/read-cache.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
@@ -268,13 +267,11 @@ export async function run(argv: string[]): Promise<number> {
       : planWithReserve(inputs, options, window, budget !== Infinity ? runtimeReserveFor(parallel) : 0);
   let pool: PoolPlan | undefined;
   if (elastic) {
-    const ladder = planLadder(inputs, options, window);
+    // The ladder and read cache a load in this process's memory limit would use (create.ts).
+    const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), readCachePolicy(path, file.fileSize, budget));
     const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
     const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
-    const levels = ElasticWeightStore.levels(file, ladder);
-    // The read cache as a load in this process's memory limit would size it (read-cache.ts).
-    const readCacheBytes = readCacheAtLoad(readCachePolicy(path, file.fileSize, budget), levels, budget - scratch - floorBytes - runtimeReserveFor(parallel));
-    pool = planPool(ladder, levels, { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
   }
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');

@@ -13,7 +13,7 @@ import { parseMemoryBudget } from './budget.js';
 import { calibrateStorage, calibrationIsStale, readCachedCalibration, refreshCalibration, saveCalibration, type Calibration } from './calibrate.js';
 import { bestProbe, type ProbeResult, type ReadPath } from './probe.js';
 import { embeddingLayout } from './embed.js';
-import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanOptions, type PlanTensorInput } from './plan.js';
+import { planLadder, planWithWindow, type HardwareFigures, type Plan, type PlanLadder, type PlanOptions, type PlanTensorInput } from './plan.js';
 import { readCacheAtLoad, type ReadCachePolicy } from './read-cache.js';
 import { ElasticWeightStore } from './elastic-store.js';
 
@@ -127,18 +127,41 @@ export async function createWeightStore(
     return { store, plan: planWithWindow(planInputs(file), planOptions, window), file };
   }
   if (options.elastic) {
-    const ladder = planLadder(planInputs(file), planOptions, window);
-    const room = budget - planOptions.kvBytes - planOptions.scratchBytes;
-    const levels = ElasticWeightStore.levels(file, ladder);
-    const runtime = appliedReserve(room, levels.bytesAt, options.runtimeReserveBytes ?? 0);
-    const readCacheBytes = options.readCache ? readCacheAtLoad(options.readCache, levels, room - runtime) : 0;
-    const weightBytes = room - appliedReserve(room, levels.bytesAt, runtime + readCacheBytes);
-    const store = await ElasticWeightStore.open(file, ladder, { ...streaming, weightBytes });
-    return { store, plan: store.plan, file, readCacheBytes };
+    const s = elasticLadder(file, planOptions, window, options.runtimeReserveBytes ?? 0, options.readCache);
+    const store = await ElasticWeightStore.open(file, s.ladder, { ...streaming, weightBytes: s.weightBytes });
+    return { store, plan: store.plan, file, readCacheBytes: s.readCacheBytes };
   }
   const plan = planWithReserve(planInputs(file), planOptions, window, options.runtimeReserveBytes ?? 0);
   const store = await StreamingWeightStore.open(file, plan, streaming);
   return { store, plan, file };
+}
+
+/**
+ * The ladder an elastic store loads on, the read cache (readCacheAtLoad) and the weight memory
+ * it loads with: the budget less KV floor and scratch, less the runtime reserve and the read
+ * cache as far as they fit above the weights' minimum. The store never rises above the level
+ * it loads at, so the ladder (its window, hence its ring) is planned for the memory the weights
+ * get, not the whole room: a read cache that keeps the weights at their minimum would otherwise
+ * sit beside a ring sized for the top level (tinyllama Q8_0 at 50% in a budget + 64 MiB cgroup:
+ * a 187 MiB ring, window 3, where the static split's plan had 94 MiB).
+ */
+export function elasticLadder(file: GgufFile, planOptions: Required<Omit<PlanOptions, 'window'>>, window: number | undefined, runtimeReserveBytes: number, readCache?: ReadCachePolicy): { ladder: PlanLadder; readCacheBytes: number; weightBytes: number } {
+  const inputs = planInputs(file);
+  const room = planOptions.budget - planOptions.kvBytes - planOptions.scratchBytes;
+  const sized = (ladder: PlanLadder) => {
+    const levels = ElasticWeightStore.levels(file, ladder);
+    const runtime = appliedReserve(room, levels.bytesAt, runtimeReserveBytes);
+    const readCacheBytes = readCache ? readCacheAtLoad(readCache, levels, room - runtime) : 0;
+    return { ladder, readCacheBytes, weightBytes: room - appliedReserve(room, levels.bytesAt, runtime + readCacheBytes) };
+  };
+  const whole = sized(planLadder(inputs, planOptions, window));
+  if (whole.weightBytes >= room) return whole;
+  try {
+    return sized(planLadder(inputs, { ...planOptions, scratchBytes: planOptions.budget - planOptions.kvBytes - whole.weightBytes }, window));
+  } catch (err) {
+    if (err instanceof InsufficientMemoryError) return whole;
+    throw err;
+  }
 }
 
 /**

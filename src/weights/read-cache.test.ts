@@ -49,7 +49,7 @@ test('readCacheBytesFor: FLEXINFER_READ_CACHE and O_DIRECT only', () => {
   assert.throws(() => readCacheBytesFor(HERE, big, true, 'lots'), /FLEXINFER_READ_CACHE/);
 });
 
-test('readCacheAtLoad: under a limit, 0.4 of what the level streams less the margin, at the highest level that fits (by hand)', () => {
+test('readCacheAtLoad: 0.4 of what the level streams less the limit\'s margin (at least the base, at most 0.4), at the highest level that fits (by hand)', () => {
   assert.equal(ROOM_PER_STREAMED_BYTE, 0.4);
   // Five levels: weights 100..500 MiB, streamed 1000..600 MiB.
   const levels = { bytesAt: [100, 200, 300, 400, 500].map((m) => m * MiB), streamedAt: [1000, 900, 800, 700, 600].map((m) => m * MiB) };
@@ -63,8 +63,15 @@ test('readCacheAtLoad: under a limit, 0.4 of what the level streams less the mar
   assert.equal(readCacheAtLoad(p(64), levels, 300 * MiB), 336 * MiB);
   // A wide margin: the base (32 MiB) everywhere, so the top level that fits with it.
   assert.equal(readCacheAtLoad(p(1000), levels, 600 * MiB), 32 * MiB);
-  // No limit, or a fixed size (FLEXINFER_READ_CACHE / O_DIRECT only): the base.
+  // No limit: the base, at most the law (a level that streams little needs little room).
   assert.equal(readCacheAtLoad({ baseBytes: 32 * MiB, fixed: false, marginBytes: Infinity }, levels, 600 * MiB), 32 * MiB);
+  const nearlyAll = { bytesAt: [100, 200, 300].map((m) => m * MiB), streamedAt: [200, 100, 10].map((m) => m * MiB) };
+  // Level 2 streams 10 MiB: 4 MiB of cache (not 32), and 300 + 4 fits 305.
+  assert.equal(readCacheAtLoad({ baseBytes: 32 * MiB, fixed: false, marginBytes: Infinity }, nearlyAll, 305 * MiB), 4 * MiB);
+  assert.equal(readCacheAtLoad(p(64), nearlyAll, 305 * MiB), 4 * MiB);
+  // Level 1 (100 MiB streamed): law 40, margin 64 -> max(32, -24) = 32 <= 40.
+  assert.equal(readCacheAtLoad(p(64), nearlyAll, 290 * MiB), 32 * MiB);
+  // A fixed size (FLEXINFER_READ_CACHE / O_DIRECT only): the base, whatever the level streams.
   assert.equal(readCacheAtLoad({ baseBytes: 5 * MiB, fixed: true, marginBytes: 0 }, levels, 600 * MiB), 5 * MiB);
 });
 
