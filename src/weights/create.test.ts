@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { readGgufSync } from '../gguf/reader.js';
-import { createWeightStore, planInputs, planWithReserve, planWithWindow, readPathFromEnv, windowFromEnv } from './create.js';
+import { createWeightStore, elasticLadder, planInputs, planWithReserve, planWithWindow, readPathFromEnv, windowFromEnv } from './create.js';
+import { ElasticWeightStore } from './elastic-store.js';
+import { planLadder } from './plan.js';
 import { ResidentWeightStore } from './resident.js';
 import { StreamingWeightStore } from './streaming.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
@@ -120,6 +122,37 @@ test('planWithReserve: a static split keeps the runtime reserve from the weights
     assert.deepEqual(planWithReserve(inputs, opts(min + 1234), 1, reserve), planWithWindow(inputs, opts(min + 1234, 1000 + 1234), 1));
     // Below the minimum: the planner's error, minimum without the reserve.
     assert.throws(() => planWithReserve(inputs, opts(min - 1), 1, reserve), (e: unknown) => e instanceof InsufficientMemoryError && e.minimum === min);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('elasticLadder: a read cache that keeps the weights at their minimum gets the smallest ring (window 1); weights and cache fit the room', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
+  try {
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 10, tinyModelTensors({ dim: 128, ffn: 384, kvDim: 64, vocab: 50, layers: 10 }, 8), 4096);
+    const file = readGgufSync(path);
+    const hardware = { readBytesPerSec: 1e9, computeBytesPerSec: 1e12 };
+    const least = (l: Parameters<typeof ElasticWeightStore.levels>[1]) => Math.min(...ElasticWeightStore.levels(file, l).bytesAt);
+    const budget = Math.floor(file.fileSize * 0.6);
+    const o = { budget, kvBytes: 4096, scratchBytes: 4096, hardware };
+    const room = budget - 8192;
+    const whole = planLadder(planInputs(file), o);
+    // No read cache: the planner's ladder, all of the room.
+    const none = elasticLadder(file, o, undefined, 0);
+    assert.equal(none.ladder.window, whole.window);
+    assert.equal(none.readCacheBytes, 0);
+    assert.equal(none.weightBytes, room);
+    // A fixed cache larger than the room above the minimum: window 1's ladder, whose minimum is no larger.
+    const big = elasticLadder(file, o, undefined, 0, { baseBytes: room, fixed: true, marginBytes: 0 });
+    assert.equal(big.ladder.window, 1);
+    assert.ok(least(big.ladder) <= least(whole));
+    assert.equal(big.weightBytes, least(big.ladder));
+    // A small cache: the weights give up just that much.
+    const small = elasticLadder(file, o, undefined, 0, { baseBytes: 8192, fixed: true, marginBytes: 0 });
+    assert.equal(small.readCacheBytes, 8192);
+    assert.equal(small.weightBytes, room - 8192);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

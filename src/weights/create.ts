@@ -156,12 +156,24 @@ export function elasticLadder(file: GgufFile, planOptions: Required<Omit<PlanOpt
   };
   const whole = sized(planLadder(inputs, planOptions, window));
   if (whole.weightBytes >= room) return whole;
+  const least = (s: { ladder: PlanLadder }) => Math.min(...ElasticWeightStore.levels(file, s.ladder).bytesAt);
+  let fitted;
   try {
-    return sized(planLadder(inputs, { ...planOptions, scratchBytes: planOptions.budget - planOptions.kvBytes - whole.weightBytes }, window));
+    // At the minimum already (the read cache wants more than the room has above it): the
+    // ladder of the smallest ring (window 1), unless a window was asked for; else the ladder
+    // the planner picks for the weights' share.
+    fitted = sized(
+      whole.weightBytes <= least(whole) && window === undefined
+        ? planLadder(inputs, planOptions, 1)
+        : planLadder(inputs, { ...planOptions, scratchBytes: planOptions.budget - planOptions.kvBytes - whole.weightBytes }, window),
+    );
   } catch (err) {
     if (err instanceof InsufficientMemoryError) return whole;
     throw err;
   }
+  // Only a ladder whose minimum is no larger: KV's room at full load is what is above it (the
+  // planner may pick a deeper window, a larger ring, for the smaller room).
+  return least(fitted) <= least(whole) ? fitted : whole;
 }
 
 /**
