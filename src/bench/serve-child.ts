@@ -17,6 +17,7 @@ import { benchPromptTokens } from './speed.js';
 import { median, percentile, round } from './stats.js';
 import { sampleAnonShmemPeak } from '../weights/cgroup.js';
 import { expertRow, type ExpertRow } from './serve-experts.js';
+import type { ExpertOptions } from '../engine/model.js';
 
 interface Row {
   streams: number;
@@ -77,6 +78,8 @@ async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Recor
 
 /** Prompt length of every stream (--prompt-tokens=P; 32 by default). */
 let PROMPT_TOKENS = 32;
+/** MoE files: the expert-cache options of the bench (--experts=JSON from serve-elastic.ts). */
+let EXPERTS: ExpertOptions | undefined;
 
 /** One stream's client-side timeline. */
 interface StreamRun {
@@ -155,6 +158,7 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
     parallel,
     contextSize: layout?.ctx ?? Math.max(PROMPT_TOKENS + gen + 16, PROMPT_SPEED_TOKENS + 8),
     ...(layout ? { memoryPool: layout.pool } : {}),
+    ...(EXPERTS ? { experts: EXPERTS } : {}),
     ...(budget ? { memoryBudget: /^\d+$/.test(budget) ? Number(budget) : budget } : {}),
   });
   const server = createServer(model, { modelId: 'bench', port: 0, parallel });
@@ -241,7 +245,9 @@ async function main(): Promise<void> {
   const promptFlag = argv.find((a) => a.startsWith('--prompt-tokens='));
   if (promptFlag) PROMPT_TOKENS = Number(promptFlag.slice('--prompt-tokens='.length));
   if (!Number.isSafeInteger(PROMPT_TOKENS) || PROMPT_TOKENS < 1) throw new Error(`serve-child: bad ${promptFlag}`);
-  const [engine, path, threads, gen, list, budget, parallel, ctx, pool] = argv.filter((a) => a !== promptFlag);
+  const expertsFlag = argv.find((a) => a.startsWith('--experts='));
+  if (expertsFlag) EXPERTS = JSON.parse(expertsFlag.slice('--experts='.length)) as ExpertOptions;
+  const [engine, path, threads, gen, list, budget, parallel, ctx, pool] = argv.filter((a) => a !== promptFlag && a !== expertsFlag);
   if (!engine || !path || !threads || !gen || !list) throw new Error('usage: serve-child ENGINE MODEL THREADS GEN_TOKENS CONCURRENCY_LIST [BUDGET [PARALLEL CTX POOL]]');
   const ns = list.split(',').map(Number);
   const layout = parallel && ctx ? { parallel: Number(parallel), ctx: Number(ctx), pool: pool === 'static' ? ('static' as const) : ('elastic' as const) } : undefined;

@@ -169,6 +169,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     { key: 'elastic', label: `flexinfer elastic (ctx ${o.ctxSize})`, args: ['flexinfer', String(budget), String(o.parallel), String(o.ctxSize), 'elastic'], limit, timeoutMs: 30 * 60_000 },
   ];
   if (staticCtx > 0) configs.push({ key: 'static', label: `flexinfer static (ctx ${staticCtx})`, args: ['flexinfer', String(budget), String(o.parallel), String(staticCtx), 'static'], limit, timeoutMs: 30 * 60_000 });
+  if (o.experts) for (const c of configs) c.args.push(`--experts=${JSON.stringify(o.experts)}`);
   if (!o.noLlamaCpp) {
     configs.push({ key: 'llamacpp', label: 'llama.cpp, no budget', args: ['llamacpp', '-'], limit: null, timeoutMs: 30 * 60_000 });
     configs.push({ key: 'llamacpp_budget', label: `llama.cpp, ${o.memoryBudget} cgroup`, args: ['llamacpp', '-'], limit, timeoutMs: LLAMACPP_BUDGET_TIMEOUT_MS });
