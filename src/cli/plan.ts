@@ -169,6 +169,10 @@ export function formatExpertCache(e: ExpertCachePlan): string[] {
     if (o.mode === e.mode) continue;
     lines.push(`           ${o.mode} instead: ${o.feasible ? `${o.numSlots} slots, hit rate ${pct(o.expectedHitRate)}, ${(1 / o.predictedSecPerToken).toFixed(2)} tokens/s` : 'does not fit'}`);
   }
+  if (e.rows > 1) {
+    const tps = (o: ExpertCachePlan['options'][number]) => (o.feasible ? `${(1 / o.batchSecPerToken).toFixed(2)} tokens/s` : 'does not fit');
+    lines.push(`           chosen for ${e.rows} rows per pass (--parallel): ~${e.expertsPerStep.toFixed(1)} distinct experts per layer step; all rows together ${e.options.map((o) => `${o.mode} ${tps(o)}`).join(', ')}`);
+  }
   return lines;
 }
 
@@ -261,6 +265,7 @@ export async function run(argv: string[]): Promise<number> {
         ...moe,
         ...(expertCache ? { expertCache: expertCache as ExpertCacheMode | 'auto' } : {}),
         ...(policy ? { expertPolicy: policy as ExpertPolicyName } : {}),
+        rows: parallel,
       })
     : elastic
       ? planWithWindow(inputs, options, window)

@@ -99,6 +99,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
       ...(init.experts?.prefetch !== undefined ? { expertPrefetch: init.experts.prefetch } : {}),
       ...(init.experts?.lookahead !== undefined ? { expertLookahead: init.experts.lookahead } : {}),
+      expertRows: init.parallel,
       onProgress,
     });
   } catch (err) {

@@ -26,6 +26,8 @@ export interface ExpertStoreOptions {
   expertLookahead?: number;
   /** Expert reads (1 MiB pieces) in flight (default EXPERT_IO_DEPTH). */
   expertIoDepth?: number;
+  /** Rows a forward pass runs at once (the server's parallel): the cache layout is chosen for it. */
+  expertRows?: number;
 }
 
 /**
@@ -106,6 +108,7 @@ export async function createMoeWeightStore(
       numExpertsUsed: shape.numExpertsUsed,
       ...(o.expertCache ? { expertCache: o.expertCache } : {}),
       ...(o.expertPolicy ? { expertPolicy: o.expertPolicy } : {}),
+      ...(o.expertRows ? { rows: o.expertRows } : {}),
     },
   );
   if (o.budget === Infinity) {

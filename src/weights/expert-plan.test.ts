@@ -142,3 +142,35 @@ test('expert sizes: a stacked tensor that does not split into experts is an erro
   const missing = moeModel(2, 4, () => [U, U, U]).filter((t) => t.name !== 'blk.0.ffn_down_exps.weight');
   assert.throws(() => expertSizes(missing, 2, 4), /layer 0 has 2 of the 3/);
 });
+
+test('expert plan for batched passes (rows = the server parallel): a per-layer cache smaller than a step\'s distinct experts loses to a global pool that holds a step and the next layer\'s prefetch (hand-computed)', () => {
+  const L = 4;
+  const E = 8;
+  const k = 2;
+  const tensors = moeModel(L, E, () => [U, U, U]);
+  const dense = denseResident(tensors);
+  const slot = 3 * U;
+  const hw = { readBytesPerSec: 1e9, computeBytesPerSec: 1e9 };
+  const one = planMoe(tensors, { budget: dense + 12 * slot, hardware: hw, numExperts: E, numExpertsUsed: k });
+  assert.equal(one.experts.mode, 'per-layer', 'one row: the tie goes to per-layer, as before');
+  assert.equal(one.experts.rows, 1);
+  for (const o of one.experts.options) assert.equal(o.batchSecPerToken, o.predictedSecPerToken);
+  const four = planMoe(tensors, { budget: dense + 12 * slot, hardware: hw, numExperts: E, numExpertsUsed: k, rows: 4 });
+  // 4 rows choose 2 of 8 each: 8 (1 - (6/8)^4) = 5.46875 distinct experts per layer step; 3 slots per
+  // layer cannot hold them (reads and compute add up), a global pool of 12 holds 2 x 5.47 (they overlap).
+  const n = 8 * (1 - 0.75 ** 4);
+  assert.ok(Math.abs(four.experts.expertsPerStep - n) < 1e-12);
+  assert.equal(four.experts.mode, 'global');
+  assert.equal(four.experts.rows, 4);
+  // Per layer: dense bytes 10 U (q, k, v, o) + 2 norms of 64 + router 4 x 8 x 64; compute at 1e9 B/s;
+  // reads n x (1 - 3/8) x 3 U at 1e9 B/s. Per pass: output 8 U / 1e9 + 4 embedding rows of U / 1e9.
+  const compute = (10 * U + 128 + 2048 + n * 3 * U) / 1e9;
+  const reads = (n * (5 / 8) * 3 * U) / 1e9;
+  const head = (8 * U) / 1e9 + (4 * U) / 1e9;
+  const perLayer = four.experts.options.find((o) => o.mode === 'per-layer')!;
+  const global = four.experts.options.find((o) => o.mode === 'global')!;
+  assert.ok(Math.abs(perLayer.batchSecPerToken - (head + L * (compute + reads)) / 4) < 1e-15);
+  assert.ok(Math.abs(global.batchSecPerToken - (head + L * Math.max(compute, reads)) / 4) < 1e-15);
+  // the one-row figures are the same in both plans
+  assert.equal(global.predictedSecPerToken, one.experts.options.find((o) => o.mode === 'global')!.predictedSecPerToken);
+});
