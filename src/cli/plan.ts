@@ -21,7 +21,7 @@ import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import { ElasticWeightStore } from '../weights/elastic-store.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
 import { runtimeReserveFor } from '../engine/memory.js';
-import { readCachePolicy } from '../weights/read-cache.js';
+import { readCacheCap, readCachePolicy } from '../weights/read-cache.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 
@@ -273,7 +273,7 @@ export async function run(argv: string[]): Promise<number> {
   let pool: PoolPlan | undefined;
   if (elastic) {
     // The ladder and read cache a load in this process's memory limit would use (create.ts).
-    const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), readCachePolicy(path, file.fileSize, budget));
+    const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), { ...readCachePolicy(path, file.fileSize, budget), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(parallel)) });
     const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
     const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
     pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);

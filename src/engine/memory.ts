@@ -16,7 +16,7 @@ import type { VTensorKvManager } from '../kv/vtensor-manager.js';
 import { appliedReserve, createWeightStore, readPathFromEnv } from '../weights/create.js';
 import { moeShape } from '../weights/create-moe.js';
 import { parseMemoryBudget } from '../weights/budget.js';
-import { readCachePolicy } from '../weights/read-cache.js';
+import { readCacheCap, readCachePolicy } from '../weights/read-cache.js';
 import type { ElasticWeightStore } from '../weights/elastic-store.js';
 import type { Plan } from '../weights/plan.js';
 import type { WeightStore } from '../weights/store.js';
@@ -80,7 +80,8 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes)) : 0;
   // Buffered reads need page cache unless the run is forced onto O_DIRECT (FLEXINFER_READ_PATH);
   // how much follows the load under a memory limit (read-cache.ts readCacheAtLoad).
-  const readCache = elastic ? readCachePolicy(file.path, file.fileSize, budget, readPathFromEnv()?.direct !== true) : undefined;
+  // It never keeps the weights below the static split's (readCacheCap).
+  const readCache = elastic ? { ...readCachePolicy(file.path, file.fileSize, budget, readPathFromEnv()?.direct !== true), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(init.parallel)) } : undefined;
   const explain = { budget, shape, parallel: init.parallel, scratchBytes, kvBytes: elastic ? floorBytes : kvBytes, elastic, kvFloorGiven: init.kvFloor !== null };
 
   let created;

@@ -150,6 +150,13 @@ test('elasticLadder: a read cache that keeps the weights at their minimum gets t
     assert.ok(least(big.ladder) <= least(whole));
     assert.equal(big.weightBytes, least(big.ladder));
     // A small cache: the weights give up just that much.
+    // The law (no margin) would take room for 0.4 of what streams; capped at 0 (a static split
+    // at this budget leaves nothing unused) the weights keep all of the room, as with no cache.
+    const law = elasticLadder(file, o, undefined, 0, { baseBytes: 0, fixed: false, marginBytes: 0 });
+    assert.ok(law.readCacheBytes > 0 && law.weightBytes < room);
+    const capped = elasticLadder(file, o, undefined, 0, { baseBytes: 0, fixed: false, marginBytes: 0, maxBytes: 0 });
+    assert.equal(capped.readCacheBytes, 0);
+    assert.equal(capped.weightBytes, room);
     const small = elasticLadder(file, o, undefined, 0, { baseBytes: 8192, fixed: true, marginBytes: 0 });
     assert.equal(small.readCacheBytes, 8192);
     assert.equal(small.weightBytes, room - 8192);

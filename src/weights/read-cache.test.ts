@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { MAX_READ_CACHE_BYTES, readAheadBytes, readCacheAtLoad, readCacheBytesFor, readCachePolicy, ROOM_PER_STREAMED_BYTE } from './read-cache.js';
+import { MAX_READ_CACHE_BYTES, readAheadBytes, readCacheAtLoad, readCacheBytesFor, readCacheCap, readCachePolicy, ROOM_PER_STREAMED_BYTE } from './read-cache.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from './cgroup.js';
 
 const MiB = 1 << 20;
@@ -73,6 +73,20 @@ test('readCacheAtLoad: 0.4 of what the level streams less the limit\'s margin (a
   assert.equal(readCacheAtLoad(p(64), nearlyAll, 290 * MiB), 32 * MiB);
   // A fixed size (FLEXINFER_READ_CACHE / O_DIRECT only): the base, whatever the level streams.
   assert.equal(readCacheAtLoad({ baseBytes: 5 * MiB, fixed: true, marginBytes: 0 }, levels, 600 * MiB), 5 * MiB);
+  // A cap (what a static split leaves unused): at most 50 MiB, so level 4 fits (500 + 50 <= 600).
+  assert.equal(readCacheAtLoad({ ...p(64), maxBytes: 50 * MiB }, levels, 600 * MiB), 50 * MiB);
+  // Cap 0 (a static split leaves nothing unused): no cache, the top level.
+  assert.equal(readCacheAtLoad({ ...p(64), maxBytes: 0 }, levels, 600 * MiB), 0);
+});
+
+test('readCacheCap: the static reservation above the floor, plus the runtime reserve the floor holds (by hand)', () => {
+  // --parallel 16: static reserves 1400 MiB of KV, the floor 47: 1353 + min(9, 47).
+  assert.equal(readCacheCap(1400 * MiB, 47 * MiB, 9 * MiB), 1362 * MiB);
+  // --parallel 1: the floor is the static reservation: only the reserve the floor holds.
+  assert.equal(readCacheCap(47 * MiB, 47 * MiB, 9 * MiB), 9 * MiB);
+  assert.equal(readCacheCap(47 * MiB, 47 * MiB, 60 * MiB), 47 * MiB);
+  // A floor set above the static reservation: nothing from the KV side.
+  assert.equal(readCacheCap(10 * MiB, 20 * MiB, 0), 0);
 });
 
 test('readCachePolicy: the margin is the limit less the budget (none without a limit); a set size is fixed', () => {

@@ -89,6 +89,31 @@ export interface ReadCachePolicy {
   fixed: boolean;
   /** Memory the process's limit leaves above the budget (Infinity without a limit). */
   marginBytes: number;
+  /**
+   * At most this, whatever the law asks (readCacheCap: the memory a static split at the same
+   * budget leaves unused, its KV reservation above the floor): the cache never keeps the
+   * weights below the static split's resident set. Undefined: no cap.
+   */
+  maxBytes?: number;
+}
+
+/**
+ * The most read cache an elastic load takes (ReadCachePolicy.maxBytes): what a static split at
+ * the same budget reserves for KV beyond the elastic floor (`staticKvBytes` - `floorBytes`),
+ * plus the part of the runtime reserve the floor holds for the elastic pool. So the elastic pool
+ * starts with at least the static split's resident weights, and the page-cache room the law asks
+ * for comes out of memory the static split would leave unused, never out of its weights.
+ *
+ * NOTE (measured, quiet 2026-12-06 04:38-04:43, tinyllama-1.1b Q8_0 `bench --budget-sweep
+ * --runs 3`, parallel 1, cgroup of budget + 64 MiB, main 1ca5383): without the cap the law's
+ * fixed point at 50% kept the weights at their minimum for a 0.4 x 958 MiB read cache; the run
+ * streamed 958 MiB per token (655 in the 04:00 sweep of the build before) on O_DIRECT, where a
+ * page cache buys nothing, and generated 1.53 tok/s against 2.98 (0.90x llama.cpp, 3.16x before).
+ * With --parallel 16 --ctx-size 4096 (the serve sweep) the static reservation leaves ~1.3 GiB
+ * unused and the cap does not bind.
+ */
+export function readCacheCap(staticKvBytes: number, floorBytes: number, runtimeReserveBytes: number): number {
+  return Math.max(0, staticKvBytes - floorBytes) + Math.min(Math.max(0, runtimeReserveBytes), floorBytes);
 }
 
 /** The read-cache policy for `path` under `budget` bytes (see NOTE); `limit`: the process's memory limit. */
@@ -112,7 +137,7 @@ export function readCacheAtLoad(p: ReadCachePolicy, levels: { bytesAt: readonly 
   // static split streamed 5, and generate ~20% slower).
   const need = (k: number) => {
     const law = ROOM_PER_STREAMED_BYTE * levels.streamedAt[k]!;
-    return Math.ceil(Math.min(law, Math.max(p.baseBytes, law - p.marginBytes)));
+    return Math.ceil(Math.min(law, Math.max(p.baseBytes, law - p.marginBytes), p.maxBytes ?? Infinity));
   };
   let least = 0;
   for (let k = levels.bytesAt.length - 1; k >= 0; k--) {
