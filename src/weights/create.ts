@@ -152,18 +152,17 @@ export function elasticLadder(file: GgufFile, planOptions: Required<Omit<PlanOpt
     const levels = ElasticWeightStore.levels(file, ladder);
     const runtime = appliedReserve(room, levels.bytesAt, runtimeReserveBytes);
     const readCacheBytes = readCache ? readCacheAtLoad(readCache, levels, room - runtime) : 0;
-    return { ladder, readCacheBytes, weightBytes: room - appliedReserve(room, levels.bytesAt, runtime + readCacheBytes) };
+    return { ladder, readCacheBytes, weightBytes: room - appliedReserve(room, levels.bytesAt, runtime + readCacheBytes), least: Math.min(...levels.bytesAt) };
   };
   const whole = sized(planLadder(inputs, planOptions, window));
   if (whole.weightBytes >= room) return whole;
-  const least = (s: { ladder: PlanLadder }) => Math.min(...ElasticWeightStore.levels(file, s.ladder).bytesAt);
   let fitted;
   try {
     // At the minimum already (the read cache wants more than the room has above it): the
     // ladder of the smallest ring (window 1), unless a window was asked for; else the ladder
     // the planner picks for the weights' share.
     fitted = sized(
-      whole.weightBytes <= least(whole) && window === undefined
+      whole.weightBytes <= whole.least && window === undefined
         ? planLadder(inputs, planOptions, 1)
         : planLadder(inputs, { ...planOptions, scratchBytes: planOptions.budget - planOptions.kvBytes - whole.weightBytes }, window),
     );
@@ -173,7 +172,7 @@ export function elasticLadder(file: GgufFile, planOptions: Required<Omit<PlanOpt
   }
   // Only a ladder whose minimum is no larger: KV's room at full load is what is above it (the
   // planner may pick a deeper window, a larger ring, for the smaller room).
-  return least(fitted) <= least(whole) ? fitted : whole;
+  return fitted.least <= whole.least ? fitted : whole;
 }
 
 /**
