@@ -17,8 +17,9 @@
  */
 import { InvalidModelError } from '../errors.js';
 import type { GgufFile } from '../gguf/reader.js';
-import { discardRange, IoStreamer, lockRange, regionStats, releaseRegion, reserveRegion, residentBytes } from '../native/index.js';
+import { adviseHugePages, discardRange, IoStreamer, lockRange, regionStats, releaseRegion, reserveRegion, residentBytes } from '../native/index.js';
 import { demotableFootprint, residentFootprint, STREAM_ALIGN } from './plan.js';
+import { hugeReadBuffers, readRegionBytes } from './read-buffer.js';
 import { loadTensors, type StreamingOptions } from './streaming.js';
 import type { TensorEntry } from './tensors.js';
 
@@ -95,7 +96,10 @@ export class WeightArena {
     }
     for (const t of [...fixed, ...demotable]) this.#state.set(t.name, 'out');
     this.#region = reserveRegion(at);
-    this.#ring = reserveRegion(maxRingBytes);
+    // The ring asks for 2 MiB pages before its first touch: O_DIRECT reads into 4 KiB pages
+    // take a fraction of the device's rate here (read-buffer.ts).
+    this.#ring = reserveRegion(readRegionBytes(maxRingBytes));
+    if (hugeReadBuffers()) adviseHugePages(this.#ring);
   }
 
   /** The ring region (the store uses its first numSlots * slotBytes). */

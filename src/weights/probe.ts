@@ -10,7 +10,8 @@
  * regions of the file in turn, so no probe reads what the previous one just read.
  */
 import { statSync } from 'node:fs';
-import { allocAligned, evictFromPageCache, IoStreamer } from '../native/index.js';
+import { evictFromPageCache, IoStreamer } from '../native/index.js';
+import { allocReadBuffer } from './read-buffer.js';
 
 /** A read path of the streaming engine. */
 export interface ReadPath {
@@ -77,7 +78,8 @@ export function probeReadPaths(path: string, options: ProbeOptions = {}): ProbeR
   const maxDepth = Math.max(1, ...probes.map((p) => p.depth));
   // Enough 8 MiB tasks queued that `depth` pieces are always in flight, plus one.
   const tasksInFlight = Math.ceil((maxDepth * pieceBytes) / TASK_BYTES) + 1;
-  const ring = allocAligned(TASK_BYTES * tasksInFlight, ALIGN);
+  // The engine's read buffers (2 MiB pages): a probe measures the path the runs take.
+  const ring = allocReadBuffer(TASK_BYTES * tasksInFlight, ALIGN);
   const out: ProbeResult[] = [];
   // Regions rotate through the file: region r starts at r * want (wrapping), aligned down.
   const regions = Math.max(1, Math.floor(size / Math.max(want, 1)));

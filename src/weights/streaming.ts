@@ -25,10 +25,11 @@
 import { median } from '../bench/stats.js';
 import { InvalidModelError, InvalidOptionError, ModelFileChangedError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
-import { allocAligned, closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
+import { closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
 import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
 import { DIRECT_LOAD_MIN_BYTES, residentFootprint, streamFootprint, type Plan } from './plan.js';
 import { PIECE_BYTES, type ReadPath } from './probe.js';
+import { allocReadBuffer } from './read-buffer.js';
 import { ReadPathSelector } from './read-path.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './tensors.js';
@@ -231,7 +232,7 @@ export class StreamingWeightStore implements WeightStore {
     this.#ringBytes = this.#numSlots * this.#slotBytes;
     this.#residentBytes = memory.owned?.byteLength ?? residentBytes;
     if (memory.ring && memory.ring.byteLength < this.#ringBytes) throw new RangeError(`the ring memory given holds ${memory.ring.byteLength} bytes; this plan needs ${this.#ringBytes}`);
-    this.#ring = memory.ring ?? allocAligned(this.#ringBytes, ALIGN);
+    this.#ring = memory.ring ?? allocReadBuffer(this.#ringBytes, ALIGN);
     this.#locked = { resident: false, ring: false };
     if (options.lock !== false && memory.owned) {
       const a = lockMemory(memory.owned);
@@ -271,7 +272,7 @@ export class StreamingWeightStore implements WeightStore {
       offsets.set(t.name, total);
       total += residentFootprint(t.bytes);
     }
-    const resident = allocAligned(total, ALIGN);
+    const resident = allocReadBuffer(total, ALIGN);
     await loadTensors(file.path, toLoad, resident, offsets, options);
     return new StreamingWeightStore(file, plan, { owned: resident, resident: (t) => new Uint8Array(resident, offsets.get(t.name)!, t.bytes) }, options);
   }
