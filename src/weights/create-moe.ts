@@ -7,11 +7,12 @@ import type { GgufFile } from '../gguf/reader.js';
 import type { HardwareFigures } from './plan.js';
 import { planMoe, type ExpertCacheMode, type MoePlan } from './expert-plan.js';
 import type { ExpertPolicyName } from './expert-cache.js';
+import type { ExpertWaves } from './expert-scheduler.js';
 import { ResidentExperts, StreamedExperts } from './expert-store.js';
 import { ResidentWeightStore } from './resident.js';
 import { StreamingWeightStore, type StreamingOptions } from './streaming.js';
 import type { ExpertWeights, LayerWeights, WeightStore, WeightTensor } from './store.js';
-import { InvalidModelError } from '../errors.js';
+import { InvalidModelError, InvalidOptionError } from '../errors.js';
 import { planInputs, readPathFromEnv } from './create.js';
 
 /** Expert-cache options of createWeightStore. */
@@ -40,6 +41,18 @@ export interface ExpertStoreOptions {
  * direct@32: 4.45 tok/s, 23 in flight, same 845 MiB read per token.
  */
 export const EXPERT_IO_DEPTH = 32;
+
+/**
+ * FLEXINFER_EXPERT_WAVES=all: a layer step computes its misses once all of them are read (the
+ * behaviour before 'ready' became the default), for comparing the two in benchmarks. Measured
+ * (quiet, 12-layer Q5_K_M at 25%, serve sweep, 8 streams): see the README's MoE section.
+ */
+export function expertWavesFromEnv(value = process.env.FLEXINFER_EXPERT_WAVES): ExpertWaves | undefined {
+  if (!value) return undefined;
+  const v = value.trim();
+  if (v !== 'ready' && v !== 'all') throw new InvalidOptionError('FLEXINFER_EXPERT_WAVES', `expected 'ready' or 'all', got '${value}'`);
+  return v;
+}
 
 /** Expert counts of a MoE file, or undefined for a dense one. */
 export function moeShape(file: GgufFile): { numExperts: number; numExpertsUsed: number } | undefined {
@@ -143,6 +156,7 @@ export async function createMoeWeightStore(
       ...(o.expertLookahead !== undefined ? { lookahead: o.expertLookahead } : {}),
       ...(o.expertPolicy ? { policy: o.expertPolicy } : {}),
       ...(o.lock !== undefined ? { lock: o.lock } : {}),
+      waves: expertWavesFromEnv() ?? 'ready',
     });
     return { store: new MoeWeightStore(dense, experts), plan };
   } catch (err) {

@@ -7,7 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ExpertCache, EXPERT_POLICIES, type ExpertPolicyName } from './expert-cache.js';
-import { ExpertScheduler, type ExpertIo, type ExpertWave } from './expert-scheduler.js';
+import { expertWavesFromEnv } from './create-moe.js';
+import { InvalidOptionError } from '../errors.js';
+import { ExpertScheduler, type ExpertIo, type ExpertWave, type ExpertWaves } from './expert-scheduler.js';
 
 /** xorshift32: deterministic traces. */
 function rng(seed: number): () => number {
@@ -102,6 +104,8 @@ interface Scenario {
   prefetch: boolean;
   /** Layers predicted ahead when prefetching (default 1). */
   lookahead?: number;
+  /** When misses compute (default the scheduler's: 'ready'). */
+  waves?: ExpertWaves;
   routing: Routing;
   passes: number;
 }
@@ -111,7 +115,7 @@ function simulate(seed: number, s: Scenario): ExpertScheduler {
   const r = rng(seed);
   const cache = new ExpertCache({ numLayers: s.L, numExperts: s.E, numExpertsUsed: s.k, slots: s.slots, policy: s.policy });
   const io = new FakeIo(cache.numSlots, s.E, r);
-  const sched = new ExpertScheduler(cache, io, { prefetch: s.prefetch, expertBytes: new Array(s.L).fill(1) });
+  const sched = new ExpertScheduler(cache, io, { prefetch: s.prefetch, expertBytes: new Array(s.L).fill(1), ...(s.waves ? { waves: s.waves } : {}) });
   const tr = trace(r, s.passes, s.L, s.E, s.k, s.rows, s.routing);
   for (let p = 0; p < tr.length; p++) {
     // Demand reads of each (layer, expert) in this pass: at most one.
@@ -197,12 +201,13 @@ function randomScenario(r: () => number): Scenario {
     policy: EXPERT_POLICIES[Math.floor(r() * EXPERT_POLICIES.length)]!,
     prefetch: r() < 0.7,
     lookahead: 1 + Math.floor(r() * 3),
+    waves: r() < 0.75 ? 'ready' : 'all',
     routing: (['uniform', 'zipf', 'sticky'] as const)[Math.floor(r() * 3)]!,
     passes: 4 + Math.floor(r() * 12),
   };
 }
 
-test('expert cache: properties over 400 random routing traces (every policy, global and per-layer, prefetch on/off, 1-3 layers ahead)', () => {
+test('expert cache: properties over 400 random routing traces (every policy, global and per-layer, prefetch on/off, 1-3 layers ahead, both wave modes)', () => {
   const r = rng(12345);
   for (let i = 0; i < 400; i++) {
     const s = randomScenario(r);
@@ -325,6 +330,40 @@ test('expert cache: two layers ahead: each distance is scored, a nearer predicti
   }
 });
 
+test("expert cache: 'ready' waves compute each read as it completes while later reads load; 'all' waits for the step's reads", () => {
+  // One layer, 8 slots, nothing cached: a step of 4 experts issues 4 demand reads, which this
+  // reader completes one at a time, oldest first, only when the scheduler waits for them.
+  for (const waves of ['ready', 'all'] as const) {
+    const cache = new ExpertCache({ numLayers: 1, numExperts: 8, numExpertsUsed: 4, slots: 8, policy: 'lru' });
+    const queue: number[] = [];
+    const io: ExpertIo = {
+      read: (slot) => void queue.push(slot),
+      wait: (slot) => {
+        assert.ok(queue.includes(slot), `wait on slot ${slot} that is not being read`);
+        while (queue.shift() !== slot);
+      },
+      done: (slot) => !queue.includes(slot),
+    };
+    const sched = new ExpertScheduler(cache, io, { expertBytes: [1], waves });
+    const pendingAtCompute: number[] = [];
+    const sizes: number[] = [];
+    sched.run(0, [5, 1, 6, 2], (w) => {
+      sizes.push(w.experts.length);
+      for (const s of w.slots) assert.ok(!queue.includes(s), `slot ${s} computed before its read completed`);
+      pendingAtCompute.push(queue.length);
+    });
+    if (waves === 'ready') {
+      // one expert per wave, the first while 3 reads are still loading
+      assert.deepEqual(sizes, [1, 1, 1, 1]);
+      assert.deepEqual(pendingAtCompute, [3, 2, 1, 0]);
+    } else {
+      assert.deepEqual(sizes, [4]);
+      assert.deepEqual(pendingAtCompute, [0]);
+    }
+    assert.equal(sched.stats().waves, sizes.length);
+  }
+});
+
 test('expert cache: typed range errors', () => {
   assert.throws(() => new ExpertCache({ numLayers: 0, numExperts: 4, numExpertsUsed: 1, slots: 1 }), RangeError);
   assert.throws(() => new ExpertCache({ numLayers: 2, numExperts: 4, numExpertsUsed: 1, slots: [1] }), /2 layers/);
@@ -337,4 +376,11 @@ test('expert cache: typed range errors', () => {
   const sched = new ExpertScheduler(c, { read: () => {}, wait: () => {}, done: () => true }, { expertBytes: [1] });
   assert.throws(() => sched.run(0, [1, 1], () => {}), /not distinct/);
   assert.throws(() => sched.run(0, [1], () => {}, [{ layer: 0, experts: [2] }]), /must be a later layer/);
+});
+
+test('FLEXINFER_EXPERT_WAVES: ready / all, anything else a typed error', () => {
+  assert.equal(expertWavesFromEnv(''), undefined);
+  assert.equal(expertWavesFromEnv('all'), 'all');
+  assert.equal(expertWavesFromEnv(' ready '), 'ready');
+  assert.throws(() => expertWavesFromEnv('some'), (e: Error) => e instanceof InvalidOptionError && /FLEXINFER_EXPERT_WAVES: expected 'ready' or 'all', got 'some'/.test(e.message));
 });

@@ -10,7 +10,7 @@
  *        are read after this layer's misses (prefetch); a pending prediction's experts are
  *        not evicted by another prefetch (demand reads may take them);
  *     3. compute(wave) runs the hits first (while the misses load), then each batch of
- *        completed reads; a computed expert is unpinned at once, so when the cache holds
+ *        completed reads (options.waves); a computed expert is unpinned at once, so when the cache holds
  *        fewer slots than the step needs, the next misses reuse the slots just computed.
  *   Every expert of the step is read at most once and computed exactly once.
  *
@@ -97,13 +97,22 @@ export interface ExpertSchedulerOptions {
   prefetch?: boolean;
   /** Bytes of one expert of each layer (for bytesRead). */
   expertBytes: readonly number[];
+  /**
+   * When a step's misses compute (default 'ready'): 'ready' = in waves of the reads that have
+   * completed, while the others still load; 'all' = once every read of the wave is in.
+   */
+  waves?: ExpertWaves;
 }
+
+/** See ExpertSchedulerOptions.waves. */
+export type ExpertWaves = 'ready' | 'all';
 
 type LoadKind = 'demand' | 'prefetch';
 
 export class ExpertScheduler {
   readonly cache: ExpertCache;
   readonly prefetchEnabled: boolean;
+  readonly waves: ExpertWaves;
   readonly #io: ExpertIo;
   readonly #expertBytes: readonly number[];
   /** Slots with a read not yet seen complete; a prefetch read holds one pin until then. */
@@ -120,6 +129,7 @@ export class ExpertScheduler {
     this.cache = cache;
     this.#io = io;
     this.prefetchEnabled = options.prefetch ?? true;
+    this.waves = options.waves ?? 'ready';
     if (options.expertBytes.length !== cache.numLayers) throw new RangeError(`ExpertScheduler: expertBytes has ${options.expertBytes.length} layers, the cache ${cache.numLayers}`);
     this.#expertBytes = options.expertBytes;
     const L = cache.numLayers;
@@ -197,8 +207,11 @@ export class ExpertScheduler {
     st.layerLookups[layer]! += todo.size;
     st.layerHits[layer]! += hits.length / 2;
 
-    // [expert, slot] pairs being read for this step.
+    // [expert, slot] pairs to compute next, and being read for this step (hits whose prefetch
+    // read is still in flight, then misses).
+    let wave = hits;
     let inflight: number[] = [];
+    if (this.waves === 'ready') [wave, inflight] = this.#ready(hits);
     let nextMiss = 0;
     const issue = (): void => {
       while (nextMiss < misses.length) {
@@ -215,7 +228,6 @@ export class ExpertScheduler {
       for (const p of ahead) this.#prefetch(p.layer, p.layer - layer, p.experts, protect);
     }
 
-    let wave = hits;
     try {
       for (;;) {
         if (wave.length > 0) {
@@ -246,8 +258,18 @@ export class ExpertScheduler {
           }
           break;
         }
-        wave = inflight;
-        inflight = [];
+        if (this.waves === 'all') {
+          wave = inflight;
+          inflight = [];
+          continue;
+        }
+        // The reads in flight that have completed (after waiting for the oldest if none has):
+        // they compute while the rest of the step's reads and the next layers' prefetches load.
+        [wave, inflight] = this.#ready(inflight);
+        if (wave.length === 0) {
+          this.#waitSlot(inflight[1]!);
+          [wave, inflight] = this.#ready(inflight);
+        }
       }
     } finally {
       // Only after a failure: release what this step still holds. Reads in flight keep their
@@ -369,6 +391,17 @@ export class ExpertScheduler {
   #release(slot: number): void {
     if (this.#loading.get(slot) === 'demand') this.#loading.set(slot, 'prefetch');
     else this.cache.unpin(slot);
+  }
+
+  /** Splits [expert, slot] pairs being read into those whose read completed and the rest. */
+  #ready(inflight: number[]): [number[], number[]] {
+    const ready: number[] = [];
+    const rest: number[] = [];
+    for (let i = 0; i < inflight.length; i += 2) {
+      const s = inflight[i + 1]!;
+      (this.#loading.has(s) && !this.#io.done(s) ? rest : ready).push(inflight[i]!, s);
+    }
+    return [ready, rest];
   }
 
   /** Waits for every prefetch read in flight (they pin their slots until done). */

@@ -19,7 +19,7 @@ import type { GgufFile } from '../gguf/reader.js';
 import { IoStreamer } from '../native/index.js';
 import { ExpertCache, type ExpertPolicyName } from './expert-cache.js';
 import type { ExpertCachePlan } from './expert-plan.js';
-import { DEFAULT_LOOKAHEAD, ExpertScheduler, MAX_LOOKAHEAD, type ExpertCacheStats, type ExpertKeyPair } from './expert-scheduler.js';
+import { DEFAULT_LOOKAHEAD, ExpertScheduler, MAX_LOOKAHEAD, type ExpertCacheStats, type ExpertKeyPair, type ExpertWaves } from './expert-scheduler.js';
 import { streamFootprint } from './plan.js';
 import type { ExpertTensors, ExpertWeights, WeightStore, WeightTensor } from './store.js';
 import { EXPERT_KINDS, listTensors, type TensorEntry } from './tensors.js';
@@ -92,6 +92,8 @@ export interface StreamedExpertsOptions {
   prefetch?: boolean;
   /** Layers predicted and read ahead when prefetching (default DEFAULT_LOOKAHEAD). */
   lookahead?: number;
+  /** When a step's misses compute (default 'ready': as their reads complete; see ExpertSchedulerOptions.waves). */
+  waves?: ExpertWaves;
   /** Eviction policy (default: the plan's). */
   policy?: ExpertPolicyName;
   /** Fill the cache at open (default true): uniform routing has no favourites, so any experts. */
@@ -205,7 +207,7 @@ export class StreamedExperts implements ExpertWeights {
     this.scheduler = new ExpertScheduler(
       cache,
       { read: (s, l, e) => this.#read(s, l, e), wait: (s) => void this.#streamer.wait(s + 1, this.#waitTimeoutMs), done: (s) => this.#streamer.pending(s + 1) === 0 },
-      { prefetch: this.prefetch, expertBytes: plan.expertBytes },
+      { prefetch: this.prefetch, expertBytes: plan.expertBytes, waves: o.waves ?? 'ready' },
     );
   }
 
