@@ -19,6 +19,10 @@
  *                     the paths a run can use at its budget (buffered reads there get only the
  *                     page-cache room the run leaves). Both comparisons are printed; the outside
  *                     one stays the device's figure.
+ *   % of layout     = streamed rate / the best layout probe: the same paths, in the same cgroup,
+ *                     reading exactly the streamed ranges of a run at this budget in its order
+ *                     (no compute). Below the sequential probes: what the file's layout costs
+ *                     (reads broken at resident tensors); below the layout probe: the engine.
  *   disk/streamed   = bytes the block device read during generation (sysfs) / bytes streamed
  *                     then (1.0: no read-ahead past the streamed ranges)
  *   I/O bound       = best path rate / bytes read per token    (tokens/s if reads never paused)
@@ -37,7 +41,7 @@ import { calibrationFromProbes, measureComputeBytesPerSec, saveCalibration } fro
 import { ggmlTypeInfo } from '../gguf/ggml-type.js';
 import { memoryCgroupSupport, runInMemoryCgroup, type CgroupRunResult } from '../weights/cgroup.js';
 import { dominantType } from '../weights/create.js';
-import { bestProbe, pathName, probeReadPaths, type ProbeResult, type ReadPath } from '../weights/probe.js';
+import { bestProbe, pathName, probeReadPaths, type ProbeResult, type RangeLayout, type ReadPath } from '../weights/probe.js';
 import { readGgufSync } from '../gguf/reader.js';
 import { fioSequentialRead, type FioResult } from './fio.js';
 import { median, ratio, round } from './stats.js';
@@ -78,12 +82,25 @@ export function describeStorage(s: Pick<StorageMeasurement, 'probes'> & { fio?: 
   return `${s.probes.map((p) => `${pathName(p)} ${gbs(p.bytesPerSec)}`).join(', ')}${s.fio ? `; fio ${gbs(s.fio.bytesPerSec)}` : ''} GB/s`;
 }
 
+/** The layout probes of an in-cgroup measurement for a log line ('' without them). */
+function describeLayout(m: CgroupStorageMeasurement): string {
+  const l = m.layout;
+  if (!l) return '';
+  const mib = (b: number) => (b / MiB).toFixed(1);
+  return `\n  layout of a run's pass: ${mib(l.bytes)} MiB in ${l.ranges} tensors, ${l.runs} contiguous runs (mean ${mib(l.meanRunBytes)} MiB), ${l.gaps} gaps (${mib(l.gapBytes)} MiB skipped); reading it: ${describeStorage({ probes: l.probes })}`;
+}
+
 /** The probes run inside a budget's cgroup, under the run's conditions (probe-child.ts). */
 export interface CgroupStorageMeasurement {
   at: string;
   probes: ProbeResult[];
   /** Anonymous memory the probe process held while probing (the run's resident share). */
   held_bytes: number;
+  /**
+   * The layout probes: the same paths reading exactly the streamed ranges of a run at this
+   * budget, in its order, no compute; and how those ranges lie in the file (probe.ts rangeLayout).
+   */
+  layout?: RangeLayout & { probes: ProbeResult[] };
   /** Why the probes could not run (then probes is empty). */
   error?: string;
 }
@@ -92,18 +109,21 @@ export interface CgroupStorageMeasurement {
  * The same probes inside the budget's cgroup (limit = budget + 64 MiB), in a process that
  * first holds `budget` bytes of anonymous memory as a budgeted run does: buffered reads then
  * get only the page-cache room a run would leave them. The probes outside (measureStorage) stay
- * the device's figure; these are what the run can reach at its budget.
+ * the device's figure; these are what the run can reach at its budget. With `layout`, also
+ * the layout probes over the streamed ranges of a run at this budget (its context size, and the
+ * calibration its runs plan with).
  */
-export async function measureStorageInCgroup(path: string, budget: number, limit: number, dist: string): Promise<CgroupStorageMeasurement> {
+export async function measureStorageInCgroup(path: string, budget: number, limit: number, dist: string, layout?: { contextSize: number; cacheDir: string }): Promise<CgroupStorageMeasurement> {
   evictFile(path);
-  const r = await runInMemoryCgroup(process.execPath, [`${dist}probe-child.js`, path, String(PROBE_BYTES), String(budget)], limit, { timeoutMs: 5 * 60_000 });
+  const args = [`${dist}probe-child.js`, path, String(PROBE_BYTES), String(budget), ...(layout ? [String(layout.contextSize)] : [])];
+  const r = await runInMemoryCgroup(process.execPath, args, limit, { timeoutMs: 5 * 60_000, ...(layout ? { env: { ...process.env, FLEXINFER_CACHE_DIR: layout.cacheDir } } : {}) });
   evictFile(path);
   const at = new Date().toISOString();
   if (r.oomKilled) return { at, probes: [], held_bytes: 0, error: 'oom' };
   try {
     const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
     if (j.error) return { at, probes: [], held_bytes: 0, error: String(j.error) };
-    return { at, probes: j.probes, held_bytes: j.held_bytes };
+    return { at, probes: j.probes, held_bytes: j.held_bytes, ...(j.layout ? { layout: j.layout } : {}) };
   } catch {
     return { at, probes: [], held_bytes: 0, error: (r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ') || 'no output' };
   }
@@ -124,11 +144,13 @@ export function bestBeside(before: { probes: ProbeResult[] }, after: { probes: P
 }
 
 /**
- * What kind of disk day an O_DIRECT figure says (DESIGN.md: O_DIRECT 1.2-2.7 GB/s, cold
- * buffered 0.6-3.8 GB/s seen on this virtual disk): fast from 2.4 GB/s, slow under 1.6 GB/s.
- * Rows pass their best O_DIRECT probe: buffered probes ride the kernel's read-ahead and read
- * 3.5-5.5 GB/s on days whose O_DIRECT probes stay under 1.6 (the 2026-12-06 04:00 sweep was
- * labelled "fast" by its buffered probes at 1.40-1.95 GB/s O_DIRECT).
+ * What kind of disk day an O_DIRECT figure into 4 KiB pages says (DESIGN.md: O_DIRECT 1.2-2.7
+ * GB/s, cold buffered 0.6-3.8 GB/s seen on this virtual disk): fast from 2.4 GB/s, slow under
+ * 1.6 GB/s. Rows pass fio's sequential O_DIRECT read where fio ran (its buffers are 4 KiB
+ * pages, as the engine's were when these bounds were set), else their best O_DIRECT probe.
+ * Not the probes where fio ran: they read into 2 MiB pages since the read buffers moved there
+ * (read-buffer.ts) and take 5-7 GB/s on any day; buffered probes ride the kernel's read-ahead
+ * (the 2026-12-06 04:00 sweep was labelled "fast" by them at 1.40-1.95 GB/s O_DIRECT).
  */
 export function diskDay(bytesPerSec: number): 'fast' | 'middling' | 'slow' {
   return bytesPerSec >= 2.4e9 ? 'fast' : bytesPerSec >= 1.6e9 ? 'middling' : 'slow';
@@ -244,9 +266,10 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
       const limit = budget + 64 * MiB;
       const before = measureStorage(path);
       o.onLog(`budget ${pct}%: storage before: ${describeStorage(before)}`);
-      const cgBefore = await measureStorageInCgroup(path, budget, limit, dist);
-      o.onLog(`budget ${pct}%: storage before, in the budget's cgroup: ${cgBefore.error ?? describeStorage(cgBefore)}`);
       writeSweepCalibration(cacheDir, path, before, computeBytesPerSec, computeType);
+      const layout = { contextSize: ctx, cacheDir };
+      const cgBefore = await measureStorageInCgroup(path, budget, limit, dist, layout);
+      o.onLog(`budget ${pct}%: storage before, in the budget's cgroup: ${cgBefore.error ?? describeStorage(cgBefore)}${describeLayout(cgBefore)}`);
       const flex: RunOutcome[] = [];
       const llama: RunOutcome[] = [];
       // Generous: a cold 7B run at a small budget reads the model a few times per token.
@@ -271,8 +294,8 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
       }
       const after = measureStorage(path);
       o.onLog(`budget ${pct}%: storage after:  ${describeStorage(after)}`);
-      const cgAfter = await measureStorageInCgroup(path, budget, limit, dist);
-      o.onLog(`budget ${pct}%: storage after, in the budget's cgroup:  ${cgAfter.error ?? describeStorage(cgAfter)}`);
+      const cgAfter = await measureStorageInCgroup(path, budget, limit, dist, layout);
+      o.onLog(`budget ${pct}%: storage after, in the budget's cgroup:  ${cgAfter.error ?? describeStorage(cgAfter)}${describeLayout(cgAfter)}`);
       const fs = summarize(flex);
       const ls = o.noLlamaCpp ? null : summarize(llama);
       const stream = streamingFigures(flex);
@@ -289,7 +312,7 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
         ratio: ratio(fs.gen_tps, ls?.gen_tps),
         flexinfer_streaming: stream,
         flexinfer_streamed_bytes_per_token: perToken || null,
-        storage: { before, after, in_cgroup: { before: cgBefore, after: cgAfter }, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fio.length ? round(median(fio.map((f) => f.bytesPerSec)), 0) : null, disk_day: diskDay(bestBeside(before, after, (p) => p.direct).bytesPerSec || best.bytesPerSec) },
+        storage: { before, after, in_cgroup: { before: cgBefore, after: cgAfter }, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fio.length ? round(median(fio.map((f) => f.bytesPerSec)), 0) : null, disk_day: diskDay(fio.length ? median(fio.map((f) => f.bytesPerSec)) : bestBeside(before, after, (p) => p.direct).bytesPerSec || best.bytesPerSec) },
         flexinfer_streamed_bytes_per_sec: streamedRate !== null ? round(streamedRate, 0) : null,
         flexinfer_fraction_of_best_path: streamedRate !== null ? round(streamedRate / best.bytesPerSec, 3) : null,
         flexinfer_io_bound_tps: perToken > 0 ? round(best.bytesPerSec / perToken) : null,
@@ -322,8 +345,9 @@ function budgetSweepOutput(meta: SweepMeta, rows: Array<Record<string, any>>): S
 }
 
 /**
- * A row with the best O_DIRECT path beside it and the best path measured inside the budget's
- * cgroup (when its probes ran), and the streamed rate's share of each (from its probes).
+ * A row with the best O_DIRECT path beside it, the best path measured inside the budget's
+ * cgroup (when its probes ran) and the best layout probe (when they ran: the run's own ranges),
+ * and the streamed rate's share of each (from its probes).
  */
 function withBestDirect(row: Record<string, any>): Record<string, any> {
   const st = row.storage as { before?: StorageMeasurement; after?: StorageMeasurement; in_cgroup?: { before: CgroupStorageMeasurement; after: CgroupStorageMeasurement } } | undefined;
@@ -332,15 +356,20 @@ function withBestDirect(row: Record<string, any>): Record<string, any> {
   const share = (b: { bytesPerSec: number }) => (rate != null && b.bytesPerSec > 0 ? round(rate / b.bytesPerSec, 3) : null);
   const direct = bestBeside(st.before, st.after, (p) => p.direct);
   const inside = st.in_cgroup && st.in_cgroup.before.probes.length > 0 ? bestBeside(st.in_cgroup.before, st.in_cgroup.after) : null;
+  const lb = st.in_cgroup?.before.layout;
+  const la = st.in_cgroup?.after.layout;
+  const layout = lb && la && lb.probes.length > 0 ? bestBeside(lb, la) : null;
   return {
     ...row,
     storage: {
       ...row.storage,
       ...(direct.bytesPerSec > 0 ? { best_direct_path: direct.path, best_direct_path_bytes_per_sec: round(direct.bytesPerSec, 0) } : {}),
       ...(inside ? { best_in_cgroup_path: inside.path, best_in_cgroup_bytes_per_sec: round(inside.bytesPerSec, 0) } : {}),
+      ...(layout ? { best_layout_path: layout.path, best_layout_bytes_per_sec: round(layout.bytesPerSec, 0), layout_runs: lb!.runs, layout_gaps: lb!.gaps } : {}),
     },
     ...(direct.bytesPerSec > 0 ? { flexinfer_fraction_of_best_direct_path: share(direct) } : {}),
     ...(inside ? { flexinfer_fraction_of_best_in_cgroup: share(inside) } : {}),
+    ...(layout ? { flexinfer_fraction_of_best_layout: share(layout) } : {}),
   };
 }
 
@@ -394,7 +423,7 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
   const gbs = (b: number | null | undefined) => (b == null ? '-' : (b / 1e9).toFixed(2));
   const pct = (f: number | null | undefined) => (f == null ? '-' : `${(f * 100).toFixed(0)}%`);
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  best in cgroup (GB/s)  % of it  disk/streamed  fio GB/s  day\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  best in cgroup (GB/s)  % of it  best layout (GB/s)    % of it  disk/streamed  fio GB/s  day\n';
   for (const r of result.rows) {
     const f = r.flexinfer.gen_tps ?? r.flexinfer.status;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
@@ -406,6 +435,7 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
       ` ${pct(r.flexinfer_fraction_of_best_path).padStart(9)}` +
       `  ${(s.best_direct_path ? `${s.best_direct_path} ${gbs(s.best_direct_path_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_direct_path).padStart(7)}` +
       `  ${(s.best_in_cgroup_path ? `${s.best_in_cgroup_path} ${gbs(s.best_in_cgroup_bytes_per_sec)}` : '-').padEnd(21)} ${pct(r.flexinfer_fraction_of_best_in_cgroup).padStart(7)}` +
+      `  ${(s.best_layout_path ? `${s.best_layout_path} ${gbs(s.best_layout_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_layout).padStart(7)}` +
       ` ${cell(r.flexinfer_streaming?.disk_bytes_per_streamed_byte).padStart(14)}` +
       ` ${gbs(s.fio_bytes_per_sec).padStart(9)}  ${s.disk_day}\n`;
   }

@@ -181,7 +181,7 @@ export interface Model {
   [Symbol.asyncDispose](): Promise<void>;
 }
 
-const MAX_BATCH_ROWS = 512;
+export const MAX_BATCH_ROWS = 512;
 
 function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {

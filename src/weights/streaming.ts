@@ -28,7 +28,7 @@ import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
 import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
 import { DIRECT_LOAD_MIN_BYTES, residentFootprint, streamFootprint, type Plan } from './plan.js';
-import { PIECE_BYTES, type ReadPath } from './probe.js';
+import { PIECE_BYTES, type FileRange, type ReadPath } from './probe.js';
 import { allocReadBuffer } from './read-buffer.js';
 import { ReadPathSelector } from './read-path.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
@@ -490,6 +490,21 @@ export class StreamingWeightStore implements WeightStore {
     const end = s + this.#numSlots;
     while (this.#nextIssue < end) this.#issue(this.#nextIssue++);
   }
+}
+
+/**
+ * The file ranges one forward pass streams under `plan`, in the order the store reads them:
+ * layer by layer, each layer's streamed tensors in file-table order (as #issue submits them).
+ * The budget sweep's layout probe reads exactly these.
+ */
+export function streamedRanges(file: GgufFile, plan: Pick<Plan, 'tensors'>): FileRange[] {
+  const placement = new Map(plan.tensors.map((t) => [t.name, t.placement]));
+  const byLayer: FileRange[][] = [];
+  for (const t of listTensors(file)) {
+    if (placement.get(t.name) !== 'streamed' || t.layer < 0) continue;
+    (byLayer[t.layer] ??= []).push([t.fileOffset, t.bytes]);
+  }
+  return byLayer.flatMap((l) => l ?? []);
 }
 
 /** How the streamer's buffered pieces are read (IoStreamer readAhead / dontCache). */
