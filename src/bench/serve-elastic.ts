@@ -70,16 +70,13 @@ export interface ChildOut {
   storage?: StorageMeasurement;
 }
 
-/**
- * The largest context (a multiple of 64 tokens, at most `maxCtx`) for which the static split
- * of `parallel` sequences fits `budget`, by the engine's own sizing; 0 if none.
- */
-export function largestStaticContext(path: string, budget: number, parallel: number, maxCtx: number): number {
+/** Whether the static split of `parallel` sequences of `ctx` tokens fits `budget`, by the engine's own sizing. */
+function staticFits(path: string, budget: number): (parallel: number, ctx: number) => boolean {
   const file = readGgufSync(path);
   const config = modelConfigFromGguf(file);
-  const scratchBytes = Transformer.scratchBytes(config, 512, Math.min(512, Math.max(parallel, 64)));
   const inputs = planInputs(file);
-  const fits = (ctx: number): boolean => {
+  return (parallel, ctx) => {
+    const scratchBytes = Transformer.scratchBytes(config, 512, Math.min(512, Math.max(parallel, 64)));
     const { kvBytes } = kvPoolSize({ numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: ctx }, parallel, 'vtensor');
     try {
       planWithWindow(inputs, { budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
@@ -89,14 +86,52 @@ export function largestStaticContext(path: string, budget: number, parallel: num
       throw e;
     }
   };
+}
+
+/** The largest n in [0, max] with ok(n) (ok monotonic: true up to some n, false after); ok(0) is taken as true. */
+function largest(max: number, ok: (n: number) => boolean): number {
   let lo = 0;
-  let hi = Math.floor(maxCtx / 64);
+  let hi = max;
   while (lo < hi) {
     const mid = Math.ceil((lo + hi) / 2);
-    if (fits(mid * 64)) lo = mid;
+    if (ok(mid)) lo = mid;
     else hi = mid - 1;
   }
-  return lo * 64;
+  return lo;
+}
+
+/**
+ * The largest context (a multiple of 64 tokens, at most `maxCtx`) for which the static split
+ * of `parallel` sequences fits `budget`, by the engine's own sizing; 0 if none.
+ */
+export function largestStaticContext(path: string, budget: number, parallel: number, maxCtx: number): number {
+  const fits = staticFits(path, budget);
+  return largest(Math.floor(maxCtx / 64), (n) => fits(parallel, n * 64)) * 64;
+}
+
+/**
+ * The static split a user would configure for these flags: `--parallel` at the largest context
+ * it loads; when that context cannot hold one request (`needTokens`: prompt + generated), the
+ * most sequences (at most `parallel`) whose static split of a `needTokens` context (rounded up
+ * to 64) fits. `null` when not even one sequence of that context fits.
+ */
+export function staticLayout(path: string, budget: number, parallel: number, maxCtx: number, needTokens: number): { parallel: number; ctx: number } | null {
+  const ctx = largestStaticContext(path, budget, parallel, maxCtx);
+  if (ctx >= needTokens && ctx > 0) return { parallel, ctx };
+  const need = Math.ceil(needTokens / 64) * 64;
+  if (need > maxCtx) return null;
+  const fits = staticFits(path, budget);
+  const p = largest(parallel, (n) => fits(n, need));
+  return p > 0 ? { parallel: p, ctx: need } : null;
+}
+
+/** What the static configuration of the sweep is, in words (what it reserves and why). */
+function staticNote(parallel: number, ctx: number, st: { parallel: number; ctx: number } | null, need: number): string {
+  if (st && st.ctx >= ctx && st.parallel === parallel) return `the static split loads the same flags: KV for ${parallel} x ${ctx} tokens reserved at load`;
+  const cannot = `the static split cannot load --parallel ${parallel} --ctx-size ${ctx} in this budget (KV for ${parallel} full-context sequences does not fit)`;
+  if (!st) return `${cannot}, nor one sequence of ${need} tokens (prompt + generated): not measured`;
+  if (st.parallel === parallel) return `${cannot}; measured at --ctx-size ${st.ctx}, the largest it loads (KV for ${parallel} x ${st.ctx} tokens reserved at load)`;
+  return `${cannot}, and its largest context at --parallel ${parallel} is shorter than a request (${need} tokens: prompt + generated); measured at --parallel ${st.parallel} --ctx-size ${st.ctx}, the most sequences of that context it loads (KV for ${st.parallel} x ${st.ctx} tokens reserved at load; further streams wait in the server's queue)`;
 }
 
 async function runChild(args: string[], limitBytes: number | null, timeoutMs: number): Promise<ChildOut> {
@@ -164,11 +199,16 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
       throw new InvalidOptionError('--resume', `the earlier sweep was measured with other settings (${differ.map(([k, v]) => `${k} ${String((o.resume as Record<string, unknown>)[k])} there, ${v} here`).join('; ')}): give the same flags`);
     }
   }
-  const staticCtx = largestStaticContext(path, budget, o.parallel, o.ctxSize);
+  const st = staticLayout(path, budget, o.parallel, o.ctxSize, o.promptTokens + o.genTokens);
+  const staticCtx = st?.ctx ?? 0;
+  const staticParallel = st?.parallel ?? 0;
   const configs: Array<{ key: string; label: string; args: string[]; limit: number | null; timeoutMs: number }> = [
     { key: 'elastic', label: `flexinfer elastic (ctx ${o.ctxSize})`, args: ['flexinfer', String(budget), String(o.parallel), String(o.ctxSize), 'elastic'], limit, timeoutMs: 30 * 60_000 },
   ];
-  if (staticCtx > 0) configs.push({ key: 'static', label: `flexinfer static (ctx ${staticCtx})`, args: ['flexinfer', String(budget), String(o.parallel), String(staticCtx), 'static'], limit, timeoutMs: 30 * 60_000 });
+  if (st) {
+    const label = `flexinfer static (${st.parallel < o.parallel ? `parallel ${st.parallel}, ` : ''}ctx ${st.ctx})`;
+    configs.push({ key: 'static', label, args: ['flexinfer', String(budget), String(st.parallel), String(st.ctx), 'static'], limit, timeoutMs: 30 * 60_000 });
+  }
   if (o.experts) for (const c of configs) c.args.push(`--experts=${JSON.stringify(o.experts)}`);
   if (!o.noLlamaCpp) {
     configs.push({ key: 'llamacpp', label: 'llama.cpp, no budget', args: ['llamacpp', '-'], limit: null, timeoutMs: 30 * 60_000 });
@@ -215,10 +255,8 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     parallel: o.parallel,
     ctx_size: o.ctxSize,
     static_ctx_size: staticCtx,
-    static_note:
-      staticCtx >= o.ctxSize
-        ? 'the static split loads the same flags'
-        : `the static split cannot load --parallel ${o.parallel} --ctx-size ${o.ctxSize} in this budget (KV for ${o.parallel} full-context sequences does not fit); measured at --ctx-size ${staticCtx}, the largest it loads`,
+    static_parallel: staticParallel,
+    static_note: staticNote(o.parallel, o.ctxSize, st, o.promptTokens + o.genTokens),
     rows,
     elastic_events: events,
     peaks: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.peak_bytes ?? null])),
