@@ -267,13 +267,14 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
   const mib = (b: number | undefined) => (b === undefined ? '-' : (b / MiB).toFixed(0));
   let table = `${path}: serving at a ${o.memoryBudget} budget (${mib(budget)} MiB, cgroup ${mib(limit)} MiB), --parallel ${o.parallel}; prompts of ${o.promptTokens} tokens, ${o.genTokens} generated per stream\n`;
   table += `static: ${result.static_note}\n`;
-  table += 'streams' + configs.map((c) => c.label.padStart(34)).join('') + '   elastic/static\n';
+  const w = Math.max(34, ...configs.map((c) => c.label.length + 1));
+  table += 'streams' + configs.map((c) => c.label.padStart(w)).join('') + '   elastic/static\n';
   for (const n of STREAMS) {
     table += String(n).padEnd(7);
     for (const c of configs) {
       const r = at(c.key, n);
       const extra = r?.streamed_bytes_per_token !== undefined ? ` ${mib(r.streamed_bytes_per_token)}MiB/t` : '';
-      table += (r ? `${r.aggregate_tps.toFixed(2)} (${round(r.ttft_ms_p50, 0)} ms)${extra}` : (results[c.key]?.error ?? '-')).slice(0, 33).padStart(34);
+      table += (r ? `${r.aggregate_tps.toFixed(2)} (${round(r.ttft_ms_p50, 0)} ms)${extra}` : (results[c.key]?.error ?? '-')).slice(0, w - 1).padStart(w);
     }
     const x = ratio(at('elastic', n)?.aggregate_tps, at('static', n)?.aggregate_tps);
     table += `   ${x === null ? '-' : `${x}x`}\n`;
@@ -287,6 +288,7 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     if (st) table += `storage before ${c.label}: best cold read ${(best / 1e9).toFixed(2)} GB/s\n`;
   }
   table += `preemptions (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.preemptions ?? '-'} / ${at('static', n)?.preemptions ?? '-'}`).join(', ')}\n`;
+  table += `most sequences running at once before a preemption, so far (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.peak_running_before_preemption ?? '-'} / ${at('static', n)?.peak_running_before_preemption ?? '-'}`).join(', ')}\n`;
   const svg = renderLinePlot({
     title: `Serving at a ${o.memoryBudget} budget: elastic pool vs static split`,
     xLabel: 'concurrent streams',
