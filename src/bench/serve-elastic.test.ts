@@ -13,6 +13,7 @@ import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { loadModel } from '../index.js';
 import { synthesize } from '../synth/synth.js';
 import { staticLayout } from './serve-elastic.js';
+import { runtimeReserveFor } from '../engine/memory.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-serve-elastic-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -46,7 +47,7 @@ test('--resume needs an earlier result of the same sweep, measured with the same
   });
 });
 
-test('static baseline for requests longer than --parallel\'s largest context: the most sequences of that context the engine loads', async () => {
+test('static baseline for requests longer than --parallel\'s largest context: the most sequences of that context the engine loads with its runtime reserve', async () => {
   const path = join(dir, 'tiny.gguf');
   await synthesize(path, 'tiny-15m', 'q8_0', { seed: 5 });
   const load = (parallel: number, contextSize: number, memoryBudget: number) => loadModel(path, { threads: 1, parallel, contextSize, memoryPool: 'static', memoryBudget });
@@ -56,14 +57,15 @@ test('static baseline for requests longer than --parallel\'s largest context: th
       (e: unknown) => (e instanceof InsufficientMemoryError ? e.minimum : assert.fail(String(e))),
     );
   // The engine's own minimum for 8 sequences of 192 tokens: 16 of them cannot hold a 160 + 32 token request.
-  const budget = await minimum(8, 192);
+  const budget = (await minimum(8, 192)) + runtimeReserveFor(8);
   const st = staticLayout(path, budget, 16, 4096, 160 + 32);
   assert.ok(st, 'no static layout');
   assert.equal(st.ctx, 192);
   assert.ok(st.parallel >= 8 && st.parallel < 16, `parallel ${st.parallel}`);
-  const m = await load(st.parallel, st.ctx, budget);
+  // It loads with its runtime reserve set apart; one more sequence does not.
+  const m = await load(st.parallel, st.ctx, budget - runtimeReserveFor(st.parallel));
   await m.dispose();
-  await assert.rejects(load(st.parallel + 1, st.ctx, budget), InsufficientMemoryError);
+  await assert.rejects(load(st.parallel + 1, st.ctx, budget - runtimeReserveFor(st.parallel + 1)), InsufficientMemoryError);
   // A request that fits the largest context at --parallel keeps --parallel.
   const four = staticLayout(path, budget, 4, 4096, 160 + 32);
   assert.equal(four?.parallel, 4);

@@ -22,6 +22,7 @@ import { kvPoolSize } from '../kv/pool-size.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
+import { runtimeReserveFor } from '../engine/memory.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
 import { describeStorage, evictFile, measureStorage, type StorageMeasurement } from './budget-sweep.js';
 import { ratio, round } from './stats.js';
@@ -70,8 +71,11 @@ export interface ChildOut {
   storage?: StorageMeasurement;
 }
 
-/** Whether the static split of `parallel` sequences of `ctx` tokens fits `budget`, by the engine's own sizing. */
-function staticFits(path: string, budget: number): (parallel: number, ctx: number) => boolean {
+/**
+ * Whether the static split of `parallel` sequences of `ctx` tokens fits `budget`, by the
+ * engine's own sizing; with `reserve`, with its runtime reserve kept above the weights' minimum.
+ */
+function staticFits(path: string, budget: number, reserve = false): (parallel: number, ctx: number) => boolean {
   const file = readGgufSync(path);
   const config = modelConfigFromGguf(file);
   const inputs = planInputs(file);
@@ -79,7 +83,7 @@ function staticFits(path: string, budget: number): (parallel: number, ctx: numbe
     const scratchBytes = Transformer.scratchBytes(config, 512, Math.min(512, Math.max(parallel, 64)));
     const { kvBytes } = kvPoolSize({ numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: ctx }, parallel, 'vtensor');
     try {
-      planWithWindow(inputs, { budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
+      planWithWindow(inputs, { budget: reserve ? budget - runtimeReserveFor(parallel) : budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
       return true;
     } catch (e) {
       if (e instanceof InsufficientMemoryError) return false;
@@ -113,14 +117,16 @@ export function largestStaticContext(path: string, budget: number, parallel: num
  * The static split a user would configure for these flags: `--parallel` at the largest context
  * it loads; when that context cannot hold one request (`needTokens`: prompt + generated), the
  * most sequences (at most `parallel`) whose static split of a `needTokens` context (rounded up
- * to 64) fits. `null` when not even one sequence of that context fits.
+ * to 64) fits with its runtime reserve (the one that fits only without it ran at the edge of a
+ * budget + 64 MiB cgroup and was OOM-killed in one of two runs: tinyllama Q4_0, 50%, 10 x 576
+ * tokens). `null` when not even one sequence of that context fits.
  */
 export function staticLayout(path: string, budget: number, parallel: number, maxCtx: number, needTokens: number): { parallel: number; ctx: number } | null {
   const ctx = largestStaticContext(path, budget, parallel, maxCtx);
   if (ctx >= needTokens && ctx > 0) return { parallel, ctx };
   const need = Math.ceil(needTokens / 64) * 64;
   if (need > maxCtx) return null;
-  const fits = staticFits(path, budget);
+  const fits = staticFits(path, budget, true);
   const p = largest(parallel, (n) => fits(n, need));
   return p > 0 ? { parallel: p, ctx: need } : null;
 }
@@ -131,7 +137,7 @@ function staticNote(parallel: number, ctx: number, st: { parallel: number; ctx: 
   const cannot = `the static split cannot load --parallel ${parallel} --ctx-size ${ctx} in this budget (KV for ${parallel} full-context sequences does not fit)`;
   if (!st) return `${cannot}, nor one sequence of ${need} tokens (prompt + generated): not measured`;
   if (st.parallel === parallel) return `${cannot}; measured at --ctx-size ${st.ctx}, the largest it loads (KV for ${parallel} x ${st.ctx} tokens reserved at load)`;
-  return `${cannot}, and its largest context at --parallel ${parallel} is shorter than a request (${need} tokens: prompt + generated); measured at --parallel ${st.parallel} --ctx-size ${st.ctx}, the most sequences of that context it loads (KV for ${st.parallel} x ${st.ctx} tokens reserved at load; further streams wait in the server's queue)`;
+  return `${cannot}, and its largest context at --parallel ${parallel} is shorter than a request (${need} tokens: prompt + generated); measured at --parallel ${st.parallel} --ctx-size ${st.ctx}, the most sequences of that context it loads with its runtime reserve (KV for ${st.parallel} x ${st.ctx} tokens reserved at load; further streams wait in the server's queue)`;
 }
 
 async function runChild(args: string[], limitBytes: number | null, timeoutMs: number): Promise<ChildOut> {
