@@ -284,8 +284,13 @@ test('readAhead: false makes buffered pieces read exactly their range; the defau
     };
     assert.equal(cachedAfterRead(false), 1 << 20, 'POSIX_FADV_RANDOM: the kernel reads the piece and nothing more');
     const ahead = readAheadBytes(path) ?? 0;
-    const withReadAhead = cachedAfterRead(true);
-    if (ahead >= 128 * 1024) assert.ok(withReadAhead > 1 << 20, `with the device's ${ahead / 1024} KiB read-ahead the kernel reads past the piece (${withReadAhead} bytes cached)`);
+    // The kernel's read-ahead is a heuristic, and now and then it reads no window for this first
+    // read (seen twice with other suites running beside, once in CI: exactly 1 MiB cached with
+    // 8 MiB of read-ahead; cause not pinned down, 0 of 20 tries standalone). The most of five
+    // tries counts: the claim is that the default CAN read ahead, where readAhead: false never does.
+    let withReadAhead = 0;
+    for (let i = 0; i < 5 && !(withReadAhead > 1 << 20); i++) withReadAhead = Math.max(withReadAhead, cachedAfterRead(true));
+    if (ahead >= 128 * 1024) assert.ok(withReadAhead > 1 << 20, `with the device's ${ahead / 1024} KiB read-ahead the kernel reads past the piece (${withReadAhead} bytes cached, best of 5 tries)`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
