@@ -303,6 +303,7 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
       const best = bestBeside(before, after);
       const streamedRate = perToken > 0 && fs.gen_tps ? perToken * fs.gen_tps : null;
       const fio = [before.fio, after.fio].filter((f): f is FioResult => f !== null);
+      const fioRate = fio.length ? median(fio.map((f) => f.bytesPerSec)) : null;
       rows.push({
         budget_percent: pct,
         budget_bytes: budget,
@@ -312,7 +313,7 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
         ratio: ratio(fs.gen_tps, ls?.gen_tps),
         flexinfer_streaming: stream,
         flexinfer_streamed_bytes_per_token: perToken || null,
-        storage: { before, after, in_cgroup: { before: cgBefore, after: cgAfter }, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fio.length ? round(median(fio.map((f) => f.bytesPerSec)), 0) : null, disk_day: diskDay(fio.length ? median(fio.map((f) => f.bytesPerSec)) : bestBeside(before, after, (p) => p.direct).bytesPerSec || best.bytesPerSec) },
+        storage: { before, after, in_cgroup: { before: cgBefore, after: cgAfter }, best_path: best.path, best_path_bytes_per_sec: round(best.bytesPerSec, 0), fio_bytes_per_sec: fioRate !== null ? round(fioRate, 0) : null, disk_day: diskDay(fioRate ?? (bestBeside(before, after, (p) => p.direct).bytesPerSec || best.bytesPerSec)) },
         flexinfer_streamed_bytes_per_sec: streamedRate !== null ? round(streamedRate, 0) : null,
         flexinfer_fraction_of_best_path: streamedRate !== null ? round(streamedRate / best.bytesPerSec, 3) : null,
         flexinfer_io_bound_tps: perToken > 0 ? round(best.bytesPerSec / perToken) : null,

@@ -17,9 +17,9 @@
  */
 import { InvalidModelError } from '../errors.js';
 import type { GgufFile } from '../gguf/reader.js';
-import { adviseHugePages, discardRange, IoStreamer, lockRange, regionStats, releaseRegion, reserveRegion, residentBytes } from '../native/index.js';
+import { discardRange, IoStreamer, lockRange, regionStats, releaseRegion, reserveRegion, residentBytes } from '../native/index.js';
 import { demotableFootprint, residentFootprint, STREAM_ALIGN } from './plan.js';
-import { hugeReadBuffers, readRegionBytes } from './read-buffer.js';
+import { reserveReadRegion } from './read-buffer.js';
 import { loadTensors, type StreamingOptions } from './streaming.js';
 import type { TensorEntry } from './tensors.js';
 
@@ -98,8 +98,7 @@ export class WeightArena {
     this.#region = reserveRegion(at);
     // The ring asks for 2 MiB pages before its first touch: O_DIRECT reads into 4 KiB pages
     // take a fraction of the device's rate here (read-buffer.ts).
-    this.#ring = reserveRegion(readRegionBytes(maxRingBytes));
-    if (hugeReadBuffers()) adviseHugePages(this.#ring);
+    this.#ring = reserveReadRegion(maxRingBytes);
   }
 
   /** The ring region (the store uses its first numSlots * slotBytes). */

@@ -147,6 +147,7 @@ export async function createMoeWeightStore(
       if (!norm || !gateInp) throw new InvalidModelError(`layer ${layer}'s ffn_norm / ffn_gate_inp are not resident (plan made for another file?)`);
       return { norm, gateInp };
     };
+    const expertWaves = expertWavesFromEnv();
     const experts = await StreamedExperts.open(file, plan.experts, router, {
       ...(o.onProgress ? { onProgress: (d: number) => o.onProgress!(Math.min(total, denseBytes + d), total) } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
@@ -156,7 +157,7 @@ export async function createMoeWeightStore(
       ...(o.expertLookahead !== undefined ? { lookahead: o.expertLookahead } : {}),
       ...(o.expertPolicy ? { policy: o.expertPolicy } : {}),
       ...(o.lock !== undefined ? { lock: o.lock } : {}),
-      waves: expertWavesFromEnv() ?? 'ready',
+      ...(expertWaves ? { waves: expertWaves } : {}),
     });
     return { store: new MoeWeightStore(dense, experts), plan };
   } catch (err) {

@@ -92,7 +92,7 @@ export interface StreamedExpertsOptions {
   prefetch?: boolean;
   /** Layers predicted and read ahead when prefetching (default DEFAULT_LOOKAHEAD). */
   lookahead?: number;
-  /** When a step's misses compute (default 'ready': as their reads complete; see ExpertSchedulerOptions.waves). */
+  /** When a step's misses compute (default: the scheduler's, 'ready': as their reads complete; see ExpertSchedulerOptions.waves). */
   waves?: ExpertWaves;
   /** Eviction policy (default: the plan's). */
   policy?: ExpertPolicyName;
@@ -207,7 +207,7 @@ export class StreamedExperts implements ExpertWeights {
     this.scheduler = new ExpertScheduler(
       cache,
       { read: (s, l, e) => this.#read(s, l, e), wait: (s) => void this.#streamer.wait(s + 1, this.#waitTimeoutMs), done: (s) => this.#streamer.pending(s + 1) === 0 },
-      { prefetch: this.prefetch, expertBytes: plan.expertBytes, waves: o.waves ?? 'ready' },
+      { prefetch: this.prefetch, expertBytes: plan.expertBytes, ...(o.waves ? { waves: o.waves } : {}) },
     );
   }
 

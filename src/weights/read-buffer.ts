@@ -14,7 +14,7 @@
  * comparisons.
  */
 import { InvalidOptionError } from '../errors.js';
-import { adviseHugePages, allocAligned } from '../native/index.js';
+import { adviseHugePages, allocAligned, reserveRegion } from '../native/index.js';
 
 /** Size and alignment of a transparent huge page on x86-64. */
 export const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
@@ -45,4 +45,14 @@ export function allocReadBuffer(bytes: number, align = 4096): ArrayBuffer {
  */
 export function readRegionBytes(bytes: number): number {
   return hugeReadBuffers() && bytes >= HUGE_PAGE_BYTES ? Math.ceil(bytes / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES : bytes;
+}
+
+/**
+ * Address space for streamed reads of `bytes` (reserveRegion, pages mapped on first touch):
+ * readRegionBytes of it, with 2 MiB pages advised before the first touch (as allocReadBuffer).
+ */
+export function reserveReadRegion(bytes: number): ArrayBuffer {
+  const region = reserveRegion(readRegionBytes(bytes));
+  if (hugeReadBuffers()) adviseHugePages(region);
+  return region;
 }
