@@ -40,7 +40,8 @@ Options:
       --json-schema FILE   constrain each reply to JSON valid against this JSON Schema
       --grammar FILE       constrain each reply to this GBNF / EBNF grammar
   -t, --threads N          compute threads (default: all cores)
-  -c, --ctx-size N         context size (default: min(model's, 4096))
+  -c, --ctx-size N         context size (default: min(model's, 4096), or the most a
+                           --memory-budget holds when that is less)
       --kv LAYOUT          KV cache layout: vtensor | paged | contiguous
       --memory-budget X    memory budget, e.g. 2GiB or 75%
       --memory-pool P      elastic (default: KV and resident weights share the budget) | static

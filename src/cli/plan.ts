@@ -5,7 +5,7 @@
  * predicted tokens per second. Reads only the header; `--calibrate` measures the storage.
  */
 import { parseArgs } from 'node:util';
-import { InvalidOptionError } from '../errors.js';
+import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { formatBytes, parseMemoryBudget } from '../weights/budget.js';
 import { calibrateStorage, readCachedCalibration } from '../weights/calibrate.js';
@@ -21,6 +21,7 @@ import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import { ElasticWeightStore } from '../weights/elastic-store.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
 import { runtimeReserveFor } from '../engine/memory.js';
+import { fittedContexts } from '../engine/context-fit.js';
 import { readCacheCap, readCachePolicy } from '../weights/read-cache.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
@@ -38,7 +39,8 @@ the hit rate expected under uniform routing and the expert bytes read per token.
 
 Options:
   --memory-budget X     bytes, 1.5GiB, 512MiB, 2GB or 60% (of the model file); required
-  --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's))
+  --ctx-size N          context tokens per sequence for the KV cache (default min(4096, model's),
+                        or the most the budget holds when that is less)
   --parallel N          sequences (default 1)
   --kv LAYOUT           vtensor (default), paged or contiguous: how the KV pool is sized
   --memory-pool P       elastic (default with vtensor: a KV floor, and one pool that resident
@@ -213,7 +215,7 @@ export async function run(argv: string[]): Promise<number> {
     return Number(text);
   };
   const shapes = modelShapes(file);
-  const ctxSize = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : Math.min(4096, shapes.contextLength || 4096);
+  const defaultCtx = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : Math.min(4096, shapes.contextLength || 4096);
   const parallel = int('parallel', values.parallel!, 1);
   const window = values.window !== undefined ? int('window', values.window, 1) : undefined;
   const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : engineScratchBytes(file, parallel) ?? estimateScratchBytes(shapes);
@@ -244,46 +246,66 @@ export async function run(argv: string[]): Promise<number> {
   const poolMode = values['memory-pool']!;
   if (poolMode !== 'elastic' && poolMode !== 'static') throw new InvalidOptionError('--memory-pool', `must be elastic or static, got '${poolMode}'`);
   const elasticPool = poolMode === 'elastic' && kv === 'vtensor';
-  // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
-  const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
   const moe = moeShape(file);
   const expertCache = values['expert-cache'];
   if (expertCache !== undefined && !['auto', 'global', 'per-layer'].includes(expertCache)) throw new InvalidOptionError('--expert-cache', `must be auto, global or per-layer, got '${expertCache}'`);
   const policy = values['expert-policy'];
   if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new InvalidOptionError('--expert-policy', `must be one of ${EXPERT_POLICIES.join(', ')}, got '${policy}'`);
-  const { kvBytes, chunkBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
-  // Elastic: the plan at load holds the KV floor; the pool moves weights as KV grows.
-  // MoE files keep a static split (the expert cache moves their weights: engine/memory.ts).
-  const elastic = elasticPool && !moe;
-  const floorBytes = !elastic ? 0 : values['kv-floor'] !== undefined ? parseMemoryBudget(values['kv-floor'], file.fileSize, '--kv-floor') : kvFloorBytes(kvShape, chunkBytes);
-  const inputs = planInputs(file);
-  const options = { budget, kvBytes: elastic ? floorBytes : kvBytes, scratchBytes: scratch, hardware };
-  const plan: Plan | MoePlan = moe
-    ? planMoe(inputs, {
-        ...options,
-        ...(window !== undefined ? { window } : {}),
-        ...moe,
-        ...(expertCache ? { expertCache: expertCache as ExpertCacheMode | 'auto' } : {}),
-        ...(policy ? { expertPolicy: policy as ExpertPolicyName } : {}),
-        rows: parallel,
-      })
-    : elastic
-      ? planWithWindow(inputs, options, window)
-      : planWithReserve(inputs, options, window, budget !== Infinity ? runtimeReserveFor(parallel) : 0);
-  let pool: PoolPlan | undefined;
-  if (elastic) {
-    // The ladder and read cache a load in this process's memory limit would use (create.ts).
-    const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), { ...readCachePolicy(path, file.fileSize, budget), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(parallel)) });
-    const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
-    const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
-    pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+  // The plan at ctxSize exactly as the engine makes it.
+  const planAt = (ctxSize: number) => {
+    // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
+    const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
+    const { kvBytes, chunkBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
+    // Elastic: the plan at load holds the KV floor; the pool moves weights as KV grows.
+    // MoE files keep a static split (the expert cache moves their weights: engine/memory.ts).
+    const elastic = elasticPool && !moe;
+    const floorBytes = !elastic ? 0 : values['kv-floor'] !== undefined ? parseMemoryBudget(values['kv-floor'], file.fileSize, '--kv-floor') : kvFloorBytes(kvShape, chunkBytes);
+    const inputs = planInputs(file);
+    const options = { budget, kvBytes: elastic ? floorBytes : kvBytes, scratchBytes: scratch, hardware };
+    const plan: Plan | MoePlan = moe
+      ? planMoe(inputs, {
+          ...options,
+          ...(window !== undefined ? { window } : {}),
+          ...moe,
+          ...(expertCache ? { expertCache: expertCache as ExpertCacheMode | 'auto' } : {}),
+          ...(policy ? { expertPolicy: policy as ExpertPolicyName } : {}),
+          rows: parallel,
+        })
+      : elastic
+        ? planWithWindow(inputs, options, window)
+        : planWithReserve(inputs, options, window, budget !== Infinity ? runtimeReserveFor(parallel) : 0);
+    let pool: PoolPlan | undefined;
+    if (elastic) {
+      // The ladder and read cache a load in this process's memory limit would use (create.ts).
+      const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), { ...readCachePolicy(path, file.fileSize, budget), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(parallel)) });
+      const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
+      const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
+      pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+    }
+    return { ctxSize, kvShape, chunkBytes, floorBytes, plan, pool };
+  };
+  // As loadModel: a default context shrinks to what the budget holds (engine/context-fit.ts).
+  const fit = values['ctx-size'] === undefined && values['kv-floor'] === undefined;
+  let at: ReturnType<typeof planAt> | undefined;
+  let refused: unknown;
+  for (const c of fit ? [defaultCtx, ...fittedContexts(defaultCtx)] : [defaultCtx]) {
+    try {
+      at = planAt(c);
+      break;
+    } catch (err) {
+      if (!(fit && err instanceof InsufficientMemoryError)) throw err;
+      refused = err;
+    }
   }
+  if (!at) throw refused;
+  const { ctxSize, kvShape, chunkBytes, floorBytes, plan, pool } = at;
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');
   } else {
     const floorWhat = floorBytes === kvFloorBytes(kvShape, chunkBytes) ? `one sequence of ${ctxSize} tokens` : 'as set';
     process.stdout.write(formatPlan(plan, path, file.fileSize, { ctxSize, parallel, hardwareSource: source, ...(pool ? { kvWhat: `the elastic pool's floor at load: ${floorWhat}` } : {}) }));
     if (pool) process.stdout.write(formatPoolPlan(pool, floorWhat));
+    if (ctxSize < defaultCtx) process.stdout.write(`\ncontext ${ctxSize} tokens: the most this budget holds beside the weights (default ${defaultCtx}; --ctx-size sets it)\n`);
   }
   return 0;
 }

@@ -32,7 +32,8 @@ Options:
       --json-schema FILE   constrain the output to JSON valid against this JSON Schema
       --grammar FILE       constrain the output to this GBNF / EBNF grammar (start rule: root)
   -t, --threads N          compute threads (default: all cores)
-  -c, --ctx-size N         context size (default: min(model's, 4096))
+  -c, --ctx-size N         context size (default: min(model's, 4096), or the most a
+                           --memory-budget holds when that is less)
       --memory-budget X    memory budget, e.g. 2GiB or 75%
       --memory-pool P      elastic (default: KV and resident weights share the budget) | static
       --kv-floor X         elastic: KV memory weights never take (default one full-context sequence)
@@ -88,6 +89,10 @@ export async function run(argv: string[]): Promise<number> {
     const loading = loadModel(await resolveModelArg(modelPath, { signal: controller.signal }), loadOptions);
     await loading.finally(() => progress?.done());
     await using model = await loading;
+    const fullContext = Math.min(model.info.trainContextSize, 4096);
+    if (!json && loadOptions.contextSize === undefined && model.info.contextSize < fullContext) {
+      process.stderr.write(`flexinfer: context ${model.info.contextSize} tokens, the most the memory budget holds beside the weights (default ${fullContext}; --ctx-size sets it)\n`);
+    }
     const stream = model.generate(values.prompt, gen);
     if (!json) for await (const chunk of stream) process.stdout.write(chunk.text);
     const result = await stream.result;
@@ -99,7 +104,7 @@ export async function run(argv: string[]): Promise<number> {
       // weights' statistics (streaming; for MoE models the expert cache).
       const st = (await model.stats({ history: true })) as { pool: unknown; weights: unknown };
       process.stdout.write(
-        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, timings: t, peakRssBytes, memory: st.pool, ...(io ? { io } : {}), weights: st.weights })}\n`,
+        `${JSON.stringify({ tokens: result.tokens, text: result.text, finishReason: result.finishReason, promptTokens: result.promptTokens, contextSize: model.info.contextSize, timings: t, peakRssBytes, memory: st.pool, ...(io ? { io } : {}), weights: st.weights })}\n`,
       );
     } else {
       process.stdout.write('\n');

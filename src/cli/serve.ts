@@ -27,7 +27,8 @@ Options:
   --kv-floor X           elastic: KV memory weights never take (default one full-context sequence)
   --parallel N           sequences decoded together (default 4)
   --max-queue N          requests allowed to wait beyond --parallel; more get 429 (default 64)
-  --ctx-size N           tokens per sequence (default min(model's, 4096))
+  --ctx-size N           tokens per sequence (default min(model's, 4096), or the most a
+                         --memory-budget holds when that is less)
   --kv LAYOUT            vtensor (default) | paged | contiguous
   --threads N            compute threads (default: all cores)
   --api-key KEY          require Authorization: Bearer KEY on /v1/*

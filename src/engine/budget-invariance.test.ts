@@ -199,11 +199,12 @@ test('a budget one byte below the minimum is InsufficientMemoryError saying the 
   }
 });
 
-test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default options runs (elastic pool); the static split does not load", LONG, async () => {
+test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default options runs (elastic pool) at the file's context; the static split does not load at that context", LONG, async () => {
   // Defaults: parallel 4, contextSize 2048 (the file's). The static split reserves KV for 4
   // full-context sequences (187 MiB of the 296 MiB budget) and cannot fit the weights' minimum;
   // the elastic pool keeps one sequence as the KV floor and lends the rest to the weights.
-  await assert.rejects(loadModel(TL, { memoryBudget: '50%', memoryPool: 'static' }), (e: unknown) => {
+  // (Without a contextSize the static split loads at a smaller context: context-fit.test.ts.)
+  await assert.rejects(loadModel(TL, { memoryBudget: '50%', memoryPool: 'static', contextSize: 2048 }), (e: unknown) => {
     assert.ok(e instanceof InsufficientMemoryError, String(e));
     assert.match(e.message, /4 sequences of 2048 tokens/);
     assert.match(e.message, /lower contextSize or parallel/);
@@ -212,6 +213,7 @@ test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default
   const model = await loadModel(TL, { memoryBudget: '50%' });
   try {
     assert.equal(model.info.parallel, 4);
+    assert.equal(model.info.contextSize, 2048);
     const r = await model.complete(PROMPT, { temperature: 0, repeatPenalty: 1, maxTokens: GEN_TOKENS });
     assert.equal(r.tokens.length, GEN_TOKENS);
     const stats = (await model.stats()) as { pool: { mode: string; budget: number; floorBytes: number; poolBytes: number; now: { residentBytes: number } } };

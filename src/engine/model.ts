@@ -25,7 +25,11 @@ type Tokenizer = ReturnType<typeof tokenizerFromGguf>;
 export interface LoadModelOptions {
   /** Compute threads (default: all cores). */
   threads?: number;
-  /** Tokens one sequence can hold (default min(the file's context length, 4096)). */
+  /**
+   * Tokens one sequence can hold (default min(the file's context length, 4096); under a
+   * memoryBudget too small for that default's KV, the largest multiple of 256 tokens (>= 256)
+   * the budget holds: see info.contextSize). A given contextSize is never changed.
+   */
   contextSize?: number;
   /** Most sequences computed at once (default 4). */
   parallel?: number;
@@ -135,7 +139,11 @@ export interface ModelInfo {
   vocabSize: number;
   /** Context length the model was trained with. */
   trainContextSize: number;
-  /** Tokens one sequence can hold in this engine. */
+  /**
+   * Tokens one sequence can hold in this engine: the contextSize given, else min(the file's
+   * context length, 4096), else (under a memoryBudget that cannot hold that much KV) the
+   * largest multiple of 256 tokens, at least 256, that it holds.
+   */
   contextSize: number;
   parallel: number;
   threads: number;
@@ -246,14 +254,16 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   assertNotSplit(file);
   const config = modelConfigFromGguf(file);
   const tokenizer = tokenizerFromGguf(file);
-  const contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
+  // The default context may shrink to what a memory budget holds (engine/context-fit.ts).
+  const defaultContext = options.contextSize === undefined;
+  let contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
   // Validated here (typed error in the caller's thread); the worker's planner splits it.
   if (options.memoryBudget !== undefined) parseMemoryBudget(options.memoryBudget, file.fileSize, 'memoryBudget');
   if (options.kvFloor !== undefined) parseMemoryBudget(options.kvFloor, file.fileSize, 'kvFloor');
   signal?.throwIfAborted();
 
   const experts = checkExpertOptions(options.experts);
-  const init: WorkerInit = { path, threads, contextSize, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache, memoryPool, kvFloor: options.kvFloor ?? null, experts };
+  const init: WorkerInit = { path, threads, contextSize, contextFit: defaultContext, parallel, kv, memoryBudget: options.memoryBudget ?? null, maxBatchRows: MAX_BATCH_ROWS, prefixCache, memoryPool, kvFloor: options.kvFloor ?? null, experts };
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
   await new Promise<void>((resolve, reject) => {
     const onAbort = (): void => {
@@ -264,6 +274,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     const onMessage = (msg: FromWorker): void => {
       if (msg.type === 'progress') options.onProgress?.({ loadedBytes: msg.loadedBytes, totalBytes: msg.totalBytes });
       else if (msg.type === 'ready') {
+        contextSize = msg.contextSize;
         cleanup();
         resolve();
       } else if (msg.type === 'error') {

@@ -15,6 +15,8 @@ export interface WorkerInit {
   path: string;
   threads: number;
   contextSize: number;
+  /** contextSize is the default, not the caller's: under a budget it may shrink to fit (context-fit.ts). */
+  contextFit?: boolean;
   parallel: number;
   kv: KvLayout;
   /** As given to loadModel ("2GiB", "75%", bytes), or null for no budget (all resident). */
@@ -43,7 +45,7 @@ export type ToWorker =
 /** Worker -> main. */
 export type FromWorker =
   | { type: 'progress'; loadedBytes: number; totalBytes: number }
-  | { type: 'ready'; weights: Record<string, unknown> }
+  | { type: 'ready'; weights: Record<string, unknown>; contextSize: number }
   | { type: 'chunk'; id: number; text: string; tokens: number[]; logprobs?: TokenLogprob[] }
   | { type: 'done'; id: number; result: FinishedGeneration }
   | { type: 'logits'; id: number; logits: Float32Array; numRows: number }

@@ -14,7 +14,7 @@ import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
 import { Scheduler } from './scheduler.js';
 import { GrammarEngine } from '../grammar/engine.js';
-import { createEngineMemory } from './memory.js';
+import { createFittedMemory } from './context-fit.js';
 import type { StepMeasure } from './memory-pool.js';
 import { serializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
@@ -33,7 +33,8 @@ async function start(): Promise<void> {
 
   const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
   // The memory budget covers weights + KV + scratch: a static split, or the elastic pool.
-  const memory = await createEngineMemory(file, config, init, (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }));
+  // A default context shrinks to what the budget holds (context-fit.ts).
+  const { memory, contextSize } = await createFittedMemory(file, config, init, (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }));
   const { store, kv } = memory;
   const model = createTransformer(config, store, kv, { maxRows: init.maxBatchRows, maxLogitRows });
 
@@ -42,7 +43,7 @@ async function start(): Promise<void> {
     kv,
     tokenizer,
     vocabSize: config.vocabSize,
-    contextSize: init.contextSize,
+    contextSize,
     maxRunning: init.parallel,
     prefixCache: init.prefixCache,
     events: {
@@ -211,7 +212,7 @@ async function start(): Promise<void> {
     }
   });
 
-  post({ type: 'ready', weights: weightStats() });
+  post({ type: 'ready', weights: weightStats(), contextSize });
 }
 
 start().catch((err) => post({ type: 'error', id: null, error: serializeError(err) }));
