@@ -40,6 +40,9 @@ interface Row {
   /** flexinfer: most sequences running at once so far, and before the first preemption. */
   peak_running?: number;
   peak_running_before_preemption?: number;
+  /** flexinfer: sequence-steps paused because KV could not grow at this load, and the longest pause so far (steps). */
+  pauses?: number;
+  longest_pause?: number;
   /** flexinfer, elastic pool: weights demoted / promoted during this load. */
   demotions?: number;
   promotions?: number;
@@ -53,6 +56,8 @@ interface Snapshot {
   preemptions: number;
   peakRunning: number;
   peakBefore: number;
+  pauses: number;
+  longestPause: number;
   demotions: number;
   promotions: number;
   t: number;
@@ -60,7 +65,7 @@ interface Snapshot {
 
 async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Record<string, unknown>> }): Promise<Snapshot> {
   const st = (await model.stats()) as {
-    scheduler?: { preemptions?: number; peakRunning?: number; peakRunningBeforePreemption?: number };
+    scheduler?: { preemptions?: number; peakRunning?: number; peakRunningBeforePreemption?: number; pauses?: number; longestPause?: number };
     weights?: { streaming?: { bytesRead?: number }; experts?: { bytesRead?: number } };
     pool?: { now?: { t?: number }; events?: { demotions?: number; promotions?: number } };
   };
@@ -70,6 +75,8 @@ async function snapshot(model: { stats(o?: { history?: boolean }): Promise<Recor
     preemptions: st.scheduler?.preemptions ?? 0,
     peakRunning: st.scheduler?.peakRunning ?? 0,
     peakBefore: st.scheduler?.peakRunningBeforePreemption ?? 0,
+    pauses: st.scheduler?.pauses ?? 0,
+    longestPause: st.scheduler?.longestPause ?? 0,
     demotions: st.pool?.events?.demotions ?? 0,
     promotions: st.pool?.events?.promotions ?? 0,
     t: st.pool?.now?.t ?? 0,
@@ -183,6 +190,8 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
         preemptions: after.preemptions - before.preemptions,
         peak_running: after.peakRunning,
         peak_running_before_preemption: after.peakBefore,
+        pauses: after.pauses - before.pauses,
+        longest_pause: after.longestPause,
         demotions: after.demotions - before.demotions,
         promotions: after.promotions - before.promotions,
       });

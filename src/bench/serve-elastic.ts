@@ -44,7 +44,10 @@ interface ChildRow {
   streamed_bytes_per_token?: number;
   experts?: ExpertRow;
   preemptions?: number;
+  peak_running?: number;
   peak_running_before_preemption?: number;
+  pauses?: number;
+  longest_pause?: number;
   demotions?: number;
   promotions?: number;
 }
@@ -294,6 +297,8 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     if (st) table += `storage before ${c.label}: best cold read ${(best / 1e9).toFixed(2)} GB/s\n`;
   }
   table += `preemptions (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.preemptions ?? '-'} / ${at('static', n)?.preemptions ?? '-'}`).join(', ')}\n`;
+  table += `KV pauses, sequence-steps (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.pauses ?? '-'} / ${at('static', n)?.pauses ?? '-'}`).join(', ')}; longest ${at('elastic', STREAMS[STREAMS.length - 1]!)?.longest_pause ?? '-'} / ${at('static', STREAMS[STREAMS.length - 1]!)?.longest_pause ?? '-'} steps\n`;
+  table += `most sequences running at once, so far (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.peak_running ?? '-'} / ${at('static', n)?.peak_running ?? '-'}`).join(', ')}\n`;
   table += `most sequences running at once before a preemption, so far (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.peak_running_before_preemption ?? '-'} / ${at('static', n)?.peak_running_before_preemption ?? '-'}`).join(', ')}\n`;
   const svg = renderLinePlot({
     title: `Serving at a ${o.memoryBudget} budget: elastic pool vs static split`,

@@ -6,11 +6,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Scheduler, type FinishedGeneration, type ForwardModel } from './scheduler.js';
+import { Scheduler, maxPauseStepsFromEnv, type FinishedGeneration, type ForwardModel } from './scheduler.js';
 import { StopMatcher } from './stop.js';
 import { createKvManager, type KvManager } from '../kv/index.js';
 import type { Batch } from '../models/transformer.js';
-import { KvCapacityError } from '../errors.js';
+import { InvalidOptionError, KvCapacityError } from '../errors.js';
 
 const V = 64;
 const KV_DIM = 2048; // 4 KiB of f16 per token row: a 4 KiB chunk holds one token
@@ -41,12 +41,13 @@ const tokenizer = {
   createDecoder: () => ({ push: (id: number) => `<${id}>`, flush: () => '' }),
 };
 
-function run(kv: KvManager, maxRunning: number, prompts: number[][], maxTokens: number, stop: string[] = []) {
+function run(kv: KvManager, maxRunning: number, prompts: number[][], maxTokens: number, stop: string[] = [], maxPauseSteps?: number) {
   const results = new Map<number, FinishedGeneration>();
   const texts = new Map<number, string>();
   const failures = new Map<number, Error>();
   const s = new Scheduler({
     model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning,
+    ...(maxPauseSteps !== undefined ? { maxPauseSteps } : {}),
     events: {
       chunk: (id, text) => texts.set(id, (texts.get(id) ?? '') + text),
       done: (id, r) => results.set(id, r),
@@ -90,10 +91,87 @@ test('a KV pool too small for all sequences preempts and recomputes without chan
   // One chunk holds one token of K (or V): 200 chunks hold the longest sequence (80 tokens, 160
   // chunks) alone, but not all four (426 chunks).
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 200 * 4096, chunkBytes: 4096 });
-  const tight = run(kv, 4, PROMPTS, 40);
+  const tight = run(kv, 4, PROMPTS, 40, [], 0); // no pauses: preempt at once
   assert.ok(tight.stats.preemptions > 0, 'expected preemptions with a tight KV pool');
+  assert.equal(tight.stats.pauses, 0);
   assert.deepEqual(tight.results.map((r) => r.tokens), expected);
   kv.dispose();
+});
+
+test('a sequence that cannot grow pauses while another finishes, then resumes: same tokens, no recompute', () => {
+  // Chunks of 16 tokens: the 40-token prompt + 30 generated need 5 chunks of K and 5 of V, the
+  // 5-token one (5 + 30) 3 + 3; 14 chunks hold both until the longer one needs its 5th pair
+  // while the shorter is a few tokens from done (it has room left in its last chunk).
+  const prompts = [PROMPTS[1]!, PROMPTS[0]!];
+  const expected = run(roomy(), 2, prompts, 30).results.map((r) => r.tokens);
+  const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 14 * 65536, chunkBytes: 65536 });
+  const paused = run(kv, 2, prompts, 30);
+  assert.ok(paused.stats.pauses > 0, 'expected the longer sequence to pause mid-generation');
+  assert.equal(paused.stats.preemptions, 0);
+  assert.ok(paused.stats.longestPause <= 64);
+  assert.deepEqual(paused.results.map((r) => r.tokens), expected);
+  // The preempting scheduler gets the same tokens by recomputing.
+  const preempted = run(kv, 2, prompts, 30, [], 0);
+  assert.ok(preempted.stats.preemptions > 0);
+  assert.deepEqual(preempted.results.map((r) => r.tokens), expected);
+  kv.dispose();
+});
+
+test('KV pauses over random arrival / length traces: all finish with their tokens, bounded pauses, never over the pool', () => {
+  let seed = 12345;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  let tracesWithPauses = 0;
+  for (let trace = 0; trace < 40; trace++) {
+    const numRequests = 2 + rand(7);
+    const reqs = Array.from({ length: numRequests }, (_, i) => ({
+      prompt: Array.from({ length: 1 + rand(40) }, () => 1 + rand(V - 1)),
+      maxTokens: 1 + rand(50),
+      arrival: rand(30), // step at which it is submitted
+      id: i,
+    }));
+    const longest = Math.max(...reqs.map((r) => r.prompt.length + r.maxTokens));
+    // Chunks of 1, 4 or 16 tokens; room for the longest alone (K and V), up to twice that.
+    const chunkTokens = [1, 4, 16][rand(3)]!;
+    const alone = 2 * Math.ceil(longest / chunkTokens);
+    const capacity = alone + rand(alone + 1);
+    const maxPauseSteps = [0, 1, 4, 64][rand(4)]!;
+    const maxRunning = 1 + rand(6);
+    const reference = new Map<number, number[]>();
+    for (const r of reqs) reference.set(r.id, run(roomy(), 1, [r.prompt], r.maxTokens).results[0]!.tokens);
+
+    const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: capacity * chunkTokens * 4096, chunkBytes: chunkTokens * 4096 });
+    const done = new Map<number, FinishedGeneration>();
+    const s = new Scheduler({
+      model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning, maxPauseSteps,
+      events: { chunk: () => {}, done: (id, r) => done.set(id, r), logits: () => {}, failed: (id, e) => assert.fail(`trace ${trace}: request ${id} failed: ${e.message}`) },
+    });
+    const label = `trace ${trace} (capacity ${capacity} chunks, maxRunning ${maxRunning}, maxPauseSteps ${maxPauseSteps})`;
+    let pending = [...reqs];
+    for (let step = 0; pending.length > 0 || !s.idle; step++) {
+      for (const r of pending.filter((q) => q.arrival <= step)) s.submitGenerate(r.id, Uint32Array.from(r.prompt), { maxTokens: r.maxTokens, sampling: { temperature: 0, repeatPenalty: 1 }, stop: [] });
+      pending = pending.filter((q) => q.arrival > step);
+      s.step();
+      const st = kv.stats();
+      assert.ok(st.mappedBytes <= st.capacityBytes, `${label}: ${st.mappedBytes} bytes mapped over the pool's ${st.capacityBytes}`);
+      assert.ok(s.stats().longestPause <= maxPauseSteps, `${label}: a pause of ${s.stats().longestPause} steps`);
+      assert.ok(step < 5000, `${label}: no progress (deadlock)`);
+    }
+    for (const r of reqs) assert.deepEqual(done.get(r.id)?.tokens, reference.get(r.id), `${label}: request ${r.id}`);
+    if (maxPauseSteps === 0) assert.equal(s.stats().pauses, 0, label);
+    if (s.stats().pauses > 0) tracesWithPauses++;
+    kv.dispose();
+  }
+  assert.ok(tracesWithPauses >= 5, `only ${tracesWithPauses} traces paused a sequence`);
+});
+
+test('FLEXINFER_KV_PAUSE_STEPS: a whole number of steps, or a typed error', () => {
+  assert.equal(maxPauseStepsFromEnv(undefined), undefined);
+  assert.equal(maxPauseStepsFromEnv('0'), 0);
+  assert.equal(maxPauseStepsFromEnv(' 16 '), 16);
+  for (const bad of ['-1', '2.5', 'many']) assert.throws(() => maxPauseStepsFromEnv(bad), InvalidOptionError);
 });
 
 test('a request whose K/V cannot fit even alone fails with KvCapacityError instead of hanging', () => {

@@ -12,7 +12,7 @@ import { createTransformer, modelConfigFromGguf } from '../models/registry.js';
 import { expertPlanSummary, type MoePlan } from '../weights/expert-plan.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
-import { Scheduler } from './scheduler.js';
+import { Scheduler, maxPauseStepsFromEnv } from './scheduler.js';
 import { GrammarEngine } from '../grammar/engine.js';
 import { createFittedMemory } from './context-fit.js';
 import type { StepMeasure } from './memory-pool.js';
@@ -46,6 +46,7 @@ async function start(): Promise<void> {
     contextSize,
     maxRunning: init.parallel,
     prefixCache: init.prefixCache,
+    maxPauseSteps: maxPauseStepsFromEnv(),
     events: {
       chunk: (id, text, tokens, logprobs) => post({ type: 'chunk', id, text, tokens, ...(logprobs ? { logprobs } : {}) }),
       done: (id, result) => post({ type: 'done', id, result }),
