@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Scheduler, maxPauseStepsFromEnv, type FinishedGeneration, type ForwardModel } from './scheduler.js';
+import { Scheduler, admitAheadFromEnv, maxPauseStepsFromEnv, type FinishedGeneration, type ForwardModel } from './scheduler.js';
 import { StopMatcher } from './stop.js';
 import { createKvManager, type KvManager } from '../kv/index.js';
 import type { Batch } from '../models/transformer.js';
@@ -41,13 +41,14 @@ const tokenizer = {
   createDecoder: () => ({ push: (id: number) => `<${id}>`, flush: () => '' }),
 };
 
-function run(kv: KvManager, maxRunning: number, prompts: number[][], maxTokens: number, stop: string[] = [], maxPauseSteps?: number) {
+function run(kv: KvManager, maxRunning: number, prompts: number[][], maxTokens: number, stop: string[] = [], maxPauseSteps?: number, admitAheadTokens?: number) {
   const results = new Map<number, FinishedGeneration>();
   const texts = new Map<number, string>();
   const failures = new Map<number, Error>();
   const s = new Scheduler({
     model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning,
     ...(maxPauseSteps !== undefined ? { maxPauseSteps } : {}),
+    ...(admitAheadTokens !== undefined ? { admitAheadTokens } : {}),
     events: {
       chunk: (id, text) => texts.set(id, (texts.get(id) ?? '') + text),
       done: (id, r) => results.set(id, r),
@@ -138,6 +139,7 @@ test('KV pauses over random arrival / length traces: all finish with their token
     const alone = 2 * Math.ceil(longest / chunkTokens);
     const capacity = alone + rand(alone + 1);
     const maxPauseSteps = [0, 1, 4, 64][rand(4)]!;
+    const admitAheadTokens = [0, 0, 8, 64][rand(4)]!;
     const maxRunning = 1 + rand(6);
     const reference = new Map<number, number[]>();
     for (const r of reqs) reference.set(r.id, run(roomy(), 1, [r.prompt], r.maxTokens).results[0]!.tokens);
@@ -145,10 +147,10 @@ test('KV pauses over random arrival / length traces: all finish with their token
     const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: capacity * chunkTokens * 4096, chunkBytes: chunkTokens * 4096 });
     const done = new Map<number, FinishedGeneration>();
     const s = new Scheduler({
-      model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning, maxPauseSteps,
+      model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning, maxPauseSteps, admitAheadTokens,
       events: { chunk: () => {}, done: (id, r) => done.set(id, r), logits: () => {}, failed: (id, e) => assert.fail(`trace ${trace}: request ${id} failed: ${e.message}`) },
     });
-    const label = `trace ${trace} (capacity ${capacity} chunks, maxRunning ${maxRunning}, maxPauseSteps ${maxPauseSteps})`;
+    const label = `trace ${trace} (capacity ${capacity} chunks, maxRunning ${maxRunning}, maxPauseSteps ${maxPauseSteps}, admitAheadTokens ${admitAheadTokens})`;
     let pending = [...reqs];
     for (let step = 0; pending.length > 0 || !s.idle; step++) {
       for (const r of pending.filter((q) => q.arrival <= step)) s.submitGenerate(r.id, Uint32Array.from(r.prompt), { maxTokens: r.maxTokens, sampling: { temperature: 0, repeatPenalty: 1 }, stop: [] });
@@ -167,11 +169,29 @@ test('KV pauses over random arrival / length traces: all finish with their token
   assert.ok(tracesWithPauses >= 5, `only ${tracesWithPauses} traces paused a sequence`);
 });
 
-test('FLEXINFER_KV_PAUSE_STEPS: a whole number of steps, or a typed error', () => {
+test('admitAheadTokens: a generation waits until its next tokens fit too, so the tight pool neither pauses nor preempts; same output', () => {
+  const expected = run(roomy(), 4, PROMPTS, 40).results.map((r) => r.tokens);
+  const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 200 * 4096, chunkBytes: 4096 });
+  const ahead = run(kv, 4, PROMPTS, 40, [], undefined, 40);
+  assert.equal(ahead.stats.preemptions, 0);
+  assert.equal(ahead.stats.pauses, 0);
+  assert.ok(ahead.stats.peakRunning >= 2, 'two sequences still run at once');
+  assert.deepEqual(ahead.results.map((r) => r.tokens), expected);
+  kv.dispose();
+  // Alone, a sequence whose prompt fits runs even when its next tokens do not (as without it).
+  const small = createKvManager({ layout: 'vtensor', shape, capacityBytes: 100 * 4096, chunkBytes: 4096 });
+  const alone = run(small, 1, [PROMPTS[1]!], 4, [], undefined, 200);
+  assert.equal(alone.results[0]!.tokens.length, 4);
+  small.dispose();
+});
+
+test('FLEXINFER_KV_PAUSE_STEPS, FLEXINFER_ADMIT_AHEAD: a whole number of steps, or a typed error', () => {
   assert.equal(maxPauseStepsFromEnv(undefined), undefined);
   assert.equal(maxPauseStepsFromEnv('0'), 0);
   assert.equal(maxPauseStepsFromEnv(' 16 '), 16);
   for (const bad of ['-1', '2.5', 'many']) assert.throws(() => maxPauseStepsFromEnv(bad), InvalidOptionError);
+  assert.equal(admitAheadFromEnv('256'), 256);
+  assert.throws(() => admitAheadFromEnv('-3'), /FLEXINFER_ADMIT_AHEAD/);
 });
 
 test('a request whose K/V cannot fit even alone fails with KvCapacityError instead of hanging', () => {

@@ -13,15 +13,17 @@
  * - When a running sequence cannot grow (ensure() false), it first PAUSES: it gets no rows
  *   this step while the others run, and takes its row again once a finished sequence has
  *   freed chunks (no new sequence is admitted while one is paused, so freed chunks go to it).
- *   A pause is bounded: it is allowed only while another running sequence can still run and
- *   is due to finish within what is left of `maxPauseSteps` consecutive paused steps (else
- *   nothing would free chunks in time). When no sequence can run, or a pause would exceed
- *   that, the newest running sequence is preempted: its KV is released and it is requeued at
- *   the head to recompute its tokens (prompt + generated so far) later. Its sampler and
- *   emitted text are kept, so the output does not change. Pausing instead of preempting at
- *   once saves that recompute when the pool is full of sequences about to finish (16 streams
- *   of 512-token prompts at 50% of tinyllama: 4 prompts of 512 tokens recomputed per pass);
- *   maxPauseSteps 0 preempts at once as before.
+ *   First, while the newest running sequence has computed nothing (admitted, prefill not
+ *   started), it is preempted: that frees its chunks at no cost. Then a pause is allowed
+ *   only while at least as many sequences decode in the step as wait, and one of them is due
+ *   to finish within what is left of `maxPauseSteps` consecutive paused steps (else nothing
+ *   would free chunks in time). Otherwise the newest running sequence is preempted and the
+ *   step rebuilt (which may pause fewer). A preempted sequence's KV is released and it is
+ *   requeued at the head to recompute its tokens (prompt + generated so far) later; its
+ *   sampler and emitted text are kept, so the output does not change. Pausing saves that
+ *   recompute when the pool is full of sequences about to finish (16 streams of 512-token
+ *   prompts at 50% of tinyllama: one 512-token prompt recomputed per pass, the gap to the
+ *   static split). maxPauseSteps 0: preempt the newest at once, as before.
  * - A finished generation commits its tokens and releases with cachePrefix=true, so a chat's
  *   next turn (same prefix) reuses the K/V. Aborted sequences free their KV at once.
  */
@@ -102,6 +104,11 @@ export interface SchedulerOptions {
    * before the newest is preempted (default DEFAULT_MAX_PAUSE_STEPS; 0: preempt at once).
    */
   maxPauseSteps?: number | undefined;
+  /**
+   * A generation is admitted only when KV also holds its next tokens: the rest of its max
+   * tokens, at most this many (default 0: its prompt alone). Alone, the prompt is enough.
+   */
+  admitAheadTokens?: number | undefined;
   events: SchedulerEvents;
 }
 
@@ -114,9 +121,18 @@ export const DEFAULT_MAX_PAUSE_STEPS = 64;
 
 /** FLEXINFER_KV_PAUSE_STEPS=N sets maxPauseSteps (0: preempt at once, as before; for comparisons). */
 export function maxPauseStepsFromEnv(value = process.env.FLEXINFER_KV_PAUSE_STEPS): number | undefined {
+  return wholeFromEnv('FLEXINFER_KV_PAUSE_STEPS', value, 'steps');
+}
+
+/** FLEXINFER_ADMIT_AHEAD=N sets admitAheadTokens (for comparisons). */
+export function admitAheadFromEnv(value = process.env.FLEXINFER_ADMIT_AHEAD): number | undefined {
+  return wholeFromEnv('FLEXINFER_ADMIT_AHEAD', value, 'tokens');
+}
+
+function wholeFromEnv(name: string, value: string | undefined, unit: string): number | undefined {
   if (value === undefined || value.trim() === '') return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidOptionError('FLEXINFER_KV_PAUSE_STEPS', `expected a whole number of steps >= 0, got '${value}'`);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidOptionError(name, `expected a whole number of ${unit} >= 0, got '${value}'`);
   return n;
 }
 
@@ -188,6 +204,7 @@ export class Scheduler {
   private numPauses = 0;
   private longestPause = 0;
   private readonly maxPauseSteps: number;
+  private readonly admitAheadTokens: number;
   /** Most sequences running at once, and the most before the first preemption. */
   private peakRunning = 0;
   private peakRunningBeforePreemption = 0;
@@ -204,6 +221,8 @@ export class Scheduler {
     this.o = options;
     this.maxPauseSteps = options.maxPauseSteps ?? DEFAULT_MAX_PAUSE_STEPS;
     if (!Number.isInteger(this.maxPauseSteps) || this.maxPauseSteps < 0) throw new RangeError(`maxPauseSteps must be a whole number >= 0, got ${options.maxPauseSteps}`);
+    this.admitAheadTokens = options.admitAheadTokens ?? 0;
+    if (!Number.isInteger(this.admitAheadTokens) || this.admitAheadTokens < 0) throw new RangeError(`admitAheadTokens must be a whole number >= 0, got ${options.admitAheadTokens}`);
     const { maxRows, maxLogitRows } = options.model;
     this.batch = {
       numRows: 0,
@@ -333,7 +352,11 @@ export class Scheduler {
       const match = s.kind === 'generate' && s.numTokens > 1 && this.o.prefixCache !== false ? kv.matchPrefix(tokens) : null;
       const seq = match ? match.seq : kv.createSequence();
       if (seq === null) return; // no room for even an empty sequence: wait for one to finish
-      if (!kv.ensure(seq, s.numTokens)) {
+      // Room for its next tokens too (admitAheadTokens), so that it does not make the scheduler
+      // pause or preempt a sequence soon after; alone, its prompt is enough.
+      const ahead = s.kind === 'generate' ? Math.max(0, Math.min(s.maxTokens - s.numGenerated, this.admitAheadTokens)) : 0;
+      const want = Math.min(s.numTokens + ahead, this.o.contextSize);
+      if (!kv.ensure(seq, want) && (want === s.numTokens || this.running.length > 0 || !kv.ensure(seq, s.numTokens))) {
         kv.release(seq, match !== null); // give a matched prefix back to the cache
         return;
       }
@@ -377,9 +400,14 @@ export class Scheduler {
    * pause (another sequence runs and is due to finish within the pause still allowed to each).
    */
   private mayPause(blocked: Sequence[], slices: Slice[]): boolean {
-    if (this.maxPauseSteps === 0 || slices.length === 0) return false;
+    if (this.maxPauseSteps === 0) return false;
+    // At least as many sequences must decode as wait: when most wait, chunks come back one
+    // finished sequence at a time and the steps run a trickle of rows (16 streams of
+    // 512-token prompts at 50% of tinyllama: 11 of 12 paused, 57 steps for 32 tokens).
+    const decoding = slices.filter((sl) => sl.numRows === 1 && sl.s.numComputed + 1 === sl.s.numTokens);
+    if (decoding.length < blocked.length) return false;
     const left = this.maxPauseSteps - Math.max(...blocked.map((s) => s.pausedSteps));
-    return left > 0 && slices.some((sl) => this.stepsToFinish(sl.s) <= left);
+    return left > 0 && decoding.some((sl) => this.stepsToFinish(sl.s) <= left);
   }
 
   // --- batch building ---
@@ -415,8 +443,10 @@ export class Scheduler {
       for (const sl of slices) sl.s.pausedSteps = 0;
       return slices;
     }
-    if (!this.mayPause(blocked, slices)) {
-      // Nothing frees chunks in time: the newest gives its KV back, and the step is rebuilt.
+    // The newest gives its KV back (and the step is rebuilt) when that costs nothing (it has
+    // computed nothing yet: admitted, its prefill not started) or when nothing frees chunks
+    // in time for a pause.
+    if (this.running[this.running.length - 1]!.numComputed === 0 || !this.mayPause(blocked, slices)) {
       this.preemptNewest();
       return this.buildBatch();
     }

@@ -12,7 +12,7 @@ import { createTransformer, modelConfigFromGguf } from '../models/registry.js';
 import { expertPlanSummary, type MoePlan } from '../weights/expert-plan.js';
 import { tokenizerFromGguf } from '../tokenizer/index.js';
 import { setThreads } from '../native/index.js';
-import { Scheduler, maxPauseStepsFromEnv } from './scheduler.js';
+import { Scheduler, admitAheadFromEnv, maxPauseStepsFromEnv } from './scheduler.js';
 import { GrammarEngine } from '../grammar/engine.js';
 import { createFittedMemory } from './context-fit.js';
 import type { StepMeasure } from './memory-pool.js';
@@ -47,6 +47,7 @@ async function start(): Promise<void> {
     maxRunning: init.parallel,
     prefixCache: init.prefixCache,
     maxPauseSteps: maxPauseStepsFromEnv(),
+    admitAheadTokens: admitAheadFromEnv(),
     events: {
       chunk: (id, text, tokens, logprobs) => post({ type: 'chunk', id, text, tokens, ...(logprobs ? { logprobs } : {}) }),
       done: (id, result) => post({ type: 'done', id, result }),
