@@ -93,7 +93,9 @@ export function createServer(modelOrPromise: ServableModel | Promise<ServableMod
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+    // allowUnionTypes: response_format's json_schema.schema is an object or a boolean (ajv's
+    // strict mode would otherwise print a warning to a user's terminal at startup).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
   });
 
   // JSON only: any other content type is a 415, not a string body that fails the schema.
