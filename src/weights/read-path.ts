@@ -11,14 +11,27 @@
  *   other path (the ring still holds reads of the old one) ──> measure `exploreTokens` tokens
  *   ──> exploit whichever estimate is higher
  *
- * A candidate that lost by more than 20% is tried half as often next time (up to every 256
+ * Each candidate keeps its own turn: the number of exploit tokens until it is tried again. A
+ * candidate that lost by more than 20% is tried half as often next time (up to every 256
  * tokens), so a clearly worse path costs little; one that came close is tried again soon.
- * The first turn comes early (token 3 after the warm-up, not 16): a short run would otherwise
- * never look. tinyllama-1.1b Q8_0, interleaved quiet runs of 16 tokens (issue-9 notes,
- * 2026-12-06 00:54): at 25% buffered@8 read 3.7 GB/s inside the budget's cgroup against
- * O_DIRECT@32's 2.4-2.6, and the early turn found it (3.43 / 3.09 / 3.44 tok/s against
- * 2.57 / 2.75 / 2.68); at 75% buffered read 1.4-1.7 GB/s, so the turn cost one slow token
- * (9.54 / 8.70 / 9.64 against 10.33 / 10.06 / 7.27).
+ * (Before 2026-12-06 09:10 the next turn was the soonest of all candidates' intervals and went
+ * to the least-measured one, so with three candidates a clearly slower buffered path was
+ * still tried every ~34 tokens: 3 turns in a 100-token run, each ~170-250 ms.)
+ *
+ * The first turn comes early (token 3 after the warm-up, not 16) for a path of the other kind
+ * (O_DIRECT vs buffered) whose probe figure (prior) is at least the start's, and for one of
+ * the start's kind (another depth: such a turn costs little) unless its prior is clearly lower.
+ * A path of the other kind without a prior or with a lower one waits exploreEvery tokens, one
+ * whose prior is clearly lower 4 x exploreEvery. (The probes run outside the budget's cgroup,
+ * where buffered reads have the page cache to themselves: their figure flatters buffered.)
+ * Measured (issue-9 notes, session 9, tinyllama-1.1b Q8_0, quiet, FLEXINFER_IO_TRACE): with the
+ * ring's 2 MiB pages O_DIRECT read 4-5.8 GB/s in the runs while the early buffered turn read
+ * 1.0-2.3 GB/s: that one token took 310-430 ms against 130-180 ms, ~9% of a 16-token bench
+ * run at 75%, and its read-ahead left 70-80 MB of page cache that kept the budget's cgroup at
+ * its limit for the rest of the run (70-80 thousand limit hits per 100 tokens; the store now
+ * drops it after a buffered stretch). The early turn was worth it with 4 KiB ring pages, when
+ * buffered@8 read 3.7 GB/s at 25% against O_DIRECT's 2.4-2.6 (2026-12-06 00:54): then the
+ * probes had buffered well above O_DIRECT, which still earns the early turn.
  * Pure policy: no I/O here.
  */
 import type { ReadPath } from './probe.js';
@@ -35,7 +48,7 @@ export interface PathSample {
 export interface ReadPathSelectorOptions {
   /** Tokens between explorations (default 16; doubled after a clear loss). */
   exploreEvery?: number;
-  /** Exploit tokens before the first exploration (default 3; later ones every exploreEvery). */
+  /** Exploit tokens before the first turn of a candidate likely to win or cheap to lose (default 3; see NOTE). */
   firstExplore?: number;
   /** Tokens measured on a candidate when exploring (default 1). */
   exploreTokens?: number;
@@ -52,8 +65,12 @@ interface Candidate {
   /** EWMA of per-token rates (bytes/s), 0 = never measured. */
   estimate: number;
   samples: number;
-  /** Tokens of exploitation before this candidate is tried again. */
+  /** The probe's figure, if any (orders drift turns before a candidate is measured). */
+  prior: number;
+  /** Interval between this candidate's turns (exploit tokens; doubled after a clear loss). */
   every: number;
+  /** Exploit tokens left until this candidate's next turn. */
+  due: number;
 }
 
 const EWMA = 0.5;
@@ -68,13 +85,9 @@ export class ReadPathSelector {
   #current: number;
   #phase: 'warmup' | 'exploit' | 'explore' = 'warmup';
   #phaseTokens = 0;
-  #sinceExplore = 0;
-  #nextExplore = 0;
   /** Consecutive tokens whose rate fell below (1 - drift) x the estimate. */
   #fallen = 0;
   #switches = 0;
-  /** Whether any exploration has started. */
-  #explored = false;
 
   /**
    * `candidates[start]` is where the run begins (the calibration's best); `prior` is a
@@ -84,13 +97,15 @@ export class ReadPathSelector {
     if (candidates.length === 0) throw new RangeError('ReadPathSelector: no candidate paths');
     if (!(start >= 0 && start < candidates.length)) throw new RangeError(`ReadPathSelector: start ${start} is not a candidate`);
     this.#o = { exploreEvery: 16, firstExplore: 3, exploreTokens: 1, warmupTokens: 1, drift: 0.3, minBytes: 1 << 20, ...options };
-    const startPrior = candidates[start]!.prior;
-    this.#cands = candidates.map((c) => ({
-      path: { direct: c.direct, depth: c.depth },
-      estimate: 0,
-      samples: 0,
-      every: c.prior !== undefined && startPrior !== undefined && c.prior < CLEAR_LOSS * startPrior ? 4 * this.#o.exploreEvery : this.#o.exploreEvery,
-    }));
+    const first = candidates[start]!;
+    const { exploreEvery, firstExplore } = this.#o;
+    this.#cands = candidates.map((c) => {
+      const clearLoser = c.prior !== undefined && first.prior !== undefined && c.prior < CLEAR_LOSS * first.prior;
+      const every = clearLoser ? 4 * exploreEvery : exploreEvery;
+      // See NOTE: an early first turn where it is likely to win or cheap to lose.
+      const early = c.direct === first.direct ? !clearLoser : c.prior !== undefined && first.prior !== undefined && c.prior >= first.prior;
+      return { path: { direct: c.direct, depth: c.depth }, estimate: 0, samples: 0, prior: c.prior ?? 0, every, due: early ? Math.min(every, firstExplore) : every };
+    });
     this.#best = this.#current = start;
     if (this.#o.warmupTokens === 0) this.#phase = 'exploit';
   }
@@ -136,10 +151,16 @@ export class ReadPathSelector {
       case 'exploit': {
         const before = cur.estimate;
         this.#record(cur, rate);
-        this.#sinceExplore++;
+        for (const c of this.#others()) c.due--;
         // Two slow tokens in a row (one is noise on this disk) mean the path got slower.
         this.#fallen = rate > 0 && before > 0 && rate < (1 - this.#o.drift) * before ? this.#fallen + 1 : 0;
-        if (this.#cands.length > 1 && (this.#sinceExplore >= this.#nextExplore || this.#fallen >= 2)) this.#startExplore();
+        if (this.#cands.length > 1) {
+          if (this.#fallen >= 2) this.#startExplore(this.#mostPromising());
+          else {
+            const due = this.#mostOverdue();
+            if (due.due <= 0) this.#startExplore(due);
+          }
+        }
         break;
       }
     }
@@ -155,25 +176,26 @@ export class ReadPathSelector {
   #enter(phase: 'exploit' | 'explore'): void {
     this.#phase = phase;
     this.#phaseTokens = 0;
-    if (phase === 'exploit') {
-      this.#sinceExplore = 0;
-      this.#fallen = 0;
-      // The next exploration: when the soonest-due other candidate is due (before any, a
-      // candidate not marked a clear loser by its prior is due at firstExplore).
-      const due = (c: Candidate) => (!this.#explored && c.every === this.#o.exploreEvery ? Math.min(c.every, this.#o.firstExplore) : c.every);
-      this.#nextExplore = Math.min(...this.#cands.filter((_, i) => i !== this.#best).map(due), MAX_EVERY);
-    }
+    if (phase === 'exploit') this.#fallen = 0;
   }
 
-  #startExplore(): void {
-    this.#explored = true;
-    // The other candidate measured least recently (fewest samples, then the soonest due).
-    let pick = -1;
-    this.#cands.forEach((c, i) => {
-      if (i === this.#best) return;
-      if (pick < 0 || c.samples < this.#cands[pick]!.samples || (c.samples === this.#cands[pick]!.samples && c.every < this.#cands[pick]!.every)) pick = i;
-    });
-    this.#switchTo(pick);
+  /** The candidates other than the best. */
+  #others(): Candidate[] {
+    return this.#cands.filter((_, i) => i !== this.#best);
+  }
+
+  /** The other candidate whose turn is most overdue (then the least measured). */
+  #mostOverdue(): Candidate {
+    return this.#others().reduce((a, b) => (b.due < a.due || (b.due === a.due && b.samples < a.samples) ? b : a));
+  }
+
+  /** After a drift: the other candidate likeliest to be faster now (estimate, else prior). */
+  #mostPromising(): Candidate {
+    return this.#others().reduce((a, b) => ((b.estimate || b.prior) > (a.estimate || a.prior) ? b : a));
+  }
+
+  #startExplore(c: Candidate): void {
+    this.#switchTo(this.#cands.indexOf(c));
     this.#enter('explore');
   }
 
@@ -185,6 +207,7 @@ export class ReadPathSelector {
     const l = this.#cands[loser]!;
     // The loser is tried again soon if it came close, half as often if it lost clearly.
     l.every = l.estimate < CLEAR_LOSS * w.estimate ? Math.min(MAX_EVERY, l.every * 2) : this.#o.exploreEvery;
+    l.due = l.every;
     this.#best = winner;
     this.#switchTo(winner);
     this.#enter('exploit');

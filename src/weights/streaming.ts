@@ -25,12 +25,13 @@
 import { median } from '../bench/stats.js';
 import { InvalidModelError, InvalidOptionError, ModelFileChangedError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
-import { closeFile, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
+import { closeFile, evictFromPageCache, IoStreamer, lockMemory, openFile, readInto, unlockMemory, type IoStreamerStats } from '../native/index.js';
 import { embeddingLayout, embedRows, type EmbeddingLayout } from './embed.js';
 import { DIRECT_LOAD_MIN_BYTES, residentFootprint, streamFootprint, type Plan } from './plan.js';
 import { PIECE_BYTES, type FileRange, type ReadPath } from './probe.js';
 import { allocReadBuffer } from './read-buffer.js';
 import { ReadPathSelector } from './read-path.js';
+import { IoTrace } from './io-trace.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './tensors.js';
 
@@ -197,6 +198,10 @@ export class StreamingWeightStore implements WeightStore {
   readonly #passCompute: number[] = [];
   #locked: { resident: boolean; ring: boolean; error?: string };
   #disposed = false;
+  /** FLEXINFER_IO_TRACE's timeline (io-trace.ts); undefined = off. */
+  readonly #trace = IoTrace.fromEnv();
+  /** The path left buffered reads: drop the file's page cache after the next token. */
+  #dropCachePending = false;
 
   private constructor(file: GgufFile, plan: Plan, memory: StoreMemory, options: StreamingOptions) {
     this.#file = file;
@@ -297,7 +302,9 @@ export class StreamingWeightStore implements WeightStore {
     this.#nextAcquire++;
     const t0 = process.hrtime.bigint();
     const { bytes } = this.#wait(s);
-    this.#waitNs += Number(process.hrtime.bigint() - t0);
+    const waited = Number(process.hrtime.bigint() - t0);
+    this.#waitNs += waited;
+    this.#trace?.acquire(s, waited, this.#streamer.stats());
     this.#bytesRead += bytes;
     this.#held.push(s);
     this.#acquiredAt.set(s, process.hrtime.bigint());
@@ -318,6 +325,7 @@ export class StreamingWeightStore implements WeightStore {
     const at = this.#acquiredAt.get(s);
     if (at !== undefined) this.#passComputeNs += Number(process.hrtime.bigint() - at);
     this.#acquiredAt.delete(s);
+    this.#trace?.release(s, this.#streamer.stats());
     if (s % this.numLayers === this.numLayers - 1) this.#endToken();
     const oldest = this.#held.length > 0 ? this.#held[0]! : this.#nextAcquire;
     while (this.#nextIssue < oldest + this.#numSlots) this.#issue(this.#nextIssue++);
@@ -397,6 +405,7 @@ export class StreamingWeightStore implements WeightStore {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#reportRate();
+    this.#trace?.write({ layers: this.numLayers, slots: this.#numSlots, streamedBytesPerLayer: this.#streamedLayer.map((l) => l.reduce((a, sl) => a + sl.entry.bytes, 0)) });
     this.#streamer.close();
     closeFile(this.#rowFd);
     if (this.#locked.resident && this.#resident) unlockMemory(this.#resident);
@@ -452,9 +461,29 @@ export class StreamingWeightStore implements WeightStore {
         { direct: false, bytes: now.bufferedBytes - was.bufferedBytes, busySec: (now.bufferedBusyNs - was.bufferedBusyNs) / 1e9 },
       ];
       const next = this.#selector.onToken(samples);
-      if (next.direct !== cur.direct || next.depth !== cur.depth) this.#streamer.setPath(next.direct, next.depth);
+      this.#trace?.token(cur, next);
+      if (this.#dropCachePending) {
+        // A token after leaving buffered reads: they have all completed; drop what their
+        // read-ahead left in the page cache (the pieces' DONTNEED covers only their own range).
+        // Under a memory limit those pages kept the cgroup at its limit for the rest of the run
+        // (read-path.ts NOTE).
+        this.#dropCachePending = false;
+        if (cur.direct) this.#dropPageCache();
+      }
+      if (next.direct !== cur.direct || next.depth !== cur.depth) {
+        this.#streamer.setPath(next.direct, next.depth);
+        if (next.direct && !cur.direct) this.#dropCachePending = true;
+      }
     }
     if (this.#tokens % REPORT_EVERY_TOKENS === 0) this.#reportRate();
+  }
+
+  #dropPageCache(): void {
+    try {
+      evictFromPageCache(this.#file.path);
+    } catch {
+      // Best effort: the file's pages are the kernel's to reclaim anyway.
+    }
   }
 
   /** onMeasuredRate with the run's best-measured path so far (enough bytes only). */
@@ -468,6 +497,7 @@ export class StreamingWeightStore implements WeightStore {
 
   /** Issues the reads of sequence s (layer s % numLayers) into slot s % numSlots. */
   #issue(s: number): void {
+    this.#trace?.issue(s);
     const layer = s % this.numLayers;
     const base = (s % this.#numSlots) * this.#slotBytes;
     for (const sl of this.#streamedLayer[layer]!) {
