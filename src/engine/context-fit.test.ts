@@ -18,6 +18,7 @@ import { SYNTH_PRESETS } from '../synth/presets.js';
 import { loadModel, type LoadModelOptions } from './model.js';
 import { InsufficientMemoryError } from '../errors.js';
 import { CONTEXT_STEP, MIN_FITTED_CONTEXT, fittedContexts } from './context-fit.js';
+import { minimumBudget } from './testing.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'flexinfer-ctx-fit-'));
 const MODEL = join(dir, 'tiny-ctx4k-q8_0.gguf');
@@ -30,18 +31,8 @@ before(async () => {
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The minimum a 1-byte budget's error names for these options. */
-async function minimumAt(options: LoadModelOptions): Promise<number> {
-  const err = await loadModel(MODEL, { ...BASE, ...options, memoryBudget: 1 }).then(
-    async (m) => {
-      await m.dispose();
-      return assert.fail('a 1-byte budget loaded');
-    },
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof InsufficientMemoryError, String(err));
-  return err.minimum;
-}
+/** The minimum budget for these options (the error a 1-byte budget gives). */
+const minimumAt = (options: LoadModelOptions) => minimumBudget(MODEL, { ...BASE, ...options });
 
 async function greedy(options: LoadModelOptions): Promise<{ contextSize: number; tokens: number[] }> {
   const model = await loadModel(MODEL, { ...BASE, ...options });

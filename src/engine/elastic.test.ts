@@ -25,6 +25,7 @@ import { InsufficientMemoryError } from '../errors.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
 import { loadModel } from './model.js';
 import { runNode } from '../weights/testing.js';
+import { minimumBudget } from './testing.js';
 import type { ScenarioResult } from './elastic-scenario.js';
 
 const MiB = 1 << 20;
@@ -55,17 +56,7 @@ function parse(stdout: string, what: string): ScenarioResult {
 }
 
 /** The minimum a 1-byte budget's error names, for these load options. */
-async function minimum(options: Parameters<typeof loadModel>[1]): Promise<number> {
-  const err = await loadModel(MODEL, { ...options, memoryBudget: 1 }).then(
-    async (m) => {
-      await m.dispose();
-      return assert.fail('a 1-byte budget loaded');
-    },
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof InsufficientMemoryError, String(err));
-  return err.minimum;
-}
+const minimum = (options: Parameters<typeof loadModel>[1]) => minimumBudget(MODEL, options);
 
 let budget = 0;
 let staticTokens: number[] = [];
