@@ -17,12 +17,12 @@ import { statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { readGgufSync } from '../gguf/reader.js';
 import { modelConfigFromGguf } from '../models/registry.js';
-import { Transformer } from '../models/transformer.js';
 import { kvPoolSize } from '../kv/pool-size.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
-import { runtimeReserveFor } from '../engine/memory.js';
+import { engineScratchBytes, runtimeReserveFor } from '../engine/memory.js';
+import { MAX_BATCH_ROWS } from '../engine/model.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
 import { describeStorage, evictFile, measureStorage, type StorageMeasurement } from './budget-sweep.js';
 import { ratio, round } from './stats.js';
@@ -83,7 +83,7 @@ function staticFits(path: string, budget: number, reserve = false): (parallel: n
   const config = modelConfigFromGguf(file);
   const inputs = planInputs(file);
   return (parallel, ctx) => {
-    const scratchBytes = Transformer.scratchBytes(config, 512, Math.min(512, Math.max(parallel, 64)));
+    const scratchBytes = engineScratchBytes(config, parallel, MAX_BATCH_ROWS);
     const { kvBytes } = kvPoolSize({ numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: ctx }, parallel, 'vtensor');
     try {
       planWithWindow(inputs, { budget: reserve ? budget - runtimeReserveFor(parallel) : budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });

@@ -16,18 +16,15 @@ import { EXPERT_POLICIES, type ExpertPolicyName } from '../weights/expert-cache.
 import { moeShape } from '../weights/create-moe.js';
 import type { TensorKind } from '../weights/tensors.js';
 import { modelConfigFromGguf } from '../models/registry.js';
-import { Transformer } from '../models/transformer.js';
 import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import { ElasticWeightStore } from '../weights/elastic-store.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
-import { runtimeReserveFor } from '../engine/memory.js';
+import { engineScratchBytes, runtimeReserveFor } from '../engine/memory.js';
+import { defaultContextSize, MAX_BATCH_ROWS } from '../engine/model.js';
 import { fittedContexts } from '../engine/context-fit.js';
 import { readCacheCap, readCachePolicy } from '../weights/read-cache.js';
 import { resolveModelArg } from './model-arg.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
-
-// The engine's largest batch (engine/model.ts MAX_BATCH_ROWS) and logit rows for one sequence.
-const ENGINE_BATCH_ROWS = 512;
 
 const HELP = `Usage: flexinfer plan MODEL --memory-budget X [options]
 
@@ -104,10 +101,10 @@ export function estimateScratchBytes(s: { dim: number; ffn: number; vocab: numbe
 }
 
 /** The scratch the engine will allocate (as engine/worker.ts computes it), or undefined. */
-function engineScratchBytes(file: GgufFile, parallel: number): number | undefined {
+function scratchOfFile(file: GgufFile, parallel: number): number | undefined {
   try {
     const config = modelConfigFromGguf(file);
-    return Transformer.scratchBytes(config, ENGINE_BATCH_ROWS, Math.min(ENGINE_BATCH_ROWS, Math.max(parallel, 64)));
+    return engineScratchBytes(config, parallel, MAX_BATCH_ROWS);
   } catch {
     return undefined; // architecture without a forward pass here: the shape estimate
   }
@@ -215,10 +212,10 @@ export async function run(argv: string[]): Promise<number> {
     return Number(text);
   };
   const shapes = modelShapes(file);
-  const defaultCtx = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : Math.min(4096, shapes.contextLength || 4096);
+  const defaultCtx = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : defaultContextSize(shapes.contextLength);
   const parallel = int('parallel', values.parallel!, 1);
   const window = values.window !== undefined ? int('window', values.window, 1) : undefined;
-  const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : engineScratchBytes(file, parallel) ?? estimateScratchBytes(shapes);
+  const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : scratchOfFile(file, parallel) ?? estimateScratchBytes(shapes);
 
   let hardware: HardwareFigures = { ...DEFAULT_HARDWARE };
   let source = 'defaults; run with --calibrate to measure';

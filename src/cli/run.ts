@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { loadModel, type GenerateOptions, type LoadModelOptions } from '../index.js';
+import { defaultContextSize } from '../engine/model.js';
 import { InvalidOptionError } from '../errors.js';
 import { EXPERT_FLAGS_HELP, MODEL_FLAGS, SAMPLING_FLAGS, generateOptionsFrom, loadOptionsFrom } from './args.js';
 import { createProgress, type Progress } from './progress.js';
@@ -89,7 +90,7 @@ export async function run(argv: string[]): Promise<number> {
     const loading = loadModel(await resolveModelArg(modelPath, { signal: controller.signal }), loadOptions);
     await loading.finally(() => progress?.done());
     await using model = await loading;
-    const fullContext = Math.min(model.info.trainContextSize, 4096);
+    const fullContext = defaultContextSize(model.info.trainContextSize);
     if (!json && loadOptions.contextSize === undefined && model.info.contextSize < fullContext) {
       process.stderr.write(`flexinfer: context ${model.info.contextSize} tokens, the most the memory budget holds beside the weights (default ${fullContext}; --ctx-size sets it)\n`);
     }

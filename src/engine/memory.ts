@@ -62,6 +62,16 @@ export interface EngineMemory {
   dispose(): void;
 }
 
+/** Logit rows of a forward pass: one per sequence, at least 64 (evaluate with allLogits is chunked by it), at most a batch. */
+export function maxLogitRowsFor(parallel: number, maxBatchRows: number): number {
+  return Math.min(maxBatchRows, Math.max(parallel, 64));
+}
+
+/** Scratch memory of the engine's forward pass for `parallel` sequences, as the worker allocates it. */
+export function engineScratchBytes(config: ModelConfig, parallel: number, maxBatchRows: number): number {
+  return Transformer.scratchBytes(config, maxBatchRows, maxLogitRowsFor(parallel, maxBatchRows));
+}
+
 /** Loads the weights and creates the KV layout under init's budget (see the file comment). */
 export async function createEngineMemory(file: GgufFile, config: ModelConfig, init: WorkerInit, onProgress: (done: number, total: number) => void): Promise<EngineMemory> {
   const shape: KvShape = {
@@ -71,8 +81,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
     ...(config.layerWindows?.some((w) => w > 0) ? { layerWindows: config.layerWindows } : {}),
   };
   const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv);
-  const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
-  const scratchBytes = Transformer.scratchBytes(config, init.maxBatchRows, maxLogitRows);
+  const scratchBytes = engineScratchBytes(config, init.parallel, init.maxBatchRows);
   const budget = init.memoryBudget !== null ? parseMemoryBudget(init.memoryBudget, file.fileSize, 'memoryBudget') : Infinity;
   // Mixture-of-Experts files keep a static split: their expert cache is the policy that moves
   // weights (weights/create-moe.ts), and the elastic ladder knows only dense tensors.

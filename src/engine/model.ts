@@ -191,6 +191,11 @@ export interface Model {
 
 export const MAX_BATCH_ROWS = 512;
 
+/** The context a load takes without contextSize: min(the file's context length, 4096) (a budget may fit it lower: context-fit.ts). */
+export function defaultContextSize(trainContextSize: number): number {
+  return Math.min(trainContextSize > 0 ? trainContextSize : 4096, 4096);
+}
+
 function checkInt(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
     throw new InvalidOptionError(name, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
@@ -256,7 +261,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const tokenizer = tokenizerFromGguf(file);
   // The default context may shrink to what a memory budget holds (engine/context-fit.ts).
   const defaultContext = options.contextSize === undefined;
-  let contextSize = options.contextSize ?? Math.min(config.contextLength, 4096);
+  let contextSize = options.contextSize ?? defaultContextSize(config.contextLength);
   // Validated here (typed error in the caller's thread); the worker's planner splits it.
   if (options.memoryBudget !== undefined) parseMemoryBudget(options.memoryBudget, file.fileSize, 'memoryBudget');
   if (options.kvFloor !== undefined) parseMemoryBudget(options.kvFloor, file.fileSize, 'kvFloor');

@@ -15,6 +15,7 @@ import { setThreads } from '../native/index.js';
 import { Scheduler, admitAheadFromEnv, maxPauseStepsFromEnv } from './scheduler.js';
 import { GrammarEngine } from '../grammar/engine.js';
 import { createFittedMemory } from './context-fit.js';
+import { maxLogitRowsFor } from './memory.js';
 import type { StepMeasure } from './memory-pool.js';
 import { serializeError, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
@@ -31,7 +32,7 @@ async function start(): Promise<void> {
   const tokenizer = tokenizerFromGguf(file);
   setThreads(init.threads);
 
-  const maxLogitRows = Math.min(init.maxBatchRows, Math.max(init.parallel, 64));
+  const maxLogitRows = maxLogitRowsFor(init.parallel, init.maxBatchRows);
   // The memory budget covers weights + KV + scratch: a static split, or the elastic pool.
   // A default context shrinks to what the budget holds (context-fit.ts).
   const { memory, contextSize } = await createFittedMemory(file, config, init, (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }));
