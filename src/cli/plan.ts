@@ -128,6 +128,8 @@ export function formatPlan(plan: Plan | MoePlan, path: string, fileSize: number,
   lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
   lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)}${cache} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.kvWhat ?? `${extra.parallel} x ${extra.ctxSize} tokens`}) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
   lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layer${plan.window === 1 ? "" : "s"}; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
+  const os = plan.outputSlices;
+  if (os) lines.push(`output:    streamed every token in ${os.numSlices} slices of ${os.sliceRows} rows (2 slice buffers and the logits temp: ${formatBytes(os.bufferBytes)}) instead of resident`);
   const rows = plan.tensors.some((t) => t.placement === 'rows');
   lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
   lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);

@@ -31,7 +31,7 @@ const LONG = { timeout: 15 * 60_000 };
 
 interface WeightStats {
   mode: 'resident' | 'streaming';
-  plan: { budget: number | null; split: { total: number }; residentBytes: number };
+  plan: { budget: number | null; split: { total: number }; residentBytes: number; outputSlices?: { numSlices: number } };
   streaming?: { tokens: number; bytesRead: number; bytesReadPerToken: number; residentBytes: number };
 }
 
@@ -145,6 +145,9 @@ test('tinyllama-1.1b q4_0: tokens and logits are bit-identical at 75%, 50%, 25% 
     assert.deepEqual(got.tokens, ref.tokens, `${label}: tokens`);
     assertSameBits(got.logits, ref.logits, label);
     await assertStreamed(TL, got.weights, label);
+    // At the minimum even the output matrix streams, in slices (its logits computed slice by
+    // slice: the prompt's 9+ rows through the temp, the generated tokens' one row in place).
+    if (budget === min) assert.ok((got.weights.plan.outputSlices?.numSlices ?? 0) >= 3, `${label}: the output matrix is not sliced`);
   }
 });
 
@@ -199,14 +202,25 @@ test('a budget one byte below the minimum is InsufficientMemoryError saying the 
   }
 });
 
-test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default options runs (elastic pool) at the file's context; the static split does not load at that context", LONG, async () => {
+test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default options runs (elastic pool) at the file's context; the static split loads there only by streaming its output matrix", LONG, async () => {
   // Defaults: parallel 4, contextSize 2048 (the file's). The static split reserves KV for 4
-  // full-context sequences (187 MiB of the 296 MiB budget) and cannot fit the weights' minimum;
-  // the elastic pool keeps one sequence as the KV floor and lends the rest to the weights.
+  // full-context sequences (187 MiB of the 296 MiB budget): its weights get only their minimum,
+  // which streams even the output matrix in slices (weights/output-slices.ts). The elastic pool
+  // keeps one sequence as the KV floor and lends the rest to the weights.
   // (Without a contextSize the static split loads at a smaller context: context-fit.test.ts.)
-  await assert.rejects(loadModel(TL, { memoryBudget: '50%', memoryPool: 'static', contextSize: 2048 }), (e: unknown) => {
+  const staticSplit = await loadModel(TL, { memoryBudget: '50%', memoryPool: 'static', contextSize: 2048 });
+  let staticResident: number;
+  try {
+    const stats = (await staticSplit.stats()) as { weights: { plan: { residentBytes: number; outputSlices?: { numSlices: number } } } };
+    assert.ok(stats.weights.plan.outputSlices && stats.weights.plan.outputSlices.numSlices >= 3, `static split: ${JSON.stringify(stats.weights.plan)}`);
+    staticResident = stats.weights.plan.residentBytes;
+  } finally {
+    await staticSplit.dispose();
+  }
+  // One sequence more and even the sliced minimum does not fit: the error speaks the API's terms.
+  await assert.rejects(loadModel(TL, { memoryBudget: '50%', memoryPool: 'static', contextSize: 2048, parallel: 5 }), (e: unknown) => {
     assert.ok(e instanceof InsufficientMemoryError, String(e));
-    assert.match(e.message, /4 sequences of 2048 tokens/);
+    assert.match(e.message, /5 sequences of 2048 tokens/);
     assert.match(e.message, /lower contextSize or parallel/);
     return true;
   });
@@ -220,7 +234,7 @@ test("tinyllama-1.1b q4_0: loadModel(file, { memoryBudget: '50%' }) with default
     assert.equal(stats.pool.mode, 'elastic');
     assert.equal(stats.pool.budget, Math.floor(statSync(TL).size * 0.5));
     assert.ok(stats.pool.floorBytes > 40 * 2 ** 20 && stats.pool.floorBytes < 50 * 2 ** 20, `floor ${stats.pool.floorBytes}: one sequence of 2048 tokens`);
-    assert.ok(stats.pool.now.residentBytes > 100 * 2 ** 20, `resident ${stats.pool.now.residentBytes}`);
+    assert.ok(stats.pool.now.residentBytes > staticResident + 64 * 2 ** 20, `elastic resident ${stats.pool.now.residentBytes} vs static ${staticResident}`);
   } finally {
     await model.dispose();
   }

@@ -90,8 +90,15 @@ async function start(): Promise<void> {
     const { experts: expertStats, ...streaming } = st.stats?.() ?? {};
     const moe = (plan as Partial<MoePlan>).experts;
     return {
-      mode: moe && !moe.allResident ? 'experts' : plan.numSlots > 0 ? 'streaming' : 'resident',
-      plan: { budget: plan.budget, strategy: plan.strategy, split: plan.split, residentBytes: plan.residentBytes, streamedBytesPerToken: plan.streamedBytesPerToken },
+      mode: moe && !moe.allResident ? 'experts' : plan.numSlots > 0 || plan.outputSlices ? 'streaming' : 'resident',
+      plan: {
+        budget: plan.budget,
+        strategy: plan.strategy,
+        split: plan.split,
+        residentBytes: plan.residentBytes,
+        streamedBytesPerToken: plan.streamedBytesPerToken,
+        ...(plan.outputSlices ? { outputSlices: { numSlices: plan.outputSlices.numSlices, sliceRows: plan.outputSlices.sliceRows, bufferBytes: plan.outputSlices.bufferBytes } } : {}),
+      },
       ...(Object.keys(streaming).length > 0 ? { streaming } : {}),
       ...(moe ? { experts: { ...expertPlanSummary(moe), ...(expertStats ?? {}) } } : {}),
       ...(st.residentBytes !== undefined ? { residentBytes: st.residentBytes, locked: st.locked } : {}),

@@ -17,6 +17,7 @@ import type { ModelConfig } from './config.js';
 import type { WeightStore, WeightTensor } from '../weights/store.js';
 import type { KvCache } from '../kv/cache.js';
 import { linear } from './blocks/linear.js';
+import { OUTPUT_TEMP_ROWS } from '../weights/output-slices.js';
 import { MoeFeedForward } from './moe.js';
 
 /** One forward pass's input. Arrays may be longer than numRows; only [0, numRows) is read. */
@@ -156,7 +157,25 @@ export abstract class Transformer {
       s.xLogit.set(s.x.subarray(row * c.dim, (row + 1) * c.dim), i * c.dim);
     }
     finalNorm(s.xLogit, nl);
-    linear(s.logits, c.tiedOutput ? this.global('token_embd.weight') : this.global('output.weight'), s.xLogit, nl);
+    const sliced = this.weights.outputSlices;
+    if (!sliced) {
+      linear(s.logits, c.tiedOutput ? this.global('token_embd.weight') : this.global('output.weight'), s.xLogit, nl);
+      return s.logits.subarray(0, nl * c.vocabSize);
+    }
+    // Streamed in row slices: each slice gives its rows' logits; one logit row is written in
+    // place, more go through the slice's temp (OUTPUT_TEMP_ROWS rows per multiplication).
+    sliced.forEach((rowStart, w, temp) => {
+      const n = w.dims[1]!;
+      if (nl === 1) {
+        linear(s.logits.subarray(rowStart, rowStart + n), w, s.xLogit, 1);
+        return;
+      }
+      for (let r0 = 0; r0 < nl; r0 += OUTPUT_TEMP_ROWS) {
+        const m = Math.min(OUTPUT_TEMP_ROWS, nl - r0);
+        linear(temp, w, s.xLogit.subarray(r0 * c.dim, (r0 + m) * c.dim), m);
+        for (let i = 0; i < m; i++) s.logits.set(temp.subarray(i * n, (i + 1) * n), (r0 + i) * c.vocabSize + rowStart);
+      }
+    });
     return s.logits.subarray(0, nl * c.vocabSize);
   }
 

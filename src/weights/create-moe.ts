@@ -11,6 +11,7 @@ import type { ExpertWaves } from './expert-scheduler.js';
 import { ResidentExperts, StreamedExperts } from './expert-store.js';
 import { ResidentWeightStore } from './resident.js';
 import { StreamingWeightStore, type StreamingOptions } from './streaming.js';
+import type { OutputSlices } from './output-slices.js';
 import type { ExpertWeights, LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { InvalidModelError, InvalidOptionError } from '../errors.js';
 import { planInputs, readPathFromEnv } from './create.js';
@@ -82,6 +83,10 @@ export class MoeWeightStore implements WeightStore {
   }
   global(name: string): WeightTensor | undefined {
     return this.dense.global(name);
+  }
+
+  get outputSlices(): OutputSlices | undefined {
+    return this.dense.outputSlices;
   }
   embed(tokens: Int32Array, out: Float32Array): void {
     this.dense.embed(tokens, out);

@@ -24,15 +24,27 @@ import { DEFAULT_READ_PATHS, MAX_READ_DEPTH, StreamingWeightStore, type Measured
 import { listTensors } from './tensors.js';
 import { createMoeWeightStore, moeShape, type ExpertStoreOptions } from './create-moe.js';
 
-/** The planner's view of a GGUF file's tensors. */
-export function planInputs(file: GgufFile): PlanTensorInput[] {
+/**
+ * The planner's view of a GGUF file's tensors. The output matrix's row size lets the planner
+ * stream it in slices (output-slices.ts); FLEXINFER_OUTPUT_SLICES=0 keeps it resident, for
+ * comparisons.
+ */
+export function planInputs(file: GgufFile, outputSlices = outputSlicesFromEnv()): PlanTensorInput[] {
   return listTensors(file).map((t) => ({
     name: t.name,
     layer: t.layer,
     kind: t.kind,
     bytes: t.bytes,
-    ...(t.kind === 'token_embd' ? { rowBytes: embeddingLayout(t.info).rowBytes } : {}),
+    ...(t.kind === 'token_embd' || (t.kind === 'output' && outputSlices) ? { rowBytes: embeddingLayout(t.info).rowBytes } : {}),
   }));
+}
+
+/** FLEXINFER_OUTPUT_SLICES=0: the output matrix is never sliced (default 1: the planner may slice it). */
+export function outputSlicesFromEnv(value = process.env.FLEXINFER_OUTPUT_SLICES): boolean {
+  const v = (value ?? '').trim();
+  if (v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new InvalidOptionError('FLEXINFER_OUTPUT_SLICES', `expected 0 or 1, got '${value}'`);
 }
 
 /** Options of createWeightStore. */

@@ -20,6 +20,7 @@ import type { GgufFile } from '../gguf/reader.js';
 import { WeightArena, type ArenaMemory } from './arena.js';
 import { demotableFootprint, residentFootprint, type Plan, type PlanLadder } from './plan.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
+import type { OutputSlices } from './output-slices.js';
 import { StreamingWeightStore, type StreamingOptions, type StreamingStats } from './streaming.js';
 import { listTensors, type TensorEntry } from './tensors.js';
 
@@ -196,6 +197,10 @@ export class ElasticWeightStore implements WeightStore {
 
   global(name: string): WeightTensor | undefined {
     return this.#inner.global(name);
+  }
+
+  get outputSlices(): OutputSlices | undefined {
+    return this.#inner.outputSlices;
   }
 
   embed(tokens: Int32Array, out: Float32Array): void {

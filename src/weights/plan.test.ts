@@ -3,19 +3,20 @@ import assert from 'node:assert/strict';
 import { InsufficientMemoryError } from '../errors.js';
 import { demotableFootprint, planResidency, planWithWindow, residentFootprint, simulatePipeline, spreadOrder, streamFootprint, SIM_TOKENS, WINDOW_JITTER, type Plan, type PlanTensorInput } from './plan.js';
 import type { TensorKind } from './tensors.js';
+import { OUTPUT_SLICE_TARGET_BYTES, OUTPUT_TEMP_ROWS, outputSliceLayout } from './output-slices.js';
 
 const U = 4096;
 const LAYER_KINDS: TensorKind[] = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'];
 
 /** A Llama-like tensor list with per-kind sizes the same in every layer. */
-function model(numLayers: number, sizes: Partial<Record<TensorKind, number>>, opts: { normBytes?: number; outputBytes?: number; embdBytes?: number } = {}): PlanTensorInput[] {
+function model(numLayers: number, sizes: Partial<Record<TensorKind, number>>, opts: { normBytes?: number; outputBytes?: number; outputRowBytes?: number; embdBytes?: number } = {}): PlanTensorInput[] {
   const out: PlanTensorInput[] = [{ name: 'token_embd.weight', layer: -1, kind: 'token_embd', bytes: opts.embdBytes ?? 100 * U, rowBytes: U }];
   for (let l = 0; l < numLayers; l++) {
     out.push({ name: `blk.${l}.attn_norm.weight`, layer: l, kind: 'norm', bytes: opts.normBytes ?? 64 });
     for (const k of LAYER_KINDS) if (sizes[k]) out.push({ name: `blk.${l}.${k}.weight`, layer: l, kind: k, bytes: sizes[k]! });
   }
   out.push({ name: 'output_norm.weight', layer: -1, kind: 'norm', bytes: opts.normBytes ?? 64 });
-  out.push({ name: 'output.weight', layer: -1, kind: 'output', bytes: opts.outputBytes ?? 8 * U });
+  out.push({ name: 'output.weight', layer: -1, kind: 'output', bytes: opts.outputBytes ?? 8 * U, ...(opts.outputRowBytes ? { rowBytes: opts.outputRowBytes } : {}) });
   return out;
 }
 
@@ -96,6 +97,64 @@ test('hand-checked: a budget below the minimum says the minimum', () => {
   assert.throws(() => planResidency(tensors, { budget: 168 * U + NORMS_8 - 1, hardware: IO_BOUND }), { minimum: 168 * U + NORMS_8 });
 });
 
+test('outputSliceLayout: hand-computed slicings; small matrices stay whole', () => {
+  // Gemma 3 1B's tied output, Q8_0: 262,144 rows of 1224 bytes (1152 x 34/32). 4096-aligned
+  // starts need multiples of 4096 / gcd(1224, 4096) = 512 rows; 8 MiB / 1224 = 6853 rows -> 6656.
+  const g = outputSliceLayout(262144 * 1224, 1224)!;
+  assert.deepEqual(g, {
+    rows: 262144,
+    rowBytes: 1224,
+    sliceRows: 6656,
+    numSlices: 40, // ceil(262144 / 6656)
+    sliceFootprint: 6656 * 1224, // 8,146,944 = 1989 pages
+    bufferBytes: 2 * 6656 * 1224 + OUTPUT_TEMP_ROWS * 6656 * 4,
+  });
+  // Q6_K rows of 4096 (3360 bytes, gcd 32 -> 128-row steps): 8 MiB / 3360 = 2496 rows -> 19 x 128.
+  const l = outputSliceLayout(32000 * 3360, 3360)!;
+  assert.equal(l.sliceRows, 2432);
+  assert.equal(l.numSlices, 14); // ceil(32000 / 2432)
+  assert.equal(l.sliceFootprint, 2432 * 3360); // 8,171,520 = 1995 pages
+  // An odd row of 5001 bytes: aligned starts need 4096-row steps, more than twice the target's
+  // floor(8 MiB / 5001) = 1677 rows, so slices are 1677 rows, unaligned.
+  const o = outputSliceLayout(20000 * 5001, 5001)!;
+  assert.equal(o.sliceRows, 1677);
+  assert.equal(o.sliceRows, Math.floor(OUTPUT_SLICE_TARGET_BYTES / 5001));
+  assert.equal(o.sliceFootprint % 4096, 0);
+  // Slicing must save at least half: tinyllama-sized Q8_0 (32000 x 2176 = 66 MiB) is sliced,
+  // a toy vocabulary is not; a row size that does not divide the bytes is refused.
+  assert.ok(outputSliceLayout(32000 * 2176, 2176));
+  assert.equal(outputSliceLayout(1000 * 2176, 2176), undefined);
+  assert.equal(outputSliceLayout(1000 * 2176 + 1, 2176), undefined);
+});
+
+test('hand-checked: a large output matrix is streamed in slices only when the budget cannot hold it', () => {
+  // 8 layers of 40U, a 600-row output of 20U per row (12000U = 46.9 MiB, sliced by 8 MiB / 20U
+  // = 102 rows -> 6 slices).
+  const rowBytes = 20 * U;
+  const tensors = model(8, HAND, { outputBytes: 600 * rowBytes, outputRowBytes: rowBytes });
+  const layout = outputSliceLayout(600 * rowBytes, rowBytes)!;
+  assert.equal(layout.sliceRows, 102);
+  assert.equal(layout.numSlices, 6);
+  assert.equal(layout.bufferBytes, 2 * 102 * rowBytes + 64 * 102 * 4 + (4096 - ((64 * 102 * 4) % 4096)));
+  // Minimum with the output resident: window 1 (2 x 40U) + output 12000U + norms; sliced:
+  // window 1 + the slice buffers + norms.
+  const residentMin = 80 * U + 12000 * U + NORMS_8;
+  const slicedMin = 80 * U + layout.bufferBytes + NORMS_8;
+  assert.ok(slicedMin < residentMin);
+  const sliced = planWithWindow(tensors, { budget: slicedMin, hardware: IO_BOUND }, 1);
+  assert.deepEqual(sliced.outputSlices, layout);
+  assert.equal(placement(sliced, 'output.weight'), 'slices');
+  assert.deepEqual(sliced.split, { weights: NORMS_8, buffers: 80 * U + layout.bufferBytes, kv: 0, scratch: 0, total: slicedMin });
+  // Everything streams: the layers (320U) and the output (12000U) every token.
+  assert.equal(sliced.streamedBytesPerToken, 320 * U + 12000 * U);
+  assert.throws(() => planWithWindow(tensors, { budget: slicedMin - 1, hardware: IO_BOUND }, 1), (e: unknown) => e instanceof InsufficientMemoryError && e.minimum === slicedMin && /streamed in 6 slices/.test(e.message));
+  // Room for every layer and the resident output: the output stays resident (reading it every
+  // token costs more than the layers' reads the slices' memory would save).
+  const roomy = planWithWindow(tensors, { budget: 320 * U + 12000 * U + NORMS_8, hardware: IO_BOUND });
+  assert.equal(roomy.outputSlices, undefined);
+  assert.equal(placement(roomy, 'output.weight'), 'resident');
+});
+
 test('hand-checked: compute-bound layers: the most resident plan, the deepest ring', () => {
   const tensors = model(8, HAND);
   const plan = planWithWindow(tensors, { budget: 300 * U, hardware: { readBytesPerSec: 1e9, computeSecPerLayer: 1, computeBytesPerSec: Infinity } });
@@ -152,11 +211,13 @@ function checkAccounting(plan: Plan, budget: number, kv: number, scratch: number
     const fixed = t.kind === 'norm' || t.kind === 'bias' || t.kind === 'output' || (t.layer < 0 && t.kind === 'other');
     if (t.placement === 'resident') weights += fixed ? residentFootprint(t.bytes) : demotableFootprint(t.bytes);
     if (t.placement === 'streamed') slot[t.layer]! += streamFootprint(t.bytes);
-    if (t.kind === 'norm' || t.kind === 'bias' || t.kind === 'output') assert.equal(t.placement, 'resident', t.name);
+    if (t.kind === 'norm' || t.kind === 'bias') assert.equal(t.placement, 'resident', t.name);
+    // The output matrix: resident, or streamed in slices when the plan says how.
+    if (t.kind === 'output') assert.equal(t.placement, plan.outputSlices ? 'slices' : 'resident', t.name);
     if (t.kind === 'token_embd') assert.equal(t.placement, 'rows');
   }
   const maxSlot = Math.max(0, ...slot);
-  const buffers = maxSlot > 0 ? Math.min(plan.window + 1, plan.numLayers) * maxSlot : 0;
+  const buffers = (maxSlot > 0 ? Math.min(plan.window + 1, plan.numLayers) * maxSlot : 0) + (plan.outputSlices?.bufferBytes ?? 0);
   assert.equal(plan.split.weights, weights);
   assert.equal(plan.split.buffers, buffers);
   assert.ok(weights + buffers + kv + scratch <= budget, `total ${weights + buffers + kv + scratch} > budget ${budget}`);
@@ -178,7 +239,9 @@ test('property: within budget, balanced, at most one partial kind (seeded random
     sizes.ffn_gate = Math.round(dim * ffn * bpe);
     sizes.ffn_up = Math.round(dim * ffn * bpe);
     sizes.ffn_down = Math.round(dim * ffn * bpe);
-    const tensors = model(numLayers, sizes, { normBytes: dim * 4, outputBytes: Math.round(dim * 1000 * bpe), embdBytes: Math.round(dim * 1000 * bpe) });
+    // Vocabularies from toy to Gemma 3's: the large ones make the output matrix worth slicing.
+    const vocab = [1000, 32000, 262144][Math.floor(r() * 3)]!;
+    const tensors = model(numLayers, sizes, { normBytes: dim * 4, outputBytes: Math.round(dim * bpe) * vocab, outputRowBytes: Math.round(dim * bpe), embdBytes: Math.round(dim * 1000 * bpe) });
     const kv = Math.floor(r() * 1e6);
     const scratch = Math.floor(r() * 1e5);
     const hardware = { readBytesPerSec: 1e8 + r() * 3e9, computeBytesPerSec: 1e9 + r() * 2e10 };
@@ -210,6 +273,7 @@ test('property: within budget, balanced, at most one partial kind (seeded random
 
 test('property: a larger budget never predicts a slower token (random models, budgets, hardware; fixed and chosen windows)', () => {
   const r = rng(4242);
+  const modes = { sliced: 0, resident: 0 };
   for (let trial = 0; trial < 100; trial++) {
     const numLayers = 1 + Math.floor(r() * 40);
     const dim = 256 * (1 + Math.floor(r() * 16));
@@ -223,7 +287,8 @@ test('property: a larger budget never predicts a slower token (random models, bu
       const sizes: Record<string, number> = { attn_q: dim * dim, attn_k: dim * kvDim, attn_v: dim * kvDim, attn_output: dim * dim, ffn_gate: dim * ffn, ffn_up: dim * ffn, ffn_down: dim * ffn };
       for (const k of LAYER_KINDS) tensors.push({ name: `blk.${l}.${k}.weight`, layer: l, kind: k, bytes: Math.round(sizes[k]! * bpe * jitter()) });
     }
-    tensors.push({ name: 'output.weight', layer: -1, kind: 'output', bytes: Math.round(dim * 1000 * bpe) });
+    const vocab = [1000, 32000, 262144][Math.floor(r() * 3)]!;
+    tensors.push({ name: 'output.weight', layer: -1, kind: 'output', bytes: Math.round(dim * bpe) * vocab, rowBytes: Math.round(dim * bpe) });
     const kv = Math.floor(r() * 1e6);
     const scratch = Math.floor(r() * 1e5);
     // From I/O-bound to compute-bound: read 0.1-3 GB/s, compute 1-20 GB/s or a fixed time per layer.
@@ -243,6 +308,7 @@ test('property: a larger budget never predicts a slower token (random models, bu
           continue;
         }
         checkAccounting(plan, budget, kv, scratch);
+        modes[plan.outputSlices ? 'sliced' : 'resident']++;
         assert.ok(
           plan.predictedSecPerToken <= last * (1 + 1e-9),
           `trial ${trial} window ${window}: ${plan.predictedSecPerToken} s/token at budget ${budget} > ${last} at ${lastBudget}`,
@@ -252,6 +318,8 @@ test('property: a larger budget never predicts a slower token (random models, bu
       }
     }
   }
+  // Both ways of holding the output matrix were planned (and compared) above.
+  assert.ok(modes.sliced > 20 && modes.resident > 20, `plans: ${JSON.stringify(modes)}`);
 });
 
 test('property: layers of mixed quant types (Q4_K_M style) stay within one tensor of balance', () => {

@@ -4,8 +4,10 @@
  * token into a ring of `window + 1` layer slots, `window` layers ahead of compute).
  *
  * NOTE: how the plan is built.
- *  - Always resident: norms, biases, small global tensors and the output matrix (streaming
- *    the output would need a buffer of its own size, so it would save no memory). Token
+ *  - Always resident: norms, biases and small global tensors. The output matrix is resident,
+ *    or, where its vocabulary makes it large (output-slices.ts: Gemma 3's is 40% of the file),
+ *    streamed in row slices through two slice buffers: the planner tries both and the cost
+ *    model picks (slicing only wins where the budget cannot hold it otherwise). Token
  *    embeddings are never resident under a budget: the rows of the batch's tokens are read.
  *  - Layer matrices are made resident one (kind, layer) at a time in a fixed step sequence
  *    per candidate order of kinds. Within a kind the next layer is the one with the most
@@ -41,6 +43,7 @@
  *    as a property over random models and budgets.
  */
 import { InsufficientMemoryError } from '../errors.js';
+import { outputSliceLayout, type OutputSliceLayout } from './output-slices.js';
 import type { TensorKind } from './tensors.js';
 
 /** One tensor as the planner needs it (see listTensors for a GGUF file's). */
@@ -50,7 +53,10 @@ export interface PlanTensorInput {
   layer: number;
   kind: TensorKind;
   bytes: number;
-  /** For token_embd: bytes of one row (read per token). Default bytes / 32000. */
+  /**
+   * For token_embd: bytes of one row (read per token; default bytes / 32000). For the output
+   * matrix: bytes of one row, which lets the planner stream it in slices (output-slices.ts).
+   */
   rowBytes?: number;
 }
 
@@ -80,8 +86,11 @@ export interface PlanOptions {
   window?: number;
 }
 
-/** rows = token embeddings read by row; experts = MoE experts in the expert cache (expert-plan.ts). */
-export type Placement = 'resident' | 'streamed' | 'rows' | 'experts';
+/**
+ * rows = token embeddings read by row; experts = MoE experts in the expert cache
+ * (expert-plan.ts); slices = the output matrix read in row slices every token (output-slices.ts).
+ */
+export type Placement = 'resident' | 'streamed' | 'rows' | 'experts' | 'slices';
 
 /** Where one tensor lives. */
 export interface TensorPlacement {
@@ -111,12 +120,16 @@ export interface Plan {
   layers: LayerPlan[];
   /** Bytes of one ring slot (the largest layer's streamed tensors, each rounded to 4096). */
   slotBytes: number;
+  /** The output matrix's slicing when it is streamed (placement 'slices'); its buffers are in streamBufferBytes. */
+  outputSlices?: OutputSliceLayout;
   /** min(window + 1, numLayers) (a ring never needs more slots than layers), 0 when nothing is streamed. */
   numSlots: number;
+  /** The ring (numSlots * slotBytes) and the output slices' buffers. */
   streamBufferBytes: number;
   /** How the budget is spent. */
   split: { weights: number; buffers: number; kv: number; scratch: number; total: number };
   residentBytes: number;
+  /** File bytes streamed per token: the layers' streamed tensors and a sliced output matrix. */
   streamedBytesPerToken: number;
   /** Streamed bytes plus one embedding row. */
   bytesReadPerToken: number;
@@ -155,6 +168,35 @@ const FFN: TensorKind[] = ['ffn_gate', 'ffn_up', 'ffn_down'];
 function alwaysResident(t: PlanTensorInput): boolean {
   if (t.kind === 'norm' || t.kind === 'bias' || t.kind === 'output' || t.kind === 'ffn_gate_inp') return true;
   return t.layer < 0 && t.kind === 'other';
+}
+
+/** How a plan holds the output matrix: resident ({}), or streamed in slices (tensor `index`). */
+interface OutputMode {
+  sliced?: { index: number; layout: OutputSliceLayout };
+}
+
+/** Output modes to try: resident always; sliced where the matrix is large (outputSliceLayout). */
+function outputModes(tensors: readonly PlanTensorInput[]): OutputMode[] {
+  const outputs = tensors.map((t, i) => [t, i] as const).filter(([t]) => t.kind === 'output');
+  if (outputs.length !== 1) return [{}];
+  const [t, index] = outputs[0]!;
+  const layout = t.rowBytes !== undefined ? outputSliceLayout(t.bytes, t.rowBytes) : undefined;
+  return layout ? [{}, { sliced: { index, layout } }] : [{}];
+}
+
+/**
+ * Streamable tensors (layer matrices) and the fixed memory of a mode: the always-resident
+ * tensors' footprints, with a sliced output matrix's slice buffers in place of its footprint.
+ */
+function fixedAndStreamable(tensors: readonly PlanTensorInput[], mode: OutputMode): { fixedBytes: number; streamable: number[] } {
+  const streamable: number[] = [];
+  let fixedBytes = mode.sliced?.layout.bufferBytes ?? 0;
+  tensors.forEach((t, i) => {
+    if (t.kind === 'token_embd' || i === mode.sliced?.index) return;
+    if (alwaysResident(t)) fixedBytes += residentFootprint(t.bytes);
+    else streamable.push(i);
+  });
+  return { fixedBytes, streamable };
 }
 
 interface Candidate {
@@ -196,48 +238,50 @@ function searchPlans(tensors: readonly PlanTensorInput[], options: Omit<PlanOpti
 
   if (options.budget === Infinity) return allResident(tensors, numLayers, options, Math.max(...windows), kv, scratch);
 
-  // Streamable = layer matrices (and other layer tensors); fixed = always resident.
-  const streamable: number[] = [];
-  let fixedBytes = 0;
-  tensors.forEach((t, i) => {
-    if (t.kind === 'token_embd') return;
-    if (alwaysResident(t)) fixedBytes += residentFootprint(t.bytes);
-    else streamable.push(i);
-  });
-  const candidates = buildCandidates(tensors, streamable, numLayers);
-  const baseStreamed = new Array<number>(numLayers).fill(0);
-  for (const i of streamable) baseStreamed[tensors[i]!.layer]! += streamFootprint(tensors[i]!.bytes);
-  const model = costModel(tensors, numLayers, options.hardware);
-
   let best: Plan | undefined;
-  // The error names the smallest window's minimum: the least memory that works at all.
+  // The error names the smallest window's minimum over the output modes: the least memory that works at all.
   const minWindow = Math.min(...windows);
-  let minimum = Infinity;
-  for (const window of windows) {
-    const slots = Math.min(window + 1, numLayers);
-    for (const c of candidates) {
-      const curve = memoryCurve(tensors, c, baseStreamed, fixedBytes, slots, kv + scratch);
-      if (window === minWindow) minimum = curve.reduce((m, x) => Math.min(m, x), minimum);
-      // The longest fitting prefix: every shorter one keeps a subset resident, so it costs as much or more.
-      let n = -1;
-      for (let k = curve.length - 1; k >= 0; k--) {
-        if (curve[k]! <= options.budget) {
-          n = k;
-          break;
+  let least: { minimum: number; mode: OutputMode; fixedBytes: number; baseStreamed: number[] } | undefined;
+  for (const mode of outputModes(tensors)) {
+    // Streamable = layer matrices (and other layer tensors); fixed = always resident.
+    const { fixedBytes, streamable } = fixedAndStreamable(tensors, mode);
+    const candidates = buildCandidates(tensors, streamable, numLayers);
+    const baseStreamed = new Array<number>(numLayers).fill(0);
+    for (const i of streamable) baseStreamed[tensors[i]!.layer]! += streamFootprint(tensors[i]!.bytes);
+    const model = costModel(tensors, numLayers, options.hardware, mode);
+    for (const window of windows) {
+      const slots = Math.min(window + 1, numLayers);
+      for (const c of candidates) {
+        const curve = memoryCurve(tensors, c, baseStreamed, fixedBytes, slots, kv + scratch);
+        if (window === minWindow) {
+          const minimum = curve.reduce((m, x) => Math.min(m, x), Infinity);
+          if (!least || minimum < least.minimum) least = { minimum, mode, fixedBytes, baseStreamed };
         }
+        // The longest fitting prefix: every shorter one keeps a subset resident, so it costs as much or more.
+        let n = -1;
+        for (let k = curve.length - 1; k >= 0; k--) {
+          if (curve[k]! <= options.budget) {
+            n = k;
+            break;
+          }
+        }
+        if (n < 0) continue;
+        const residentSet = new Set(c.steps.slice(0, n));
+        const plan = buildPlan(tensors, numLayers, (i) => residentSet.has(i), window, c.name, options, kv, scratch, model, mode);
+        if (!best || better(plan, best)) best = plan;
       }
-      if (n < 0) continue;
-      const residentSet = new Set(c.steps.slice(0, n));
-      const plan = buildPlan(tensors, numLayers, (i) => residentSet.has(i), window, c.name, options, kv, scratch, model);
-      if (!best || better(plan, best)) best = plan;
     }
   }
   if (!best) {
     const slots = Math.min(minWindow + 1, numLayers);
+    const { minimum, mode, fixedBytes, baseStreamed } = least!;
+    const fixed = mode.sliced
+      ? `the norms (${mib(fixedBytes - mode.sliced.layout.bufferBytes)}), the output matrix's slice buffers (${mib(mode.sliced.layout.bufferBytes)}; it is streamed in ${mode.sliced.layout.numSlices} slices)`
+      : `the norms and output matrix (${mib(fixedBytes)})`;
     throw new InsufficientMemoryError(
       options.budget,
       minimum,
-      `it must hold the norms and output matrix (${mib(fixedBytes)}), ${slots} layer stream buffers (prefetch window ${minWindow} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
+      `it must hold ${fixed}, ${slots} layer stream buffers (prefetch window ${minWindow} + 1) of up to ${mib(Math.max(0, ...baseStreamed))} each, the KV cache (${mib(kv)}) and scratch (${mib(scratch)}); raise --memory-budget, lower --ctx-size or use a smaller prefetch window`,
     );
   }
   return best;
@@ -358,10 +402,16 @@ interface CostModel {
   computePerLayer: number[];
   /** Compute seconds of the output matrix for one token. */
   outputSec: number;
+  /**
+   * Read seconds of a sliced output matrix per token (0 when resident): the pipeline reads it
+   * after the last layer, on the same device, as one more layer (its own buffers, so it never
+   * waits for a ring slot; the slices overlap their own compute).
+   */
+  outputReadSec: number;
   readBytesPerSec: number;
 }
 
-function costModel(tensors: readonly PlanTensorInput[], numLayers: number, hw: HardwareFigures): CostModel {
+function costModel(tensors: readonly PlanTensorInput[], numLayers: number, hw: HardwareFigures, mode: OutputMode = {}): CostModel {
   const rate = hw.computeBytesPerSec ?? DEFAULT_COMPUTE_BYTES_PER_SEC;
   const computePerLayer = new Array<number>(numLayers).fill(0);
   let outputSec = 0;
@@ -370,7 +420,8 @@ function costModel(tensors: readonly PlanTensorInput[], numLayers: number, hw: H
     else if (t.kind === 'output') outputSec += t.bytes / rate;
   }
   if (hw.computeSecPerLayer !== undefined) computePerLayer.fill(hw.computeSecPerLayer);
-  return { computePerLayer, outputSec, readBytesPerSec: hw.readBytesPerSec };
+  const outputReadSec = mode.sliced ? tensors[mode.sliced.index]!.bytes / hw.readBytesPerSec : 0;
+  return { computePerLayer, outputSec, outputReadSec, readBytesPerSec: hw.readBytesPerSec };
 }
 
 /** Tokens the cost model simulates (the ring's first fill is spread over them). */
@@ -412,7 +463,13 @@ export function simulatePipeline(readSec: readonly number[], computeSec: readonl
 function predictTime(layers: readonly LayerPlan[], numSlots: number, window: number, embedRow: number, model: CostModel): number {
   const bw = model.readBytesPerSec;
   const readSec = layers.map((l) => l.streamedBytes / bw);
-  const sim = simulatePipeline(readSec, model.computePerLayer, model.outputSec + embedRow / bw, numSlots);
+  // A sliced output matrix: one more stage after the last layer, read then computed. The
+  // simulation keeps the window's ring depth when no layer is streamed (a ring that vanished
+  // would make the fewer reads of a larger budget look slower).
+  const sim =
+    model.outputReadSec > 0
+      ? simulatePipeline([...readSec, model.outputReadSec], [...model.computePerLayer, model.outputSec], embedRow / bw, Math.min(window + 1, layers.length))
+      : simulatePipeline(readSec, model.computePerLayer, model.outputSec + embedRow / bw, numSlots);
   let overlap = 0;
   for (let l = 0; l < layers.length; l++) overlap += Math.min(readSec[l]!, model.computePerLayer[l]!);
   return sim + (numSlots > 0 ? (WINDOW_JITTER * overlap) / window : 0);
@@ -428,6 +485,7 @@ function buildPlan(
   kv: number,
   scratch: number,
   model: CostModel,
+  mode: OutputMode = {},
 ): Plan {
   const layers: LayerPlan[] = Array.from({ length: numLayers }, (_, layer) => ({ layer, residentBytes: 0, streamedBytes: 0, byKind: {} }));
   const slotUse = new Array<number>(numLayers).fill(0);
@@ -438,6 +496,7 @@ function buildPlan(
   tensors.forEach((t, i) => {
     let placement: Placement;
     if (t.kind === 'token_embd') placement = 'rows';
+    else if (i === mode.sliced?.index) placement = 'slices';
     else if (alwaysResident(t) || isResident(i)) placement = 'resident';
     else placement = 'streamed';
     placements.push({ name: t.name, layer: t.layer, kind: t.kind, bytes: t.bytes, placement });
@@ -460,8 +519,8 @@ function buildPlan(
   });
   const slotBytes = slotUse.reduce((m, s) => Math.max(m, s), 0);
   const numSlots = slotBytes > 0 ? Math.min(window + 1, numLayers) : 0;
-  const buffers = numSlots * slotBytes;
-  const streamed = layers.reduce((a, l) => a + l.streamedBytes, 0);
+  const buffers = numSlots * slotBytes + (mode.sliced?.layout.bufferBytes ?? 0);
+  const streamed = layers.reduce((a, l) => a + l.streamedBytes, 0) + (mode.sliced ? tensors[mode.sliced.index]!.bytes : 0);
   const t = predictTime(layers, numSlots, window, embedRow, model);
   return {
     budget: options.budget,
@@ -470,6 +529,7 @@ function buildPlan(
     tensors: placements,
     layers,
     slotBytes,
+    ...(mode.sliced ? { outputSlices: mode.sliced.layout } : {}),
     numSlots,
     streamBufferBytes: buffers,
     split: { weights, buffers, kv, scratch, total: weights + buffers + kv + scratch },
@@ -532,13 +592,9 @@ export interface PlanLadder {
 export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): PlanLadder {
   const top = planWithWindow(tensors, options, window);
   const numLayers = tensors.reduce((m, t) => Math.max(m, t.layer + 1), 0);
-  const streamable: number[] = [];
-  let fixedBytes = 0;
-  tensors.forEach((t, i) => {
-    if (t.kind === 'token_embd') return;
-    if (alwaysResident(t)) fixedBytes += residentFootprint(t.bytes);
-    else streamable.push(i);
-  });
+  // The top plan's output mode holds at every level (a sliced output matrix stays sliced).
+  const mode = outputModes(tensors).find((m) => (m.sliced !== undefined) === (top.outputSlices !== undefined)) ?? {};
+  const { fixedBytes, streamable } = fixedAndStreamable(tensors, mode);
   // Without a budget the planner keeps everything resident: the ladder is the first order.
   const c = buildCandidates(tensors, streamable, numLayers).find((x) => x.name === top.strategy) ?? buildCandidates(tensors, streamable, numLayers)[0]!;
   const baseStreamed = new Array<number>(numLayers).fill(0);
@@ -546,7 +602,7 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
   const weightBytes = memoryCurve(tensors, c, baseStreamed, fixedBytes, Math.min(top.window + 1, numLayers), 0);
   let minLevel = 0;
   for (let k = 1; k < weightBytes.length; k++) if (weightBytes[k]! < weightBytes[minLevel]!) minLevel = k;
-  const model = costModel(tensors, numLayers, options.hardware);
+  const model = costModel(tensors, numLayers, options.hardware, mode);
   const kv = options.kvBytes ?? 0;
   const scratch = options.scratchBytes ?? 0;
   const plans = new Map<number, Plan>();
@@ -565,7 +621,7 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
       let p = plans.get(k);
       if (!p) {
         const resident = new Set(c.steps.slice(0, k));
-        p = buildPlan(tensors, numLayers, (i) => resident.has(i), top.window, c.name, { ...options, budget: options.budget }, kv, scratch, model);
+        p = buildPlan(tensors, numLayers, (i) => resident.has(i), top.window, c.name, { ...options, budget: options.budget }, kv, scratch, model, mode);
         plans.set(k, p);
       }
       return p;

@@ -4,6 +4,7 @@
  * computes, and releases them. Token embeddings are read by row on demand.
  */
 import type { GgmlType } from '../gguf/ggml-type.js';
+import type { OutputSlices } from './output-slices.js';
 
 /** One weight tensor's raw bytes in ggml layout: ne[0] = dims[0] is the row length. */
 export interface WeightTensor {
@@ -73,4 +74,9 @@ export interface WeightStore {
   embed(tokens: Int32Array, out: Float32Array): void;
   /** The experts of a MoE model (blk.N.ffn_*_exps are served here, not by acquire). */
   readonly experts?: ExpertWeights;
+  /**
+   * The output matrix when the plan streams it in row slices (global() then has no output
+   * matrix): the classifier computes the logits slice by slice (output-slices.ts).
+   */
+  readonly outputSlices?: OutputSlices | undefined;
 }

@@ -32,6 +32,7 @@ import { PIECE_BYTES, type FileRange, type ReadPath } from './probe.js';
 import { allocReadBuffer } from './read-buffer.js';
 import { ReadPathSelector } from './read-path.js';
 import { IoTrace } from './io-trace.js';
+import { StreamedOutputSlices } from './output-slices.js';
 import type { LayerWeights, WeightStore, WeightTensor } from './store.js';
 import { countLayers, listTensors, MapLayerWeights, type TensorEntry } from './tensors.js';
 
@@ -170,6 +171,8 @@ export class StreamingWeightStore implements WeightStore {
   readonly #resident: ArrayBuffer | undefined;
   readonly #residentBytes: number;
   readonly #ringBytes: number;
+  /** The output matrix in row slices when the plan streams it (buffers at the ring's end). */
+  readonly outputSlices: StreamedOutputSlices | undefined;
   /** Per layer: resident tensors by short name. */
   readonly #residentLayer: Map<string, WeightTensor>[];
   /** Per layer: streamed tensors and where they go in a slot. */
@@ -218,6 +221,7 @@ export class StreamingWeightStore implements WeightStore {
     this.#residentLayer = Array.from({ length: this.numLayers }, () => new Map());
     this.#streamedLayer = Array.from({ length: this.numLayers }, () => []);
     const slotUse = new Array<number>(this.numLayers).fill(0);
+    let sliced: TensorEntry | undefined;
     for (const t of tensors) {
       const p = placement.get(t.name);
       if (p === undefined) throw new InvalidModelError(`the plan does not place tensor '${t.name}' (plan made for another file?)`);
@@ -226,6 +230,9 @@ export class StreamingWeightStore implements WeightStore {
         residentBytes += t.bytes;
         if (t.layer >= 0) this.#residentLayer[t.layer]!.set(t.shortName, w);
         else this.#globals.set(t.name, w);
+      } else if (p === 'slices') {
+        if (t.kind !== 'output' || !plan.outputSlices) throw new InvalidModelError(`the plan streams '${t.name}' in slices; only the output matrix can be`);
+        sliced = t;
       } else if (p === 'streamed') {
         if (t.layer < 0) throw new InvalidModelError(`the plan streams global tensor '${t.name}', which this store keeps resident only`);
         this.#streamedLayer[t.layer]!.push({ shortName: t.shortName, entry: t, slotOffset: slotUse[t.layer]! });
@@ -234,7 +241,9 @@ export class StreamingWeightStore implements WeightStore {
     }
     this.#slotBytes = Math.max(0, ...slotUse);
     this.#numSlots = this.#slotBytes > 0 ? Math.min(plan.window + 1, this.numLayers) : 0;
-    this.#ringBytes = this.#numSlots * this.#slotBytes;
+    const layerRing = this.#numSlots * this.#slotBytes;
+    if (plan.outputSlices && !sliced) throw new InvalidModelError('the plan slices an output matrix this file does not have');
+    this.#ringBytes = layerRing + (sliced ? plan.outputSlices!.bufferBytes : 0);
     this.#residentBytes = memory.owned?.byteLength ?? residentBytes;
     if (memory.ring && memory.ring.byteLength < this.#ringBytes) throw new RangeError(`the ring memory given holds ${memory.ring.byteLength} bytes; this plan needs ${this.#ringBytes}`);
     this.#ring = memory.ring ?? allocReadBuffer(this.#ringBytes, ALIGN);
@@ -255,6 +264,7 @@ export class StreamingWeightStore implements WeightStore {
     this.#selector = options.adaptive === false || paths.length < 2 ? undefined : new ReadPathSelector(paths);
     this.#onMeasuredRate = options.onMeasuredRate;
     this.#tokenStart = this.#streamer.stats();
+    this.outputSlices = sliced ? new StreamedOutputSlices(sliced, plan.outputSlices!, this.#streamer, this.#ring, layerRing, (g) => this.#waitGroup(g)) : undefined;
     // Opened now, not on first use: every read of this store comes from the file it planned for.
     this.#rowFd = openFile(file.path);
     // Fill the ring: layers 0 .. numSlots - 1 (wrapping when the model has fewer layers).
@@ -369,12 +379,15 @@ export class StreamingWeightStore implements WeightStore {
     const rate = (bytes: number, ns: number) => (ns > 0 ? bytes / (ns / 1e9) : 0);
     const est = this.#selector?.estimates() ?? [];
     const depthOf = (direct: boolean) => est.find((e) => e.direct === direct)?.depth ?? (info.direct === direct ? info.depth : 0);
+    const out = this.outputSlices?.stats();
+    const bytesRead = this.#bytesRead + (out?.bytesRead ?? 0);
+    const waitSec = (this.#waitNs + (out?.waitNs ?? 0)) / 1e9;
     return {
       tokens,
-      bytesRead: this.#bytesRead,
-      bytesReadPerToken: tokens > 0 ? this.#bytesRead / tokens : 0,
-      ioWaitSec: this.#waitNs / 1e9,
-      ioWaitSecPerToken: tokens > 0 ? this.#waitNs / 1e9 / tokens : 0,
+      bytesRead,
+      bytesReadPerToken: tokens > 0 ? bytesRead / tokens : 0,
+      ioWaitSec: waitSec,
+      ioWaitSecPerToken: tokens > 0 ? waitSec / tokens : 0,
       ...computeRateOf(this.#passCompute, this.plan),
       readBytesPerSec: rate(io.directBytes + io.bufferedBytes, io.busyNs),
       readPath: { direct: info.direct, depth: info.depth },
@@ -406,6 +419,7 @@ export class StreamingWeightStore implements WeightStore {
     this.#disposed = true;
     this.#reportRate();
     this.#trace?.write({ layers: this.numLayers, slots: this.#numSlots, streamedBytesPerLayer: this.#streamedLayer.map((l) => l.reduce((a, sl) => a + sl.entry.bytes, 0)) });
+    this.outputSlices?.drain();
     this.#streamer.close();
     closeFile(this.#rowFd);
     if (this.#locked.resident && this.#resident) unlockMemory(this.#resident);
@@ -421,8 +435,12 @@ export class StreamingWeightStore implements WeightStore {
 
   /** Waits for the reads of sequence s; a failed read becomes a ModelFileChangedError. */
   #wait(s: number): { bytes: number } {
+    return this.#waitGroup(s % 0x80000000);
+  }
+
+  #waitGroup(group: number): { bytes: number } {
     try {
-      return this.#streamer.wait(s % 0x80000000, this.#waitTimeoutMs);
+      return this.#streamer.wait(group, this.#waitTimeoutMs);
     } catch (err) {
       throw this.#fileError(err);
     }
