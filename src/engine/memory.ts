@@ -62,14 +62,26 @@ export interface EngineMemory {
   dispose(): void;
 }
 
-/** Logit rows of a forward pass: one per sequence, at least 64 (evaluate with allLogits is chunked by it), at most a batch. */
-export function maxLogitRowsFor(parallel: number, maxBatchRows: number): number {
-  return Math.min(maxBatchRows, Math.max(parallel, 64));
+/**
+ * The logits buffer's room for rows beyond one per sequence: evaluate with allLogits is
+ * chunked by the rows it holds (64 at most). Large vocabularies get fewer rows: 64 rows of
+ * Gemma 3's 262,144 logits were 64 MiB of scratch, a third of a 25% budget of its 1B model;
+ * 16 MiB holds 64 rows of a 32k vocabulary, 32 of Llama 3's, 16 of Gemma 3's.
+ */
+export const LOGITS_EXTRA_BYTES = 16 * MiB;
+
+/**
+ * Logit rows of a forward pass: one per sequence, and up to 64 (as LOGITS_EXTRA_BYTES holds
+ * for this vocabulary) for evaluate with allLogits, which is chunked by it; at most a batch.
+ */
+export function maxLogitRowsFor(parallel: number, maxBatchRows: number, vocabSize: number): number {
+  const extra = Math.min(64, Math.floor(LOGITS_EXTRA_BYTES / (Math.max(1, vocabSize) * 4)));
+  return Math.min(maxBatchRows, Math.max(parallel, extra, 1));
 }
 
 /** Scratch memory of the engine's forward pass for `parallel` sequences, as the worker allocates it. */
 export function engineScratchBytes(config: ModelConfig, parallel: number, maxBatchRows: number): number {
-  return Transformer.scratchBytes(config, maxBatchRows, maxLogitRowsFor(parallel, maxBatchRows));
+  return Transformer.scratchBytes(config, maxBatchRows, maxLogitRowsFor(parallel, maxBatchRows, config.vocabSize));
 }
 
 /** Loads the weights and creates the KV layout under init's budget (see the file comment). */

@@ -32,7 +32,7 @@ async function start(): Promise<void> {
   const tokenizer = tokenizerFromGguf(file);
   setThreads(init.threads);
 
-  const maxLogitRows = maxLogitRowsFor(init.parallel, init.maxBatchRows);
+  const maxLogitRows = maxLogitRowsFor(init.parallel, init.maxBatchRows, config.vocabSize);
   // The memory budget covers weights + KV + scratch: a static split, or the elastic pool.
   // A default context shrinks to what the budget holds (context-fit.ts).
   const { memory, contextSize } = await createFittedMemory(file, config, init, (loadedBytes, totalBytes) => post({ type: 'progress', loadedBytes, totalBytes }));
