@@ -162,7 +162,8 @@ export function planMoe(tensors: readonly PlanTensorInput[], options: MoePlanOpt
   const rows = Math.max(1, Math.floor(options.rows ?? 1));
   /** Seconds per token of a pass of `r` rows needing n experts per layer step; overlap(l): reads hide behind compute. */
   const timeFor = (hit: (l: number) => number, r = 1, n = k, overlap: (l: number) => boolean = () => true): number => {
-    let t = outputBytes / rate + (r * embedRow) / bw;
+    // A sliced output matrix (plan.ts) is read every pass as well.
+    let t = outputBytes / rate + (densePlan.outputSlices ? outputBytes / bw : 0) + (r * embedRow) / bw;
     for (let l = 0; l < numLayers; l++) {
       const compute = hw.computeSecPerLayer ?? (denseLayerBytes[l]! + n * sizes.bytes[l]!) / rate;
       const reads = densePlan.layers[l]!.streamedBytes + n * (1 - hit(l)) * sizes.bytes[l]!;
