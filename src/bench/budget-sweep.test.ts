@@ -86,7 +86,7 @@ test('a merged row gains the best path measured inside the budget\'s cgroup and 
   assert.equal(r.storage.best_in_cgroup_path, 'direct@32');
   assert.equal(r.flexinfer_fraction_of_best_in_cgroup, 0.526); // 1.0 / 1.9 GB/s
   assert.equal(r.flexinfer_fraction_of_best_path, 0.9, 'the outside comparison stays');
-  assert.match(out.table, /direct@32 1\.90\s+53%\s+-\s+-\s+1\.046/);
+  assert.match(out.table, /direct@32 1\.90\s+53%\s+-\s+-\s+-\s+-\s+1\.046/);
   // Probes that could not run inside (no probes): no in-cgroup figure, nothing invented.
   const failed = mergeBudgetSweeps([{ name: 'p25.json', json: { ...meta, rows: [{ ...base, storage: { ...(base.storage as object), ...outside, in_cgroup: { before: { at: '', probes: [], held_bytes: 0, error: 'oom' }, after: { at: '', probes: [], held_bytes: 0, error: 'oom' } } } }] } }]);
   assert.equal((failed.result as { rows: Array<Record<string, any>> }).rows[0]!.flexinfer_fraction_of_best_in_cgroup, undefined);
@@ -110,4 +110,25 @@ test('a merged row gains the best layout probe (the run\'s own ranges, in the cg
   assert.equal(r.flexinfer_fraction_of_best_layout, 0.769); // 1.0 / 1.3 GB/s
   assert.equal(r.flexinfer_fraction_of_best_in_cgroup, 0.526, 'the sequential in-cgroup comparison stays beside it');
   assert.match(out.table, /direct@32 1\.30\s+77%/);
+  assert.equal(r.storage.best_sustained_path, undefined, 'no sustained probes, no sustained figure');
+});
+
+test('a merged row gains the best sustained probe (the run\'s whole pass, over and over) and the streamed rate\'s share of it', () => {
+  const m = (rates: Array<[boolean, number, number]>) => rates.map(([direct, depth, bytesPerSec]) => ({ direct, depth, bytes: 1, seconds: 1, bytesPerSec }));
+  const seq = (rates: Array<[boolean, number, number]>) => ({ at: '', probes: m(rates), best: { direct: true, depth: 1, bytes: 1, seconds: 1, bytesPerSec: 0 }, fio: null });
+  const layoutOf = { ranges: 44, bytes: 327e6, runs: 32, meanRunBytes: 327e6 / 32, gaps: 31, gapBytes: 655e6 };
+  // Sustained: direct@16 means (1.0 + 1.6) / 2 = 1.3 (its 1.6 alone is not the best), direct@32 (1.2 + 1.2) / 2 = 1.2.
+  const inside = {
+    before: { at: '', probes: m([[true, 32, 1.9e9]]), held_bytes: 5, layout: { ...layoutOf, probes: m([[true, 32, 1.5e9]]), sustained: m([[true, 16, 1.0e9], [true, 32, 1.2e9]]) } },
+    after: { at: '', probes: m([[true, 32, 1.9e9]]), held_bytes: 5, layout: { ...layoutOf, probes: m([[true, 32, 1.5e9]]), sustained: m([[true, 16, 1.6e9], [true, 32, 1.2e9]]) } },
+  };
+  const base = row(75, 3, 1);
+  const out = mergeBudgetSweeps([{ name: 'p75.json', json: { ...meta, rows: [{ ...base, storage: { ...(base.storage as object), before: seq([[true, 32, 2e9]]), after: seq([[true, 32, 2e9]]), in_cgroup: inside } }] } }]);
+  const r = (out.result as { rows: Array<Record<string, any>> }).rows[0]!;
+  assert.equal(r.storage.best_sustained_path, 'direct@16');
+  assert.equal(r.storage.best_sustained_bytes_per_sec, 1.3e9);
+  assert.equal(r.flexinfer_fraction_of_best_sustained, 0.769); // 1.0 / 1.3 GB/s
+  assert.equal(r.flexinfer_fraction_of_best_layout, 0.667, 'the layout comparison stays beside it'); // 1.0 / 1.5
+  assert.equal(r.flexinfer_fraction_of_best_path, 0.9, 'the target\'s comparison is left as it was');
+  assert.match(out.table, /direct@16 1\.30\s+77%/);
 });

@@ -23,6 +23,11 @@
  *                     reading exactly the streamed ranges of a run at this budget in its order
  *                     (no compute). Below the sequential probes: what the file's layout costs
  *                     (reads broken at resident tensors); below the layout probe: the engine.
+ *   % of sustained  = streamed rate / the best sustained probe: O_DIRECT@16/32 reading the
+ *                     run's whole pass as many times as a run generates tokens (as many bytes
+ *                     as it streams then, seconds rather than the short probes' 40-60 ms), in
+ *                     the same cgroup, no compute: what the device gives this pattern over a
+ *                     run's length, stalls included (probe-child.ts).
  *   disk/streamed   = bytes the block device read during generation (sysfs) / bytes streamed
  *                     then (1.0: no read-ahead past the streamed ranges)
  *   I/O bound       = best path rate / bytes read per token    (tokens/s if reads never paused)
@@ -87,7 +92,8 @@ function describeLayout(m: CgroupStorageMeasurement): string {
   const l = m.layout;
   if (!l) return '';
   const mib = (b: number) => (b / MiB).toFixed(1);
-  return `\n  layout of a run's pass: ${mib(l.bytes)} MiB in ${l.ranges} tensors, ${l.runs} contiguous runs (mean ${mib(l.meanRunBytes)} MiB), ${l.gaps} gaps (${mib(l.gapBytes)} MiB skipped); reading it: ${describeStorage({ probes: l.probes })}`;
+  const sustained = l.sustained?.length ? `; the whole pass over and over (sustained): ${describeStorage({ probes: l.sustained })}` : '';
+  return `\n  layout of a run's pass: ${mib(l.bytes)} MiB in ${l.ranges} tensors, ${l.runs} contiguous runs (mean ${mib(l.meanRunBytes)} MiB), ${l.gaps} gaps (${mib(l.gapBytes)} MiB skipped); reading it: ${describeStorage({ probes: l.probes })}${sustained}`;
 }
 
 /** The probes run inside a budget's cgroup, under the run's conditions (probe-child.ts). */
@@ -100,7 +106,7 @@ export interface CgroupStorageMeasurement {
    * The layout probes: the same paths reading exactly the streamed ranges of a run at this
    * budget, in its order, no compute; and how those ranges lie in the file (probe.ts rangeLayout).
    */
-  layout?: RangeLayout & { probes: ProbeResult[] };
+  layout?: RangeLayout & { probes: ProbeResult[]; sustained?: ProbeResult[] };
   /** Why the probes could not run (then probes is empty). */
   error?: string;
 }
@@ -113,9 +119,9 @@ export interface CgroupStorageMeasurement {
  * the layout probes over the streamed ranges of a run at this budget (its context size, and the
  * calibration its runs plan with).
  */
-export async function measureStorageInCgroup(path: string, budget: number, limit: number, dist: string, layout?: { contextSize: number; cacheDir: string }): Promise<CgroupStorageMeasurement> {
+export async function measureStorageInCgroup(path: string, budget: number, limit: number, dist: string, layout?: { contextSize: number; cacheDir: string; passes?: number }): Promise<CgroupStorageMeasurement> {
   evictFile(path);
-  const args = [`${dist}probe-child.js`, path, String(PROBE_BYTES), String(budget), ...(layout ? [String(layout.contextSize)] : [])];
+  const args = [`${dist}probe-child.js`, path, String(PROBE_BYTES), String(budget), ...(layout ? [String(layout.contextSize), ...(layout.passes ? [String(layout.passes)] : [])] : [])];
   const r = await runInMemoryCgroup(process.execPath, args, limit, { timeoutMs: 5 * 60_000, ...(layout ? { env: { ...process.env, FLEXINFER_CACHE_DIR: layout.cacheDir } } : {}) });
   evictFile(path);
   const at = new Date().toISOString();
@@ -267,7 +273,7 @@ export async function runBudgetSweep(path: string, o: SweepOptions): Promise<Swe
       const before = measureStorage(path);
       o.onLog(`budget ${pct}%: storage before: ${describeStorage(before)}`);
       writeSweepCalibration(cacheDir, path, before, computeBytesPerSec, computeType);
-      const layout = { contextSize: ctx, cacheDir };
+      const layout = { contextSize: ctx, cacheDir, passes: o.genTokens };
       const cgBefore = await measureStorageInCgroup(path, budget, limit, dist, layout);
       o.onLog(`budget ${pct}%: storage before, in the budget's cgroup: ${cgBefore.error ?? describeStorage(cgBefore)}${describeLayout(cgBefore)}`);
       const flex: RunOutcome[] = [];
@@ -360,6 +366,7 @@ function withBestDirect(row: Record<string, any>): Record<string, any> {
   const lb = st.in_cgroup?.before.layout;
   const la = st.in_cgroup?.after.layout;
   const layout = lb && la && lb.probes.length > 0 ? bestBeside(lb, la) : null;
+  const sustained = lb?.sustained?.length && la?.sustained?.length ? bestBeside({ probes: lb.sustained }, { probes: la.sustained }) : null;
   return {
     ...row,
     storage: {
@@ -367,10 +374,12 @@ function withBestDirect(row: Record<string, any>): Record<string, any> {
       ...(direct.bytesPerSec > 0 ? { best_direct_path: direct.path, best_direct_path_bytes_per_sec: round(direct.bytesPerSec, 0) } : {}),
       ...(inside ? { best_in_cgroup_path: inside.path, best_in_cgroup_bytes_per_sec: round(inside.bytesPerSec, 0) } : {}),
       ...(layout ? { best_layout_path: layout.path, best_layout_bytes_per_sec: round(layout.bytesPerSec, 0), layout_runs: lb!.runs, layout_gaps: lb!.gaps } : {}),
+      ...(sustained ? { best_sustained_path: sustained.path, best_sustained_bytes_per_sec: round(sustained.bytesPerSec, 0) } : {}),
     },
     ...(direct.bytesPerSec > 0 ? { flexinfer_fraction_of_best_direct_path: share(direct) } : {}),
     ...(inside ? { flexinfer_fraction_of_best_in_cgroup: share(inside) } : {}),
     ...(layout ? { flexinfer_fraction_of_best_layout: share(layout) } : {}),
+    ...(sustained ? { flexinfer_fraction_of_best_sustained: share(sustained) } : {}),
   };
 }
 
@@ -424,7 +433,7 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
   const gbs = (b: number | null | undefined) => (b == null ? '-' : (b / 1e9).toFixed(2));
   const pct = (f: number | null | undefined) => (f == null ? '-' : `${(f * 100).toFixed(0)}%`);
   let t = `${result.model}: generation tokens/s under a memory budget (cgroup limit = budget + 64 MiB, cold page cache), median of ${result.runs}\n`;
-  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  best in cgroup (GB/s)  % of it  best layout (GB/s)    % of it  disk/streamed  fio GB/s  day\n';
+  t += 'budget   flexinfer  llama.cpp   ratio  MiB/token  streamed GB/s  best path (GB/s)      % of best  best O_DIRECT (GB/s)  % of it  best in cgroup (GB/s)  % of it  best layout (GB/s)    % of it  sustained (GB/s)      % of it  disk/streamed  fio GB/s  day\n';
   for (const r of result.rows) {
     const f = r.flexinfer.gen_tps ?? r.flexinfer.status;
     const l = r.llamacpp ? (r.llamacpp.gen_tps ?? r.llamacpp.status) : '-';
@@ -437,6 +446,7 @@ function sweepTable(result: { model: string; runs: number; rows: Array<Record<st
       `  ${(s.best_direct_path ? `${s.best_direct_path} ${gbs(s.best_direct_path_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_direct_path).padStart(7)}` +
       `  ${(s.best_in_cgroup_path ? `${s.best_in_cgroup_path} ${gbs(s.best_in_cgroup_bytes_per_sec)}` : '-').padEnd(21)} ${pct(r.flexinfer_fraction_of_best_in_cgroup).padStart(7)}` +
       `  ${(s.best_layout_path ? `${s.best_layout_path} ${gbs(s.best_layout_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_layout).padStart(7)}` +
+      `  ${(s.best_sustained_path ? `${s.best_sustained_path} ${gbs(s.best_sustained_bytes_per_sec)}` : '-').padEnd(20)} ${pct(r.flexinfer_fraction_of_best_sustained).padStart(7)}` +
       ` ${cell(r.flexinfer_streaming?.disk_bytes_per_streamed_byte).padStart(14)}` +
       ` ${gbs(s.fio_bytes_per_sec).padStart(9)}  ${s.disk_day}\n`;
   }
