@@ -261,7 +261,7 @@ export function explainShortBudget(
   const kvWhat = c.elastic
     ? `the KV floor (${mib(c.kvBytes)}: ${c.kvFloorGiven ? 'as set' : `one sequence of ${c.shape.maxContext} tokens`})`
     : `the KV cache (${mib(c.kvBytes)}: ${c.parallel} sequence${c.parallel === 1 ? '' : 's'} of ${c.shape.maxContext} tokens)`;
-  const needs = `it must hold the weights' minimum (norms, output matrix and stream buffers: ${mib(weights)}), ${kvWhat} and scratch (${mib(c.scratchBytes)})`;
+  const needs = `it must hold the weights' minimum (norms, the output matrix or its slice buffers, and stream buffers: ${mib(weights)}), ${kvWhat} and scratch (${mib(c.scratchBytes)})`;
   const say = (n: { budget: string; ctx: string; parallel: string; floor: string }) => {
     const lower = c.elastic
       ? c.kvFloorGiven
