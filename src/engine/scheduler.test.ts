@@ -92,7 +92,7 @@ test('a KV pool too small for all sequences preempts and recomputes without chan
   // One chunk holds one token of K (or V): 200 chunks hold the longest sequence (80 tokens, 160
   // chunks) alone, but not all four (426 chunks).
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 200 * 4096, chunkBytes: 4096 });
-  const tight = run(kv, 4, PROMPTS, 40, [], 0); // no pauses: preempt at once
+  const tight = run(kv, 4, PROMPTS, 40, [], 0, 0); // no pauses, no look-ahead: preempt at once
   assert.ok(tight.stats.preemptions > 0, 'expected preemptions with a tight KV pool');
   assert.equal(tight.stats.pauses, 0);
   assert.deepEqual(tight.results.map((r) => r.tokens), expected);
@@ -106,13 +106,13 @@ test('a sequence that cannot grow pauses while another finishes, then resumes: s
   const prompts = [PROMPTS[1]!, PROMPTS[0]!];
   const expected = run(roomy(), 2, prompts, 30).results.map((r) => r.tokens);
   const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 14 * 65536, chunkBytes: 65536 });
-  const paused = run(kv, 2, prompts, 30);
+  const paused = run(kv, 2, prompts, 30, [], undefined, 0); // (no admission look-ahead, which would run them one after the other)
   assert.ok(paused.stats.pauses > 0, 'expected the longer sequence to pause mid-generation');
   assert.equal(paused.stats.preemptions, 0);
   assert.ok(paused.stats.longestPause <= 64);
   assert.deepEqual(paused.results.map((r) => r.tokens), expected);
   // The preempting scheduler gets the same tokens by recomputing.
-  const preempted = run(kv, 2, prompts, 30, [], 0);
+  const preempted = run(kv, 2, prompts, 30, [], 0, 0);
   assert.ok(preempted.stats.preemptions > 0);
   assert.deepEqual(preempted.results.map((r) => r.tokens), expected);
   kv.dispose();
@@ -183,6 +183,54 @@ test('admitAheadTokens: a generation waits until its next tokens fit too, so the
   const alone = run(small, 1, [PROMPTS[1]!], 4, [], undefined, 200);
   assert.equal(alone.results[0]!.tokens.length, 4);
   small.dispose();
+});
+
+test('admission look-ahead (hand-computed): 8 run at once where the pool carries 8 to the end, none paused or preempted, and the cached prompts the next requests hit stay cached', () => {
+  // Chunks of 16 tokens of K or V; a "block" is one chunk of each (2 chunks). The pool holds 25
+  // blocks. A request: a 32-token prompt (2 blocks) + 4 generated tokens, of which 3 are fed
+  // back, so it ends holding 35 tokens: 3 blocks. 8 such sequences fit to the end (24 blocks);
+  // 12 fit their prompts (24 blocks) but not their third block. (The bench's case in small:
+  // 512-token prompts, 256-token chunks, 25 blocks.)
+  const prompt = (k: number) => Array.from({ length: 32 }, (_, i) => ((k * 13 + i * 7) % 62) + 1);
+  const phaseA = Array.from({ length: 8 }, (_, k) => prompt(k));
+  const phaseB = [...phaseA, ...Array.from({ length: 8 }, (_, k) => prompt(8 + k))];
+  const reference = new Map(phaseB.map((p, k) => [k, run(roomy(), 1, [p], 4).results[0]!.tokens]));
+  const runPhases = (admitAheadTokens: number) => {
+    const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 50 * 65536, chunkBytes: 65536 });
+    const done = new Map<number, FinishedGeneration>();
+    const s = new Scheduler({
+      model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning: 16, admitAheadTokens,
+      events: { chunk: () => {}, done: (id, r) => done.set(id, r), logits: () => {}, failed: (id, e) => assert.fail(`request ${id} failed: ${e.message}`) },
+    });
+    const sampling = { temperature: 0, repeatPenalty: 1 };
+    // Phase A leaves its 8 prompts cached (2 full blocks + a 3-token tail each: 24 of 25 blocks).
+    phaseA.forEach((p, k) => s.submitGenerate(100 + k, Uint32Array.from(p), { maxTokens: 4, sampling, stop: [] }));
+    while (!s.idle) s.step();
+    const a = s.stats();
+    phaseB.forEach((p, k) => s.submitGenerate(k, Uint32Array.from(p), { maxTokens: 4, sampling, stop: [] }));
+    while (!s.idle) s.step();
+    const b = s.stats();
+    kv.dispose();
+    for (const [k, tokens] of reference) assert.deepEqual(done.get(k)?.tokens, tokens, `request ${k} (admitAheadTokens ${admitAheadTokens})`);
+    return { a, b, cached: phaseB.map((_, k) => done.get(k)!.cachedPromptTokens) };
+  };
+  const ahead = runPhases(256);
+  assert.equal(ahead.a.peakRunning, 8);
+  // Phase B: the 8 hits are admitted one by one, the k-th when the running ones' third blocks
+  // (k - 1) plus its own copied partial block and third block (2) fit in the 25 - 24 free block
+  // and what evicting the unwanted cache frees (the phase-A tails, and each admitted hit's
+  // original second block): the 8th needs 9 = 25 - 25 + 7 + 2. The first miss then needs
+  // 8 + 3 = 11 > 9: it waits for the first wave, so 8 run at once in both waves.
+  assert.equal(ahead.b.peakRunning, 8);
+  assert.equal(ahead.b.preemptions, 0);
+  assert.equal(ahead.b.pauses, 0);
+  // Each hit reuses 31 tokens (a match leaves the last prompt token to compute): 1 full block
+  // shared and 15 tokens of the second copied. None of the 8 cached prompts was evicted.
+  assert.deepEqual(ahead.cached, [...Array(8).fill(31), ...Array(8).fill(0)]);
+  // Without the look-ahead, 12 start (their prompts fit) and the pool cannot carry them.
+  const prompts = runPhases(0);
+  assert.ok(prompts.b.peakRunning > 8, `peak ${prompts.b.peakRunning}`);
+  assert.ok(prompts.b.preemptions + prompts.b.pauses > 0, 'expected pauses or preemptions without the look-ahead');
 });
 
 test('FLEXINFER_KV_PAUSE_STEPS, FLEXINFER_ADMIT_AHEAD: a whole number of steps, or a typed error', () => {

@@ -11,7 +11,7 @@ import { VTensorKvManager } from './vtensor-manager.js';
 import { PagedKvManager } from './paged-manager.js';
 
 export type { KvCache, KvShape, SeqId } from './cache.js';
-export type { KvManager, KvStats, PrefixMatch } from './manager.js';
+export type { KvManager, KvStats, PrefixMatch, RoomCount, SequenceEnd } from './manager.js';
 export { ContiguousKvManager } from './contiguous.js';
 export { VTensorKvManager } from './vtensor-manager.js';
 export { PagedKvManager } from './paged-manager.js';

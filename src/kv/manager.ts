@@ -49,6 +49,27 @@ export interface KvStats {
   limitBytes?: number;
 }
 
+/** One sequence's end for KvManager.countRoom(): the positions [0, numTokens) it will hold. */
+export interface SequenceEnd {
+  /** null: a sequence not created yet (a request about to be admitted). */
+  seq: SeqId | null;
+  numTokens: number;
+  /** seq null: the prompt matchPrefix() will be asked for (its cached full blocks are shared, not mapped anew). */
+  prompt?: Uint32Array;
+}
+
+/** What KvManager.countRoom() counted, in chunks. */
+export interface RoomCount {
+  /** Chunks the sequences would still map to reach their ends. */
+  neededChunks: number;
+  /**
+   * Chunks the pool could give them: what its limit leaves (for an elastic pool, with the
+   * weights at their minimum resident set) plus what evicting the cached prefixes nobody
+   * waiting wants would free.
+   */
+  availableChunks: number;
+}
+
 /** Result of looking a prompt up in the prefix cache. */
 export interface PrefixMatch {
   /** New sequence whose positions [0, numTokens) already hold the K/V of tokens[0, numTokens). */
@@ -90,6 +111,14 @@ export interface KvManager extends KvCache {
    * left to compute logits from) as a new sequence, or null on a miss.
    */
   matchPrefix(tokens: Uint32Array): PrefixMatch | null;
+  /**
+   * Admission accounting (layouts with chunks mapped on demand): counts, without mapping or
+   * evicting anything, the chunks `ends` would still map and the chunks the pool could give
+   * them, keeping the cached prefixes the `wanted` prompts (requests still waiting) would hit.
+   * Those cached blocks are also the last that later evictions take (LRU among the others
+   * first). Layouts that reserve every sequence's room up front do not implement it.
+   */
+  countRoom?(ends: readonly SequenceEnd[], wanted: readonly Uint32Array[]): RoomCount;
   /** Drops every cached prefix (frees what only the cache held). */
   clearPrefixCache(): void;
   stats(): KvStats;

@@ -129,17 +129,17 @@ export class ChunkRadixCache {
     node.tails.push(t);
   }
 
-  /** Longest cached prefix of tokens[0, maxTokens); marks the nodes used. */
-  match(tokens: Uint32Array, maxTokens: number): RadixMatch {
+  /** Longest cached prefix of tokens[0, maxTokens); marks the nodes used (touch false: only looks). */
+  match(tokens: Uint32Array, maxTokens: number, touch = true): RadixMatch {
     const tpc = this.tokensPerChunk;
-    const now = ++this.clock;
+    const now = touch ? ++this.clock : 0;
     const path: RadixNode[] = [];
     let node = this.root;
     let pos = 0;
     while (pos + tpc <= maxTokens) {
       const child = node.children.get(blockKey(tokens.subarray(pos, pos + tpc)));
       if (child === undefined) break;
-      child.lastUse = now;
+      if (touch) child.lastUse = now;
       path.push(child);
       node = child;
       pos += tpc;
@@ -154,7 +154,7 @@ export class ChunkRadixCache {
         partialTokens = n;
       }
     }
-    if (partial !== null) partial.lastUse = now;
+    if (partial !== null && touch) partial.lastUse = now;
     return { path, partial, partialTokens, numTokens: pos + partialTokens };
   }
 

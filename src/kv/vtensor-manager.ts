@@ -21,7 +21,8 @@
  *   the (longer) prefix back.
  * - Running short: evict LRU prefix-cache blocks, then report false / null. Never throws.
  *   Eviction happens only when it makes enough room: a request that fails anyway leaves the
- *   cache as it was.
+ *   cache as it was. The blocks that waiting requests will hit (as the last countRoom() was
+ *   told) are evicted last, after every other evictable block.
  *
  * Timing: ensure() is on the critical path (the forward pass waits for it); prepare() is the
  * "background" extension of vTensor: the scheduler calls it for the next step right after
@@ -29,7 +30,7 @@
  * both times; mapMsOnCriticalPath is what prepare() did not hide.
  */
 import type { KvShape, SeqId } from './cache.js';
-import type { KvManager, KvStats, PrefixMatch } from './manager.js';
+import type { KvManager, KvStats, PrefixMatch, RoomCount, SequenceEnd } from './manager.js';
 import type { KvChunkGrant } from './grant.js';
 import { ChunkPool } from '../native/vmem.js';
 import { ChunkRadixCache, type RadixNode } from './radix.js';
@@ -103,6 +104,8 @@ export class VTensorKvManager implements KvManager {
   private prefixHits = 0;
   private prefixMisses = 0;
   private prefixTokensReused = 0;
+  /** Cached blocks waiting requests will hit (the last countRoom()): evicted after all others. */
+  private wantedNodes: ReadonlySet<RadixNode> = new Set();
 
   constructor(options: VTensorKvOptions) {
     validateShape(options.shape);
@@ -254,6 +257,36 @@ export class VTensorKvManager implements KvManager {
     this.prefixHits++;
     this.prefixTokensReused += numTokens;
     return { seq: this.add(vt, tokens.slice(0, numTokens)), numTokens };
+  }
+
+  countRoom(ends: readonly SequenceEnd[], wanted: readonly Uint32Array[]): RoomCount {
+    this.settle(false);
+    const g = this.geometry;
+    let neededSlots = 0;
+    // (Counts every tensor's slots: sliding-window layers give theirs back as they go, so
+    // this over-counts for them, on the safe side.)
+    const keep = new Set<RadixNode>();
+    // The cached blocks matchPrefix() would give `tokens`: the full ones are shared (the
+    // partial one is copied into a fresh slot); all of them are kept.
+    const peek = (tokens: Uint32Array): number => {
+      const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
+      if (maxTokens <= 0) return 0;
+      const m = this.cache.match(tokens, maxTokens, false);
+      for (const n of m.path) keep.add(n);
+      if (m.partial !== null) keep.add(m.partial);
+      return m.path.length;
+    };
+    for (const e of ends) {
+      const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? peek(e.prompt) : 0;
+      neededSlots += Math.max(0, Math.ceil(Math.min(e.numTokens, this.shape.maxContext) / g.tokensPerChunk) - held);
+    }
+    for (const tokens of wanted) peek(tokens);
+    this.wantedNodes = keep;
+    const limit = this.grant ? Math.min(this.grant.maxChunks, this.pool.capacityChunks) : this.pool.capacityChunks;
+    return {
+      neededChunks: neededSlots * g.numTensors,
+      availableChunks: Math.max(0, limit - this.numUsedChunks) + this.freeableByEviction(keep),
+    };
   }
 
   /** Bytes of physical memory mapped into one sequence's K and V of one layer. */
@@ -534,8 +567,10 @@ export class VTensorKvManager implements KvManager {
     if (this.grant && this.pool.numFreeChunks >= numChunks && this.grant.request(numChunks - available, false)) return true;
     const shortfall = numChunks - this.numAvailableChunks - this.freeableByEviction(keep);
     if (shortfall > 0 && !(mayGrow && this.grant?.request(shortfall, true))) return false;
+    // Blocks waiting requests will hit go last (kept while any other block can go).
+    const spare = new Set<RadixNode>([...(keep ?? []), ...this.wantedNodes]);
     while (this.numAvailableChunks < numChunks) {
-      if (!this.cache.evictOne(keep)) throw new Error('vtensor: eviction freed fewer chunks than counted (bug)');
+      if (!this.cache.evictOne(spare) && !this.cache.evictOne(keep)) throw new Error('vtensor: eviction freed fewer chunks than counted (bug)');
     }
     return true;
   }
