@@ -186,42 +186,49 @@ test('admitAheadTokens: a generation waits until its next tokens fit too, so the
 });
 
 test('admission look-ahead (hand-computed): 8 run at once where the pool carries 8 to the end, none paused or preempted, and the cached prompts the next requests hit stay cached', () => {
-  // Chunks of 16 tokens of K or V; a "block" is one chunk of each (2 chunks). The pool holds 25
+  // Chunks of 16 tokens of K or V; a "block" is one chunk of each (2 chunks). The pool holds 24
   // blocks. A request: a 32-token prompt (2 blocks) + 4 generated tokens, of which 3 are fed
   // back, so it ends holding 35 tokens: 3 blocks. 8 such sequences fit to the end (24 blocks);
   // 12 fit their prompts (24 blocks) but not their third block. (The bench's case in small:
-  // 512-token prompts, 256-token chunks, 25 blocks.)
+  // 512-token prompts, 256-token chunks, 24 blocks.)
   const prompt = (k: number) => Array.from({ length: 32 }, (_, i) => ((k * 13 + i * 7) % 62) + 1);
   const phaseA = Array.from({ length: 8 }, (_, k) => prompt(k));
   const phaseB = [...phaseA, ...Array.from({ length: 8 }, (_, k) => prompt(8 + k))];
   const reference = new Map(phaseB.map((p, k) => [k, run(roomy(), 1, [p], 4).results[0]!.tokens]));
   const runPhases = (admitAheadTokens: number) => {
-    const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 50 * 65536, chunkBytes: 65536 });
+    const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 48 * 65536, chunkBytes: 65536 });
     const done = new Map<number, FinishedGeneration>();
+    const doneAtStep = new Map<number, number>();
+    let step = 0;
     const s = new Scheduler({
       model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning: 16, admitAheadTokens,
-      events: { chunk: () => {}, done: (id, r) => done.set(id, r), logits: () => {}, failed: (id, e) => assert.fail(`request ${id} failed: ${e.message}`) },
+      events: { chunk: () => {}, done: (id, r) => (done.set(id, r), doneAtStep.set(id, step)), logits: () => {}, failed: (id, e) => assert.fail(`request ${id} failed: ${e.message}`) },
     });
     const sampling = { temperature: 0, repeatPenalty: 1 };
-    // Phase A leaves its 8 prompts cached (2 full blocks + a 3-token tail each: 24 of 25 blocks).
+    // Phase A leaves its 8 prompts cached (2 full blocks + a 3-token tail each: all 24 blocks).
     phaseA.forEach((p, k) => s.submitGenerate(100 + k, Uint32Array.from(p), { maxTokens: 4, sampling, stop: [] }));
     while (!s.idle) s.step();
     const a = s.stats();
     phaseB.forEach((p, k) => s.submitGenerate(k, Uint32Array.from(p), { maxTokens: 4, sampling, stop: [] }));
-    while (!s.idle) s.step();
+    for (step = 1; !s.idle; step++) s.step();
     const b = s.stats();
     kv.dispose();
     for (const [k, tokens] of reference) assert.deepEqual(done.get(k)?.tokens, tokens, `request ${k} (admitAheadTokens ${admitAheadTokens})`);
-    return { a, b, cached: phaseB.map((_, k) => done.get(k)!.cachedPromptTokens) };
+    return { a, b, cached: phaseB.map((_, k) => done.get(k)!.cachedPromptTokens), hitsDoneAt: phaseA.map((_, k) => doneAtStep.get(k)) };
   };
   const ahead = runPhases(256);
   assert.equal(ahead.a.peakRunning, 8);
   // Phase B: the 8 hits are admitted one by one, the k-th when the running ones' third blocks
-  // (k - 1) plus its own copied partial block and third block (2) fit in the 25 - 24 free block
-  // and what evicting the unwanted cache frees (the phase-A tails, and each admitted hit's
-  // original second block): the 8th needs 9 = 25 - 25 + 7 + 2. The first miss then needs
-  // 8 + 3 = 11 > 9: it waits for the first wave, so 8 run at once in both waves.
+  // (k - 1) plus its own third block fit in what evicting the cache frees, except the prompts
+  // still waiting (its second block is copied, and the cached original it replaces can go: no
+  // extra block). The pool is full (24) and evictable are the phase-A tails not yet evicted
+  // for the copies (8 - (k - 1)) and the originals of the k - 1 admitted: 8 >= k. The first
+  // miss then needs 8 + 3 = 11 > 8 (the 8 originals): it waits for the first wave, so 8 run at
+  // once in both waves. (Counting the copied block as new, the 8th would wait: 9 > 8.)
   assert.equal(ahead.b.peakRunning, 8);
+  // The 8 hits run together: phase B's step 1 computes each one's last prompt token and samples
+  // its first token, steps 2-4 the other 3; the misses start after them.
+  assert.deepEqual(ahead.hitsDoneAt, Array(8).fill(4));
   assert.equal(ahead.b.preemptions, 0);
   assert.equal(ahead.b.pauses, 0);
   // Each hit reuses 31 tokens (a match leaves the last prompt token to compute): 1 full block

@@ -266,3 +266,47 @@ test('vtensor: prepare() maps in the background; ensure() then finds the room ma
   assertAllFree(m);
   m.dispose();
 });
+
+test('vtensor: countRoom counts growth and evictable chunks without mapping, keeps the prefixes waiting prompts hit, and evicts them last', () => {
+  // 32 tokens per chunk, 6 tensors: a block (one slot of every tensor) is 6 chunks; 10 blocks.
+  const tokens = (seed: number, n: number) => Uint32Array.from({ length: n }, (_, i) => seed * 1000 + i);
+  const setup = () => {
+    const m = new VTensorKvManager({ shape, capacityBytes: 60 * CHUNK, chunkBytes: CHUNK });
+    const a = m.createSequence()!;
+    assert.ok(m.ensure(a, 40)); // 2 blocks
+    m.commit(a, tokens(1, 40));
+    const b = m.createSequence()!;
+    assert.ok(m.ensure(b, 64));
+    m.commit(b, tokens(2, 64));
+    m.release(b, true); // cached: 2 full blocks
+    const c = m.createSequence()!;
+    assert.ok(m.ensure(c, 33));
+    m.commit(c, tokens(3, 33));
+    m.release(c, true); // cached: 1 full block + a 1-token tail block
+    assert.equal(m.numUsedChunks, 36);
+    return { m, a };
+  };
+  const { m, a } = setup();
+  const wantB = tokens(2, 80); // B's 64 tokens, then 16 more
+  // A to 100 tokens: 4 blocks, 2 held -> 12 chunks. Available: 60 - 36 free + 24 cache-only.
+  assert.deepEqual(m.countRoom([{ seq: a, numTokens: 100 }], []), { neededChunks: 12, availableChunks: 48 });
+  // A waiting prompt that hits B's blocks keeps them: only C's 12 chunks count as evictable.
+  assert.deepEqual(m.countRoom([{ seq: a, numTokens: 100 }], [wantB]), { neededChunks: 12, availableChunks: 36 });
+  // A newcomer with that prompt shares B's 2 full blocks and needs 1 more (80 tokens: 3 blocks).
+  assert.deepEqual(m.countRoom([{ seq: a, numTokens: 100 }, { seq: null, numTokens: 80, prompt: wantB }], []), { neededChunks: 18, availableChunks: 36 });
+  assert.equal(m.numUsedChunks, 36, 'counting maps nothing');
+  assert.equal(m.numCachedBlocks, 4, 'counting evicts nothing');
+  // Growing A by 5 blocks (30 chunks, 24 free) must evict 6 chunks: C's tail goes, not B's
+  // second block (older, so LRU would take it first).
+  m.countRoom([], [wantB]);
+  assert.ok(m.ensure(a, 7 * 32));
+  const hit = m.matchPrefix(wantB)!;
+  assert.equal(hit.numTokens, 64, "B's blocks stayed cached");
+  m.release(hit.seq);
+  m.dispose();
+  // Without the waiting prompt, plain LRU takes B's second block.
+  const lru = setup();
+  assert.ok(lru.m.ensure(lru.a, 7 * 32));
+  assert.equal(lru.m.matchPrefix(wantB)?.numTokens, 32);
+  lru.m.dispose();
+});

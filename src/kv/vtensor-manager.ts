@@ -266,15 +266,19 @@ export class VTensorKvManager implements KvManager {
     // (Counts every tensor's slots: sliding-window layers give theirs back as they go, so
     // this over-counts for them, on the safe side.)
     const keep = new Set<RadixNode>();
-    // The cached blocks matchPrefix() would give `tokens`: the full ones are shared (the
-    // partial one is copied into a fresh slot); all of them are kept.
+    // The slots matchPrefix() would give `tokens` from the cache: the full blocks, shared, and
+    // the partial one when only the cache holds it (it is copied into a fresh slot, and the
+    // original then goes with the next eviction: one block either way; or, on a short pool,
+    // handed over). A partial block a sequence also maps stays: its copy is a new slot. All
+    // of them are kept.
     const peek = (tokens: Uint32Array): number => {
       const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
       if (maxTokens <= 0) return 0;
       const m = this.cache.match(tokens, maxTokens, false);
       for (const n of m.path) keep.add(n);
-      if (m.partial !== null) keep.add(m.partial);
-      return m.path.length;
+      if (m.partial === null) return m.path.length;
+      keep.add(m.partial);
+      return m.path.length + (m.partial.chunks.every((c) => c < 0 || this.refs[c] === 1) ? 1 : 0);
     };
     for (const e of ends) {
       const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? peek(e.prompt) : 0;
