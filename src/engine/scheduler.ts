@@ -10,13 +10,15 @@
  * - Admission also looks ahead (layouts that map on demand, kv.countRoom()): while others run,
  *   a sequence is admitted only if the pool could give every running sequence and the newcomer
  *   their next tokens (the rest of their max tokens, at most `admitAheadTokens` each), counted
- *   without mapping anything, from free chunks and cached prefixes that no waiting request will
- *   hit. So the pool is not filled with sequences it cannot carry to the end, which would pause
- *   or preempt later, and the prompts the next requests reuse stay cached. (16 streams of
- *   512-token prompts + 32 tokens at 50% of tinyllama: KV holds 8 such sequences to the end;
- *   admitting 12 sent 3 back, paused 2 for ~30 passes and left a tail of short passes: 203
- *   passes against the static split's 182, 0.92x. Reserving the room by mapping it instead
- *   evicted the next requests' cached prompts: 14.38 against 18.79 tok/s.)
+ *   without mapping anything, from free chunks, weights the elastic pool may demote, and
+ *   cached prefixes that no waiting request will hit. So the pool is not filled with
+ *   sequences it cannot carry to the end, which would pause or preempt later, and the prompts
+ *   the next requests reuse stay cached. (16 streams of 512-token prompts + 32 tokens at 50%
+ *   of tinyllama: KV holds 8 such sequences to the end; admitting 12 sent 3 back, paused 2 for
+ *   ~30 passes and left a tail of short passes: 206 passes over the sweep against 182, 0.92x
+ *   of the static split. Reserving the room by mapping it instead evicted the next requests'
+ *   cached prompts: 14.38 against 18.79 tok/s. Counting it: 8 at once, 182 passes, 1.13x of
+ *   static, median of 3 runs, README "Admission that counts ahead".)
  * - Each step takes every decoding sequence's single row first (latency), then fills the
  *   rest of `maxRows` with prefill chunks in admission order. The logit rows of one step are
  *   bounded by `maxLogitRows` (evaluate with allLogits is chunked by it).

@@ -270,22 +270,26 @@ export class VTensorKvManager implements KvManager {
     // the partial one when only the cache holds it (it is copied into a fresh slot, and the
     // original then goes with the next eviction: one block either way; or, on a short pool,
     // handed over). A partial block a sequence also maps stays: its copy is a new slot. All
-    // of them are kept.
-    const peek = (tokens: Uint32Array): number => {
+    // of them are kept (added to `into`).
+    const peek = (tokens: Uint32Array, into: Set<RadixNode>): number => {
       const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
       if (maxTokens <= 0) return 0;
       const m = this.cache.match(tokens, maxTokens, false);
-      for (const n of m.path) keep.add(n);
+      for (const n of m.path) into.add(n);
       if (m.partial === null) return m.path.length;
-      keep.add(m.partial);
+      into.add(m.partial);
       return m.path.length + (m.partial.chunks.every((c) => c < 0 || this.refs[c] === 1) ? 1 : 0);
     };
     for (const e of ends) {
-      const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? peek(e.prompt) : 0;
+      const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? peek(e.prompt, keep) : 0;
       neededSlots += Math.max(0, Math.ceil(Math.min(e.numTokens, this.shape.maxContext) / g.tokensPerChunk) - held);
     }
-    for (const tokens of wanted) peek(tokens);
-    this.wantedNodes = keep;
+    // From now on the waiting requests' blocks go last in evictions (a newcomer's own are
+    // mapped by it once admitted, and matchPrefix() keeps them while it copies).
+    const waiting = new Set<RadixNode>();
+    for (const tokens of wanted) peek(tokens, waiting);
+    this.wantedNodes = waiting;
+    for (const n of waiting) keep.add(n);
     const limit = this.grant ? Math.min(this.grant.maxChunks, this.pool.capacityChunks) : this.pool.capacityChunks;
     return {
       neededChunks: neededSlots * g.numTensors,
