@@ -49,16 +49,16 @@ const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
 const roundUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
 /**
- * The slicing of an output matrix, or undefined when slicing would not save at least half of
- * its memory (small vocabularies: the matrix stays resident). Slices start at multiples of
+ * The slicing of an output matrix in slices of about `targetBytes`, or undefined when slicing
+ * would not save at least half of its memory (small vocabularies: the matrix stays resident). Slices start at multiples of
  * 4096 bytes from the tensor's start where a whole number of rows allows it near the target
  * size, so a 4096-aligned tensor is read with O_DIRECT.
  */
-export function outputSliceLayout(bytes: number, rowBytes: number): OutputSliceLayout | undefined {
+export function outputSliceLayout(bytes: number, rowBytes: number, targetBytes = OUTPUT_SLICE_TARGET_BYTES): OutputSliceLayout | undefined {
   if (!(Number.isInteger(rowBytes) && rowBytes > 0 && bytes % rowBytes === 0)) return undefined;
   const rows = bytes / rowBytes;
   const aligned = ALIGN / gcd(rowBytes, ALIGN); // rows per 4096-aligned step
-  const target = Math.max(1, Math.floor(OUTPUT_SLICE_TARGET_BYTES / rowBytes));
+  const target = Math.max(1, Math.floor(targetBytes / rowBytes));
   const sliceRows = aligned <= 2 * target ? Math.max(aligned, Math.floor(target / aligned) * aligned) : target;
   const numSlices = Math.ceil(rows / sliceRows);
   const sliceFootprint = roundUp(sliceRows * rowBytes, ALIGN);
