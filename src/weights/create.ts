@@ -263,13 +263,26 @@ export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBy
   const start = direct ? { direct: true, depth: direct.depth, prior: direct.bytesPerSec } : { ...cal.path, prior: cal.readBytesPerSec };
   const other = bestProbe(cal.probes, (p) => p.direct !== start.direct);
   const fallback = DEFAULT_READ_PATHS.find((p) => p.direct !== start.direct)!;
-  const sibling = { direct: start.direct, depth: start.depth * 2 <= MAX_READ_DEPTH ? start.depth * 2 : Math.max(1, start.depth / 2) };
+  // See NOTE on SHALLOW_SIBLING: only a deeper sibling, unless FLEXINFER_SHALLOW_SIBLING=1 (for comparisons).
+  const deeper = start.depth * 2 <= MAX_READ_DEPTH;
+  const sibling = { direct: start.direct, depth: deeper ? start.depth * 2 : Math.max(1, start.depth / 2) };
   return [
     start,
     other ? { direct: other.direct, depth: other.depth, prior: other.bytesPerSec } : fallback,
-    ...(sibling.depth !== start.depth ? [sibling] : []),
+    ...(sibling.depth !== start.depth && (deeper || shallowSibling) ? [sibling] : []),
   ];
 }
+
+/**
+ * NOTE (SHALLOW_SIBLING): a run that starts at MAX_READ_DEPTH gets no shallower sibling to try.
+ * Measured (issue-9 notes, 2026-12-06 13:20-13:23 UTC, tinyllama-1.1b Q8_0 at 25%, 16 tokens,
+ * cgroup of budget + 64 MiB, quiet, fio 1.4-1.9 GB/s): of 11 runs that started on direct@32
+ * with direct@16 as the sibling, the 6 that stayed on 32 (~30 reads in flight) streamed
+ * 4.96-6.06 GB/s (median 5.27), the 5 whose one-token turn on 16 won by noise and stayed there
+ * (~20 in flight) 4.25-5.13 (median 4.74). One token is too short to tell two depths of the
+ * same kind apart on this disk, and deeper costs only ring space the store holds anyway.
+ */
+const shallowSibling = process.env.FLEXINFER_SHALLOW_SIBLING === '1';
 
 /** Probes within this fraction of the best one count as ties, won by the deeper path. */
 export const DEPTH_TIE = 0.15;
