@@ -7,6 +7,7 @@
  * splits the budget and a StreamingWeightStore streams what does not fit. Mixture-of-Experts
  * files go to create-moe.ts: the same for the dense tensors, an expert cache for the experts.
  */
+import { switchFromEnv } from './env-switch.js';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
 import { parseMemoryBudget } from './budget.js';
@@ -41,10 +42,7 @@ export function planInputs(file: GgufFile, outputSlices = outputSlicesFromEnv())
 
 /** FLEXINFER_OUTPUT_SLICES=0: the output matrix is never sliced (default 1: the planner may slice it). */
 export function outputSlicesFromEnv(value = process.env.FLEXINFER_OUTPUT_SLICES): boolean {
-  const v = (value ?? '').trim();
-  if (v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new InvalidOptionError('FLEXINFER_OUTPUT_SLICES', `expected 0 or 1, got '${value}'`);
+  return switchFromEnv('FLEXINFER_OUTPUT_SLICES', value, true);
 }
 
 /** Options of createWeightStore. */
@@ -269,7 +267,7 @@ export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBy
   return [
     start,
     other ? { direct: other.direct, depth: other.depth, prior: other.bytesPerSec } : fallback,
-    ...(sibling.depth !== start.depth && (deeper || shallowSibling) ? [sibling] : []),
+    ...(sibling.depth !== start.depth && (deeper || switchFromEnv('FLEXINFER_SHALLOW_SIBLING', process.env.FLEXINFER_SHALLOW_SIBLING, false)) ? [sibling] : []),
   ];
 }
 
@@ -282,7 +280,6 @@ export function readPathsFrom(cal: Pick<Calibration, 'path' | 'probes' | 'readBy
  * (~20 in flight) 4.25-5.13 (median 4.74). One token is too short to tell two depths of the
  * same kind apart on this disk, and deeper costs only ring space the store holds anyway.
  */
-const shallowSibling = process.env.FLEXINFER_SHALLOW_SIBLING === '1';
 
 /** Probes within this fraction of the best one count as ties, won by the deeper path. */
 export const DEPTH_TIE = 0.15;

@@ -13,7 +13,7 @@
  * threads 1.57-1.72 vs 5.42-6.99; issue-9 notes). FLEXINFER_HUGE_PAGES=0 turns it off, for
  * comparisons.
  */
-import { InvalidOptionError } from '../errors.js';
+import { switchFromEnv } from './env-switch.js';
 import { adviseHugePages, allocAligned, reserveRegion } from '../native/index.js';
 
 /** Size and alignment of a transparent huge page on x86-64. */
@@ -21,10 +21,7 @@ export const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
 
 /** Whether read buffers ask for 2 MiB pages: FLEXINFER_HUGE_PAGES=1 (default) or 0. */
 export function hugeReadBuffers(value = process.env.FLEXINFER_HUGE_PAGES): boolean {
-  const v = (value ?? '').trim();
-  if (v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new InvalidOptionError('FLEXINFER_HUGE_PAGES', `expected 1 (2 MiB pages for read buffers, the default) or 0 (4 KiB pages), got '${value}'`);
+  return switchFromEnv('FLEXINFER_HUGE_PAGES', value, true, ' (1: 2 MiB pages for read buffers, the default; 0: 4 KiB pages)');
 }
 
 /**

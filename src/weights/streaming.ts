@@ -23,6 +23,7 @@
  * was truncated, written to, replaced or deleted, or a read that fails, ends the run with a
  * ModelFileChangedError.
  */
+import { switchFromEnv } from './env-switch.js';
 import { median } from '../bench/stats.js';
 import { InvalidModelError, InvalidOptionError, ModelFileChangedError } from '../errors.js';
 import { readGgufSync, type GgufFile } from '../gguf/reader.js';
@@ -581,10 +582,7 @@ export function streamedRanges(file: GgufFile, plan: Pick<Plan, 'tensors'>): Fil
  * 87-96% vs 77-93% of the run.
  */
 export function ringPackingFromEnv(value = process.env.FLEXINFER_RING_PACKING): boolean {
-  const v = (value ?? '').trim();
-  if (v === '' || v === '1') return true;
-  if (v === '0') return false;
-  throw new InvalidOptionError('FLEXINFER_RING_PACKING', `expected 0 or 1, got '${value}'`);
+  return switchFromEnv('FLEXINFER_RING_PACKING', value, true);
 }
 
 /** How the streamer's buffered pieces are read (IoStreamer readAhead / dontCache). */
