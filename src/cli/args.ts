@@ -8,6 +8,7 @@ import { parseMemoryBudget } from '../weights/budget.js';
 import type { GenerateOptions, LoadModelOptions } from '../index.js';
 import { KV_LAYOUTS, type KvLayout } from '../kv/layouts.js';
 import { MAX_LOOKAHEAD } from '../weights/expert-scheduler.js';
+import { MAX_CONTEXT_SIZE } from '../engine/model.js';
 
 /**
  * A numeric flag's value, or undefined when absent. Errors name the flag and say what is
@@ -67,7 +68,7 @@ export function loadOptionsFrom(values: FlagValues): LoadModelOptions {
   const load: LoadModelOptions = {};
   const threads = numberOption('threads', values.threads as string | undefined, { min: 1, max: 1024, integer: true });
   if (threads !== undefined) load.threads = threads;
-  const ctx = numberOption('ctx-size', values['ctx-size'] as string | undefined, { min: 1, integer: true });
+  const ctx = numberOption('ctx-size', values['ctx-size'] as string | undefined, { min: 1, max: MAX_CONTEXT_SIZE, integer: true });
   if (ctx !== undefined) load.contextSize = ctx;
   const kv = values.kv as string | undefined;
   if (kv !== undefined) {

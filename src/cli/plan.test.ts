@@ -30,10 +30,17 @@ test('plan: model shapes from metadata, a table row per layer with R/s per kind'
     assert.match(text, /tokens\/s/);
     assert.doesNotMatch(text, /budget of the file's size/);
     // A budget of exactly the file's size: KV and scratch displace some weights, which stream.
-    const full = planResidency(planInputs(file), { budget: file.fileSize, hardware: { readBytesPerSec: 1e9 }, window: 1, kvBytes: 64 * 1024 });
-    assert.ok(full.bytesReadPerToken > 0, 'with KV inside the budget some weights must stream');
+    const full = planResidency(planInputs(file), { budget: file.fileSize, hardware: { readBytesPerSec: 1e9 }, window: 1, kvBytes: Math.floor(file.fileSize / 5) });
+    assert.ok(full.tensors.some((t) => t.placement === 'streamed'), 'with KV inside the budget some weights must stream');
     const fullText = formatPlan(full, path, file.fileSize, { ctxSize: 128, parallel: 1, hardwareSource: 'given' });
     assert.match(fullText, /note: +a budget of the file's size still streams .* omit --memory-budget/);
+    // A budget far above the file: no layer streams, so no ring to describe; the embeddings'
+    // rows (read per token where the planner keeps them on disk) are not "streaming weights".
+    const huge = planResidency(planInputs(file), { budget: 1000 * file.fileSize, hardware: { readBytesPerSec: 1e9 }, window: 1, kvBytes: 64 * 1024 });
+    assert.ok(huge.tensors.every((t) => t.placement !== 'streamed' && t.placement !== 'slices'));
+    const hugeText = formatPlan(huge, path, file.fileSize, { ctxSize: 128, parallel: 1, hardwareSource: 'given' });
+    assert.match(hugeText, /strategy: .*; no layer streams \(no ring\)/);
+    assert.doesNotMatch(hugeText, /budget of the file's size|prefetch window/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

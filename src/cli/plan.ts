@@ -20,7 +20,7 @@ import { kvBytesFor, kvFloorBytes, kvPoolSize } from '../kv/pool-size.js';
 import { ElasticWeightStore } from '../weights/elastic-store.js';
 import { planPool, type PoolPlan } from '../engine/pool-plan.js';
 import { engineScratchBytes, runtimeReserveFor } from '../engine/memory.js';
-import { defaultContextSize, MAX_BATCH_ROWS } from '../engine/model.js';
+import { defaultContextSize, MAX_BATCH_ROWS, MAX_CONTEXT_SIZE, MAX_PARALLEL } from '../engine/model.js';
 import { fittedContexts } from '../engine/context-fit.js';
 import { readCacheCap, readCachePolicy } from '../weights/read-cache.js';
 import { resolveModelArg } from './model-arg.js';
@@ -127,13 +127,15 @@ export function formatPlan(plan: Plan | MoePlan, path: string, fileSize: number,
   const cache = moe ? ` + expert cache ${formatBytes(moe.cacheBytes)}` : '';
   lines.push(`model:     ${path} (${formatBytes(fileSize)})`);
   lines.push(`budget:    ${formatBytes(plan.budget)} = weights ${formatBytes(s.weights)}${cache} + stream buffers ${formatBytes(s.buffers)} + KV ${formatBytes(s.kv)} (${extra.kvWhat ?? `${extra.parallel} x ${extra.ctxSize} tokens`}) + scratch ${formatBytes(s.scratch)}  (used ${formatBytes(s.total)})`);
-  lines.push(`strategy:  ${plan.strategy}; prefetch window ${plan.window} layer${plan.window === 1 ? "" : "s"}; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}`);
+  const ring = plan.numSlots > 0 ? `prefetch window ${plan.window} layer${plan.window === 1 ? '' : 's'}; ring ${plan.numSlots} x ${formatBytes(plan.slotBytes)}` : 'no layer streams (no ring)';
+  lines.push(`strategy:  ${plan.strategy}; ${ring}`);
   const os = plan.outputSlices;
   if (os) lines.push(`output:    streamed every token in ${os.numSlices} slices of ${os.sliceRows} rows (2 slice buffers and the logits temp: ${formatBytes(os.bufferBytes)}) instead of resident`);
   const rows = plan.tensors.some((t) => t.placement === 'rows');
   lines.push(`resident:  ${formatBytes(plan.residentBytes)} of ${formatBytes(fileSize)}${rows ? '; token embeddings read by row' : ''}`);
   lines.push(`per token: ${formatBytes(plan.bytesReadPerToken)} read; predicted ${plan.predictedSecPerToken.toFixed(4)} s/token = ${plan.predictedTokensPerSec.toFixed(2)} tokens/s`);
-  if (plan.budget >= fileSize && plan.bytesReadPerToken > 0) {
+  const streams = plan.tensors.some((t) => t.placement === 'streamed' || t.placement === 'slices');
+  if (plan.budget >= fileSize && plan.bytesReadPerToken > 0 && streams) {
     // A budget as large as the file is not "no budget": KV, scratch and the stream buffers are
     // paid from it too, so the weights they displace stream (README "Memory budget").
     lines.push(`note:      a budget of the file's size still streams ${formatBytes(plan.bytesReadPerToken)} per token: KV, scratch and stream buffers share it; omit --memory-budget to keep every weight resident`);
@@ -209,13 +211,15 @@ export async function run(argv: string[]): Promise<number> {
   if (values['memory-budget'] === undefined) throw new InvalidOptionError('--memory-budget', 'is required (e.g. --memory-budget 2GiB or 50%)');
   const file = readGgufSync(path);
   const budget = parseMemoryBudget(values['memory-budget'], file.fileSize);
-  const int = (name: string, text: string, min: number) => {
-    if (!/^\d+$/.test(text) || Number(text) < min) throw new InvalidOptionError(`--${name}`, `must be an integer >= ${min}, got '${text}'`);
+  const int = (name: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER) => {
+    if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) {
+      throw new InvalidOptionError(`--${name}`, max === Number.MAX_SAFE_INTEGER ? `must be an integer >= ${min}, got '${text}'` : `must be an integer in [${min}, ${max}], got '${text}'`);
+    }
     return Number(text);
   };
   const shapes = modelShapes(file);
-  const defaultCtx = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1) : defaultContextSize(shapes.contextLength);
-  const parallel = int('parallel', values.parallel!, 1);
+  const defaultCtx = values['ctx-size'] !== undefined ? int('ctx-size', values['ctx-size'], 1, MAX_CONTEXT_SIZE) : defaultContextSize(shapes.contextLength);
+  const parallel = int('parallel', values.parallel!, 1, MAX_PARALLEL);
   const window = values.window !== undefined ? int('window', values.window, 1) : undefined;
   const scratch = values.scratch !== undefined ? parseMemoryBudget(values.scratch, 0, '--scratch') : scratchOfFile(file, parallel) ?? estimateScratchBytes(shapes);
 

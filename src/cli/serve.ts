@@ -6,6 +6,7 @@ import { basename } from 'node:path';
 import { InvalidOptionError } from '../errors.js';
 import { MODEL_FLAGS, loadOptionsFrom, numberOption } from './args.js';
 import { loadModel } from '../index.js';
+import { MAX_PARALLEL } from '../engine/model.js';
 import { createServer } from '../server/server.js';
 import { resolveModelArg } from './model-arg.js';
 
@@ -60,7 +61,7 @@ export async function run(argv: string[]): Promise<number> {
   const path = await resolveModelArg(positionals[0]!);
   const load = loadOptionsFrom(values);
   const kv = load.kv ?? 'vtensor';
-  const parallel = numberOption('parallel', values.parallel, { min: 1, max: 256, integer: true }) ?? 4;
+  const parallel = numberOption('parallel', values.parallel, { min: 1, max: MAX_PARALLEL, integer: true }) ?? 4;
   const port = numberOption('port', values.port, { min: 0, max: 65535, integer: true }) ?? 8080;
   const modelId = values.alias ?? basename(path);
   const drainTimeoutS = numberOption('drain-timeout', values['drain-timeout'], { min: 0, max: 86_400 }) ?? 30;

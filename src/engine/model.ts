@@ -190,6 +190,10 @@ export interface Model {
 }
 
 export const MAX_BATCH_ROWS = 512;
+/** The largest contextSize loadModel accepts (the CLI's --ctx-size too). */
+export const MAX_CONTEXT_SIZE = 1 << 22;
+/** The most sequences decoded together (parallel / --parallel). */
+export const MAX_PARALLEL = 256;
 
 /** The context a load takes without contextSize: min(the file's context length, 4096) (a budget may fit it lower: context-fit.ts). */
 export function defaultContextSize(trainContextSize: number): number {
@@ -242,12 +246,12 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (typeof path !== 'string' || path.length === 0) throw new InvalidOptionError('path', 'must be a non-empty string');
   if (options === null || typeof options !== 'object') throw new InvalidOptionError('options', 'must be an object');
   const threads = checkInt('threads', options.threads ?? availableParallelism(), 1, 1024);
-  const parallel = checkInt('parallel', options.parallel ?? 4, 1, 256);
+  const parallel = checkInt('parallel', options.parallel ?? 4, 1, MAX_PARALLEL);
   const kv = options.kv ?? 'vtensor';
   const prefixCache = options.prefixCache ?? true;
   if (typeof prefixCache !== 'boolean') throw new InvalidOptionError('prefixCache', `must be a boolean, got ${JSON.stringify(prefixCache)}`);
   if (!KV_LAYOUTS.includes(kv as KvLayout)) throw new InvalidOptionError('kv', `must be one of ${KV_LAYOUTS.join(', ')}, got ${JSON.stringify(kv)}`);
-  if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, 1 << 22);
+  if (options.contextSize !== undefined) checkInt('contextSize', options.contextSize, 1, MAX_CONTEXT_SIZE);
   const memoryPool = options.memoryPool ?? 'elastic';
   if (memoryPool !== 'elastic' && memoryPool !== 'static') throw new InvalidOptionError('memoryPool', `must be 'elastic' or 'static', got ${JSON.stringify(memoryPool)}`);
   if (options.onProgress !== undefined && typeof options.onProgress !== 'function') throw new InvalidOptionError('onProgress', 'must be a function');
