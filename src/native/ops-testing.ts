@@ -8,17 +8,8 @@ import { f16ToF32, f16ToF32Array, f32ToF16 } from '../gguf/f16.js';
 
 const PATHS: KernelPath[] = ['auto', 'scalar'];
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32), under the name these tests use. */
+export { mulberry32 as rng } from '../kv/random.js';
 
 export function randomArray(r: () => number, n: number, scale = 1): Float32Array {
   const a = new Float32Array(n);

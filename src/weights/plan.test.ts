@@ -4,6 +4,7 @@ import { InsufficientMemoryError } from '../errors.js';
 import { demotableFootprint, planResidency, planWithWindow, residentFootprint, simulatePipeline, spreadOrder, streamFootprint, SIM_TOKENS, WINDOW_JITTER, type Plan, type PlanTensorInput } from './plan.js';
 import type { TensorKind } from './tensors.js';
 import { OUTPUT_SLICE_TARGET_BYTES, OUTPUT_TEMP_ROWS, outputSliceLayout } from './output-slices.js';
+import { mulberry32 as rng } from '../kv/random.js';
 
 const U = 4096;
 const LAYER_KINDS: TensorKind[] = ['attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_gate', 'ffn_up', 'ffn_down'];
@@ -190,17 +191,6 @@ test('spreadOrder visits every layer once, middle first', () => {
   for (const n of [1, 2, 5, 31, 80]) assert.deepEqual([...spreadOrder(n)].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i));
 });
 
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Independent recomputation of a plan's memory from its placements. */
 function checkAccounting(plan: Plan, budget: number, kv: number, scratch: number): void {
