@@ -147,8 +147,8 @@ export function runKvMemoryBench(opts: KvMemoryBenchOptions = {}): KvMemoryBench
     rows.push(measure(c, lengths));
     c.dispose();
     // The chunk size the engine picks for this pool (kvPoolSize): 64 KiB, or lcm(64 KiB, token
-    // row), doubled while the full pool would need more than a quarter of vm.max_map_count
-    // mappings (16 and 64 sequences of a 4096-token context get larger chunks).
+    // row), doubled while the full pool would need more than half of vm.max_map_count
+    // mappings (64 sequences of a 4096-token context get larger chunks).
     const chunkBytes = opts.chunkBytes ?? chooseChunkBytes(shape, capacityBytes);
     const vtensorCapacity = capacityBytes + n * 2 * shape.numLayers * chunkBytes;
     const v = new VTensorKvManager({ shape, capacityBytes: vtensorCapacity, chunkBytes });

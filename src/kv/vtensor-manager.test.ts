@@ -228,8 +228,15 @@ test('vtensor: default chunk size is 64 KiB, a multiple of the row, and grows wi
   const { chooseChunkBytes } = await import('./vtensor-manager.js');
   const tiny = { numLayers: 22, kvDim: 256, maxContext: 4096 };
   assert.equal(chooseChunkBytes(tiny, 256 << 20, 65530), 64 << 10);
-  // 6 GiB at a 65530 limit: at most 16382 chunks -> 512 KiB.
-  assert.equal(chooseChunkBytes(tiny, 6 * 2 ** 30, 65530), 512 << 10);
+  // 16 x 4096 tokens of tinyllama (22 layers x K/V x 512 B a token): 1,476,395,008 B, 22,528
+  // chunks of 64 KiB <= 65530 / 2 -> 64 KiB (a quarter of the limit gave 128 KiB).
+  assert.equal(chooseChunkBytes(tiny, 16 * 4096 * 22528, 65530), 64 << 10);
+  // 64 x 4096 tokens: 90,112 chunks of 64 KiB, 45,056 of 128 KiB (> 32,765), 22,528 of 256 KiB.
+  assert.equal(chooseChunkBytes(tiny, 64 * 4096 * 22528, 65530), 256 << 10);
+  // 6 GiB at a 65530 limit: at most 32765 chunks -> 256 KiB (24,576 of them).
+  assert.equal(chooseChunkBytes(tiny, 6 * 2 ** 30, 65530), 256 << 10);
+  // A lower limit: 1.4 GiB at 16384 -> at most 8192 chunks -> 256 KiB (5,632).
+  assert.equal(chooseChunkBytes(tiny, 16 * 4096 * 22528, 16384), 256 << 10);
   // A 192-byte row (kvDim 96) does not divide 64 KiB: lcm(65536, 192) = 196608.
   assert.equal(chooseChunkBytes({ numLayers: 2, kvDim: 96, maxContext: 64 }, 1 << 20, 65530), 196608);
 });
