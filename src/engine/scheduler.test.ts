@@ -240,6 +240,47 @@ test('admission look-ahead (hand-computed): 8 run at once where the pool carries
   assert.ok(prompts.b.preemptions + prompts.b.pauses > 0, 'expected pauses or preemptions without the look-ahead');
 });
 
+test('admission look-ahead (hand-computed): a request behind the head never holds the head back; the farthest cached prompts go first', () => {
+  // Chunks of 16 tokens of K or V; a block is one of each; the pool holds 3 blocks. Phase A: X
+  // (a 32-token prompt, 1 token) leaves X0 and X1 cached (tokens 0-15, 16-31); 1 block free.
+  // Phase B queues M1, M2 (4-token prompts, 10 tokens each: they end holding 13 tokens, one
+  // block each), then X' (X's prompt again). M1 starts alone and takes the free block. M2
+  // needs 1 more block; keeping the blocks X' would hit (X0 and X1) none is left, so
+  // before this rule M2 waited for M1 (10 steps alone), then ran beside X' (which hit 31
+  // tokens): 20 steps. Now M2 runs beside M1 and evicts X1 (the leaf) for its block: both finish
+  // at step 10; X' then maps X0 (16 tokens cached), computes tokens 16-31 in one step (16
+  // rows), and is done at step 11.
+  const x = Array.from({ length: 32 }, (_, i) => ((i * 5) % 60) + 2);
+  const m1 = [1, 61, 62, 63];
+  const m2 = [1, 60, 59, 58];
+  const reference = [run(roomy(), 1, [m1], 10), run(roomy(), 1, [m2], 10), run(roomy(), 1, [x], 1)].map((r) => r.results[0]!.tokens);
+  const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: 6 * 65536, chunkBytes: 65536 });
+  const done = new Map<number, FinishedGeneration>();
+  const doneAtStep = new Map<number, number>();
+  let step = 0;
+  const s = new Scheduler({
+    model: new FakeModel(kv), kv, tokenizer, vocabSize: V, contextSize: shape.maxContext, maxRunning: 4,
+    events: { chunk: () => {}, done: (id, r) => (done.set(id, r), doneAtStep.set(id, step)), logits: () => {}, failed: (id, e) => assert.fail(`request ${id} failed: ${e.message}`) },
+  });
+  const sampling = { temperature: 0, repeatPenalty: 1 };
+  s.submitGenerate(9, Uint32Array.from(x), { maxTokens: 1, sampling, stop: [] });
+  while (!s.idle) s.step();
+  assert.equal(kv.stats().mappedBytes, 4 * 65536, 'X0 and X1 cached');
+  s.submitGenerate(0, Uint32Array.from(m1), { maxTokens: 10, sampling, stop: [] });
+  s.submitGenerate(1, Uint32Array.from(m2), { maxTokens: 10, sampling, stop: [] });
+  s.submitGenerate(2, Uint32Array.from(x), { maxTokens: 1, sampling, stop: [] });
+  for (step = 1; !s.idle; step++) {
+    s.step();
+    if (step === 1) assert.equal(s.stats().running, 2, 'M2 runs beside M1 from the first step');
+  }
+  assert.deepEqual([0, 1, 2].map((k) => doneAtStep.get(k)), [10, 10, 11]);
+  assert.deepEqual([0, 1, 2].map((k) => done.get(k)!.cachedPromptTokens), [0, 0, 16]);
+  assert.deepEqual([0, 1, 2].map((k) => done.get(k)!.tokens), reference);
+  assert.equal(s.stats().preemptions, 0);
+  assert.equal(s.stats().pauses, 0);
+  kv.dispose();
+});
+
 test('FLEXINFER_KV_PAUSE_STEPS, FLEXINFER_ADMIT_AHEAD: a whole number of steps, or a typed error', () => {
   assert.equal(maxPauseStepsFromEnv(undefined), undefined);
   assert.equal(maxPauseStepsFromEnv('0'), 0);
