@@ -15,7 +15,7 @@ import { createServer } from '../server/server.js';
 import { loadLlamaCpp } from './llamacpp.js';
 import { benchPromptTokens } from './speed.js';
 import { median, percentile, round } from './stats.js';
-import { sampleAnonShmemPeak } from '../weights/cgroup.js';
+import { sampleAnonShmemPeak, sampleCgroupAnonShmemPeak } from '../weights/cgroup.js';
 import { expertRow, type ExpertRow } from './serve-experts.js';
 import type { ExpertOptions } from '../engine/model.js';
 
@@ -140,8 +140,17 @@ interface FlexinferRun {
   timeline?: unknown[];
   phases?: Array<{ streams: number; t: number }>;
   pool?: Record<string, unknown>;
-  /** Peak RssAnon + RssShmem of the serving process, sampled every 10 ms (the memory a cgroup cannot reclaim). */
+  /**
+   * Peak RssAnon + RssShmem of the serving process, sampled every 10 ms (the memory a cgroup
+   * cannot reclaim). Over-counts the KV pool: RssShmem counts a chunk once per mapping of it.
+   */
   peak_anon_shmem_bytes?: number;
+  /**
+   * Peak anonymous + shared memory charged to the process's memory cgroup (memory.stat rss +
+   * shmem), sampled every 10 ms: every page once, cached prefix chunks included. The figure to
+   * read in the bench's cgroup of its own (0 without a memory cgroup).
+   */
+  peak_cgroup_anon_shmem_bytes?: number;
 }
 
 /** Prompt processing tokens/s of the same server: one long prompt, one token out (the engine's own timing). */
@@ -160,6 +169,7 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
   const maxN = Math.max(...ns);
   const parallel = layout?.parallel ?? maxN;
   const peak = sampleAnonShmemPeak(10);
+  const cgroupPeak = sampleCgroupAnonShmemPeak(10);
   const model = await loadModel(path, {
     threads,
     parallel,
@@ -198,9 +208,10 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
     }
     const pool = (await model.stats({ history: true })).pool as Record<string, unknown> | undefined;
     const { history, ...rest } = (pool ?? {}) as { history?: unknown[] };
-    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}), peak_anon_shmem_bytes: peak.stop() };
+    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}), peak_anon_shmem_bytes: peak.stop(), peak_cgroup_anon_shmem_bytes: cgroupPeak.stop() };
   } finally {
     peak.stop();
+    cgroupPeak.stop();
     await server.close();
     await model.dispose();
   }

@@ -69,7 +69,12 @@ export interface ChildOut {
   phases?: Array<{ streams: number; t: number }>;
   pool?: { scratchBytes?: number; floorBytes?: number; kvBytes?: number; events?: Record<string, number> };
   error?: string;
+  /** memory.max_usage_in_bytes of the configuration's cgroup: page cache included (the limit is reached whenever the disk is read). */
   peak_bytes?: number;
+  /** Peak anonymous + shared memory of its cgroup, every page once (serve-child.ts): what the budget must hold. */
+  peak_cgroup_anon_shmem_bytes?: number;
+  /** Peak RssAnon + RssShmem of the server process: counts a KV chunk once per mapping (over-counts shared chunks). */
+  peak_anon_shmem_bytes?: number;
   /** This file's cold read speed measured right before the configuration ran (bytes/s). */
   storage?: StorageMeasurement;
 }
@@ -269,6 +274,8 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     rows,
     elastic_events: events,
     peaks: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.peak_bytes ?? null])),
+    /** Peak anonymous + shared memory per configuration, every page once (the figure to hold against the budget). */
+    peaks_anon_shmem: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, v.peak_cgroup_anon_shmem_bytes ?? null])),
     errors: Object.fromEntries(Object.entries(results).filter(([, v]) => v.error).map(([k, v]) => [k, v.error])),
     /** Every configuration's own output, the elastic run's memory split over time included (what --resume reads back). */
     runs: results,
@@ -295,6 +302,10 @@ export async function runElasticServeSweep(path: string, o: SweepOptions & Elast
     // A result resumed from a build before the read-path probes holds the best rate as a number.
     const best = st ? (typeof st.best === 'number' ? (st.best as number) : st.best.bytesPerSec) : 0;
     if (st) table += `storage before ${c.label}: best cold read ${(best / 1e9).toFixed(2)} GB/s\n`;
+  }
+  for (const c of configs) {
+    const r = results[c.key];
+    if (r?.peak_cgroup_anon_shmem_bytes) table += `peak memory of ${c.label}: anonymous + shared ${mib(r.peak_cgroup_anon_shmem_bytes)} MiB (cgroup, every page once; the process's RssAnon + RssShmem ${mib(r.peak_anon_shmem_bytes)}, which counts a KV chunk per mapping), cgroup with page cache ${mib(r.peak_bytes)} MiB\n`;
   }
   table += `preemptions (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.preemptions ?? '-'} / ${at('static', n)?.preemptions ?? '-'}`).join(', ')}\n`;
   table += `KV pauses, sequence-steps (elastic / static): ${STREAMS.map((n) => `${n}: ${at('elastic', n)?.pauses ?? '-'} / ${at('static', n)?.pauses ?? '-'}`).join(', ')}; longest ${at('elastic', STREAMS[STREAMS.length - 1]!)?.longest_pause ?? '-'} / ${at('static', STREAMS[STREAMS.length - 1]!)?.longest_pause ?? '-'} steps\n`;

@@ -265,3 +265,48 @@ export function sampleAnonShmemPeak(everyMs = 10): { stop(): number } {
   };
 }
 
+/**
+ * Anonymous (`rss`) and shared (`shmem`) bytes charged to this process's cgroup-v1 memory
+ * cgroup (its memory.stat), or undefined without one. Unlike a process's RssShmem, which counts
+ * a memfd page once per mapping of it (a vTensor chunk mapped into several sequences, and the
+ * pool's own view) and not at all while no one maps it (a cached prefix chunk), the cgroup
+ * charges every page once, for as long as it exists.
+ */
+export function cgroupMemoryStat(dir = ownMemoryCgroup()): { anonBytes: number; shmemBytes: number } | undefined {
+  try {
+    const stat = readFileSync(join(dir, 'memory.stat'), 'utf8');
+    const field = (name: string): number | undefined => {
+      const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(stat);
+      return m ? Number(m[1]) : undefined;
+    };
+    const anon = field('rss');
+    const shmem = field('shmem');
+    return anon === undefined || shmem === undefined ? undefined : { anonBytes: anon, shmemBytes: shmem };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Samples anonymous + shared memory of cgroupMemoryStat() every `everyMs` until stop(), which
+ * returns the peak seen (0 without a memory cgroup). For a process in a cgroup of its own: its
+ * memory that cannot be reclaimed, every page once.
+ */
+export function sampleCgroupAnonShmemPeak(everyMs = 10): { stop(): number } {
+  const dir = ownMemoryCgroup();
+  let peak = 0;
+  const sample = (): void => {
+    const m = cgroupMemoryStat(dir);
+    if (m) peak = Math.max(peak, m.anonBytes + m.shmemBytes);
+  };
+  sample();
+  const timer = setInterval(sample, everyMs);
+  timer.unref();
+  return {
+    stop: () => {
+      clearInterval(timer);
+      sample();
+      return peak;
+    },
+  };
+}
