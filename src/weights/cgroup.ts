@@ -248,10 +248,17 @@ export function processRss(): Record<string, number> {
  * stop(), which returns the peak seen.
  */
 export function sampleAnonShmemPeak(everyMs = 10): { stop(): number } {
+  return samplePeak(() => {
+    const r = processRss();
+    return (r['RssAnon'] ?? 0) + (r['RssShmem'] ?? 0);
+  }, everyMs);
+}
+
+/** Samples read() every `everyMs` until stop(), which samples once more and returns the peak. */
+function samplePeak(read: () => number, everyMs: number): { stop(): number } {
   let peak = 0;
   const sample = (): void => {
-    const r = processRss();
-    peak = Math.max(peak, (r['RssAnon'] ?? 0) + (r['RssShmem'] ?? 0));
+    peak = Math.max(peak, read());
   };
   sample();
   const timer = setInterval(sample, everyMs);
@@ -294,19 +301,8 @@ export function cgroupMemoryStat(dir = ownMemoryCgroup()): { anonBytes: number; 
  */
 export function sampleCgroupAnonShmemPeak(everyMs = 10): { stop(): number } {
   const dir = ownMemoryCgroup();
-  let peak = 0;
-  const sample = (): void => {
+  return samplePeak(() => {
     const m = cgroupMemoryStat(dir);
-    if (m) peak = Math.max(peak, m.anonBytes + m.shmemBytes);
-  };
-  sample();
-  const timer = setInterval(sample, everyMs);
-  timer.unref();
-  return {
-    stop: () => {
-      clearInterval(timer);
-      sample();
-      return peak;
-    },
-  };
+    return m ? m.anonBytes + m.shmemBytes : 0;
+  }, everyMs);
 }
