@@ -15,7 +15,7 @@ import { createServer } from '../server/server.js';
 import { loadLlamaCpp } from './llamacpp.js';
 import { benchPromptTokens } from './speed.js';
 import { median, percentile, round } from './stats.js';
-import { sampleAnonShmemPeak, sampleCgroupAnonShmemPeak } from '../weights/cgroup.js';
+import { sampleMemoryPeaks } from '../weights/cgroup.js';
 import { expertRow, type ExpertRow } from './serve-experts.js';
 import type { ExpertOptions } from '../engine/model.js';
 
@@ -168,8 +168,7 @@ async function promptSpeed(base: string, n: number): Promise<number> {
 async function measureFlexinfer(path: string, threads: number, gen: number, ns: number[], budget?: string, layout?: { parallel: number; ctx: number; pool: 'elastic' | 'static' }): Promise<FlexinferRun> {
   const maxN = Math.max(...ns);
   const parallel = layout?.parallel ?? maxN;
-  const peak = sampleAnonShmemPeak(10);
-  const cgroupPeak = sampleCgroupAnonShmemPeak(10);
+  const peaks = sampleMemoryPeaks(10);
   const model = await loadModel(path, {
     threads,
     parallel,
@@ -208,10 +207,10 @@ async function measureFlexinfer(path: string, threads: number, gen: number, ns: 
     }
     const pool = (await model.stats({ history: true })).pool as Record<string, unknown> | undefined;
     const { history, ...rest } = (pool ?? {}) as { history?: unknown[] };
-    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}), peak_anon_shmem_bytes: peak.stop(), peak_cgroup_anon_shmem_bytes: cgroupPeak.stop() };
+    const { anonShmem, cgroupAnonShmem } = peaks.stop();
+    return { rows, prompt_tps, ...(history ? { timeline: history, phases } : {}), ...(pool ? { pool: rest } : {}), peak_anon_shmem_bytes: anonShmem, peak_cgroup_anon_shmem_bytes: cgroupAnonShmem };
   } finally {
-    peak.stop();
-    cgroupPeak.stop();
+    peaks.stop();
     await server.close();
     await model.dispose();
   }

@@ -57,3 +57,30 @@ test('a bad limit is refused before anything runs', async () => {
   await assert.rejects(runInMemoryCgroup(process.execPath, ['-e', '1'], 0), RangeError);
   await assert.rejects(runInMemoryCgroup(process.execPath, ['-e', '1'], 1.5), RangeError);
 });
+
+test('sampleMemoryPeaks: one timer sees the process\'s anonymous memory and its cgroup\'s charge peak and fall back', { skip }, async () => {
+  // In a cgroup of its own: 96 MiB touched, then dropped (the child's heap shrinks after gc);
+  // both peaks count it, neither sees more than the limit, and after stop() they stay.
+  const url = new URL('./cgroup.js', import.meta.url).href;
+  const script = `
+    const { sampleMemoryPeaks, processRss, cgroupMemoryStat } = await import(${JSON.stringify(url)});
+    const anon0 = (processRss().RssAnon ?? 0) + (processRss().RssShmem ?? 0);
+    const cg0 = cgroupMemoryStat().anonBytes + cgroupMemoryStat().shmemBytes;
+    const s = sampleMemoryPeaks(5);
+    // (Held on globalThis and read before it is dropped: V8 frees a local it sees unused.)
+    globalThis.held = Buffer.alloc(96 * 1048576);
+    for (let i = 0; i < globalThis.held.length; i += 4096) globalThis.held[i] = 1;
+    await new Promise((r) => setTimeout(r, 60));
+    if (globalThis.held[4096] !== 1) throw new Error('lost');
+    globalThis.held = null; globalThis.gc();
+    await new Promise((r) => setTimeout(r, 60));
+    const p = s.stop();
+    console.log(JSON.stringify({ anon0, cg0, ...p, after: s.stop() }));`;
+  const r = await runInMemoryCgroup(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], 512 * MiB, { timeoutMs: 60_000 });
+  assert.equal(r.exitCode, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as { anon0: number; cg0: number; anonShmem: number; cgroupAnonShmem: number; after: { anonShmem: number; cgroupAnonShmem: number } };
+  assert.ok(j.anonShmem >= j.anon0 + 90 * MiB, `process peak ${j.anonShmem} vs start ${j.anon0}`);
+  assert.ok(j.cgroupAnonShmem >= j.cg0 + 90 * MiB, `cgroup peak ${j.cgroupAnonShmem} vs start ${j.cg0}`);
+  assert.ok(j.cgroupAnonShmem <= 512 * MiB);
+  assert.ok(j.after.anonShmem >= j.anonShmem && j.after.cgroupAnonShmem >= j.cgroupAnonShmem, 'a peak never falls');
+});

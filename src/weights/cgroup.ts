@@ -248,17 +248,22 @@ export function processRss(): Record<string, number> {
  * stop(), which returns the peak seen.
  */
 export function sampleAnonShmemPeak(everyMs = 10): { stop(): number } {
-  return samplePeak(() => {
-    const r = processRss();
-    return (r['RssAnon'] ?? 0) + (r['RssShmem'] ?? 0);
-  }, everyMs);
+  const s = samplePeaks([processAnonShmem], everyMs);
+  return { stop: () => s.stop()[0]! };
 }
 
-/** Samples read() every `everyMs` until stop(), which samples once more and returns the peak. */
-function samplePeak(read: () => number, everyMs: number): { stop(): number } {
-  let peak = 0;
+function processAnonShmem(): number {
+  const r = processRss();
+  return (r['RssAnon'] ?? 0) + (r['RssShmem'] ?? 0);
+}
+
+/** Samples every read() every `everyMs` on one timer until stop(), which samples once more and returns each one's peak. */
+function samplePeaks(reads: ReadonlyArray<() => number>, everyMs: number): { stop(): number[] } {
+  const peaks = reads.map(() => 0);
   const sample = (): void => {
-    peak = Math.max(peak, read());
+    reads.forEach((read, i) => {
+      peaks[i] = Math.max(peaks[i]!, read());
+    });
   };
   sample();
   const timer = setInterval(sample, everyMs);
@@ -267,7 +272,7 @@ function samplePeak(read: () => number, everyMs: number): { stop(): number } {
     stop: () => {
       clearInterval(timer);
       sample();
-      return peak;
+      return peaks.slice();
     },
   };
 }
@@ -295,14 +300,27 @@ export function cgroupMemoryStat(dir = ownMemoryCgroup()): { anonBytes: number; 
 }
 
 /**
- * Samples anonymous + shared memory of cgroupMemoryStat() every `everyMs` until stop(), which
- * returns the peak seen (0 without a memory cgroup). For a process in a cgroup of its own: its
- * memory that cannot be reclaimed, every page once.
+ * Samples, on one timer every `everyMs` until stop(), this process's RssAnon + RssShmem
+ * (sampleAnonShmemPeak) and the anonymous + shared memory of its memory cgroup
+ * (cgroupMemoryStat(); 0 without one: for a process in a cgroup of its own, its memory that
+ * cannot be reclaimed, every page once); stop() returns both peaks.
  */
-export function sampleCgroupAnonShmemPeak(everyMs = 10): { stop(): number } {
+export function sampleMemoryPeaks(everyMs = 10): { stop(): { anonShmem: number; cgroupAnonShmem: number } } {
   const dir = ownMemoryCgroup();
-  return samplePeak(() => {
-    const m = cgroupMemoryStat(dir);
-    return m ? m.anonBytes + m.shmemBytes : 0;
-  }, everyMs);
+  const s = samplePeaks(
+    [
+      processAnonShmem,
+      () => {
+        const m = cgroupMemoryStat(dir);
+        return m ? m.anonBytes + m.shmemBytes : 0;
+      },
+    ],
+    everyMs,
+  );
+  return {
+    stop: () => {
+      const [anonShmem, cgroupAnonShmem] = s.stop();
+      return { anonShmem: anonShmem!, cgroupAnonShmem: cgroupAnonShmem! };
+    },
+  };
 }
