@@ -421,26 +421,26 @@ export class Scheduler {
         if (w.kind === 'generate' && w.numTokens > 1) wanted.push(w.tokens.subarray(0, w.numTokens));
       }
     }
-    // (Counted even when nothing else runs: it also tells the layout which prefixes to keep.)
     const fits = (k: number): boolean => {
       const room = countRoom(ends, wanted.slice(0, k));
       return room.neededChunks <= room.availableChunks;
     };
-    if (fits(wanted.length) || this.running.length === 0) return true;
     // A request behind s never holds s back (see the NOTE): keep the cached prompts of the
-    // nearest k that still let s in, the farthest ones' go first; none: s waits.
-    if (wanted.length === 0 || !fits(0)) {
-      if (wanted.length > 0) fits(wanted.length); // (the last count tells the layout what to keep)
-      return false;
+    // nearest k that still let s in, the farthest ones' go first. Alone, s is let in with all
+    // of them kept; if s does not fit even with none kept, s waits and all stay kept.
+    let keep = wanted.length;
+    let admit = this.running.length === 0 || fits(keep);
+    if (!admit && keep > 0 && fits(0)) {
+      let [lo, hi] = [0, keep - 1]; // fits(lo), and fits(k) is false for every k > hi
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (fits(mid)) lo = mid;
+        else hi = mid - 1;
+      }
+      [keep, admit] = [lo, true];
     }
-    let [lo, hi] = [0, wanted.length - 1]; // fits(lo), and fits(k) is false for every k > hi
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (fits(mid)) lo = mid;
-      else hi = mid - 1;
-    }
-    fits(lo); // the last count tells the layout what to keep
-    return true;
+    this.o.kv.keepCached?.(wanted.slice(0, keep));
+    return admit;
   }
 
   /**

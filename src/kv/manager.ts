@@ -112,13 +112,18 @@ export interface KvManager extends KvCache {
    */
   matchPrefix(tokens: Uint32Array): PrefixMatch | null;
   /**
-   * Admission accounting (layouts with chunks mapped on demand): counts, without mapping or
-   * evicting anything, the chunks `ends` would still map and the chunks the pool could give
-   * them, keeping the cached prefixes the `wanted` prompts (requests still waiting) would hit.
-   * Those cached blocks are also the last that later evictions take (LRU among the others
-   * first). Layouts that reserve every sequence's room up front do not implement it.
+   * Admission accounting (layouts with chunks mapped on demand): counts, without mapping,
+   * evicting or changing anything, the chunks `ends` would still map and the chunks the pool
+   * could give them, keeping the cached prefixes the `wanted` prompts (requests still
+   * waiting) would hit. Layouts that reserve every sequence's room up front do not implement it.
    */
   countRoom?(ends: readonly SequenceEnd[], wanted: readonly Uint32Array[]): RoomCount;
+  /**
+   * The cached prefixes the `wanted` prompts (requests still waiting) would hit are the last
+   * that later evictions take (LRU among the others first), until the next call. Implemented
+   * with countRoom().
+   */
+  keepCached?(wanted: readonly Uint32Array[]): void;
   /** Drops every cached prefix (frees what only the cache held). */
   clearPrefixCache(): void;
   stats(): KvStats;

@@ -274,7 +274,7 @@ test('vtensor: prepare() maps in the background; ensure() then finds the room ma
   m.dispose();
 });
 
-test('vtensor: countRoom counts growth and evictable chunks without mapping, keeps the prefixes waiting prompts hit, and evicts them last', () => {
+test('vtensor: countRoom counts growth and evictable chunks without mapping, keeping the prefixes waiting prompts hit; keepCached evicts them last', () => {
   // 32 tokens per chunk, 6 tensors: a block (one slot of every tensor) is 6 chunks; 10 blocks.
   const tokens = (seed: number, n: number) => Uint32Array.from({ length: n }, (_, i) => seed * 1000 + i);
   const setup = () => {
@@ -305,14 +305,15 @@ test('vtensor: countRoom counts growth and evictable chunks without mapping, kee
   assert.equal(m.numCachedBlocks, 4, 'counting evicts nothing');
   // Growing A by 5 blocks (30 chunks, 24 free) must evict 6 chunks: C's tail goes, not B's
   // second block (older, so LRU would take it first).
-  m.countRoom([], [wantB]);
+  m.keepCached([wantB]);
   assert.ok(m.ensure(a, 7 * 32));
   const hit = m.matchPrefix(wantB)!;
   assert.equal(hit.numTokens, 64, "B's blocks stayed cached");
   m.release(hit.seq);
   m.dispose();
-  // Without the waiting prompt, plain LRU takes B's second block.
+  // Without keepCached, plain LRU takes B's second block (counting alone changes nothing).
   const lru = setup();
+  lru.m.countRoom([{ seq: lru.a, numTokens: 100 }], [wantB]);
   assert.ok(lru.m.ensure(lru.a, 7 * 32));
   assert.equal(lru.m.matchPrefix(wantB)?.numTokens, 32);
   lru.m.dispose();

@@ -21,7 +21,7 @@
  *   the (longer) prefix back.
  * - Running short: evict LRU prefix-cache blocks, then report false / null. Never throws.
  *   Eviction happens only when it makes enough room: a request that fails anyway leaves the
- *   cache as it was. The blocks that waiting requests will hit (as the last countRoom() was
+ *   cache as it was. The blocks that waiting requests will hit (as the last keepCached() was
  *   told) are evicted last, after every other evictable block.
  *
  * Timing: ensure() is on the critical path (the forward pass waits for it); prepare() is the
@@ -104,7 +104,7 @@ export class VTensorKvManager implements KvManager {
   private prefixHits = 0;
   private prefixMisses = 0;
   private prefixTokensReused = 0;
-  /** Cached blocks waiting requests will hit (the last countRoom()): evicted after all others. */
+  /** Cached blocks waiting requests will hit (the last keepCached()): evicted after all others. */
   private wantedNodes: ReadonlySet<RadixNode> = new Set();
 
   constructor(options: VTensorKvOptions) {
@@ -266,35 +266,41 @@ export class VTensorKvManager implements KvManager {
     // (Counts every tensor's slots: sliding-window layers give theirs back as they go, so
     // this over-counts for them, on the safe side.)
     const keep = new Set<RadixNode>();
-    // The slots matchPrefix() would give `tokens` from the cache: the full blocks, shared, and
-    // the partial one when only the cache holds it (it is copied into a fresh slot, and the
-    // original then goes with the next eviction: one block either way; or, on a short pool,
-    // handed over). A partial block a sequence also maps stays: its copy is a new slot. All
-    // of them are kept (added to `into`).
-    const peek = (tokens: Uint32Array, into: Set<RadixNode>): number => {
-      const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
-      if (maxTokens <= 0) return 0;
-      const m = this.cache.match(tokens, maxTokens, false);
-      for (const n of m.path) into.add(n);
-      if (m.partial === null) return m.path.length;
-      into.add(m.partial);
-      return m.path.length + (m.partial.chunks.every((c) => c < 0 || this.refs[c] === 1) ? 1 : 0);
-    };
     for (const e of ends) {
-      const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? peek(e.prompt, keep) : 0;
+      const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? this.peekCached(e.prompt, keep) : 0;
       neededSlots += Math.max(0, Math.ceil(Math.min(e.numTokens, this.shape.maxContext) / g.tokensPerChunk) - held);
     }
-    // From now on the waiting requests' blocks go last in evictions (a newcomer's own are
-    // mapped by it once admitted, and matchPrefix() keeps them while it copies).
-    const waiting = new Set<RadixNode>();
-    for (const tokens of wanted) peek(tokens, waiting);
-    this.wantedNodes = waiting;
-    for (const n of waiting) keep.add(n);
+    for (const tokens of wanted) this.peekCached(tokens, keep);
     const limit = this.grant ? Math.min(this.grant.maxChunks, this.pool.capacityChunks) : this.pool.capacityChunks;
     return {
       neededChunks: neededSlots * g.numTensors,
       availableChunks: Math.max(0, limit - this.numUsedChunks) + this.freeableByEviction(keep),
     };
+  }
+
+  keepCached(wanted: readonly Uint32Array[]): void {
+    // The waiting requests' blocks go last in evictions (a newcomer's own are mapped by it
+    // once admitted, and matchPrefix() keeps them while it copies).
+    const waiting = new Set<RadixNode>();
+    for (const tokens of wanted) this.peekCached(tokens, waiting);
+    this.wantedNodes = waiting;
+  }
+
+  /**
+   * The slots matchPrefix() would give `tokens` from the cache: the full blocks, shared, and
+   * the partial one when only the cache holds it (it is copied into a fresh slot, and the
+   * original then goes with the next eviction: one block either way; or, on a short pool,
+   * handed over). A partial block a sequence also maps stays: its copy is a new slot. All of
+   * them are added to `into`.
+   */
+  private peekCached(tokens: Uint32Array, into: Set<RadixNode>): number {
+    const maxTokens = Math.min(tokens.length - 1, this.shape.maxContext);
+    if (maxTokens <= 0) return 0;
+    const m = this.cache.match(tokens, maxTokens, false);
+    for (const n of m.path) into.add(n);
+    if (m.partial === null) return m.path.length;
+    into.add(m.partial);
+    return m.path.length + (m.partial.chunks.every((c) => c < 0 || this.refs[c] === 1) ? 1 : 0);
   }
 
   /** Bytes of physical memory mapped into one sequence's K and V of one layer. */
