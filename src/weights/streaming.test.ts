@@ -9,7 +9,7 @@ import { closeFile, openFile } from '../native/index.js';
 import { planResidency, streamFootprint } from './plan.js';
 import { planInputs } from './create.js';
 import { ResidentWeightStore } from './resident.js';
-import { bufferedReadsFromEnv, computeRateOf, ringPackingFromEnv, StreamingWeightStore } from './streaming.js';
+import { bufferedReadsFromEnv, computeRateOf, ringPackingFromEnv, StreamingWeightStore, type MeasuredRates } from './streaming.js';
 import { tinyModelTensors, writeTestGguf } from './testing.js';
 
 const SHAPE = { dim: 256, ffn: 640, kvDim: 128, vocab: 96, layers: 24 };
@@ -237,5 +237,39 @@ test('FLEXINFER_BUFFERED_READS: the streamer reads buffered pieces with the mode
       assert.ok(store.stats().bufferedBytes > 0);
       store.dispose();
     }
+  });
+});
+
+test('onMeasuredRate reports buffered reads only when the device read at least half of their bytes (the rest is the page cache, not the disk)', async () => {
+  await withModel(4096, async (path) => {
+    const file = readGgufSync(path);
+    const plan = planResidency(planInputs(file), { budget: Math.floor(0.5 * file.fileSize), hardware: HW });
+    const perPass = plan.layers.reduce((a, l) => a + l.streamedBytes, 0);
+    const passes = Math.ceil((300 * 1024 * 1024) / perPass); // past the 256 MiB a report needs
+    const run = async (deviceBytes: (store: StreamingWeightStore | undefined) => number | undefined) => {
+      const reports: MeasuredRates[] = [];
+      let store: StreamingWeightStore | undefined;
+      store = await StreamingWeightStore.open(file, plan, { direct: false, adaptive: false, onMeasuredRate: (m) => reports.push(m), deviceReadBytes: () => deviceBytes(store) });
+      for (let p = 0; p < passes; p++) {
+        for (let l = 0; l < store.numLayers; l++) {
+          store.acquire(l);
+          store.release(l);
+        }
+      }
+      const buffered = store.stats().bufferedBytes;
+      store.dispose();
+      return { reports, buffered };
+    };
+    // The device read nothing (every page was cached): no report, so no calibration from it.
+    const cached = await run(() => 5e9);
+    assert.ok(cached.buffered >= 256 * 1024 * 1024);
+    assert.deepEqual(cached.reports, []);
+    // The device read 60% of them: reported, as buffered reads.
+    const disk = await run((s) => 5e9 + 0.6 * (s?.stats().bufferedBytes ?? 0));
+    assert.ok(disk.reports.length > 0);
+    assert.ok(disk.reports.every((m) => m.path.direct === false && m.bytes >= 256 * 1024 * 1024 && m.bytesPerSec > 0));
+    // Where sysfs does not say, as before: reported.
+    const unknown = await run(() => undefined);
+    assert.ok(unknown.reports.length > 0);
   });
 });
