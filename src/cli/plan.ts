@@ -317,7 +317,7 @@ export async function run(argv: string[]): Promise<number> {
 export function formatPoolPlan(p: PoolPlan, floorWhat: string): string {
   const lines = ['', 'elastic pool (--memory-pool static reserves KV for --parallel full-context sequences instead):'];
   lines.push(`  budget ${formatBytes(p.budget)} = scratch ${formatBytes(p.scratchBytes)} + KV floor ${formatBytes(p.floorBytes)} (${floorWhat}) + pool ${formatBytes(p.poolBytes)}`);
-  lines.push(`  resident weights and KV above the floor share the pool; the weights go down to ${formatBytes(p.minWeightBytes)} (norms, output, stream buffers) when KV needs it`);
+  lines.push(`  resident weights and KV above the floor share the pool; the weights go down to ${formatBytes(p.minWeightBytes)} (norms, the output matrix or its slice buffers, stream buffers) when KV needs it`);
   lines.push(`  a runtime reserve of ${formatBytes(p.runtimeBytes)} (the process's own memory) takes what KV leaves of the floor, then room in the pool`);
   if (p.readCacheBytes > 0) lines.push(`  the weights leave ${formatBytes(p.readCacheBytes)} of the pool to the page cache of buffered reads; KV above the floor takes it first`);
   const t = p.rows[0]?.tokensPerSequence ?? 0;

@@ -33,7 +33,7 @@ export interface PoolPlan {
   readCacheBytes: number;
   floorBytes: number;
   poolBytes: number;
-  /** Memory of the minimum resident set (norms, output matrix, stream buffers). */
+  /** Memory of the minimum resident set (norms, output matrix or its slice buffers, stream buffers). */
   minWeightBytes: number;
   /** Most sequences of `tokensPerSequence` the pool holds with the weights at their minimum. */
   maxSequences: number;

@@ -5,6 +5,7 @@
  * streamed tensors sits in a second region sized for the largest ring the store may need.
  *
  *   region:  [ norms, output (always resident, packed) | step 0 | step 1 | ... | step n-1 ]
+ *            (a large output matrix may be step 0 instead: weights/plan.ts planLadder)
  *                                                         ^ each step page-aligned, so it
  *                                                           can be discarded on its own
  *   ring:    [ slot 0 | slot 1 | ... ]   only the first numSlots * slotBytes in use

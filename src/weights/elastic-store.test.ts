@@ -18,8 +18,8 @@ const LAYERS = 10;
 const HW = { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 };
 
 /** One forward-pass-like walk over the layers: every tensor equals the file's bytes. */
-function checkPass(store: ElasticWeightStore, file: GgufFile, bytes: Buffer, label: string): void {
-  for (let l = 0; l < LAYERS; l++) {
+function checkPass(store: ElasticWeightStore, file: GgufFile, bytes: Buffer, label: string, layers = LAYERS): void {
+  for (let l = 0; l < layers; l++) {
     const lw = store.acquire(l);
     for (const t of listTensors(file).filter((e) => e.layer === l)) {
       const got = lw.get(t.shortName).data;
@@ -85,6 +85,65 @@ test('elastic store: file bytes at every level; demotion returns the pages; prom
       store.acquire(0);
       assert.throws(() => store.demoteTo(low), /between forward passes/);
       store.release(0);
+    } finally {
+      store.dispose();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('elastic store: a large output matrix is the ladder\'s first step, streamed in slices at the bottom and resident again after a promotion', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-elastic-out-'));
+  try {
+    // 100,000 rows of 256 f16 (51 MB): large enough for 8 MiB slices to save over half of it.
+    const path = join(dir, 'm.gguf');
+    const layers = 4;
+    writeTestGguf(path, 'llama', layers, tinyModelTensors({ dim: 256, ffn: 768, kvDim: 128, vocab: 100_000, layers }, 5), 4096);
+    const file = readGgufSync(path);
+    const bytes = readFileSync(path);
+    const entries = listTensors(file);
+    const out = entries.findIndex((t) => t.name === 'output.weight');
+    const info = entries[out]!;
+    const ladder = planLadder(planInputs(file), { budget: Math.floor(file.fileSize * 0.9), hardware: HW });
+    assert.equal(ladder.steps[0], out, 'the output matrix is the first step');
+    assert.equal(ladder.minLevel, 0);
+    const top = ladder.levelFor(Math.floor(file.fileSize * 0.9));
+    assert.ok(top >= 2);
+    const store = await ElasticWeightStore.open(file, ladder, { level: top });
+    const sameAsFile = (t: { data: Uint8Array }, start: number) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(bytes.subarray(start, start + t.data.byteLength));
+    try {
+      assert.equal(store.outputSlices, undefined);
+      assert.ok(sameAsFile(store.global('output.weight')!, info.fileOffset), 'resident output = file bytes');
+      const before = store.physicalBytes().region;
+      store.demoteTo(0);
+      // The matrix's pages are gone; it is read every pass in slices, byte for byte.
+      const demoted = ladder.steps.slice(0, top).reduce((a, i) => a + demotableFootprint(entries[i]!.bytes), 0);
+      assert.equal(store.physicalBytes().region, before - demoted);
+      assert.equal(store.global('output.weight'), undefined);
+      assert.ok(store.plan.outputSlices);
+      assert.equal(store.memory().ringBytes, store.ringAt[0]);
+      for (let pass = 0; pass < 2; pass++) {
+        checkPass(store, file, bytes, `level 0 pass ${pass}`, layers);
+        let rows = 0;
+        store.outputSlices!.forEach((rowStart, t) => {
+          assert.ok(sameAsFile(t, info.fileOffset + rowStart * 512), `slice at row ${rowStart}`);
+          rows += t.dims[1]!;
+        });
+        assert.equal(rows, 100_000);
+      }
+      // Promoted back: resident again, the same bytes.
+      store.promoteTo(top);
+      const t0 = Date.now();
+      while (!store.settle()) {
+        checkPass(store, file, bytes, 'level 0 while promoting', layers);
+        store.outputSlices!.forEach(() => {});
+        assert.ok(Date.now() - t0 < 30_000, 'promotion did not finish');
+      }
+      assert.equal(store.level, top);
+      assert.equal(store.outputSlices, undefined);
+      assert.ok(sameAsFile(store.global('output.weight')!, info.fileOffset), 'promoted output = file bytes');
+      checkPass(store, file, bytes, `level ${top}`, layers);
     } finally {
       store.dispose();
     }

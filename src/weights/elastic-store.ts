@@ -54,7 +54,7 @@ export function levelFor(bytesAt: readonly number[], min: number, max: number, b
   return -1;
 }
 
-/** Tensors resident at every level (norms, output: the ladder's level-0 resident set). */
+/** Tensors resident at every level (norms; the output matrix unless it is a step: the ladder's level-0 resident set). */
 function fixedTensors(entries: readonly TensorEntry[], ladder: PlanLadder): TensorEntry[] {
   const bottom = ladder.planAt(0);
   return entries.filter((_, i) => bottom.tensors[i]!.placement === 'resident');

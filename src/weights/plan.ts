@@ -592,24 +592,38 @@ export interface PlanLadder {
 export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): PlanLadder {
   const top = planWithWindow(tensors, options, window);
   const numLayers = tensors.reduce((m, t) => Math.max(m, t.layer + 1), 0);
-  // The top plan's output mode holds at every level (a sliced output matrix stays sliced).
-  const mode = outputModes(tensors).find((m) => (m.sliced !== undefined) === (top.outputSlices !== undefined)) ?? {};
+  // The top plan's output mode; a sliced output matrix stays sliced at every level.
+  const modes = outputModes(tensors);
+  const mode = modes.find((m) => (m.sliced !== undefined) === (top.outputSlices !== undefined)) ?? {};
   const { fixedBytes, streamable } = fixedAndStreamable(tensors, mode);
   // Without a budget the planner keeps everything resident: the ladder is the first order.
   const c = buildCandidates(tensors, streamable, numLayers).find((x) => x.name === top.strategy) ?? buildCandidates(tensors, streamable, numLayers)[0]!;
   const baseStreamed = new Array<number>(numLayers).fill(0);
   for (const i of streamable) baseStreamed[tensors[i]!.layer]! += streamFootprint(tensors[i]!.bytes);
-  const weightBytes = memoryCurve(tensors, c, baseStreamed, fixedBytes, Math.min(top.window + 1, numLayers), 0);
+  const slots = Math.min(top.window + 1, numLayers);
+  const curve = memoryCurve(tensors, c, baseStreamed, fixedBytes, slots, 0);
+  // A resident output matrix the planner could slice becomes the ladder's first step: promoted
+  // first and demoted last (it saves more read time per byte than any layer tensor: its whole
+  // size per token for its size less the slice buffers), so at the bottom of the ladder it
+  // streams in slices as a static split's would, and the pool's minimum is that much lower
+  // (tinyllama Q4_0 at 50%, --parallel 16: 99 -> 73 MiB, measured in the serve bench 2026-12-06:
+  // the elastic pool held 5 sequences of 1056 tokens at once where the static split held 6).
+  const slicedMode = mode.sliced === undefined ? modes.find((m) => m.sliced !== undefined) : undefined;
+  const bottom = slicedMode ? fixedAndStreamable(tensors, slicedMode).fixedBytes + (Math.max(0, ...baseStreamed) > 0 ? slots * Math.max(0, ...baseStreamed) : 0) : Infinity;
+  const outputStep = slicedMode && bottom < curve[0]! ? slicedMode.sliced!.index : undefined;
+  const steps = outputStep !== undefined ? [outputStep, ...c.steps] : c.steps;
+  const weightBytes = outputStep !== undefined ? [bottom, ...curve] : curve;
   let minLevel = 0;
   for (let k = 1; k < weightBytes.length; k++) if (weightBytes[k]! < weightBytes[minLevel]!) minLevel = k;
   const model = costModel(tensors, numLayers, options.hardware, mode);
+  const slicedModel = outputStep !== undefined ? costModel(tensors, numLayers, options.hardware, slicedMode) : model;
   const kv = options.kvBytes ?? 0;
   const scratch = options.scratchBytes ?? 0;
   const plans = new Map<number, Plan>();
   return {
     strategy: c.name,
     window: top.window,
-    steps: c.steps,
+    steps,
     weightBytes,
     minLevel,
     levelFor(bytes: number): number {
@@ -617,11 +631,12 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
       return -1;
     },
     planAt(k: number): Plan {
-      if (!(Number.isInteger(k) && k >= 0 && k <= c.steps.length)) throw new RangeError(`ladder level must be an integer in [0, ${c.steps.length}], got ${k}`);
+      if (!(Number.isInteger(k) && k >= 0 && k <= steps.length)) throw new RangeError(`ladder level must be an integer in [0, ${steps.length}], got ${k}`);
       let p = plans.get(k);
       if (!p) {
-        const resident = new Set(c.steps.slice(0, k));
-        p = buildPlan(tensors, numLayers, (i) => resident.has(i), top.window, c.name, { ...options, budget: options.budget }, kv, scratch, model, mode);
+        const resident = new Set(steps.slice(0, k));
+        const sliced = outputStep !== undefined && k === 0;
+        p = buildPlan(tensors, numLayers, (i) => resident.has(i), top.window, c.name, { ...options, budget: options.budget }, kv, scratch, sliced ? slicedModel : model, sliced ? slicedMode! : mode);
         plans.set(k, p);
       }
       return p;
