@@ -138,8 +138,9 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // push it into the pool (demoting weights): only what the pool holds above the weights'
   // minimum applies (none at the minimum budget, where KV keeps the whole floor).
   const runtimeBytes = appliedReserve(poolBytes, es.bytesAt, runtimeReserveFor(init.parallel));
-  // The read cache, as far as the pool holds it above the weights' minimum with the reserve.
-  const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, es.bytesAt, created.readCacheBytes ?? 0);
+  // The read cache, as far as the pool holds it above the weights at the ladder's cacheFloor
+  // with the reserve.
+  const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, es.bytesAt.slice(es.ladder.cacheFloor), created.readCacheBytes ?? 0);
   // Address space for KV: what parallel full-context sequences need, or what the pool can give.
   const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - runtimeBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
   const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, readCacheBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });

@@ -50,7 +50,7 @@ export function planPool(
   const minWeightBytes = Math.min(...levels.bytesAt);
   const poolBytes = o.budget - o.scratchBytes - o.floorBytes;
   const runtimeBytes = appliedReserve(poolBytes, levels.bytesAt, o.runtimeBytes ?? 0);
-  const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, levels.bytesAt, o.readCacheBytes ?? 0);
+  const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, levels.bytesAt.slice(ladder.cacheFloor), o.readCacheBytes ?? 0);
   const minLevel = levels.bytesAt.indexOf(minWeightBytes);
   // KV and the runtime reserve beyond the floor come out of the pool (MemoryPool).
   const kvRoom = (n: number) => Math.max(0, o.kvBytesFor(n) + runtimeBytes - o.floorBytes);

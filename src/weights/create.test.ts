@@ -164,3 +164,35 @@ test('elasticLadder: a read cache that keeps the weights at their minimum gets t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('elasticLadder: a read cache never pushes a resident output matrix into slices (the ladder\'s cacheFloor); KV still can', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fi-create-'));
+  try {
+    // 100,000 rows of 256 f16 (51 MB): its slices save more than half of it, so the output
+    // matrix is the ladder's step 0 (plan-ladder.test.ts, elastic-store.test.ts).
+    const path = join(dir, 'm.gguf');
+    writeTestGguf(path, 'llama', 4, tinyModelTensors({ dim: 256, ffn: 768, kvDim: 128, vocab: 100_000, layers: 4 }, 5), 4096);
+    const file = readGgufSync(path);
+    const hardware = { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 };
+    const o = { budget: Math.floor(file.fileSize * 0.9), kvBytes: 4096, scratchBytes: 4096, hardware };
+    const room = o.budget - 8192;
+    const whole = planLadder(planInputs(file), o);
+    assert.equal(whole.cacheFloor, 1);
+    assert.equal(whole.minLevel, 0);
+    const levels = ElasticWeightStore.levels(file, whole);
+    assert.ok(whole.planAt(0).outputSlices && !whole.planAt(1).outputSlices);
+    // A fixed cache of the whole room: the weights keep level 1 (output resident), not level 0.
+    const r = elasticLadder(file, o, undefined, 0, { baseBytes: room, fixed: true, marginBytes: 0 });
+    const level = r.ladder.levelFor(r.weightBytes);
+    assert.ok(level >= r.ladder.cacheFloor, `loads at level ${level}`);
+    assert.equal(r.ladder.planAt(level).outputSlices, undefined, 'the output matrix stays resident');
+    assert.ok(r.weightBytes >= levels.bytesAt[1]!);
+    assert.equal(r.readCacheBytes + r.weightBytes, room);
+    // The runtime reserve (the process's own memory) may take the weights down to level 0.
+    const reserve = elasticLadder(file, o, undefined, room);
+    assert.equal(reserve.weightBytes, Math.min(...ElasticWeightStore.levels(file, reserve.ladder).bytesAt));
+    assert.ok(reserve.ladder.planAt(reserve.ladder.levelFor(reserve.weightBytes)).outputSlices);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

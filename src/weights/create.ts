@@ -161,8 +161,11 @@ export function elasticLadder(file: GgufFile, planOptions: Required<Omit<PlanOpt
   const sized = (ladder: PlanLadder) => {
     const levels = ElasticWeightStore.levels(file, ladder);
     const runtime = appliedReserve(room, levels.bytesAt, runtimeReserveBytes);
-    const readCacheBytes = readCache ? readCacheAtLoad(readCache, levels, room - runtime) : 0;
-    return { ladder, readCacheBytes, weightBytes: room - appliedReserve(room, levels.bytesAt, runtime + readCacheBytes), least: Math.min(...levels.bytesAt) };
+    // The read cache never holds the weights below the ladder's cacheFloor (a sliced output
+    // matrix is for KV's sake only); the runtime reserve is the process's own memory and may.
+    const cached = { bytesAt: levels.bytesAt.slice(ladder.cacheFloor), streamedAt: levels.streamedAt.slice(ladder.cacheFloor) };
+    const readCacheBytes = readCache ? appliedReserve(room - runtime, cached.bytesAt, readCacheAtLoad(readCache, cached, room - runtime)) : 0;
+    return { ladder, readCacheBytes, weightBytes: room - runtime - readCacheBytes, least: Math.min(...levels.bytesAt) };
   };
   const whole = sized(planLadder(inputs, planOptions, window));
   if (whole.weightBytes >= room) return whole;

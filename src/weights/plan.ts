@@ -578,6 +578,11 @@ export interface PlanLadder {
   weightBytes: readonly number[];
   /** Smallest k of least weight memory: the minimum resident set. */
   minLevel: number;
+  /**
+   * The lowest level a read cache may hold the weights at (weights/read-cache.ts): 1 when the
+   * output matrix is step 0, which only KV pushes down to; else 0.
+   */
+  cacheFloor: number;
   /** The level the planner's rule gives `bytes` of weight memory (longest fitting prefix), or -1. */
   levelFor(bytes: number): number;
   /** The Plan with the first k steps resident. */
@@ -626,6 +631,7 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
     steps,
     weightBytes,
     minLevel,
+    cacheFloor: outputStep !== undefined ? 1 : 0,
     levelFor(bytes: number): number {
       for (let k = weightBytes.length - 1; k >= 0; k--) if (weightBytes[k]! <= bytes) return k;
       return -1;
