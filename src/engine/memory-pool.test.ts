@@ -262,3 +262,64 @@ test('read cache: promotions leave it free, KV grows into it without a demotion'
     store.dispose();
   }
 });
+
+test('values: a burst of prefix hits keeps the cache through the decode passes after it, for the hit window', async () => {
+  const ladder = planLadder(planInputs(file), { budget: 14 * MiB, hardware: { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 } });
+  const top = ladder.steps.length;
+  const store = await ElasticWeightStore.open(file, ladder, { level: 0, maxLevel: top });
+  let clock = 0;
+  try {
+    // KV holds 2 MiB above its 1 MiB floor, all of it cached prefixes; the pool holds level 0,
+    // that KV and the headroom (two slots) to a chunk: no level above 0 fits unless the cache goes.
+    const floor = MiB;
+    const poolBytes = MemoryPool.weightBytes(store, 0) + 2 * MiB + 2 * SLOT + CHUNK;
+    const up = MemoryPool.levelFor(store, poolBytes - 2 * SLOT);
+    assert.ok(up > 0 && MemoryPool.weightBytes(store, 1) - MemoryPool.weightBytes(store, 0) > CHUNK, `the scenario: level ${up} without the cache`);
+    const pool = new MemoryPool({ budget: floor + poolBytes, scratchBytes: 0, floorBytes: floor, chunkBytes: CHUNK, slotBytes: SLOT, maxKvChunks: 1024, now: () => clock });
+    pool.attachWeights(store);
+    const kv = { numUsedChunks: 0, numCachedChunks: 0, evicted: 0 };
+    pool.attachKv({
+      get numUsedChunks() { return kv.numUsedChunks; },
+      get numCachedChunks() { return kv.numCachedChunks; },
+      evictCachedChunks(n: number) {
+        const k = Math.min(n, kv.numCachedChunks);
+        kv.numCachedChunks -= k;
+        kv.numUsedChunks -= k;
+        kv.evicted += k;
+        return k;
+      },
+    });
+    const extra = (2 * MiB) / CHUNK;
+    assert.ok(pool.request(extra, false), 'level 0 holds the 2 MiB of KV');
+    kv.numUsedChunks = kv.numCachedChunks = floor / CHUNK + extra;
+    // A wave: one prompt pass of 512 rows (1 ms a row) served 2048 tokens from the cache...
+    clock += 512;
+    pool.betweenPasses({ ms: 512, rows: 512, prefixHitTokens: 2048 });
+    // ...then 80 decode passes of 4 rows, 100 ms each (8 s; cooldowns over after 32).
+    for (let i = 0; i < 80; i++) {
+      clock += 100;
+      pool.betweenPasses({ ms: 100, rows: 4, prefixHitTokens: 0 });
+    }
+    // 2048 tokens in 8.5 s at 1 ms each: 0.24 s saved per second by 3 MiB of cache, against
+    // the read time level `up` saves at 10 passes per second by what it adds.
+    assert.ok(Math.abs(pool.prefixHitTokensPerSec - 2048 / 8.512) < 1e-6, `${pool.prefixHitTokensPerSec} hit tokens/s`);
+    const prefixes = pool.valueOfPrefixes(pool.prefixHitTokensPerSec, 0.001, kv.numCachedChunks * CHUNK);
+    assert.ok(prefixes > pool.valueOfWeights(0, up, 10), 'the scenario: the prefixes are worth more');
+    assert.equal(kv.evicted, 0, 'no cached chunk evicted for the weights');
+    assert.equal(pool.events.promotions, 0);
+    assert.equal(store.level, 0);
+    // A minute later with no hits, the cache is worth nothing: it goes for the weights.
+    clock += 61_000;
+    pool.betweenPasses({ ms: 100, rows: 4, prefixHitTokens: 0 });
+    assert.equal(pool.prefixHitTokensPerSec, 0);
+    assert.ok(kv.evicted > 0 && pool.events.prefixChunksEvictedForWeights === kv.evicted, `${kv.evicted} chunks evicted`);
+    assert.equal(pool.events.promotions, 1);
+    assert.equal(store.targetLevel, up);
+    for (let i = 0; i < 2000 && store.targetLevel !== store.level; i++) {
+      store.settle();
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  } finally {
+    store.dispose();
+  }
+});

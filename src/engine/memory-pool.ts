@@ -45,7 +45,14 @@
  *   seconds saved per second per byte. A resident tensor saves its share of a forward pass's
  *   read time on every pass; a cached chunk saves recomputing its tokens each time a prompt
  *   hits it. When a promotion is short of memory that only the prefix cache holds, cached
- *   chunks are evicted for it if the weights are worth more per byte.
+ *   chunks are evicted for it if the weights are worth more per byte. The hit rate is the
+ *   prompt tokens the cache served over the last `hitWindowMs` of wall time, and a token's
+ *   recompute cost is what a row of a prompt-sized pass costs: hits come in bursts (a wave
+ *   of requests at admission) and the passes between them decode, so a per-pass average fell
+ *   to ~0 within a few passes of a burst and the promotion after it evicted the prefixes the
+ *   next wave asked for (serve bench, tinyllama Q4_0 at 50%, 1024-token prompts: 880-1540
+ *   chunks per run, the 16-stream phase starting with 4-5 cached prompts against the static
+ *   split's 7).
  * - Hence thrash is bounded: a promotion needs cooldownSteps passes since the last demotion
  *   and since the last promotion, so at most ceil(100 / cooldownSteps) promotions start per
  *   100 passes, and each demotion leaves twice the headroom of one less than cooldownSteps
@@ -98,9 +105,14 @@ export interface Hysteresis {
   minHeadroomSlots: number;
   /** Largest headroom multiplier (2^backoff). */
   maxBackoff: number;
+  /** Wall time over which prefix-cache hits are counted for the cache's value. */
+  hitWindowMs: number;
 }
 
-export const DEFAULT_HYSTERESIS: Hysteresis = { cooldownSteps: 32, cooldownMs: 2000, horizonSteps: 32, minHeadroomSlots: 2, maxBackoff: 5 };
+export const DEFAULT_HYSTERESIS: Hysteresis = { cooldownSteps: 32, cooldownMs: 2000, horizonSteps: 32, minHeadroomSlots: 2, maxBackoff: 5, hitWindowMs: 60_000 };
+
+/** A pass of at least this many rows is prompt processing: its time per row is a prompt token's cost. */
+const PROMPT_PASS_ROWS = 32;
 
 /** Options of a MemoryPool. */
 export interface MemoryPoolOptions {
@@ -194,8 +206,11 @@ export class MemoryPool implements KvChunkGrant {
   #lastUsed = 0;
   #msPerRow = 0;
   #msPerPass = 0;
-  /** EWMA of prefix-cache hit tokens per step. */
-  #hitsPerStep = 0;
+  /** EWMA of the time per row of prompt-sized passes (ms); 0 until one ran. */
+  #msPerPromptRow = 0;
+  /** Prefix-cache hits within the hit window, oldest first, and their sum. */
+  #hits: Array<{ ms: number; tokens: number }> = [];
+  #hitTokens = 0;
   readonly #events: PoolEvents = { demotions: 0, promotions: 0, cancelledPromotions: 0, kvGrants: 0, kvRefusals: 0, prefixChunksEvictedForWeights: 0, steps: 0 };
   #samples: PoolSample[] = [];
   #lastSampleMs = -Infinity;
@@ -433,7 +448,19 @@ export class MemoryPool implements KvChunkGrant {
       this.#msPerRow = this.#msPerRow === 0 ? m.ms / m.rows : (1 - a) * this.#msPerRow + (a * m.ms) / m.rows;
       this.#msPerPass = this.#msPerPass === 0 ? m.ms : (1 - a) * this.#msPerPass + a * m.ms;
     }
-    this.#hitsPerStep = (1 - a) * this.#hitsPerStep + a * m.prefixHitTokens;
+    if (m.rows >= PROMPT_PASS_ROWS) this.#msPerPromptRow = this.#msPerPromptRow === 0 ? m.ms / m.rows : (1 - a) * this.#msPerPromptRow + (a * m.ms) / m.rows;
+    if (m.prefixHitTokens > 0) {
+      this.#hits.push({ ms: this.#now(), tokens: m.prefixHitTokens });
+      this.#hitTokens += m.prefixHitTokens;
+    }
+  }
+
+  /** Prompt tokens the prefix cache served per second over the hit window (or since the pool began, if shorter). */
+  get prefixHitTokensPerSec(): number {
+    const now = this.#now();
+    const window = this.hysteresis.hitWindowMs;
+    while (this.#hits.length > 0 && now - this.#hits[0]!.ms > window) this.#hitTokens -= this.#hits.shift()!.tokens;
+    return (this.#hitTokens * 1000) / Math.max(1000, Math.min(window, now - this.#t0));
   }
 
   /**
@@ -481,8 +508,7 @@ export class MemoryPool implements KvChunkGrant {
       if (j > w.level) {
         const passesPerSec = this.#msPerPass > 0 ? 1000 / this.#msPerPass : 1 / w.secPerPassAt(w.level);
         const weights = this.valueOfWeights(w.level, j, passesPerSec);
-        const hitsPerSec = this.#msPerPass > 0 ? (this.#hitsPerStep * 1000) / this.#msPerPass : 0;
-        const prefixes = this.valueOfPrefixes(hitsPerSec, this.#msPerRow / 1000, cachedBytes);
+        const prefixes = this.valueOfPrefixes(this.prefixHitTokensPerSec, (this.#msPerPromptRow || this.#msPerRow) / 1000, cachedBytes);
         if (weights > prefixes) {
           const need = MemoryPool.weightBytes(w, w.level, j) + this.#kvExcess(this.#grant) + this.#otherBytes() + this.#headroomBytes() - this.poolBytes;
           const freed = kv.evictCachedChunks(Math.ceil(need / this.chunkBytes));
