@@ -453,14 +453,18 @@ export class MemoryPool implements KvChunkGrant {
       this.#hits.push({ ms: this.#now(), tokens: m.prefixHitTokens });
       this.#hitTokens += m.prefixHitTokens;
     }
+    this.#forgetOldHits(this.#now()); // (a server that never promotes keeps the list short too)
+  }
+
+  #forgetOldHits(now: number): void {
+    while (this.#hits.length > 0 && now - this.#hits[0]!.ms > this.hysteresis.hitWindowMs) this.#hitTokens -= this.#hits.shift()!.tokens;
   }
 
   /** Prompt tokens the prefix cache served per second over the hit window (or since the pool began, if shorter). */
   get prefixHitTokensPerSec(): number {
     const now = this.#now();
-    const window = this.hysteresis.hitWindowMs;
-    while (this.#hits.length > 0 && now - this.#hits[0]!.ms > window) this.#hitTokens -= this.#hits.shift()!.tokens;
-    return (this.#hitTokens * 1000) / Math.max(1000, Math.min(window, now - this.#t0));
+    this.#forgetOldHits(now);
+    return (this.#hitTokens * 1000) / Math.max(1000, Math.min(this.hysteresis.hitWindowMs, now - this.#t0));
   }
 
   /**
