@@ -449,11 +449,12 @@ export class MemoryPool implements KvChunkGrant {
       this.#msPerPass = this.#msPerPass === 0 ? m.ms : (1 - a) * this.#msPerPass + a * m.ms;
     }
     if (m.rows >= PROMPT_PASS_ROWS) this.#msPerPromptRow = this.#msPerPromptRow === 0 ? m.ms / m.rows : (1 - a) * this.#msPerPromptRow + (a * m.ms) / m.rows;
+    const now = this.#now();
     if (m.prefixHitTokens > 0) {
-      this.#hits.push({ ms: this.#now(), tokens: m.prefixHitTokens });
+      this.#hits.push({ ms: now, tokens: m.prefixHitTokens });
       this.#hitTokens += m.prefixHitTokens;
     }
-    this.#forgetOldHits(this.#now()); // (a server that never promotes keeps the list short too)
+    this.#forgetOldHits(now); // (a server that never promotes keeps the list short too)
   }
 
   #forgetOldHits(now: number): void {

@@ -611,10 +611,11 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
   // first and demoted last (it saves more read time per byte than any layer tensor: its whole
   // size per token for its size less the slice buffers), so at the bottom of the ladder it
   // streams in slices as a static split's would, and the pool's minimum is that much lower
-  // (tinyllama Q4_0 at 50%, --parallel 16: 99 -> 73 MiB, measured in the serve bench 2026-12-06:
-  // the elastic pool held 5 sequences of 1056 tokens at once where the static split held 6).
+  // (tinyllama Q4_0 at 50%, --parallel 16, plan in a budget + 64 MiB cgroup: 98.9 -> 64.4 MiB;
+  // the serve bench of 2026-12-06 had the elastic pool hold 5 sequences of 1056 tokens at once
+  // where the static split held 6, and 6 with this step).
   const slicedMode = mode.sliced === undefined ? modes.find((m) => m.sliced !== undefined) : undefined;
-  const bottom = slicedMode ? fixedAndStreamable(tensors, slicedMode).fixedBytes + (Math.max(0, ...baseStreamed) > 0 ? slots * Math.max(0, ...baseStreamed) : 0) : Infinity;
+  const bottom = slicedMode ? fixedAndStreamable(tensors, slicedMode).fixedBytes + slots * Math.max(0, ...baseStreamed) : Infinity;
   const outputStep = slicedMode && bottom < curve[0]! ? slicedMode.sliced!.index : undefined;
   const steps = outputStep !== undefined ? [outputStep, ...c.steps] : c.steps;
   const weightBytes = outputStep !== undefined ? [bottom, ...curve] : curve;
