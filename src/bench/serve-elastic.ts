@@ -21,7 +21,7 @@ import { kvPoolSize } from '../kv/pool-size.js';
 import { parseMemoryBudget } from '../weights/budget.js';
 import { DEFAULT_HARDWARE, planInputs, planWithWindow } from '../weights/create.js';
 import { InsufficientMemoryError, InvalidOptionError } from '../errors.js';
-import { engineScratchBytes, runtimeReserveFor } from '../engine/memory.js';
+import { engineScratchBytes, kvShapeFor, runtimeReserveFor } from '../engine/memory.js';
 import { MAX_BATCH_ROWS } from '../engine/model.js';
 import { memoryCgroupSupport, runInMemoryCgroup } from '../weights/cgroup.js';
 import { describeStorage, evictFile, measureStorage, type StorageMeasurement } from './budget-sweep.js';
@@ -89,7 +89,7 @@ function staticFits(path: string, budget: number, reserve = false): (parallel: n
   const inputs = planInputs(file);
   return (parallel, ctx) => {
     const scratchBytes = engineScratchBytes(config, parallel, MAX_BATCH_ROWS);
-    const { kvBytes } = kvPoolSize({ numLayers: config.numLayers, kvDim: config.numKvHeads * config.headDim, maxContext: ctx }, parallel, 'vtensor');
+    const { kvBytes } = kvPoolSize(kvShapeFor(config, ctx), parallel, 'vtensor', MAX_BATCH_ROWS);
     try {
       planWithWindow(inputs, { budget: reserve ? budget - runtimeReserveFor(parallel) : budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
       return true;

@@ -100,6 +100,16 @@ export function estimateScratchBytes(s: { dim: number; ffn: number; vocab: numbe
   return 4 * (batch * (6 * s.dim + 3 * s.ffn) + s.vocab);
 }
 
+/** The sliding windows of the file's local layers (the engine's KvShape.layerWindows), or undefined. */
+function layerWindowsOf(file: GgufFile): number[] | undefined {
+  try {
+    const w = modelConfigFromGguf(file).layerWindows;
+    return w?.some((x) => x > 0) ? w : undefined;
+  } catch {
+    return undefined; // architecture without a forward pass here: every layer global
+  }
+}
+
 /** The scratch the engine will allocate (as engine/worker.ts computes it), or undefined. */
 function scratchOfFile(file: GgufFile, parallel: number): number | undefined {
   try {
@@ -254,15 +264,16 @@ export async function run(argv: string[]): Promise<number> {
   if (expertCache !== undefined && !['auto', 'global', 'per-layer'].includes(expertCache)) throw new InvalidOptionError('--expert-cache', `must be auto, global or per-layer, got '${expertCache}'`);
   const policy = values['expert-policy'];
   if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new InvalidOptionError('--expert-policy', `must be one of ${EXPERT_POLICIES.join(', ')}, got '${policy}'`);
+  const windows = layerWindowsOf(file);
   // The plan at ctxSize exactly as the engine makes it.
   const planAt = (ctxSize: number) => {
     // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
-    const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize };
-    const { kvBytes, chunkBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout);
+    const kvShape = { numLayers: shapes.numLayers, kvDim: shapes.kvBytesPerToken / (shapes.numLayers * 2 * 2), maxContext: ctxSize, ...(windows ? { layerWindows: windows } : {}) };
+    const { kvBytes, chunkBytes } = kvPoolSize(kvShape, parallel, kv as KvLayout, MAX_BATCH_ROWS);
     // Elastic: the plan at load holds the KV floor; the pool moves weights as KV grows.
     // MoE files keep a static split (the expert cache moves their weights: engine/memory.ts).
     const elastic = elasticPool && !moe;
-    const floorBytes = !elastic ? 0 : values['kv-floor'] !== undefined ? parseMemoryBudget(values['kv-floor'], file.fileSize, '--kv-floor') : kvFloorBytes(kvShape, chunkBytes);
+    const floorBytes = !elastic ? 0 : values['kv-floor'] !== undefined ? parseMemoryBudget(values['kv-floor'], file.fileSize, '--kv-floor') : kvFloorBytes(kvShape, chunkBytes, MAX_BATCH_ROWS);
     const inputs = planInputs(file);
     const options = { budget, kvBytes: elastic ? floorBytes : kvBytes, scratchBytes: scratch, hardware };
     const plan: Plan | MoePlan = moe
@@ -282,7 +293,7 @@ export async function run(argv: string[]): Promise<number> {
       // The ladder and read cache a load in this process's memory limit would use (create.ts).
       const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), { ...readCachePolicy(path, file.fileSize, budget), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(parallel)) });
       const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
-      const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens);
+      const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens, MAX_BATCH_ROWS);
       pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
     }
     return { ctxSize, kvShape, chunkBytes, floorBytes, plan, pool };
@@ -305,7 +316,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.json) {
     process.stdout.write(JSON.stringify({ model: path, fileSize: file.fileSize, ctxSize, parallel, hardwareSource: source, ...plan, ...(pool ? { pool } : {}) }, null, 2) + '\n');
   } else {
-    const floorWhat = floorBytes === kvFloorBytes(kvShape, chunkBytes) ? `one sequence of ${ctxSize} tokens` : 'as set';
+    const floorWhat = floorBytes === kvFloorBytes(kvShape, chunkBytes, MAX_BATCH_ROWS) ? `one sequence of ${ctxSize} tokens${kvShape.layerWindows ? '; sliding-window layers: their window and one batch' : ''}` : 'as set';
     process.stdout.write(formatPlan(plan, path, file.fileSize, { ctxSize, parallel, hardwareSource: source, ...(pool ? { kvWhat: `the elastic pool's floor at load: ${floorWhat}` } : {}) }));
     if (pool) process.stdout.write(formatPoolPlan(pool, floorWhat));
     if (ctxSize < defaultCtx) process.stdout.write(`\ncontext ${ctxSize} tokens: the most this budget holds beside the weights (default ${defaultCtx}; --ctx-size sets it)\n`);

@@ -84,21 +84,26 @@ export function engineScratchBytes(config: ModelConfig, parallel: number, maxBat
   return Transformer.scratchBytes(config, maxBatchRows, maxLogitRowsFor(parallel, maxBatchRows, config.vocabSize));
 }
 
-/** Loads the weights and creates the KV layout under init's budget (see the file comment). */
-export async function createEngineMemory(file: GgufFile, config: ModelConfig, init: WorkerInit, onProgress: (done: number, total: number) => void): Promise<EngineMemory> {
-  const shape: KvShape = {
+/** The KV cache's shape of a model at `contextSize` tokens (sliding windows of local layers included). */
+export function kvShapeFor(config: ModelConfig, contextSize: number): KvShape {
+  return {
     numLayers: config.numLayers,
     kvDim: config.numKvHeads * config.headDim,
-    maxContext: init.contextSize,
+    maxContext: contextSize,
     ...(config.layerWindows?.some((w) => w > 0) ? { layerWindows: config.layerWindows } : {}),
   };
-  const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv);
+}
+
+/** Loads the weights and creates the KV layout under init's budget (see the file comment). */
+export async function createEngineMemory(file: GgufFile, config: ModelConfig, init: WorkerInit, onProgress: (done: number, total: number) => void): Promise<EngineMemory> {
+  const shape = kvShapeFor(config, init.contextSize);
+  const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv, init.maxBatchRows);
   const scratchBytes = engineScratchBytes(config, init.parallel, init.maxBatchRows);
   const budget = init.memoryBudget !== null ? parseMemoryBudget(init.memoryBudget, file.fileSize, 'memoryBudget') : Infinity;
   // Mixture-of-Experts files keep a static split: their expert cache is the policy that moves
   // weights (weights/create-moe.ts), and the elastic ladder knows only dense tensors.
   const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static' && moeShape(file) === undefined;
-  const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes)) : 0;
+  const floorBytes = elastic ? (init.kvFloor !== null ? parseMemoryBudget(init.kvFloor, file.fileSize, 'kvFloor') : kvFloorBytes(shape, chunkBytes, init.maxBatchRows)) : 0;
   // Buffered reads need page cache unless the run is forced onto O_DIRECT (FLEXINFER_READ_PATH);
   // how much follows the load under a memory limit (read-cache.ts readCacheAtLoad).
   // It never keeps the weights below the static split's (readCacheCap).
@@ -129,7 +134,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   }
   const { store, plan } = created;
   if (!elastic) {
-    const kv = createKvManager({ layout: init.kv, shape, capacityBytes: kvBytes, ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : init.kv === 'paged' ? { headDim: config.headDim } : { chunkBytes }) });
+    const kv = createKvManager({ layout: init.kv, shape, capacityBytes: kvBytes, ...(init.kv === 'contiguous' ? { maxSequences: init.parallel } : init.kv === 'paged' ? { headDim: config.headDim } : { chunkBytes, maxRowsPerPass: init.maxBatchRows }) });
     return staticMemory(store, kv, plan, { budget, scratchBytes, kvBytes });
   }
   const es = store as ElasticWeightStore;
@@ -145,7 +150,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   const maxKvChunks = Math.max(1, Math.floor(Math.min(kvBytes, floorBytes + poolBytes - runtimeBytes - es.bytesAt[es.minLevel]!) / chunkBytes));
   const pool = new MemoryPool({ budget, scratchBytes, runtimeBytes, readCacheBytes, floorBytes, chunkBytes, slotBytes: chunkBytes * 2 * shape.numLayers, maxKvChunks });
   pool.attachWeights(es);
-  const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool }) as VTensorKvManager;
+  const kv = createKvManager({ layout: 'vtensor', shape, capacityBytes: maxKvChunks * chunkBytes, chunkBytes, grant: pool, maxRowsPerPass: init.maxBatchRows }) as VTensorKvManager;
   pool.attachKv({
     get numUsedChunks() {
       return kv.numUsedChunks;

@@ -36,6 +36,8 @@ export interface KvManagerOptions {
   headDim?: number;
   /** vTensor: chunks come from an elastic pool shared with the weights (capacityBytes is the ceiling). */
   grant?: KvChunkGrant;
+  /** vTensor: most rows a forward pass adds to one sequence (see VTensorKvOptions.maxRowsPerPass). */
+  maxRowsPerPass?: number;
 }
 
 /** A KV manager of the requested layout. */

@@ -84,3 +84,21 @@ test('kvFloorBytes: one full sequence and its spare tails in the given chunk siz
   assert.equal(kvFloorBytes(shape, 131072), 8 * 131072);
   assert.throws(() => kvFloorBytes(shape, 1000), RangeError);
 });
+
+test('sliding-window layers: the floor counts a local layer as its window and one pass, by hand', async () => {
+  const { kvFloorBytes, kvBytesFor, sequenceChunks, kvPoolSize } = await import('./pool-size.js');
+  // Two layers, kvDim 64: an 8 KiB chunk holds 64 tokens; 1024 tokens are 16 chunks per tensor.
+  const sw = { numLayers: 2, kvDim: 64, maxContext: 1024, layerWindows: [100, 0] };
+  // Local layer, window 100, passes of 32 rows: ceil((100 - 1 + 32) / 64) + 1 = 4 chunks for K
+  // and 4 for V; the global one 16 + 16. Plus one spare tail per (layer, K/V).
+  assert.equal(sequenceChunks(sw, 64, 1024, 32), 2 * (4 + 16));
+  assert.equal(kvFloorBytes(sw, 8192, 32), (40 + 4) * 8192);
+  // No pass bound, or a window past the sequence: every token, as before.
+  assert.equal(kvFloorBytes(sw, 8192), (64 + 4) * 8192);
+  assert.equal(sequenceChunks(sw, 64, 150, 32), 2 * (3 + 3), 'a 150-token sequence: 3 chunks, under the local bound');
+  assert.equal(kvBytesFor(sw, 8192, 3, 1024, 32), 3 * 40 * 8192);
+  assert.equal(kvPoolSize(sw, 2, 'vtensor', 32).kvBytes, 2 * kvFloorBytes(sw, kvPoolSize(sw, 2, 'vtensor', 32).chunkBytes, 32));
+  // Without windows the bound changes nothing.
+  const { layerWindows: _, ...global } = sw;
+  assert.equal(kvFloorBytes(global, 8192, 32), kvFloorBytes(global, 8192));
+});

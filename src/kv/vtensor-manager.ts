@@ -35,6 +35,7 @@ import type { KvChunkGrant } from './grant.js';
 import { ChunkPool } from '../native/vmem.js';
 import { ChunkRadixCache, type RadixNode } from './radix.js';
 import { chooseChunkBytes } from './chunk-size.js';
+import { layerChunks } from './pool-size.js';
 import { VTensor, vtensorGeometry, type VTensorGeometry } from './vtensor.js';
 import { UnknownSequenceError, bytesPerToken, checkLayer, checkTokenCount, rowBytes, validateShape } from './shape.js';
 
@@ -71,6 +72,12 @@ export interface VTensorKvOptions {
    * logits are the same either way: the attention kernel never reads behind a window).
    */
   windowUnmap?: boolean;
+  /**
+   * Most rows one forward pass adds to a sequence (the engine's batch rows). With sliding-window
+   * layers, countRoom() then counts a local layer's K/V as its window plus one pass
+   * (pool-size.ts layerChunks) instead of every token. Default unbounded.
+   */
+  maxRowsPerPass?: number;
 }
 
 interface Sequence {
@@ -96,6 +103,7 @@ export class VTensorKvManager implements KvManager {
   private readonly grant: KvChunkGrant | undefined;
   /** Per tensor: its layer's sliding window (0 = global); null when nothing is unmapped. */
   private readonly tensorWindows: Int32Array | null;
+  private readonly maxRowsPerPass: number;
   private nextSeq = 1;
   private mapMsCritical = 0;
   private mapMsAhead = 0;
@@ -124,6 +132,8 @@ export class VTensorKvManager implements KvManager {
     this.refs = new Int32Array(capacityChunks);
     this.seqMaps = new Int32Array(capacityChunks);
     this.maxSequences = options.maxSequences ?? Infinity;
+    this.maxRowsPerPass = options.maxRowsPerPass ?? Infinity;
+    if (!(this.maxRowsPerPass >= 1)) throw new RangeError(`maxRowsPerPass must be >= 1, got ${this.maxRowsPerPass}`);
     this.lookaheadChunks = options.lookaheadChunks ?? 0;
     this.backgroundMapping = options.backgroundMapping ?? true;
     this.grant = options.grant;
@@ -263,17 +273,34 @@ export class VTensorKvManager implements KvManager {
     this.settle(false);
     const g = this.geometry;
     let neededSlots = 0;
-    // (Counts every tensor's slots: sliding-window layers give theirs back as they go, so
-    // this over-counts for them, on the safe side.)
+    let neededChunks = 0;
+    // Without a pass bound every tensor's slots count (sliding-window layers give theirs back
+    // as they go, so this over-counts for them, on the safe side). With one, a local layer's
+    // K/V counts what it can hold at most (layerChunks) less what it holds now: its count never
+    // exceeds that bound, so that is all it can still take. A cached prompt's local layers
+    // count as holding nothing (its blocks keep only the ends of their windows).
+    const windows = this.tensorWindows !== null && Number.isFinite(this.maxRowsPerPass) ? this.tensorWindows : null;
     const keep = new Set<RadixNode>();
     for (const e of ends) {
-      const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? this.peekCached(e.prompt, keep) : 0;
-      neededSlots += Math.max(0, Math.ceil(Math.min(e.numTokens, this.shape.maxContext) / g.tokensPerChunk) - held);
+      if (windows === null) {
+        const held = e.seq !== null ? this.get(e.seq).vt.numSlots : e.prompt !== undefined ? this.peekCached(e.prompt, keep) : 0;
+        neededSlots += Math.max(0, Math.ceil(Math.min(e.numTokens, this.shape.maxContext) / g.tokensPerChunk) - held);
+        continue;
+      }
+      const caps = layerChunks(this.shape, g.tokensPerChunk, e.numTokens, this.maxRowsPerPass);
+      const vt = e.seq !== null ? this.get(e.seq).vt : null;
+      const shared = vt === null && e.prompt !== undefined ? this.peekCached(e.prompt, keep) : 0;
+      for (let t = 0; t < g.numTensors; t++) {
+        let held = 0;
+        if (vt !== null) for (let j = 0; j < vt.numSlots; j++) held += vt.chunkAt(t, j) >= 0 ? 1 : 0;
+        else if (windows[t] === 0) held = shared;
+        neededChunks += Math.max(0, caps[t >> 1]! - held);
+      }
     }
     for (const tokens of wanted) this.peekCached(tokens, keep);
     const limit = this.grant ? Math.min(this.grant.maxChunks, this.pool.capacityChunks) : this.pool.capacityChunks;
     return {
-      neededChunks: neededSlots * g.numTensors,
+      neededChunks: neededSlots * g.numTensors + neededChunks,
       availableChunks: Math.max(0, limit - this.numUsedChunks) + this.freeableByEviction(keep),
     };
   }

@@ -109,3 +109,43 @@ test('vtensor sliding window: layerWindows must have one entry >= 0 per layer', 
   assert.throws(() => new VTensorKvManager({ shape: { ...shape, layerWindows: [1, 0] }, capacityBytes: 1 << 20, chunkBytes: CHUNK }), /layerWindows has 2 entries for 3 layers/);
   assert.throws(() => new VTensorKvManager({ shape: { ...shape, layerWindows: [1, -1, 0] }, capacityBytes: 1 << 20, chunkBytes: CHUNK }), /layerWindows\[1\]/);
 });
+
+test('vtensor sliding window: prefill in passes of up to R rows never holds more than layerChunks() per local layer; countRoom counts that bound', async () => {
+  const { layerChunks, sequenceChunks } = await import('./pool-size.js');
+  const R = 48; // rows per pass, not a multiple of the 32 tokens of a chunk
+  const m = new VTensorKvManager({ shape, capacityBytes: 64 << 20, chunkBytes: CHUNK, maxRowsPerPass: R });
+  const unbounded = new VTensorKvManager({ shape, capacityBytes: 64 << 20, chunkBytes: CHUNK });
+  const caps = layerChunks(shape, TPC, shape.maxContext, R);
+  assert.deepEqual(caps, [Math.ceil((WINDOW - 1 + R) / TPC) + 1, shape.maxContext / TPC, Math.ceil((WINDOW - 1 + R) / TPC) + 1]);
+  // A request of the whole context about to be admitted: the bound for every tensor.
+  const request = [{ seq: null, numTokens: shape.maxContext }];
+  assert.equal(m.countRoom(request, []).neededChunks, sequenceChunks(shape, TPC, shape.maxContext, R));
+  assert.equal(unbounded.countRoom(request, []).neededChunks, 2 * shape.numLayers * (shape.maxContext / TPC), 'no pass bound: every token');
+  let seed = 7;
+  const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x80000000);
+  const tokens = Uint32Array.from({ length: shape.maxContext }, (_, i) => (i * 5) % 97);
+  const seq = m.createSequence()!;
+  let most = 0;
+  for (let n = 0; n < tokens.length; ) {
+    const r = Math.min(tokens.length - n, 1 + Math.floor(rand() * R));
+    // Before the pass: what countRoom says this sequence can still take covers what it takes.
+    const before = m.stats().mappedBytes / CHUNK;
+    const room = m.countRoom([{ seq, numTokens: tokens.length }], []).neededChunks;
+    assert.ok(m.ensure(seq, n + r));
+    const peak = m.stats().mappedBytes / CHUNK; // the pass's rows mapped, nothing dropped yet
+    for (const l of [0, 2]) {
+      const held = m.layerBytes(seq, l) / CHUNK / 2;
+      assert.ok(held <= caps[l]!, `n ${n} + ${r}: local layer ${l} holds ${held} chunks > ${caps[l]}`);
+      most = Math.max(most, held);
+    }
+    assert.ok(peak - before <= room, `n ${n} + ${r}: took ${peak - before} chunks, countRoom said ${room}`);
+    for (let p = n; p < n + r; p++) writeRow(m, seq, p);
+    n += r;
+    m.commit(seq, tokens.subarray(0, n));
+  }
+  assert.ok(most >= caps[0]! - 1, `the bound is near what a local layer held (${most} of ${caps[0]})`);
+  checkReachable(m, seq, tokens.length, 'end');
+  m.release(seq);
+  m.dispose();
+  unbounded.dispose();
+});
