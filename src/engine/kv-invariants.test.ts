@@ -417,3 +417,32 @@ test('gemma3 sliding window: vTensor with the window unmapping == without, bit f
     store.dispose();
   }
 });
+
+// The KV sizing counts a local layer as its window plus one pass (pool-size.ts layerChunks), so
+// a prompt longer than that is mapped pass by pass: admission maps its first chunk and each
+// prefill pass its own rows, the window dropping behind. With the whole prompt mapped at
+// admission this pool (one sequence, sized by that bound) refuses the prompt (KvCapacityError).
+test('gemma3 sliding window: a prompt longer than window + one pass runs in a vTensor pool sized for window + one pass; same tokens as the contiguous layout', async () => {
+  const c = CASES.find((x) => x.name.startsWith('gemma3'))!;
+  const vocab = modelConfigFromGguf(readGgufSync(c.path)).vocabSize;
+  // 4096 tokens in 64 KiB chunks of 512: a global layer's K or V needs 8 chunks, a local one 3
+  // (32-token window + 512 rows); a 3900-token prompt mapped whole would need 8 in every layer.
+  const prompt = randomTokens(3900, vocab, 11);
+  const out: Record<string, number[]> = {};
+  for (const kv of ['contiguous', 'vtensor'] as const) {
+    const model: Model = await loadModel(c.path, { threads: 2, contextSize: 4096, parallel: 1, kv, prefixCache: false });
+    try {
+      if (kv === 'vtensor') {
+        const s = (await model.stats()) as { kv: { capacityBytes?: number } };
+        // By hand: (5 local layers x 3 + 1 global x 8) chunks for K and as many for V, plus one
+        // spare tail per (layer, K/V): 58 chunks of 64 KiB (the whole context: 108).
+        assert.equal(s.kv.capacityBytes, 58 * 65536, 'the pool is sized for the windows, not the whole context');
+      }
+      out[kv] = Array.from((await model.complete(prompt, GREEDY)).tokens);
+    } finally {
+      await model.dispose();
+    }
+  }
+  assert.equal(out.vtensor!.length, GREEDY.maxTokens);
+  assert.deepEqual(out.vtensor, out.contiguous);
+});

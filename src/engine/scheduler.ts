@@ -381,7 +381,10 @@ export class Scheduler {
       const match = reuse ? kv.matchPrefix(tokens) : null;
       const seq = match ? match.seq : kv.createSequence();
       if (seq === null) return; // no room for even an empty sequence: wait for one to finish
-      if (!kv.ensure(seq, s.numTokens)) {
+      // The whole prompt, unless the layout maps it pass by pass (sliding windows): then the
+      // first chunk, and buildBatch() ensures each further chunk as it runs.
+      const first = kv.mapsPerPass === true ? Math.min(s.numTokens, (match?.numTokens ?? 0) + this.o.model.maxRows) : s.numTokens;
+      if (!kv.ensure(seq, first)) {
         kv.release(seq, match !== null); // give a matched prefix back to the cache
         return;
       }

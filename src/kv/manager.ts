@@ -124,6 +124,13 @@ export interface KvManager extends KvCache {
    * with countRoom().
    */
   keepCached?(wanted: readonly Uint32Array[]): void;
+  /**
+   * True when local (sliding-window) layers give back what falls behind their window after
+   * every pass: a prompt is then mapped pass by pass (the scheduler ensures each prefill chunk
+   * when it runs, not the whole prompt at admission), so that a sequence holds at most its
+   * windows plus one pass in those layers, as the KV sizing counts it (pool-size.ts layerChunks).
+   */
+  readonly mapsPerPass?: boolean;
   /** Drops every cached prefix (frees what only the cache held). */
   clearPrefixCache(): void;
   stats(): KvStats;

@@ -104,6 +104,7 @@ export class VTensorKvManager implements KvManager {
   /** Per tensor: its layer's sliding window (0 = global); null when nothing is unmapped. */
   private readonly tensorWindows: Int32Array | null;
   private readonly maxRowsPerPass: number;
+  readonly mapsPerPass: boolean;
   private nextSeq = 1;
   private mapMsCritical = 0;
   private mapMsAhead = 0;
@@ -142,6 +143,7 @@ export class VTensorKvManager implements KvManager {
       options.windowUnmap !== false && w !== undefined && w.some((x) => x > 0)
         ? Int32Array.from({ length: this.geometry.numTensors }, (_, t) => w[t >> 1]!)
         : null;
+    this.mapsPerPass = this.tensorWindows !== null && Number.isFinite(this.maxRowsPerPass);
     this.cache = new ChunkRadixCache(this.geometry.tokensPerChunk, this.geometry.numTensors, {
       ref: (c) => this.refs[c]!++,
       unref: (c) => this.unref(c),
