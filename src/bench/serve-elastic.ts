@@ -91,7 +91,7 @@ function staticFits(path: string, budget: number, reserve = false): (parallel: n
     const scratchBytes = engineScratchBytes(config, parallel, MAX_BATCH_ROWS);
     const { kvBytes } = kvPoolSize(kvShapeFor(config, ctx), parallel, 'vtensor', MAX_BATCH_ROWS);
     try {
-      planWithWindow(inputs, { budget: reserve ? budget - runtimeReserveFor(parallel) : budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
+      planWithWindow(inputs, { budget: reserve ? budget - runtimeReserveFor(parallel, file.dataOffset) : budget, kvBytes, scratchBytes, hardware: DEFAULT_HARDWARE });
       return true;
     } catch (e) {
       if (e instanceof InsufficientMemoryError) return false;

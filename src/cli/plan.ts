@@ -265,6 +265,7 @@ export async function run(argv: string[]): Promise<number> {
   const policy = values['expert-policy'];
   if (policy !== undefined && !(EXPERT_POLICIES as readonly string[]).includes(policy)) throw new InvalidOptionError('--expert-policy', `must be one of ${EXPERT_POLICIES.join(', ')}, got '${policy}'`);
   const windows = layerWindowsOf(file);
+  const reserve = runtimeReserveFor(parallel, file.dataOffset);
   // The plan at ctxSize exactly as the engine makes it.
   const planAt = (ctxSize: number) => {
     // The KV pool exactly as the engine sizes it (vTensor: whole chunks plus spare tails).
@@ -287,14 +288,14 @@ export async function run(argv: string[]): Promise<number> {
         })
       : elastic
         ? planWithWindow(inputs, options, window)
-        : planWithReserve(inputs, options, window, budget !== Infinity ? runtimeReserveFor(parallel) : 0);
+        : planWithReserve(inputs, options, window, budget !== Infinity ? reserve : 0);
     let pool: PoolPlan | undefined;
     if (elastic) {
       // The ladder and read cache a load in this process's memory limit would use (create.ts).
-      const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, runtimeReserveFor(parallel) - floorBytes), { ...readCachePolicy(path, file.fileSize, budget), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(parallel)) });
+      const { ladder, readCacheBytes } = elasticLadder(file, options, window, Math.max(0, reserve - floorBytes), { ...readCachePolicy(path, file.fileSize, budget), maxBytes: readCacheCap(kvBytes, floorBytes, reserve) });
       const seqTokens = values['seq-tokens'] !== undefined ? Math.min(ctxSize, int('seq-tokens', values['seq-tokens'], 1)) : ctxSize;
       const kvFor = (n: number) => kvBytesFor(kvShape, chunkBytes, n, seqTokens, MAX_BATCH_ROWS);
-      pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: runtimeReserveFor(parallel), readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
+      pool = planPool(ladder, ElasticWeightStore.levels(file, ladder), { budget, scratchBytes: scratch, runtimeBytes: reserve, readCacheBytes, floorBytes, tokensPerSequence: seqTokens, kvBytesFor: kvFor }, [1, 4, 16]);
     }
     return { ctxSize, kvShape, chunkBytes, floorBytes, plan, pool };
   };

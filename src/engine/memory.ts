@@ -26,9 +26,13 @@ import type { WorkerInit } from './protocol.js';
 
 const MiB = 1024 * 1024;
 
+/** Bytes of the process's own memory per GGUF header byte beyond the first MiB (runtimeReserveFor). */
+export const HEADER_RESERVE_FACTOR = 8;
+
 /**
- * Bytes of an elastic budget kept from the weights for the process's own memory: 8 MiB plus
- * 1 MiB per sequence served at once (24 MiB at --parallel 16).
+ * Bytes of a budget kept from the weights for the process's own memory: 8 MiB plus 1 MiB per
+ * sequence served at once (24 MiB at --parallel 16), plus 8 bytes per byte of the GGUF header
+ * beyond its first MiB (`headerBytes`: the file's dataOffset).
  *
  * Measured (tinyllama-1.1b Q4_0, budget 50% = 295.6 MiB, --parallel 16 --ctx-size 4096, the
  * HTTP server with 1..16 streams of 128 + 32 tokens; /proc/self/smaps and the cgroup's
@@ -42,10 +46,28 @@ const MiB = 1024 * 1024;
  * the process ~18 MiB under that limit at 16 streams (elastic.test.ts serves 16 streams in
  * such a cgroup). It lives in the part of the KV floor that KV does not use (MemoryPool): a
  * server with few streams keeps the whole pool for weights.
+ *
+ * The header term: the main thread and the engine worker each parse the whole header into JS
+ * objects and build a tokenizer from it (token strings, a token -> id Map, scores; merges for
+ * BPE), so the process's own memory grows with the vocabulary. Measured with `run` (1701-token
+ * prompt, -c 2048; /proc/PID/smaps and both threads' V8 heap statistics every 40-100 ms):
+ * Gemma 3 1B (262,144 tokens, 6.23 MiB header) at 22% held 44.5 MiB more than tinyllama
+ * (32,000 tokens, 0.70 MiB header) at 50%: V8 heaps 82.8 vs 42.7 MiB (main thread 43.5 vs
+ * 23.4, worker 39.3 vs 19.3), brk heap 8.4 vs 3.8 MiB: 8.0 bytes per header byte. One isolate
+ * parsing a header and building its tokenizer grows by 5.9-6.5 bytes per header byte for
+ * Gemma 3 (SPM), Qwen 2.5 (151,936 tokens, 151,387 merges, 5.66 MiB) and Llama 3 (128,256
+ * tokens, 280,147 merges, 7.46 MiB) alike: header bytes predict it across tokenizer types,
+ * the vocabulary size does not (Qwen 2.5's 152k tokens cost what Gemma 3's 262k do). The
+ * first MiB is inside the 8 MiB above (measured with tinyllama's header: a 32k vocabulary
+ * keeps its reserve). Gemma 3 1B at 22% in a budget + 64 MiB cgroup, its KV floor counted by
+ * sliding windows (kv/pool-size.ts): OOM-killed with the 9 MiB reserve (the unused floor that
+ * had hidden the difference was gone); with this one (50.9 MiB, 25.9 of it above the weights'
+ * minimum and applied) it peaks at 215 MiB of rss + shmem + kernel under the 233 MiB limit.
  */
-export function runtimeReserveFor(parallel: number): number {
-  return 8 * MiB + Math.max(1, parallel) * MiB;
+export function runtimeReserveFor(parallel: number, headerBytes = 0): number {
+  return 8 * MiB + Math.max(1, parallel) * MiB + HEADER_RESERVE_FACTOR * Math.max(0, headerBytes - MiB);
 }
+
 
 /** The engine's weights and KV, and the pool between them (elastic) or none (static). */
 export interface EngineMemory {
@@ -100,6 +122,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   const { kvBytes, chunkBytes } = kvPoolSize(shape, init.parallel, init.kv, init.maxBatchRows);
   const scratchBytes = engineScratchBytes(config, init.parallel, init.maxBatchRows);
   const budget = init.memoryBudget !== null ? parseMemoryBudget(init.memoryBudget, file.fileSize, 'memoryBudget') : Infinity;
+  const runtimeReserve = runtimeReserveFor(init.parallel, file.dataOffset);
   // Mixture-of-Experts files keep a static split: their expert cache is the policy that moves
   // weights (weights/create-moe.ts), and the elastic ladder knows only dense tensors.
   const elastic = budget !== Infinity && init.kv === 'vtensor' && init.memoryPool !== 'static' && moeShape(file) === undefined;
@@ -107,7 +130,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // Buffered reads need page cache unless the run is forced onto O_DIRECT (FLEXINFER_READ_PATH);
   // how much follows the load under a memory limit (read-cache.ts readCacheAtLoad).
   // It never keeps the weights below the static split's (readCacheCap).
-  const readCache = elastic ? { ...readCachePolicy(file.path, file.fileSize, budget, readPathFromEnv()?.direct !== true), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserveFor(init.parallel)) } : undefined;
+  const readCache = elastic ? { ...readCachePolicy(file.path, file.fileSize, budget, readPathFromEnv()?.direct !== true), maxBytes: readCacheCap(kvBytes, floorBytes, runtimeReserve) } : undefined;
   const explain = { budget, shape, parallel: init.parallel, scratchBytes, kvBytes: elastic ? floorBytes : kvBytes, elastic, kvFloorGiven: init.kvFloor !== null };
 
   let created;
@@ -120,7 +143,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
       // Elastic: the reserve lives in the unused floor first, the weights give up only what
       // exceeds it; the read cache does not (the unused floor is already page cache). Static:
       // its KV reservation fills up at full load, so the weights give up the whole reserve.
-      runtimeReserveBytes: elastic ? Math.max(0, runtimeReserveFor(init.parallel) - floorBytes) : budget !== Infinity ? runtimeReserveFor(init.parallel) : 0,
+      runtimeReserveBytes: elastic ? Math.max(0, runtimeReserve - floorBytes) : budget !== Infinity ? runtimeReserve : 0,
       ...(readCache ? { readCache } : {}),
       ...(init.experts?.cache ? { expertCache: init.experts.cache } : {}),
       ...(init.experts?.policy ? { expertPolicy: init.experts.policy } : {}),
@@ -142,7 +165,7 @@ export async function createEngineMemory(file: GgufFile, config: ModelConfig, in
   // The reserve sits in the unused floor when it can, but KV filling the floor must be able to
   // push it into the pool (demoting weights): only what the pool holds above the weights'
   // minimum applies (none at the minimum budget, where KV keeps the whole floor).
-  const runtimeBytes = appliedReserve(poolBytes, es.bytesAt, runtimeReserveFor(init.parallel));
+  const runtimeBytes = appliedReserve(poolBytes, es.bytesAt, runtimeReserve);
   // The read cache, as far as the pool holds it above the weights at the ladder's cacheFloor
   // with the reserve.
   const readCacheBytes = appliedReserve(poolBytes - runtimeBytes, es.bytesAt.slice(es.ladder.cacheFloor), created.readCacheBytes ?? 0);
