@@ -102,10 +102,11 @@ test('property: the ladder is nested, accounts memory as the plans do, and passe
   assert.ok(checked >= 20, `only ${checked} of 40 random models fit their budget`);
 });
 
-test('property: a large output matrix the top plan keeps resident is the first step, sliced at level 0 only', () => {
+test('property: a large output matrix the top plan keeps resident is the first step, sliced at level 0 only, where the ring is the smallest', () => {
   const r = rng(77);
   let outputSteps = 0;
   let slicedTops = 0;
+  let windowsAbove = 0;
   for (let trial = 0; trial < 40; trial++) {
     const tensors = randomModel(r, 32000 + Math.floor(r() * 230000));
     const out = tensors.findIndex((t) => t.kind === 'output');
@@ -147,12 +148,20 @@ test('property: a large output matrix the top plan keeps resident is the first s
     assert.equal(ladder.steps[0], out);
     assert.equal(placementAt(0), 'slices');
     for (const level of levels.filter((l) => l > 0)) assert.equal(placementAt(level), 'resident', `level ${level}`);
-    // Level 0 holds the slice buffers instead of the matrix; the ring is the same.
-    assert.equal(ladder.weightBytes[1]! - ladder.weightBytes[0]!, residentFootprint(tensors[out]!.bytes) - ladder.planAt(0).outputSlices!.bufferBytes);
+    // Level 0 holds the slice buffers instead of the matrix, and streams every layer through
+    // the smallest ring (two slots of the largest layer); the other levels keep the top's window.
+    const numLayers = Math.max(...tensors.map((t) => t.layer)) + 1;
+    const layerStream = Array.from({ length: numLayers }, (_, l) => tensors.filter((t) => t.layer === l && t.kind !== 'norm').reduce((a, t) => a + streamFootprint(t.bytes), 0));
+    const slotsAbove = Math.min(top.window + 1, numLayers) - Math.min(2, numLayers);
+    assert.equal(ladder.planAt(0).window, 1);
+    assert.equal(ladder.planAt(1).window, top.window);
+    assert.equal(ladder.weightBytes[1]! - ladder.weightBytes[0]!, residentFootprint(tensors[out]!.bytes) - ladder.planAt(0).outputSlices!.bufferBytes + slotsAbove * Math.max(...layerStream));
+    if (top.window > 1) windowsAbove++;
     assert.ok(ladder.weightBytes[ladder.minLevel]! <= ladder.weightBytes[0]!);
     // The sliced bottom predicts a slower pass than level 1 (it reads the matrix every token).
     assert.ok(ladder.planAt(0).predictedSecPerToken > ladder.planAt(1).predictedSecPerToken);
   }
   assert.ok(outputSteps >= 5, `only ${outputSteps} ladders made the output matrix a step`);
+  assert.ok(windowsAbove >= 1, 'no ladder with an output step had a top window above 1');
   assert.ok(slicedTops + outputSteps >= 20, `only ${slicedTops + outputSteps} of 40 fit`);
 });
