@@ -40,6 +40,12 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const SHAPE = { numLayers: 8, kvDim: 128, maxContext: 256 };
 const CHUNK = 16 << 10;
 const SLOT = 16 * CHUNK;
+/**
+ * Most sequences a trace runs at once: 20 of up to 1 MiB of KV each, more than the pool holds
+ * with the weights at their minimum (level 0 streams through two ring slots: ~14 MiB of KV), so
+ * the traces reach the minimum resident set and a refusal.
+ */
+const MAX_RUNNING = 20;
 
 interface Seq {
   id: number;
@@ -67,11 +73,11 @@ async function runTrace(seed: number, steps: number, runtime = 0, readCache = 0)
     readCacheBytes: readCache,
     chunkBytes: CHUNK,
     slotBytes: SLOT,
-    maxKvChunks: 16 * 16 * 4, // 16 full sequences of address space
+    maxKvChunks: MAX_RUNNING * 16 * 4, // MAX_RUNNING full sequences of address space
     now: () => clock, // 10 ms per step: the step cooldown decides, as on a busy engine
   });
   pool.attachWeights(store);
-  const kv = new VTensorKvManager({ shape: SHAPE, capacityBytes: 16 * 16 * 4 * CHUNK, chunkBytes: CHUNK, grant: pool });
+  const kv = new VTensorKvManager({ shape: SHAPE, capacityBytes: MAX_RUNNING * 16 * 4 * CHUNK, chunkBytes: CHUNK, grant: pool });
   pool.attachKv({ get numUsedChunks() { return kv.numUsedChunks; }, get numCachedChunks() { const s = kv.stats(); return (s.cachedBytes ?? 0) / CHUNK; }, evictCachedChunks: (n: number) => kv.evictCachedChunks(n) });
 
   const running: Seq[] = [];
@@ -102,7 +108,7 @@ async function runTrace(seed: number, steps: number, runtime = 0, readCache = 0)
         waiting.push({ id: -1, len: prompt, end, tokens: Uint32Array.from({ length: end }, () => Math.floor(rand() * 50)) });
       }
       // Admission (FCFS; a prefix-cache hit saves its part), as the scheduler does.
-      while (waiting.length > 0 && running.length < 16) {
+      while (waiting.length > 0 && running.length < MAX_RUNNING) {
         const s = waiting[0]!;
         const m = kv.matchPrefix(s.tokens.subarray(0, s.len));
         const id = m ? m.seq : kv.createSequence();

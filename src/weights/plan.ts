@@ -615,20 +615,26 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
   // the serve bench of 2026-12-06 had the elastic pool hold 5 sequences of 1056 tokens at once
   // where the static split held 6, and 6 with this step).
   //
-  // That bottom level streams with the smallest ring (window 1, two layer slots), unless a
-  // window was asked for: the pool goes down to it only when KV needs the memory, as a static
-  // split at that load would (its planner, with the KV reserved, picks the small ring too).
-  // With the top plan's window (2 when the calibration favoured it) the bottom kept a third
-  // 23.6 MiB slot: the elastic pool then held 144 MiB of KV at level 0, where 6 sequences of
-  // 1056 tokens need 148.5 in 64 KiB chunks, and ran 5 at once in 3 of 10 serve-bench runs
-  // while the static split (window 1, 165 MiB of KV) ran 6 (tinyllama Q4_0 at 50%, 2026-12-06).
+  //
+  // Level 0 streams through the smallest ring (window 1, two layer slots) unless a window was
+  // asked for or level 0 is the planner's own plan (the weights load there): below the level
+  // the weights load at, the pool goes only for KV's sake, and a static split at that load
+  // picks the small ring too (its planner, with the KV reserved). With the top plan's window
+  // (2 when the calibration favoured it) level 0 kept a third 23.6 MiB slot: the elastic pool
+  // then ran 5 sequences of 1056 tokens at once where the static split (window 1) ran 6, in the
+  // 2 of 10 serve-bench runs whose calibration gave window 2 (tinyllama Q4_0 at 50%, 2026-12-06).
   const slicedMode = mode.sliced === undefined ? modes.find((m) => m.sliced !== undefined) : undefined;
-  const bottomWindow = window ?? 1;
-  const bottomSlots = Math.min(bottomWindow + 1, numLayers);
-  const bottom = slicedMode ? fixedAndStreamable(tensors, slicedMode).fixedBytes + bottomSlots * Math.max(0, ...baseStreamed) : Infinity;
+  const lowWindow = window ?? 1;
+  const lowStreams = Math.min(lowWindow + 1, numLayers) * Math.max(0, ...baseStreamed);
+  const bottom = slicedMode ? fixedAndStreamable(tensors, slicedMode).fixedBytes + lowStreams : Infinity;
   const outputStep = slicedMode && bottom < curve[0]! ? slicedMode.sliced!.index : undefined;
   const steps = outputStep !== undefined ? [outputStep, ...c.steps] : c.steps;
-  const weightBytes = outputStep !== undefined ? [bottom, ...curve] : curve;
+  const room = options.budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
+  // Without an output step the top plan's level is the longest prefix that fits its room.
+  let topLevel = curve.length - 1;
+  while (topLevel > 0 && !(curve[topLevel]! <= room)) topLevel--;
+  const lowWindowAtZero = outputStep !== undefined || topLevel > 0;
+  const weightBytes = outputStep !== undefined ? [bottom, ...curve] : lowWindowAtZero ? [fixedBytes + lowStreams, ...curve.slice(1)] : curve;
   let minLevel = 0;
   for (let k = 1; k < weightBytes.length; k++) if (weightBytes[k]! < weightBytes[minLevel]!) minLevel = k;
   const model = costModel(tensors, numLayers, options.hardware, mode);
@@ -653,7 +659,7 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
       if (!p) {
         const resident = new Set(steps.slice(0, k));
         const sliced = outputStep !== undefined && k === 0;
-        p = buildPlan(tensors, numLayers, (i) => resident.has(i), sliced ? bottomWindow : top.window, c.name, { ...options, budget: options.budget }, kv, scratch, sliced ? slicedModel : model, sliced ? slicedMode! : mode);
+        p = buildPlan(tensors, numLayers, (i) => resident.has(i), k === 0 && lowWindowAtZero ? lowWindow : top.window, c.name, { ...options, budget: options.budget }, kv, scratch, sliced ? slicedModel : model, sliced ? slicedMode! : mode);
         plans.set(k, p);
       }
       return p;
