@@ -320,6 +320,11 @@ test('values: a burst of prefix hits keeps the cache through the decode passes a
     assert.equal(pool.prefixHitTokensPerSec, 0);
     assert.ok(kv.evicted > 0 && pool.events.prefixChunksEvictedForWeights === kv.evicted, `${kv.evicted} chunks evicted`);
     assert.equal(pool.events.promotions, 1);
+    // The eviction keeps the figures it was decided on: no hits, so the prefixes were worth 0.
+    const last = pool.events.lastEvictionForWeights!;
+    assert.deepEqual([last.fromLevel, last.toLevel, last.evictedChunks, last.hitTokensPerSec, last.prefixesValue], [0, up, kv.evicted, 0, 0]);
+    assert.equal(last.cachedBytes, (floor / CHUNK + extra) * CHUNK);
+    assert.ok(last.weightsValue > 0 && Math.abs(last.secPerPromptToken - 0.001) < 1e-9, JSON.stringify(last));
     assert.equal(store.targetLevel, up);
     for (let i = 0; i < 2000 && store.targetLevel !== store.level; i++) {
       store.settle();

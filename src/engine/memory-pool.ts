@@ -144,6 +144,26 @@ export interface PoolEvents {
   /** Cached prefix chunks evicted to make room for weights (value comparison). */
   prefixChunksEvictedForWeights: number;
   steps: number;
+  /**
+   * The last eviction of cached prefixes for the weights and the figures it was decided on
+   * (values in seconds saved per second per byte), for finding out afterwards why a trade went
+   * the way it did (a serve bench run whose next phase repeated the evicted prompts).
+   */
+  lastEvictionForWeights?: EvictionForWeights;
+}
+
+/** PoolEvents.lastEvictionForWeights. */
+export interface EvictionForWeights {
+  step: number;
+  fromLevel: number;
+  toLevel: number;
+  weightsValue: number;
+  prefixesValue: number;
+  passesPerSec: number;
+  hitTokensPerSec: number;
+  secPerPromptToken: number;
+  cachedBytes: number;
+  evictedChunks: number;
 }
 
 /** One sample of the split, for statistics over time. */
@@ -363,7 +383,8 @@ export class MemoryPool implements KvChunkGrant {
   // --- statistics ---
 
   get events(): PoolEvents {
-    return { ...this.#events };
+    const e = this.#events.lastEvictionForWeights;
+    return { ...this.#events, ...(e ? { lastEvictionForWeights: { ...e } } : {}) };
   }
 
   get step(): number {
@@ -512,12 +533,15 @@ export class MemoryPool implements KvChunkGrant {
       const j = this.#promotionTarget(w, avail);
       if (j > w.level) {
         const passesPerSec = this.#msPerPass > 0 ? 1000 / this.#msPerPass : 1 / w.secPerPassAt(w.level);
+        const hitTokensPerSec = this.prefixHitTokensPerSec;
+        const secPerPromptToken = (this.#msPerPromptRow || this.#msPerRow) / 1000;
         const weights = this.valueOfWeights(w.level, j, passesPerSec);
-        const prefixes = this.valueOfPrefixes(this.prefixHitTokensPerSec, (this.#msPerPromptRow || this.#msPerRow) / 1000, cachedBytes);
+        const prefixes = this.valueOfPrefixes(hitTokensPerSec, secPerPromptToken, cachedBytes);
         if (weights > prefixes) {
           const need = MemoryPool.weightBytes(w, w.level, j) + this.#kvExcess(this.#grant) + this.#otherBytes() + this.#headroomBytes() - this.poolBytes;
           const freed = kv.evictCachedChunks(Math.ceil(need / this.chunkBytes));
           this.#events.prefixChunksEvictedForWeights += freed;
+          this.#events.lastEvictionForWeights = { step: this.#step, fromLevel: w.level, toLevel: j, weightsValue: weights, prefixesValue: prefixes, passesPerSec, hitTokensPerSec, secPerPromptToken, cachedBytes, evictedChunks: freed };
           this.#shrinkGrant();
           k = this.#promotionTarget(w);
         }
