@@ -591,7 +591,8 @@ export interface PlanLadder {
 
 /**
  * The ladder through the plan planWithWindow picks for `options` (the budget with the KV
- * cache at its floor): same candidate order, same window. Throws InsufficientMemoryError as
+ * cache at its floor): same candidate order, same window (level 0 excepted: the smallest ring,
+ * see below). Throws InsufficientMemoryError as
  * planWithWindow does.
  */
 export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<PlanOptions, 'window'>, window?: number): PlanLadder {
