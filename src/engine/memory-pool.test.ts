@@ -20,7 +20,7 @@ import { tinyModelTensors, writeTestGguf } from '../weights/testing.js';
 import { listTensors } from '../weights/tensors.js';
 import { VTensorKvManager } from '../kv/vtensor-manager.js';
 import { mulberry32 } from '../kv/random.js';
-import { MemoryPool, type WeightTenant } from './memory-pool.js';
+import { EVICTION_MARGIN, MemoryPool, type WeightTenant } from './memory-pool.js';
 
 const MiB = 1 << 20;
 const LAYERS = 10;
@@ -269,7 +269,13 @@ test('read cache: promotions leave it free, KV grows into it without a demotion'
   }
 });
 
-test('values: a burst of prefix hits keeps the cache through the decode passes after it, for the hit window', async () => {
+/**
+ * A wave of prefix-cache hits, then 80 decode passes, then a minute without hits, on a pool
+ * where no level above 0 fits unless the cache goes (`up`: the level that fits without it).
+ * `hitTokens` sizes the wave from the value per byte the weights would have at 10 passes/s and
+ * the cache's bytes. Returns what happened after the decode passes (kept) and after the minute.
+ */
+async function waveThenMinute(hitTokens: (weightsValue: number, cachedBytes: number) => number): Promise<{ weightsValue: number; prefixesValue: number; evictedAfterWave: number; promotionsAfterWave: number; levelAfterWave: number }> {
   const ladder = planLadder(planInputs(file), { budget: 14 * MiB, hardware: { readBytesPerSec: 1e9, computeBytesPerSec: 8e9 } });
   const top = ladder.steps.length;
   const store = await ElasticWeightStore.open(file, ladder, { level: 0, maxLevel: top });
@@ -298,22 +304,21 @@ test('values: a burst of prefix hits keeps the cache through the decode passes a
     const extra = (2 * MiB) / CHUNK;
     assert.ok(pool.request(extra, false), 'level 0 holds the 2 MiB of KV');
     kv.numUsedChunks = kv.numCachedChunks = floor / CHUNK + extra;
-    // A wave: one prompt pass of 512 rows (1 ms a row) served 2048 tokens from the cache...
+    const cachedBytes = kv.numCachedChunks * CHUNK;
+    const weightsValue = pool.valueOfWeights(0, up, 10);
+    const hits = hitTokens(weightsValue, cachedBytes);
+    // A wave: one prompt pass of 512 rows (1 ms a row) served `hits` tokens from the cache...
     clock += 512;
-    pool.betweenPasses({ ms: 512, rows: 512, prefixHitTokens: 2048 });
+    pool.betweenPasses({ ms: 512, rows: 512, prefixHitTokens: hits });
     // ...then 80 decode passes of 4 rows, 100 ms each (8 s; cooldowns over after 32).
     for (let i = 0; i < 80; i++) {
       clock += 100;
       pool.betweenPasses({ ms: 100, rows: 4, prefixHitTokens: 0 });
     }
-    // 2048 tokens in 8.5 s at 1 ms each: 0.24 s saved per second by 3 MiB of cache, against
-    // the read time level `up` saves at 10 passes per second by what it adds.
-    assert.ok(Math.abs(pool.prefixHitTokensPerSec - 2048 / 8.512) < 1e-6, `${pool.prefixHitTokensPerSec} hit tokens/s`);
-    const prefixes = pool.valueOfPrefixes(pool.prefixHitTokensPerSec, 0.001, kv.numCachedChunks * CHUNK);
-    assert.ok(prefixes > pool.valueOfWeights(0, up, 10), 'the scenario: the prefixes are worth more');
-    assert.equal(kv.evicted, 0, 'no cached chunk evicted for the weights');
-    assert.equal(pool.events.promotions, 0);
-    assert.equal(store.level, 0);
+    // `hits` tokens in 8.5 s at 1 ms each, over the cache's bytes.
+    assert.ok(Math.abs(pool.prefixHitTokensPerSec - hits / 8.512) < 1e-6, `${pool.prefixHitTokensPerSec} hit tokens/s`);
+    const prefixesValue = pool.valueOfPrefixes(pool.prefixHitTokensPerSec, 0.001, cachedBytes);
+    const after = { weightsValue, prefixesValue, evictedAfterWave: kv.evicted, promotionsAfterWave: pool.events.promotions, levelAfterWave: store.level };
     // A minute later with no hits, the cache is worth nothing: it goes for the weights.
     clock += 61_000;
     pool.betweenPasses({ ms: 100, rows: 4, prefixHitTokens: 0 });
@@ -323,14 +328,30 @@ test('values: a burst of prefix hits keeps the cache through the decode passes a
     // The eviction keeps the figures it was decided on: no hits, so the prefixes were worth 0.
     const last = pool.events.lastEvictionForWeights!;
     assert.deepEqual([last.fromLevel, last.toLevel, last.evictedChunks, last.hitTokensPerSec, last.prefixesValue], [0, up, kv.evicted, 0, 0]);
-    assert.equal(last.cachedBytes, (floor / CHUNK + extra) * CHUNK);
+    assert.equal(last.cachedBytes, cachedBytes);
     assert.ok(last.weightsValue > 0 && Math.abs(last.secPerPromptToken - 0.001) < 1e-9, JSON.stringify(last));
     assert.equal(store.targetLevel, up);
     for (let i = 0; i < 2000 && store.targetLevel !== store.level; i++) {
       store.settle();
       await new Promise((r) => setTimeout(r, 2));
     }
+    return after;
   } finally {
     store.dispose();
   }
+}
+
+test('values: a burst of prefix hits keeps the cache through the decode passes after it, for the hit window', async () => {
+  // 2048 tokens: 0.24 s saved per second by 3 MiB of cache, worth more than level `up`.
+  const r = await waveThenMinute(() => 2048);
+  assert.ok(r.prefixesValue > r.weightsValue, 'the scenario: the prefixes are worth more');
+  assert.deepEqual([r.evictedAfterWave, r.promotionsAfterWave, r.levelAfterWave], [0, 0, 0], 'no cached chunk evicted for the weights, no promotion');
+});
+
+test('values: cached prefixes are evicted for weights only when the weights are worth EVICTION_MARGIN times more per byte', async () => {
+  // A wave sized so the weights are worth 1.5x the cache per byte: under the margin, kept.
+  const r = await waveThenMinute((weightsValue, cachedBytes) => Math.ceil(((weightsValue / 1.5) * cachedBytes * 8.512) / 0.001));
+  const ratio = r.weightsValue / r.prefixesValue;
+  assert.ok(ratio > 1 && ratio < EVICTION_MARGIN, `the scenario: weights worth ${ratio.toFixed(2)}x the cache`);
+  assert.deepEqual([r.evictedAfterWave, r.promotionsAfterWave, r.levelAfterWave], [0, 0, 0], 'kept within the margin');
 });

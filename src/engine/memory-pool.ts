@@ -45,7 +45,7 @@
  *   seconds saved per second per byte. A resident tensor saves its share of a forward pass's
  *   read time on every pass; a cached chunk saves recomputing its tokens each time a prompt
  *   hits it. When a promotion is short of memory that only the prefix cache holds, cached
- *   chunks are evicted for it if the weights are worth more per byte. The hit rate is the
+ *   chunks are evicted for it if the weights are worth EVICTION_MARGIN (2) times more per byte. The hit rate is the
  *   prompt tokens the cache served over the last `hitWindowMs` of wall time, and a token's
  *   recompute cost is what a row of a prompt-sized pass costs: hits come in bursts (a wave
  *   of requests at admission) and the passes between them decode, so a per-pass average fell
@@ -110,6 +110,20 @@ export interface Hysteresis {
 }
 
 export const DEFAULT_HYSTERESIS: Hysteresis = { cooldownSteps: 32, cooldownMs: 2000, horizonSteps: 32, minHeadroomSlots: 2, maxBackoff: 5, hitWindowMs: 60_000 };
+
+/**
+ * Cached prefixes go for weights only when the weights are worth this many times more per byte.
+ * The two mistakes cost differently: evicting a prompt that is asked for again costs its whole
+ * recompute, while a promotion held back costs the weights' share of each pass only until the
+ * next pass asks again (the hit rate falls as hits age out of the window). Measured (serve
+ * bench, tinyllama Q4_0 at 50%, 1024-token prompts, 2026-12-07): of the evictions at the end
+ * of five runs, three were decided at 1.002-1.08x, near parity, where the passes per second
+ * measured at that moment (2.2-4.0) decides (the other two at 2.4x and with no hits left in
+ * the window); one such eviction between two phases of another run cost 5 prompt passes
+ * (~15 s) of recompute for a promotion that lasted ~20 passes (~0.25 s saved) and the run's
+ * 16-stream phase came out at 0.83x of the static split.
+ */
+export const EVICTION_MARGIN = 2;
 
 /** A pass of at least this many rows is prompt processing: its time per row is a prompt token's cost. */
 const PROMPT_PASS_ROWS = 32;
@@ -537,7 +551,7 @@ export class MemoryPool implements KvChunkGrant {
         const secPerPromptToken = (this.#msPerPromptRow || this.#msPerRow) / 1000;
         const weights = this.valueOfWeights(w.level, j, passesPerSec);
         const prefixes = this.valueOfPrefixes(hitTokensPerSec, secPerPromptToken, cachedBytes);
-        if (weights > prefixes) {
+        if (weights > EVICTION_MARGIN * prefixes) {
           const need = MemoryPool.weightBytes(w, w.level, j) + this.#kvExcess(this.#grant) + this.#otherBytes() + this.#headroomBytes() - this.poolBytes;
           const freed = kv.evictCachedChunks(Math.ceil(need / this.chunkBytes));
           this.#events.prefixChunksEvictedForWeights += freed;
