@@ -68,7 +68,6 @@ export function runtimeReserveFor(parallel: number, headerBytes = 0): number {
   return 8 * MiB + Math.max(1, parallel) * MiB + HEADER_RESERVE_FACTOR * Math.max(0, headerBytes - MiB);
 }
 
-
 /** The engine's weights and KV, and the pool between them (elastic) or none (static). */
 export interface EngineMemory {
   readonly store: WeightStore & { dispose(): void };

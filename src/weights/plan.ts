@@ -589,6 +589,12 @@ export interface PlanLadder {
   planAt(k: number): Plan;
 }
 
+/** The largest k with bytesAt[k] <= bytes (the planner's rule: longest fitting prefix), or -1. */
+function lastFitting(bytesAt: readonly number[], bytes: number): number {
+  for (let k = bytesAt.length - 1; k >= 0; k--) if (bytesAt[k]! <= bytes) return k;
+  return -1;
+}
+
 /**
  * The ladder through the plan planWithWindow picks for `options` (the budget with the KV
  * cache at its floor): same candidate order, same window (level 0 excepted: the smallest ring,
@@ -616,7 +622,6 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
   // the serve bench of 2026-12-06 had the elastic pool hold 5 sequences of 1056 tokens at once
   // where the static split held 6, and 6 with this step).
   //
-  //
   // Level 0 streams through the smallest ring (window 1, two layer slots) unless a window was
   // asked for or level 0 is the planner's own plan (the weights load there): below the level
   // the weights load at, the pool goes only for KV's sake, and a static split at that load
@@ -632,9 +637,7 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
   const steps = outputStep !== undefined ? [outputStep, ...c.steps] : c.steps;
   const room = options.budget - (options.kvBytes ?? 0) - (options.scratchBytes ?? 0);
   // Without an output step the top plan's level is the longest prefix that fits its room.
-  let topLevel = curve.length - 1;
-  while (topLevel > 0 && !(curve[topLevel]! <= room)) topLevel--;
-  const lowWindowAtZero = outputStep !== undefined || topLevel > 0;
+  const lowWindowAtZero = outputStep !== undefined || lastFitting(curve, room) > 0;
   const weightBytes = outputStep !== undefined ? [bottom, ...curve] : lowWindowAtZero ? [fixedBytes + lowStreams, ...curve.slice(1)] : curve;
   let minLevel = 0;
   for (let k = 1; k < weightBytes.length; k++) if (weightBytes[k]! < weightBytes[minLevel]!) minLevel = k;
@@ -651,8 +654,7 @@ export function planLadder(tensors: readonly PlanTensorInput[], options: Omit<Pl
     minLevel,
     cacheFloor: outputStep !== undefined ? 1 : 0,
     levelFor(bytes: number): number {
-      for (let k = weightBytes.length - 1; k >= 0; k--) if (weightBytes[k]! <= bytes) return k;
-      return -1;
+      return lastFitting(weightBytes, bytes);
     },
     planAt(k: number): Plan {
       if (!(Number.isInteger(k) && k >= 0 && k <= steps.length)) throw new RangeError(`ladder level must be an integer in [0, ${steps.length}], got ${k}`);
